@@ -1,0 +1,71 @@
+"""Every constant of the formats in docs/format.md, defined once.
+
+Changing any value here changes the on-disk or on-wire format: bump the matching version and add
+a frozen fixture under tests/vectors/.
+"""
+
+from __future__ import annotations
+
+FORMAT_VERSION = 1
+"""Version carried by every stored or transmitted Velador structure (format.md §1.2)."""
+
+# --- Domain-separation labels for Ed25519 signatures (format.md §1.3) ---------------------------
+# A signature over a structure of one kind can never be replayed as a signature of another kind:
+# the signed bytes are LABEL || 0x0A || canonical-JSON(body).
+SIG_LABELS = {
+    "card": b"velador/v1/card",
+    "policy": b"velador/v1/policy",
+    "share": b"velador/v1/share",
+    "envelope": b"velador/v1/envelope",
+    "snapshot": b"velador/v1/snapshot",
+    "heartbeat": b"velador/v1/heartbeat",
+    "request": b"velador/v1/request",
+    "receipt": b"velador/v1/receipt",
+    "status": b"velador/v1/status",
+    "notice": b"velador/v1/notice",
+    "custody": b"velador/v1/custody",
+}
+
+CARD_PREFIX = "velador:card:v1:"
+"""Contact cards are this prefix followed by base64url(canonical JSON) (format.md §2)."""
+
+FINGERPRINT_PERSON = b"velador-fp-v1"
+FINGERPRINT_BYTES = 10
+"""80 bits: 16 base32 characters, read aloud as four groups of four."""
+
+ROLES = ("reporter", "outlet", "editor", "node")
+
+# --- Identity files (format.md §3) --------------------------------------------------------------
+IDENTITY_KIND = "velador-identity"
+IDENTITY_SLOTS = 2
+"""Every identity file has two key slots, so the file never shows whether a duress
+passphrase is set (the second slot is random filler until `velador id duress`)."""
+
+KDF_OPSLIMIT = 3
+KDF_MEMLIMIT = 128 * 1024 * 1024
+"""Argon2id cost: about 0.4 s and 128 MiB per slot on a 2015 laptop."""
+
+INSECURE_FAST_KDF_ENV = "VELADOR_INSECURE_FAST_KDF"
+"""Test-only: when set to 1, new identities use libsodium's minimum Argon2id cost."""
+
+# --- Chunking and objects (format.md §6) --------------------------------------------------------
+CHUNK_MIN = 256 * 1024
+CHUNK_AVG = 1024 * 1024
+CHUNK_MAX = 4 * 1024 * 1024
+"""FastCDC 2020 parameters. 1 MiB average keeps per-object overhead (an age header, one store
+request) under 0.1% while an edit re-uploads about 1 MiB."""
+
+CHUNKER_NAME = "fastcdc2020"
+OBJECT_ID_HASH = "blake3-keyed"
+OBJECT_ID_BYTES = 32
+
+MAX_INSTRUCTIONS_BYTES = 256 * 1024
+MAX_MANIFEST_BYTES = 512 * 1024 * 1024
+MAX_PATH_BYTES = 4096
+MAX_COMPONENT_BYTES = 255
+
+# --- Policy limits (format.md §4) ---------------------------------------------------------------
+MAX_RECIPIENTS = 32
+MAX_HOLDERS = 16  # SLIP-39 allows at most 16 members per group and 16 groups
+SLIP39_ITERATION_EXPONENT = 1
+RELEASE_SECRET_BYTES = 32

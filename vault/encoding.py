@@ -1,0 +1,90 @@
+"""Canonical bytes for everything Velador signs or hashes (docs/format.md §1.1).
+
+Canonical JSON: UTF-8, keys sorted, no insignificant white space, no floats (integers only), no
+NaN. Binary values travel as unpadded base64url strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Any
+
+from .errors import FormatError
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Serialize `obj` so that equal values always give equal bytes (for signatures and hashes)."""
+    _reject_floats(obj)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _reject_floats(obj: Any) -> None:
+    # Floats have several textual forms; a signature over one of them would not survive a
+    # re-encoding by another implementation. The formats use integers only.
+    if isinstance(obj, float):
+        raise TypeError("floats are not allowed in canonical JSON")
+    if isinstance(obj, dict):
+        for value in obj.values():
+            _reject_floats(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            _reject_floats(value)
+
+
+def parse_json(data: bytes | str, what: str, max_bytes: int = 16 * 1024 * 1024) -> Any:
+    """Parse untrusted JSON, turning every failure into a FormatError naming `what`."""
+    if len(data) > max_bytes:
+        raise FormatError(f"{what} is too large ({len(data)} bytes, limit {max_bytes})")
+    try:
+        return json.loads(data, parse_float=_no_float, parse_constant=_no_float)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise FormatError(f"{what} is not valid JSON") from exc
+
+
+def _no_float(text: str) -> Any:
+    raise ValueError(f"non-integer number {text[:20]!r}")
+
+
+def b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64d(text: Any, what: str, length: int | None = None) -> bytes:
+    """Decode unpadded base64url from untrusted input; check the decoded length if given."""
+    if not isinstance(text, str):
+        raise FormatError(f"{what} must be a base64url string")
+    if "=" in text or not text.isascii():
+        raise FormatError(f"{what} is not unpadded base64url")
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise FormatError(f"{what} is not valid base64url") from exc
+    if b64e(data) != text:
+        # Reject non-canonical encodings so one value has exactly one textual form.
+        raise FormatError(f"{what} is not canonical base64url")
+    if length is not None and len(data) != length:
+        raise FormatError(f"{what} must be {length} bytes, got {len(data)}")
+    return data
+
+
+def doc_hash(obj: Any) -> str:
+    """Hex BLAKE2b-256 of the canonical JSON of `obj`: the id of policies and documents."""
+    return hashlib.blake2b(canonical_json(obj), digest_size=32).hexdigest()
+
+
+def require(obj: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    """Fetch `obj[key]` from parsed untrusted JSON, checking its type."""
+    if not isinstance(obj, dict):
+        raise FormatError(f"{what} must be a JSON object")
+    if key not in obj:
+        raise FormatError(f"{what} lacks the field {key!r}")
+    value = obj[key]
+    # bool is a subclass of int; a boolean where a number belongs is a format error.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise FormatError(f"{what}: field {key!r} has the wrong type")
+    if not isinstance(value, kind):
+        raise FormatError(f"{what}: field {key!r} has the wrong type")
+    return value

@@ -1,0 +1,91 @@
+"""The one exception tree of Velador (docs/format.md §1.4).
+
+    VeladorError                 root: anything a user can cause or fix
+    ├── FormatError              bytes that do not parse as the structure they claim to be
+    │   └── UnsafePathError      a manifest path that would escape the output folder
+    ├── AuthenticationError      a wrong passphrase, a bad signature, a failed decryption
+    ├── ShareError               shares that are missing, corrupt, forged or do not combine
+    ├── StoreError               an object store that is unreachable, refuses, or lacks an object
+    ├── NodeError                an escrow node that is unreachable or answers with an error
+    ├── PolicyError              a request the case policy or the case state does not allow
+    └── NotFoundError            a named thing (case, contact, snapshot, identity) does not exist
+
+Each error carries a one-line message (what failed and why) and an optional hint (what to do).
+Messages never contain secrets: no passphrase, key, mnemonic or file content is ever formatted
+into one. `ValueError`/`TypeError` are kept for programmer mistakes.
+"""
+
+from __future__ import annotations
+
+
+class VeladorError(Exception):
+    """Something went wrong that the user can understand and usually fix."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class FormatError(VeladorError):
+    """Data does not parse as the Velador structure it claims to be."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+class UnsafePathError(FormatError):
+    """A path in a manifest would write outside the output folder or onto something unsafe."""
+
+
+class AuthenticationError(VeladorError):
+    """A passphrase, signature or authenticated ciphertext did not verify."""
+
+    exit_code = 77  # EX_NOPERM
+
+
+class ShareError(VeladorError):
+    """Not enough valid shares, or shares that do not combine into the case secret."""
+
+    exit_code = 66  # EX_NOINPUT
+
+
+class StoreError(VeladorError):
+    """An object store failed or does not hold an object it should."""
+
+    exit_code = 74  # EX_IOERR
+
+
+class NodeError(VeladorError):
+    """An escrow node could not be reached or refused a request."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class PolicyError(VeladorError):
+    """The request is not allowed by the case policy or by the current state."""
+
+    exit_code = 75
+
+
+class NotFoundError(VeladorError):
+    """A case, contact, snapshot or identity that was named does not exist."""
+
+    exit_code = 66
+
+
+__all__ = [
+    "AuthenticationError",
+    "FormatError",
+    "NodeError",
+    "NotFoundError",
+    "PolicyError",
+    "ShareError",
+    "StoreError",
+    "UnsafePathError",
+    "VeladorError",
+]
