@@ -31,6 +31,14 @@ class VeladorError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Errors cross process boundaries (deposit workers); keep the hint when pickled.
+        return (_rebuild, (type(self), self.message, self.hint))
+
+
+def _rebuild(cls: type[VeladorError], message: str, hint: str | None) -> VeladorError:
+    return cls(message, hint=hint)
+
 
 class FormatError(VeladorError):
     """Data does not parse as the Velador structure it claims to be."""

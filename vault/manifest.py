@@ -1,0 +1,236 @@
+"""Snapshot manifests and the snapshot chain (docs/format.md §6.4, §6.5).
+
+A snapshot object is an age file (to the release recipient) whose plaintext is a reporter-signed
+"snapshot" document. Its id is the BLAKE2b-256 of the stored ciphertext, and each manifest names
+its parent's id, so the snapshots of a case form a hash chain that recipients check end to end.
+
+Manifests are hostile input to the recipient (a stolen reporter key, a bug, a malicious store
+cannot forge the signature, but recovery must hold even against the reporter's own mistakes):
+`parse_manifest` checks every path, size and type before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from nacl.signing import SigningKey
+from pyrage import x25519
+
+from .constants import (
+    CHUNK_MAX,
+    CHUNKER_NAME,
+    MAX_COMPONENT_BYTES,
+    MAX_INSTRUCTIONS_BYTES,
+    MAX_MANIFEST_BYTES,
+    MAX_PATH_BYTES,
+    OBJECT_ID_HASH,
+)
+from .encoding import b64d, b64e, canonical_json, parse_json, require
+from .errors import FormatError, UnsafePathError
+from .objects import check_object_id, decrypt, encrypt
+from .signing import sign_document, verify_document
+
+MAX_FILE_SIZE = 2**50  # 1 PiB: anything larger is a lie
+MAX_ENTRIES = 10_000_000
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # relative POSIX path, validated by safe_path
+    type: str  # "file" | "dir"
+    mode: int  # permission bits only
+    mtime: int
+    size: int = 0
+    chunks: tuple[tuple[str, int], ...] = ()  # (object id, plaintext length)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "type": self.type, "mode": self.mode, "mtime": self.mtime}
+        if self.type == "file":
+            out["size"] = self.size
+            out["chunks"] = [[oid, n] for oid, n in self.chunks]
+        return out
+
+
+@dataclass(frozen=True)
+class Manifest:
+    case_id: str
+    policy_hash: str
+    seq: int
+    created: int
+    parent: str | None
+    label: str
+    chunk_key: bytes
+    chunker_seed: int
+    entries: tuple[Entry, ...]
+    instructions: str | None = None
+    roots: tuple[str, ...] = field(default=())
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "case_id": self.case_id,
+            "policy_hash": self.policy_hash,
+            "seq": self.seq,
+            "created": self.created,
+            "parent": self.parent,
+            "label": self.label,
+            "chunk_key": b64e(self.chunk_key),
+            "chunker": {"alg": CHUNKER_NAME, "seed": self.chunker_seed, "hash": OBJECT_ID_HASH},
+            "instructions": self.instructions,
+            "roots": list(self.roots),
+            "entries": [e.to_json() for e in self.entries],
+        }
+
+    @property
+    def total_size(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    def object_ids(self) -> set[str]:
+        return {oid for e in self.entries for oid, _ in e.chunks}
+
+
+def safe_path(path: Any) -> str:
+    """Validate a manifest path: relative, normalized, no '..', no NUL, bounded, NFC."""
+    if not isinstance(path, str) or not path:
+        raise UnsafePathError("manifest has an empty or non-text path")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise UnsafePathError("manifest path is too long")
+    if "\x00" in path or "\\" in path:
+        raise UnsafePathError(f"manifest path {path[:80]!r} contains a forbidden character")
+    if path.startswith("/") or PurePosixPath(path).is_absolute():
+        raise UnsafePathError(f"manifest path {path[:80]!r} is absolute")
+    parts = path.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise UnsafePathError(f"manifest path {path[:80]!r} is not a plain relative path")
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
+            raise UnsafePathError("manifest path has a component that is too long")
+        if any(ord(ch) < 32 for ch in part):
+            raise UnsafePathError(f"manifest path {path[:80]!r} contains control characters")
+    if unicodedata.normalize("NFC", path) != path:
+        raise UnsafePathError(f"manifest path {path[:80]!r} is not NFC-normalized")
+    return path
+
+
+def _parse_entry(raw: Any) -> Entry:
+    path = safe_path(require(raw, "path", str, "manifest entry"))
+    kind = require(raw, "type", str, "manifest entry")
+    mode = require(raw, "mode", int, "manifest entry")
+    if not 0 <= mode <= 0o777:
+        raise FormatError(f"manifest entry {path[:80]!r} has an invalid mode")
+    mtime = require(raw, "mtime", int, "manifest entry")
+    if kind == "dir":
+        if set(raw) - {"path", "type", "mode", "mtime"}:
+            raise FormatError("manifest directory entry has unexpected fields")
+        return Entry(path, "dir", mode, mtime)
+    if kind != "file":
+        # Symlinks, devices, FIFOs and sockets are never deposited and never restored.
+        raise UnsafePathError(f"manifest entry {path[:80]!r} has the unsupported type {kind[:20]!r}")
+    size = require(raw, "size", int, "manifest entry")
+    if not 0 <= size <= MAX_FILE_SIZE:
+        raise FormatError(f"manifest entry {path[:80]!r} declares an impossible size")
+    chunks = []
+    total = 0
+    for c in require(raw, "chunks", list, "manifest entry"):
+        if not (isinstance(c, list) and len(c) == 2 and isinstance(c[1], int) and not isinstance(c[1], bool)):
+            raise FormatError("manifest chunk reference is malformed")
+        if not 1 <= c[1] <= CHUNK_MAX:
+            raise FormatError("manifest chunk has an impossible length")
+        chunks.append((check_object_id(c[0]), c[1]))
+        total += c[1]
+    if total != size:
+        raise FormatError(f"manifest entry {path[:80]!r}: chunk lengths do not add up to its size")
+    return Entry(path, "file", mode, mtime, size, tuple(chunks))
+
+
+def parse_manifest(body: Any) -> Manifest:
+    if require(body, "v", int, "manifest") != 1:
+        raise FormatError("unsupported manifest version", hint="upgrade velador")
+    chunker = require(body, "chunker", dict, "manifest")
+    if chunker.get("alg") != CHUNKER_NAME or chunker.get("hash") != OBJECT_ID_HASH:
+        raise FormatError("manifest uses an unknown chunker or hash")
+    seed = require(chunker, "seed", int, "manifest chunker")
+    raw_entries = require(body, "entries", list, "manifest")
+    if len(raw_entries) > MAX_ENTRIES:
+        raise FormatError("manifest has too many entries")
+    entries = tuple(_parse_entry(e) for e in raw_entries)
+    seen: set[str] = set()
+    kinds: dict[str, str] = {}
+    for e in entries:
+        key = unicodedata.normalize("NFC", e.path).casefold()
+        if e.path in seen or key in seen:
+            raise UnsafePathError(f"manifest lists the path {e.path[:80]!r} twice")
+        seen.add(e.path)
+        seen.add(key)
+        kinds[e.path] = e.type
+    for e in entries:  # a file may not be the parent of another entry
+        parent = e.path.rpartition("/")[0]
+        while parent:
+            if kinds.get(parent) == "file":
+                raise UnsafePathError(f"manifest path {e.path[:80]!r} lies under a file")
+            parent = parent.rpartition("/")[0]
+    instructions = body.get("instructions")
+    if instructions is not None and (
+        not isinstance(instructions, str) or len(instructions.encode()) > MAX_INSTRUCTIONS_BYTES
+    ):
+        raise FormatError("manifest instructions are invalid or too long")
+    parent = body.get("parent")
+    if parent is not None and not (isinstance(parent, str) and len(parent) == 64):
+        raise FormatError("manifest parent id is invalid")
+    seq = require(body, "seq", int, "manifest")
+    if seq < 1 or (seq == 1) != (parent is None):
+        raise FormatError("manifest sequence and parent disagree")
+    roots = require(body, "roots", list, "manifest")
+    return Manifest(
+        case_id=require(body, "case_id", str, "manifest"),
+        policy_hash=require(body, "policy_hash", str, "manifest"),
+        seq=seq,
+        created=require(body, "created", int, "manifest"),
+        parent=parent,
+        label=require(body, "label", str, "manifest"),
+        chunk_key=b64d(require(body, "chunk_key", str, "manifest"), "chunk key", 32),
+        chunker_seed=seed,
+        entries=entries,
+        instructions=instructions,
+        roots=tuple(safe_path(r) for r in roots),
+    )
+
+
+def snapshot_id(ciphertext: bytes) -> str:
+    return hashlib.blake2b(ciphertext, digest_size=32).hexdigest()
+
+
+def seal_snapshot(manifest: Manifest, key: SigningKey, recipient: str) -> tuple[str, bytes]:
+    """Sign the manifest, encrypt it to the release recipient; return (snapshot id, object)."""
+    plain = canonical_json(sign_document("snapshot", manifest.body(), key))
+    ciphertext = encrypt(plain, recipient)
+    return snapshot_id(ciphertext), ciphertext
+
+
+def open_snapshot(
+    ciphertext: bytes,
+    identities: list[x25519.Identity],
+    reporter_pk: bytes,
+    expected_id: str,
+    case_id: str,
+) -> Manifest:
+    if len(ciphertext) > MAX_MANIFEST_BYTES:
+        raise FormatError("snapshot object is too large")
+    if snapshot_id(ciphertext) != expected_id:
+        raise FormatError(f"snapshot {expected_id[:12]} does not match its id")
+    plain = decrypt(ciphertext, identities, f"snapshot {expected_id[:12]}")
+    doc = parse_json(plain, "snapshot manifest", MAX_MANIFEST_BYTES)
+    body = verify_document(doc, "snapshot", reporter_pk, what="snapshot manifest")
+    manifest = parse_manifest(body)
+    if manifest.case_id != case_id:
+        raise FormatError("snapshot belongs to another case")
+    return manifest
+
+
+def entry_mode(st_mode: int) -> int:
+    return stat.S_IMODE(st_mode) & 0o777

@@ -1,0 +1,352 @@
+"""Recovery: shares → key → snapshot chain → files, verified at every step (format.md §9).
+
+Everything read here is hostile until checked: envelopes (reporter signatures, both layers),
+shares (SLIP-39 checksums and digest, then the policy's age recipient), snapshots (id = hash of
+the ciphertext, reporter signature, chain links), chunks (AEAD, then the keyed id), and paths
+(`manifest.safe_path`, then no symlink or non-directory on the way, inside the output folder).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyrage import x25519
+
+from .errors import (
+    FormatError,
+    NotFoundError,
+    PolicyError,
+    ShareError,
+    StoreError,
+    UnsafePathError,
+    VeladorError,
+)
+from .manifest import Entry, Manifest, open_snapshot
+from .objects import object_key, open_chunk, snapshot_prefix
+from .parallel import Pool, default_jobs
+from .policy import Policy
+from .shares import age_identity_str, combine_any
+from .stores import Store, open_store
+
+INLINE_BELOW = 48 * 1024 * 1024
+
+
+@dataclass
+class Report:
+    """What recovery found and did, for the provenance summary and --json."""
+
+    shares_used: list[str] = field(default_factory=list)
+    shares_skipped: list[str] = field(default_factory=list)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    chain_intact: bool = True
+    chain_problems: list[str] = field(default_factory=list)
+    store_problems: list[str] = field(default_factory=list)
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    instructions: str | None = None
+    out: str = ""
+
+
+def recover_key(policy: Policy, mnemonics: list[str], report: Report) -> bytes:
+    """Combine the opened shares into the release secret or say exactly what is missing."""
+    if not mnemonics:
+        raise ShareError(
+            f"no valid share could be opened (this case needs {policy.spec.describe()})",
+            hint="check that the shares are addressed to your identity",
+        )
+    try:
+        secret, _ = combine_any(mnemonics, policy.release_recipient)
+        return secret
+    except ShareError:
+        pass
+    if len(policy.spec.groups) == 1:
+        k = policy.spec.groups[0][0]
+        have = len(set(mnemonics))
+        if have < k:
+            raise ShareError(
+                f"only {have} valid share{'s' if have != 1 else ''} of the {k} needed "
+                f"({k - have} missing)",
+                hint="ask more share holders to release their envelopes",
+            )
+    raise ShareError(
+        f"the {len(mnemonics)} valid shares are not enough for {policy.spec.describe()}",
+        hint="ask more share holders to release their envelopes",
+    )
+
+
+# --- snapshot chain ----------------------------------------------------------------------------
+
+
+def _get_any(stores: list[Store], key: str, report: Report) -> bytes:
+    for store in stores:
+        try:
+            return store.get(key)
+        except NotFoundError:
+            report.store_problems.append(f"{store.url}: missing {key}")
+        except StoreError as exc:
+            report.store_problems.append(f"{store.url}: {exc.message}")
+    raise StoreError(f"{key} is missing from every store of the case")
+
+
+def load_chain(
+    policy: Policy, identities: list[x25519.Identity], stores: list[Store], report: Report
+) -> list[Manifest]:
+    """All snapshots of the case, oldest first, with the hash chain checked."""
+    ids: set[str] = set()
+    reachable = 0
+    for store in stores:
+        try:
+            for key in store.list(snapshot_prefix(policy.case_id)):
+                ids.add(key.rsplit("/", 1)[-1])
+            reachable += 1
+        except StoreError as exc:
+            report.store_problems.append(f"{store.url}: {exc.message}")
+    if not reachable:
+        raise StoreError("no store of the case could be reached", hint="check the network or use --store")
+    manifests: dict[str, Manifest] = {}
+    for sid in sorted(ids):
+        try:
+            blob = _get_any(stores, f"{snapshot_prefix(policy.case_id)}{sid}", report)
+            manifests[sid] = open_snapshot(blob, identities, policy.reporter.sign_pk, sid, policy.case_id)
+        except VeladorError as exc:
+            report.chain_intact = False
+            report.chain_problems.append(f"snapshot {sid[:12]} rejected: {exc.message}")
+    if not manifests:
+        raise NotFoundError("the stores hold no readable snapshot of this case")
+    by_seq: dict[int, list[str]] = {}
+    for sid, m in manifests.items():
+        by_seq.setdefault(m.seq, []).append(sid)
+    head_seq = max(by_seq)
+    if len(by_seq[head_seq]) > 1:
+        report.chain_intact = False
+        report.chain_problems.append(f"two different snapshots claim number {head_seq}")
+    # Walk back from the head; a visited set stops any cycle a hostile store could contrive.
+    chain: list[tuple[str, Manifest]] = []
+    sid: str | None = sorted(by_seq[head_seq])[0]
+    seen: set[str] = set()
+    while sid is not None:
+        if sid in seen:
+            raise FormatError("the snapshot chain loops back on itself")
+        seen.add(sid)
+        m = manifests.get(sid)
+        if m is None:
+            report.chain_intact = False
+            report.chain_problems.append(f"snapshot {sid[:12]} is missing from every store")
+            break
+        if chain and m.seq != chain[-1][1].seq - 1:
+            report.chain_intact = False
+            report.chain_problems.append(f"snapshot {sid[:12]} has an out-of-order number")
+        chain.append((sid, m))
+        sid = m.parent
+    if chain and chain[-1][1].seq != 1:
+        report.chain_intact = False
+    chain.reverse()
+    orphans = set(manifests) - {sid for sid, _ in chain}
+    for sid in sorted(orphans):
+        report.chain_problems.append(f"snapshot {sid[:12]} is not on the main chain; it was not restored")
+    for sid, m in chain:
+        report.snapshots.append({"id": sid, "seq": m.seq, "created": m.created,
+                                 "files": sum(1 for e in m.entries if e.type == "file"),
+                                 "bytes": m.total_size})
+    return [m for _, m in chain]
+
+
+def merged_entries(chain: list[Manifest]) -> tuple[list[tuple[Entry, Manifest]], str | None]:
+    """The case's current tree: each snapshot replaces the top-level folders it deposited."""
+    tree: dict[str, tuple[Entry, Manifest]] = {}
+    instructions = None
+    for m in chain:
+        roots = set(m.roots)
+        tree = {p: v for p, v in tree.items() if p.split("/", 1)[0] not in roots}
+        for e in m.entries:
+            tree[e.path] = (e, m)
+        if m.instructions is not None:
+            instructions = m.instructions
+    # A later snapshot may have turned a file into a folder; the manifest checks cover one
+    # snapshot, so check the merged tree again.
+    kinds = {p: e.type for p, (e, _) in tree.items()}
+    for p in kinds:
+        parent = p.rpartition("/")[0]
+        while parent:
+            if kinds.get(parent) == "file":
+                raise UnsafePathError(f"merged tree puts {p[:80]!r} under a file")
+            parent = parent.rpartition("/")[0]
+    return [tree[p] for p in sorted(tree)], instructions
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _safe_target(out: Path, rel: str) -> Path:
+    """`out/rel`, refusing any existing component that is not a plain directory."""
+    cur = out
+    parts = rel.split("/")
+    for part in parts[:-1]:
+        cur = cur / part
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafePathError(f"refusing to write through {cur}: it is not a plain folder")
+    target = cur / parts[-1]
+    if not str(target.resolve(strict=False)).startswith(str(out.resolve()) + os.sep):
+        raise UnsafePathError(f"refusing to write {rel[:80]!r}: it would land outside the output folder")
+    return target
+
+
+def _mkdirs(out: Path, rel: str) -> None:
+    cur = out
+    for part in rel.split("/"):
+        cur = cur / part
+        try:
+            os.mkdir(cur, 0o700)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(cur).st_mode):
+                raise UnsafePathError(f"refusing to write through {cur}: it is not a plain folder") from None
+
+
+_W: dict[str, Any] = {}
+
+
+def _init_worker(store_urls: list[str], s3_endpoint: str | None, identity_strs: list[str]) -> None:
+    _W.clear()
+    _W["stores"] = [open_store(u, s3_endpoint=s3_endpoint) for u in store_urls]
+    _W["ids"] = [x25519.Identity.from_str(s) for s in identity_strs]
+
+
+def _fetch_chunk(task: tuple[str, str, str, int, int, bytes]) -> tuple[int, list[str]]:
+    """Fetch one chunk from the first store that has a good copy and write it at its offset."""
+    tmp, case_id, oid, offset, length, chunk_key = task
+    problems: list[str] = []
+    key = object_key(case_id, oid)
+    for store in _W["stores"]:
+        try:
+            data = open_chunk(store.get(key), _W["ids"], chunk_key, oid)
+        except NotFoundError:
+            problems.append(f"{store.url}: object {oid[:12]} is missing")
+            continue
+        except VeladorError as exc:
+            problems.append(f"{store.url}: object {oid[:12]}: {exc.message}")
+            continue
+        if len(data) != length:
+            problems.append(f"{store.url}: object {oid[:12]} has the wrong length")
+            continue
+        fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
+        return length, problems
+    raise StoreError(f"object {oid[:12]} is missing or damaged in every store", hint="; ".join(problems[-3:]))
+
+
+def restore(
+    policy: Policy,
+    secret_identities: list[str],
+    store_urls: list[str],
+    out: Path,
+    *,
+    snapshot: str | None = None,
+    force: bool = False,
+    s3_endpoint: str | None = None,
+    jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    report: Report | None = None,
+) -> Report:
+    """Write the case's files under `out` and return the report."""
+    report = report or Report()
+    identities = [x25519.Identity.from_str(s) for s in secret_identities]
+    stores = [open_store(u, s3_endpoint=s3_endpoint) for u in store_urls]
+    chain = load_chain(policy, identities, stores, report)
+    if snapshot:
+        picked = [m for m, s in zip(chain, report.snapshots) if s["id"].startswith(snapshot)]
+        if len(picked) != 1:
+            raise NotFoundError(f"no single snapshot starts with {snapshot!r}", hint="see the snapshot list")
+        chain = picked
+    items, report.instructions = merged_entries(chain)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not stat.S_ISDIR(os.lstat(out).st_mode):
+        raise UnsafePathError(f"the output {out} is not a plain folder")
+    out = out.resolve()
+    report.out = str(out)
+    # Check every target before writing anything, so a refusal leaves nothing half-written.
+    targets = []
+    need = 0
+    for entry, m in items:
+        target = _safe_target(out, entry.path)
+        if entry.type == "file":
+            if os.path.lexists(target):
+                if not force or not stat.S_ISREG(os.lstat(target).st_mode):
+                    raise PolicyError(f"refusing to overwrite {target}", hint="use --force or an empty folder")
+            need += entry.size
+        targets.append((entry, m, target))
+    free = shutil.disk_usage(out).free
+    if need > free:
+        raise StoreError(f"recovery needs {need} bytes but only {free} are free in {out}")
+    total = need
+    done = 0
+    jobs = jobs or (default_jobs() if total >= INLINE_BELOW else 1)
+    with Pool(jobs, _init_worker, (store_urls, s3_endpoint, secret_identities)) as pool:
+        for entry, m, target in targets:
+            if entry.type == "dir":
+                _mkdirs(out, entry.path)
+                report.dirs += 1
+                continue
+            if "/" in entry.path:
+                _mkdirs(out, entry.path.rpartition("/")[0])
+            tmp = target.with_name(f".{target.name}.velador-tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            try:
+                os.ftruncate(fd, entry.size)
+            finally:
+                os.close(fd)
+
+            def tasks(entry: Entry = entry, tmp: Path = tmp, m: Manifest = m) -> Iterator[Any]:
+                offset = 0
+                for oid, length in entry.chunks:
+                    yield (str(tmp), policy.case_id, oid, offset, length, m.chunk_key)
+                    offset += length
+
+            try:
+                for length, problems in pool.imap(_fetch_chunk, tasks()):
+                    report.store_problems.extend(problems)
+                    done += length
+                    if progress:
+                        progress(done, total)
+                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.chmod(tmp, entry.mode & 0o777 or 0o600)
+                os.replace(tmp, target)
+            except BaseException:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+                raise
+            os.utime(target, (entry.mtime, entry.mtime), follow_symlinks=False)
+            report.files += 1
+            report.bytes += entry.size
+    report.store_problems = sorted(set(report.store_problems))
+    return report
+
+
+def export_key(secret: bytes, path: Path, now_iso: str) -> None:
+    """Write the age identity like age-keygen does, 0600, refusing to overwrite."""
+    ident = age_identity_str(secret)
+    pub = str(x25519.Identity.from_str(ident).to_public())
+    text = f"# created: {now_iso}\n# public key: {pub}\n{ident}\n"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise PolicyError(f"{path} already exists", hint="choose a new file name for the key") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)

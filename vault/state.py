@@ -1,0 +1,190 @@
+"""Local state of a Velador home (docs/format.md §8): contacts, cases, snapshots, object index.
+
+SQLite in WAL mode with synchronous=FULL, through sqlite-utils. What is kept here is chosen for a
+seized laptop: no file names, no plaintext hashes, no release secret. Per-case secrets needed for
+deposits (the chunk key and the chunker seed) are sealed to the owner's own X25519 key, so they
+open only with the identity passphrase; the file cache is indexed by a keyed hash of the path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from .cards import Card, parse_card
+from .encoding import b64d, b64e, canonical_json, parse_json
+from .errors import AuthenticationError, FormatError, NotFoundError
+from .policy import Policy, parse_policy
+
+DB_FILE = "state.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS contacts (
+  alias TEXT PRIMARY KEY, card TEXT NOT NULL, fingerprint TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL, role TEXT NOT NULL, added INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cases (
+  case_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, policy TEXT NOT NULL,
+  policy_hash TEXT NOT NULL, created INTEGER NOT NULL, secrets TEXT NOT NULL,
+  status TEXT NOT NULL DEFAULT 'active', extra TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS envelopes (
+  case_id TEXT NOT NULL, policy_hash TEXT NOT NULL, holder TEXT NOT NULL,
+  recipient TEXT NOT NULL, envelope TEXT NOT NULL,
+  PRIMARY KEY (case_id, policy_hash, holder, recipient));
+CREATE TABLE IF NOT EXISTS snapshots (
+  snap_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, seq INTEGER NOT NULL,
+  created INTEGER NOT NULL, parent TEXT, files INTEGER NOT NULL, bytes INTEGER NOT NULL,
+  tree_hash TEXT NOT NULL, policy_hash TEXT NOT NULL, csize INTEGER NOT NULL,
+  chash TEXT NOT NULL, UNIQUE (case_id, seq));
+CREATE TABLE IF NOT EXISTS objects (
+  case_id TEXT NOT NULL, oid TEXT NOT NULL, csize INTEGER NOT NULL, chash TEXT,
+  PRIMARY KEY (case_id, oid));
+CREATE TABLE IF NOT EXISTS filecache (
+  case_id TEXT NOT NULL, pathkey TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+  ino INTEGER NOT NULL, chunks TEXT NOT NULL, PRIMARY KEY (case_id, pathkey));
+"""
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    case_id: str
+    name: str
+    policy: Policy
+    created: int
+    status: str
+    sealed_secrets: str
+    extra: dict[str, Any]
+
+
+def open_db(path: Path) -> sqlite_utils.Database:
+    db = sqlite_utils.Database(path)
+    db.conn.execute("PRAGMA journal_mode=WAL")
+    db.conn.execute("PRAGMA synchronous=FULL")
+    db.conn.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
+class LocalState:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = home / DB_FILE
+        self.db = open_db(self.path)
+        self.db.conn.executescript(_SCHEMA)
+        self.path.chmod(0o600)
+
+    @contextmanager
+    def tx(self) -> Iterator[None]:
+        with self.db.conn:
+            yield
+
+    # --- contacts --------------------------------------------------------------------------
+    def add_contact(self, alias: str, card: Card, now: int) -> None:
+        alias = alias.strip()
+        if not alias or len(alias) > 64 or any(c.isspace() for c in alias):
+            raise FormatError("an alias must be 1-64 characters without spaces")
+        existing = self.db.execute(
+            "SELECT alias FROM contacts WHERE fingerprint = ? OR alias = ?", [card.fingerprint, alias]
+        ).fetchone()
+        if existing:
+            raise FormatError(
+                f"contact {existing[0]!r} already exists with this alias or fingerprint",
+                hint="pick another alias, or remove the old contact first",
+            )
+        with self.tx():
+            self.db["contacts"].insert(
+                {"alias": alias, "card": card.text, "fingerprint": card.fingerprint,
+                 "name": card.name, "role": card.role, "added": now}
+            )
+
+    def contacts(self) -> list[tuple[str, Card]]:
+        rows = self.db.execute("SELECT alias, card FROM contacts ORDER BY alias").fetchall()
+        return [(alias, parse_card(card)) for alias, card in rows]
+
+    def contact(self, alias: str) -> Card:
+        row = self.db.execute("SELECT card FROM contacts WHERE alias = ?", [alias]).fetchone()
+        if row is None:
+            raise NotFoundError(f"no contact named {alias!r}", hint="see 'velador contact list'")
+        return parse_card(row[0])
+
+    def alias_of(self, card: Card) -> str | None:
+        row = self.db.execute(
+            "SELECT alias FROM contacts WHERE fingerprint = ?", [card.fingerprint]
+        ).fetchone()
+        return row[0] if row else None
+
+    # --- cases -----------------------------------------------------------------------------
+    def add_case(self, name: str, policy: Policy, sealed_secrets: str, extra: dict[str, Any]) -> None:
+        if self.db.execute("SELECT 1 FROM cases WHERE name = ?", [name]).fetchone():
+            raise FormatError(f"a case named {name!r} already exists")
+        with self.tx():
+            self.db["cases"].insert(
+                {"case_id": policy.case_id, "name": name, "policy": json.dumps(policy.doc),
+                 "policy_hash": policy.hash, "created": policy.created,
+                 "secrets": sealed_secrets, "status": "active", "extra": json.dumps(extra)}
+            )
+
+    def case(self, name_or_id: str) -> CaseRecord:
+        row = self.db.execute(
+            "SELECT case_id, name, policy, created, status, secrets, extra FROM cases "
+            "WHERE name = ? OR case_id = ?",
+            [name_or_id, name_or_id],
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no case named {name_or_id!r}", hint="see 'velador case list'")
+        policy = parse_policy(parse_json(row[2], "stored policy"))
+        return CaseRecord(row[0], row[1], policy, row[3], row[4], row[5], json.loads(row[6]))
+
+    def cases(self) -> list[CaseRecord]:
+        names = [r[0] for r in self.db.execute("SELECT name FROM cases ORDER BY created, name")]
+        return [self.case(n) for n in names]
+
+    def save_envelopes(self, policy: Policy, envelopes: dict[str, list[dict[str, Any]]]) -> None:
+        with self.tx():
+            for holder, envs in envelopes.items():
+                for env in envs:
+                    self.db["envelopes"].insert(
+                        {"case_id": policy.case_id, "policy_hash": policy.hash, "holder": holder,
+                         "recipient": env["body"]["recipient"], "envelope": json.dumps(env)},
+                        replace=True,
+                    )
+
+    # --- snapshots and objects -------------------------------------------------------------
+    def last_snapshot(self, case_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query(
+            "SELECT * FROM snapshots WHERE case_id = ? ORDER BY seq DESC LIMIT 1", [case_id]
+        ))
+        return rows[0] if rows else None
+
+    def snapshots(self, case_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM snapshots WHERE case_id = ? ORDER BY seq", [case_id]))
+
+    def known_object(self, case_id: str, oid: str) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM objects WHERE case_id = ? AND oid = ?", [case_id, oid]
+        ).fetchone() is not None
+
+    def objects(self, case_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT oid, csize, chash FROM objects WHERE case_id = ? ORDER BY oid", [case_id]))
+
+
+def seal_to_self(secrets: dict[str, Any], box_pk: bytes) -> str:
+    return b64e(SealedBox(PublicKey(box_pk)).encrypt(canonical_json(secrets)))
+
+
+def open_sealed(sealed: str, box_key: PrivateKey) -> dict[str, Any]:
+    try:
+        plain = SealedBox(box_key).decrypt(b64d(sealed, "case secrets"))
+    except CryptoError as exc:
+        raise AuthenticationError("this case's local secrets do not open with this identity") from exc
+    value = parse_json(plain, "case secrets")
+    if not isinstance(value, dict):
+        raise FormatError("case secrets are damaged")
+    return value
