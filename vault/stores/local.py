@@ -1,0 +1,231 @@
+"""The ``file://`` store: objects as files under a root folder (docs/format.md §7 Stores).
+
+An object lives at ``<root>/<key>``. A write goes to a temp file in the same folder, is fsynced,
+renamed over the final name and the folder is fsynced (vault.fsutil.atomic_write), so a reader or a
+crash sees the old object or the new one, never a torn one. Temp files a crash leaves behind are
+never listed. Files are created 0600 and folders 0700.
+
+The store never follows a symlink out of its root: the resolved path of every object must lie under
+the resolved root. The check runs before each access; someone who can race symlinks into the store
+folder can already write the objects themselves, so the check is against mistakes and hostile
+layouts at rest, not against a concurrent local attacker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from vault.errors import NotFoundError, StoreError
+from vault.fsutil import atomic_write, fsync_dir
+
+from .base import MAX_KEY_LENGTH, is_listable_name, validate_key, validate_prefix
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_COPY_BUFFER = 1 << 20
+_NOT_THERE = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+"""Errors meaning "no object under that key" (a file or folder is in the way, or nothing is)."""
+
+FILE_URL_HINT = "use file:///absolute/path or a plain folder path"
+
+
+def parse_file_url(url: str) -> Path:
+    """The root folder a ``file:`` URL names; ``StoreError`` if it is not a local absolute path."""
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+        raise StoreError("a file store URL must be file:///absolute/path", hint=FILE_URL_HINT)
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise StoreError("a file store URL must be file:///absolute/path", hint=FILE_URL_HINT)
+    return Path(path)
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or type(exc).__name__).lower()
+
+
+class FileStore:
+    """Objects as files under ``root`` (see the module docstring)."""
+
+    def __init__(self, root: Path | str) -> None:
+        # abspath, not resolve: keep the folder the user named; symlinks are checked per access.
+        self.root = Path(os.path.abspath(root))
+        self.url = self.root.as_uri()
+
+    def __repr__(self) -> str:
+        return f"FileStore({self.url!r})"
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def _inside(self, path: Path, what: str) -> Path:
+        real_root = os.path.realpath(self.root)
+        real = os.path.realpath(path)
+        if os.path.commonpath([real_root, real]) != real_root:
+            raise StoreError(
+                f"refusing to follow a symlink out of store {self.url}: {what}",
+                hint="remove the symlink from the store folder",
+            )
+        return path
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        return self._inside(self.root.joinpath(*key.split("/")), key)
+
+    def _make_dirs(self, folder: Path) -> None:
+        missing: list[Path] = []
+        while not folder.is_dir():
+            missing.append(folder)
+            if folder.parent == folder:
+                break
+            folder = folder.parent
+        for d in reversed(missing):
+            try:
+                os.mkdir(d, DIR_MODE)  # one level at a time: mkdir -p would ignore the mode
+            except FileExistsError:
+                if not d.is_dir():
+                    raise
+                continue
+            fsync_dir(d.parent)  # the new folder's entry must be durable before objects in it
+
+    def _write_error(self, key: str, exc: OSError) -> StoreError:
+        return StoreError(
+            f"cannot write object {key} to store {self.url}: {_reason(exc)}",
+            hint="check that the store folder exists or can be created, and is writable by you",
+        )
+
+    def _not_found(self, key: str) -> NotFoundError:
+        return NotFoundError(f"store {self.url} has no object {key}")
+
+    # -- Store ---------------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            self._make_dirs(path.parent)
+            atomic_write(path, data, mode=FILE_MODE)
+        except OSError as exc:
+            raise self._write_error(key, exc) from exc
+
+    def put_file(self, key: str, path: Path) -> None:
+        dest = self._path(key)
+        # The source is a local file our own code made: an OSError opening it is not the store's.
+        with open(path, "rb") as src:
+            try:
+                self._make_dirs(dest.parent)
+                _atomic_copy(src, dest, durable=True)
+            except OSError as exc:
+                raise self._write_error(key, exc) from exc
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except _NOT_THERE:
+            raise self._not_found(key) from None
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read object {key} from store {self.url}: {_reason(exc)}"
+            ) from exc
+
+    def get_to_file(self, key: str, path: Path) -> None:
+        src_path = self._path(key)
+        try:
+            src = open(src_path, "rb")  # noqa: SIM115 - closed below; errors mapped separately
+        except _NOT_THERE:
+            raise self._not_found(key) from None
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read object {key} from store {self.url}: {_reason(exc)}"
+            ) from exc
+        with src:
+            try:
+                # A download is a working copy: atomic, but the caller decides about fsync.
+                _atomic_copy(src, Path(path), durable=False)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot write {path} while fetching {key} from {self.url}: {_reason(exc)}"
+                ) from exc
+
+    def has(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except _NOT_THERE:
+            return None
+        except OSError as exc:
+            raise StoreError(
+                f"cannot stat object {key} in store {self.url}: {_reason(exc)}"
+            ) from exc
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        validate_prefix(prefix)
+        start = self._inside(self.root / prefix, prefix) if prefix else self.root
+        return self._walk(str(start), prefix)
+
+    def _walk(self, folder: str, key_prefix: str) -> Iterator[str]:
+        try:
+            with os.scandir(folder) as it:  # read fully, so no fd outlives an abandoned iterator
+                entries = list(it)
+        except _NOT_THERE:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot list store {self.url}: {_reason(exc)}") from exc
+        # Sort as full keys sort: a folder 'a' holds keys 'a/...', which sort after 'a.b' and 'a-b'.
+        # Symlinks are not followed and temp files, hidden junk or odd names are not keys.
+        items: list[tuple[str, bool]] = []
+        for entry in entries:
+            if not is_listable_name(entry.name):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                items.append((entry.name + "/", True))
+            elif entry.is_file(follow_symlinks=False):
+                items.append((entry.name, False))
+        for name, is_dir in sorted(items):
+            key = key_prefix + name
+            if is_dir:
+                yield from self._walk(os.path.join(folder, name[:-1]), key)
+            elif len(key) <= MAX_KEY_LENGTH:
+                yield key
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except _NOT_THERE:
+            return
+        except OSError as exc:
+            raise StoreError(
+                f"cannot delete object {key} from store {self.url}: {_reason(exc)}"
+            ) from exc
+        fsync_dir(path.parent)
+
+
+def _atomic_copy(src: BinaryIO, dest: Path, *, durable: bool) -> None:
+    """Stream ``src`` into ``dest`` as vault.fsutil.atomic_write writes bytes (same temp name)."""
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out, _COPY_BUFFER)
+            out.flush()
+            if durable:
+                os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(dest.parent)

@@ -1,0 +1,330 @@
+"""The ``s3://`` store: objects in an S3-compatible bucket through boto3 (docs/format.md §7 Stores).
+
+URL: ``s3://bucket/optional/prefix?endpoint=http://host:port&region=xx``. The endpoint serves
+S3-compatible servers (MinIO, Ceph RGW, Garage, B2, moto); it comes from the ``endpoint`` argument,
+else the URL, else boto3's own configuration (``AWS_ENDPOINT_URL``...). Credentials and region come
+the usual boto3 way (environment, ~/.aws, instance roles) and never from the URL: a URL with
+``user:pass@`` is refused so a secret never lands in a policy, a log or an error message.
+
+S3 gives the guarantees the interface asks for: a PUT is atomic and durable once acknowledged,
+DELETE of a missing key succeeds, listings are sorted bytewise. Files above 8 MiB go multipart.
+
+The store is cheap to make (the boto3 client is built on first use) and safe to share between
+threads: one boto3 session and client per store, built under a lock, since sessions are not
+thread-safe while clients are.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import boto3
+import boto3.exceptions
+import botocore.exceptions as bce
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from vault.errors import NotFoundError, StoreError, VeladorError
+
+from .base import describe, validate_key, validate_prefix
+
+MIB = 1 << 20
+MULTIPART_SIZE = 8 * MIB
+"""Files above this size upload (and download) in parts of this size."""
+
+CREDENTIALS_HINT = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if temporary), "
+    "or AWS_PROFILE with ~/.aws/credentials"
+)
+_AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "InvalidClientTokenId",
+        "AuthorizationHeaderMalformed",
+    }
+)
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+def _clean_endpoint(endpoint: str, store: str) -> str:
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise StoreError(
+            f"the S3 endpoint of store {store} must be an http:// or https:// URL",
+            hint="for example s3://bucket/prefix?endpoint=http://127.0.0.1:9000",
+        )
+    if "@" in parts.netloc:
+        raise StoreError(
+            f"the S3 endpoint of store {store} must not contain credentials",
+            hint=CREDENTIALS_HINT,
+        )
+    return endpoint
+
+
+def map_s3_error(
+    exc: BaseException, *, store: str, bucket: str, endpoint: str, key: str | None = None
+) -> VeladorError:
+    """One clear ``StoreError`` (or ``NotFoundError``) for a boto3/botocore failure.
+
+    Server messages are never copied: some echo request details. Only the error code is shown.
+    """
+    # boto3 wraps some failures; look at the underlying botocore error.
+    if isinstance(exc, boto3.exceptions.RetriesExceededError):
+        exc = exc.last_exception
+    elif isinstance(exc, boto3.exceptions.S3UploadFailedError) and exc.__context__ is not None:
+        exc = exc.__context__
+    if isinstance(exc, bce.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "NoSuchBucket":
+            return StoreError(
+                f"bucket {bucket} does not exist (store {store})",
+                hint="create the bucket, or fix the bucket name or endpoint in the store URL",
+            )
+        if code in _NOT_FOUND_CODES:
+            return NotFoundError(f"store {store} has no object {key}")
+        if code in _AUTH_CODES or status in (401, 403):
+            return StoreError(
+                f"the S3 store refused the credentials ({code or status}) for store {store}",
+                hint=CREDENTIALS_HINT,
+            )
+        return StoreError(f"the S3 store {store} answered {code or status} for {key or bucket}")
+    if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
+        return StoreError(f"no S3 credentials found for store {store}", hint=CREDENTIALS_HINT)
+    if isinstance(exc, (bce.ProfileNotFound, bce.CredentialRetrievalError)):
+        return StoreError(
+            f"cannot load the S3 credentials for store {store}", hint=CREDENTIALS_HINT
+        )
+    if isinstance(exc, (bce.ConnectionError, bce.HTTPClientError)):
+        what = (
+            "timed out"
+            if isinstance(exc, (bce.ConnectTimeoutError, bce.ReadTimeoutError))
+            else "connection failed"
+        )
+        return StoreError(
+            f"cannot reach the S3 endpoint {endpoint} ({what}) for store {store}",
+            hint="check the endpoint in the store URL, the network and that the server is running",
+        )
+    return StoreError(f"S3 request for store {store} failed: {type(exc).__name__}")
+
+
+_CAUGHT = (bce.BotoCoreError, bce.ClientError, boto3.exceptions.Boto3Error)
+
+
+class S3Store:
+    """Objects in ``s3://bucket/prefix`` (see the module docstring).
+
+    ``max_attempts``, the timeouts and ``page_size`` exist so tests (and impatient callers) can
+    fail fast or paginate small; the defaults suit a flaky connection.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint: str | None = None,
+        max_attempts: int = 8,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        page_size: int = 1000,
+    ) -> None:
+        self.url = describe(url)
+        parts = urlsplit(url)
+        if parts.scheme != "s3":
+            raise ValueError(f"not an s3:// URL: {self.url}")
+        if "@" in parts.netloc:
+            raise StoreError(
+                f"store URL {self.url} must not contain credentials",
+                hint="remove user:password@ from the URL; " + CREDENTIALS_HINT,
+            )
+        self.bucket = parts.netloc
+        if not self.bucket:
+            raise StoreError(f"store URL {self.url} names no bucket", hint="use s3://bucket/prefix")
+        prefix = unquote(parts.path).strip("/")
+        if prefix and any(p in ("", ".", "..") for p in prefix.split("/")):
+            raise StoreError(
+                f"store URL {self.url} has a malformed prefix", hint="use s3://bucket/a/b"
+            )
+        self._prefix = prefix + "/" if prefix else ""
+        options: dict[str, str] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name not in ("endpoint", "region"):
+                raise StoreError(
+                    f"unknown option {name!r} in store URL {self.url}",
+                    hint="an s3:// URL takes only endpoint= and region=; credentials come from "
+                    "the environment",
+                )
+            options[name] = value
+        chosen = endpoint or options.get("endpoint") or None
+        self._endpoint = _clean_endpoint(chosen, self.url) if chosen else None
+        self._region = options.get("region") or None
+        self._args = {
+            "url": url,
+            "endpoint": endpoint,
+            "max_attempts": max_attempts,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "page_size": page_size,
+        }
+        self._config = Config(
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=32,  # callers upload from thread pools; 10 would thrash
+            # S3-compatible servers often reject botocore's newer default trailing checksums;
+            # objects are age files, whose MACs catch corruption anyway.
+            **(
+                {
+                    "request_checksum_calculation": "when_required",
+                    "response_checksum_validation": "when_required",
+                }
+                if self._endpoint
+                else {}
+            ),
+        )
+        self._transfer = TransferConfig(
+            multipart_threshold=MULTIPART_SIZE,
+            multipart_chunksize=MULTIPART_SIZE,
+            max_concurrency=4,  # per transfer; callers already run several transfers at once
+            preferred_transfer_client="classic",  # the CRT client would ignore these settings
+        )
+        self._page_size = page_size
+        self._lock = threading.Lock()
+        self._client_obj: Any = None
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable for worker processes: rebuilt from the arguments, with a fresh client.
+        return (_rebuild, (self._args,))
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._client_obj is None:
+                try:
+                    session = boto3.session.Session()
+                    self._client_obj = session.client(
+                        "s3",
+                        endpoint_url=self._endpoint,
+                        region_name=self._region,
+                        config=self._config,
+                    )
+                except _CAUGHT as exc:
+                    raise self._error(exc) from exc
+                except ValueError as exc:  # botocore: "Invalid endpoint: ..."
+                    raise StoreError(f"invalid S3 endpoint for store {self.url}") from exc
+            return self._client_obj
+
+    def _endpoint_desc(self) -> str:
+        if self._endpoint:
+            return describe(self._endpoint)
+        client = self._client_obj
+        return describe(client.meta.endpoint_url) if client is not None else "(boto3 default)"
+
+    def _error(self, exc: BaseException, key: str | None = None) -> VeladorError:
+        return map_s3_error(
+            exc, store=self.url, bucket=self.bucket, endpoint=self._endpoint_desc(), key=key
+        )
+
+    def _full(self, key: str) -> str:
+        return self._prefix + validate_key(key)
+
+    # -- Store ---------------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        full = self._full(key)
+        try:
+            self._client().put_object(Bucket=self.bucket, Key=full, Body=data)
+        except _CAUGHT as exc:
+            raise self._error(exc, key) from exc
+
+    def put_file(self, key: str, path: Path) -> None:
+        full = self._full(key)
+        Path(path).stat()  # a missing source is the caller's bug, raised as is (like FileStore)
+        try:
+            self._client().upload_file(str(path), self.bucket, full, Config=self._transfer)
+        except _CAUGHT as exc:
+            raise self._error(exc, key) from exc
+
+    def get(self, key: str) -> bytes:
+        full = self._full(key)
+        try:
+            resp = self._client().get_object(Bucket=self.bucket, Key=full)
+            with resp["Body"] as body:
+                data: bytes = body.read()
+            return data
+        except _CAUGHT as exc:
+            raise self._error(exc, key) from exc
+
+    def get_to_file(self, key: str, path: Path) -> None:
+        full = self._full(key)
+        try:
+            # s3transfer writes to a temp name beside `path` and renames: whole or nothing.
+            self._client().download_file(self.bucket, full, str(path), Config=self._transfer)
+        except _CAUGHT as exc:
+            raise self._error(exc, key) from exc
+
+    def has(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
+        full = self._full(key)
+        try:
+            resp = self._client().head_object(Bucket=self.bucket, Key=full)
+        except _CAUGHT as exc:
+            err = self._error(exc, key)
+            # HEAD has no body, so a missing bucket also looks like a missing object here.
+            if isinstance(err, NotFoundError):
+                return None
+            raise err from exc
+        return int(resp["ContentLength"])
+
+    def list(self, prefix: str) -> Iterator[str]:
+        validate_prefix(prefix)
+        return self._list(self._prefix + prefix)
+
+    def _list(self, full_prefix: str) -> Iterator[str]:
+        strip = len(self._prefix)
+        try:
+            pages = (
+                self._client()
+                .get_paginator("list_objects_v2")
+                .paginate(
+                    Bucket=self.bucket,
+                    Prefix=full_prefix,
+                    PaginationConfig={"PageSize": self._page_size},
+                )
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    key = obj["Key"][strip:]
+                    try:
+                        validate_key(key)
+                    except ValueError:
+                        continue  # "folder" markers and foreign objects are not our keys
+                    yield key
+        except _CAUGHT as exc:
+            raise self._error(exc) from exc
+
+    def delete(self, key: str) -> None:
+        full = self._full(key)
+        try:
+            self._client().delete_object(Bucket=self.bucket, Key=full)
+        except _CAUGHT as exc:
+            raise self._error(exc, key) from exc
+
+
+def _rebuild(args: dict[str, Any]) -> S3Store:
+    return S3Store(**args)
