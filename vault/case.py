@@ -1,0 +1,177 @@
+"""Creating a case: release key, SLIP-39 split, signed policy, sealed envelopes (format.md §4-5).
+
+The release secret exists only inside `create_case`: it is split, turned into the public age
+recipient, and dropped. (CPython cannot promise to wipe memory; the secret lives for well under a
+second in a short-lived process. docs/threat-model.md states this.)
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .cards import Card
+from .clock import Clock
+from .encoding import parse_json, require
+from .envelope import check_envelope, make_envelopes
+from .errors import FormatError, NotFoundError, PolicyError
+from .fsutil import atomic_write
+from .identity import Identity
+from .policy import Holder, Policy, Switch, parse_policy, sign_policy
+from .shares import ShareSpec, age_recipient_str, new_release_secret, split
+from .state import LocalState, seal_to_self
+from .stores import open_store
+
+SHARE_FILE_KIND = "velador-share-file"
+SHARE_SUFFIX = ".velador-share"
+POLICY_FILE = "policy.json"
+
+
+@dataclass(frozen=True)
+class NewCase:
+    policy: Policy
+    envelopes: dict[str, list[dict[str, Any]]]  # holder id -> one envelope per recipient
+    offline_files: list[Path]
+
+
+def new_case_id() -> str:
+    return secrets.token_hex(10)
+
+
+def plan_holders(spec: ShareSpec, nodes: list[Card]) -> tuple[Holder, ...]:
+    """Assign each share: nodes first (in the order given), the rest to offline holders."""
+    holders = []
+    i = 0
+    for g, (_, n) in enumerate(spec.groups):
+        for m in range(n):
+            if i < len(nodes):
+                holders.append(Holder(f"n{i + 1}", g, m, "node", nodes[i]))
+            else:
+                holders.append(Holder(f"h{i + 1}", g, m, "offline"))
+            i += 1
+    if len(nodes) > spec.total:
+        raise PolicyError(f"{len(nodes)} nodes but only {spec.total} shares", hint="raise --shares")
+    return tuple(holders)
+
+
+def create_case(
+    state: LocalState,
+    identity: Identity,
+    name: str,
+    recipients: list[Card],
+    spec: ShareSpec,
+    stores: list[str],
+    clock: Clock,
+    *,
+    nodes: list[Card] | None = None,
+    switch: Switch | None = None,
+    offline_dir: Path | None = None,
+    replaces: str | None = None,
+    case_id: str | None = None,
+) -> NewCase:
+    if identity.role != "reporter":
+        raise PolicyError(f"only a reporter identity can create cases (this one is {identity.role!r})")
+    if not recipients:
+        raise PolicyError("a case needs at least one recipient", hint="add --recipient ALIAS")
+    if len({c.fingerprint for c in recipients}) != len(recipients):
+        raise PolicyError("the same recipient is listed twice")
+    holders = plan_holders(spec, nodes or [])
+    offline = [h for h in holders if h.kind == "offline"]
+    if offline and offline_dir is None:
+        raise PolicyError(
+            f"{len(offline)} share(s) have no escrow node and need --offline-dir",
+            hint="give --offline-dir DIR (a USB stick) or one --node per share",
+        )
+    secret = new_release_secret()
+    policy = sign_policy(
+        Policy(
+            case_id=case_id or new_case_id(),
+            created=clock.now(),
+            reporter=identity.card,
+            recipients=tuple(recipients),
+            release_recipient=age_recipient_str(secret),
+            spec=spec,
+            holders=holders,
+            stores=tuple(stores),
+            switch=switch,
+            replaces=replaces,
+        ),
+        identity.sign_key,
+    )
+    groups = split(secret, spec)
+    del secret  # only the shares leave this function
+    envelopes: dict[str, list[dict[str, Any]]] = {}
+    for h in holders:
+        envelopes[h.id] = make_envelopes(policy, h, groups[h.group][h.member], identity.sign_key)
+    del groups
+    files = write_offline(policy, envelopes, offline_dir) if offline and offline_dir else []
+    for url in stores:  # the policy is public to holders; keeping it beside the data helps recovery
+        open_store(url).put(f"{policy.case_id}/policy/{policy.hash}", json.dumps(policy.doc).encode())
+    return NewCase(policy, envelopes, files)
+
+
+def register_locally(state: LocalState, identity: Identity, name: str, new: NewCase, extra: dict[str, Any]) -> None:
+    case_secrets = {"chunk_key": secrets.token_bytes(32).hex(), "chunker_seed": secrets.randbits(63)}
+    state.add_case(name, new.policy, seal_to_self(case_secrets, identity.card.box_pk), extra)
+    state.save_envelopes(new.policy, new.envelopes)
+
+
+def write_offline(policy: Policy, envelopes: dict[str, list[dict[str, Any]]], out: Path) -> list[Path]:
+    """One file per offline holder; each carries the signed policy so it stands alone."""
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(out / POLICY_FILE, json.dumps(policy.doc, indent=1).encode(), mode=0o644)
+    written = []
+    for h in policy.holders:
+        if h.kind != "offline":
+            continue
+        doc = {"kind": SHARE_FILE_KIND, "v": 1, "case_id": policy.case_id, "holder": h.id,
+               "policy": policy.doc, "envelopes": envelopes[h.id]}
+        path = out / f"{policy.case_id[:8]}-{h.id}{SHARE_SUFFIX}"
+        if path.exists():
+            raise PolicyError(f"{path} already exists", hint="use an empty --offline-dir")
+        atomic_write(path, json.dumps(doc, indent=1).encode(), mode=0o600)
+        written.append(path)
+    return written
+
+
+@dataclass
+class ShareBundle:
+    policy: Policy
+    envelopes: list[tuple[str, dict[str, Any]]]  # (where it came from, envelope)
+    rejected: list[str]
+
+
+def read_share_dir(folder: Path, expected_reporter: bytes | None = None) -> ShareBundle:
+    """Read every share file in `folder`; files that do not parse or verify are named, not fatal."""
+    if not folder.is_dir():
+        raise NotFoundError(f"{folder} is not a folder")
+    by_policy: dict[str, tuple[Policy, list[tuple[str, dict[str, Any]]]]] = {}
+    rejected: list[str] = []
+    for path in sorted(folder.glob(f"*{SHARE_SUFFIX}")):
+        try:
+            doc = parse_json(path.read_bytes(), f"share file {path.name}", 4 * 1024 * 1024)
+            if require(doc, "kind", str, "share file") != SHARE_FILE_KIND or doc.get("v") != 1:
+                raise FormatError("not a velador share file")
+            policy = parse_policy(doc.get("policy"), expected_reporter)
+            envs = require(doc, "envelopes", list, "share file")
+            for env in envs:
+                check_envelope(env, policy)
+            entry = by_policy.setdefault(policy.hash, (policy, []))
+            entry[1].extend((path.name, env) for env in envs)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported by name below
+            msg = getattr(exc, "message", None) or type(exc).__name__
+            rejected.append(f"{path.name}: {msg}")
+    if not by_policy:
+        raise NotFoundError(
+            f"no valid share file in {folder}" + (f" ({'; '.join(rejected[:3])})" if rejected else ""),
+            hint=f"share files end in {SHARE_SUFFIX}",
+        )
+    # Several versions of a case (after a rotation) may sit side by side: use the most common.
+    policy, envs = max(by_policy.values(), key=lambda v: len(v[1]))
+    for other, oenvs in by_policy.values():
+        if other.hash != policy.hash:
+            rejected.extend(f"{n}: belongs to another version of the case" for n, _ in oenvs)
+    return ShareBundle(policy, envs, rejected)
