@@ -110,7 +110,9 @@ def parse_card(text: str) -> Card:
         if check_name(name) != name:
             raise FormatError("name not normalized")
         url = body.get("url")
-        if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+        if url is not None and (
+            not isinstance(url, str) or not url.startswith(("http://", "https://"))
+        ):
             raise FormatError("card URL must be http(s)")
         allowed = {"v", "name", "role", "sign", "box", "created", "url"}
         if set(body) - allowed:

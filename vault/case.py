@@ -73,7 +73,9 @@ def create_case(
     case_id: str | None = None,
 ) -> NewCase:
     if identity.role != "reporter":
-        raise PolicyError(f"only a reporter identity can create cases (this one is {identity.role!r})")
+        raise PolicyError(
+            f"only a reporter identity can create cases (this one is {identity.role!r})"
+        )
     if not recipients:
         raise PolicyError("a case needs at least one recipient", hint="add --recipient ALIAS")
     if len({c.fingerprint for c in recipients}) != len(recipients):
@@ -109,17 +111,26 @@ def create_case(
     del groups
     files = write_offline(policy, envelopes, offline_dir) if offline and offline_dir else []
     for url in stores:  # the policy is public to holders; keeping it beside the data helps recovery
-        open_store(url).put(f"{policy.case_id}/policy/{policy.hash}", json.dumps(policy.doc).encode())
+        open_store(url).put(
+            f"{policy.case_id}/policy/{policy.hash}", json.dumps(policy.doc).encode()
+        )
     return NewCase(policy, envelopes, files)
 
 
-def register_locally(state: LocalState, identity: Identity, name: str, new: NewCase, extra: dict[str, Any]) -> None:
-    case_secrets = {"chunk_key": secrets.token_bytes(32).hex(), "chunker_seed": secrets.randbits(63)}
+def register_locally(
+    state: LocalState, identity: Identity, name: str, new: NewCase, extra: dict[str, Any]
+) -> None:
+    case_secrets = {
+        "chunk_key": secrets.token_bytes(32).hex(),
+        "chunker_seed": secrets.randbits(63),
+    }
     state.add_case(name, new.policy, seal_to_self(case_secrets, identity.card.box_pk), extra)
     state.save_envelopes(new.policy, new.envelopes)
 
 
-def write_offline(policy: Policy, envelopes: dict[str, list[dict[str, Any]]], out: Path) -> list[Path]:
+def write_offline(
+    policy: Policy, envelopes: dict[str, list[dict[str, Any]]], out: Path
+) -> list[Path]:
     """One file per offline holder; each carries the signed policy so it stands alone."""
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write(out / POLICY_FILE, json.dumps(policy.doc, indent=1).encode(), mode=0o644)
@@ -127,8 +138,14 @@ def write_offline(policy: Policy, envelopes: dict[str, list[dict[str, Any]]], ou
     for h in policy.holders:
         if h.kind != "offline":
             continue
-        doc = {"kind": SHARE_FILE_KIND, "v": 1, "case_id": policy.case_id, "holder": h.id,
-               "policy": policy.doc, "envelopes": envelopes[h.id]}
+        doc = {
+            "kind": SHARE_FILE_KIND,
+            "v": 1,
+            "case_id": policy.case_id,
+            "holder": h.id,
+            "policy": policy.doc,
+            "envelopes": envelopes[h.id],
+        }
         path = out / f"{policy.case_id[:8]}-{h.id}{SHARE_SUFFIX}"
         if path.exists():
             raise PolicyError(f"{path} already exists", hint="use an empty --offline-dir")
@@ -161,12 +178,13 @@ def read_share_dir(folder: Path, expected_reporter: bytes | None = None) -> Shar
                 check_envelope(env, policy)
             entry = by_policy.setdefault(policy.hash, (policy, []))
             entry[1].extend((path.name, env) for env in envs)
-        except Exception as exc:  # noqa: BLE001 - every failure is reported by name below
+        except Exception as exc:
             msg = getattr(exc, "message", None) or type(exc).__name__
             rejected.append(f"{path.name}: {msg}")
     if not by_policy:
         raise NotFoundError(
-            f"no valid share file in {folder}" + (f" ({'; '.join(rejected[:3])})" if rejected else ""),
+            f"no valid share file in {folder}"
+            + (f" ({'; '.join(rejected[:3])})" if rejected else ""),
             hint=f"share files end in {SHARE_SUFFIX}",
         )
     # Several versions of a case (after a rotation) may sit side by side: use the most common.

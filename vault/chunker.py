@@ -20,7 +20,9 @@ from .constants import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN
 def make_chunker(seed: int) -> FastCDC:
     if not 0 <= seed < 2**63:
         raise ValueError("chunker seed must be a 63-bit integer")
-    return FastCDC(CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX, normalized_chunking=1, seed=seed)
+    return FastCDC(
+        CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX, normalized_chunking=1, seed=seed
+    )
 
 
 def chunk_file(path: Path, seed: int) -> Iterator[tuple[int, int]]:

@@ -59,18 +59,31 @@ class DepositResult:
 _W: dict[str, Any] = {}
 
 
-def _init_worker(case_id: str, store_urls: list[str], s3_endpoint: str | None, chunk_key: bytes,
-                 recipient: str, db_path: str) -> None:
+def _init_worker(
+    case_id: str,
+    store_urls: list[str],
+    s3_endpoint: str | None,
+    chunk_key: bytes,
+    recipient: str,
+    db_path: str,
+) -> None:
     _W.clear()
-    _W.update(case_id=case_id, key=chunk_key, recipient=recipient,
-              stores=[open_store(u, s3_endpoint=s3_endpoint) for u in store_urls],
-              db=open_db(Path(db_path)))
+    _W.update(
+        case_id=case_id,
+        key=chunk_key,
+        recipient=recipient,
+        stores=[open_store(u, s3_endpoint=s3_endpoint) for u in store_urls],
+        db=open_db(Path(db_path)),
+    )
 
 
 def _known(oid: str) -> bool:
-    return _W["db"].execute(
-        "SELECT 1 FROM objects WHERE case_id = ? AND oid = ?", [_W["case_id"], oid]
-    ).fetchone() is not None
+    return (
+        _W["db"]
+        .execute("SELECT 1 FROM objects WHERE case_id = ? AND oid = ?", [_W["case_id"], oid])
+        .fetchone()
+        is not None
+    )
 
 
 def _store_chunk(task: tuple[str, int, int]) -> tuple[str, int, int, str | None, int, bool]:
@@ -92,10 +105,10 @@ def _store_chunk(task: tuple[str, int, int]) -> tuple[str, int, int, str | None,
     if all(present):  # uploaded by a run that was cut before it could record the object
         return oid, length, stores[0].size(key) or 0, None, 0, True
     # Replicas must hold identical bytes: copy an existing ciphertext rather than re-encrypting.
-    holder = next((s for s, p in zip(stores, present) if p), None)
+    holder = next((s for s, p in zip(stores, present, strict=True) if p), None)
     ciphertext = holder.get(key) if holder else encrypt(data, _W["recipient"])
     uploaded = 0
-    for store, p in zip(stores, present):
+    for store, p in zip(stores, present, strict=True):
         if not p:
             store.put(key, ciphertext)
             uploaded += len(ciphertext)
@@ -121,8 +134,10 @@ def walk(paths: list[Path], skipped: list[str]) -> tuple[list[Entry], list[_File
         st = os.lstat(top)  # raises FileNotFoundError, turned into a clear error by the caller
         name = unicodedata.normalize("NFC", top.resolve().name)
         if name in roots:
-            raise FormatError(f"two deposited paths are both named {name!r}",
-                              hint="deposit them in separate folders")
+            raise FormatError(
+                f"two deposited paths are both named {name!r}",
+                hint="deposit them in separate folders",
+            )
         roots.append(name)
         if stat.S_ISREG(st.st_mode):
             files.append(_FileItem(top, safe_path(name), st))
@@ -136,7 +151,9 @@ def walk(paths: list[Path], skipped: list[str]) -> tuple[list[Entry], list[_File
             rel_dir = unicodedata.normalize("NFC", str(Path(name) / base.relative_to(top)))
             rel_dir = rel_dir.removesuffix("/.")
             dst = os.lstat(base)
-            dirs.append(Entry(safe_path(rel_dir), "dir", entry_mode(dst.st_mode), int(dst.st_mtime)))
+            dirs.append(
+                Entry(safe_path(rel_dir), "dir", entry_mode(dst.st_mode), int(dst.st_mtime))
+            )
             for fn in sorted(filenames):
                 p = base / fn
                 fst = os.lstat(p)
@@ -156,7 +173,9 @@ def _path_key(chunk_key: bytes, path: Path) -> str:
     return blake3.blake3(b"path\0" + os.fsencode(path.resolve()), key=chunk_key).hexdigest()
 
 
-def _cached_chunks(state: LocalState, case_id: str, pkey: str, st: os.stat_result) -> list[tuple[str, int]] | None:
+def _cached_chunks(
+    state: LocalState, case_id: str, pkey: str, st: os.stat_result
+) -> list[tuple[str, int]] | None:
     row = state.db.execute(
         "SELECT size, mtime_ns, ino, chunks FROM filecache WHERE case_id = ? AND pathkey = ?",
         [case_id, pkey],
@@ -197,7 +216,9 @@ def deposit(
     if instructions is not None:
         raw = instructions.read_bytes()
         if len(raw) > MAX_INSTRUCTIONS_BYTES:
-            raise FormatError(f"the instructions file is larger than {MAX_INSTRUCTIONS_BYTES // 1024} KiB")
+            raise FormatError(
+                f"the instructions file is larger than {MAX_INSTRUCTIONS_BYTES // 1024} KiB"
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -226,9 +247,16 @@ def deposit(
     entries: list[Entry] = list(dirs)
     cache_rows: list[dict[str, Any]] = []
     done = 0
-    initargs = (policy.case_id, list(policy.stores), s3_endpoint, chunk_key,
-                policy.release_recipient, str(state.path))
+    initargs = (
+        policy.case_id,
+        list(policy.stores),
+        s3_endpoint,
+        chunk_key,
+        policy.release_recipient,
+        str(state.path),
+    )
     with Pool(jobs, _init_worker, initargs) as pool:
+
         def tasks() -> Iterator[tuple[str, int, int]]:
             for item, _, cached in plan:
                 if cached is None:
@@ -250,33 +278,57 @@ def deposit(
                     result.bytes_uploaded += uploaded
                     if new:
                         result.new_chunks += 1
-                        pending_objects.append({"case_id": policy.case_id, "oid": oid,
-                                                "csize": csize, "chash": chash})
+                        pending_objects.append(
+                            {"case_id": policy.case_id, "oid": oid, "csize": csize, "chash": chash}
+                        )
                     else:
                         result.known_chunks += 1
                     done += length
                     if progress:
                         progress(done, to_read)
                 if remaining != 0:
-                    raise FormatError(f"{item.abs_path} changed while it was being read",
-                                      hint="deposit again")
+                    raise FormatError(
+                        f"{item.abs_path} changed while it was being read", hint="deposit again"
+                    )
                 # Record objects now: they are in every store, so a re-run need not upload them.
                 if pending_objects:
                     with state.tx():
                         state.db["objects"].insert_all(pending_objects, replace=True)
                     pending_objects = []
-                cache_rows.append({"case_id": policy.case_id, "pathkey": pkey,
-                                   "size": item.st.st_size, "mtime_ns": item.st.st_mtime_ns,
-                                   "ino": item.st.st_ino, "chunks": json.dumps(chunks)})
-            entries.append(Entry(item.rel, "file", entry_mode(item.st.st_mode),
-                                 int(item.st.st_mtime), item.st.st_size, tuple(chunks)))
+                cache_rows.append(
+                    {
+                        "case_id": policy.case_id,
+                        "pathkey": pkey,
+                        "size": item.st.st_size,
+                        "mtime_ns": item.st.st_mtime_ns,
+                        "ino": item.st.st_ino,
+                        "chunks": json.dumps(chunks),
+                    }
+                )
+            entries.append(
+                Entry(
+                    item.rel,
+                    "file",
+                    entry_mode(item.st.st_mode),
+                    int(item.st.st_mtime),
+                    item.st.st_size,
+                    tuple(chunks),
+                )
+            )
 
     last = state.last_snapshot(policy.case_id)
     entries.sort(key=lambda e: e.path)
     manifest = Manifest(
-        case_id=policy.case_id, policy_hash=policy.hash, seq=(last["seq"] + 1) if last else 1,
-        created=clock.now(), parent=last["snap_id"] if last else None, label=case.name,
-        chunk_key=chunk_key, chunker_seed=seed, entries=tuple(entries), instructions=text,
+        case_id=policy.case_id,
+        policy_hash=policy.hash,
+        seq=(last["seq"] + 1) if last else 1,
+        created=clock.now(),
+        parent=last["snap_id"] if last else None,
+        label=case.name,
+        chunk_key=chunk_key,
+        chunker_seed=seed,
+        entries=tuple(entries),
+        instructions=text,
         roots=tuple(roots),
     )
     body = manifest.body()
@@ -291,11 +343,21 @@ def deposit(
         store.put(snapshot_key(policy.case_id, snap_id), blob)
     result.bytes_uploaded += len(blob) * len(stores)
     with state.tx():
-        state.db["snapshots"].insert({
-            "snap_id": snap_id, "case_id": policy.case_id, "seq": manifest.seq,
-            "created": manifest.created, "parent": manifest.parent, "files": len(files),
-            "bytes": result.bytes_total, "tree_hash": thash, "policy_hash": policy.hash,
-            "csize": len(blob), "chash": cipher_hash(blob)})
+        state.db["snapshots"].insert(
+            {
+                "snap_id": snap_id,
+                "case_id": policy.case_id,
+                "seq": manifest.seq,
+                "created": manifest.created,
+                "parent": manifest.parent,
+                "files": len(files),
+                "bytes": result.bytes_total,
+                "tree_hash": thash,
+                "policy_hash": policy.hash,
+                "csize": len(blob),
+                "chash": cipher_hash(blob),
+            }
+        )
     _save_cache(state, cache_rows)
     result.snapshot_id, result.seq = snap_id, manifest.seq
     return result

@@ -79,7 +79,13 @@ def _seal_slot(plain: bytes, passphrase: str | None) -> dict[str, Any]:
     else:
         key = _derive(passphrase, salt, ops, mem)
     box = nacl.secret.SecretBox(key).encrypt(plain)
-    return {"kdf": "argon2id13", "ops": ops, "mem": mem, "salt": b64e(salt), "box": b64e(bytes(box))}
+    return {
+        "kdf": "argon2id13",
+        "ops": ops,
+        "mem": mem,
+        "salt": b64e(salt),
+        "box": b64e(bytes(box)),
+    }
 
 
 def _plain(sign_key: SigningKey, box_key: PrivateKey, duress: bool) -> bytes:

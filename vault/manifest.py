@@ -49,7 +49,12 @@ class Entry:
     chunks: tuple[tuple[str, int], ...] = ()  # (object id, plaintext length)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": self.path, "type": self.type, "mode": self.mode, "mtime": self.mtime}
+        out: dict[str, Any] = {
+            "path": self.path,
+            "type": self.type,
+            "mode": self.mode,
+            "mtime": self.mtime,
+        }
         if self.type == "file":
             out["size"] = self.size
             out["chunks"] = [[oid, n] for oid, n in self.chunks]
@@ -130,14 +135,21 @@ def _parse_entry(raw: Any) -> Entry:
         return Entry(path, "dir", mode, mtime)
     if kind != "file":
         # Symlinks, devices, FIFOs and sockets are never deposited and never restored.
-        raise UnsafePathError(f"manifest entry {path[:80]!r} has the unsupported type {kind[:20]!r}")
+        raise UnsafePathError(
+            f"manifest entry {path[:80]!r} has the unsupported type {kind[:20]!r}"
+        )
     size = require(raw, "size", int, "manifest entry")
     if not 0 <= size <= MAX_FILE_SIZE:
         raise FormatError(f"manifest entry {path[:80]!r} declares an impossible size")
     chunks = []
     total = 0
     for c in require(raw, "chunks", list, "manifest entry"):
-        if not (isinstance(c, list) and len(c) == 2 and isinstance(c[1], int) and not isinstance(c[1], bool)):
+        if not (
+            isinstance(c, list)
+            and len(c) == 2
+            and isinstance(c[1], int)
+            and not isinstance(c[1], bool)
+        ):
             raise FormatError("manifest chunk reference is malformed")
         if not 1 <= c[1] <= CHUNK_MAX:
             raise FormatError("manifest chunk has an impossible length")

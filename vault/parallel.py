@@ -31,11 +31,15 @@ class Pool:
         if jobs > 1:
             # forkserver: never fork a process that may hold threads (progress bars, boto3 pools).
             ctx = multiprocessing.get_context("forkserver")
-            self._ex = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=init, initargs=initargs)
+            self._ex = ProcessPoolExecutor(
+                jobs, mp_context=ctx, initializer=init, initargs=initargs
+            )
         else:
             init(*initargs)
 
-    def imap(self, fn: Callable[[T], R], items: Iterable[T], window: int | None = None) -> Iterator[R]:
+    def imap(
+        self, fn: Callable[[T], R], items: Iterable[T], window: int | None = None
+    ) -> Iterator[R]:
         if self._ex is None:
             for item in items:
                 yield fn(item)

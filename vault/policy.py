@@ -35,7 +35,12 @@ class Holder:
     node: Card | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "group": self.group, "member": self.member, "kind": self.kind}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "group": self.group,
+            "member": self.member,
+            "kind": self.kind,
+        }
         if self.node is not None:
             out["node"] = self.node.text
         return out
@@ -94,7 +99,9 @@ class Policy:
         return tuple(seen.values())
 
     def holders_of(self, node_sign_pk: bytes) -> tuple[Holder, ...]:
-        return tuple(h for h in self.holders if h.node is not None and h.node.sign_pk == node_sign_pk)
+        return tuple(
+            h for h in self.holders if h.node is not None and h.node.sign_pk == node_sign_pk
+        )
 
     def recipient_by_fingerprint(self, fp: str) -> Card | None:
         return next((c for c in self.recipients if c.fingerprint == fp), None)
@@ -148,7 +155,8 @@ def _parse_switch(sw: Any) -> Switch | None:
         every=_int(sw, "every", 1, year, "switch"),
         grace=_int(sw, "grace", 0, year, "switch"),
         remind=tuple(
-            _int({"r": r}, "r", 1, year, "switch remind") for r in require(sw, "remind", list, "switch")
+            _int({"r": r}, "r", 1, year, "switch remind")
+            for r in require(sw, "remind", list, "switch")
         ),
         editors=editors,
         editor_quorum=_int(sw, "editor_quorum", 0, len(editors), "switch"),
@@ -208,7 +216,13 @@ def parse_policy(doc: Any, expected_reporter: bytes | None = None) -> Policy:
         if not (1 <= len(hid) <= 32 and hid.isascii() and hid.replace("-", "").isalnum()):
             raise FormatError("holder id must be 1-32 letters, digits or dashes")
         holders.append(
-            Holder(hid, _int(h, "group", 0, 15, "holder"), _int(h, "member", 0, 15, "holder"), kind, node)
+            Holder(
+                hid,
+                _int(h, "group", 0, 15, "holder"),
+                _int(h, "member", 0, 15, "holder"),
+                kind,
+                node,
+            )
         )
     if len(holders) != spec.total or len(holders) > MAX_HOLDERS * 16:
         raise FormatError("case policy: number of holders does not match the share layout")

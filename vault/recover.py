@@ -109,12 +109,16 @@ def load_chain(
         except StoreError as exc:
             report.store_problems.append(f"{store.url}: {exc.message}")
     if not reachable:
-        raise StoreError("no store of the case could be reached", hint="check the network or use --store")
+        raise StoreError(
+            "no store of the case could be reached", hint="check the network or use --store"
+        )
     manifests: dict[str, Manifest] = {}
     for sid in sorted(ids):
         try:
             blob = _get_any(stores, f"{snapshot_prefix(policy.case_id)}{sid}", report)
-            manifests[sid] = open_snapshot(blob, identities, policy.reporter.sign_pk, sid, policy.case_id)
+            manifests[sid] = open_snapshot(
+                blob, identities, policy.reporter.sign_pk, sid, policy.case_id
+            )
         except VeladorError as exc:
             report.chain_intact = False
             report.chain_problems.append(f"snapshot {sid[:12]} rejected: {exc.message}")
@@ -150,11 +154,19 @@ def load_chain(
     chain.reverse()
     orphans = set(manifests) - {sid for sid, _ in chain}
     for sid in sorted(orphans):
-        report.chain_problems.append(f"snapshot {sid[:12]} is not on the main chain; it was not restored")
+        report.chain_problems.append(
+            f"snapshot {sid[:12]} is not on the main chain; it was not restored"
+        )
     for sid, m in chain:
-        report.snapshots.append({"id": sid, "seq": m.seq, "created": m.created,
-                                 "files": sum(1 for e in m.entries if e.type == "file"),
-                                 "bytes": m.total_size})
+        report.snapshots.append(
+            {
+                "id": sid,
+                "seq": m.seq,
+                "created": m.created,
+                "files": sum(1 for e in m.entries if e.type == "file"),
+                "bytes": m.total_size,
+            }
+        )
     return [m for _, m in chain]
 
 
@@ -198,7 +210,9 @@ def _safe_target(out: Path, rel: str) -> Path:
             raise UnsafePathError(f"refusing to write through {cur}: it is not a plain folder")
     target = cur / parts[-1]
     if not str(target.resolve(strict=False)).startswith(str(out.resolve()) + os.sep):
-        raise UnsafePathError(f"refusing to write {rel[:80]!r}: it would land outside the output folder")
+        raise UnsafePathError(
+            f"refusing to write {rel[:80]!r}: it would land outside the output folder"
+        )
     return target
 
 
@@ -210,7 +224,9 @@ def _mkdirs(out: Path, rel: str) -> None:
             os.mkdir(cur, 0o700)
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(cur).st_mode):
-                raise UnsafePathError(f"refusing to write through {cur}: it is not a plain folder") from None
+                raise UnsafePathError(
+                    f"refusing to write through {cur}: it is not a plain folder"
+                ) from None
 
 
 _W: dict[str, Any] = {}
@@ -245,7 +261,9 @@ def _fetch_chunk(task: tuple[str, str, str, int, int, bytes]) -> tuple[int, list
         finally:
             os.close(fd)
         return length, problems
-    raise StoreError(f"object {oid[:12]} is missing or damaged in every store", hint="; ".join(problems[-3:]))
+    raise StoreError(
+        f"object {oid[:12]} is missing or damaged in every store", hint="; ".join(problems[-3:])
+    )
 
 
 def restore(
@@ -267,9 +285,13 @@ def restore(
     stores = [open_store(u, s3_endpoint=s3_endpoint) for u in store_urls]
     chain = load_chain(policy, identities, stores, report)
     if snapshot:
-        picked = [m for m, s in zip(chain, report.snapshots) if s["id"].startswith(snapshot)]
+        picked = [
+            m for m, s in zip(chain, report.snapshots, strict=True) if s["id"].startswith(snapshot)
+        ]
         if len(picked) != 1:
-            raise NotFoundError(f"no single snapshot starts with {snapshot!r}", hint="see the snapshot list")
+            raise NotFoundError(
+                f"no single snapshot starts with {snapshot!r}", hint="see the snapshot list"
+            )
         chain = picked
     items, report.instructions = merged_entries(chain)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -283,9 +305,12 @@ def restore(
     for entry, m in items:
         target = _safe_target(out, entry.path)
         if entry.type == "file":
-            if os.path.lexists(target):
-                if not force or not stat.S_ISREG(os.lstat(target).st_mode):
-                    raise PolicyError(f"refusing to overwrite {target}", hint="use --force or an empty folder")
+            if os.path.lexists(target) and (
+                not force or not stat.S_ISREG(os.lstat(target).st_mode)
+            ):
+                raise PolicyError(
+                    f"refusing to overwrite {target}", hint="use --force or an empty folder"
+                )
             need += entry.size
         targets.append((entry, m, target))
     free = shutil.disk_usage(out).free
@@ -347,6 +372,8 @@ def export_key(secret: bytes, path: Path, now_iso: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        raise PolicyError(f"{path} already exists", hint="choose a new file name for the key") from None
+        raise PolicyError(
+            f"{path} already exists", hint="choose a new file name for the key"
+        ) from None
     with os.fdopen(fd, "w") as fh:
         fh.write(text)

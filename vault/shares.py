@@ -39,7 +39,9 @@ class ShareSpec:
             raise ShareError("the group threshold must be between 1 and the number of groups")
         for k, n in self.groups:
             if not (1 <= k <= n <= 16):
-                raise ShareError(f"a group of {n} with threshold {k} is not possible (1 <= K <= N <= 16)")
+                raise ShareError(
+                    f"a group of {n} with threshold {k} is not possible (1 <= K <= N <= 16)"
+                )
             if k == 1 and n > 1:
                 # SLIP-39 forbids 1-of-N groups with N > 1; the same effect is N copies of 1-of-1.
                 raise ShareError(
@@ -152,7 +154,9 @@ def combine_any(mnemonics: Iterable[str], expected_recipient: str) -> tuple[byte
     group_choices = []
     for members in by_group.values():
         k = members[0][1].member_threshold
-        group_choices.append([c for c in itertools.combinations(members, k)] if len(members) >= k else [])
+        group_choices.append(
+            [c for c in itertools.combinations(members, k)] if len(members) >= k else []
+        )
     usable = [g for g in group_choices if g]
     for groups in itertools.combinations(usable, gthr):
         for pick in itertools.product(*groups):

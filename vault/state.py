@@ -91,7 +91,8 @@ class LocalState:
         if not alias or len(alias) > 64 or any(c.isspace() for c in alias):
             raise FormatError("an alias must be 1-64 characters without spaces")
         existing = self.db.execute(
-            "SELECT alias FROM contacts WHERE fingerprint = ? OR alias = ?", [card.fingerprint, alias]
+            "SELECT alias FROM contacts WHERE fingerprint = ? OR alias = ?",
+            [card.fingerprint, alias],
         ).fetchone()
         if existing:
             raise FormatError(
@@ -100,8 +101,14 @@ class LocalState:
             )
         with self.tx():
             self.db["contacts"].insert(
-                {"alias": alias, "card": card.text, "fingerprint": card.fingerprint,
-                 "name": card.name, "role": card.role, "added": now}
+                {
+                    "alias": alias,
+                    "card": card.text,
+                    "fingerprint": card.fingerprint,
+                    "name": card.name,
+                    "role": card.role,
+                    "added": now,
+                }
             )
 
     def contacts(self) -> list[tuple[str, Card]]:
@@ -121,14 +128,23 @@ class LocalState:
         return row[0] if row else None
 
     # --- cases -----------------------------------------------------------------------------
-    def add_case(self, name: str, policy: Policy, sealed_secrets: str, extra: dict[str, Any]) -> None:
+    def add_case(
+        self, name: str, policy: Policy, sealed_secrets: str, extra: dict[str, Any]
+    ) -> None:
         if self.db.execute("SELECT 1 FROM cases WHERE name = ?", [name]).fetchone():
             raise FormatError(f"a case named {name!r} already exists")
         with self.tx():
             self.db["cases"].insert(
-                {"case_id": policy.case_id, "name": name, "policy": json.dumps(policy.doc),
-                 "policy_hash": policy.hash, "created": policy.created,
-                 "secrets": sealed_secrets, "status": "active", "extra": json.dumps(extra)}
+                {
+                    "case_id": policy.case_id,
+                    "name": name,
+                    "policy": json.dumps(policy.doc),
+                    "policy_hash": policy.hash,
+                    "created": policy.created,
+                    "secrets": sealed_secrets,
+                    "status": "active",
+                    "extra": json.dumps(extra),
+                }
             )
 
     def case(self, name_or_id: str) -> CaseRecord:
@@ -151,28 +167,44 @@ class LocalState:
             for holder, envs in envelopes.items():
                 for env in envs:
                     self.db["envelopes"].insert(
-                        {"case_id": policy.case_id, "policy_hash": policy.hash, "holder": holder,
-                         "recipient": env["body"]["recipient"], "envelope": json.dumps(env)},
+                        {
+                            "case_id": policy.case_id,
+                            "policy_hash": policy.hash,
+                            "holder": holder,
+                            "recipient": env["body"]["recipient"],
+                            "envelope": json.dumps(env),
+                        },
                         replace=True,
                     )
 
     # --- snapshots and objects -------------------------------------------------------------
     def last_snapshot(self, case_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query(
-            "SELECT * FROM snapshots WHERE case_id = ? ORDER BY seq DESC LIMIT 1", [case_id]
-        ))
+        rows = list(
+            self.db.query(
+                "SELECT * FROM snapshots WHERE case_id = ? ORDER BY seq DESC LIMIT 1", [case_id]
+            )
+        )
         return rows[0] if rows else None
 
     def snapshots(self, case_id: str) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM snapshots WHERE case_id = ? ORDER BY seq", [case_id]))
+        return list(
+            self.db.query("SELECT * FROM snapshots WHERE case_id = ? ORDER BY seq", [case_id])
+        )
 
     def known_object(self, case_id: str, oid: str) -> bool:
-        return self.db.execute(
-            "SELECT 1 FROM objects WHERE case_id = ? AND oid = ?", [case_id, oid]
-        ).fetchone() is not None
+        return (
+            self.db.execute(
+                "SELECT 1 FROM objects WHERE case_id = ? AND oid = ?", [case_id, oid]
+            ).fetchone()
+            is not None
+        )
 
     def objects(self, case_id: str) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT oid, csize, chash FROM objects WHERE case_id = ? ORDER BY oid", [case_id]))
+        return list(
+            self.db.query(
+                "SELECT oid, csize, chash FROM objects WHERE case_id = ? ORDER BY oid", [case_id]
+            )
+        )
 
 
 def seal_to_self(secrets: dict[str, Any], box_pk: bytes) -> str:
@@ -183,7 +215,9 @@ def open_sealed(sealed: str, box_key: PrivateKey) -> dict[str, Any]:
     try:
         plain = SealedBox(box_key).decrypt(b64d(sealed, "case secrets"))
     except CryptoError as exc:
-        raise AuthenticationError("this case's local secrets do not open with this identity") from exc
+        raise AuthenticationError(
+            "this case's local secrets do not open with this identity"
+        ) from exc
     value = parse_json(plain, "case secrets")
     if not isinstance(value, dict):
         raise FormatError("case secrets are damaged")

@@ -1,0 +1,282 @@
+"""`velador deposit | snapshots | verify | recover`: the data path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vault.case import read_share_dir
+from vault.clock import iso
+from vault.deposit import deposit as do_deposit
+from vault.envelope import addressed_to, open_envelope
+from vault.errors import NotFoundError, StoreError, VeladorError
+from vault.recover import Report, export_key, recover_key, restore
+from vault.shares import age_identity_str
+from vault.verify import verify_case
+
+from .context import Ctx, emit_json, out_console
+from .progress import byte_progress
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@click.command()
+@click.argument("case_name", metavar="CASE")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--instructions",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Text for the outlets that recover this case (what to publish, whom to call).",
+)
+@click.option("--jobs", type=click.IntRange(1, 16), help="Worker processes (default: by size).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.pass_obj
+def deposit(
+    ctx: Ctx,
+    case_name: str,
+    paths: tuple[Path, ...],
+    instructions: Path | None,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
+    """Encrypt PATHS into CASE and upload them to every store of the case.
+
+    Safe to interrupt: run it again and it uploads only what is missing.
+    """
+    rec = ctx.state.case(case_name)
+    ident = ctx.unlock()
+    with byte_progress("Depositing", quiet=as_json) as progress:
+        result = do_deposit(
+            ctx.state,
+            ident,
+            rec,
+            list(paths),
+            ctx.clock,
+            instructions=instructions,
+            progress=progress,
+            jobs=jobs,
+            s3_endpoint=ctx.s3_endpoint,
+        )
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for s in result.skipped:
+        click.echo(f"velador: warning: skipped {s} (not a regular file or folder)", err=True)
+    if result.unchanged:
+        repaired = (
+            f"; re-uploaded {_human(result.bytes_uploaded)} of missing copies"
+            if result.bytes_uploaded
+            else "; nothing uploaded"
+        )
+        click.echo(f"Nothing changed since snapshot {result.seq}{repaired}.", err=True)
+        return
+    click.echo(
+        f"Snapshot {result.seq} ({result.snapshot_id[:12] if result.snapshot_id else ''}): "
+        f"{result.files} files, {_human(result.bytes_total)}; read {_human(result.bytes_read)}, "
+        f"uploaded {_human(result.bytes_uploaded)} ({result.new_chunks} new chunks) "
+        f"to {len(rec.policy.stores)} store(s).",
+        err=True,
+    )
+
+
+@click.command()
+@click.argument("case_name", metavar="CASE")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def snapshots(ctx: Ctx, case_name: str, as_json: bool) -> None:
+    """List the snapshots of CASE made from this machine."""
+    rec = ctx.state.case(case_name)
+    rows = [
+        {
+            "seq": s["seq"],
+            "id": s["snap_id"],
+            "created": iso(s["created"]),
+            "files": s["files"],
+            "bytes": s["bytes"],
+            "parent": s["parent"],
+        }
+        for s in ctx.state.snapshots(rec.case_id)
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo(
+            f"No snapshots in {case_name} yet. Deposit with 'velador deposit {case_name} PATH'.",
+            err=True,
+        )
+        return
+    from rich.table import Table
+
+    table = Table("#", "id", "created", "files", "size")
+    for r in rows:
+        table.add_row(
+            str(r["seq"]), r["id"][:16], r["created"], str(r["files"]), _human(r["bytes"])
+        )
+    out_console().print(table)
+
+
+@click.command()
+@click.argument("case_name", metavar="CASE")
+@click.option("--deep", is_flag=True, help="Download every object and compare its hash.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
+    """Check that every store of CASE holds every object; name what is missing."""
+    rec = ctx.state.case(case_name)
+    report = verify_case(ctx.state, rec, deep=deep, s3_endpoint=ctx.s3_endpoint)
+    if as_json:
+        emit_json({"ok": report.ok, **report.__dict__})
+    else:
+        for line in report.missing:
+            click.echo(f"missing  {line}", err=True)
+        for line in report.damaged:
+            click.echo(f"damaged  {line}", err=True)
+        for line in report.unreachable:
+            click.echo(f"unreachable  {line}", err=True)
+        if report.ok:
+            click.echo(
+                f"OK: {len(report.stores)} store(s) hold all {report.objects} objects "
+                f"({report.snapshots} snapshots){' (deep check)' if deep else ''}.",
+                err=True,
+            )
+    if not report.ok:
+        n = len(report.missing) + len(report.damaged)
+        raise StoreError(
+            f"{n} object cop{'y is' if n == 1 else 'ies are'} missing or damaged"
+            + (f"; {len(report.unreachable)} store(s) unreachable" if report.unreachable else ""),
+            hint=f"deposit again to re-upload missing objects: velador deposit {case_name} PATH...",
+        )
+
+
+@click.command()
+@click.option(
+    "--shares",
+    "shares_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder with share files (offline holders).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder to write the recovered files into (created if needed).",
+)
+@click.option(
+    "--snapshot", help="Restore only this snapshot (id prefix) instead of the merged tree."
+)
+@click.option(
+    "--export-key",
+    "export_key_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the case's age key here (0600) for the stock 'age -d -i FILE'.",
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    help="Read from this store instead of the ones in the policy (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Overwrite files that already exist in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.pass_obj
+def recover(
+    ctx: Ctx,
+    shares_dir: Path,
+    out: Path,
+    snapshot: str | None,
+    export_key_path: Path | None,
+    stores: tuple[str, ...],
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Recover a case from share files: open, verify, combine, decrypt, write under --out."""
+    bundle = read_share_dir(shares_dir)
+    policy = bundle.policy
+    ident = ctx.unlock()
+    report = Report(shares_skipped=list(bundle.rejected))
+    mnemonics = []
+    mine = [(src, e) for src, e in bundle.envelopes if addressed_to(e, ident.card)]
+    if not mine:
+        raise NotFoundError(
+            "none of these shares is addressed to your identity",
+            hint=f"your fingerprint is {ident.fingerprint}",
+        )
+    for src, env in mine:
+        try:
+            opened = open_envelope(env, policy, ident.box_key)
+        except VeladorError as exc:
+            report.shares_skipped.append(f"{src}: {exc.message}")
+            continue
+        mnemonics.append(opened.mnemonic)
+        report.shares_used.append(f"{src} (holder {opened.holder})")
+    for line in report.shares_skipped:
+        click.echo(f"velador: warning: skipped share {line}", err=True)
+    secret = recover_key(policy, mnemonics, report)
+    if export_key_path:
+        export_key(secret, export_key_path, iso(ctx.clock.now()))
+    urls = list(stores) or list(policy.stores)
+    with byte_progress("Recovering", quiet=as_json) as progress:
+        restore(
+            policy,
+            [age_identity_str(secret)],
+            urls,
+            out,
+            snapshot=snapshot,
+            force=force,
+            s3_endpoint=ctx.s3_endpoint,
+            progress=progress,
+            report=report,
+        )
+    del secret
+    alias = ctx.state.alias_of(policy.reporter)
+    prov = {
+        "reporter": policy.reporter.name,
+        "reporter_fingerprint": policy.reporter.fingerprint,
+        "reporter_contact": alias,
+        "case_id": policy.case_id,
+        "policy_hash": policy.hash,
+    }
+    if as_json:
+        emit_json({**prov, **report.__dict__, "key_exported": str(export_key_path or "")})
+        return
+    _print_report(prov, report, export_key_path)
+
+
+def _print_report(prov: dict[str, object], report: Report, key_path: Path | None) -> None:
+    from rich.panel import Panel
+
+    con = out_console()
+    if report.instructions:
+        con.print(Panel(report.instructions, title="Instructions from the reporter", expand=False))
+    con.print(f"Recovered {report.files} files ({_human(report.bytes)}) into {report.out}")
+    who = f"{prov['reporter']} ({prov['reporter_fingerprint']})"
+    if prov["reporter_contact"]:
+        con.print(f"Signed by {who}, your contact '{prov['reporter_contact']}'.")
+    else:
+        con.print(
+            f"Signed by {who}. [bold]Not in your contacts[/bold]: compare this fingerprint "
+            "with one you trust before publishing."
+        )
+    if report.snapshots:
+        first, last = report.snapshots[0], report.snapshots[-1]
+        con.print(
+            f"{len(report.snapshots)} snapshot(s), {iso(first['created'])} to "
+            f"{iso(last['created'])}; chain {'intact' if report.chain_intact else 'BROKEN'}."
+        )
+    for p in report.chain_problems:
+        con.print(f"  chain: {p}")
+    con.print(f"Shares used: {len(report.shares_used)}; skipped: {len(report.shares_skipped)}.")
+    for p in report.store_problems:
+        con.print(f"  store: {p}")
+    if key_path:
+        con.print(f"Case key written to {key_path} (open any object with 'age -d -i {key_path}').")
