@@ -1,0 +1,141 @@
+"""Identities at rest: unlock, wrong passphrase, duress slot, deniable file shape."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from vault.errors import AuthenticationError, FormatError
+from vault.identity import (
+    IDENTITY_FILE,
+    create_identity,
+    load_card,
+    set_duress_passphrase,
+    unlock_identity,
+)
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = tmp_path / "alice"
+    create_identity(h, "Alice Reporter", "reporter", "correct horse", created=1_700_000_000)
+    return h
+
+
+def _slot_shape(slot: dict) -> tuple:
+    return (
+        tuple(sorted(slot)),
+        slot["kdf"],
+        slot["ops"],
+        slot["mem"],
+        len(slot["salt"]),
+        len(slot["box"]),
+    )
+
+
+def test_create_then_unlock_gives_the_same_keys(home):
+    # Given a fresh identity, when it is unlocked with its passphrase
+    ident = unlock_identity(home, "correct horse")
+    # Then the keys match the public card and the duress flag is off
+    card = load_card(home)
+    assert bytes(ident.sign_key.verify_key) == card.sign_pk
+    assert bytes(ident.box_key.public_key) == card.box_pk
+    assert ident.name == "Alice Reporter"
+    assert ident.role == "reporter"
+    assert ident.duress is False
+
+
+def test_identity_file_is_private(home):
+    assert stat.S_IMODE((home / IDENTITY_FILE).stat().st_mode) == 0o600
+
+
+def test_refuses_to_overwrite_an_identity(home):
+    with pytest.raises(FormatError, match="an identity already exists"):
+        create_identity(home, "Other", "reporter", "x", created=1)
+
+
+def test_empty_passphrase_is_refused(tmp_path):
+    with pytest.raises(AuthenticationError, match="must not be empty"):
+        create_identity(tmp_path / "h", "A", "reporter", "", created=1)
+
+
+def test_wrong_passphrase(home):
+    with pytest.raises(AuthenticationError) as exc:
+        unlock_identity(home, "wrong horse")
+    assert exc.value.message == "wrong passphrase for this identity"
+    assert exc.value.exit_code == 77
+
+
+def test_duress_slot_unlocks_same_keys_flagged(home):
+    normal = unlock_identity(home, "correct horse")
+    set_duress_passphrase(home, "correct horse", "under duress")
+    d = unlock_identity(home, "under duress")
+    n = unlock_identity(home, "correct horse")
+    assert d.duress is True
+    assert n.duress is False
+    assert bytes(d.sign_key) == bytes(normal.sign_key) == bytes(n.sign_key)
+    assert bytes(d.box_key) == bytes(normal.box_key)
+
+
+def test_duress_must_differ_and_needs_normal_passphrase(home):
+    with pytest.raises(AuthenticationError, match="must differ"):
+        set_duress_passphrase(home, "correct horse", "correct horse")
+    with pytest.raises(AuthenticationError, match="wrong passphrase"):
+        set_duress_passphrase(home, "nope", "under duress")
+    set_duress_passphrase(home, "correct horse", "under duress")
+    with pytest.raises(AuthenticationError, match="unlock with the normal passphrase"):
+        set_duress_passphrase(home, "under duress", "another one")
+
+
+def test_file_always_has_two_slots_of_equal_shape(home):
+    # Deniability: the file looks the same whether or not a duress passphrase is set.
+    before = json.loads((home / IDENTITY_FILE).read_text())
+    assert len(before["slots"]) == 2
+    assert _slot_shape(before["slots"][0]) == _slot_shape(before["slots"][1])
+    set_duress_passphrase(home, "correct horse", "under duress")
+    after = json.loads((home / IDENTITY_FILE).read_text())
+    assert len(after["slots"]) == 2
+    assert _slot_shape(after["slots"][0]) == _slot_shape(after["slots"][1])
+    assert _slot_shape(before["slots"][0]) == _slot_shape(after["slots"][0])
+    assert set(before) == set(after)
+
+
+def test_tampered_card_in_identity_file_is_refused(home):
+    path = home / IDENTITY_FILE
+    doc = json.loads(path.read_text())
+    card = doc["card"]
+    mid = len(card) // 2
+    doc["card"] = card[:mid] + ("A" if card[mid] != "A" else "B") + card[mid + 1 :]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match="malformed or has been altered"):
+        unlock_identity(home, "correct horse")
+    with pytest.raises(FormatError, match="malformed or has been altered"):
+        load_card(home)
+
+
+def test_card_of_another_identity_is_detected(home, tmp_path):
+    other = tmp_path / "bob"
+    create_identity(other, "Bob", "reporter", "pw", created=1)
+    doc = json.loads((home / IDENTITY_FILE).read_text())
+    doc["card"] = json.loads((other / IDENTITY_FILE).read_text())["card"]
+    (home / IDENTITY_FILE).write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match="keys do not match the card"):
+        unlock_identity(home, "correct horse")
+
+
+def test_wrong_slot_count_is_refused(home):
+    path = home / IDENTITY_FILE
+    doc = json.loads(path.read_text())
+    doc["slots"] = doc["slots"][:1]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match="wrong number of key slots"):
+        unlock_identity(home, "correct horse")
+
+
+def test_missing_identity(tmp_path):
+    from vault.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="no identity in"):
+        unlock_identity(tmp_path, "x")
