@@ -402,3 +402,9 @@ def test_s3_client_is_built_once_across_threads(s3_env, make_bucket):
 
     with ThreadPoolExecutor(8) as pool:
         assert len(set(pool.map(grab, range(8)))) == 1
+
+
+@pytest.mark.parametrize("url", ["s3://", "s3:///p", "s3://bucket:9000/p", "s3://a b/p"])
+def test_s3_url_needs_a_bucket(url):
+    with pytest.raises(StoreError, match="names no valid bucket"):
+        open_store(url)

@@ -203,13 +203,13 @@ class FileStore:
         path = self._path(key)
         try:
             os.unlink(path)
+            fsync_dir(path.parent)
         except _NOT_THERE:
             return
         except OSError as exc:
             raise StoreError(
                 f"cannot delete object {key} from store {self.url}: {_reason(exc)}"
             ) from exc
-        fsync_dir(path.parent)
 
 
 def _atomic_copy(src: BinaryIO, dest: Path, *, durable: bool) -> None:

@@ -16,6 +16,7 @@ thread-safe while clients are.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,18 +41,8 @@ CREDENTIALS_HINT = (
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if temporary), "
     "or AWS_PROFILE with ~/.aws/credentials"
 )
-_AUTH_CODES = frozenset(
-    {
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "TokenRefreshRequired",
-        "InvalidClientTokenId",
-        "AuthorizationHeaderMalformed",
-    }
-)
+_AUTH_CODES = frozenset(("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"))
+_AUTH_CODES |= {"ExpiredToken", "InvalidToken", "TokenRefreshRequired", "InvalidClientTokenId"}
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
@@ -118,6 +109,35 @@ def map_s3_error(
 
 
 _CAUGHT = (bce.BotoCoreError, bce.ClientError, boto3.exceptions.Boto3Error)
+_REBUILD_ARGS = ("url", "endpoint", "max_attempts", "connect_timeout", "read_timeout", "page_size")
+
+
+def _parse_url(url: str, shown: str) -> tuple[str, str, dict[str, str]]:
+    """(bucket, key prefix ending in '/' or empty, options) of an s3:// URL; ``shown`` is safe."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3":
+        raise ValueError(f"not an s3:// URL: {shown}")
+    if "@" in parts.netloc:
+        raise StoreError(
+            f"store URL {shown} must not contain credentials",
+            hint="remove user:password@ from the URL; " + CREDENTIALS_HINT,
+        )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", parts.netloc):
+        # Lenient on purpose: Ceph and older MinIO allow uppercase and '_' in bucket names.
+        raise StoreError(f"store URL {shown} names no valid bucket", hint="use s3://bucket/prefix")
+    prefix = unquote(parts.path).strip("/")
+    if prefix and any(p in ("", ".", "..") for p in prefix.split("/")):
+        raise StoreError(f"store URL {shown} has a malformed prefix", hint="use s3://bucket/a/b")
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in ("endpoint", "region"):
+            raise StoreError(
+                f"unknown option {name!r} in store URL {shown}",
+                hint="an s3:// URL takes only endpoint= and region=; credentials come from "
+                "the environment",
+            )
+        options[name] = value
+    return parts.netloc, prefix + "/" if prefix else "", options
 
 
 class S3Store:
@@ -138,58 +158,22 @@ class S3Store:
         page_size: int = 1000,
     ) -> None:
         self.url = describe(url)
-        parts = urlsplit(url)
-        if parts.scheme != "s3":
-            raise ValueError(f"not an s3:// URL: {self.url}")
-        if "@" in parts.netloc:
-            raise StoreError(
-                f"store URL {self.url} must not contain credentials",
-                hint="remove user:password@ from the URL; " + CREDENTIALS_HINT,
-            )
-        self.bucket = parts.netloc
-        if not self.bucket:
-            raise StoreError(f"store URL {self.url} names no bucket", hint="use s3://bucket/prefix")
-        prefix = unquote(parts.path).strip("/")
-        if prefix and any(p in ("", ".", "..") for p in prefix.split("/")):
-            raise StoreError(
-                f"store URL {self.url} has a malformed prefix", hint="use s3://bucket/a/b"
-            )
-        self._prefix = prefix + "/" if prefix else ""
-        options: dict[str, str] = {}
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name not in ("endpoint", "region"):
-                raise StoreError(
-                    f"unknown option {name!r} in store URL {self.url}",
-                    hint="an s3:// URL takes only endpoint= and region=; credentials come from "
-                    "the environment",
-                )
-            options[name] = value
+        self.bucket, self._prefix, options = _parse_url(url, self.url)
         chosen = endpoint or options.get("endpoint") or None
         self._endpoint = _clean_endpoint(chosen, self.url) if chosen else None
         self._region = options.get("region") or None
-        self._args = {
-            "url": url,
-            "endpoint": endpoint,
-            "max_attempts": max_attempts,
-            "connect_timeout": connect_timeout,
-            "read_timeout": read_timeout,
-            "page_size": page_size,
-        }
+        self._args = {k: v for k, v in locals().items() if k in _REBUILD_ARGS}  # for __reduce__
+        # S3-compatible servers often reject botocore's newer default trailing checksums, so ask
+        # for them only when required there (None keeps boto3's configuration). Objects are age
+        # files, whose MACs catch corruption anyway.
+        checksums = "when_required" if self._endpoint else None
         self._config = Config(
             retries={"max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=32,  # callers upload from thread pools; 10 would thrash
-            # S3-compatible servers often reject botocore's newer default trailing checksums;
-            # objects are age files, whose MACs catch corruption anyway.
-            **(
-                {
-                    "request_checksum_calculation": "when_required",
-                    "response_checksum_validation": "when_required",
-                }
-                if self._endpoint
-                else {}
-            ),
+            request_checksum_calculation=checksums,
+            response_checksum_validation=checksums,
         )
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_SIZE,
