@@ -33,6 +33,9 @@ from .stores import Store, open_store
 INLINE_BELOW = 48 * 1024 * 1024
 """Below this many bytes to read, workers cost more to start than they save."""
 
+INDEX_BATCH = 64
+"""Objects recorded in the local index per store sync (about 64 MiB of chunks)."""
+
 
 @dataclass
 class DepositResult:
@@ -110,7 +113,8 @@ def _store_chunk(task: tuple[str, int, int]) -> tuple[str, int, int, str | None,
     uploaded = 0
     for store, p in zip(stores, present, strict=True):
         if not p:
-            store.put(key, ciphertext)
+            # The main process syncs every store before it records the object (format.md §6.6).
+            store.put(key, ciphertext, durable=False)
             uploaded += len(ciphertext)
     return oid, length, len(ciphertext), cipher_hash(ciphertext), uploaded, True
 
@@ -290,10 +294,10 @@ def deposit(
                     raise FormatError(
                         f"{item.abs_path} changed while it was being read", hint="deposit again"
                     )
-                # Record objects now: they are in every store, so a re-run need not upload them.
-                if pending_objects:
-                    with state.tx():
-                        state.db["objects"].insert_all(pending_objects, replace=True)
+                # Record objects in batches, after a sync of every store: recorded objects are
+                # durable everywhere, so a re-run need not upload them.
+                if len(pending_objects) >= INDEX_BATCH:
+                    _record(state, stores, pending_objects)
                     pending_objects = []
                 cache_rows.append(
                     {
@@ -315,6 +319,8 @@ def deposit(
                     tuple(chunks),
                 )
             )
+
+        _record(state, stores, pending_objects)
 
     last = state.last_snapshot(policy.case_id)
     entries.sort(key=lambda e: e.path)
@@ -361,6 +367,14 @@ def deposit(
     _save_cache(state, cache_rows)
     result.snapshot_id, result.seq = snap_id, manifest.seq
     return result
+
+
+def _record(state: LocalState, stores: list[Store], objects: list[dict[str, Any]]) -> None:
+    for store in stores:
+        store.sync()
+    if objects:
+        with state.tx():
+            state.db["objects"].insert_all(objects, replace=True)
 
 
 def _save_cache(state: LocalState, rows: list[dict[str, Any]]) -> None:

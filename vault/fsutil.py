@@ -19,7 +19,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+def atomic_write(
+    path: Path, data: bytes, mode: int = 0o600, durable: bool = True, sync_dir: bool = True
+) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -34,5 +36,5 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, durable: bool = Tru
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    if durable:
+    if durable and sync_dir:
         fsync_dir(path.parent)

@@ -34,8 +34,12 @@ class Store(Protocol):
     url: str
     """The URL the store was opened with, without secrets (see ``describe``)."""
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         """Store ``data`` under ``key``: atomic, durable before returning, idempotent."""
+        ...
+
+    def sync(self) -> None:
+        """Make every put made with durable=False (by any process) durable."""
         ...
 
     def put_file(self, key: str, path: pathlib.Path) -> None:

@@ -14,6 +14,8 @@ layouts at rest, not against a concurrent local attacker.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import secrets
 import shutil
@@ -52,6 +54,14 @@ def _reason(exc: OSError) -> str:
     return (exc.strerror or type(exc).__name__).lower()
 
 
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(
+        ctypes.util.find_library("c") or "libc.so.6", use_errno=True
+    )
+except OSError:  # pragma: no cover - non-glibc systems fall back to os.sync()
+    _LIBC = None
+
+
 class FileStore:
     """Objects as files under ``root`` (see the module docstring)."""
 
@@ -79,7 +89,7 @@ class FileStore:
         validate_key(key)
         return self._inside(self.root.joinpath(*key.split("/")), key)
 
-    def _make_dirs(self, folder: Path) -> None:
+    def _make_dirs(self, folder: Path, durable: bool = True) -> None:
         missing: list[Path] = []
         while not folder.is_dir():
             missing.append(folder)
@@ -93,7 +103,8 @@ class FileStore:
                 if not d.is_dir():
                     raise
                 continue
-            fsync_dir(d.parent)  # the new folder's entry must be durable before objects in it
+            if durable:
+                fsync_dir(d.parent)  # the new folder's entry must be durable before objects in it
 
     def _write_error(self, key: str, exc: OSError) -> StoreError:
         return StoreError(
@@ -106,13 +117,27 @@ class FileStore:
 
     # -- Store ---------------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         path = self._path(key)
         try:
-            self._make_dirs(path.parent)
-            atomic_write(path, data, mode=FILE_MODE)
+            self._make_dirs(path.parent, durable)
+            # durable=False still fsyncs the file before the rename (a visible object is never
+            # torn); only the folder entries wait for sync(), one syncfs for a whole batch.
+            atomic_write(path, data, mode=FILE_MODE, durable=True, sync_dir=durable)
         except OSError as exc:
             raise self._write_error(key, exc) from exc
+
+    def sync(self) -> None:
+        """Make every earlier put durable, whichever process made it (syncfs on the store)."""
+        if not self.root.is_dir():
+            return
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if _LIBC is not None and _LIBC.syncfs(fd) == 0:
+                return
+            os.sync()
+        finally:
+            os.close(fd)
 
     def put_file(self, key: str, path: Path) -> None:
         dest = self._path(key)

@@ -227,12 +227,15 @@ class S3Store:
 
     # -- Store ---------------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         full = self._full(key)
         try:
             self._client().put_object(Bucket=self.bucket, Key=full, Body=data)
         except _CAUGHT as exc:
             raise self._error(exc, key) from exc
+
+    def sync(self) -> None:
+        """Nothing to do: S3 acknowledges a PUT only once the object is stored durably."""
 
     def put_file(self, key: str, path: Path) -> None:
         full = self._full(key)

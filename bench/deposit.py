@@ -1,0 +1,214 @@
+"""Deposit and recovery throughput and memory, beside the stock `age` on the same file.
+
+Prints figures; asserts nothing (issue 2 targets are read off the output):
+  * deposit / recover MB/s of `velador` vs `age -e` / `age -d` on the same file, as ratios
+  * peak RSS of the whole velador process tree (main + workers, summed, sampled every 20 ms)
+  * re-deposit of the unchanged tree: time as % of the cold deposit, bytes uploaded
+  * a 1-byte edit in the middle of a 100 MiB file: new chunks uploaded
+
+Run: .venv/bin/python bench/deposit.py [--size-mib 1024] [--dir /tmp/velador-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+VELADOR = str(BIN / "velador")
+
+
+def tree_rss_kib(pid: int) -> int:
+    """Sum of VmRSS over `pid` and all its descendants."""
+    total = 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    stack.extend(int(c) for c in fh.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Run `cmd`; return (seconds, peak tree RSS in MiB, stdout)."""
+    peak = 0
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss_kib(proc.pid))
+            done.wait(0.02)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, err = proc.communicate()
+    elapsed = time.perf_counter() - start
+    done.set()
+    t.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{err.decode()}")
+    return elapsed, peak // 1024, out.decode()
+
+
+def make_file(path: Path, mib: int) -> None:
+    """Fresh random bytes throughout, so nothing deduplicates inside the file."""
+    with open(path, "wb") as fh:
+        for i in range(0, mib, 8):
+            fh.write(os.urandom(min(8, mib - i) * 1024 * 1024))
+
+
+def drop_page_cache_hint() -> str:
+    return "warm page cache (file read once before both runs)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--dir", type=Path, default=None)
+    args = ap.parse_args()
+    if not shutil.which("age"):
+        raise SystemExit("the stock 'age' binary is needed for the baseline (apt-get install age)")
+    root = Path(args.dir or tempfile.mkdtemp(prefix="velador-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, VELADOR_PASSPHRASE="bench", VELADOR_INSECURE_FAST_KDF="1")
+    try:
+        big = root / "src" / "big.bin"
+        big.parent.mkdir(parents=True, exist_ok=True)
+        make_file(big, args.size_mib)
+        subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)
+        size_mb = big.stat().st_size / 1e6
+
+        rep, out = root / "rep", root / "out"
+        v = lambda home, *a: [VELADOR, "--home", str(home), *a]  # noqa: E731
+        run(v(rep, "id", "new", "--name", "Bench Reporter"), env)
+        run(v(root / "o1", "id", "new", "--name", "Bench Outlet", "--role", "outlet"), env)
+        card = run(v(root / "o1", "id", "card"), env)[2].strip()
+        run(v(rep, "contact", "add", card, "--alias", "o1"), env)
+        run(
+            v(
+                rep,
+                "case",
+                "create",
+                "bench",
+                "--recipient",
+                "o1",
+                "--threshold",
+                "2",
+                "--shares",
+                "3",
+                "--offline-dir",
+                str(root / "usb"),
+                "--store",
+                f"file://{root / 'store'}",
+            ),
+            env,
+        )
+
+        # --- baseline: stock age on the same file ------------------------------------------------
+        subprocess.run(["age-keygen", "-o", str(root / "age.key")], check=True, capture_output=True)
+        pub = subprocess.run(
+            ["age-keygen", "-y", str(root / "age.key")], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        t_age_e, rss_age_e, _ = run(
+            ["age", "-e", "-r", pub, "-o", str(root / "big.age"), str(big)], env
+        )
+        t_age_d, rss_age_d, _ = run(
+            [
+                "age",
+                "-d",
+                "-i",
+                str(root / "age.key"),
+                "-o",
+                str(root / "big.dec"),
+                str(root / "big.age"),
+            ],
+            env,
+        )
+        os.unlink(root / "big.dec")
+        os.unlink(root / "big.age")
+
+        # --- velador ------------------------------------------------------------------------------
+        t_dep, rss_dep, js = run(v(rep, "deposit", "bench", str(big.parent), "--json"), env)
+        dep = json.loads(js)
+        t_re, _, js2 = run(v(rep, "deposit", "bench", str(big.parent), "--json"), env)
+        re = json.loads(js2)
+        t_rec, rss_rec, _ = run(
+            v(root / "o1", "recover", "--shares", str(root / "usb"), "--out", str(out), "--json"),
+            env,
+        )
+        same = subprocess.run(["cmp", str(big), str(out / "src" / "big.bin")]).returncode == 0
+        shutil.rmtree(out)
+
+        # --- 1-byte edit in the middle of a 100 MiB file -------------------------------------------
+        edit_dir = root / "edit"
+        edit_dir.mkdir()
+        f100 = edit_dir / "doc.bin"
+        make_file(f100, 100)
+        run(v(rep, "deposit", "bench", str(edit_dir), "--json"), env)
+        with open(f100, "r+b") as fh:
+            fh.seek(50 * 1024 * 1024)
+            b = fh.read(1)
+            fh.seek(50 * 1024 * 1024)
+            fh.write(bytes([b[0] ^ 0xFF]))
+        edit = json.loads(run(v(rep, "deposit", "bench", str(edit_dir), "--json"), env)[2])
+
+        print(
+            f"# velador deposit/recover benchmark — {platform.node()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+        )
+        print(
+            f"file: {size_mb:.0f} MB of random data, {drop_page_cache_hint()}; store: file:// on the same disk"
+        )
+        print()
+        print(
+            f"| operation | velador s | velador MB/s | age s | age MB/s | ratio (velador/age speed) | velador peak RSS MiB | age peak RSS MiB |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        print(
+            f"| encrypt (deposit vs age -e) | {t_dep:.2f} | {size_mb / t_dep:.0f} | {t_age_e:.2f} | {size_mb / t_age_e:.0f} | {t_age_e / t_dep:.2f} | {rss_dep} | {rss_age_e} |"
+        )
+        print(
+            f"| decrypt (recover vs age -d) | {t_rec:.2f} | {size_mb / t_rec:.0f} | {t_age_d:.2f} | {size_mb / t_age_d:.0f} | {t_age_d / t_rec:.2f} | {rss_rec} | {rss_age_d} |"
+        )
+        print()
+        print(f"recovered file byte-identical: {same}")
+        print(
+            f"cold deposit: {dep['new_chunks']} chunks, {dep['bytes_uploaded'] / 1e6:.0f} MB uploaded"
+        )
+        print(
+            f"re-deposit unchanged: {t_re:.3f} s = {100 * t_re / t_dep:.2f}% of cold, "
+            f"{re['bytes_uploaded']} bytes uploaded, unchanged={re['unchanged']}"
+        )
+        print(
+            f"1-byte edit in 100 MiB: {edit['new_chunks']} new chunk(s), "
+            f"{edit['bytes_uploaded'] / 1e6:.2f} MB uploaded (incl. snapshot)"
+        )
+    finally:
+        if args.dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
