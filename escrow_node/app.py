@@ -1,0 +1,162 @@
+"""create_app(config): the node's FastAPI application (docs/protocol.md §4).
+
+The application owns the NodeService (storage, identity, clock) and, unless `engine=False`
+(unit tests drive the sweep by hand), the APScheduler engine and the outbox worker, started in
+the lifespan after a catch-up sweep: a release that came due while the node was down happens
+before the first request is served.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import vault
+from vault.clock import Clock, SystemClock
+from vault.errors import VeladorError
+from vault.identity import Identity
+
+from .api import cases, editors, heartbeats, release, subscriptions, system
+from .config import NodeConfig
+from .db import Store
+from .errors import status_of
+from .metrics import Metrics
+from .outbox import Outbox
+from .scheduler import EngineScheduler
+from .service import NodeService
+from .sweep import sweep
+
+log = logging.getLogger("velador.node")
+
+
+class StatusCounter:
+    """ASGI middleware counting answers by status class for /metrics."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.inc(
+                    "velador_node_http_requests_total", code=f"{message['status'] // 100}xx"
+                )
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def create_app(
+    config: NodeConfig,
+    identity: Identity,
+    clock: Clock | None = None,
+    *,
+    engine: bool = True,
+    test_clock: bool = False,
+    store: Store | None = None,
+) -> FastAPI:
+    clock = clock or SystemClock()
+    store = store or Store(config.db_path)
+    metrics = Metrics()
+    svc = NodeService(config, identity, store, clock, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        outbox = Outbox(svc)
+        sched = None
+        if engine:
+            result = sweep(svc)  # catch up on everything that came due while we were down
+            log.info("start-up sweep: %d case(s) advanced", result.advanced)
+            sched = EngineScheduler(svc, outbox, config.tick)
+            sched.start()
+        app.state.scheduler = sched
+        app.state.outbox = outbox
+        try:
+            yield
+        finally:
+            if sched is not None:
+                sched.shutdown()
+            outbox.close()
+            store.close()
+            log.info("node stopped cleanly")
+
+    app = FastAPI(
+        title="Velador escrow node",
+        version=vault.__version__,
+        description="Holds sealed share envelopes and enforces the case switch. "
+        "See docs/protocol.md (normative).",
+        lifespan=lifespan,
+        openapi_url="/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = svc
+    app.state.test_clock = test_clock
+    for module in (system, cases, heartbeats, editors, release, subscriptions):
+        app.include_router(module.router)
+
+    @app.exception_handler(VeladorError)
+    async def velador_error(request: Request, exc: VeladorError) -> JSONResponse:
+        status, code = status_of(exc)
+        return JSONResponse(
+            {"error": code, "message": exc.message, "hint": exc.hint}, status_code=status
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()[:3])
+        return JSONResponse(
+            {
+                "error": "bad_request",
+                "message": f"invalid request parameters ({where})",
+                "hint": None,
+            },
+            status_code=400,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
+        log.exception("unexpected error serving %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"error": "internal", "message": "internal error; see the node log", "hint": None},
+            status_code=500,
+        )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "velador": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "Velador <b64url(signed request document)>, docs/protocol.md §2",
+            }
+        }
+        for path in schema.get("paths", {}).values():
+            for op in path.values():
+                op.get("responses", {}).pop("422", None)
+                if any(p.get("in") in ("path", "query") for p in op.get("parameters", [])):
+                    op["responses"].setdefault("400", {"description": "malformed request"})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(StatusCounter, metrics=metrics)
+    return app

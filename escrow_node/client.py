@@ -1,0 +1,314 @@
+"""Synchronous, thread-safe client for one escrow node (docs/protocol.md §4).
+
+    client = NodeClient(node_card, identity, clock, timeout=10.0)
+    receipt = client.heartbeat(make_heartbeat(policy, identity.sign_key, seq, clock.now()))
+
+Every request is signed (auth.sign_request) with the caller's identity and bound to the node's
+key; every signed answer (receipt, status, custody, notice) is verified against the node card's
+key before it is returned. Errors are always vault errors, never httpx ones:
+
+    NodeError             the node is unreachable, times out, or answers 5xx / garbage
+    AuthenticationError   401, or an answer not signed by the node's key
+    PolicyError           403, 409, 429 (the node's error text is the message)
+    NotFoundError         404 (unknown case)
+    FormatError           400, 413 (the request was malformed or too large)
+
+One instance may be shared by threads (httpx.Client is thread-safe); the CLI fans out to nodes
+with a ThreadPoolExecutor, one client per node.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from vault.cards import Card, parse_card
+from vault.clock import Clock, SystemClock
+from vault.encoding import b64e, canonical_json, parse_json
+from vault.envelope import check_envelope
+from vault.errors import (
+    AuthenticationError,
+    FormatError,
+    NodeError,
+    NotFoundError,
+    PolicyError,
+    VeladorError,
+)
+from vault.identity import Identity
+from vault.policy import Policy, parse_policy
+from vault.signing import verify_document
+
+from .auth import sign_request
+
+MAX_ANSWER = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a recipient gets from one node: the verified policy and its envelopes for them."""
+
+    case_id: str
+    node: str
+    released_at: int
+    policy: Policy
+    envelopes: list[dict[str, Any]]
+
+
+class NodeClient:
+    def __init__(
+        self,
+        card_or_url: Card | str,
+        identity: Identity | None,
+        clock: Clock | None = None,
+        timeout: float = 10.0,
+        *,
+        http: httpx.Client | None = None,
+        url: str | None = None,
+    ) -> None:
+        """`card_or_url`: the node's card (keys pinned) or a bare URL (the card is fetched from
+        GET /v1/card and trusted on first use; compare `client.card.fingerprint` aloud).
+        `url` overrides the card's URL (e.g. an onion or internal address)."""
+        self.identity = identity
+        self.clock = clock or SystemClock()
+        self._own_http = http is None
+        self._http = http or httpx.Client(timeout=timeout, follow_redirects=False)
+        self.timeout = timeout
+        if isinstance(card_or_url, Card):
+            self.card: Card = card_or_url
+            base = url or card_or_url.url
+            if not base:
+                raise ValueError("node card has no URL")
+            self.base = base.rstrip("/")
+        else:
+            self.base = (url or card_or_url).rstrip("/")
+            self.card = self._fetch_card()
+
+    @property
+    def name(self) -> str:
+        return self.card.name if hasattr(self, "card") else self.base
+
+    def close(self) -> None:
+        if self._own_http:
+            self._http.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transport ----------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        payload: Any = None,
+        case_id: str | None = None,
+        params: dict[str, str] | None = None,
+        signed: bool = True,
+    ) -> Any:
+        body = b"" if payload is None else canonical_json(payload)
+        query = str(httpx.QueryParams(params or {}))
+        headers = {"Accept": "application/json"}
+        if body:
+            headers["Content-Type"] = "application/json"
+        if signed:
+            if self.identity is None:
+                raise ValueError("this request needs an identity")
+            headers["Authorization"] = sign_request(
+                self.identity.sign_key,
+                self.card.sign_pk,
+                method,
+                path,
+                body,
+                self.clock.now(),
+                case_id,
+                query,
+            )
+        url = self.base + path + (f"?{query}" if query else "")
+        try:
+            resp = self._http.request(method, url, content=body or None, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise NodeError(f"node {self.name} did not answer in time", hint=self.base) from exc
+        except httpx.HTTPError as exc:
+            raise NodeError(
+                f"node {self.name} is unreachable ({type(exc).__name__})", hint=self.base
+            ) from exc
+        return self._answer(resp)
+
+    def _answer(self, resp: httpx.Response) -> Any:
+        data: Any = None
+        if len(resp.content) > MAX_ANSWER:
+            raise NodeError(f"node {self.name} sent an oversized answer")
+        try:
+            data = (
+                parse_json(resp.content, f"answer from node {self.name}") if resp.content else None
+            )
+        except FormatError:
+            data = None
+        if resp.status_code < 300:
+            if data is None:
+                raise NodeError(f"node {self.name} sent an answer that is not JSON")
+            return data
+        message = f"node {self.name} answered {resp.status_code}"
+        hint = None
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            message = f"node {self.name}: {data['message']}"
+            hint = data.get("hint") if isinstance(data.get("hint"), str) else None
+        code = resp.status_code
+        err: type[VeladorError]
+        if code == 401:
+            err = AuthenticationError
+        elif code == 404:
+            err = NotFoundError
+        elif code in (400, 413, 422):
+            err = FormatError
+        elif code in (403, 409, 429):
+            err = PolicyError
+        else:
+            err = NodeError
+        exc = err(message, hint=hint)
+        exc.status = code  # type: ignore[attr-defined]
+        exc.code = data.get("error") if isinstance(data, dict) else None  # type: ignore[attr-defined]
+        raise exc
+
+    def _verified(self, doc: Any, kind: str, case_id: str | None = None) -> dict[str, Any]:
+        try:
+            body = verify_document(
+                doc, kind, self.card.sign_pk, what=f"{kind} from node {self.name}"
+            )
+        except FormatError as exc:
+            raise NodeError(f"node {self.name} sent a malformed {kind}") from exc
+        if not isinstance(body, dict) or body.get("node") != self.card.fingerprint:
+            raise AuthenticationError(f"{kind} from node {self.name} names another node")
+        if case_id is not None and body.get("case_id") != case_id:
+            raise AuthenticationError(f"{kind} from node {self.name} is for another case")
+        return body
+
+    def _fetch_card(self) -> Card:
+        data = self._send("GET", "/v1/card", signed=False)
+        try:
+            card = parse_card(data["card"] if isinstance(data, dict) else "")
+        except (FormatError, KeyError) as exc:
+            raise NodeError(f"node at {self.base} sent an invalid card") from exc
+        if card.role != "node":
+            raise NodeError(f"{self.base} is not an escrow node")
+        return card
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """GET /v1/health (unsigned)."""
+        return self._send("GET", "/v1/health", signed=False)
+
+    def register_case(
+        self, policy: Policy | dict[str, Any], envelopes: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """POST /v1/cases: the signed policy plus this node's envelopes; the receipt body."""
+        doc = policy.doc if isinstance(policy, Policy) else policy
+        case_id = doc["body"]["case_id"]
+        data = self._send("POST", "/v1/cases", {"policy": doc, "envelopes": envelopes}, case_id)
+        return self._verified(data, "receipt", case_id)
+
+    def heartbeat(self, heartbeat: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/cases/{id}/heartbeat with a doc from messages.make_heartbeat; the receipt."""
+        case_id = heartbeat["body"]["case_id"]
+        data = self._send("POST", f"/v1/cases/{case_id}/heartbeat", heartbeat, case_id)
+        body = self._verified(data, "receipt", case_id)
+        if body.get("seq") != heartbeat["body"]["seq"]:
+            raise AuthenticationError(f"receipt from node {self.name} is for another heartbeat")
+        return body
+
+    def latest_heartbeat(self, case_id: str) -> dict[str, Any] | None:
+        """GET /v1/cases/{id}/heartbeat (peer nodes and the reporter): the last heartbeat doc."""
+        data = self._send("GET", f"/v1/cases/{case_id}/heartbeat", case_id=case_id)
+        hb = data.get("heartbeat") if isinstance(data, dict) else None
+        return hb if isinstance(hb, dict) else None
+
+    def status(self, case_id: str) -> dict[str, Any]:
+        data = self._send("GET", f"/v1/cases/{case_id}", case_id=case_id)
+        return self._verified(data, "status", case_id)
+
+    def _action(self, case_id: str, action: str, payload: Any = None) -> dict[str, Any]:
+        data = self._send("POST", f"/v1/cases/{case_id}/{action}", payload, case_id)
+        return self._verified(data, "receipt", case_id)
+
+    def pause(self, case_id: str, until: int) -> dict[str, Any]:
+        return self._action(case_id, "pause", {"until": until})
+
+    def resume(self, case_id: str) -> dict[str, Any]:
+        return self._action(case_id, "resume")
+
+    def destroy(self, case_id: str) -> dict[str, Any]:
+        return self._action(case_id, "destroy")
+
+    def release_now(self, case_id: str) -> dict[str, Any]:
+        return self._action(case_id, "release-now")
+
+    def release_request(self, case_id: str, reason: str = "") -> dict[str, Any]:
+        """An editor asks for a release (counts toward the policy's editor quorum)."""
+        return self._action(case_id, "release-request", {"reason": reason})
+
+    def object(self, case_id: str) -> dict[str, Any]:
+        """The reporter cancels a pending editor release inside the objection window."""
+        return self._action(case_id, "object")
+
+    def fetch_release(self, case_id: str) -> Release:
+        """GET /v1/cases/{id}/release (recipient): policy and envelopes, outer layers checked."""
+        data = self._send("GET", f"/v1/cases/{case_id}/release", case_id=case_id)
+        try:
+            policy = parse_policy(data["policy"])
+            if policy.case_id != case_id:
+                raise FormatError("policy is for another case")
+            envs = data["envelopes"]
+            if not isinstance(envs, list):
+                raise FormatError("envelopes must be a list")
+            for env in envs:
+                check_envelope(env, policy)
+            return Release(case_id, str(data.get("node")), int(data["released_at"]), policy, envs)
+        except (KeyError, TypeError, ValueError, FormatError, AuthenticationError) as exc:
+            raise NodeError(f"node {self.name} sent an invalid release ({exc})") from exc
+
+    def custody(self, case_id: str, nonce: bytes) -> dict[str, Any]:
+        """GET /v1/cases/{id}/custody?nonce=...: compare `digest` with messages.custody_digest."""
+        data = self._send(
+            "GET", f"/v1/cases/{case_id}/custody", case_id=case_id, params={"nonce": b64e(nonce)}
+        )
+        body = self._verified(data, "custody", case_id)
+        if body.get("nonce") != b64e(nonce):
+            raise AuthenticationError(f"custody proof from node {self.name} is for another nonce")
+        return body
+
+    def subscribe(self, case_id: str, channel: str, target: str) -> dict[str, Any]:
+        """Register an email address or webhook URL for this signer's notices on the case."""
+        return self._send(
+            "POST",
+            f"/v1/cases/{case_id}/subscribe",
+            {"channel": channel, "target": target},
+            case_id,
+        )
+
+    def unsubscribe(self, case_id: str, channel: str, target: str) -> dict[str, Any]:
+        return self._send(
+            "POST",
+            f"/v1/cases/{case_id}/unsubscribe",
+            {"channel": channel, "target": target},
+            case_id,
+        )
+
+    def inbox(self, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """GET /v1/inbox: notices addressed to this signer, each {"id", "notice": verified body}."""
+        data = self._send("GET", "/v1/inbox", params={"after": str(after), "limit": str(limit)})
+        out = []
+        for item in data.get("notices", []) if isinstance(data, dict) else []:
+            body = self._verified(item.get("notice"), "notice")
+            out.append({"id": item["id"], "notice": body})
+        return out
+
+
+def answer_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)

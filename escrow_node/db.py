@@ -1,0 +1,170 @@
+"""Node storage: one SQLite database in WAL mode (docs/protocol.md §6).
+
+Durability rule: every state change, its audit entry and its outbox rows are written in ONE
+`BEGIN IMMEDIATE` transaction with `synchronous=FULL`, and the HTTP answer is sent only after
+COMMIT returns. A crash therefore leaves either all of a transition or none of it.
+
+The database is shared by the API threads, the scheduler and the outbox worker through one
+connection guarded by a lock: SQLite serialises writers anyway, and one connection avoids
+SQLITE_BUSY entirely.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cases (
+    case_id        TEXT PRIMARY KEY,
+    policy_hash    TEXT NOT NULL,
+    policy         TEXT NOT NULL,
+    reporter       TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    last_beat      INTEGER NOT NULL,
+    deadline       INTEGER NOT NULL,
+    reminded       INTEGER NOT NULL,
+    warned         INTEGER NOT NULL,
+    paused_until   INTEGER,
+    pending_until  INTEGER,
+    destroy_at     INTEGER,
+    prior          TEXT,
+    editors        TEXT NOT NULL,
+    released_at    INTEGER,
+    release_reason TEXT,
+    duress_at      INTEGER,
+    next_wake      INTEGER,
+    last_heartbeat TEXT,
+    registered     INTEGER NOT NULL,
+    updated        INTEGER NOT NULL,
+    version        INTEGER NOT NULL
+);
+CREATE INDEX cases_wake ON cases(next_wake) WHERE next_wake IS NOT NULL;
+CREATE INDEX cases_state ON cases(state);
+CREATE TABLE envelopes (
+    case_id   TEXT NOT NULL,
+    holder    TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    envelope  TEXT NOT NULL,
+    PRIMARY KEY (case_id, holder, recipient)
+) WITHOUT ROWID;
+CREATE TABLE nonces (
+    signer  TEXT NOT NULL,
+    nonce   TEXT NOT NULL,
+    expires INTEGER NOT NULL,
+    PRIMARY KEY (signer, nonce)
+) WITHOUT ROWID;
+CREATE INDEX nonces_expires ON nonces(expires);
+CREATE TABLE audit (
+    seq     INTEGER PRIMARY KEY,
+    time    INTEGER NOT NULL,
+    case_id TEXT,
+    event   TEXT NOT NULL,
+    detail  TEXT NOT NULL,
+    prev    TEXT NOT NULL,
+    hash    TEXT NOT NULL
+);
+CREATE TABLE outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    key          TEXT NOT NULL UNIQUE,
+    case_id      TEXT,
+    channel      TEXT NOT NULL,
+    target       TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    created      INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    delivered    REAL,
+    failed       REAL,
+    last_error   TEXT
+);
+CREATE INDEX outbox_due ON outbox(next_attempt) WHERE delivered IS NULL AND failed IS NULL;
+CREATE TABLE subscriptions (
+    case_id TEXT NOT NULL,
+    party   TEXT NOT NULL,
+    role    TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (case_id, party, channel, target)
+) WITHOUT ROWID;
+CREATE TABLE notices (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id  TEXT NOT NULL,
+    audience TEXT NOT NULL,
+    notice   TEXT NOT NULL,
+    created  INTEGER NOT NULL
+);
+CREATE INDEX notices_audience ON notices(audience, id);
+"""
+
+MIGRATIONS = {1: _SCHEMA_V1}
+"""user_version N -> script that brings the schema from N-1 to N."""
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.lock = threading.RLock()
+        with self.lock:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: each COMMIT fsyncs the WAL, so an answered request survives power loss.
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA busy_timeout=10000")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        self.db = sqlite_utils.Database(self.conn)
+
+    def _migrate(self) -> None:
+        current = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"the node database has schema version {current}, newer than this software "
+                f"({SCHEMA_VERSION})",
+                hint="upgrade velador, or restore the matching backup",
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in MIGRATIONS[version].split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+                self.conn.execute(f"PRAGMA user_version={version}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; commits (durably) on success, rolls back on any exception."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            yield self.conn
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()

@@ -1,0 +1,113 @@
+"""Reporter heartbeats and node answers (docs/protocol.md §3, §4).
+
+Heartbeat: a reporter-signed document of kind "heartbeat" with body
+
+    {"v": 1, "case_id", "policy_hash", "seq": int > 0, strictly increasing, "time": unix seconds,
+     "markers": {node fingerprint: b64(SealedBox(node box key).encrypt(32 bytes))}}
+
+Each marker's first byte is 0 (normal) or 1 (duress), the other 31 bytes random. A sealed box is
+randomised, so markers of normal and duress heartbeats are the same size and indistinguishable to
+everyone except the node that can open its own marker. Every node of the case gets a marker, so
+a heartbeat forwarded between peers (gossip) carries each node's signal intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.signing import SigningKey
+
+from vault.encoding import b64d, b64e, canonical_json, require
+from vault.errors import FormatError
+from vault.policy import Policy
+from vault.signing import sign_document, verify_document
+
+MARKER_BYTES = 32
+SEALED_MARKER_BYTES = MARKER_BYTES + 48
+"""A sealed box adds an ephemeral X25519 key (32) and a Poly1305 tag (16)."""
+CUSTODY_LABEL = b"velador/v1/custody-digest\n"
+
+
+def _marker(box_pk: bytes, duress: bool) -> str:
+    plain = bytes([1 if duress else 0]) + secrets.token_bytes(MARKER_BYTES - 1)
+    return b64e(bytes(SealedBox(PublicKey(box_pk)).encrypt(plain)))
+
+
+def make_heartbeat(
+    policy: Policy, sign_key: SigningKey, seq: int, now: int, duress: bool = False
+) -> dict[str, Any]:
+    """The signed heartbeat the reporter sends to every node of the case."""
+    if seq <= 0:
+        raise ValueError("heartbeat sequence numbers start at 1")
+    markers = {card.fingerprint: _marker(card.box_pk, duress) for card in policy.nodes}
+    body = {
+        "v": 1,
+        "case_id": policy.case_id,
+        "policy_hash": policy.hash,
+        "seq": seq,
+        "time": now,
+        "markers": markers,
+    }
+    return sign_document("heartbeat", body, sign_key)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    seq: int
+    time: int
+    markers: dict[str, str]
+    doc: dict[str, Any]
+
+    @property
+    def hash(self) -> str:
+        return hashlib.blake2b(canonical_json(self.doc), digest_size=32).hexdigest()
+
+
+def check_heartbeat(doc: Any, policy: Policy) -> Heartbeat:
+    """Verify a heartbeat against the case policy (reporter signature, case, policy version)."""
+    body = verify_document(doc, "heartbeat", policy.reporter.sign_pk, what="heartbeat")
+    if require(body, "v", int, "heartbeat") != 1:
+        raise FormatError("unsupported heartbeat version")
+    if require(body, "case_id", str, "heartbeat") != policy.case_id:
+        raise FormatError("heartbeat belongs to another case")
+    if require(body, "policy_hash", str, "heartbeat") != policy.hash:
+        raise FormatError("heartbeat refers to another version of the case policy")
+    seq = require(body, "seq", int, "heartbeat")
+    t = require(body, "time", int, "heartbeat")
+    if not (0 < seq < 2**62 and 0 <= t < 2**40):
+        raise FormatError("heartbeat seq or time out of range")
+    markers = require(body, "markers", dict, "heartbeat")
+    if len(markers) > 64 or not all(isinstance(v, str) and len(v) < 200 for v in markers.values()):
+        raise FormatError("heartbeat markers are malformed")
+    if set(body) != {"v", "case_id", "policy_hash", "seq", "time", "markers"}:
+        raise FormatError("heartbeat has unexpected fields")
+    return Heartbeat(seq, t, dict(markers), doc)
+
+
+def read_duress(hb: Heartbeat, fingerprint: str, box_key: PrivateKey) -> bool | None:
+    """This node's marker: True duress, False normal, None missing or unreadable."""
+    sealed = hb.markers.get(fingerprint)
+    if sealed is None:
+        return None
+    try:
+        plain = SealedBox(box_key).decrypt(b64d(sealed, "marker"))
+    except (CryptoError, FormatError):
+        return None
+    if len(plain) != MARKER_BYTES:
+        return None
+    return plain[0] == 1
+
+
+def custody_digest(nonce: bytes, envelopes: list[dict[str, Any]]) -> str:
+    """hex BLAKE2b-256(label || nonce || canonical_json(envelopes by (holder, recipient)))."""
+    ordered = sorted(envelopes, key=lambda e: (e["body"]["holder"], e["body"]["recipient"]))
+    h = hashlib.blake2b(digest_size=32)
+    h.update(CUSTODY_LABEL)
+    h.update(nonce)
+    h.update(canonical_json(ordered))
+    return h.hexdigest()

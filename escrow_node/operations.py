@@ -1,0 +1,440 @@
+"""One function per API operation (docs/protocol.md §4); the routers in api/ only adapt HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import replace
+from typing import Any
+
+from vault.encoding import b64d, b64e, canonical_json, require
+from vault.envelope import check_envelope
+from vault.errors import AuthenticationError, FormatError, VeladorError
+from vault.policy import Policy, parse_policy
+
+from . import audit, engine
+from .auth import SignedRequest, consume_nonce
+from .engine import CaseState, Rules
+from .errors import BadRequest, Conflict, Forbidden, Replay
+from .messages import check_heartbeat, custody_digest, read_duress
+from .service import NodeService, as_bad_request, parse_body, state_of
+
+PARTIES = {"reporter", "editor", "recipient"}
+EMAIL_RE = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
+MAX_SUBSCRIPTIONS = 5
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+def _check_registration(svc: NodeService, req: SignedRequest, payload: Any) -> tuple[Policy, list]:
+    try:
+        policy = parse_policy(require(payload, "policy", dict, "registration"))
+    except VeladorError as exc:
+        raise as_bad_request(exc) from exc
+    if req.signer != policy.reporter.sign_pk:
+        raise Forbidden("a case must be registered by the reporter who signed its policy")
+    if policy.switch is None:
+        raise BadRequest("the case policy has no switch rules; an escrow node has nothing to do")
+    mine = policy.holders_of(svc.identity.card.sign_pk)
+    if not mine:
+        raise Forbidden("the case policy does not name this node as a share holder")
+    envs = require(payload, "envelopes", list, "registration")
+    got: dict[tuple[str, str], dict[str, Any]] = {}
+    for env in envs:
+        try:
+            body = check_envelope(env, policy)
+        except VeladorError as exc:
+            raise as_bad_request(exc) from exc
+        key = (body["holder"], body["recipient"])
+        if body["holder"] not in {h.id for h in mine}:
+            raise BadRequest(f"envelope for holder {body['holder']} is not this node's")
+        if key in got:
+            raise BadRequest("two envelopes for the same holder and recipient")
+        got[key] = env
+    want = {(h.id, r.fingerprint) for h in mine for r in policy.recipients}
+    if set(got) != want:
+        raise BadRequest(
+            f"expected {len(want)} envelopes (each of this node's shares for each recipient), "
+            f"got {len(got)} matching ones"
+        )
+    return policy, [got[k] for k in sorted(got)]
+
+
+def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any]:
+    try:
+        payload = parse_body(body, "registration")
+        policy, envs = _check_registration(svc, req, payload)
+        if req.case_id not in (None, policy.case_id):
+            raise BadRequest("the request signature names another case")
+        rules = Rules.from_switch(policy.switch)  # type: ignore[arg-type]
+        policy_json = json.dumps(policy.doc)
+        with svc.store.tx() as conn:
+            now = svc.clock.now()
+            consume_nonce(conn, req, svc.config.timestamp_tolerance)
+            row = conn.execute(
+                "SELECT * FROM cases WHERE case_id = ?", (policy.case_id,)
+            ).fetchone()
+            if row is not None:
+                receipt = _reregister(svc, conn, row, policy, envs, rules, now, req)
+                wake = svc.load(conn, policy.case_id)["next_wake"]
+            else:
+                cs, _ = engine.register(rules, now)
+                conn.execute(
+                    "INSERT INTO cases (case_id, policy_hash, policy, reporter, state, seq,"
+                    " last_beat,"
+                    " deadline, reminded, warned, editors, next_wake, registered, updated, version)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
+                    (
+                        policy.case_id,
+                        policy.hash,
+                        policy_json,
+                        b64e(policy.reporter.sign_pk),
+                        cs.state,
+                        cs.seq,
+                        cs.last_beat,
+                        cs.deadline,
+                        cs.reminded,
+                        int(cs.warned),
+                        "[]",
+                        engine.next_wake(cs, rules),
+                        now,
+                        now,
+                    ),
+                )
+                _store_envelopes(conn, policy.case_id, envs)
+                audit.append(
+                    conn,
+                    now,
+                    policy.case_id,
+                    "register",
+                    {"policy_hash": policy.hash, "envelopes": len(envs), "to": cs.state},
+                )
+                receipt = svc.receipt(policy, cs, rules, "register", policy.hash, now)
+                wake = engine.next_wake(cs, rules)
+    except Replay:
+        raise
+    except VeladorError:
+        svc.burn_nonce(req)
+        raise
+    svc.on_change(wake, False)
+    return receipt
+
+
+def _store_envelopes(conn: sqlite3.Connection, case_id: str, envs: list[dict[str, Any]]) -> None:
+    conn.executemany(
+        "INSERT INTO envelopes (case_id, holder, recipient, envelope) VALUES (?,?,?,?)",
+        [(case_id, e["body"]["holder"], e["body"]["recipient"], json.dumps(e)) for e in envs],
+    )
+
+
+def _stored_envelopes(conn: sqlite3.Connection, case_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT envelope FROM envelopes WHERE case_id = ? ORDER BY holder, recipient", (case_id,)
+    )
+    return [json.loads(r[0]) for r in rows]
+
+
+def _reregister(svc, conn, row, policy, envs, rules, now, req) -> dict[str, Any]:
+    cs = state_of(row)
+    if row["policy_hash"] == policy.hash:
+        # Idempotent: the same policy and the same envelopes give the same answer.
+        stored = _stored_envelopes(conn, policy.case_id)
+        if canonical_json(stored) != canonical_json(envs) and cs.state != engine.DESTROYED:
+            raise Conflict("this case is already registered with different envelopes")
+        return svc.receipt(policy, cs, rules, "register", policy.hash, now)
+    old = svc.policy_of(row)
+    if policy.replaces != old.hash or policy.reporter.sign_pk != old.reporter.sign_pk:
+        raise Conflict(
+            "this case is already registered with a different policy",
+            hint="a new policy must name the current one in 'replaces'",
+        )
+    if cs.state in engine.TERMINAL:
+        raise Conflict(f"cannot replace the policy: the case is {cs.state}")
+    # Rotation: new policy and envelopes; the state and sequence carry over, the deadline is
+    # recomputed from the last heartbeat under the new interval.
+    new = cs
+    if cs.state in engine.WATCHING:
+        new = replace(cs, deadline=cs.last_beat + rules.every, reminded=0)
+    conn.execute("DELETE FROM envelopes WHERE case_id = ?", (policy.case_id,))
+    _store_envelopes(conn, policy.case_id, envs)
+    conn.execute(
+        "UPDATE cases SET policy_hash = ?, policy = ?, version = version + 1 WHERE case_id = ?",
+        (policy.hash, json.dumps(policy.doc), policy.case_id),
+    )
+    row = svc.load(conn, policy.case_id)
+    new, effects = engine.advance(new, rules, now)
+    svc.apply(conn, row, policy, cs, new, effects, now, "rotate", {"policy_hash": policy.hash})
+    audit.append(conn, now, policy.case_id, "rotate_policy", {"from": old.hash, "to": policy.hash})
+    return svc.receipt(policy, new, rules, "register", policy.hash, now)
+
+
+# --- heartbeats -----------------------------------------------------------------------------
+
+
+def heartbeat(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -> dict[str, Any]:
+    doc = parse_body(body, "heartbeat")
+    try:
+        with svc.store.tx() as conn:
+            now = svc.clock.now()
+            consume_nonce(conn, req, svc.config.timestamp_tolerance)
+            row = svc.load(conn, case_id)
+            policy = svc.policy_of(row)
+            roles = svc.roles(policy, req.signer)
+            if not roles.keys() & {"reporter", "node"}:
+                raise Forbidden("only the reporter or a peer node of the case may send heartbeats")
+            receipt, effects, wake = apply_heartbeat(svc, conn, row, policy, doc, now, roles)
+    except Replay:
+        raise
+    except VeladorError:
+        svc.burn_nonce(req)
+        raise
+    svc.metrics.inc("velador_node_heartbeats_total")
+    svc.after_commit(effects, queued=len(policy.nodes) > 1, wake=wake)
+    return receipt
+
+
+def apply_heartbeat(
+    svc: NodeService,
+    conn: sqlite3.Connection,
+    row: sqlite3.Row,
+    policy: Policy,
+    doc: Any,
+    now: int,
+    roles: dict[str, str],
+) -> tuple[dict[str, Any], list, int | None]:
+    try:
+        hb = check_heartbeat(doc, policy)
+    except AuthenticationError as exc:
+        raise BadRequest(str(exc)) from exc
+    rules = svc.rules_of(policy)
+    old = state_of(row)
+    duress = read_duress(hb, svc.fingerprint, svc.identity.box_key) is True
+    # The receipt is always the one a normal heartbeat would get, so a captor watching the
+    # reporter's screen cannot tell a duress check-in from a normal one.
+    cover, _ = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=False)
+    new, effects = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=duress)
+    detail: dict[str, Any] = {"by": roles, "heartbeat": hb.hash, "beat_time": hb.time}
+    if duress:
+        detail["duress"] = True
+    svc.apply(conn, row, policy, old, new, effects, now, "heartbeat", detail, json.dumps(hb.doc))
+    # Gossip: forward to every other node of the case except the one that sent it to us.
+    for card in policy.nodes:
+        if card.sign_pk == svc.identity.card.sign_pk or roles.get("node") == card.fingerprint:
+            continue
+        conn.execute(
+            "INSERT OR IGNORE INTO outbox (key, case_id, channel, target, payload, created,"
+            " next_attempt) VALUES (?,?,?,?,?,?,0)",
+            (
+                f"hb:{policy.case_id}:{hb.seq}:{card.fingerprint}",
+                policy.case_id,
+                "peer",
+                card.text,
+                json.dumps(hb.doc),
+                now,
+            ),
+        )
+    receipt = svc.receipt(policy, cover, rules, "heartbeat", hb.hash, now)
+    return receipt, effects, engine.next_wake(new, rules)
+
+
+def latest_heartbeat(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+    def fn(conn, row, policy, roles, now):
+        hb = row["last_heartbeat"]
+        return {"heartbeat": json.loads(hb) if hb else None}
+
+    return svc.read(req, case_id, {"node", "reporter"}, "read heartbeats", fn)
+
+
+# --- reporter actions ------------------------------------------------------------------------
+
+
+def pause(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -> dict[str, Any]:
+    payload = parse_body(body, "pause request")
+    try:
+        until = require(payload, "until", int, "pause request")
+    except FormatError as exc:
+        raise BadRequest(str(exc)) from exc
+    return svc.mutate(
+        req, case_id, {"reporter"}, "pause", lambda cs, r, now, _: engine.pause(cs, r, until, now)
+    )
+
+
+def resume(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+    return svc.mutate(
+        req, case_id, {"reporter"}, "resume", lambda cs, r, now, _: engine.resume(cs, r, now)
+    )
+
+
+def destroy(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+    return svc.mutate(
+        req, case_id, {"reporter"}, "destroy", lambda cs, r, now, _: engine.destroy(cs, r, now)
+    )
+
+
+def release_now(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+    return svc.mutate(
+        req,
+        case_id,
+        {"reporter"},
+        "release_now",
+        lambda cs, r, now, _: engine.release_now(cs, r, now),
+    )
+
+
+def objection(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+    return svc.mutate(
+        req, case_id, {"reporter"}, "object", lambda cs, r, now, _: engine.objection(cs, r, now)
+    )
+
+
+def release_request(
+    svc: NodeService, req: SignedRequest, case_id: str, body: bytes
+) -> dict[str, Any]:
+    payload = parse_body(body, "release request")
+    reason = payload.get("reason", "") if isinstance(payload, dict) else None
+    if not isinstance(reason, str) or len(reason) > 1000:
+        raise BadRequest("release request: reason must be a string of at most 1000 characters")
+    return svc.mutate(
+        req,
+        case_id,
+        {"editor"},
+        "release_request",
+        lambda cs, r, now, roles: engine.editor_request(cs, r, roles["editor"], now),
+    )
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+def status(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+    return svc.read(
+        req,
+        case_id,
+        {"reporter", "editor", "recipient", "node"},
+        "read the case status",
+        lambda conn, row, policy, roles, now: svc.status_doc(conn, row, now),
+    )
+
+
+def fetch_release(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+    def fn(conn, row, policy, roles, now):
+        if row["state"] != engine.RELEASED:
+            raise Conflict(f"the case is not released (state {row['state']})")
+        fp = roles["recipient"]
+        envs = [e for e in _stored_envelopes(conn, case_id) if e["body"]["recipient"] == fp]
+        audit.append(conn, now, case_id, "fetch", {"by": {"recipient": fp}, "envelopes": len(envs)})
+        return {
+            "case_id": case_id,
+            "node": svc.fingerprint,
+            "released_at": row["released_at"],
+            "policy": json.loads(row["policy"]),
+            "envelopes": envs,
+        }
+
+    return svc.read(req, case_id, {"recipient"}, "fetch released envelopes", fn)
+
+
+def custody(svc: NodeService, req: SignedRequest, case_id: str, nonce_text: str) -> dict[str, Any]:
+    try:
+        nonce = b64d(nonce_text, "custody nonce", 32)
+    except FormatError as exc:
+        raise BadRequest(str(exc)) from exc
+
+    def fn(conn, row, policy, roles, now):
+        envs = _stored_envelopes(conn, case_id)
+        return svc._sign(
+            "custody",
+            {
+                "v": 1,
+                "case_id": case_id,
+                "policy_hash": policy.hash,
+                "node": svc.fingerprint,
+                "time": now,
+                "nonce": nonce_text,
+                "envelopes": len(envs),
+                "digest": custody_digest(nonce, envs),
+            },
+        )
+
+    return svc.read(
+        req, case_id, {"reporter", "editor", "recipient"}, "ask for proof of custody", fn
+    )
+
+
+# --- notification endpoints ----------------------------------------------------------------
+
+
+def _check_target(payload: Any) -> tuple[str, str]:
+    try:
+        channel = require(payload, "channel", str, "subscription")
+        target = require(payload, "target", str, "subscription")
+    except FormatError as exc:
+        raise BadRequest(str(exc)) from exc
+    if channel == "email":
+        if len(target) > 254 or not EMAIL_RE.match(target):
+            raise BadRequest("subscription: target is not an email address")
+    elif channel == "webhook":
+        if len(target) > 2048 or not re.match(r"^https?://[^\s/]+(/\S*)?$", target):
+            raise BadRequest("subscription: target must be an http(s) URL")
+    else:
+        raise BadRequest("subscription: channel must be 'email' or 'webhook'")
+    return channel, target
+
+
+def subscribe(
+    svc: NodeService, req: SignedRequest, case_id: str, body: bytes, on: bool
+) -> dict[str, Any]:
+    channel, target = _check_target(parse_body(body, "subscription"))
+
+    def fn(conn, row, policy, roles, now):
+        role = next(r for r in ("reporter", "editor", "recipient") if r in roles)
+        party = b64e(req.signer)
+        if on:
+            n = conn.execute(
+                "SELECT count(*) FROM subscriptions WHERE case_id=? AND party=?", (case_id, party)
+            ).fetchone()[0]
+            if n >= MAX_SUBSCRIPTIONS:
+                raise Conflict(f"at most {MAX_SUBSCRIPTIONS} addresses per party and case")
+            conn.execute(
+                "INSERT OR IGNORE INTO subscriptions VALUES (?,?,?,?,?,?)",
+                (case_id, party, role, channel, target, now),
+            )
+        else:
+            conn.execute(
+                "DELETE FROM subscriptions WHERE case_id=? AND party=? AND channel=? AND target=?",
+                (case_id, party, channel, target),
+            )
+        # The address itself is not logged: only that one changed.
+        audit.append(
+            conn,
+            now,
+            case_id,
+            "subscribe" if on else "unsubscribe",
+            {"by": roles, "channel": channel},
+        )
+        rows = conn.execute(
+            "SELECT channel, target FROM subscriptions WHERE case_id=? AND party=? ORDER BY 1, 2",
+            (case_id, party),
+        )
+        return {"case_id": case_id, "role": role, "subscriptions": [dict(r) for r in rows]}
+
+    return svc.read(req, case_id, PARTIES, "register a notification address", fn)
+
+
+def inbox(svc: NodeService, req: SignedRequest, after: int, limit: int) -> dict[str, Any]:
+    try:
+        with svc.store.tx() as conn:
+            consume_nonce(conn, req, svc.config.timestamp_tolerance)
+            rows = conn.execute(
+                "SELECT id, notice FROM notices WHERE audience = ? AND id > ? ORDER BY id LIMIT ?",
+                (b64e(req.signer), after, limit),
+            ).fetchall()
+    except Replay:
+        raise
+    return {"notices": [{"id": r["id"], "notice": json.loads(r["notice"])} for r in rows]}
+
+
+def case_view(svc: NodeService, conn: sqlite3.Connection, case_id: str) -> CaseState:
+    return state_of(svc.load(conn, case_id))

@@ -1,0 +1,131 @@
+"""APScheduler 3.x wiring of the engine (docs/protocol.md §5.3).
+
+Jobs:
+    wake     one DateTrigger job at the earliest `next_wake` of all cases (exact time); after it
+             runs, it re-arms itself at the new earliest time. Commits that bring a case's
+             wake-up earlier move it (NodeService.on_change).
+    sweep    IntervalTrigger every `tick` seconds: the safety net (and what notices a test clock
+             that jumps).
+    outbox   IntervalTrigger every min(tick, 5) s, plus an immediate run after commits that
+             queued deliveries.
+    prune    every 10 minutes: expired request nonces.
+
+Times for the case engine come from the injected clock; APScheduler only needs "how long from
+now", so a wake-up at case time T is scheduled at real time now_real + (T - clock.now()).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .auth import prune_nonces
+from .outbox import Outbox
+from .service import NodeService
+from .sweep import sweep
+
+log = logging.getLogger("velador.node.scheduler")
+
+
+class EngineScheduler:
+    def __init__(self, svc: NodeService, outbox: Outbox, tick: float) -> None:
+        self.svc = svc
+        self.outbox = outbox
+        self.tick = tick
+        self._wake_at: int | None = None
+        self._wake_job: str | None = None
+        self._wake_n = 0
+        self._lock = threading.Lock()
+        self._sweep_lock = threading.Lock()
+        self.sched = BackgroundScheduler(
+            timezone=timezone.utc,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+
+    def start(self) -> None:
+        self.sched.add_job(self.run_sweep, IntervalTrigger(seconds=self.tick), id="sweep")
+        self.sched.add_job(
+            self.run_outbox, IntervalTrigger(seconds=max(0.1, min(self.tick, 5.0))), id="outbox"
+        )
+        self.sched.add_job(self.run_prune, IntervalTrigger(seconds=600), id="prune")
+        self.svc.on_change = self.on_change
+        self.sched.start()
+        self.rearm()
+        self.kick_outbox()
+
+    def shutdown(self) -> None:
+        self.svc.on_change = lambda wake, queued: None
+        self.outbox.stopping = True
+        self.sched.shutdown(wait=True)
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def run_sweep(self) -> None:
+        with self._sweep_lock:
+            try:
+                result = sweep(self.svc)
+                if result.advanced:
+                    log.info("sweep advanced %d case(s) in %.3f s", result.advanced, result.seconds)
+            except Exception:  # pragma: no cover - a job must never die silently
+                log.exception("sweep failed")
+        self.rearm()
+
+    def run_outbox(self) -> None:
+        try:
+            self.outbox.deliver_due()
+        except Exception:  # pragma: no cover
+            log.exception("outbox delivery failed")
+
+    def run_prune(self) -> None:
+        with self.svc.store.tx() as conn:
+            prune_nonces(conn, self.svc.clock.now())
+
+    # --- exact-time job -----------------------------------------------------------------------
+
+    def _schedule(self, when: int) -> None:
+        delay = max(0, when - self.svc.clock.now())
+        run_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
+        # A fresh job id each time: APScheduler removes a fired date job from the scheduler
+        # thread, which could otherwise race with the job re-arming itself under the same id.
+        self._wake_n += 1
+        job_id = f"wake-{self._wake_n}"
+        self.sched.add_job(self.run_sweep, DateTrigger(run_date=run_at), id=job_id)
+        self._drop_wake_job()
+        self._wake_job = job_id
+        self._wake_at = when
+
+    def _drop_wake_job(self) -> None:
+        if self._wake_job is not None:
+            with contextlib.suppress(JobLookupError):
+                self.sched.remove_job(self._wake_job)
+            self._wake_job = None
+
+    def rearm(self) -> None:
+        with self.svc.store.read() as conn:
+            wake = conn.execute(
+                "SELECT min(next_wake) FROM cases WHERE next_wake IS NOT NULL"
+            ).fetchone()[0]
+        with self._lock:
+            if wake is None:
+                self._wake_at = None
+                self._drop_wake_job()
+                return
+            self._schedule(wake)
+
+    def on_change(self, wake: int | None, queued: bool) -> None:
+        if wake is not None:
+            with self._lock:
+                if self._wake_at is None or wake < self._wake_at:
+                    self._schedule(wake)
+        if queued:
+            self.kick_outbox()
+
+    def kick_outbox(self) -> None:
+        self.sched.add_job(self.run_outbox, id="outbox-now", replace_existing=True)

@@ -1,0 +1,74 @@
+"""`velador node serve`: uvicorn and the engine in one process (docs/guide-operator.md §5).
+
+uvicorn installs the SIGTERM/SIGINT handlers: it stops accepting connections, finishes the
+requests in flight, then runs the lifespan shutdown, which stops the scheduler (waiting for a
+running sweep or delivery) and closes the database. Every state change was committed before
+its answer, so even SIGKILL loses nothing that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from vault.clock import Clock, SystemClock
+from vault.identity import unlock_identity
+
+from .app import create_app
+from .config import load_config, read_passphrase
+from .errors import ConfigError
+from .testclock import TEST_CLOCK_ENV, FileClock, test_clock_allowed
+
+log = logging.getLogger("velador.node")
+
+
+def serve(
+    data_dir: Path,
+    host: str | None = None,
+    port: int | None = None,
+    tick: float | None = None,
+    test_clock_file: Path | None = None,
+    log_level: str = "info",
+) -> None:
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = load_config(data_dir).with_overrides(host=host, port=port, tick=tick)
+    clock: Clock = SystemClock()
+    if test_clock_file is not None:
+        if not test_clock_allowed():
+            raise ConfigError(
+                "--test-clock-file is for tests only",
+                hint=f"it also needs the environment variable {TEST_CLOCK_ENV}=1",
+            )
+        clock = FileClock(test_clock_file)
+        log.warning("!" * 72)
+        log.warning(
+            "TEST CLOCK IN USE (%s): time comes from a file. NEVER IN PRODUCTION.", test_clock_file
+        )
+        log.warning("!" * 72)
+    identity = unlock_identity(data_dir, read_passphrase(config))
+    if identity.role != "node":
+        raise ConfigError(f"the identity in {data_dir} is not a node identity")
+    app = create_app(config, identity, clock, test_clock=test_clock_file is not None)
+    log.info(
+        "node %s (%s) listening on %s:%d",
+        config.name,
+        identity.fingerprint,
+        config.host,
+        config.port,
+    )
+    uv = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    uvicorn.Server(uv).run()

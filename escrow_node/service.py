@@ -1,0 +1,387 @@
+"""The node's case operations (docs/protocol.md §4, §5, §6).
+
+Each operation authenticates, then runs ONE database transaction that: consumes the request
+nonce, loads the case, checks the signer's role against the policy, runs the pure engine
+(engine.py), writes the new state with a version guard, appends the audit entry and queues the
+notices. The answer is built inside the transaction and returned only after COMMIT.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from vault.errors import AuthenticationError, FormatError, VeladorError
+from vault.identity import Identity
+from vault.policy import Policy, parse_policy
+from vault.signing import sign_document
+
+from . import audit, engine, notices
+from .auth import SignedRequest, consume_nonce, verify_request
+from .config import NodeConfig
+from .db import Store
+from .engine import CaseState, Effect, Rules
+from .errors import BadRequest, Conflict, Forbidden, Replay, UnknownCase
+from .metrics import Metrics
+from .ratelimit import RateLimiter
+
+OPERATOR_EVENTS = {
+    "overdue",
+    "editor_pending",
+    "duress",
+    "destroy_pending",
+    "released",
+    "destroyed",
+}
+SWEEP_BATCH = 256
+
+_STATE_COLS = (
+    "state",
+    "seq",
+    "last_beat",
+    "deadline",
+    "reminded",
+    "warned",
+    "paused_until",
+    "pending_until",
+    "destroy_at",
+    "prior",
+    "editors",
+    "released_at",
+    "release_reason",
+    "duress_at",
+)
+
+
+def state_of(row: sqlite3.Row) -> CaseState:
+    return CaseState(
+        state=row["state"],
+        seq=row["seq"],
+        last_beat=row["last_beat"],
+        deadline=row["deadline"],
+        reminded=row["reminded"],
+        warned=bool(row["warned"]),
+        paused_until=row["paused_until"],
+        pending_until=row["pending_until"],
+        destroy_at=row["destroy_at"],
+        prior=row["prior"],
+        editors=tuple(json.loads(row["editors"])),
+        released_at=row["released_at"],
+        release_reason=row["release_reason"],
+        duress_at=row["duress_at"],
+    )
+
+
+def _state_values(cs: CaseState) -> list[Any]:
+    values: list[Any] = []
+    for col in _STATE_COLS:
+        v = getattr(cs, col)
+        if col == "editors":
+            v = json.dumps(list(v))
+        elif col == "warned":
+            v = int(v)
+        values.append(v)
+    return values
+
+
+class NodeService:
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: Identity,
+        store: Store,
+        clock: Any,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.limiter = RateLimiter(config.rate_per_key, config.rate_burst)
+        self.on_change: Callable[[int | None, bool], None] = lambda wake, queued: None
+        """Called after each commit with a case's new wake-up time and whether deliveries were
+        queued; the scheduler uses it to move its exact-time job and to kick the outbox."""
+        self._policies: OrderedDict[str, Policy] = OrderedDict()
+        self._policy_lock = threading.Lock()
+        self._peer_keys: set[bytes] = set()
+
+    @property
+    def fingerprint(self) -> str:
+        return self.identity.fingerprint
+
+    # --- authentication -------------------------------------------------------------------
+
+    def authenticate(
+        self, header: str | None, method: str, path: str, query: str, body: bytes
+    ) -> SignedRequest:
+        req = verify_request(
+            header,
+            method,
+            path,
+            query,
+            body,
+            self.identity.card.sign_pk,
+            self.clock.now(),
+            self.config.timestamp_tolerance,
+        )
+        rate = self.config.peer_rate_per_key if req.signer in self._peer_keys else None
+        self.limiter.check(req.signer, rate)
+        return req
+
+    def burn_nonce(self, req: SignedRequest) -> None:
+        """After a refused but authenticated request: remember its nonce anyway."""
+        try:
+            with self.store.tx() as conn:
+                consume_nonce(conn, req, self.config.timestamp_tolerance)
+        except Replay:
+            pass
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def policy_of(self, row: sqlite3.Row) -> Policy:
+        h = row["policy_hash"]
+        with self._policy_lock:
+            p = self._policies.get(h)
+            if p is not None:
+                self._policies.move_to_end(h)
+                return p
+        p = parse_policy(json.loads(row["policy"]))
+        with self._policy_lock:
+            self._policies[h] = p
+            while len(self._policies) > 4096:
+                self._policies.popitem(last=False)
+        return p
+
+    @staticmethod
+    def load(conn: sqlite3.Connection, case_id: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+        if row is None:
+            raise UnknownCase(f"this node holds no case {case_id}")
+        return row
+
+    def roles(self, policy: Policy, signer: bytes) -> dict[str, str]:
+        """role -> fingerprint of the signer's card in that role."""
+        out: dict[str, str] = {}
+        if policy.reporter.sign_pk == signer:
+            out["reporter"] = policy.reporter.fingerprint
+        if policy.switch:
+            for c in policy.switch.editors:
+                if c.sign_pk == signer:
+                    out["editor"] = c.fingerprint
+        for c in policy.recipients:
+            if c.sign_pk == signer:
+                out["recipient"] = c.fingerprint
+        for c in policy.nodes:
+            if c.sign_pk == signer and signer != self.identity.card.sign_pk:
+                out["node"] = c.fingerprint
+                self._peer_keys.add(signer)
+        return out
+
+    @staticmethod
+    def rules_of(policy: Policy) -> Rules:
+        assert policy.switch is not None
+        return Rules.from_switch(policy.switch)
+
+    def _sign(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        return sign_document(kind, body, self.identity.sign_key)
+
+    def receipt(
+        self, policy: Policy, cs: CaseState, rules: Rules, action: str, ref: str, now: int
+    ) -> dict[str, Any]:
+        return self._sign(
+            "receipt",
+            {
+                "v": 1,
+                "action": action,
+                "case_id": policy.case_id,
+                "policy_hash": policy.hash,
+                "node": self.fingerprint,
+                "time": now,
+                "state": cs.state,
+                "seq": cs.seq,
+                "deadline": cs.deadline if cs.state in engine.WATCHING else None,
+                "release_at": engine.release_time(cs, rules),
+                "paused_until": cs.paused_until,
+                "ref": ref,
+            },
+        )
+
+    def status_doc(self, conn: sqlite3.Connection, row: sqlite3.Row, now: int) -> dict[str, Any]:
+        policy = self.policy_of(row)
+        rules = self.rules_of(policy)
+        cs = state_of(row)
+        n_env = conn.execute(
+            "SELECT count(*) FROM envelopes WHERE case_id = ?", (policy.case_id,)
+        ).fetchone()[0]
+        return self._sign(
+            "status",
+            {
+                "v": 1,
+                "case_id": policy.case_id,
+                "policy_hash": policy.hash,
+                "node": self.fingerprint,
+                "time": now,
+                "state": cs.state,
+                "seq": cs.seq,
+                "last_beat": cs.last_beat,
+                "deadline": cs.deadline if cs.state in engine.WATCHING else None,
+                "release_at": engine.release_time(cs, rules),
+                "paused_until": cs.paused_until,
+                "pending_until": cs.pending_until,
+                "destroy_at": cs.destroy_at,
+                "editor_requests": len(cs.editors),
+                "editor_quorum": rules.editor_quorum,
+                "envelopes": n_env,
+                "released_at": cs.released_at,
+            },
+        )
+
+    # --- the single write path ---------------------------------------------------------------
+
+    def apply(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        policy: Policy,
+        old: CaseState,
+        new: CaseState,
+        effects: list[Effect],
+        now: int,
+        action: str,
+        detail: dict[str, Any],
+        last_heartbeat: str | None = None,
+    ) -> None:
+        """Persist a transition with its audit entry and notices, inside the caller's tx."""
+        if new == old and not effects and last_heartbeat is None:
+            return
+        rules = self.rules_of(policy)
+        cols = ", ".join(f"{c} = ?" for c in _STATE_COLS)
+        values = [*_state_values(new), engine.next_wake(new, rules), now]
+        # Column names come from the constant _STATE_COLS; every value is a bound parameter.
+        sql = f"UPDATE cases SET {cols}, next_wake = ?, updated = ?, version = version + 1"  # noqa: S608
+        if last_heartbeat is not None:
+            sql += ", last_heartbeat = ?"
+            values.append(last_heartbeat)
+        # The version guard plus the terminal-state guard make a double release impossible
+        # even if two writers raced: the second UPDATE matches no row.
+        sql += " WHERE case_id = ? AND version = ? AND state NOT IN ('RELEASED', 'DESTROYED')"
+        values += [policy.case_id, row["version"]]
+        if conn.execute(sql, values).rowcount != 1:
+            raise Conflict("the case changed concurrently or is final; retry")
+        for e in effects:
+            if e.kind == "delete_envelopes":
+                conn.execute("DELETE FROM envelopes WHERE case_id = ?", (policy.case_id,))
+        seen: set[str] = set()
+        for e in effects:
+            if e.kind == "notify":
+                notices.emit(
+                    conn,
+                    self.identity,
+                    self.config,
+                    policy,
+                    new,
+                    rules,
+                    e.event,
+                    e.audience,
+                    now,
+                    operator_copy=e.event in OPERATOR_EVENTS and e.event not in seen,
+                )
+                seen.add(e.event)
+        entry = {
+            "action": action,
+            "from": old.state,
+            "to": new.state,
+            "seq": new.seq,
+            **detail,
+            "effects": [f"{e.kind}:{e.event}:{e.audience}".rstrip(":") for e in effects],
+        }
+        audit.append(conn, now, policy.case_id, action, entry)
+
+    def after_commit(
+        self, effects: Iterable[Effect], queued: bool = False, wake: int | None = None
+    ) -> None:
+        effects = list(effects)
+        for e in effects:
+            if e.kind == "release":
+                self.metrics.inc("velador_node_releases_total")
+        queued = queued or any(e.kind == "notify" for e in effects)
+        self.on_change(wake, queued)
+
+    def mutate(
+        self,
+        req: SignedRequest,
+        case_id: str,
+        allowed: set[str],
+        action: str,
+        op: Callable[[CaseState, Rules, int, dict[str, str]], tuple[CaseState, list[Effect]]],
+    ) -> dict[str, Any]:
+        """Run one signed state-changing request."""
+        try:
+            with self.store.tx() as conn:
+                now = self.clock.now()
+                consume_nonce(conn, req, self.config.timestamp_tolerance)
+                row = self.load(conn, case_id)
+                policy = self.policy_of(row)
+                roles = self.roles(policy, req.signer)
+                if not roles.keys() & allowed:
+                    raise Forbidden(f"the case policy does not allow this signer to {action}")
+                rules = self.rules_of(policy)
+                old = state_of(row)
+                new, effects = op(old, rules, now, roles)
+                by = {r: fp for r, fp in roles.items() if r in allowed}
+                self.apply(conn, row, policy, old, new, effects, now, action, {"by": by})
+                receipt = self.receipt(policy, new, rules, action, req.nonce, now)
+                wake = engine.next_wake(new, rules)
+        except Replay:
+            raise
+        except VeladorError:
+            self.burn_nonce(req)
+            raise
+        self.after_commit(effects, wake=wake)
+        return receipt
+
+    def read(
+        self,
+        req: SignedRequest,
+        case_id: str,
+        allowed: set[str],
+        what: str,
+        fn: Callable[[sqlite3.Connection, sqlite3.Row, Policy, dict[str, str], int], Any],
+    ) -> Any:
+        """Run one signed read (the nonce is still consumed: requests are one-shot)."""
+        try:
+            with self.store.tx() as conn:
+                now = self.clock.now()
+                consume_nonce(conn, req, self.config.timestamp_tolerance)
+                row = self.load(conn, case_id)
+                policy = self.policy_of(row)
+                roles = self.roles(policy, req.signer)
+                if not roles.keys() & allowed:
+                    raise Forbidden(f"the case policy does not allow this signer to {what}")
+                return fn(conn, row, policy, roles, now)
+        except Replay:
+            raise
+        except VeladorError:
+            self.burn_nonce(req)
+            raise
+
+
+def parse_body(body: bytes, what: str) -> Any:
+    from vault.encoding import parse_json
+
+    try:
+        return parse_json(body, what) if body else {}
+    except FormatError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def as_bad_request(exc: VeladorError) -> VeladorError:
+    """Policy/envelope documents failing verification are bad input, not failed request auth."""
+    if isinstance(exc, AuthenticationError):
+        return BadRequest(str(exc))
+    return exc
