@@ -36,6 +36,7 @@ def serve(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     config = load_config(data_dir).with_overrides(host=host, port=port, tick=tick)
     clock: Clock = SystemClock()
     if test_clock_file is not None:
