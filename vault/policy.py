@@ -22,6 +22,7 @@ from .shares import ShareSpec
 from .signing import sign_document, verify_document
 
 DURESS_ACTIONS = ("alert", "release")
+_CASE_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ def parse_policy(doc: Any, expected_reporter: bytes | None = None) -> Policy:
     if require(body, "v", int, "case policy") != 1:
         raise FormatError("unsupported case policy version", hint="upgrade velador")
     case_id = require(body, "case_id", str, "case policy")
-    if not (8 <= len(case_id) <= 64 and case_id.isascii() and case_id.replace("-", "").isalnum()):
+    # Lower-case only: the case id is a store key component (docs/format.md §7).
+    if not (8 <= len(case_id) <= 64 and set(case_id) <= _CASE_ID_CHARS):
         raise FormatError("case policy has an invalid case id")
     recipients = _cards(require(body, "recipients", list, "case policy"), "recipients")
     if not 1 <= len(recipients) <= MAX_RECIPIENTS:
