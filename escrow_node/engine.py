@@ -59,13 +59,18 @@ class Rules:
     duress: str = "alert"
     destroy_delay: int = 0
 
+    def __post_init__(self) -> None:
+        # A reminder at or before the start of the interval would fire right after every
+        # heartbeat; such offsets are ignored. Largest offset first.
+        remind = tuple(sorted({r for r in self.remind if 0 < r < self.every}, reverse=True))
+        object.__setattr__(self, "remind", remind)
+
     @classmethod
     def from_switch(cls, sw: Switch) -> Rules:
-        remind = tuple(sorted({r for r in sw.remind if r > 0}, reverse=True))
         return cls(
             sw.every,
             sw.grace,
-            remind,
+            tuple(sw.remind),
             sw.editor_quorum,
             sw.objection_window,
             sw.duress,
