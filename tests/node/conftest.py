@@ -100,6 +100,7 @@ class RealNode:
         self.proc: subprocess.Popen | None = None
         self.log = self.dir / "serve.log"
         self.starts = 0
+        self.clients: list[NodeClient] = []
 
     def configure(self, **cfg: Any) -> None:
         path = self.dir / "node.toml"
@@ -147,6 +148,8 @@ class RealNode:
         return code
 
     def stop(self) -> None:
+        for c in self.clients:
+            c.close()
         if self.proc is not None and self.proc.poll() is None:
             self.term()
 
@@ -170,7 +173,9 @@ class RealNode:
         wait_for(lambda: self.state(case_id) == state, timeout, f"{case_id} to be {state}")
 
     def client(self, identity, timeout: float = 10.0) -> NodeClient:
-        return NodeClient(self.card, identity, self.clock, timeout)
+        c = NodeClient(self.card, identity, self.clock, timeout)
+        self.clients.append(c)
+        return c
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
@@ -299,12 +304,15 @@ class InprocNode:
                 self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
             )
         )
+        self.clients: list[NodeClient] = []
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         wait_http(self.url + "/v1/health")
 
     def client(self, identity) -> NodeClient:
-        return NodeClient(self.card, identity, self.clock, 10.0)
+        c = NodeClient(self.card, identity, self.clock, 10.0)
+        self.clients.append(c)
+        return c
 
     def sweep(self):
         from escrow_node.sweep import sweep
@@ -323,6 +331,8 @@ class InprocNode:
         return out
 
     def stop(self) -> None:
+        for c in self.clients:
+            c.close()
         self.server.should_exit = True
         self.thread.join(10)
 
