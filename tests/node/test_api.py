@@ -236,17 +236,19 @@ def test_client_errors_are_vault_errors(inproc, case, tmp_path):
     from tests.conftest import free_port
     from vault.errors import NodeError
 
-    with NodeClient(
-        inproc.card, case.reporter, inproc.clock, 2.0, url=f"http://127.0.0.1:{free_port()}"
-    ) as c:
-        with pytest.raises(NodeError, match="unreachable"):
-            c.status(case.policy.case_id)
+    with (
+        NodeClient(
+            inproc.card, case.reporter, inproc.clock, 2.0, url=f"http://127.0.0.1:{free_port()}"
+        ) as c,
+        pytest.raises(NodeError, match="unreachable"),
+    ):
+        c.status(case.policy.case_id)
     with pytest.raises(NotFoundError):
         inproc.client(case.reporter).status("case-unknown-0000")
     # A client pinned to another node's key refuses the answers (and the node refuses it).
-    with NodeClient(case.reporter.card, case.reporter, inproc.clock, 2.0, url=inproc.url) as other:
-        with pytest.raises(AuthenticationError):
-            other.status(case.policy.case_id)
+    other = NodeClient(case.reporter.card, case.reporter, inproc.clock, 2.0, url=inproc.url)
+    with other, pytest.raises(AuthenticationError):
+        other.status(case.policy.case_id)
     # Fetching the card by URL (trust on first use).
     with NodeClient(inproc.url, case.reporter, inproc.clock) as tofu:
         assert tofu.card.fingerprint == inproc.card.fingerprint

@@ -128,7 +128,7 @@ def test_pause_stops_the_deadline_and_ends_by_itself():
 
 def test_resume():
     cs, _ = E.pause(armed(), R, T + 1000, T)
-    cs, eff = E.resume(cs, R, T + 10)
+    cs, _eff = E.resume(cs, R, T + 10)
     assert cs.state == E.ARMED and cs.deadline == T + 110
     with pytest.raises(Conflict):
         E.resume(cs, R, T + 11)
@@ -179,7 +179,7 @@ def test_editor_release_disabled_and_zero_window():
     with pytest.raises(Forbidden):
         E.editor_request(armed(rules=no), no, "ed", T)
     now = E.Rules(every=100, grace=20, editor_quorum=1, objection_window=0)
-    cs, eff = E.editor_request(armed(rules=now), now, "ed", T)
+    cs, _eff = E.editor_request(armed(rules=now), now, "ed", T)
     assert cs.state == E.RELEASED
 
 
@@ -321,7 +321,7 @@ def test_a_reporter_who_checks_in_in_time_is_never_released(rules, gaps):
         # Tick at every intermediate wake-up, as the scheduler would.
         target = now + gap
         while (w := E.next_wake(cs, rules)) is not None and w <= target:
-            cs, eff = E.advance(cs, rules, w, synced=True)
+            cs, _eff = E.advance(cs, rules, w, synced=True)
             assert cs.state != E.RELEASED
         now = target
         cs, _ = E.heartbeat(cs, rules, seq, now, now)
