@@ -9,6 +9,8 @@ its answer, so even SIGKILL loses nothing that was acknowledged.
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from pathlib import Path
 
 import uvicorn
@@ -72,4 +74,11 @@ def serve(
         timeout_graceful_shutdown=10,
         server_header=False,
     )
+    # uvicorn re-raises the signal that stopped it once shutdown is complete; with this
+    # handler in place that becomes exit status 0, which service managers read as a clean stop.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.Server(uv).run()
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    sys.exit(0)
