@@ -19,12 +19,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+
+from vault.clock import SystemClock
 
 from .auth import prune_nonces
 from .outbox import Outbox
@@ -90,7 +93,10 @@ class EngineScheduler:
     # --- exact-time job -----------------------------------------------------------------------
 
     def _schedule(self, when: int) -> None:
-        delay = max(0, when - self.svc.clock.now())
+        # With the system clock use the sub-second time, so a job for second T fires at T.0
+        # and not up to a second later.
+        now = time.time() if isinstance(self.svc.clock, SystemClock) else self.svc.clock.now()
+        delay = max(0.0, when - now)
         run_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
         # A fresh job id each time: APScheduler removes a fired date job from the scheduler
         # thread, which could otherwise race with the job re-arming itself under the same id.
