@@ -24,7 +24,7 @@ from .clock import Clock
 from .constants import MAX_INSTRUCTIONS_BYTES
 from .errors import FormatError, NotFoundError
 from .identity import Identity
-from .manifest import Entry, Manifest, entry_mode, safe_path, seal_snapshot
+from .manifest import Entry, Manifest, entry_mode, parse_manifest, safe_path, seal_snapshot
 from .objects import cipher_hash, encrypt, object_id, object_key, snapshot_key
 from .parallel import Pool, default_jobs
 from .state import CaseRecord, LocalState, open_db, open_sealed
@@ -338,6 +338,15 @@ def deposit(
         roots=tuple(roots),
     )
     body = manifest.body()
+    # Run the recipient's own checks before sealing: a snapshot recovery would refuse (two names
+    # differing only in case or Unicode form, say) must be refused here, while the reporter can act.
+    try:
+        parse_manifest(body)
+    except FormatError as exc:
+        raise FormatError(
+            f"this deposit cannot be recovered safely: {exc.message}",
+            hint="rename one of the two files (names must differ by more than upper/lower case)",
+        ) from exc
     thash = tree_hash(chunk_key, body)
     if last is not None and last["tree_hash"] == thash and last["policy_hash"] == policy.hash:
         result.unchanged = True

@@ -84,15 +84,20 @@ def recover_key(policy: Policy, mnemonics: list[str], report: Report) -> bytes:
 # --- snapshot chain ----------------------------------------------------------------------------
 
 
-def _get_any(stores: list[Store], key: str, report: Report) -> bytes:
+def _open_any(
+    policy: Policy, identities: list[x25519.Identity], stores: list[Store], sid: str, report: Report
+) -> Manifest | None:
+    """The first copy of snapshot `sid` that verifies; one damaged replica must not lose it."""
+    key = f"{snapshot_prefix(policy.case_id)}{sid}"
     for store in stores:
         try:
-            return store.get(key)
+            blob = store.get(key)
+            return open_snapshot(blob, identities, policy.reporter.sign_pk, sid, policy.case_id)
         except NotFoundError:
             report.store_problems.append(f"{store.url}: missing {key}")
-        except StoreError as exc:
-            report.store_problems.append(f"{store.url}: {exc.message}")
-    raise StoreError(f"{key} is missing from every store of the case")
+        except VeladorError as exc:
+            report.chain_problems.append(f"snapshot {sid[:12]} in {store.url}: {exc.message}")
+    return None
 
 
 def load_chain(
@@ -114,14 +119,11 @@ def load_chain(
         )
     manifests: dict[str, Manifest] = {}
     for sid in sorted(ids):
-        try:
-            blob = _get_any(stores, f"{snapshot_prefix(policy.case_id)}{sid}", report)
-            manifests[sid] = open_snapshot(
-                blob, identities, policy.reporter.sign_pk, sid, policy.case_id
-            )
-        except VeladorError as exc:
+        m = _open_any(policy, identities, stores, sid, report)
+        if m is None:
             report.chain_intact = False
-            report.chain_problems.append(f"snapshot {sid[:12]} rejected: {exc.message}")
+        else:
+            manifests[sid] = m
     if not manifests:
         raise NotFoundError("the stores hold no readable snapshot of this case")
     by_seq: dict[int, list[str]] = {}

@@ -109,7 +109,8 @@ def check_mnemonic(mnemonic: str) -> shamir_mnemonic.Share:
     try:
         return shamir_mnemonic.Share.from_mnemonic(mnemonic)
     except shamir_mnemonic.MnemonicError as exc:
-        raise FormatError(f"share is not a valid SLIP-39 mnemonic ({exc})") from exc
+        # The library's message quotes the words; errors must never carry share material.
+        raise FormatError("share is not a valid SLIP-39 mnemonic (checksum or format)") from exc
 
 
 def combine(mnemonics: Sequence[str]) -> bytes:
@@ -117,7 +118,7 @@ def combine(mnemonics: Sequence[str]) -> bytes:
     try:
         secret = shamir_mnemonic.combine_mnemonics(list(mnemonics), passphrase=b"")
     except shamir_mnemonic.MnemonicError as exc:
-        raise ShareError(f"the shares do not combine ({exc})") from exc
+        raise ShareError("the shares do not combine into one secret") from exc
     if len(secret) != RELEASE_SECRET_BYTES:
         raise ShareError("the shares combine into a secret of the wrong size")
     return secret
