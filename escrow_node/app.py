@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -34,6 +35,7 @@ from .service import NodeService
 from .sweep import sweep
 
 log = logging.getLogger("velador.node")
+WORKER_THREADS = 4
 
 
 class StatusCounter:
@@ -74,6 +76,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Few worker threads: the work is crypto (which releases the GIL) plus one serialised
+        # SQLite transaction; dozens of threads only fight over the GIL and the store lock.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         outbox = Outbox(svc)
         sched = None
         if engine:

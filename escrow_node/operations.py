@@ -17,7 +17,7 @@ from . import audit, engine
 from .auth import SignedRequest, consume_nonce
 from .engine import CaseState, Rules
 from .errors import BadRequest, Conflict, Forbidden, Replay
-from .messages import check_heartbeat, custody_digest, read_duress
+from .messages import Heartbeat, check_heartbeat, custody_digest, read_duress
 from .service import NodeService, as_bad_request, parse_body, state_of
 
 PARTIES = {"reporter", "editor", "recipient"}
@@ -174,25 +174,44 @@ def _reregister(svc, conn, row, policy, envs, rules, now, req) -> dict[str, Any]
 
 
 def heartbeat(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -> dict[str, Any]:
-    doc = parse_body(body, "heartbeat")
     try:
-        with svc.store.tx() as conn:
+        doc = parse_body(body, "heartbeat")
+        # Signature checks and the duress marker are done before taking the database lock, so
+        # the serialised part of a heartbeat is only the transaction itself.
+        with svc.store.read() as conn:
+            policy = svc.policy_of(svc.load(conn, case_id))
+        roles = svc.roles(policy, req.signer)
+        if not roles.keys() & {"reporter", "node"}:
+            raise Forbidden("only the reporter or a peer node of the case may send heartbeats")
+        hb, duress = verify_heartbeat(svc, policy, doc)
+
+        def write(conn: sqlite3.Connection) -> tuple[dict[str, Any], list, int | None]:
             now = svc.clock.now()
             consume_nonce(conn, req, svc.config.timestamp_tolerance)
             row = svc.load(conn, case_id)
-            policy = svc.policy_of(row)
-            roles = svc.roles(policy, req.signer)
-            if not roles.keys() & {"reporter", "node"}:
-                raise Forbidden("only the reporter or a peer node of the case may send heartbeats")
-            receipt, effects, wake = apply_heartbeat(svc, conn, row, policy, doc, now, roles)
+            if row["policy_hash"] != policy.hash:
+                raise Conflict("the case policy changed while this heartbeat was checked; retry")
+            return apply_heartbeat(svc, conn, row, policy, hb, duress, now, roles)
+
+        body_out, effects, wake = svc.store.batch(write)
     except Replay:
         raise
     except VeladorError:
         svc.burn_nonce(req)
         raise
+    receipt = svc._sign("receipt", body_out)
     svc.metrics.inc("velador_node_heartbeats_total")
     svc.after_commit(effects, queued=len(policy.nodes) > 1, wake=wake)
     return receipt
+
+
+def verify_heartbeat(svc: NodeService, policy: Policy, doc: Any) -> tuple[Heartbeat, bool]:
+    """Check the reporter's signature and read this node's duress marker (no database)."""
+    try:
+        hb = check_heartbeat(doc, policy)
+    except AuthenticationError as exc:
+        raise BadRequest(str(exc)) from exc
+    return hb, read_duress(hb, svc.fingerprint, svc.identity.box_key) is True
 
 
 def apply_heartbeat(
@@ -200,17 +219,14 @@ def apply_heartbeat(
     conn: sqlite3.Connection,
     row: sqlite3.Row,
     policy: Policy,
-    doc: Any,
+    hb: Heartbeat,
+    duress: bool,
     now: int,
     roles: dict[str, str],
 ) -> tuple[dict[str, Any], list, int | None]:
-    try:
-        hb = check_heartbeat(doc, policy)
-    except AuthenticationError as exc:
-        raise BadRequest(str(exc)) from exc
+    """Persist a verified heartbeat; returns the receipt body (to sign), effects, next wake."""
     rules = svc.rules_of(policy)
     old = state_of(row)
-    duress = read_duress(hb, svc.fingerprint, svc.identity.box_key) is True
     # The receipt is always the one a normal heartbeat would get, so a captor watching the
     # reporter's screen cannot tell a duress check-in from a normal one.
     cover, _ = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=False)
@@ -218,7 +234,8 @@ def apply_heartbeat(
     detail: dict[str, Any] = {"by": roles, "heartbeat": hb.hash, "beat_time": hb.time}
     if duress:
         detail["duress"] = True
-    svc.apply(conn, row, policy, old, new, effects, now, "heartbeat", detail, json.dumps(hb.doc))
+    hb_json = json.dumps(hb.doc)
+    svc.apply(conn, row, policy, old, new, effects, now, "heartbeat", detail, hb_json)
     # Gossip: forward to every other node of the case except the one that sent it to us.
     for card in policy.nodes:
         if card.sign_pk == svc.identity.card.sign_pk or roles.get("node") == card.fingerprint:
@@ -231,12 +248,12 @@ def apply_heartbeat(
                 policy.case_id,
                 "peer",
                 card.text,
-                json.dumps(hb.doc),
+                hb_json,
                 now,
             ),
         )
-    receipt = svc.receipt(policy, cover, rules, "heartbeat", hb.hash, now)
-    return receipt, effects, engine.next_wake(new, rules)
+    body = svc.receipt_body(policy, cover, rules, "heartbeat", hb.hash, now)
+    return body, effects, engine.next_wake(new, rules)
 
 
 def latest_heartbeat(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:

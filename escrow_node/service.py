@@ -8,6 +8,8 @@ notices. The answer is built inside the transaction and returned only after COMM
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import sqlite3
 import threading
@@ -15,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from vault.encoding import doc_hash
 from vault.errors import AuthenticationError, FormatError, VeladorError
 from vault.identity import Identity
 from vault.policy import Policy, parse_policy
@@ -55,6 +58,18 @@ _STATE_COLS = (
     "release_reason",
     "duress_at",
 )
+
+
+class CachedPolicy(Policy):
+    """A verified policy whose hash is computed once (it is needed on every heartbeat)."""
+
+    @functools.cached_property
+    def hash(self) -> str:  # type: ignore[override]
+        return doc_hash(self.doc)
+
+
+def cached_policy(p: Policy) -> Policy:
+    return CachedPolicy(**{f.name: getattr(p, f.name) for f in dataclasses.fields(p)})
 
 
 def state_of(row: sqlite3.Row) -> CaseState:
@@ -150,7 +165,7 @@ class NodeService:
             if p is not None:
                 self._policies.move_to_end(h)
                 return p
-        p = parse_policy(json.loads(row["policy"]))
+        p = cached_policy(parse_policy(json.loads(row["policy"])))
         with self._policy_lock:
             self._policies[h] = p
             while len(self._policies) > 4096:
@@ -193,8 +208,12 @@ class NodeService:
     def receipt(
         self, policy: Policy, cs: CaseState, rules: Rules, action: str, ref: str, now: int
     ) -> dict[str, Any]:
-        return self._sign(
-            "receipt",
+        return self._sign("receipt", self.receipt_body(policy, cs, rules, action, ref, now))
+
+    def receipt_body(
+        self, policy: Policy, cs: CaseState, rules: Rules, action: str, ref: str, now: int
+    ) -> dict[str, Any]:
+        return dict(
             {
                 "v": 1,
                 "action": action,

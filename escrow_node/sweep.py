@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from vault.errors import VeladorError
 
 from . import engine, gossip
-from .operations import apply_heartbeat
+from .operations import apply_heartbeat, verify_heartbeat
 from .service import NodeService, state_of
 
 log = logging.getLogger("velador.node.sweep")
@@ -97,8 +97,9 @@ def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list:
                     "case %s: a peer had a newer heartbeat (seq %d); applying it", case_id, seq
                 )
                 try:
+                    hb, duress = verify_heartbeat(svc, policy, newest)
                     _, effects, _ = apply_heartbeat(
-                        svc, conn, row, policy, newest, now, {"node": "pre-release-sync"}
+                        svc, conn, row, policy, hb, duress, now, {"node": "pre-release-sync"}
                     )
                 except VeladorError as exc:
                     log.warning("case %s: peer heartbeat refused: %s", case_id, exc)

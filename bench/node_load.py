@@ -1,0 +1,368 @@
+"""Escrow node benchmark (issue 3): prints figures, asserts nothing.
+
+    .venv/bin/python bench/node_load.py [--seconds 10] [--cases 200] [--concurrency 32]
+                                        [--sweep-cases 100000]
+
+1. Heartbeats: a real `velador node serve` process; this process (the second one) sends
+   pre-signed heartbeats (request signature + reporter-signed heartbeat, made before the timed
+   phase so the load generator's own crypto does not count) to `--cases` cases over HTTP with
+   `--concurrency` connections, and reports sustained verified heartbeats/s and p50/p99 latency.
+   Each heartbeat is fully verified, persisted (synchronous=FULL) and answered with a signed
+   receipt by the node.
+2. Release latency: a case with every=1 s, grace=0 on the same node, real clock; time from the
+   due second to (a) the envelopes being fetchable by a recipient and (b) the release webhook
+   arriving at a receiver in this process.
+3. Sweep: `--sweep-cases` cases in a node database (rows cloned from a real registration);
+   time of a sweep with none due, with 1% due (reminders) and the start-up sweep after an outage
+   where all are overdue is not measured (it sends notices for every case).
+
+Identities use the insecure fast KDF (VELADOR_INSECURE_FAST_KDF=1): key files are not what is
+measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+os.environ["VELADOR_INSECURE_FAST_KDF"] = "1"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+import tomli_w  # noqa: E402
+
+from escrow_node.auth import sign_request  # noqa: E402
+from escrow_node.client import NodeClient  # noqa: E402
+from escrow_node.messages import make_heartbeat  # noqa: E402
+from tests.conftest import free_port, wait_http  # noqa: E402
+from tests.node.builders import make_world  # noqa: E402
+from vault.clock import SystemClock  # noqa: E402
+from vault.encoding import canonical_json  # noqa: E402
+from vault.identity import load_card  # noqa: E402
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def init_node(root: Path, name: str) -> tuple[Path, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = root / name
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.node_cmds",
+            "init",
+            "--data",
+            str(data),
+            "--name",
+            name,
+            "--url",
+            url,
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    cfg = tomllib.loads((data / "node.toml").read_text())
+    cfg["limits"].update({"rate_per_key": 100000, "rate_burst": 100000})
+    (data / "node.toml").write_text(tomli_w.dumps(cfg))
+    return data, url
+
+
+def start_node(data: Path, url: str, tick: float = 1.0) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.node_cmds",
+            "serve",
+            "--data",
+            str(data),
+            "--tick",
+            str(tick),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(url + "/v1/health")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+# --- 1. heartbeats ---------------------------------------------------------------------------
+
+
+def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int) -> None:
+    data, url = init_node(root, "bench-node")
+    card = load_card(data)
+    proc = start_node(data, url)
+    clock = SystemClock()
+    try:
+        people: dict = {}
+        worlds = []
+        t = time.perf_counter()
+        for i in range(n_cases):
+            # A fresh reporter per case, as in reality (and so per-key limits are realistic).
+            people.pop("reporter", None)
+            w = make_world(
+                root / "people",
+                [card],
+                people=people,
+                n_editors=1,
+                quorum=1,
+                n_recipients=1,
+                every=86400,
+                grace=3600,
+            )
+            with NodeClient(card, w.reporter, clock) as c:
+                c.register_case(w.policy, w.envs_for(card))
+            worlds.append(w)
+        print(f"setup: {n_cases} cases registered in {time.perf_counter() - t:.1f} s")
+        # Pre-sign enough heartbeats (request signature included) for the timed phase.
+        total = int(seconds * 2500)
+        reqs = []
+        now = clock.now()
+        for k in range(total):
+            w = worlds[k % n_cases]
+            seq = k // n_cases + 1
+            body = canonical_json(make_heartbeat(w.policy, w.reporter.sign_key, seq, now))
+            path = f"/v1/cases/{w.policy.case_id}/heartbeat"
+            hdr = sign_request(
+                w.reporter.sign_key, card.sign_pk, "POST", path, body, now, w.policy.case_id
+            )
+            reqs.append((path, body, hdr))
+        print(f"pre-signed {total} heartbeats")
+        lat, ok, bad = asyncio.run(_drive(url, reqs, seconds, concurrency))
+        rate = ok / seconds
+        print(
+            f"heartbeats: {ok} accepted in {seconds:.0f} s = {rate:,.0f}/s "
+            f"(concurrency {concurrency}, {bad} errors)"
+        )
+        print(
+            f"latency: p50 {pct(lat, 0.50) * 1000:.1f} ms, p99 {pct(lat, 0.99) * 1000:.1f} ms, "
+            f"max {max(lat) * 1000:.1f} ms"
+        )
+        print(
+            f"target >= 1,000/s and p99 < 100 ms: {'met' if rate >= 1000 and pct(lat, 0.99) < 0.1 else 'NOT met'}"
+        )
+    finally:
+        stop(proc)
+
+
+async def _drive(url: str, reqs: list, seconds: float, concurrency: int):
+    """Keep-alive HTTP/1.1 over raw asyncio streams: a load generator much lighter than an
+    HTTP client library, so the node (not the generator) is what is measured."""
+    host, port = url.removeprefix("http://").split(":")
+    lat: list[float] = []
+    ok = bad = 0
+    it = iter(reqs)
+    end = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal ok, bad
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.perf_counter() < end:
+                try:
+                    path, body, hdr = next(it)
+                except StopIteration:
+                    return
+                head = (
+                    f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {hdr}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                )
+                t = time.perf_counter()
+                writer.write(head.encode() + body)
+                status_line = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                answer = await reader.readexactly(length)
+                lat.append(time.perf_counter() - t)
+                if b" 200 " in status_line:
+                    ok += 1
+                else:
+                    bad += 1
+                    if bad < 4:
+                        print("error:", status_line.strip().decode(), answer[:200].decode())
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return lat, ok, bad
+
+
+# --- 2. release latency ------------------------------------------------------------------
+
+
+def bench_release(root: Path) -> None:
+    data, url = init_node(root, "release-node")
+    card = load_card(data)
+    got: dict[str, float] = {}
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            if body["body"]["event"] == "released":
+                got.setdefault(body["body"]["case_id"], time.time())
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proc = start_node(data, url, tick=30.0)  # the exact-time job must do it, not the sweep
+    clock = SystemClock()
+    results = []
+    try:
+        for _ in range(5):
+            w = make_world(root / "people2", [card], every=2, grace=0, remind=(), n_recipients=1)
+            cid = w.policy.case_id
+            with (
+                NodeClient(card, w.reporter, clock) as rep,
+                NodeClient(card, w.recipients[0], clock) as rec,
+            ):
+                receipt = rep.register_case(w.policy, w.envs_for(card))
+                rec.subscribe(cid, "webhook", f"http://127.0.0.1:{server.server_port}/hook")
+                due = receipt["release_at"]
+                fetched = None
+                while time.time() < due + 10:
+                    try:
+                        rec.fetch_release(cid)
+                        fetched = time.time()
+                        break
+                    except Exception:
+                        time.sleep(0.005)
+                while cid not in got and time.time() < due + 10:
+                    time.sleep(0.005)
+                if fetched is None or cid not in got:
+                    print("release did not happen within 10 s")
+                    continue
+                results.append((fetched - due, got[cid] - due))
+        for f, n in results:
+            print(
+                f"release latency: envelopes fetchable {f * 1000:.0f} ms, webhook delivered {n * 1000:.0f} ms after due"
+            )
+        worst = max(max(r) for r in results)
+        print(f"target < 2 s: {'met' if worst < 2 else 'NOT met'} (worst {worst * 1000:.0f} ms)")
+    finally:
+        stop(proc)
+        server.shutdown()
+
+
+# --- 3. sweep over many cases ---------------------------------------------------------------
+
+
+def bench_sweep(root: Path, n: int) -> None:
+    from escrow_node.app import create_app  # noqa: F401 - imports the node stack
+    from escrow_node.config import load_config
+    from escrow_node.db import Store
+    from escrow_node.service import NodeService
+    from escrow_node.sweep import sweep
+    from vault.clock import FakeClock
+    from vault.identity import unlock_identity
+
+    data, url = init_node(root, "sweep-node")
+    card = load_card(data)
+    config = load_config(data)
+    ident = unlock_identity(data, (data / "node.passphrase").read_text().strip())
+    store = Store(config.db_path)
+    t0 = 1_767_225_600
+    clock = FakeClock(t0)
+    svc = NodeService(config, ident, store, clock)
+    # One real registration, then clone its row (same policy; only the engine columns matter).
+    w = make_world(root / "people3", [card], every=86400, grace=3600, remind=(3600,))
+    from escrow_node import operations
+    from escrow_node.auth import verify_request
+
+    body = canonical_json({"policy": w.policy.doc, "envelopes": w.envs_for(card)})
+    hdr = sign_request(w.reporter.sign_key, card.sign_pk, "POST", "/v1/cases", body, t0)
+    req = verify_request(hdr, "POST", "/v1/cases", "", body, card.sign_pk, t0)
+    operations.register(svc, req, body)
+    t = time.perf_counter()
+    with store.tx() as conn:
+        row = dict(conn.execute("SELECT * FROM cases").fetchone())
+        cols = list(row)
+        rows = []
+        due = n // 100
+        for i in range(n):
+            r = dict(row, case_id=f"bench-{i:08d}")
+            # 1% get their reminder due at t0 + 100; the rest months later.
+            r["deadline"] = t0 + 100 + 3600 if i < due else t0 + 90 * 86400 + i
+            r["next_wake"] = r["deadline"] - 3600
+            rows.append(tuple(r[c] for c in cols))
+        conn.executemany(
+            f"INSERT INTO cases ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
+        )
+    print(f"sweep setup: {n:,} cases inserted in {time.perf_counter() - t:.1f} s")
+    clock.set(t0 + 50)
+    r0 = sweep(svc)
+    print(f"sweep over {n:,} cases, none due: {r0.seconds * 1000:.1f} ms")
+    clock.set(t0 + 100)
+    r1 = sweep(svc)
+    print(
+        f"sweep over {n:,} cases, {r1.advanced:,} due (reminder notices written): {r1.seconds * 1000:.0f} ms"
+    )
+    ok = r0.seconds < 1 and r1.seconds < 1
+    print(f"target < 1 s: {'met' if ok else 'NOT met'}")
+    store.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--cases", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--sweep-cases", type=int, default=100_000)
+    ap.add_argument("--only", choices=["heartbeats", "release", "sweep"])
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="velador-bench-"))
+    try:
+        print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+        if args.only in (None, "heartbeats"):
+            bench_heartbeats(root, args.seconds, args.cases, args.concurrency)
+        if args.only in (None, "release"):
+            bench_release(root)
+        if args.only in (None, "sweep"):
+            bench_sweep(root, args.sweep_cases)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
