@@ -25,6 +25,7 @@ def id_group() -> None:
     type=click.Choice(["reporter", "outlet", "editor"]),
     default="reporter",
     show_default=True,
+    help="reporter deposits; outlet recovers; editor may request a release.",
 )
 @click.pass_obj
 def id_new(ctx: Ctx, name: str, role: str) -> None:

@@ -87,7 +87,9 @@ def init(
 @click.option("--host", default=None, help="Listen address (default from node.toml).")
 @click.option("--port", default=None, type=int, help="Listen port (default from node.toml).")
 @click.option("--tick", default=None, type=float, help="Sweep period in seconds (safety net).")
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level", default="info", show_default=True, help="debug, info, warning or error."
+)
 @click.option(
     "--test-clock-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -185,7 +187,9 @@ class AuditChainBroken(FormatError):
 @DATA
 @click.option("--verify", is_flag=True, help="Check the hash chain; exit non-zero if broken.")
 @click.option("--case", "case_id", default=None, help="Only entries of this case.")
-@click.option("--limit", default=50, show_default=True, type=int)
+@click.option(
+    "--limit", default=50, show_default=True, type=int, help="Show at most this many entries."
+)
 def audit_cmd(data_dir: Path, verify: bool, case_id: str | None, limit: int) -> None:
     """Show or verify the hash-chained audit log."""
     from escrow_node import audit

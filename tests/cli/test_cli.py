@@ -465,7 +465,6 @@ def test_every_command_has_help(name, cmd):
     assert cmd.help.strip().splitlines()[0] in " ".join(result.output.split())
 
 
-@pytest.mark.xfail(reason="BUG: cli/id_cmds.py:24 'id new --role' has no help text", strict=True)
 def test_every_option_has_help():
     missing = [
         f"{name} {param.opts[0]}"
