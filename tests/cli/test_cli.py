@@ -478,9 +478,16 @@ def test_every_option_has_help():
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
+GUIDES = [
+    f"guide-{who}{lang}.md"
+    for who in ("reporter", "outlet", "editor", "operator")
+    for lang in ("", ".es")
+]
+
+
 @pytest.mark.xfail(
-    not (DOCS / "guide-reporter.md").exists(),
-    reason="docs/guide-reporter.md is not written yet",
+    not all((DOCS / g).exists() for g in GUIDES),
+    reason="the user guides are not all written yet",
     strict=False,
 )
 @pytest.mark.parametrize("name", [n for n, c in ALL if n and not isinstance(c, click.Group)])
