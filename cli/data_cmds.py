@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -10,7 +11,10 @@ from vault.case import read_share_dir
 from vault.clock import iso
 from vault.deposit import deposit as do_deposit
 from vault.envelope import addressed_to, open_envelope
-from vault.errors import NotFoundError, StoreError, VeladorError
+from vault.errors import NotFoundError, PolicyError, StoreError, VeladorError
+from vault.netrecover import DEFAULT_TIMEOUT, NO_CASE, combine_released, gather, node_summary
+from vault.netrecover import case_ref as case_ref_of
+from vault.policy import Policy
 from vault.recover import Report, export_key, recover_key, restore
 from vault.shares import age_identity_str
 from vault.verify import verify_case
@@ -158,12 +162,12 @@ def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
 
 
 @click.command()
+@click.argument("case_ref", metavar="[CASE_CARD_OR_ID]", required=False)
 @click.option(
     "--shares",
     "shares_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Folder with share files (offline holders).",
+    help="Recover offline instead, from a folder of share files (USB holders).",
 )
 @click.option(
     "--out",
@@ -186,42 +190,44 @@ def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
     multiple=True,
     help="Read from this store instead of the ones in the policy (repeatable).",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.5, 600),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for each escrow node before naming it unreachable.",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that already exist in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.pass_obj
 def recover(
     ctx: Ctx,
-    shares_dir: Path,
+    case_ref: str | None,
+    shares_dir: Path | None,
     out: Path,
     snapshot: str | None,
     export_key_path: Path | None,
     stores: tuple[str, ...],
+    timeout: float,
     force: bool,
     as_json: bool,
 ) -> None:
-    """Recover a case from share files: open, verify, combine, decrypt, write under --out."""
-    bundle = read_share_dir(shares_dir)
-    policy = bundle.policy
-    ident = ctx.unlock()
-    report = Report(shares_skipped=list(bundle.rejected))
-    mnemonics = []
-    mine = [(src, e) for src, e in bundle.envelopes if addressed_to(e, ident.card)]
-    if not mine:
-        raise NotFoundError(
-            "none of these shares is addressed to your identity",
-            hint=f"your fingerprint is {ident.fingerprint}",
+    """Recover a case: fetch released shares, verify, combine, decrypt, write under --out.
+
+    With CASE_CARD_OR_ID, the released envelopes come from the case's escrow nodes (a case id
+    alone asks the nodes in your contacts). With --shares DIR, from offline share files.
+    """
+    if (case_ref is None) == (shares_dir is None):
+        raise PolicyError(
+            "say where the shares come from: a case card or id, or --shares DIR",
+            hint="velador recover CASE_CARD_OR_ID --out DIR  (escrow nodes), or "
+            "velador recover --shares DIR --out DIR  (offline share files)",
         )
-    for src, env in mine:
-        try:
-            opened = open_envelope(env, policy, ident.box_key)
-        except VeladorError as exc:
-            report.shares_skipped.append(f"{src}: {exc.message}")
-            continue
-        mnemonics.append(opened.mnemonic)
-        report.shares_used.append(f"{src} (holder {opened.holder})")
-    for line in report.shares_skipped:
-        click.echo(f"velador: warning: skipped share {line}", err=True)
-    secret = recover_key(policy, mnemonics, report)
+    if shares_dir is not None:
+        policy, secret, report, nodes = _offline_secret(ctx, shares_dir)
+    else:
+        assert case_ref is not None
+        policy, secret, report, nodes = _network_secret(ctx, case_ref, timeout)
     if export_key_path:
         export_key(secret, export_key_path, iso(ctx.clock.now()))
     urls = list(stores) or list(policy.stores)
@@ -245,11 +251,50 @@ def recover(
         "reporter_contact": alias,
         "case_id": policy.case_id,
         "policy_hash": policy.hash,
+        "nodes": nodes,
     }
     if as_json:
         emit_json({**prov, **report.__dict__, "key_exported": str(export_key_path or "")})
         return
     _print_report(prov, report, export_key_path)
+
+
+def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, list[Any]]:
+    bundle = read_share_dir(shares_dir)
+    policy = bundle.policy
+    ident = ctx.unlock()
+    report = Report(shares_skipped=list(bundle.rejected))
+    mnemonics = []
+    mine = [(src, e) for src, e in bundle.envelopes if addressed_to(e, ident.card)]
+    if not mine:
+        raise NotFoundError(
+            "none of these shares is addressed to your identity",
+            hint=f"your fingerprint is {ident.fingerprint}",
+        )
+    for src, env in mine:
+        try:
+            opened = open_envelope(env, policy, ident.box_key)
+        except VeladorError as exc:
+            report.shares_skipped.append(f"{src}: {exc.message}")
+            continue
+        mnemonics.append(opened.mnemonic)
+        report.shares_used.append(f"{src} (holder {opened.holder})")
+    for line in report.shares_skipped:
+        click.echo(f"velador: warning: skipped share {line}", err=True)
+    return policy, recover_key(policy, mnemonics, report), report, []
+
+
+def _network_secret(ctx: Ctx, text: str, timeout: float) -> tuple[Policy, bytes, Report, list[Any]]:
+    known = [card for _, card in ctx.state.contacts() if card.role == "node"]
+    ref = case_ref_of(text, known)
+    ident = ctx.unlock()
+    found = gather(ref, ident, ctx.clock, timeout=timeout)
+    for r in found.skipped():
+        if r.outcome != NO_CASE:
+            click.echo(f"velador: warning: skipped node {r.describe()}", err=True)
+    secret = combine_released(found, ident)
+    assert found.policy is not None
+    return found.policy, secret, found.report, node_summary(found)
 
 
 def _print_report(prov: dict[str, object], report: Report, key_path: Path | None) -> None:
@@ -275,7 +320,13 @@ def _print_report(prov: dict[str, object], report: Report, key_path: Path | None
         )
     for p in report.chain_problems:
         con.print(f"  chain: {p}")
+    con.print(f"Case {prov['case_id']}, policy {str(prov['policy_hash'])[:16]}.")
     con.print(f"Shares used: {len(report.shares_used)}; skipped: {len(report.shares_skipped)}.")
+    for n in prov.get("nodes") or []:  # type: ignore[attr-defined]
+        when = f" at {iso(n['released_at'])}" if n["released_at"] else ""
+        held = f", share {', '.join(n['shares'])}" if n["shares"] else ""
+        why = f": {n['detail']}" if n["detail"] else ""
+        con.print(f"  node {n['node']}: {n['outcome']}{when}{held}{why}")
     for p in report.store_problems:
         con.print(f"  store: {p}")
     if key_path:

@@ -50,6 +50,10 @@ def _register() -> None:
         cli.add_command(group)
     for cmd in (data_cmds.deposit, data_cmds.snapshots, data_cmds.verify, data_cmds.recover):
         cli.add_command(cmd)
+    from . import outlet_cmds
+
+    cli.add_command(outlet_cmds.inbox)
+    cli.add_command(outlet_cmds.release_group())  # adds `release request` to the release group
     try:
         from .node_cmds import node
     except ImportError:  # the node service is optional for a reporter-only install

@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE TABLE IF NOT EXISTS filecache (
   case_id TEXT NOT NULL, pathkey TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
   ino INTEGER NOT NULL, chunks TEXT NOT NULL, PRIMARY KEY (case_id, pathkey));
+CREATE TABLE IF NOT EXISTS inbox_cursor (
+  node TEXT PRIMARY KEY, seen INTEGER NOT NULL, updated INTEGER NOT NULL);
 """
 
 
@@ -176,6 +178,130 @@ class LocalState:
                         },
                         replace=True,
                     )
+
+    def envelopes_of(self, policy: Policy) -> dict[str, list[dict[str, Any]]]:
+        """holder id -> its envelopes (one per recipient) for this version of the policy."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for holder, env in self.db.execute(
+            "SELECT holder, envelope FROM envelopes WHERE case_id = ? AND policy_hash = ?"
+            " ORDER BY holder, recipient",
+            [policy.case_id, policy.hash],
+        ):
+            out.setdefault(holder, []).append(json.loads(env))
+        return out
+
+    def set_case_status(self, case_id: str, status: str) -> None:
+        with self.tx():
+            self.db.execute("UPDATE cases SET status = ? WHERE case_id = ?", [status, case_id])
+
+    # --- the switch: node registrations, heartbeat sequence, queue, last known views ---------
+    # Tables of docs/format.md §8 added for issue 4; none holds anything a captor can use to
+    # check in (queued heartbeats are already signed and carry their own time).
+
+    def set_node_reg(
+        self, policy: Policy, node: Card, state: str, detail: str | None, now: int
+    ) -> None:
+        with self.tx():
+            self.db.execute(
+                "INSERT OR REPLACE INTO node_regs (case_id, policy_hash, node, card, state,"
+                " detail, updated) VALUES (?,?,?,?,?,?,?)",
+                [policy.case_id, policy.hash, node.fingerprint, node.text, state, detail, now],
+            )
+
+    def node_regs(self, policy: Policy) -> dict[str, tuple[str, str | None]]:
+        """node fingerprint -> (state, detail) for this version of the policy."""
+        rows = self.db.execute(
+            "SELECT node, state, detail FROM node_regs WHERE case_id = ? AND policy_hash = ?",
+            [policy.case_id, policy.hash],
+        )
+        return {node: (st, detail) for node, st, detail in rows}
+
+    def next_heartbeat_seq(self, case_id: str, now: int) -> int:
+        """Allocate the next heartbeat sequence number and make it durable before it is used.
+
+        max(last + 1, now): strictly increasing, and still ahead of what the nodes have seen if
+        this state is restored from an old backup (the clock has moved on since)."""
+        with self.tx():
+            row = self.db.execute("SELECT seq FROM hb_seq WHERE case_id = ?", [case_id]).fetchone()
+            seq = max((row[0] if row else 0) + 1, now)
+            self.db.execute(
+                "INSERT OR REPLACE INTO hb_seq (case_id, seq) VALUES (?, ?)", [case_id, seq]
+            )
+        return int(seq)
+
+    def queue_heartbeat(
+        self, case_id: str, node: str, heartbeat: dict[str, Any], tickets: list[Any], now: int
+    ) -> None:
+        """Queue a signed heartbeat for one node; a newer one replaces an older one."""
+        seq = heartbeat["body"]["seq"]
+        with self.tx():
+            row = self.db.execute(
+                "SELECT seq FROM hb_queue WHERE case_id = ? AND node = ?", [case_id, node]
+            ).fetchone()
+            if row is not None and row[0] >= seq:
+                return
+            self.db.execute(
+                "INSERT OR REPLACE INTO hb_queue (case_id, node, seq, heartbeat, tickets, created,"
+                " attempts, last_error) VALUES (?,?,?,?,?,?,0,NULL)",
+                [case_id, node, seq, json.dumps(heartbeat), json.dumps(tickets), now],
+            )
+
+    def queued_heartbeats(self) -> list[dict[str, Any]]:
+        rows = self.db.query("SELECT * FROM hb_queue ORDER BY case_id, node")
+        return [
+            dict(r, heartbeat=json.loads(r["heartbeat"]), tickets=json.loads(r["tickets"]))
+            for r in rows
+        ]
+
+    def update_queued(
+        self, case_id: str, node: str, seq: int, tickets: list[Any], error: str | None
+    ) -> None:
+        with self.tx():
+            self.db.execute(
+                "UPDATE hb_queue SET tickets = ?, attempts = attempts + 1, last_error = ?"
+                " WHERE case_id = ? AND node = ? AND seq = ?",
+                [json.dumps(tickets), error, case_id, node, seq],
+            )
+
+    def unqueue(self, case_id: str, node: str, up_to_seq: int | None = None) -> None:
+        with self.tx():
+            if up_to_seq is None:
+                self.db.execute(
+                    "DELETE FROM hb_queue WHERE case_id = ? AND node = ?", [case_id, node]
+                )
+            else:
+                self.db.execute(
+                    "DELETE FROM hb_queue WHERE case_id = ? AND node = ? AND seq <= ?",
+                    [case_id, node, up_to_seq],
+                )
+
+    def record_view(self, case_id: str, node: str, body: dict[str, Any]) -> None:
+        """Remember what a node last said (signed receipt or status) for the agent's reminders."""
+        with self.tx():
+            old = self.db.execute(
+                "SELECT time FROM node_views WHERE case_id = ? AND node = ?", [case_id, node]
+            ).fetchone()
+            if old is not None and old[0] > body.get("time", 0):
+                return
+            self.db.execute(
+                "INSERT OR REPLACE INTO node_views (case_id, node, state, seq, deadline,"
+                " release_at, paused_until, time) VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    case_id,
+                    node,
+                    str(body.get("state")),
+                    int(body.get("seq") or 0),
+                    body.get("deadline"),
+                    body.get("release_at"),
+                    body.get("paused_until"),
+                    int(body.get("time") or 0),
+                ],
+            )
+
+    def node_views(self, case_id: str) -> list[dict[str, Any]]:
+        return list(
+            self.db.query("SELECT * FROM node_views WHERE case_id = ? ORDER BY node", [case_id])
+        )
 
     # --- snapshots and objects -------------------------------------------------------------
     def last_snapshot(self, case_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,366 @@
+"""Recovery over the escrow network (brief §3 step 5; docs/format.md §9; docs/protocol.md §4.6).
+
+    ref = case_ref(text, known_nodes)            # a case card, or a case id + the nodes you know
+    found = gather(ref, identity, clock)         # every node asked in parallel, each one judged
+    secret = combine_released(found)             # any valid K, or a PolicyError naming the rest
+
+then `vault.recover.restore` fetches, decrypts and writes, exactly as for offline share files.
+
+Every node is untrusted. A node's answer counts only if the reporter-signed policy it serves is
+the one the case card pins (or, given only a case id, the one most nodes serve), names that node
+as a share holder, and lists this outlet as a recipient; each envelope counts only if both of its
+reporter-signed layers open and verify and it carries a share the policy assigns to that node. A
+node that is down, has not released, or serves a forged, altered or foreign envelope is named in
+`NodeResult.detail` and skipped; it never stops the others.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cards import Card, parse_card
+from .clock import Clock
+from .envelope import addressed_to, open_envelope
+from .errors import (
+    AuthenticationError,
+    FormatError,
+    NodeError,
+    NotFoundError,
+    PolicyError,
+    ShareError,
+    VeladorError,
+)
+from .identity import Identity
+from .policy import Policy
+from .recover import Report, recover_key
+
+DEFAULT_TIMEOUT = 10.0
+MAX_PARALLEL = 16
+_CASE_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+# NodeResult.outcome values
+RELEASED = "released"
+NOT_RELEASED = "not released"
+UNREACHABLE = "unreachable"
+REFUSED = "refused"
+NO_CASE = "does not hold the case"
+BAD = "lying"
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    """What the outlet knows before asking: the case id, which nodes to ask, maybe a pin."""
+
+    case_id: str
+    nodes: tuple[Card, ...]
+    policy_hash: str | None = None
+    """From a case card: only this exact signed policy is accepted."""
+    stores: tuple[str, ...] = ()
+
+
+@dataclass
+class NodeResult:
+    node: Card
+    outcome: str
+    detail: str = ""
+    released_at: int | None = None
+    policy: Policy | None = None
+    envelopes: list[dict[str, Any]] = field(default_factory=list)
+    shares: list[str] = field(default_factory=list)
+    """Holder ids whose share from this node opened and verified."""
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.outcome}{': ' + self.detail if self.detail else ''})"
+
+
+@dataclass
+class Gathered:
+    """The outcome of asking every node: the policy they agree on and what each one served."""
+
+    ref: CaseRef
+    policy: Policy | None
+    results: list[NodeResult]
+    mnemonics: list[str] = field(default_factory=list)
+    report: Report = field(default_factory=Report)
+
+    def of_case(self) -> list[NodeResult]:
+        """Results of the nodes that hold a share of the case (others are just contacts)."""
+        if self.policy is None:
+            return list(self.results)
+        keys = {c.sign_pk for c in self.policy.nodes}
+        return [r for r in self.results if r.node.sign_pk in keys]
+
+    def released(self) -> list[NodeResult]:
+        return [r for r in self.of_case() if r.outcome == RELEASED and r.shares]
+
+    def skipped(self) -> list[NodeResult]:
+        return [r for r in self.of_case() if not (r.outcome == RELEASED and r.shares)]
+
+
+# --- which case, which nodes -----------------------------------------------------------------
+
+
+def is_case_id(text: str) -> bool:
+    return 8 <= len(text) <= 64 and set(text) <= _CASE_ID_CHARS
+
+
+def case_ref(text: str, known_nodes: Sequence[Card]) -> CaseRef:
+    """A case card (from the reporter) or a bare case id (then ask every node you know)."""
+    text = text.strip()
+    if is_case_id(text):
+        if not known_nodes:
+            raise NotFoundError(
+                f"you know no escrow node to ask about case {text}",
+                hint="add the case's nodes with 'velador contact add NODE_CARD --alias NAME', "
+                "or pass the case card instead of the id",
+            )
+        return CaseRef(text, tuple(known_nodes))
+    return ref_from_card(text)
+
+
+def ref_from_card(text: str) -> CaseRef:
+    """Read a case card with the reporter side's parser (vault.switch.parse_case_card)."""
+    try:
+        from .switch import parse_case_card  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise FormatError(
+            "this is neither a case id nor a case card this version can read",
+            hint="pass the case id (lower-case letters, digits and dashes) instead",
+        ) from exc
+    try:
+        parsed = parse_case_card(text)
+    except VeladorError as exc:
+        raise FormatError(
+            f"the case card is malformed or has been altered ({exc.message})",
+            hint="ask the reporter (or the outlet that forwarded it) to send it again",
+        ) from exc
+    nodes = tuple(c if isinstance(c, Card) else parse_card(c) for c in parsed.nodes)
+    return CaseRef(
+        parsed.case_id,
+        nodes,
+        getattr(parsed, "policy_hash", None),
+        tuple(getattr(parsed, "stores", ()) or ()),
+    )
+
+
+# --- asking the nodes --------------------------------------------------------------------------
+
+ClientFactory = Callable[[Card], Any]
+
+
+def _ask(client_for: ClientFactory, card: Card, case_id: str) -> NodeResult:
+    try:
+        client = client_for(card)
+    except VeladorError as exc:
+        return NodeResult(card, UNREACHABLE, exc.message)
+    try:
+        rel = client.fetch_release(case_id)
+    except NotFoundError:
+        return NodeResult(card, NO_CASE)
+    except PolicyError as exc:
+        code = getattr(exc, "code", None)
+        if code == "forbidden" or getattr(exc, "status", None) == 403:
+            return NodeResult(card, REFUSED, "you are not a recipient of this case")
+        return NodeResult(card, NOT_RELEASED, _short(exc.message, card))
+    except AuthenticationError as exc:
+        return NodeResult(card, REFUSED, _short(exc.message, card))
+    except NodeError as exc:
+        # Unreachable, a 5xx, or a release whose outer layers did not verify (fetch_release).
+        invalid = "invalid release" in exc.message
+        return NodeResult(card, BAD if invalid else UNREACHABLE, _short(exc.message, card))
+    except VeladorError as exc:
+        return NodeResult(card, BAD, _short(exc.message, card))
+    finally:
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
+    return NodeResult(card, RELEASED, "", rel.released_at, rel.policy, list(rel.envelopes))
+
+
+def _short(message: str, card: Card) -> str:
+    """'node X: the case is not released (state ARMED)' -> 'the case is not released (...)'."""
+    prefix = f"node {card.name}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def _default_client(identity: Identity, clock: Clock, timeout: float) -> ClientFactory:
+    from escrow_node.client import NodeClient
+
+    return lambda card: NodeClient(card, identity, clock, timeout)
+
+
+def ask_nodes(cards: Sequence[Card], case_id: str, client_for: ClientFactory) -> list[NodeResult]:
+    if not cards:
+        return []
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(cards))) as pool:
+        return list(pool.map(lambda c: _ask(client_for, c, case_id), cards))
+
+
+def _pick_policy(ref: CaseRef, results: list[NodeResult], me: Card) -> Policy | None:
+    """The policy to trust; every released answer that does not fit it is marked as lying."""
+    served = [r for r in results if r.outcome == RELEASED and r.policy is not None]
+    for r in served:
+        assert r.policy is not None
+        if r.policy.case_id != ref.case_id:
+            r.outcome, r.detail = BAD, "serves the policy of another case"
+        elif ref.policy_hash and r.policy.hash != ref.policy_hash:
+            r.outcome, r.detail = BAD, "serves a policy that is not the one on the case card"
+        elif not r.policy.holders_of(r.node.sign_pk):
+            r.outcome, r.detail = BAD, "is not a share holder in the policy it serves"
+        elif r.policy.recipient_by_fingerprint(me.fingerprint) is None:
+            r.outcome, r.detail = BAD, "serves a policy that does not name you as a recipient"
+    served = [r for r in served if r.outcome == RELEASED]
+    if not served:
+        return None
+    # Without a pin, the version most nodes serve wins; the others are named, never merged.
+    counts = Counter(r.policy.hash for r in served if r.policy is not None)
+    best_hash = max(counts, key=lambda h: (counts[h], h))
+    policy = next(r.policy for r in served if r.policy is not None and r.policy.hash == best_hash)
+    for r in served:
+        if r.policy is not None and r.policy.hash != best_hash:
+            r.outcome, r.detail = BAD, "serves a different version of the case policy"
+    return policy
+
+
+def _open_shares(found: Gathered, identity: Identity) -> None:
+    policy = found.policy
+    assert policy is not None
+    for r in found.results:
+        if r.outcome != RELEASED:
+            continue
+        mine = {h.id for h in policy.holders_of(r.node.sign_pk)}
+        problems: list[str] = []
+        for env in r.envelopes:
+            if not addressed_to(env, identity.card):
+                continue
+            try:
+                opened = open_envelope(env, policy, identity.box_key)
+            except VeladorError as exc:
+                problems.append(exc.message)
+                continue
+            if opened.holder not in mine:
+                problems.append(
+                    f"served the share of holder {opened.holder}, which it does not hold"
+                )
+                continue
+            if opened.holder in r.shares:
+                continue
+            r.shares.append(opened.holder)
+            found.mnemonics.append(opened.mnemonic)
+            found.report.shares_used.append(f"node {r.name} (holder {opened.holder})")
+        if problems:
+            r.detail = f"served a forged or altered envelope: {problems[0]}"
+            found.report.shares_skipped.append(f"node {r.name}: {problems[0]}")
+            if not r.shares:
+                r.outcome = BAD
+        elif not r.shares:
+            r.outcome, r.detail = BAD, "released but served no envelope addressed to you"
+    for r in found.skipped():
+        if r.outcome != RELEASED:
+            found.report.shares_skipped.append(f"node {r.describe()}")
+
+
+def gather(
+    ref: CaseRef,
+    identity: Identity,
+    clock: Clock,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    client_for: ClientFactory | None = None,
+) -> Gathered:
+    """Ask the nodes of `ref`, then any further node the trusted policy names; open the shares."""
+    client_for = client_for or _default_client(identity, clock, timeout)
+    results = ask_nodes(ref.nodes, ref.case_id, client_for)
+    policy = _pick_policy(ref, results, identity.card)
+    if policy is not None:
+        asked = {r.node.sign_pk for r in results}
+        more = [c for c in policy.nodes if c.sign_pk not in asked]
+        if more:
+            results += ask_nodes(more, ref.case_id, client_for)
+            policy = _pick_policy(ref, results, identity.card)
+    found = Gathered(ref, policy, results)
+    if policy is not None:
+        _open_shares(found, identity)
+    return found
+
+
+# --- deciding ----------------------------------------------------------------------------------
+
+
+def _names(results: list[NodeResult]) -> str:
+    return ", ".join(r.describe() for r in results)
+
+
+def combine_released(found: Gathered, identity: Identity) -> bytes:
+    """The release secret from any valid K shares, or an error that says who has not released."""
+    ref = found.ref
+    if found.policy is None:
+        _raise_nothing(found, identity)
+    policy = found.policy
+    assert policy is not None
+    try:
+        return recover_key(policy, found.mnemonics, found.report)
+    except ShareError as exc:
+        holders = policy.nodes
+        released = found.released()
+        skipped = found.skipped()
+        need = policy.spec.describe()
+        if not skipped:
+            raise  # every node released and still no key: the shares themselves are wrong
+        raise ShareError(
+            f"only {len(released)} of the {len(holders)} nodes of case {ref.case_id} have "
+            f"released a valid share ({need} needed); not yet: {_names(skipped)}",
+            hint="wait for more nodes to release ('velador inbox' shows their notices), "
+            "or ask the case's editors for a release",
+        ) from exc
+
+
+def _raise_nothing(found: Gathered, identity: Identity) -> None:
+    """No node served a usable release: say why in the most useful terms."""
+    ref = found.ref
+    results = found.results
+    holding = [r for r in results if r.outcome != NO_CASE]
+    if not holding:
+        raise NotFoundError(
+            f"none of the {len(results)} node(s) asked holds case {ref.case_id}",
+            hint="check the case id, or recover with the case card the reporter gave you",
+        )
+    if all(r.outcome == REFUSED for r in holding):
+        raise AuthenticationError(
+            f"you are not a recipient of case {ref.case_id}: "
+            f"{len(holding)} node(s) refused to serve you its envelopes",
+            hint=f"your fingerprint is {identity.fingerprint}; only the outlets the reporter "
+            "named can recover this case",
+        )
+    if all(r.outcome == UNREACHABLE for r in holding):
+        raise NodeError(
+            f"no node of case {ref.case_id} could be reached: {_names(holding)}",
+            hint="check your network connection (or Tor), then run the command again",
+        )
+    raise ShareError(
+        f"no node has released case {ref.case_id} yet: {_names(holding)}",
+        hint="wait for the release notice ('velador inbox'), or ask the case's editors",
+    )
+
+
+def node_summary(found: Gathered) -> list[dict[str, Any]]:
+    """One row per node of the case for the provenance report and --json."""
+    return [
+        {
+            "node": r.name,
+            "fingerprint": r.node.fingerprint,
+            "outcome": r.outcome,
+            "detail": r.detail,
+            "released_at": r.released_at,
+            "shares": list(r.shares),
+        }
+        for r in found.of_case()
+    ]
