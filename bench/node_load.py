@@ -305,10 +305,14 @@ def bench_sweep(root: Path, n: int) -> None:
     t0 = 1_767_225_600
     clock = FakeClock(t0)
     svc = NodeService(config, ident, store, clock)
-    # One real registration, then clone its row (same policy; only the engine columns matter).
+    # One real registration, then clone its row. Each clone gets its own policy (the same body
+    # with its own case id, signed by the reporter), so every row is a consistent case: the node
+    # refuses to write through a row whose policy names another case.
     w = make_world(root / "people3", [card], every=86400, grace=3600, remind=(3600,))
     from escrow_node import operations
     from escrow_node.auth import verify_request
+    from vault.encoding import doc_hash
+    from vault.signing import sign_document
 
     body = canonical_json({"policy": w.policy.doc, "envelopes": w.envs_for(card)})
     hdr = sign_request(w.reporter.sign_key, card.sign_pk, "POST", "/v1/cases", body, t0)
@@ -320,8 +324,14 @@ def bench_sweep(root: Path, n: int) -> None:
         cols = list(row)
         rows = []
         due = n // 100
+        policy_body = w.policy.body()
         for i in range(n):
-            r = dict(row, case_id=f"bench-{i:08d}")
+            doc = sign_document(
+                "policy", dict(policy_body, case_id=f"bench-{i:08d}"), w.reporter.sign_key
+            )
+            r = dict(
+                row, case_id=f"bench-{i:08d}", policy=json.dumps(doc), policy_hash=doc_hash(doc)
+            )
             # 1% get their reminder due at t0 + 100; the rest months later.
             r["deadline"] = t0 + 100 + 3600 if i < due else t0 + 90 * 86400 + i
             r["next_wake"] = r["deadline"] - 3600

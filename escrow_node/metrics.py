@@ -21,6 +21,10 @@ HELP = {
     ),
     "velador_node_sweeps_total": ("counter", "Engine sweeps run."),
     "velador_node_sweep_seconds": ("gauge", "Duration of the last sweep."),
+    "velador_node_sweep_errors_total": (
+        "counter",
+        "Cases a sweep could not advance (logged by case id; retried by the next sweep).",
+    ),
     "velador_node_cases": ("gauge", "Cases by state."),
     "velador_node_outbox_pending": (
         "gauge",

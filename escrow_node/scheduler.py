@@ -71,14 +71,18 @@ class EngineScheduler:
     # --- jobs ---------------------------------------------------------------------------------
 
     def run_sweep(self) -> None:
+        after: int | None = None
         with self._sweep_lock:
             try:
                 result = sweep(self.svc)
                 if result.advanced:
                     log.info("sweep advanced %d case(s) in %.3f s", result.advanced, result.seconds)
+                if result.failed:
+                    after = result.now
             except Exception:  # pragma: no cover - a job must never die silently
                 log.exception("sweep failed")
-        self.rearm()
+                after = self.svc.clock.now()
+        self.rearm(after)
 
     def run_outbox(self) -> None:
         try:
@@ -113,10 +117,17 @@ class EngineScheduler:
                 self.sched.remove_job(self._wake_job)
             self._wake_job = None
 
-    def rearm(self) -> None:
+    def rearm(self, after: int | None = None) -> None:
+        """Schedule the exact-time job at the earliest wake-up (later than `after`, if given).
+
+        After a sweep that could not advance some cases, their wake-ups are still in the past;
+        re-arming at them would run the sweep again at once, in a busy loop. `after` (the time
+        that sweep ran at) leaves them to the periodic sweep, which retries every `tick`.
+        """
         with self.svc.store.read() as conn:
             wake = conn.execute(
-                "SELECT min(next_wake) FROM cases WHERE next_wake IS NOT NULL"
+                "SELECT min(next_wake) FROM cases WHERE next_wake IS NOT NULL AND next_wake > ?",
+                (-(2**62) if after is None else after,),
             ).fetchone()[0]
         with self._lock:
             if wake is None:

@@ -278,6 +278,11 @@ class NodeService:
         """Persist a transition with its audit entry and notices, inside the caller's tx."""
         if new == old and not effects and last_heartbeat is None:
             return
+        case_id = row["case_id"]
+        if policy.case_id != case_id:
+            # A row whose stored policy names another case is corrupt; writing through it would
+            # touch the other case's row (the version guard below is the row's, not the policy's).
+            raise Conflict(f"case {case_id}: the stored policy names another case")
         rules = self.rules_of(policy)
         cols = ", ".join(f"{c} = ?" for c in _STATE_COLS)
         values = [*_state_values(new), engine.next_wake(new, rules), now]
@@ -289,7 +294,7 @@ class NodeService:
         # The version guard plus the terminal-state guard make a double release impossible
         # even if two writers raced: the second UPDATE matches no row.
         sql += " WHERE case_id = ? AND version = ? AND state NOT IN ('RELEASED', 'DESTROYED')"
-        values += [policy.case_id, row["version"]]
+        values += [case_id, row["version"]]
         if conn.execute(sql, values).rowcount != 1:
             raise Conflict("the case changed concurrently or is final; retry")
         for e in effects:

@@ -1,20 +1,30 @@
 """The engine driver (docs/protocol.md §5.3): advance every case whose next wake-up is due.
 
-Cases are advanced in batches, one transaction per batch. A case whose grace period is over
-first goes through the pre-release peer sync (gossip.newest_from_peers) outside any transaction,
-then is advanced again with `synced=True` in its own transaction, which re-reads the state: a
-heartbeat that arrived meanwhile wins.
+Cases are advanced in batches, one transaction per batch, and each case inside its own SAVEPOINT:
+a case that cannot be advanced (a corrupted row, a refused write, a bug) is rolled back alone,
+logged by case id and skipped, and the rest of the batch is still committed. The skipped case
+keeps its `next_wake` in the past, so the next periodic sweep retries it (the exact-time job
+does not: see EngineScheduler.rearm). One bad case must never hold up another case's release.
+
+A case whose grace period is over first goes through the pre-release peer sync
+(gossip.newest_from_peers) outside any transaction, then is advanced again with `synced=True` in
+its own transaction, which re-reads the state: a heartbeat that arrived meanwhile wins.
+
+Batches are read with a keyset cursor on (next_wake, rowid), which the `cases_wake` index
+serves in order, so a sweep over N due cases reads each index entry once.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vault.errors import VeladorError
 
 from . import engine, gossip
+from .engine import Effect
 from .operations import apply_heartbeat, verify_heartbeat
 from .service import NodeService, state_of
 
@@ -27,67 +37,109 @@ class SweepResult:
     advanced: int
     synced: int
     seconds: float
+    now: int = 0
+    """The case time the sweep ran at."""
+    failed: tuple[str, ...] = field(default=())
+    """Ids of the cases that could not be advanced (logged; retried by the next sweep)."""
+
+
+def _log_failure(case_id: str, step: str, exc: Exception) -> None:
+    # Error texts of this code base carry no secret (ids, states, counts only); a traceback is
+    # logged only for errors that are not ours, since those are bugs to report.
+    if isinstance(exc, VeladorError):
+        log.error("case %s: %s failed, retried next sweep: %s", case_id, step, exc)
+    else:
+        log.exception("case %s: %s failed, retried next sweep", case_id, step)
 
 
 def sweep(svc: NodeService, now: int | None = None) -> SweepResult:
     t0 = time.perf_counter()
     now = svc.clock.now() if now is None else now
     seen: set[str] = set()
+    failed: list[str] = []
     advanced = 0
     to_sync: list[str] = []
-    all_effects = []
+    all_effects: list[Effect] = []
+    cursor: tuple[int, int] = (-(2**62), 0)
     while True:
         with svc.store.read() as conn:
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT case_id FROM cases WHERE next_wake IS NOT NULL AND next_wake <= ?"
-                    " ORDER BY next_wake LIMIT ?",
-                    (now, BATCH + len(seen)),
-                )
-                if r[0] not in seen
-            ][:BATCH]
-        if not ids:
+            rows = conn.execute(
+                "SELECT next_wake, rowid, case_id FROM cases INDEXED BY cases_wake"
+                " WHERE next_wake IS NOT NULL AND next_wake <= ? AND (next_wake, rowid) > (?, ?)"
+                " ORDER BY next_wake, rowid LIMIT ?",
+                (now, *cursor, BATCH),
+            ).fetchall()
+        if not rows:
             break
+        cursor = (rows[-1][0], rows[-1][1])
+        # A case advanced earlier in this sweep may show up again further on (its new wake-up
+        # is still due, e.g. waiting for the peer sync): it was handled already.
+        ids = [r[2] for r in rows if r[2] not in seen]
+        seen.update(ids)
+        if not ids:
+            continue
         with svc.store.tx() as conn:
             for case_id in ids:
-                seen.add(case_id)
-                row = svc.load(conn, case_id)
-                policy = svc.policy_of(row)
-                rules = svc.rules_of(policy)
-                old = state_of(row)
-                new, effects = engine.advance(old, rules, now)
-                if any(e.kind == "sync_peers" for e in effects):
+                conn.execute("SAVEPOINT sweep_case")
+                try:
+                    changed, effects, sync = _advance_one(svc, conn, case_id, now)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO sweep_case")
+                    conn.execute("RELEASE sweep_case")
+                    failed.append(case_id)
+                    _log_failure(case_id, "advancing", exc)
+                    continue
+                conn.execute("RELEASE sweep_case")
+                if sync:
                     to_sync.append(case_id)
-                    effects = [e for e in effects if e.kind != "sync_peers"]
-                if new != old or effects:
-                    svc.apply(conn, row, policy, old, new, effects, now, "advance", {})
-                    all_effects += effects
+                if changed:
                     advanced += 1
-                elif engine.next_wake(new, rules) != row["next_wake"]:
-                    conn.execute(
-                        "UPDATE cases SET next_wake = ? WHERE case_id = ?",
-                        (engine.next_wake(new, rules), case_id),
-                    )
+                    all_effects += effects
+    synced = 0
     for case_id in to_sync:
         try:
             all_effects += sync_and_advance(svc, case_id, now)
-            advanced += 1
-        except VeladorError as exc:  # pragma: no cover - logged, retried next sweep
-            log.error("case %s: pre-release step failed: %s", case_id, exc)
+        except Exception as exc:
+            failed.append(case_id)
+            _log_failure(case_id, "pre-release step", exc)
+            continue
+        advanced += 1
+        synced += 1
     if advanced or all_effects:
         svc.after_commit(all_effects, queued=True)
     dt = time.perf_counter() - t0
     svc.metrics.inc("velador_node_sweeps_total")
     svc.metrics.set("velador_node_sweep_seconds", dt)
-    return SweepResult(advanced, len(to_sync), dt)
+    if failed:
+        svc.metrics.inc("velador_node_sweep_errors_total", len(failed))
+    return SweepResult(advanced, synced, dt, now, tuple(failed))
 
 
-def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list:
+def _advance_one(
+    svc: NodeService, conn: sqlite3.Connection, case_id: str, now: int
+) -> tuple[bool, list[Effect], bool]:
+    """Advance one case by time alone: (changed, effects, needs the pre-release sync)."""
+    row = svc.load(conn, case_id)
+    policy = svc.policy_of(row)
+    rules = svc.rules_of(policy)
+    old = state_of(row)
+    new, effects = engine.advance(old, rules, now)
+    sync = any(e.kind == "sync_peers" for e in effects)
+    effects = [e for e in effects if e.kind != "sync_peers"]
+    if new != old or effects:
+        svc.apply(conn, row, policy, old, new, effects, now, "advance", {})
+        return True, effects, sync
+    wake = engine.next_wake(new, rules)
+    if wake != row["next_wake"]:
+        conn.execute("UPDATE cases SET next_wake = ? WHERE case_id = ?", (wake, case_id))
+    return False, [], sync
+
+
+def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list[Effect]:
     with svc.store.read() as conn:
         policy = svc.policy_of(svc.load(conn, case_id))
     newest = gossip.newest_from_peers(svc, policy)
-    effects: list = []
+    effects: list[Effect] = []
     with svc.store.tx() as conn:
         row = svc.load(conn, case_id)
         if newest is not None and row["state"] not in engine.TERMINAL:
@@ -96,13 +148,16 @@ def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list:
                 log.info(
                     "case %s: a peer had a newer heartbeat (seq %d); applying it", case_id, seq
                 )
+                conn.execute("SAVEPOINT peer_heartbeat")
                 try:
                     hb, duress = verify_heartbeat(svc, policy, newest)
                     _, effects, _ = apply_heartbeat(
                         svc, conn, row, policy, hb, duress, now, {"node": "pre-release-sync"}
                     )
                 except VeladorError as exc:
+                    conn.execute("ROLLBACK TO peer_heartbeat")
                     log.warning("case %s: peer heartbeat refused: %s", case_id, exc)
+                conn.execute("RELEASE peer_heartbeat")
                 row = svc.load(conn, case_id)
         policy = svc.policy_of(row)
         rules = svc.rules_of(policy)
