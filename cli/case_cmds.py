@@ -1,4 +1,9 @@
-"""`velador case ...`: create, list and show cases."""
+"""`velador case ...`: create, arm, list, show, card and destroy cases.
+
+`case create` with `--node` registers the case at every node (vault/switch.py `arm`); a node that
+refuses or cannot be reached leaves the case "arming", which `velador case arm CASE` (or the same
+`case create` command run again) completes.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,18 @@ from pathlib import Path
 
 import click
 
+from vault.cards import Card
 from vault.case import create_case, register_locally
 from vault.clock import iso
-from vault.errors import PolicyError
+from vault.durations import parse_duration, parse_durations
+from vault.errors import NodeError, NotFoundError, PolicyError
+from vault.policy import Switch
 from vault.shares import ShareSpec, parse_groups
 from vault.state import CaseRecord
+from vault.switch import ArmReport, act, arm, arming_state, make_case_card, mark_arming
 
 from .context import Ctx, emit_json, out_console
+from .switch_cmds import confirm, json_option, node_table, require_all, timeout_option
 
 
 def share_spec(
@@ -23,13 +33,104 @@ def share_spec(
             raise PolicyError("use either --threshold/--shares or --groups, not both")
         return parse_groups(groups, group_threshold)
     if not threshold or not shares:
-        raise PolicyError("say how to split the key", hint="e.g. --threshold 3 --shares 5")
+        raise PolicyError(
+            "say how to split the key", hint="e.g. --threshold 3 --shares 5, or --node per node"
+        )
     return ShareSpec(1, ((threshold, shares),))
 
 
 @click.group()
 def case() -> None:
     """Cases: one investigation, its recipients, its key split and its stores."""
+
+
+def _cards(ctx: Ctx, aliases: tuple[str, ...], roles: tuple[str, ...], what: str) -> list[Card]:
+    cards = [ctx.state.contact(a) for a in aliases]
+    for alias, card in zip(aliases, cards, strict=True):
+        if card.role not in roles:
+            raise PolicyError(
+                f"{alias} is a {card.role}, not {what}",
+                hint=f"--{what.split()[-1]} takes contacts whose role is {' or '.join(roles)}",
+            )
+        if card.role == "node" and not card.url:
+            raise PolicyError(f"node {alias} has no URL in its card", hint="ask for a new card")
+    if len({c.fingerprint for c in cards}) != len(cards):
+        raise PolicyError(f"the same {what.split()[-1]} is listed twice")
+    return cards
+
+
+def build_switch(
+    ctx: Ctx,
+    editors: tuple[str, ...],
+    editor_quorum: int | None,
+    objection_window: str | None,
+    every: str | None,
+    grace: str | None,
+    remind: str | None,
+    duress: str,
+) -> Switch:
+    if not every or not grace:
+        raise PolicyError(
+            "a case with escrow nodes needs --every and --grace",
+            hint="e.g. --every 3d --grace 1d (check in every 3 days; release 1 day after a miss)",
+        )
+    every_s = parse_duration(every, "--every")
+    grace_s = parse_duration(grace, "--grace", allow_zero=True)
+    remind_s = parse_durations(remind, "--remind") if remind else ()
+    for r in remind_s:
+        if r >= every_s:
+            raise PolicyError(
+                f"a reminder {r} s before the deadline is not inside the {every} interval",
+                hint="reminders must be shorter than --every",
+            )
+    editor_cards = _cards(ctx, editors, ("editor",), "an editor")
+    if editor_quorum is not None and not editor_cards:
+        raise PolicyError("--editor-quorum needs at least one --editor")
+    quorum = len(editor_cards) if editor_quorum is None else editor_quorum
+    if editor_cards and not 1 <= quorum <= len(editor_cards):
+        raise PolicyError(f"--editor-quorum must be between 1 and {len(editor_cards)}")
+    window = parse_duration(objection_window, "--objection-window") if objection_window else 86400
+    if objection_window and not editor_cards:
+        raise PolicyError("--objection-window needs at least one --editor")
+    return Switch(
+        every=every_s,
+        grace=grace_s,
+        remind=remind_s,
+        editors=tuple(editor_cards),
+        editor_quorum=quorum if editor_cards else 0,
+        objection_window=window if editor_cards else 0,
+        duress=duress,
+    )
+
+
+def print_arm(rep: ArmReport, as_json: bool) -> None:
+    if as_json:
+        emit_json(rep.to_json())
+        return
+    from rich.table import Table
+
+    table = Table(
+        "node", "registration", "detail", title=f"{rep.case}: nodes", title_justify="left"
+    )
+    for fp, (st, detail) in rep.regs.items():
+        table.add_row(rep.names.get(fp, fp), st, detail or "")
+    out_console().print(table)
+
+
+def finish_arming(rep: ArmReport) -> None:
+    if rep.armed:
+        click.echo(f"Case {rep.case} is armed at all {len(rep.regs)} nodes.", err=True)
+        return
+    bad = [
+        f"{rep.names.get(fp, fp)} {st}" + (f" ({d})" if d else "")
+        for fp, (st, d) in rep.regs.items()
+        if st != "registered"
+    ]
+    ok = sum(1 for st, _ in rep.regs.values() if st == "registered")
+    raise NodeError(
+        f"case {rep.case} is NOT armed: {ok} of {len(rep.regs)} nodes have it; " + "; ".join(bad),
+        hint=f"run 'velador case arm {rep.case}' to finish when the node is back",
+    )
 
 
 @case.command("create")
@@ -41,10 +142,45 @@ def case() -> None:
     required=True,
     help="Outlet allowed to recover (contact alias); repeat for several.",
 )
+@click.option(
+    "--node",
+    "nodes",
+    multiple=True,
+    help="Escrow node that holds one share (contact alias from 'velador node card'); repeat.",
+)
 @click.option("--threshold", type=int, help="Shares needed to recover (K).")
-@click.option("--shares", type=int, help="Shares made (N).")
+@click.option(
+    "--shares",
+    type=int,
+    help="Shares made (N); with --node the default is one per node, extra ones go offline.",
+)
 @click.option("--groups", help="Two-level split instead, e.g. '2of3,1of2' (K of N per group).")
 @click.option("--group-threshold", type=int, help="Groups needed with --groups (default: all).")
+@click.option(
+    "--editor",
+    "editors",
+    multiple=True,
+    help="Editor who may request a release (contact alias); repeat for several.",
+)
+@click.option(
+    "--editor-quorum",
+    type=int,
+    help="Editors who must request a release before it happens (default: all of them).",
+)
+@click.option(
+    "--objection-window",
+    help="Time you have to object to an editor release, e.g. 12h (default 1d).",
+)
+@click.option("--every", help="Check in at least this often, e.g. 3d (durations: 90s, 36h, 2w).")
+@click.option("--grace", help="Time after a missed deadline before the nodes release, e.g. 1d.")
+@click.option("--remind", help="Reminders before each deadline, comma-separated, e.g. 12h,2h.")
+@click.option(
+    "--duress",
+    type=click.Choice(["alert", "release"]),
+    default="alert",
+    show_default=True,
+    help="What a check-in with the duress passphrase does: alert editors, or release at once.",
+)
 @click.option(
     "--offline-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -56,32 +192,75 @@ def case() -> None:
     multiple=True,
     help="Where ciphertext goes: file:///path or s3://bucket/prefix; repeat to replicate.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@timeout_option
+@json_option
 @click.pass_obj
 def case_create(
     ctx: Ctx,
     name: str,
     recipients: tuple[str, ...],
+    nodes: tuple[str, ...],
     threshold: int | None,
     shares: int | None,
     groups: str | None,
     group_threshold: int | None,
+    editors: tuple[str, ...],
+    editor_quorum: int | None,
+    objection_window: str | None,
+    every: str | None,
+    grace: str | None,
+    remind: str | None,
+    duress: str,
     offline_dir: Path | None,
     stores: tuple[str, ...],
+    timeout: float,
     as_json: bool,
 ) -> None:
-    """Create case NAME: make its key, split it, seal the shares to the recipients, erase it."""
+    """Create case NAME: make its key, split it, seal the shares, register them at the nodes.
+
+    The case key is erased from this machine afterwards. Run again (or 'velador case arm NAME')
+    to finish a registration that a node refused or could not receive."""
+    try:
+        existing = ctx.state.case(name)
+    except NotFoundError:
+        existing = None
+    if existing is not None:
+        if arming_state(ctx.state, existing) != "arming":
+            raise PolicyError(f"a case named {name!r} already exists")
+        click.echo(
+            f"Case {name} exists and is not armed yet; finishing its registration.", err=True
+        )
+        rep = arm(ctx.state, ctx.unlock(), existing, ctx.clock, timeout)
+        print_arm(rep, as_json)
+        finish_arming(rep)
+        return
+    switch = None
+    node_cards = _cards(ctx, nodes, ("node",), "a node")
+    if node_cards:
+        switch = build_switch(
+            ctx, editors, editor_quorum, objection_window, every, grace, remind, duress
+        )
+        if shares is None and not groups:
+            shares = len(node_cards)
+    elif editors or every or grace or remind or editor_quorum or objection_window:
+        raise PolicyError(
+            "deadlines and editors need escrow nodes", hint="add --node ALIAS for each node"
+        )
     spec = share_spec(threshold, shares, groups, group_threshold)
-    cards = [ctx.state.contact(a) for a in recipients]
-    for alias, card in zip(recipients, cards, strict=True):
-        if card.role not in ("outlet", "editor"):
-            raise PolicyError(
-                f"{alias} is a {card.role}, not an outlet", hint="recipients are outlets"
-            )
+    cards = _cards(ctx, recipients, ("outlet", "editor"), "an outlet recipient")
     store_urls = list(stores) or [f"file://{(ctx.home / 'store').resolve()}"]
     ident = ctx.unlock()
     new = create_case(
-        ctx.state, ident, name, cards, spec, store_urls, ctx.clock, offline_dir=offline_dir
+        ctx.state,
+        ident,
+        name,
+        cards,
+        spec,
+        store_urls,
+        ctx.clock,
+        nodes=node_cards,
+        switch=switch,
+        offline_dir=offline_dir,
     )
     register_locally(ctx.state, ident, name, new, {"offline_dir": str(offline_dir or "")})
     info = {
@@ -90,20 +269,103 @@ def case_create(
         "policy_hash": new.policy.hash,
         "split": spec.describe(),
         "recipients": list(recipients),
+        "nodes": list(nodes),
         "stores": store_urls,
         "share_files": [str(p) for p in new.offline_files],
     }
+    rep = None
+    if node_cards:
+        mark_arming(ctx.state, new.policy, ctx.clock.now())  # durable before any node is asked
+        rep = arm(ctx.state, ident, ctx.state.case(name), ctx.clock, timeout)
+        info["armed"] = rep.armed
+        info["node_states"] = rep.to_json()["nodes"]
     if as_json:
         emit_json(info)
+    else:
+        click.echo(
+            f"Created case {name} ({new.policy.case_id}); key split {spec.describe()}.", err=True
+        )
+        for p in new.offline_files:
+            click.echo(f"  share file: {p}", err=True)
+        click.echo(
+            "The case key was erased from this machine: deposits need only its public half.",
+            err=True,
+        )
+        if rep is not None:
+            print_arm(rep, False)
+    if rep is not None:
+        finish_arming(rep)
+
+
+@case.command("arm")
+@click.argument("name")
+@timeout_option
+@json_option
+@click.pass_obj
+def case_arm(ctx: Ctx, name: str, timeout: float, as_json: bool) -> None:
+    """Finish registering case NAME at the nodes that do not have it yet."""
+    rec = ctx.state.case(name)
+    if arming_state(ctx.state, rec) == "armed":
+        rep = ArmReport(
+            rec.name,
+            rec.case_id,
+            [],
+            ctx.state.node_regs(rec.policy),
+            {c.fingerprint: c.name for c in rec.policy.nodes},
+        )
+    else:
+        rep = arm(ctx.state, ctx.unlock(), rec, ctx.clock, timeout)
+    print_arm(rep, as_json)
+    finish_arming(rep)
+
+
+@case.command("card")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def case_card(ctx: Ctx, name: str, as_json: bool) -> None:
+    """Print the one line your recipient outlets need to recover CASE (ids, nodes, stores)."""
+    rec = ctx.state.case(name)
+    line = make_case_card(rec.policy)
+    if as_json:
+        emit_json(
+            {
+                "case_card": line,
+                "case_id": rec.case_id,
+                "policy_hash": rec.policy.hash,
+                "nodes": [
+                    {"name": c.name, "fingerprint": c.fingerprint, "url": c.url}
+                    for c in rec.policy.nodes
+                ],
+                "stores": list(rec.policy.stores),
+            }
+        )
         return
-    click.echo(
-        f"Created case {name} ({new.policy.case_id}); key split {spec.describe()}.", err=True
-    )
-    for p in new.offline_files:
-        click.echo(f"  share file: {p}", err=True)
-    click.echo(
-        "The case key was erased from this machine: deposits need only its public half.", err=True
-    )
+    click.echo(line)
+
+
+@case.command("destroy")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@timeout_option
+@json_option
+@click.pass_obj
+def case_destroy(ctx: Ctx, name: str, yes: bool, timeout: float, as_json: bool) -> None:
+    """Destroy CASE at every node: they delete their shares and never release anything.
+
+    Your stores keep the ciphertext, which nobody can open once the shares are gone."""
+    rec = ctx.state.case(name)
+    confirm(f"destroy case {name} at every node", yes)
+    results = act(ctx.state, ctx.unlock(), ctx.clock, rec, "destroy", timeout=timeout)
+    if as_json:
+        emit_json(
+            {"case": rec.name, "case_id": rec.case_id, "nodes": [r.to_json() for r in results]}
+        )
+    else:
+        out_console().print(node_table(f"{rec.name}: destroy", results, ctx.clock.now()))
+    require_all("destroy", results, rec.name)
+    if not as_json:
+        click.echo(f"Case {name} is destroyed at every node.", err=True)
 
 
 def case_info(rec: CaseRecord, ctx: Ctx) -> dict[str, object]:
@@ -114,6 +376,7 @@ def case_info(rec: CaseRecord, ctx: Ctx) -> dict[str, object]:
         "case_id": p.case_id,
         "created": iso(rec.created),
         "status": rec.status,
+        "switch": arming_state(ctx.state, rec),
         "policy_hash": p.hash,
         "split": p.spec.describe(),
         "recipients": [f"{c.name} ({c.fingerprint})" for c in p.recipients],

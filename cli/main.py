@@ -50,6 +50,17 @@ def _register() -> None:
         cli.add_command(group)
     for cmd in (data_cmds.deposit, data_cmds.snapshots, data_cmds.verify, data_cmds.recover):
         cli.add_command(cmd)
+    from . import switch_cmds
+
+    for cmd in (
+        switch_cmds.checkin_cmd,
+        switch_cmds.status_cmd,
+        switch_cmds.pause_cmd,
+        switch_cmds.resume_cmd,
+        switch_cmds.release,
+        switch_cmds.audit_cmd,
+    ):
+        cli.add_command(cmd)
     from . import outlet_cmds
 
     cli.add_command(outlet_cmds.inbox)

@@ -1,0 +1,337 @@
+"""`velador checkin`, `status`, `pause`, `resume`, `release now|object`, `audit`: the switch.
+
+Thin over vault/switch.py. Every command that talks to nodes prints one table row per node (or
+`--json`) and then, when some node did not do what was asked, exits through one VeladorError that
+says how many did and what the others answered, so scripts see a non-zero exit code.
+
+The `release` group is shared: cli/outlet_cmds.py attaches the editor's `release request` to it
+(`from cli.switch_cmds import release`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from vault.clock import iso
+from vault.durations import human, parse_when
+from vault.errors import NodeError, PolicyError, VeladorError
+from vault.switch import DEFAULT_TIMEOUT, NodeResult, act, audit, checkin, gather_status
+
+from .context import Ctx, emit_json, out_console
+
+TIMEOUT_HELP = f"Seconds to wait for each node (default {DEFAULT_TIMEOUT:g})."
+
+
+def timeout_option(f: Any) -> Any:
+    return click.option(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True, help=TIMEOUT_HELP
+    )(f)
+
+
+def json_option(f: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+
+
+def when(ts: int | None, now: int) -> str:
+    if not ts:
+        return "-"
+    delta = ts - now
+    rel = f"in {human(delta)}" if delta > 0 else f"{human(-delta)} ago" if delta < 0 else "now"
+    return f"{iso(ts)} ({rel})"
+
+
+def result_text(r: NodeResult) -> str:
+    if r.ok:
+        return "ok"
+    assert r.error is not None
+    return ("queued: " if r.queued else "failed: ") + r.error.message
+
+
+def node_table(title: str | None, results: list[NodeResult], now: int) -> Any:
+    from rich.table import Table
+
+    table = Table("node", "result", "state", "next deadline", title=title, title_justify="left")
+    for r in results:
+        body = r.body or {}
+        deadline = body.get("deadline")
+        if not deadline and body.get("state") == "PAUSED":
+            deadline = body.get("paused_until")
+        table.add_row(r.node, result_text(r), str(body.get("state") or "-"), when(deadline, now))
+    return table
+
+
+def require_all(action: str, results: list[NodeResult], case: str) -> None:
+    """Raise one error naming every node that did not do `action`."""
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return
+    done = len(results) - len(failed)
+    detail = "; ".join(f"{r.node}: {r.error.message if r.error else '?'}" for r in failed)
+    err = NodeError if all(r.unreachable for r in failed) else PolicyError
+    raise err(
+        f"{action} reached {done} of {len(results)} nodes ({detail})",
+        hint=f"run the same command again; 'velador status {case}' shows each node's state",
+    )
+
+
+# --- checkin ----------------------------------------------------------------------------------
+
+
+@click.command("checkin")
+@click.argument("cases", nargs=-1)
+@timeout_option
+@json_option
+@click.pass_obj
+def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool) -> None:
+    """Check in: one signed heartbeat for every armed case (or the CASES named), to every node.
+
+    Nodes you cannot reach get the signed heartbeat queued; 'velador agent' re-sends it."""
+    from vault.switch import switch_cases
+
+    recs = switch_cases(ctx.state, cases)
+    if not recs:
+        raise PolicyError(
+            "no armed case to check in",
+            hint="create one with 'velador case create NAME --node ALIAS ...'",
+        )
+    ident = ctx.unlock()
+    done = checkin(ctx.state, ident, ctx.clock, recs, timeout)
+    now = ctx.clock.now()
+    if as_json:
+        emit_json({"time": now, "cases": [c.to_json() for c in done]})
+    else:
+        con = out_console()
+        for c in done:
+            con.print(node_table(f"{c.case} (check-in #{c.seq})", c.results, now))
+        for c in done:
+            queued = [r.node for r in c.results if r.queued]
+            if c.next_deadline:
+                click.echo(f"{c.case}: next deadline {when(c.next_deadline, now)}", err=True)
+            if queued:
+                click.echo(
+                    f"{c.case}: queued for {', '.join(queued)}; 'velador agent' re-sends it, "
+                    "and the nodes you reached pass it on",
+                    err=True,
+                )
+    unreached = [c for c in done if c.reached == 0]
+    if unreached:
+        names = ", ".join(c.case for c in unreached)
+        raise NodeError(
+            f"no node of {names} could be reached; the check-in is queued",
+            hint="check your connection; 'velador agent' re-sends queued check-ins",
+        )
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def status_rows(st: Any, now: int) -> Any:
+    from rich.table import Table
+
+    table = Table(
+        "node",
+        "state",
+        "last check-in",
+        "next deadline",
+        "releases at",
+        "editors",
+        title=f"{st.case} ({st.case_id}): {st.local}",
+        title_justify="left",
+    )
+    for r in st.results:
+        if not r.ok or r.body is None:
+            table.add_row(r.node, "unreachable" if r.unreachable else "error", "-", "-", "-", "-")
+            continue
+        b = r.body
+        editors = "-"
+        if b.get("editor_quorum"):
+            editors = f"{b.get('editor_requests', 0)}/{b['editor_quorum']}"
+            if b.get("pending_until"):
+                editors += f", objection until {when(b['pending_until'], now)}"
+        deadline = b.get("deadline") or (
+            b.get("paused_until") if b.get("state") == "PAUSED" else None
+        )
+        table.add_row(
+            r.node,
+            str(b.get("state")),
+            when(b.get("last_beat"), now),
+            when(deadline, now),
+            when(b.get("release_at"), now),
+            editors,
+        )
+    return table
+
+
+@click.command("status")
+@click.argument("case", required=False)
+@timeout_option
+@json_option
+@click.pass_obj
+def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> None:
+    """Each node's view of CASE (or of every case with nodes): state, last check-in, deadline.
+
+    Nodes that disagree (state, check-in number, deadline, policy version) are flagged."""
+    from vault.switch import arming_state
+
+    if case:
+        recs = [ctx.state.case(case)]
+    else:
+        recs = [r for r in ctx.state.cases() if arming_state(ctx.state, r) != "offline"]
+        if not recs:
+            raise PolicyError(
+                "no case has escrow nodes", hint="see 'velador case create --help' (--node)"
+            )
+    ident = ctx.unlock()
+    stats = [gather_status(ctx.state, ident, ctx.clock, r, timeout) for r in recs]
+    now = ctx.clock.now()
+    if as_json:
+        emit_json({"time": now, "cases": [s.to_json() for s in stats]})
+        return
+    con = out_console()
+    for s in stats:
+        con.print(status_rows(s, now))
+        for line in s.disagreements:
+            con.print(f"[bold]warning:[/bold] {line}")
+        if s.local == "arming":
+            con.print(f"warning: not every node has the case yet: run 'velador case arm {s.case}'")
+
+
+# --- pause, resume, release, object -----------------------------------------------------------
+
+
+def run_action(
+    ctx: Ctx, case: str, action: str, label: str, timeout: float, as_json: bool, *args: Any
+) -> None:
+    rec = ctx.state.case(case)
+    ident = ctx.unlock()
+    results = act(ctx.state, ident, ctx.clock, rec, action, *args, timeout=timeout)
+    now = ctx.clock.now()
+    if as_json:
+        emit_json(
+            {
+                "case": rec.name,
+                "case_id": rec.case_id,
+                "action": action,
+                "nodes": [r.to_json() for r in results],
+            }
+        )
+    else:
+        out_console().print(node_table(f"{rec.name}: {label}", results, now))
+    require_all(label, results, rec.name)
+
+
+def confirm(what: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise PolicyError(f"refusing to {what} without confirmation", hint="add --yes")
+    click.confirm(f"Really {what}? This cannot be undone", abort=True, err=True)
+
+
+@click.command("pause")
+@click.argument("case")
+@click.option(
+    "--until",
+    "until",
+    required=True,
+    help="When deadlines start again: YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC) or a duration (3d).",
+)
+@timeout_option
+@json_option
+@click.pass_obj
+def pause_cmd(ctx: Ctx, case: str, until: str, timeout: float, as_json: bool) -> None:
+    """Pause the switch of CASE until a date (planned surgery, travel without a connection)."""
+    when_ts = parse_when(until, ctx.clock.now(), "--until")
+    run_action(ctx, case, "pause", "pause", timeout, as_json, when_ts)
+
+
+@click.command("resume")
+@click.argument("case")
+@timeout_option
+@json_option
+@click.pass_obj
+def resume_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
+    """End a pause now: the next deadline is one interval from now."""
+    run_action(ctx, case, "resume", "resume", timeout, as_json)
+
+
+@click.group("release")
+def release() -> None:
+    """Release a case now, or object to an editor's release request."""
+
+
+@release.command("now")
+@click.argument("case")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@timeout_option
+@json_option
+@click.pass_obj
+def release_now_cmd(ctx: Ctx, case: str, yes: bool, timeout: float, as_json: bool) -> None:
+    """Release CASE at once: every node serves its shares to your recipient outlets."""
+    ctx.state.case(case)
+    confirm(f"release {case} to your recipients now", yes)
+    run_action(ctx, case, "release", "release now", timeout, as_json)
+
+
+@release.command("object")
+@click.argument("case")
+@timeout_option
+@json_option
+@click.pass_obj
+def release_object_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
+    """Object to a pending editor release of CASE (inside its objection window)."""
+    run_action(ctx, case, "object", "objection", timeout, as_json)
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+class NotRecoverable(VeladorError):
+    """`velador audit` answered no."""
+
+    exit_code = 3
+
+
+@click.command("audit")
+@click.argument("case")
+@timeout_option
+@json_option
+@click.pass_obj
+def audit_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
+    """Could your recipients recover everything if you went silent now? Yes or no, and why.
+
+    Every node proves with a fresh challenge that it holds its sealed shares; every store is
+    checked for every object your snapshots need."""
+    rec = ctx.state.case(case)
+    ident = ctx.unlock()
+    rep = audit(ctx.state, ident, ctx.clock, rec, ctx.s3_endpoint, timeout)
+    if as_json:
+        emit_json(rep.to_json())
+    else:
+        from rich.table import Table
+
+        con = out_console()
+        nt = Table("node", "state", "custody", title=f"{rec.name}: nodes", title_justify="left")
+        for n in rep.nodes:
+            nt.add_row(n["node"], str(n["state"] or "-"), "ok" if n["ok"] else n["problem"])
+        con.print(nt)
+        stt = Table(
+            "store", "objects", "missing", title=f"{rec.name}: stores", title_justify="left"
+        )
+        for s in rep.stores:
+            stt.add_row(s["store"], str(s["objects"]), s["error"] or str(s["n_missing"]))
+        con.print(stt)
+        if rep.offline_shares:
+            con.print(f"{rep.offline_shares} offline share(s) counted as held (not checkable here)")
+        for w in rep.warnings:
+            con.print(f"warning: {w}")
+        if rep.recoverable:
+            con.print("yes: if you went silent now, your recipients could recover everything")
+    if not rep.recoverable:
+        raise NotRecoverable(
+            "no: your recipients could not recover everything: " + " / ".join(rep.reasons),
+            hint="fix what is named (re-arm the case, run 'velador deposit' again to re-upload)",
+        )
