@@ -51,6 +51,22 @@ CREATE TABLE IF NOT EXISTS filecache (
   ino INTEGER NOT NULL, chunks TEXT NOT NULL, PRIMARY KEY (case_id, pathkey));
 CREATE TABLE IF NOT EXISTS inbox_cursor (
   node TEXT PRIMARY KEY, seen INTEGER NOT NULL, updated INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS node_regs (
+  case_id TEXT NOT NULL, policy_hash TEXT NOT NULL, node TEXT NOT NULL, card TEXT NOT NULL,
+  state TEXT NOT NULL, detail TEXT, updated INTEGER NOT NULL,
+  PRIMARY KEY (case_id, policy_hash, node));
+CREATE TABLE IF NOT EXISTS hb_seq (case_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hb_queue (
+  case_id TEXT NOT NULL, node TEXT NOT NULL, seq INTEGER NOT NULL, heartbeat TEXT NOT NULL,
+  tickets TEXT NOT NULL, created INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT, PRIMARY KEY (case_id, node));
+CREATE TABLE IF NOT EXISTS node_views (
+  case_id TEXT NOT NULL, node TEXT NOT NULL, state TEXT NOT NULL, seq INTEGER NOT NULL,
+  deadline INTEGER, release_at INTEGER, paused_until INTEGER, time INTEGER NOT NULL,
+  PRIMARY KEY (case_id, node));
+CREATE TABLE IF NOT EXISTS reminders (
+  case_id TEXT NOT NULL, deadline INTEGER NOT NULL, offset INTEGER NOT NULL, sent INTEGER NOT NULL,
+  PRIMARY KEY (case_id, deadline, offset));
 """
 
 
@@ -297,6 +313,16 @@ class LocalState:
                     int(body.get("time") or 0),
                 ],
             )
+
+    def remind_once(self, case_id: str, deadline: int, offset: int, now: int) -> bool:
+        """True the first time (case, deadline, offset) is seen: the agent reminds once each."""
+        with self.tx():
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO reminders (case_id, deadline, offset, sent)"
+                " VALUES (?,?,?,?)",
+                [case_id, deadline, offset, now],
+            )
+        return cur.rowcount == 1
 
     def node_views(self, case_id: str) -> list[dict[str, Any]]:
         return list(
