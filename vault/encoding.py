@@ -39,13 +39,34 @@ def parse_json(data: bytes | str, what: str, max_bytes: int = 16 * 1024 * 1024) 
     if len(data) > max_bytes:
         raise FormatError(f"{what} is too large ({len(data)} bytes, limit {max_bytes})")
     try:
-        return json.loads(data, parse_float=_no_float, parse_constant=_no_float)
+        return json.loads(
+            data, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_no_duplicates
+        )
+    except _DuplicateKey as exc:
+        raise FormatError(f"{what} has two members named {exc.name[:40]!r}") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise FormatError(f"{what} is not valid JSON") from exc
 
 
 def _no_float(text: str) -> Any:
     raise ValueError(f"non-integer number {text[:20]!r}")
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two members of one name would let two readers see two different documents under one
+    # signature (one keeps the first, another the last): refuse them (format.md §1.1).
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise _DuplicateKey(name)
+        out[name] = value
+    return out
 
 
 def b64e(data: bytes) -> str:

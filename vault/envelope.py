@@ -29,6 +29,14 @@ from .shares import check_mnemonic
 from .signing import sign_document, verify_document
 
 MAX_ENVELOPE_BYTES = 16 * 1024
+_OUTER_FIELDS = {"v", "case_id", "policy_hash", "holder", "recipient", "sealed"}
+_INNER_FIELDS = {"v", "case_id", "policy_hash", "holder", "group", "member", "mnemonic"}
+
+
+def _only(body: dict[str, Any], allowed: set[str], what: str) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise FormatError(f"{what} has an unknown field {extra[0][:40]!r}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ def check_envelope(env: Any, policy: Policy) -> dict[str, Any]:
     body = verify_document(env, "envelope", policy.reporter.sign_pk, what="share envelope")
     if require(body, "v", int, "envelope") != 1:
         raise FormatError("unsupported envelope version")
+    _only(body, _OUTER_FIELDS, "envelope")
     if require(body, "case_id", str, "envelope") != policy.case_id:
         raise FormatError("envelope belongs to another case")
     if require(body, "policy_hash", str, "envelope") != policy.hash:
@@ -102,6 +111,10 @@ def open_envelope(env: Any, policy: Policy, box_key: PrivateKey) -> OpenedShare:
         policy.reporter.sign_pk,
         what="sealed share",
     )
+    # The inner layer is checked like the outer one: version first, then nothing unknown.
+    if require(inner, "v", int, "sealed share") != 1:
+        raise FormatError("unsupported sealed share version", hint="upgrade velador")
+    _only(inner, _INNER_FIELDS, "sealed share")
     for key in ("case_id", "policy_hash", "holder"):
         if inner.get(key) != body[key]:
             raise AuthenticationError(f"sealed share does not match its envelope ({key})")

@@ -37,6 +37,27 @@ from .signing import sign_document, verify_document
 
 MAX_FILE_SIZE = 2**50  # 1 PiB: anything larger is a lie
 MAX_ENTRIES = 10_000_000
+MAX_LABEL_BYTES = 1024
+"""The reporter's name for the case, in UTF-8 (format.md §6.4)."""
+
+_HEX = set("0123456789abcdef")
+_BODY_FIELDS = {
+    "v",
+    "case_id",
+    "policy_hash",
+    "seq",
+    "created",
+    "parent",
+    "label",
+    "chunk_key",
+    "chunker",
+    "instructions",
+    "roots",
+    "entries",
+}
+_CHUNKER_FIELDS = {"alg", "seed", "hash"}
+_DIR_FIELDS = {"path", "type", "mode", "mtime"}
+_FILE_FIELDS = _DIR_FIELDS | {"size", "chunks"}
 
 
 @dataclass(frozen=True)
@@ -130,7 +151,7 @@ def _parse_entry(raw: Any) -> Entry:
         raise FormatError(f"manifest entry {path[:80]!r} has an invalid mode")
     mtime = require(raw, "mtime", int, "manifest entry")
     if kind == "dir":
-        if set(raw) - {"path", "type", "mode", "mtime"}:
+        if set(raw) - _DIR_FIELDS:
             raise FormatError("manifest directory entry has unexpected fields")
         return Entry(path, "dir", mode, mtime)
     if kind != "file":
@@ -138,6 +159,8 @@ def _parse_entry(raw: Any) -> Entry:
         raise UnsafePathError(
             f"manifest entry {path[:80]!r} has the unsupported type {kind[:20]!r}"
         )
+    if set(raw) - _FILE_FIELDS:
+        raise FormatError(f"manifest file entry {path[:80]!r} has unexpected fields")
     size = require(raw, "size", int, "manifest entry")
     if not 0 <= size <= MAX_FILE_SIZE:
         raise FormatError(f"manifest entry {path[:80]!r} declares an impossible size")
@@ -163,10 +186,17 @@ def _parse_entry(raw: Any) -> Entry:
 def parse_manifest(body: Any) -> Manifest:
     if require(body, "v", int, "manifest") != 1:
         raise FormatError("unsupported manifest version", hint="upgrade velador")
+    extra = sorted(set(body) - _BODY_FIELDS)
+    if extra:
+        raise FormatError(f"manifest has an unknown field {extra[0][:40]!r}")
     chunker = require(body, "chunker", dict, "manifest")
     if chunker.get("alg") != CHUNKER_NAME or chunker.get("hash") != OBJECT_ID_HASH:
         raise FormatError("manifest uses an unknown chunker or hash")
+    if set(chunker) - _CHUNKER_FIELDS:
+        raise FormatError("manifest chunker has unexpected fields")
     seed = require(chunker, "seed", int, "manifest chunker")
+    if not 0 <= seed < 2**63:
+        raise FormatError("manifest chunker seed is out of range (0 to 2^63 - 1)")
     raw_entries = require(body, "entries", list, "manifest")
     if len(raw_entries) > MAX_ENTRIES:
         raise FormatError("manifest has too many entries")
@@ -192,24 +222,39 @@ def parse_manifest(body: Any) -> Manifest:
     ):
         raise FormatError("manifest instructions are invalid or too long")
     parent = body.get("parent")
-    if parent is not None and not (isinstance(parent, str) and len(parent) == 64):
-        raise FormatError("manifest parent id is invalid")
+    if parent is not None and not (
+        isinstance(parent, str) and len(parent) == 64 and set(parent) <= _HEX
+    ):
+        raise FormatError("manifest parent id is invalid (not 64 lowercase hex characters)")
     seq = require(body, "seq", int, "manifest")
     if seq < 1 or (seq == 1) != (parent is None):
         raise FormatError("manifest sequence and parent disagree")
-    roots = require(body, "roots", list, "manifest")
+    roots = tuple(safe_path(r) for r in require(body, "roots", list, "manifest"))
+    for r in roots:
+        if "/" in r:
+            raise FormatError(f"manifest root {r[:80]!r} is not a single top-level name")
+    if len(set(roots)) != len(roots):
+        raise FormatError("manifest lists a root twice")
+    for e in entries:
+        if e.path.split("/", 1)[0] not in roots:
+            # Recovery replaces whole roots (format.md §9.2): an entry outside every root would
+            # survive the next deposit of its name and mix two versions of one folder.
+            raise FormatError(f"manifest entry {e.path[:80]!r} lies under none of its roots")
+    label = require(body, "label", str, "manifest")
+    if len(label.encode("utf-8", "surrogatepass")) > MAX_LABEL_BYTES:
+        raise FormatError(f"manifest label is longer than {MAX_LABEL_BYTES} bytes")
     return Manifest(
         case_id=require(body, "case_id", str, "manifest"),
         policy_hash=require(body, "policy_hash", str, "manifest"),
         seq=seq,
         created=require(body, "created", int, "manifest"),
         parent=parent,
-        label=require(body, "label", str, "manifest"),
+        label=label,
         chunk_key=b64d(require(body, "chunk_key", str, "manifest"), "chunk key", 32),
         chunker_seed=seed,
         entries=entries,
         instructions=instructions,
-        roots=tuple(safe_path(r) for r in roots),
+        roots=roots,
     )
 
 
@@ -224,13 +269,18 @@ def seal_snapshot(manifest: Manifest, key: SigningKey, recipient: str) -> tuple[
     return snapshot_id(ciphertext), ciphertext
 
 
-def open_snapshot(
+def open_snapshot_body(
     ciphertext: bytes,
     identities: list[x25519.Identity],
     reporter_pk: bytes,
     expected_id: str,
     case_id: str,
-) -> Manifest:
+) -> dict[str, Any]:
+    """Check the id, decrypt, verify the reporter's signature; return the signed body.
+
+    A failure here concerns this copy of the object (damaged, substituted, another case's), so a
+    reader may try another store. What the body says is checked by `read_signed_manifest`.
+    """
     if len(ciphertext) > MAX_MANIFEST_BYTES:
         raise FormatError("snapshot object is too large")
     if snapshot_id(ciphertext) != expected_id:
@@ -238,10 +288,43 @@ def open_snapshot(
     plain = decrypt(ciphertext, identities, f"snapshot {expected_id[:12]}")
     doc = parse_json(plain, "snapshot manifest", MAX_MANIFEST_BYTES)
     body = verify_document(doc, "snapshot", reporter_pk, what="snapshot manifest")
-    manifest = parse_manifest(body)
-    if manifest.case_id != case_id:
+    if require(body, "case_id", str, "manifest") != case_id:
         raise FormatError("snapshot belongs to another case")
-    return manifest
+    return body  # type: ignore[no-any-return]
+
+
+def read_signed_manifest(body: dict[str, Any], sid: str) -> Manifest:
+    """Parse a body whose signature verified, naming the snapshot in any refusal.
+
+    Every replica of a snapshot id holds the same bytes, so a signed body that breaks the rules
+    is not a damaged copy to skip: the reporter's key signed it, and the reader must say so.
+    """
+    try:
+        return parse_manifest(body)
+    except FormatError as exc:
+        seq = body.get("seq")
+        name = (
+            f"snapshot {seq}"
+            if isinstance(seq, int) and not isinstance(seq, bool)
+            else "a snapshot"
+        )
+        what = "names an unsafe path" if isinstance(exc, UnsafePathError) else "is malformed"
+        raise type(exc)(
+            f"{name} ({sid[:12]}) {what}: {exc.message}; refusing",
+            hint="it carries the reporter's valid signature, so treat the reporter's key as "
+            "possibly compromised; nothing was written",
+        ) from exc
+
+
+def open_snapshot(
+    ciphertext: bytes,
+    identities: list[x25519.Identity],
+    reporter_pk: bytes,
+    expected_id: str,
+    case_id: str,
+) -> Manifest:
+    body = open_snapshot_body(ciphertext, identities, reporter_pk, expected_id, case_id)
+    return read_signed_manifest(body, expected_id)
 
 
 def entry_mode(st_mode: int) -> int:

@@ -23,6 +23,42 @@ from .signing import sign_document, verify_document
 
 DURESS_ACTIONS = ("alert", "release")
 _CASE_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+_HEX = set("0123456789abcdef")
+RECIPIENT_ROLES = ("outlet", "editor")
+"""Who may recover: outlets, and editors (journalists at an outlet), as `case create` allows."""
+
+_BODY_FIELDS = {
+    "v",
+    "case_id",
+    "created",
+    "reporter",
+    "recipients",
+    "release_recipient",
+    "sharing",
+    "stores",
+    "switch",
+    "replaces",
+}
+_SHARING_FIELDS = {"scheme", "group_threshold", "groups", "holders"}
+_GROUP_FIELDS = {"threshold", "members"}
+_SWITCH_FIELDS = {
+    "every",
+    "grace",
+    "remind",
+    "editors",
+    "editor_quorum",
+    "objection_window",
+    "duress",
+    "destroy_delay",
+}
+
+
+def _only(obj: Any, allowed: set[str], what: str) -> None:
+    """Refuse members a version 1 reader does not know (format.md §4): nothing is ignored."""
+    if isinstance(obj, dict):
+        extra = sorted(set(obj) - allowed)
+        if extra:
+            raise FormatError(f"{what} has an unknown field {extra[0][:40]!r}")
 
 
 @dataclass(frozen=True)
@@ -134,10 +170,19 @@ def sign_policy(policy: Policy, key: SigningKey) -> Policy:
     return parse_policy(doc)
 
 
-def _cards(values: Any, what: str) -> tuple[Card, ...]:
+def _cards(values: Any, what: str, roles: tuple[str, ...]) -> tuple[Card, ...]:
     if not isinstance(values, list):
         raise FormatError(f"policy {what} must be a list")
-    return tuple(parse_card(v) for v in values)
+    cards = tuple(parse_card(v) for v in values)
+    for card in cards:
+        if card.role not in roles:
+            raise FormatError(
+                f"case policy lists {card.name!r} ({card.role}) among its {what}; "
+                f"{what} must be {' or '.join(roles)} cards"
+            )
+    if len({c.fingerprint for c in cards}) != len(cards):
+        raise FormatError(f"case policy lists one of its {what} twice")
+    return cards
 
 
 def _int(obj: Any, key: str, lo: int, hi: int, what: str) -> int:
@@ -151,7 +196,8 @@ def _parse_switch(sw: Any) -> Switch | None:
     if sw is None:
         return None
     year = 366 * 86400
-    editors = _cards(require(sw, "editors", list, "switch"), "editors")
+    _only(sw, _SWITCH_FIELDS, "switch")
+    editors = _cards(require(sw, "editors", list, "switch"), "editors", ("editor",))
     sw_obj = Switch(
         every=_int(sw, "every", 1, year, "switch"),
         grace=_int(sw, "grace", 0, year, "switch"),
@@ -185,22 +231,29 @@ def parse_policy(doc: Any, expected_reporter: bytes | None = None) -> Policy:
     body = verify_document(doc, "policy", reporter.sign_pk, what="case policy")
     if require(body, "v", int, "case policy") != 1:
         raise FormatError("unsupported case policy version", hint="upgrade velador")
+    _only(body, _BODY_FIELDS, "case policy")
     case_id = require(body, "case_id", str, "case policy")
     # Lower-case only: the case id is a store key component (docs/format.md §7).
     if not (8 <= len(case_id) <= 64 and set(case_id) <= _CASE_ID_CHARS):
         raise FormatError("case policy has an invalid case id")
-    recipients = _cards(require(body, "recipients", list, "case policy"), "recipients")
+    recipients = _cards(
+        require(body, "recipients", list, "case policy"), "recipients", RECIPIENT_ROLES
+    )
     if not 1 <= len(recipients) <= MAX_RECIPIENTS:
         raise FormatError(f"a case needs 1 to {MAX_RECIPIENTS} recipients")
     rr = require(body, "release_recipient", str, "case policy")
     if not rr.startswith("age1") or len(rr) > 100:
         raise FormatError("case policy has an invalid release recipient")
     sharing = require(body, "sharing", dict, "case policy")
+    _only(sharing, _SHARING_FIELDS, "sharing")
     if require(sharing, "scheme", str, "sharing") != "slip39":
         raise FormatError("unknown sharing scheme")
+    raw_groups = require(sharing, "groups", list, "sharing")
+    for g in raw_groups:
+        _only(g, _GROUP_FIELDS, "group")
     groups = tuple(
         (_int(g, "threshold", 1, 16, "group"), _int(g, "members", 1, 16, "group"))
-        for g in require(sharing, "groups", list, "sharing")
+        for g in raw_groups
     )
     try:
         spec = ShareSpec(_int(sharing, "group_threshold", 1, 16, "sharing"), groups)
@@ -211,6 +264,8 @@ def parse_policy(doc: Any, expected_reporter: bytes | None = None) -> Policy:
         kind = require(h, "kind", str, "holder")
         if kind not in ("offline", "node"):
             raise FormatError("holder kind must be offline or node")
+        fields = {"id", "group", "member", "kind"} | ({"node"} if kind == "node" else set())
+        _only(h, fields, "holder")
         node = parse_card(require(h, "node", str, "holder")) if kind == "node" else None
         if node is not None and (node.role != "node" or node.url is None):
             raise FormatError("a node holder must carry a node card with a URL")
@@ -236,8 +291,10 @@ def parse_policy(doc: Any, expected_reporter: bytes | None = None) -> Policy:
     if not stores or not all(isinstance(s, str) and len(s) < 2048 for s in stores):
         raise FormatError("case policy must name at least one store")
     replaces = body.get("replaces")
-    if replaces is not None and not (isinstance(replaces, str) and len(replaces) == 64):
-        raise FormatError("case policy: invalid 'replaces'")
+    if replaces is not None and not (
+        isinstance(replaces, str) and len(replaces) == 64 and set(replaces) <= _HEX
+    ):
+        raise FormatError("case policy: 'replaces' must be a policy hash (64 lowercase hex)")
     switch = _parse_switch(body.get("switch"))
     if switch is not None and not any(h.kind == "node" for h in holders):
         raise PolicyError("a switch needs at least one escrow node")

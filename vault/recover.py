@@ -27,7 +27,7 @@ from .errors import (
     UnsafePathError,
     VeladorError,
 )
-from .manifest import Entry, Manifest, open_snapshot
+from .manifest import Entry, Manifest, open_snapshot_body, read_signed_manifest
 from .objects import object_key, open_chunk, snapshot_prefix
 from .parallel import Pool, default_jobs
 from .policy import Policy
@@ -87,16 +87,25 @@ def recover_key(policy: Policy, mnemonics: list[str], report: Report) -> bytes:
 def _open_any(
     policy: Policy, identities: list[x25519.Identity], stores: list[Store], sid: str, report: Report
 ) -> Manifest | None:
-    """The first copy of snapshot `sid` that verifies; one damaged replica must not lose it."""
+    """The first copy of snapshot `sid` that verifies; one damaged replica must not lose it.
+
+    A copy whose signature verifies but whose body breaks the rules (an unsafe path, say) is not
+    skipped: every good replica holds the same bytes, and the user must see the real reason.
+    """
     key = f"{snapshot_prefix(policy.case_id)}{sid}"
     for store in stores:
         try:
             blob = store.get(key)
-            return open_snapshot(blob, identities, policy.reporter.sign_pk, sid, policy.case_id)
+            body = open_snapshot_body(
+                blob, identities, policy.reporter.sign_pk, sid, policy.case_id
+            )
         except NotFoundError:
             report.store_problems.append(f"{store.url}: missing {key}")
+            continue
         except VeladorError as exc:
             report.chain_problems.append(f"snapshot {sid[:12]} in {store.url}: {exc.message}")
+            continue
+        return read_signed_manifest(body, sid)
     return None
 
 

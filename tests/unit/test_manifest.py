@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from vault.case import plan_holders
 from vault.constants import CHUNK_MAX
-from vault.encoding import canonical_json
+from vault.encoding import canonical_json, parse_json
 from vault.errors import FormatError, NotFoundError, UnsafePathError, VeladorError
 from vault.identity import create_identity
 from vault.manifest import Entry, Manifest, parse_manifest, seal_snapshot, snapshot_id
@@ -119,6 +119,7 @@ def test_unsafe_trees_are_refused(entries, msg):
         ([f("inv/a", chunks=[[OID, True]])], "chunk reference is malformed"),
         ([f("inv/a", mode=0o4755)], "invalid mode"),
         ([{"path": "inv", "type": "dir", "mode": 0o755, "mtime": 1, "size": 3}], "unexpected"),
+        ([f("inv/a", target="/etc")], "manifest file entry 'inv/a' has unexpected fields"),
     ],
 )
 def test_bad_entries_are_format_errors(entries, msg):
@@ -132,8 +133,27 @@ def test_bad_entries_are_format_errors(entries, msg):
         ({"v": 2}, "unsupported manifest version"),
         ({"chunker": {"alg": "rabin", "seed": 1, "hash": "blake3-keyed"}}, "unknown chunker"),
         ({"seq": 2}, "sequence and parent disagree"),
-        ({"parent": "x" * 64}, "sequence and parent disagree"),
+        ({"parent": "a" * 64}, "sequence and parent disagree"),
         ({"parent": "short", "seq": 2}, "parent id is invalid"),
+        ({"parent": "x" * 64, "seq": 2}, r"parent id is invalid \(not 64 lowercase hex"),
+        ({"parent": "AB" * 32, "seq": 2}, r"parent id is invalid \(not 64 lowercase hex"),
+        ({"roots": ["inv/sub"]}, "manifest root 'inv/sub' is not a single top-level name"),
+        ({"roots": ["inv", "inv"]}, "manifest lists a root twice"),
+        ({"roots": ["other"]}, "manifest entry 'inv/a' lies under none of its roots"),
+        ({"label": "é" * 513}, "manifest label is longer than 1024 bytes"),
+        ({"extra": 1}, "manifest has an unknown field 'extra'"),
+        (
+            {"chunker": {"alg": "fastcdc2020", "seed": 1, "hash": "blake3-keyed", "x": 0}},
+            "manifest chunker has unexpected fields",
+        ),
+        (
+            {"chunker": {"alg": "fastcdc2020", "seed": 2**63, "hash": "blake3-keyed"}},
+            r"manifest chunker seed is out of range \(0 to 2\^63 - 1\)",
+        ),
+        (
+            {"chunker": {"alg": "fastcdc2020", "seed": -1, "hash": "blake3-keyed"}},
+            "manifest chunker seed is out of range",
+        ),
         ({"roots": ["../up"]}, "is not a plain relative path"),
         ({"instructions": 5}, "instructions are invalid"),
     ],
@@ -188,6 +208,8 @@ def manifests(draw):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(manifests())
 def test_manifest_round_trip(m):
+    # Also through the real JSON reader, which refuses duplicate members (format.md §1.1).
+    assert parse_json(canonical_json(m.body()), "manifest") == json.loads(canonical_json(m.body()))
     body = json.loads(canonical_json(m.body()))
     assert parse_manifest(body) == m
     assert canonical_json(parse_manifest(body).body()) == canonical_json(m.body())
@@ -307,16 +329,29 @@ def test_a_sane_signed_snapshot_restores(case, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad_path", ["../escaped.txt", "inv/../../escaped.txt", "/tmp/escaped-velador.txt"]
+    ("bad_path", "reason"),
+    [
+        ("../escaped.txt", "is not a plain relative path"),
+        ("inv/../../escaped.txt", "is not a plain relative path"),
+        ("/tmp/escaped-velador.txt", "is absolute"),
+    ],
 )
-def test_hostile_signed_snapshot_writes_nothing(case, tmp_path, bad_path):
+def test_hostile_signed_snapshot_writes_nothing(case, tmp_path, bad_path, reason):
     # Given a snapshot validly signed by the reporter's key but naming an escaping path
-    case.put_body(base_body([d("inv"), case.file_entry("inv/ok.txt"), case.file_entry(bad_path)]))
+    sid = case.put_body(
+        base_body([d("inv"), case.file_entry("inv/ok.txt"), case.file_entry(bad_path)])
+    )
     out = tmp_path / "sub" / "out"
     before = _snapshot_tree(tmp_path)
-    # When an outlet restores it, then recovery refuses and nothing at all is written
-    with pytest.raises(NotFoundError, match="no readable snapshot"):
+    # When an outlet restores it, then recovery refuses with the real reason (not "no readable
+    # snapshot") and nothing at all is written
+    with pytest.raises(UnsafePathError) as exc:
         restore(case.policy, case.keys, [case.url], out)
+    assert str(exc.value) == (
+        f"snapshot 1 ({sid[:12]}) names an unsafe path: manifest path {bad_path!r} {reason}; "
+        "refusing"
+    )
+    assert "possibly compromised" in (exc.value.hint or "")
     assert _snapshot_tree(tmp_path) == before
     assert not os.path.exists("/tmp/escaped-velador.txt")
 
@@ -344,9 +379,25 @@ def test_merged_tree_file_then_folder_is_refused(case, tmp_path):
         )
     )
     out = tmp_path / "out"
-    with pytest.raises(UnsafePathError, match="merged tree puts 'inv2/x/y' under a file"):
+    # Snapshot 2 puts an entry outside its own roots, which the reader refuses by name; that
+    # rule is what keeps a merged tree from ever putting a path under an older file.
+    with pytest.raises(
+        FormatError, match=r"snapshot 2 \(\w{12}\) is malformed: .*'inv2/x/y' lies under none of"
+    ):
         restore(case.policy, case.keys, [case.url], out)
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_merged_tree_under_a_file_is_still_refused():
+    from vault.recover import merged_entries
+
+    # Defence in depth, for manifests that pass one by one: a later root adds a path below a
+    # file that an earlier snapshot left under another root.
+    m1 = parse_manifest(base_body([f("a")], roots=["a"]))
+    m2 = parse_manifest(base_body([f("b")], roots=["b"]))
+    object.__setattr__(m2, "entries", (Entry("a/x", "file", 0o644, 1, 0, ()),))
+    with pytest.raises(UnsafePathError, match="merged tree puts 'a/x' under a file"):
+        merged_entries([m1, m2])
 
 
 @pytest.mark.parametrize(
