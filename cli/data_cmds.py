@@ -289,10 +289,10 @@ def _network_secret(ctx: Ctx, text: str, timeout: float) -> tuple[Policy, bytes,
     ref = case_ref_of(text, known)
     ident = ctx.unlock()
     found = gather(ref, ident, ctx.clock, timeout=timeout)
+    secret = combine_released(found, ident)  # an error here names every node that failed
     for r in found.skipped():
         if r.outcome != NO_CASE:
             click.echo(f"velador: warning: skipped node {r.describe()}", err=True)
-    secret = combine_released(found, ident)
     assert found.policy is not None
     return found.policy, secret, found.report, node_summary(found)
 

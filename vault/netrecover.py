@@ -174,8 +174,9 @@ def _ask(client_for: ClientFactory, card: Card, case_id: str) -> NodeResult:
         return NodeResult(card, REFUSED, _short(exc.message, card))
     except NodeError as exc:
         # Unreachable, a 5xx, or a release whose outer layers did not verify (fetch_release).
-        invalid = "invalid release" in exc.message
-        return NodeResult(card, BAD if invalid else UNREACHABLE, _short(exc.message, card))
+        if "invalid release" in exc.message:
+            return NodeResult(card, BAD, _short(exc.message, card))
+        return NodeResult(card, UNREACHABLE, exc.hint or _short(exc.message, card))
     except VeladorError as exc:
         return NodeResult(card, BAD, _short(exc.message, card))
     finally:
@@ -187,8 +188,10 @@ def _ask(client_for: ClientFactory, card: Card, case_id: str) -> NodeResult:
 
 def _short(message: str, card: Card) -> str:
     """'node X: the case is not released (state ARMED)' -> 'the case is not released (...)'."""
-    prefix = f"node {card.name}: "
-    return message[len(prefix) :] if message.startswith(prefix) else message
+    for prefix in (f"node {card.name}: ", f"node {card.name} "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
 
 
 def _default_client(identity: Identity, clock: Clock, timeout: float) -> ClientFactory:
