@@ -49,8 +49,8 @@ def _cards(ctx: Ctx, aliases: tuple[str, ...], roles: tuple[str, ...], what: str
     for alias, card in zip(aliases, cards, strict=True):
         if card.role not in roles:
             raise PolicyError(
-                f"{alias} is a {card.role}, not {what}",
-                hint=f"--{what.split()[-1]} takes contacts whose role is {' or '.join(roles)}",
+                f"{alias} is not {what} (its role is {card.role})",
+                hint=f"this option takes contacts whose role is {' or '.join(roles)}",
             )
         if card.role == "node" and not card.url:
             raise PolicyError(f"node {alias} has no URL in its card", hint="ask for a new card")

@@ -50,7 +50,7 @@ def _register() -> None:
         cli.add_command(group)
     for cmd in (data_cmds.deposit, data_cmds.snapshots, data_cmds.verify, data_cmds.recover):
         cli.add_command(cmd)
-    from . import switch_cmds
+    from . import agent, switch_cmds
 
     for cmd in (
         switch_cmds.checkin_cmd,
@@ -59,6 +59,7 @@ def _register() -> None:
         switch_cmds.resume_cmd,
         switch_cmds.release,
         switch_cmds.audit_cmd,
+        agent.agent,
     ):
         cli.add_command(cmd)
     from . import outlet_cmds

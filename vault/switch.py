@@ -27,13 +27,13 @@ Case card (`velador case card`), the one line a recipient outlet needs:
     body = {"v": 1,
             "case_id": "<case id>",
             "policy_hash": "<hex BLAKE2b-256 of the signed policy at the time of the card>",
-            "nodes": [{"fp": "<node fingerprint>", "url": "<node URL>"}, ...],
+            "nodes": ["<node contact card, velador:card:v1:...>", ...],
             "stores": ["file:///...", "s3://bucket/prefix", ...]}
 
 The card is not signed: it only points. Everything it points at is checked against the policy the
 nodes release, which is signed by the reporter and must hash to `policy_hash` (or, after a
-`case rotate`, name it through its `replaces` chain); node answers are checked against the node
-keys the policy carries, so a node URL that leads elsewhere is detected by fingerprint.
+`case rotate`, name it through its `replaces` chain). The node cards carry the node keys and
+URLs, so node answers are checked against pinned keys from the first request.
 `parse_case_card` is the one parser (used by `velador recover`).
 """
 
@@ -52,7 +52,7 @@ from escrow_node.auth import TOLERANCE, sign_request
 from escrow_node.client import NodeClient
 from escrow_node.messages import custody_digest, make_heartbeat
 
-from .cards import Card
+from .cards import Card, parse_card
 from .clock import Clock
 from .encoding import b64d, b64e, canonical_json, parse_json, require
 from .errors import FormatError, NodeError, PolicyError, VeladorError
@@ -560,7 +560,7 @@ def act(
 class CaseCard:
     case_id: str
     policy_hash: str
-    nodes: tuple[tuple[str, str], ...]  # (fingerprint, url)
+    nodes: tuple[Card, ...]
     stores: tuple[str, ...]
     text: str
 
@@ -570,7 +570,7 @@ def make_case_card(policy: Policy) -> str:
         "v": 1,
         "case_id": policy.case_id,
         "policy_hash": policy.hash,
-        "nodes": [{"fp": c.fingerprint, "url": c.url} for c in policy.nodes],
+        "nodes": [c.text for c in policy.nodes],
         "stores": list(policy.stores),
     }
     return CASE_CARD_PREFIX + b64e(canonical_json(body))
@@ -599,13 +599,9 @@ def parse_case_card(text: str) -> CaseCard:
             raise FormatError("bad case id")
         if len(policy_hash) != 64 or set(policy_hash) - set("0123456789abcdef"):
             raise FormatError("bad policy hash")
-        nodes = []
-        for n in require(body, "nodes", list, "case card"):
-            fp = require(n, "fp", str, "case card node")
-            url = require(n, "url", str, "case card node")
-            if not url.startswith(("http://", "https://")) or len(url) > 2048 or len(fp) != 19:
-                raise FormatError("bad node")
-            nodes.append((fp, url))
+        nodes = [parse_card(n) for n in require(body, "nodes", list, "case card")]
+        if not nodes or any(n.role != "node" or not n.url for n in nodes) or len(nodes) > 256:
+            raise FormatError("bad node")
         stores = require(body, "stores", list, "case card")
         if not all(isinstance(s, str) and len(s) < 2048 for s in stores):
             raise FormatError("bad store")
