@@ -1,0 +1,139 @@
+"""`velador inbox` and `velador release request` against real node processes."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_inbox_shows_release_notices_once_then_keeps_a_cursor(armed, v):
+    # Given a case released at both nodes, and an outlet that knows both nodes
+    case = armed(n=2, threshold=2)
+    case.release(*case.nodes)
+    home = case.homes["outlet0"]
+    case.add_nodes_as_contacts(v, home, case.nodes)
+    # When the outlet reads its inbox
+    out, err = v.ok(home, "inbox")
+    # Then one released notice per node, with what to do next
+    assert out.count(f"case {case.case_id}  released (RELEASED)") == 2
+    assert f"next: Recipients: recover with 'velador recover {case.case_id}'." in out
+    assert err == ""
+    # And the next run shows nothing new (the cursor is durable: a new process, same home)
+    out, err = v.ok(home, "inbox")
+    assert out == "" and err.strip() == "No new notices."
+    # And --all shows them again without moving the cursor
+    out, _ = v.ok(home, "inbox", "--all")
+    assert out.count("released (RELEASED)") == 2
+
+
+def test_inbox_json(armed, v):
+    case = armed(n=2, threshold=2)
+    case.release(case.nodes[0])
+    home = case.homes["outlet1"]
+    case.add_nodes_as_contacts(v, home, case.nodes)
+    out, _ = v.ok(home, "inbox", "--json")
+    doc = json.loads(out)
+    assert doc["unreachable"] == []
+    assert [(n["node_alias"], n["event"]) for n in doc["notices"]] == [("node-a", "released")]
+    assert doc["notices"][0]["party"] == case.outlets[1].fingerprint
+
+
+def test_inbox_with_one_node_down_warns_and_shows_the_others(armed, v):
+    case = armed(n=2, threshold=2)
+    case.release(*case.nodes)
+    home = case.homes["outlet0"]
+    case.add_nodes_as_contacts(v, home, case.nodes)
+    down = case.nodes[1]
+    down.kill()
+    code, out, err = v(home, "inbox", "--timeout", "3")
+    assert code == 0, err
+    assert out.count("released (RELEASED)") == 1
+    assert err.strip() == (
+        "velador: warning: node node-b could not be asked (node node-b is unreachable "
+        "(ConnectError)); its notices come on the next run"
+    )
+    # When the node comes back, its notice is still new (its cursor did not move)
+    down.start()
+    out, _ = v.ok(home, "inbox")
+    assert out.count("released (RELEASED)") == 1 and "node-b" in out
+
+
+def test_inbox_from_unreachable_nodes_only_is_an_error(armed, v):
+    case = armed(n=1, threshold=1)
+    home = case.homes["outlet0"]
+    case.add_nodes_as_contacts(v, home, case.nodes)
+    case.nodes[0].kill()
+    code, _, err = v(home, "inbox", "--timeout", "3")
+    assert code == 69
+    assert err.strip().splitlines()[-2:] == [
+        "velador: error: none of your 1 node(s) could be asked for notices: node-a: node node-a "
+        "is unreachable (ConnectError)",
+        "velador: hint: check your network connection (or Tor), then run 'velador inbox' again",
+    ]
+
+
+def test_inbox_without_known_nodes(v, tmp_path):
+    code, _, err = v(tmp_path / "h", "inbox")
+    assert code == 66
+    assert err.strip().splitlines() == [
+        "velador: error: you know no escrow node to ask for notices",
+        "velador: hint: add the case's nodes: velador contact add NODE_CARD --alias NAME",
+    ]
+
+
+def test_editor_release_request_reaches_every_node_and_the_editor_is_told(armed, v):
+    # Given a case with editor quorum 1 and an objection window
+    case = armed(n=2, threshold=2)
+    home = case.homes["editor"]
+    case.add_nodes_as_contacts(v, home, case.nodes)
+    # When the editor asks for a release
+    out, err = v.ok(home, "release", "request", case.case_id, "--reason", "detenida desde ayer")
+    # Then every node accepted it and the window is open
+    assert f"Release requested at all 2 nodes of case {case.case_id}." in err
+    assert err.count("accepted (state EDITOR_PENDING, release at ") == 2
+    for node in case.nodes:
+        node.wait_state(case.case_id, "EDITOR_PENDING")
+    # And the editor's inbox shows the pending release
+    out, _ = v.ok(home, "inbox")
+    assert out.count("editor_pending (EDITOR_PENDING)") == 2
+
+
+def test_an_editor_not_in_the_policy_is_refused(armed, v):
+    case = armed(n=2, threshold=2)
+    home = case.homes["outsider"]
+    case.add_nodes_as_contacts(v, home, case.nodes)
+    code, _, err = v(home, "release", "request", case.case_id, "--reason", "x")
+    assert code == 75
+    assert err.strip().splitlines()[-2:] == [
+        f"velador: error: every node of case {case.case_id} refused your request: the case "
+        "policy does not allow this signer to release_request",
+        f"velador: hint: only the editors the reporter named may ask; your fingerprint is "
+        f"{case.outsider.fingerprint}",
+    ]
+    for node in case.nodes:
+        assert node.state(case.case_id) == "ARMED"
+
+
+def test_release_request_with_a_node_down_counts_where_it_arrived(armed, v):
+    case = armed(n=2, threshold=2)
+    home = case.homes["editor"]
+    case.add_nodes_as_contacts(v, home, case.nodes)
+    case.nodes[1].kill()
+    code, _, err = v(home, "release", "request", case.case_id, "--reason", "x", "--timeout", "3")
+    assert code == 69
+    assert err.strip().splitlines()[-2:] == [
+        f"velador: error: your request reached 1 of the 2 nodes of case {case.case_id}; "
+        "not accepted by node-b (unreachable)",
+        "velador: hint: it counts at the nodes that accepted it; run the command again later",
+    ]
+    case.nodes[0].wait_state(case.case_id, "EDITOR_PENDING")
+
+
+def test_release_request_for_an_unknown_case(armed, v):
+    case = armed(n=1, threshold=1)
+    home = case.homes["editor"]
+    case.add_nodes_as_contacts(v, home, case.nodes)
+    code, _, err = v(home, "release", "request", "ffffffffffffffff", "--reason", "x")
+    assert code == 66
+    assert err.strip().splitlines()[0] == (
+        "velador: error: none of the 1 node(s) asked holds case ffffffffffffffff"
+    )
