@@ -22,12 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cards import Card, parse_card
+from .cards import Card
 from .clock import Clock
 from .envelope import addressed_to, open_envelope
 from .errors import (
     AuthenticationError,
-    FormatError,
     NodeError,
     NotFoundError,
     PolicyError,
@@ -127,28 +126,11 @@ def case_ref(text: str, known_nodes: Sequence[Card]) -> CaseRef:
 
 
 def ref_from_card(text: str) -> CaseRef:
-    """Read a case card with the reporter side's parser (vault.switch.parse_case_card)."""
-    try:
-        from .switch import parse_case_card  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise FormatError(
-            "this is neither a case id nor a case card this version can read",
-            hint="pass the case id (lower-case letters, digits and dashes) instead",
-        ) from exc
-    try:
-        parsed = parse_case_card(text)
-    except VeladorError as exc:
-        raise FormatError(
-            f"the case card is malformed or has been altered ({exc.message})",
-            hint="ask the reporter (or the outlet that forwarded it) to send it again",
-        ) from exc
-    nodes = tuple(c if isinstance(c, Card) else parse_card(c) for c in parsed.nodes)
-    return CaseRef(
-        parsed.case_id,
-        nodes,
-        getattr(parsed, "policy_hash", None),
-        tuple(getattr(parsed, "stores", ()) or ()),
-    )
+    """A case card from `velador case card` (vault.switch is its one parser)."""
+    from .switch import parse_case_card
+
+    card = parse_case_card(text)
+    return CaseRef(card.case_id, tuple(card.nodes), card.policy_hash, tuple(card.stores))
 
 
 # --- asking the nodes --------------------------------------------------------------------------
@@ -214,7 +196,7 @@ def _pick_policy(ref: CaseRef, results: list[NodeResult], me: Card) -> Policy | 
         assert r.policy is not None
         if r.policy.case_id != ref.case_id:
             r.outcome, r.detail = BAD, "serves the policy of another case"
-        elif ref.policy_hash and r.policy.hash != ref.policy_hash:
+        elif ref.policy_hash and ref.policy_hash not in (r.policy.hash, r.policy.replaces):
             r.outcome, r.detail = BAD, "serves a policy that is not the one on the case card"
         elif not r.policy.holders_of(r.node.sign_pk):
             r.outcome, r.detail = BAD, "is not a share holder in the policy it serves"
@@ -347,6 +329,11 @@ def _raise_nothing(found: Gathered, identity: Identity) -> None:
         raise NodeError(
             f"no node of case {ref.case_id} could be reached: {_names(holding)}",
             hint="check your network connection (or Tor), then run the command again",
+        )
+    if all(r.outcome == BAD for r in holding):
+        raise AuthenticationError(
+            f"no node of case {ref.case_id} served a release that verifies: {_names(holding)}",
+            hint="compare the case card (policy hash) with the reporter or another recipient",
         )
     raise ShareError(
         f"no node has released case {ref.case_id} yet: {_names(holding)}",

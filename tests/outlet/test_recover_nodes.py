@@ -16,6 +16,8 @@ import pytest
 
 from tests.conftest import free_port
 from tests.node.builders import person
+from vault.encoding import b64e, canonical_json
+from vault.switch import CASE_CARD_PREFIX, make_case_card
 
 from .conftest import same_tree
 
@@ -256,9 +258,46 @@ def test_malformed_case_card(armed, v, tmp_path):
         case.homes["outlet0"], "recover", "velador:case:v1:AAAA!!", "--out", tmp_path / "o"
     )
     assert code == 65
-    assert stderr.strip().splitlines()[0].startswith("velador: error: ")
-    assert "case card" in stderr.strip().splitlines()[0]
-    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines() == [
+        "velador: error: this case card is malformed",
+        "velador: hint: ask the reporter to send the line from 'velador case card' again",
+    ]
+
+
+def test_recover_with_the_case_card_needs_no_node_contacts(armed, v, tmp_path):
+    # Given the case card from the reporter, and an outlet with no node in its contacts
+    case = armed(n=3, threshold=2)
+    case.release(*case.nodes[:2])
+    card = make_case_card(case.policy)
+    # When the outlet recovers with the card
+    code, stdout, stderr = v(case.homes["outlet1"], "recover", card, "--out", tmp_path / "o")
+    # Then the card's nodes are asked, and the files come back
+    assert code == 0, stderr
+    assert same_tree(case.source, tmp_path / "o" / case.source.name)
+    assert "node node-c: not released" in stdout
+
+
+def test_a_case_card_pinning_another_policy_is_refused(armed, v, tmp_path):
+    # Given a card whose policy hash is not the policy the nodes serve (a swapped card)
+    case = armed(n=2, threshold=2)
+    case.release(*case.nodes)
+    other = armed(n=1, threshold=1)
+    body = {
+        "v": 1,
+        "case_id": case.case_id,
+        "policy_hash": other.policy.hash,
+        "nodes": [n.card.text for n in case.nodes],
+        "stores": list(case.policy.stores),
+    }
+    card = CASE_CARD_PREFIX + b64e(canonical_json(body))
+    code, _, stderr = v(case.homes["outlet0"], "recover", card, "--out", tmp_path / "o")
+    assert code == 77
+    lie = "lying: serves a policy that is not the one on the case card"
+    assert stderr.strip().splitlines() == [
+        f"velador: error: no node of case {case.case_id} served a release that verifies: "
+        f"node-a ({lie}), node-b ({lie})",
+        "velador: hint: compare the case card (policy hash) with the reporter or another recipient",
+    ]
 
 
 def test_a_non_recipient_cannot_fetch(armed, v, tmp_path):
