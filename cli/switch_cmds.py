@@ -47,7 +47,7 @@ def result_text(r: NodeResult) -> str:
     if r.ok:
         return "ok"
     assert r.error is not None
-    return ("queued: " if r.queued else "failed: ") + r.error.message
+    return ("queued: " if r.queued else "failed: ") + short(r)
 
 
 def node_table(title: str | None, results: list[NodeResult], now: int) -> Any:
@@ -63,13 +63,20 @@ def node_table(title: str | None, results: list[NodeResult], now: int) -> Any:
     return table
 
 
+def short(r: NodeResult) -> str:
+    """The node's error without the 'node NAME: ' prefix the client adds."""
+    msg = r.error.message if r.error else "?"
+    prefix = f"node {r.node}: "
+    return msg[len(prefix) :] if msg.startswith(prefix) else msg
+
+
 def require_all(action: str, results: list[NodeResult], case: str) -> None:
     """Raise one error naming every node that did not do `action`."""
     failed = [r for r in results if not r.ok]
     if not failed:
         return
     done = len(results) - len(failed)
-    detail = "; ".join(f"{r.node}: {r.error.message if r.error else '?'}" for r in failed)
+    detail = "; ".join(f"{r.node}: {short(r)}" for r in failed)
     err = NodeError if all(r.unreachable for r in failed) else PolicyError
     raise err(
         f"{action} reached {done} of {len(results)} nodes ({detail})",
@@ -149,8 +156,6 @@ def status_rows(st: Any, now: int) -> Any:
         editors = "-"
         if b.get("editor_quorum"):
             editors = f"{b.get('editor_requests', 0)}/{b['editor_quorum']}"
-            if b.get("pending_until"):
-                editors += f", objection until {when(b['pending_until'], now)}"
         deadline = b.get("deadline") or (
             b.get("paused_until") if b.get("state") == "PAUSED" else None
         )
@@ -193,8 +198,17 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
     con = out_console()
     for s in stats:
         con.print(status_rows(s, now))
+        pending = [r.body for r in s.results if r.ok and r.body and r.body.get("pending_until")]
+        if pending:
+            b = pending[0]
+            until = min(p["pending_until"] for p in pending)
+            con.print(
+                f"{s.case}: editor release pending ({b.get('editor_requests')} of "
+                f"{b.get('editor_quorum')} editors asked); you can object until "
+                f"{when(until, now)} with 'velador release object {s.case}'"
+            )
         for line in s.disagreements:
-            con.print(f"[bold]warning:[/bold] {line}")
+            con.print(f"warning: {line}")
         if s.local == "arming":
             con.print(f"warning: not every node has the case yet: run 'velador case arm {s.case}'")
 

@@ -545,8 +545,12 @@ def act(
             hint=f"run 'velador case arm {rec.name}' first",
         )
     results = fan_out(targets, identity, clock, ACTIONS[action](policy.case_id, *args), timeout)
+    done_state = {"release": "RELEASED", "destroy": "DESTROYED"}.get(action)
     for r in results:
-        if r.ok and r.body is not None:
+        if done_state and r.error is not None and f"the case is {done_state}" in r.error.message:
+            # Idempotent from the reporter's side: a re-run after a partial failure succeeds.
+            r.error, r.body = None, {"state": done_state}
+        if r.ok and r.body is not None and "time" in r.body:
             state.record_view(policy.case_id, r.fingerprint, r.body)
     if action in ("release", "destroy") and all(r.ok for r in results):
         state.set_case_status(policy.case_id, "released" if action == "release" else "destroyed")
