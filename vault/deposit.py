@@ -9,8 +9,11 @@ any manifest needs, and a re-run uploads only what is missing.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import stat
+import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -25,16 +28,26 @@ from .constants import MAX_INSTRUCTIONS_BYTES
 from .errors import FormatError, NotFoundError
 from .identity import Identity
 from .manifest import Entry, Manifest, entry_mode, parse_manifest, safe_path, seal_snapshot
-from .objects import cipher_hash, encrypt, object_id, object_key, snapshot_key
+from .objects import (
+    ChunkResult,
+    cipher_hash,
+    init_deposit_worker,
+    object_key,
+    snapshot_key,
+    store_chunk,
+)
 from .parallel import Pool, default_jobs
 from .state import CaseRecord, LocalState, open_db, open_sealed
 from .stores import Store, open_store
+
+log = logging.getLogger("velador.deposit")
 
 INLINE_BELOW = 48 * 1024 * 1024
 """Below this many bytes to read, workers cost more to start than they save."""
 
 INDEX_BATCH = 64
-"""Objects recorded in the local index per store sync (about 64 MiB of chunks)."""
+"""New objects per commit: one syncfs pair per store, then one index transaction (about 64 MiB
+of chunks). Batches are cut by chunk, not by file, so one big file is committed as it goes."""
 
 
 @dataclass
@@ -51,72 +64,11 @@ class DepositResult:
     known_chunks: int = 0
     cached_files: int = 0
     skipped: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
     unchanged: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# --- worker side -------------------------------------------------------------------------------
-
-_W: dict[str, Any] = {}
-
-
-def _init_worker(
-    case_id: str,
-    store_urls: list[str],
-    s3_endpoint: str | None,
-    chunk_key: bytes,
-    recipient: str,
-    db_path: str,
-) -> None:
-    _W.clear()
-    _W.update(
-        case_id=case_id,
-        key=chunk_key,
-        recipient=recipient,
-        stores=[open_store(u, s3_endpoint=s3_endpoint) for u in store_urls],
-        db=open_db(Path(db_path)),
-    )
-
-
-def _known(oid: str) -> bool:
-    return (
-        _W["db"]
-        .execute("SELECT 1 FROM objects WHERE case_id = ? AND oid = ?", [_W["case_id"], oid])
-        .fetchone()
-        is not None
-    )
-
-
-def _store_chunk(task: tuple[str, int, int]) -> tuple[str, int, int, str | None, int, bool]:
-    """Read, hash and (if new) encrypt and replicate one chunk.
-
-    Returns (oid, length, stored size, ciphertext hash, bytes uploaded, was new).
-    """
-    path, offset, length = task
-    with open(path, "rb") as fh:
-        data = os.pread(fh.fileno(), length, offset)
-    if len(data) != length:
-        raise FormatError(f"{path} changed while it was being read", hint="deposit again")
-    oid = object_id(_W["key"], data)
-    if _known(oid):
-        return oid, length, 0, None, 0, False
-    key = object_key(_W["case_id"], oid)
-    stores: list[Store] = _W["stores"]
-    present = [s.has(key) for s in stores]
-    if all(present):  # uploaded by a run that was cut before it could record the object
-        return oid, length, stores[0].size(key) or 0, None, 0, True
-    # Replicas must hold identical bytes: copy an existing ciphertext rather than re-encrypting.
-    holder = next((s for s, p in zip(stores, present, strict=True) if p), None)
-    ciphertext = holder.get(key) if holder else encrypt(data, _W["recipient"])
-    uploaded = 0
-    for store, p in zip(stores, present, strict=True):
-        if not p:
-            # The main process syncs every store before it records the object (format.md §6.6).
-            store.put(key, ciphertext, durable=False)
-            uploaded += len(ciphertext)
-    return oid, length, len(ciphertext), cipher_hash(ciphertext), uploaded, True
 
 
 # --- main side ---------------------------------------------------------------------------------
@@ -186,16 +138,122 @@ def _cached_chunks(
     ).fetchone()
     if row is None or (row[0], row[1], row[2]) != (st.st_size, st.st_mtime_ns, st.st_ino):
         return None
-    chunks = [tuple(c) for c in json.loads(row[3])]
-    if not all(state.known_object(case_id, oid) for oid, _ in chunks):
-        return None
-    return chunks  # type: ignore[return-value]
+    chunks = [(str(oid), int(n)) for oid, n in json.loads(row[3])]
+    # One query for the whole list: every chunk must still be known to be in every store.
+    (known,) = state.db.execute(
+        "SELECT count(*) FROM objects WHERE case_id = ? AND oid IN "
+        "(SELECT DISTINCT value FROM json_each(?))",
+        [case_id, json.dumps([oid for oid, _ in chunks])],
+    ).fetchone()
+    return chunks if known == len({oid for oid, _ in chunks}) else None
 
 
 def tree_hash(chunk_key: bytes, manifest_body: dict[str, Any]) -> str:
     """Keyed hash of what a snapshot contains, to skip snapshots identical to the last one."""
     keep = {k: manifest_body[k] for k in ("entries", "instructions", "roots")}
     return blake3.blake3(json.dumps(keep, sort_keys=True).encode(), key=chunk_key).hexdigest()
+
+
+class _Peek(Iterator[ChunkResult]):
+    """An iterator whose next item can be looked at without taking it."""
+
+    def __init__(self, it: Iterator[ChunkResult]) -> None:
+        self._it = it
+        self._next: ChunkResult | None = None
+
+    def peek(self) -> ChunkResult | None:
+        if self._next is None:
+            self._next = next(self._it, None)
+        return self._next
+
+    def __next__(self) -> ChunkResult:
+        item = self.peek()
+        if item is None:
+            raise StopIteration
+        self._next = None
+        return item
+
+
+@dataclass
+class _Batch:
+    staged: list[list[tuple[str, str]]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    repair: list[str] = field(default_factory=list)
+
+
+class _Committer:
+    """Commits staged objects to every store, then records them, one batch at a time.
+
+    It runs in a thread so that the syncfs of one batch overlaps the encryption of the next. The
+    order inside a batch is the rule of format.md §6.6: every store holds every object durably
+    (commit, or sync for objects found already there) before any of them is recorded.
+    """
+
+    def __init__(self, db_path: Path, case_id: str, stores: list[Store]) -> None:
+        self._db_path, self._case_id, self._stores = db_path, case_id, stores
+        self._q: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="velador-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: _Batch) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(batch)
+
+    def close(self, raise_error: bool = True) -> None:
+        """Wait until every submitted batch is committed and recorded; raise its error if any."""
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None and raise_error:
+            raise self._error
+
+    def _run(self) -> None:
+        db = open_db(self._db_path)
+        try:
+            while (batch := self._q.get()) is not None:
+                if self._error is None:
+                    try:
+                        self._commit(db, batch)
+                    except BaseException as exc:  # raised in the main thread by submit/close
+                        self._error = exc
+        finally:
+            db.conn.close()
+
+    def _commit(self, db: Any, batch: _Batch) -> None:
+        for store, staged in zip(self._stores, batch.staged, strict=True):
+            staged = [(k, t) for k, t in staged if t]
+            if staged:
+                store.commit(staged)
+            elif batch.rows:
+                store.sync()  # objects a cut-off run left there become durable before recording
+        rows = {r["oid"]: r for r in batch.rows}
+        for oid in batch.repair:
+            rows[oid] = self._make_replicas_identical(oid)
+        if rows:
+            with db.conn:
+                db["objects"].insert_all(list(rows.values()), replace=True)
+
+    def _make_replicas_identical(self, oid: str) -> dict[str, Any]:
+        # Two workers encrypted one chunk at once and a store without staging (S3) took both
+        # PUTs: copy the first store's bytes to the others, so that replicas stay identical.
+        key = object_key(self._case_id, oid)
+        data = self._stores[0].get(key)
+        chash = cipher_hash(data)
+        for store in self._stores[1:]:
+            if cipher_hash(store.get(key)) != chash:
+                store.put(key, data)
+        return {"case_id": self._case_id, "oid": oid, "csize": len(data), "chash": chash}
+
+
+_Todo = tuple[int, "_FileItem", str]
+"""A file to read: (index in this pass, the file as listed, its cache key)."""
+_Done = tuple["_FileItem", str, list[tuple[str, int]]]
+"""A file read whole and unchanged: (the file, its cache key, its chunks)."""
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def deposit(
@@ -232,95 +290,70 @@ def deposit(
     except FileNotFoundError as exc:
         raise NotFoundError(f"cannot deposit {exc.filename}: no such file or folder") from None
     result.dirs = len(dirs)
-    result.files = len(files)
-    result.bytes_total = sum(f.st.st_size for f in files)
 
-    plan: list[tuple[_FileItem, str, list[tuple[str, int]] | None]] = []
-    to_read = 0
+    entries: list[Entry] = list(dirs)
+    cache_rows: list[dict[str, Any]] = []
+    todo: list[tuple[int, _FileItem, str]] = []
     for item in files:
         pkey = _path_key(chunk_key, item.abs_path)
         cached = _cached_chunks(state, policy.case_id, pkey, item.st)
-        plan.append((item, pkey, cached))
         if cached is None:
-            to_read += item.st.st_size
+            todo.append((len(todo), item, pkey))
         else:
             result.cached_files += 1
+            entries.append(_file_entry(item, cached))
+    to_read = sum(item.st.st_size for _, item, _ in todo)
 
-    jobs = jobs or (default_jobs() if to_read >= INLINE_BELOW else 1)
-    stores = [open_store(u, s3_endpoint=s3_endpoint) for u in policy.stores]
-    entries: list[Entry] = list(dirs)
-    cache_rows: list[dict[str, Any]] = []
-    done = 0
-    initargs = (
-        policy.case_id,
-        list(policy.stores),
-        s3_endpoint,
-        chunk_key,
-        policy.release_recipient,
-        str(state.path),
-    )
-    with Pool(jobs, _init_worker, initargs) as pool:
-
-        def tasks() -> Iterator[tuple[str, int, int]]:
-            for item, _, cached in plan:
-                if cached is None:
-                    for off, length in chunk_file(item.abs_path, seed):
-                        yield str(item.abs_path), off, length
-
-        results = pool.imap(_store_chunk, tasks())
-        pending_objects: list[dict[str, Any]] = []
-        for item, pkey, cached in plan:
-            chunks = cached
-            if chunks is None:
-                chunks = []
-                remaining = item.st.st_size
-                while remaining > 0:
-                    oid, length, csize, chash, uploaded, new = next(results)
-                    chunks.append((oid, length))
-                    remaining -= length
-                    result.bytes_read += length
-                    result.bytes_uploaded += uploaded
-                    if new:
-                        result.new_chunks += 1
-                        pending_objects.append(
-                            {"case_id": policy.case_id, "oid": oid, "csize": csize, "chash": chash}
-                        )
-                    else:
-                        result.known_chunks += 1
-                    done += length
-                    if progress:
-                        progress(done, to_read)
-                if remaining != 0:
-                    raise FormatError(
-                        f"{item.abs_path} changed while it was being read", hint="deposit again"
-                    )
-                # Record objects in batches, after a sync of every store: recorded objects are
-                # durable everywhere, so a re-run need not upload them.
-                if len(pending_objects) >= INDEX_BATCH:
-                    _record(state, stores, pending_objects)
-                    pending_objects = []
-                cache_rows.append(
-                    {
-                        "case_id": policy.case_id,
-                        "pathkey": pkey,
-                        "size": item.st.st_size,
-                        "mtime_ns": item.st.st_mtime_ns,
-                        "ino": item.st.st_ino,
-                        "chunks": json.dumps(chunks),
-                    }
-                )
-            entries.append(
-                Entry(
-                    item.rel,
-                    "file",
-                    entry_mode(item.st.st_mode),
-                    int(item.st.st_mtime),
-                    item.st.st_size,
-                    tuple(chunks),
-                )
+    if todo:
+        jobs = jobs or (default_jobs() if to_read >= INLINE_BELOW else 1)
+        stores = [open_store(u, s3_endpoint=s3_endpoint) for u in policy.stores]
+        initargs = (
+            policy.case_id,
+            list(policy.stores),
+            s3_endpoint,
+            chunk_key,
+            policy.release_recipient,
+            str(state.path),
+        )
+        reader = _Reader(result, stores, policy.case_id, seed, progress, to_read)
+        committer = _Committer(state.path, policy.case_id, stores)
+        try:
+            with Pool(jobs, init_deposit_worker, initargs) as pool:
+                done, changed = reader.run(pool, committer, todo)
+                if changed:
+                    # Read a file that changed under us once more, from a fresh listing; one that
+                    # changes again is left out with a warning, never stored half old, half new.
+                    retry = _relisted(changed)
+                    reader.total += sum(item.st.st_size for _, item, _ in retry)
+                    done2, changed = reader.run(pool, committer, retry)
+                    done += done2
+                reader.flush(committer)
+        except BaseException:
+            committer.close(raise_error=False)
+            raise
+        committer.close()
+        for item, _, chunks in done:
+            entries.append(_file_entry(item, chunks))
+        for _, item, _ in changed:
+            result.changed.append(str(item.abs_path))
+            log.warning(
+                "velador: warning: %s changed while it was being read; it is not in this "
+                "snapshot (deposit it again when it is not being written)",
+                item.abs_path,
             )
-
-        _record(state, stores, pending_objects)
+        cache_rows = [
+            {
+                "case_id": policy.case_id,
+                "pathkey": pkey,
+                "size": item.st.st_size,
+                "mtime_ns": item.st.st_mtime_ns,
+                "ino": item.st.st_ino,
+                "chunks": json.dumps(chunks),
+            }
+            for item, pkey, chunks in done
+        ]
+    result.files = sum(1 for e in entries if e.type == "file")
+    result.bytes_total = sum(e.size for e in entries)
 
     last = state.last_snapshot(policy.case_id)
     entries.sort(key=lambda e: e.path)
@@ -354,9 +387,10 @@ def deposit(
         _save_cache(state, cache_rows)
         return result
     snap_id, blob = seal_snapshot(manifest, identity.sign_key, policy.release_recipient)
-    for store in stores:
+    # Every object the manifest names is durable in every store (the committer has finished).
+    for store in [open_store(u, s3_endpoint=s3_endpoint) for u in policy.stores]:
         store.put(snapshot_key(policy.case_id, snap_id), blob)
-    result.bytes_uploaded += len(blob) * len(stores)
+    result.bytes_uploaded += len(blob) * len(policy.stores)
     with state.tx():
         state.db["snapshots"].insert(
             {
@@ -365,7 +399,7 @@ def deposit(
                 "seq": manifest.seq,
                 "created": manifest.created,
                 "parent": manifest.parent,
-                "files": len(files),
+                "files": result.files,
                 "bytes": result.bytes_total,
                 "tree_hash": thash,
                 "policy_hash": policy.hash,
@@ -378,12 +412,145 @@ def deposit(
     return result
 
 
-def _record(state: LocalState, stores: list[Store], objects: list[dict[str, Any]]) -> None:
-    for store in stores:
-        store.sync()
-    if objects:
-        with state.tx():
-            state.db["objects"].insert_all(objects, replace=True)
+def _file_entry(item: _FileItem, chunks: list[tuple[str, int]]) -> Entry:
+    st = item.st
+    return Entry(
+        item.rel, "file", entry_mode(st.st_mode), int(st.st_mtime), st.st_size, tuple(chunks)
+    )
+
+
+def _relisted(
+    changed: list[tuple[int, _FileItem, str]],
+) -> list[tuple[int, _FileItem, str]]:
+    out = []
+    for i, (_, item, pkey) in enumerate(changed):
+        try:
+            st = os.lstat(item.abs_path)
+        except FileNotFoundError:
+            continue  # deleted meanwhile: nothing to deposit
+        if stat.S_ISREG(st.st_mode):
+            out.append((i, _FileItem(item.abs_path, item.rel, st), pkey))
+    return out
+
+
+class _Reader:
+    """One pass over files to read: chunk here, hash/encrypt/stage in the pool, batch commits."""
+
+    def __init__(
+        self,
+        result: DepositResult,
+        stores: list[Store],
+        case_id: str,
+        seed: int,
+        progress: Callable[[int, int], None] | None,
+        total: int,
+    ) -> None:
+        self.result, self.case_id, self.seed = result, case_id, seed
+        self.progress, self.total, self.done_bytes = progress, total, 0
+        self.nstores = len(stores)
+        self.batch = self._new_batch()
+        self.seen: set[str] = set()
+
+    def _new_batch(self) -> _Batch:
+        return _Batch([[] for _ in range(self.nstores)])
+
+    def flush(self, committer: _Committer) -> None:
+        if self.batch.rows or self.batch.repair or any(self.batch.staged):
+            committer.submit(self.batch)
+            self.batch = self._new_batch()
+
+    def run(
+        self, pool: Pool, committer: _Committer, todo: list[tuple[int, _FileItem, str]]
+    ) -> tuple[
+        list[tuple[_FileItem, str, list[tuple[str, int]]]], list[tuple[int, _FileItem, str]]
+    ]:
+        seed = self.seed
+
+        def tasks() -> Iterator[tuple[int, str, int, int, int]]:
+            for findex, item, _ in todo:
+                if item.st.st_size == 0:
+                    continue
+                path = str(item.abs_path)
+                n = 0
+                try:
+                    for off, length in chunk_file(item.abs_path, seed):
+                        n += 1
+                        yield findex, path, item.st.st_ino, off, length
+                except FileNotFoundError:
+                    pass
+                if n == 0:  # gone or emptied since it was listed: let the consumer know
+                    yield findex, path, item.st.st_ino, 0, 0
+
+        results = _Peek(pool.imap(store_chunk, tasks()))
+        done: list[_Done] = []
+        changed: list[_Todo] = []
+        for findex, item, pkey in todo:
+            chunks: list[tuple[str, int]] = []
+            moved = False
+            expect = 0
+            # Every result is tagged with the file it belongs to: a file that shrank or grew
+            # can never lend chunks to, or take chunks from, its neighbours.
+            while (r := results.peek()) is not None and r[0] == findex:
+                next(results)
+                _, off, oid, length, csize, chash, uploaded, new, tokens, ch = r
+                if ch:
+                    moved = True
+                    continue
+                if off != expect:
+                    raise RuntimeError(f"chunk results out of order at {off}, expected {expect}")
+                expect += length
+                chunks.append((oid, length))
+                self._account(oid, length, csize, chash, uploaded, new, tokens)
+                if len(self.batch.rows) >= INDEX_BATCH:
+                    self.flush(committer)
+            if item.st.st_size and not moved:
+                # The workers have read every chunk: the file must still be what was listed.
+                try:
+                    now = _stat_key(os.stat(item.abs_path))
+                except FileNotFoundError:
+                    now = None
+                moved = expect != item.st.st_size or now != _stat_key(item.st)
+            if moved:
+                changed.append((findex, item, pkey))
+            else:
+                done.append((item, pkey, chunks))
+        if (r := results.peek()) is not None:
+            raise RuntimeError(f"a chunk result names an unknown file ({r[0]})")
+        return done, changed
+
+    def _account(
+        self,
+        oid: str,
+        length: int,
+        csize: int,
+        chash: str | None,
+        uploaded: int,
+        new: bool,
+        tokens: list[tuple[int, str]],
+    ) -> None:
+        res = self.result
+        res.bytes_read += length
+        self.done_bytes += length
+        key = object_key(self.case_id, oid)
+        for i, token in tokens:
+            self.batch.staged[i].append((key, token))
+        if not new:
+            res.known_chunks += 1
+        elif oid in self.seen:
+            # The same chunk twice in one run: the first copy staged wins (vault.stores), but a
+            # store that cannot stage may have taken both; the committer evens them out.
+            res.known_chunks += 1
+            if any(not t for _, t in tokens):
+                self.batch.repair.append(oid)
+        else:
+            self.seen.add(oid)
+            res.new_chunks += 1
+            res.bytes_uploaded += uploaded
+            self.batch.rows.append(
+                {"case_id": self.case_id, "oid": oid, "csize": csize, "chash": chash}
+            )
+        if self.progress:
+            self.progress(self.done_bytes, self.total)
 
 
 def _save_cache(state: LocalState, rows: list[dict[str, Any]]) -> None:

@@ -9,12 +9,16 @@ cannot substitute one valid object for another.
 
 from __future__ import annotations
 
+import os
+import sqlite3
+from typing import Any
+
 import blake3
 import pyrage
 from pyrage import x25519
 
 from .constants import OBJECT_ID_BYTES
-from .errors import AuthenticationError, FormatError
+from .errors import AuthenticationError, FormatError, NotFoundError, StoreError, VeladorError
 
 _HEX = set("0123456789abcdef")
 
@@ -68,3 +72,157 @@ def open_chunk(
     if object_id(chunk_key, data) != oid:
         raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
     return data
+
+
+# --- worker side of deposits and recoveries ------------------------------------------------------
+# These run in worker processes (vault/parallel.py), which import this module and the stores only:
+# a light interpreter, so the process tree stays small. They run inline for small jobs.
+
+_W: dict[str, Any] = {}
+
+ChunkResult = tuple[int, int, str, int, int, "str | None", int, bool, list[tuple[int, str]], bool]
+"""(file index, offset, object id, length, stored size, ciphertext hash or None, bytes uploaded,
+new to the index, staged tokens as (store index, token), file changed while read)."""
+
+
+def init_deposit_worker(
+    case_id: str,
+    store_urls: list[str],
+    s3_endpoint: str | None,
+    chunk_key: bytes,
+    recipient: str,
+    db_path: str,
+) -> None:
+    from .stores import open_store
+
+    _close_file()
+    _W.clear()
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout=10000")
+    _W.update(
+        case_id=case_id,
+        key=chunk_key,
+        recipient=x25519.Recipient.from_str(recipient),
+        stores=[open_store(u, s3_endpoint=s3_endpoint) for u in store_urls],
+        db=db,
+    )
+
+
+def _fd_for(path: str, flags: int, ino: int | None = None) -> int:
+    """Keep the last file open: consecutive chunks nearly always belong to the same file.
+
+    With `ino`, the open file must be that inode (a file replaced under the same name is another
+    file: FileNotFoundError, which the caller reports as a changed file).
+    """
+    cur = _W.get("file")
+    if cur is not None and cur[0] == (path, flags, ino):
+        return int(cur[1])
+    _close_file()
+    fd = os.open(path, flags)
+    if ino is not None and os.fstat(fd).st_ino != ino:
+        os.close(fd)
+        raise FileNotFoundError(path)
+    _W["file"] = ((path, flags, ino), fd)
+    return fd
+
+
+def _close_file() -> None:
+    cur = _W.pop("file", None)
+    if cur is not None:
+        os.close(cur[1])
+
+
+def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
+    """Read one chunk at its offset, name it, and encrypt and stage it where it is missing.
+
+    The worker reads the bytes itself (the main process sends offsets, not data) and names them
+    from what it read, so an object always matches its id even if the file changes meanwhile;
+    a short read reports the file as changed. Staged objects are invisible until the main process
+    commits them (vault.stores, format.md §6.6).
+    """
+    findex, path, ino, offset, length = task
+    if length == 0:  # the file had no chunk left to give: it shrank since it was listed
+        return findex, offset, "", 0, 0, None, 0, False, [], True
+    try:
+        data = os.pread(_fd_for(path, os.O_RDONLY, ino), length, offset)
+    except FileNotFoundError:
+        return findex, offset, "", 0, 0, None, 0, False, [], True
+    if len(data) != length:
+        return findex, offset, "", 0, 0, None, 0, False, [], True
+    oid = object_id(_W["key"], data)
+    row = (
+        _W["db"]
+        .execute("SELECT 1 FROM objects WHERE case_id = ? AND oid = ?", (_W["case_id"], oid))
+        .fetchone()
+    )
+    if row is not None:
+        return findex, offset, oid, length, 0, None, 0, False, [], False
+    key = object_key(_W["case_id"], oid)
+    stores = _W["stores"]
+    present = [s.has(key) for s in stores]
+    if all(present):  # uploaded by a run that was cut before it could record the object
+        return findex, offset, oid, length, stores[0].size(key) or 0, None, 0, True, [], False
+    # Replicas must hold identical bytes: copy an existing ciphertext rather than re-encrypting.
+    holder = next((s for s, p in zip(stores, present, strict=True) if p), None)
+    ciphertext = holder.get(key) if holder else pyrage.encrypt(data, [_W["recipient"]])
+    del data
+    tokens = []
+    uploaded = 0
+    for i, (store, p) in enumerate(zip(stores, present, strict=True)):
+        if not p:
+            tokens.append((i, store.stage(key, ciphertext)))
+            uploaded += len(ciphertext)
+    chash = cipher_hash(ciphertext)
+    return findex, offset, oid, length, len(ciphertext), chash, uploaded, True, tokens, False
+
+
+def init_recover_worker(
+    store_urls: list[str], s3_endpoint: str | None, identity_strs: list[str]
+) -> None:
+    from .stores import open_store
+
+    _close_file()
+    _W.clear()
+    _W["stores"] = [open_store(u, s3_endpoint=s3_endpoint) for u in store_urls]
+    _W["ids"] = [x25519.Identity.from_str(s) for s in identity_strs]
+
+
+def fetch_chunk(task: tuple[str, str, str, int, int, bytes]) -> tuple[int, list[str]]:
+    """Fetch one chunk from the first store with a good copy and write it at its offset."""
+    tmp, case_id, oid, offset, length, chunk_key = task
+    problems: list[str] = []
+    key = object_key(case_id, oid)
+    for store in _W["stores"]:
+        try:
+            data = open_chunk(store.get(key), _W["ids"], chunk_key, oid)
+        except VeladorError as exc:
+            if isinstance(exc, NotFoundError):
+                problems.append(f"{store.url}: object {oid[:12]} is missing")
+            else:
+                problems.append(f"{store.url}: object {oid[:12]}: {exc.message}")
+            continue
+        if len(data) != length:
+            problems.append(f"{store.url}: object {oid[:12]} has the wrong length")
+            continue
+        fd = _fd_for(tmp, os.O_WRONLY | os.O_NOFOLLOW)
+        view = memoryview(data)
+        pos = offset
+        while view:
+            n = os.pwrite(fd, view, pos)
+            view, pos = view[n:], pos + n
+        _start_writeback(fd, offset, length)
+        return length, problems
+    raise StoreError(
+        f"object {oid[:12]} is missing or damaged in every store", hint="; ".join(problems[-3:])
+    )
+
+
+def release_file() -> None:
+    """Close the file a worker keeps open (before the main process renames or fsyncs it)."""
+    _close_file()
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    from .stores.local import start_writeback
+
+    start_writeback(fd, offset, length)

@@ -28,7 +28,7 @@ from .errors import (
     VeladorError,
 )
 from .manifest import Entry, Manifest, open_snapshot_body, read_signed_manifest
-from .objects import object_key, open_chunk, snapshot_prefix
+from .objects import fetch_chunk, init_recover_worker, release_file, snapshot_prefix
 from .parallel import Pool, default_jobs
 from .policy import Policy
 from .shares import age_identity_str, combine_any
@@ -240,43 +240,6 @@ def _mkdirs(out: Path, rel: str) -> None:
                 ) from None
 
 
-_W: dict[str, Any] = {}
-
-
-def _init_worker(store_urls: list[str], s3_endpoint: str | None, identity_strs: list[str]) -> None:
-    _W.clear()
-    _W["stores"] = [open_store(u, s3_endpoint=s3_endpoint) for u in store_urls]
-    _W["ids"] = [x25519.Identity.from_str(s) for s in identity_strs]
-
-
-def _fetch_chunk(task: tuple[str, str, str, int, int, bytes]) -> tuple[int, list[str]]:
-    """Fetch one chunk from the first store that has a good copy and write it at its offset."""
-    tmp, case_id, oid, offset, length, chunk_key = task
-    problems: list[str] = []
-    key = object_key(case_id, oid)
-    for store in _W["stores"]:
-        try:
-            data = open_chunk(store.get(key), _W["ids"], chunk_key, oid)
-        except NotFoundError:
-            problems.append(f"{store.url}: object {oid[:12]} is missing")
-            continue
-        except VeladorError as exc:
-            problems.append(f"{store.url}: object {oid[:12]}: {exc.message}")
-            continue
-        if len(data) != length:
-            problems.append(f"{store.url}: object {oid[:12]} has the wrong length")
-            continue
-        fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW)
-        try:
-            os.pwrite(fd, data, offset)
-        finally:
-            os.close(fd)
-        return length, problems
-    raise StoreError(
-        f"object {oid[:12]} is missing or damaged in every store", hint="; ".join(problems[-3:])
-    )
-
-
 def restore(
     policy: Policy,
     secret_identities: list[str],
@@ -330,7 +293,7 @@ def restore(
     total = need
     done = 0
     jobs = jobs or (default_jobs() if total >= INLINE_BELOW else 1)
-    with Pool(jobs, _init_worker, (store_urls, s3_endpoint, secret_identities)) as pool:
+    with Pool(jobs, init_recover_worker, (store_urls, s3_endpoint, secret_identities)) as pool:
         for entry, m, target in targets:
             if entry.type == "dir":
                 _mkdirs(out, entry.path)
@@ -352,11 +315,12 @@ def restore(
                     offset += length
 
             try:
-                for length, problems in pool.imap(_fetch_chunk, tasks()):
+                for length, problems in pool.imap(fetch_chunk, tasks()):
                     report.store_problems.extend(problems)
                     done += length
                     if progress:
                         progress(done, total)
+                release_file()  # inline runs keep the file open between chunks
                 fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
                 try:
                     os.fsync(fd)

@@ -42,6 +42,24 @@ class Store(Protocol):
         """Make every put made with durable=False (by any process) durable."""
         ...
 
+    def stage(self, key: str, data: bytes) -> str:
+        """Write ``data`` for ``key`` without making it visible or durable yet; return a token.
+
+        Any process may stage; the tokens travel (as plain strings) to the one that calls
+        ``commit``. Until then ``has``/``get``/``list`` do not see the object. S3: a plain PUT,
+        durable and visible at once (the token is empty).
+        """
+        ...
+
+    def commit(self, staged: list[tuple[str, str]]) -> None:
+        """Make staged ``(key, token)`` objects durable, then visible, then durable by name.
+
+        A key that already exists keeps its bytes (objects are immutable; the first copy wins)
+        and the staged copy is dropped. File store: one ``syncfs`` before and one after the
+        renames of the whole batch, instead of an fsync per object (format.md §1.5).
+        """
+        ...
+
     def put_file(self, key: str, path: pathlib.Path) -> None:
         """Like ``put``, streaming from a local file (S3: multipart above 8 MiB)."""
         ...

@@ -237,6 +237,14 @@ class S3Store:
     def sync(self) -> None:
         """Nothing to do: S3 acknowledges a PUT only once the object is stored durably."""
 
+    def stage(self, key: str, data: bytes) -> str:
+        """A plain PUT: S3 has no invisible, non-durable state worth using."""
+        self.put(key, data)
+        return ""
+
+    def commit(self, staged: list[tuple[str, str]]) -> None:
+        """Nothing to do: staged objects were PUT, durable and visible already."""
+
     def put_file(self, key: str, path: Path) -> None:
         full = self._full(key)
         Path(path).stat()  # a missing source is the caller's bug, raised as is (like FileStore)
