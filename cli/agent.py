@@ -119,7 +119,7 @@ def show(rnd: Round, notify: bool) -> None:
 @click.option("--once", is_flag=True, help="Run one round (re-send, remind) and exit.")
 @click.option(
     "--interval",
-    type=float,
+    type=click.FloatRange(1, 86400),
     default=60.0,
     show_default=True,
     help="Seconds between rounds.",
@@ -132,7 +132,7 @@ def show(rnd: Round, notify: bool) -> None:
 )
 @click.option(
     "--timeout",
-    type=float,
+    type=click.FloatRange(0.5, 600),
     default=DEFAULT_TIMEOUT,
     show_default=True,
     help="Seconds to wait for each node.",

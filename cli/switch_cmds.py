@@ -27,7 +27,11 @@ TIMEOUT_HELP = f"Seconds to wait for each node (default {DEFAULT_TIMEOUT:g})."
 
 def timeout_option(f: Any) -> Any:
     return click.option(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True, help=TIMEOUT_HELP
+        "--timeout",
+        type=click.FloatRange(0.5, 600),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        help=TIMEOUT_HELP,
     )(f)
 
 

@@ -265,7 +265,12 @@ def switch_cases(state: LocalState, names: Iterable[str] = ()) -> list[CaseRecor
             _switch_policy(r)
             _refuse_closed(r, "check in")
         return recs
-    return [r for r in state.cases() if arming_state(state, r) in ("armed", "arming")]
+    return [
+        r
+        for r in state.cases()
+        if arming_state(state, r) == "armed"
+        or any(st == "registered" for st, _ in state.node_regs(r.policy).values())
+    ]
 
 
 # --- check-ins ------------------------------------------------------------------------------
@@ -337,6 +342,11 @@ def checkin(
         policy = _switch_policy(rec)
         regs = state.node_regs(policy)
         targets = [c for c in policy.nodes if regs.get(c.fingerprint, ("",))[0] == "registered"]
+        if not targets:
+            raise PolicyError(
+                f"case {rec.name} is not registered at any node yet",
+                hint=f"run 'velador case arm {rec.name}' first",
+            )
         seq = state.next_heartbeat_seq(policy.case_id, now)  # durable before it is signed
         hb = make_heartbeat(policy, identity.sign_key, seq, now, duress=identity.duress)
         plans.append((rec, policy, seq, hb, targets))

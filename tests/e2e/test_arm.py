@@ -137,3 +137,18 @@ def test_create_bad_inputs(v, people, net, tmp_path):
     assert line == "velador: error: no contact named 'nobody'"
     # Nothing was created by any of these.
     assert v.json(r, "case", "list") == []
+
+
+def test_no_node_reachable_at_create(v, people, net, tmp_path):
+    ns = net(2)
+    for n in ns:
+        n.kill()
+    line, _ = v.fails(people.r, *create_args(2, tmp_path), code=69)
+    assert line.startswith("velador: error: case inv is NOT armed: 0 of 2 nodes have it; node-a ")
+    line, _ = v.fails(people.r, "checkin", code=75)
+    assert line == "velador: error: no armed case to check in"
+    line, hint = v.fails(people.r, "checkin", "inv", code=75)
+    assert line == "velador: error: case inv is not registered at any node yet"
+    assert hint == "velador: hint: run 'velador case arm inv' first"
+    code, _, err = v(people.r, "checkin", "--timeout", "0")
+    assert code == 2 and "Invalid value for '--timeout'" in err
