@@ -1,109 +1,353 @@
-"""`make demo`: the offline story end to end on this machine, in a temp folder it removes.
+"""`make demo`: the whole story on this machine, on loopback, in a temp folder it removes.
 
-A reporter splits a case key 2-of-3 between offline holders (USB sticks), deposits a sample
-investigation with instructions into two replicated folder stores, one replica loses an object,
-and an outlet holding two shares recovers everything, verified byte for byte. Escrow nodes (the
-automatic switch) join this story when they land (issue 4).
+Five partner outlets run escrow nodes (`velador node serve` subprocesses on free loopback ports,
+second-scale intervals). Ana, a reporter, arms a case across them (3 of 5), names two recipient
+outlets and one editor, and deposits her investigation into a folder store. Her check-ins keep
+the case armed; an editor's false alarm is cancelled by her objection; one node goes down; her
+check-ins stop; the nodes remind, warn, and release; an outlet recovers from the four live nodes
+and the demo proves the files byte-identical. Every step is a real `velador` command, printed as
+it runs. The node processes are stopped in a `finally`, also on Ctrl-C or an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
+import io
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 VELADOR = [sys.executable, "-m", "cli.main"]
+NODES = 5
+THRESHOLD = 3
+EVERY, GRACE, REMIND = 6, 3, 2  # seconds: check in every 6 s, release 3 s after a miss
+STEP_DEADLINE = 30.0  # no wait in the demo may last longer than this
+
+
+class DemoFailed(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(pred: Any, what: str, deadline: float = STEP_DEADLINE, every: float = 0.2) -> Any:
+    """Poll `pred` until it returns something truthy, with a deadline."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise DemoFailed(f"timed out waiting for {what}")
+
+
+class Demo:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.start = time.monotonic()
+        self.timeline: list[str] = []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # Demo only: libsodium's minimum Argon2id cost, so identities take milliseconds. The
+        # passphrase comes from the environment, never from argv (see cli/context.py).
+        self.env = dict(
+            os.environ,
+            VELADOR_PASSPHRASE="demo passphrase",  # noqa: S106 - a throwaway demo identity
+            VELADOR_INSECURE_FAST_KDF="1",
+            PYTHONUNBUFFERED="1",
+            TMPDIR=str(root / "tmp"),
+        )
+        (root / "tmp").mkdir()
+
+    # --- output ------------------------------------------------------------------------------
+
+    def t(self) -> float:
+        return time.monotonic() - self.start
+
+    def step(self, text: str) -> None:
+        self.timeline.append(f"{self.t():6.1f}s  {text}")
+        print(f"\n== {text}", flush=True)
+
+    def mark(self, text: str) -> None:
+        self.timeline.append(f"{self.t():6.1f}s    {text}")
+        print(f"   ({text})", flush=True)
+
+    def v(self, who: str, *args: str, check: bool = True, show: bool = True) -> str:
+        """Run one real `velador` command as `who` (their own home folder) and print it."""
+        cmd = [*VELADOR, "--home", str(self.root / who), *args]
+        shown = " ".join(_short(a) for a in args)
+        if show:
+            print(f"$ velador --home {who} {shown}", flush=True)
+        res = subprocess.run(cmd, env=self.env, capture_output=True, text=True, cwd=self.root)
+        out = (res.stdout + res.stderr).strip()
+        if out and show:
+            print("  " + out.replace("\n", "\n  "), flush=True)
+        if check and res.returncode != 0:
+            if not show:
+                print(f"$ velador --home {who} {shown}\n  {out}", flush=True)
+            raise DemoFailed(f"step failed (exit {res.returncode}): velador {shown}")
+        return res.stdout
+
+    def quiet(self, who: str, *args: str) -> str:
+        """The same command in this process, unprinted: for repetitive set-up steps."""
+        from cli.main import cli
+
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                cli.main(["--home", str(self.root / who), *args], "velador", standalone_mode=False)
+        except Exception as exc:
+            raise DemoFailed(f"velador {' '.join(map(_short, args))}: {exc}") from exc
+        return out.getvalue()
+
+    # --- nodes -------------------------------------------------------------------------------
+
+    def init_nodes(self) -> list[tuple[str, str]]:
+        """`velador node init` for five outlets, in parallel; returns (name, url)."""
+        made = []
+        procs = []
+        for i in range(1, NODES + 1):
+            name, port = f"nodo-{i}", free_port()
+            url = f"http://127.0.0.1:{port}"
+            args = ["node", "init", "--data", str(self.root / "nodes" / name)]
+            args += ["--name", name, "--url", url, "--port", str(port)]
+            print(f"$ velador {' '.join(args[:4])} --name {name} --url {url}", flush=True)
+            procs.append(
+                subprocess.Popen(
+                    [*VELADOR, *args], env=self.env, stdout=subprocess.DEVNULL, cwd=self.root
+                )
+            )
+            made.append((name, url))
+        for p in procs:
+            if p.wait(60) != 0:
+                raise DemoFailed("velador node init failed")
+        return made
+
+    def serve(self, name: str, url: str) -> None:
+        data = self.root / "nodes" / name
+        log = open(data / "serve.log", "ab")  # noqa: SIM115 - closed with the process
+        args = ["node", "serve", "--data", str(data), "--tick", "0.2", "--log-level", "warning"]
+        print(f"$ velador {' '.join(args[:2])} --data nodes/{name} --tick 0.2 &", flush=True)
+        self.procs[name] = subprocess.Popen(
+            [*VELADOR, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+        )
+        log.close()
+
+    def wait_healthy(self, url: str) -> None:
+        def up() -> bool:
+            try:
+                return httpx.get(url + "/v1/health", timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, f"{url} to answer", every=0.05)
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            with contextlib.suppress(Exception):  # keep stopping the others
+                self.stop(name)
+
+    # --- what the reporter sees ------------------------------------------------------------------
+
+    def node_states(self) -> dict[str, str]:
+        out = self.v("ana", "status", "puerto", "--json", "--timeout", "2", show=False)
+        case = json.loads(out)["cases"][0]
+        rows = case.get("nodes") or case.get("results") or []
+        return {r["node"]: r.get("state") or "unreachable" for r in rows}
+
+    def wait_states(self, want: str, at_least: int, what: str) -> dict[str, str]:
+        def enough() -> dict[str, str] | None:
+            states = self.node_states()
+            return states if sum(1 for s in states.values() if s == want) >= at_least else None
+
+        return wait_until(enough, what, every=0.3)
+
+
+def _short(arg: str) -> str:
+    if arg.startswith(("velador:card:", "velador:case:")):
+        return f"'{arg[:24]}…'"
+    return arg if " " not in arg else f"'{arg}'"
+
+
+def write_investigation(root: Path) -> tuple[Path, Path]:
+    inv = root / "investigacion-puerto"
+    (inv / "fuentes").mkdir(parents=True)
+    (inv / "notas.md").write_text(
+        "# Puerto\nContratos inflados, 2019-2024. Ver fuentes/.\n", encoding="utf-8"
+    )
+    (inv / "fuentes" / "entrevista-ñ.txt").write_text("Testimonio (anonimizado).\n", "utf-8")
+    (inv / "fuentes" / "contratos.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    (inv / "vacío.txt").write_bytes(b"")
+    note = root / "instrucciones.txt"
+    note.write_text(
+        "Publicar notas.md primero. Proteger a las fuentes: no publicar nombres.\n", "utf-8"
+    )
+    return inv, note
+
+
+def identical(a: Path, b: Path) -> bool:
+    cmp = filecmp.dircmp(a, b)
+    if cmp.left_only or cmp.right_only or cmp.funny_files:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)
+    return not mismatch and not errors and all(identical(a / d, b / d) for d in cmp.subdirs)
+
+
+def story(d: Demo) -> None:
+    root = d.root
+    d.step(f"Five partner outlets start escrow nodes (3 of 5 will be needed), tick {0.2}s")
+    nodes = d.init_nodes()
+    for name, url in nodes:
+        d.serve(name, url)
+    for _, url in nodes:
+        d.wait_healthy(url)
+    pids = ", ".join(f"{n} pid {p.pid}" for n, p in d.procs.items())
+    print(f"   node pids: {pids}", flush=True)
+
+    d.step("Ana (reporter), two recipient outlets and an editor make identities")
+    d.v("ana", "id", "new", "--name", "Ana Reportera")
+    d.v("diario", "id", "new", "--name", "El Diario del Norte", "--role", "outlet")
+    d.v("semanario", "id", "new", "--name", "Semanario Sur", "--role", "outlet")
+    d.v("editora", "id", "new", "--name", "Editora de Ana", "--role", "editor")
+
+    d.step("They exchange contact cards (and would compare fingerprints aloud)")
+    cards = {who: d.quiet(who, "id", "card").strip() for who in ("diario", "semanario", "editora")}
+    ana_card = d.quiet("ana", "id", "card").strip()
+    node_cards = {name: _node_card(d, name) for name, _ in nodes}
+    for who, card in cards.items():
+        d.v("ana", "contact", "add", card, "--alias", who)
+    for name, card in node_cards.items():
+        d.v("ana", "contact", "add", card, "--alias", name)
+
+    for who in ("diario", "semanario", "editora"):  # the same on the other three machines
+        d.quiet(who, "contact", "add", ana_card, "--alias", "ana")
+        for name, card in node_cards.items():
+            d.quiet(who, "contact", "add", card, "--alias", name)
+    print("   (the outlets and the editor added Ana's card and the five node cards)", flush=True)
+
+    d.step(f"Ana creates the case: every {EVERY}s, grace {GRACE}s, 3 of 5 nodes, 2 outlets")
+    store = f"file://{root / 'store'}"
+    node_args = [a for name, _ in nodes for a in ("--node", name)]
+    d.v(
+        "ana", "case", "create", "puerto", *node_args, "--threshold", str(THRESHOLD),
+        "--recipient", "diario", "--recipient", "semanario",
+        "--editor", "editora", "--editor-quorum", "1", "--objection-window", "30s",
+        "--every", f"{EVERY}s", "--grace", f"{GRACE}s", "--remind", f"{REMIND}s",
+        "--store", store,
+    )  # fmt: skip
+    print("$ velador --home ana case card puerto", flush=True)
+    case_card = d.v("ana", "case", "card", "puerto", show=False).strip().splitlines()[-1]
+    case_id = json.loads(d.v("ana", "case", "show", "puerto", "--json", show=False))["case_id"]
+    print(f"   Ana sends the case card to both outlets: {_short(case_card)}", flush=True)
+
+    d.step("Ana deposits her investigation with instructions for the outlets")
+    inv, note = write_investigation(root)
+    d.v("ana", "deposit", "puerto", str(inv), "--instructions", str(note))
+
+    d.step(f"Check-ins keep the case armed across several {EVERY}s intervals")
+    for i in range(3):
+        if i:
+            time.sleep(EVERY / 2 + 0.5)  # the story's pace: Ana checks in inside each interval
+        d.v("ana", "checkin", "puerto")
+    states = d.node_states()
+    d.mark(f"{sum(s == 'ARMED' for s in states.values())} of {NODES} nodes ARMED after 3 intervals")
+    if sum(s == "ARMED" for s in states.values()) != NODES:
+        raise DemoFailed(f"the case is not armed everywhere: {states}")
+
+    d.step("A false alarm: the editor asks for a release; Ana objects inside the window")
+    d.v("editora", "release", "request", case_id, "--reason", "Ana no llegó a la reunión")
+    d.v("ana", "release", "object", "puerto")
+    d.v("ana", "checkin", "puerto")
+
+    d.step("nodo-5 goes down (its operator's server is seized)")
+    d.stop("nodo-5")
+    d.mark("nodo-5 stopped")
+
+    d.step("Ana checks in one last time; then her check-ins stop")
+    d.v("ana", "checkin", "puerto", "--timeout", "2", check=False)
+    d.mark("last check-in")
+
+    d.step("The nodes remind Ana, then warn her and the editor, then release")
+    d.wait_states("REMINDED", 1, "a reminder")
+    d.mark("reminder sent to Ana")
+    d.v("ana", "inbox", "--timeout", "2", check=False)
+    d.wait_states("OVERDUE", 1, "the deadline to pass")
+    d.mark("OVERDUE: Ana warned, editor alerted")
+    d.v("editora", "inbox", "--timeout", "2", check=False)
+    states = d.wait_states("RELEASED", NODES - 1, "the release")
+    d.mark(f"RELEASED at {sum(s == 'RELEASED' for s in states.values())} live nodes")
+    d.v("diario", "inbox", "--timeout", "2", check=False)
+
+    d.step("El Diario recovers with the case card; the dead node is named and skipped")
+    out = root / "recuperado-diario"
+    key = root / "caso.key"
+    d.v("diario", "recover", case_card, "--out", str(out), "--export-key", str(key),
+        "--timeout", "2")  # fmt: skip
+    d.step("Semanario Sur recovers by case id, asking the nodes it knows")
+    out2 = root / "recuperado-semanario"
+    d.v("semanario", "recover", case_id, "--out", str(out2), "--timeout", "2")
+
+    d.step("Check: the recovered trees are byte-identical to Ana's")
+    same = identical(inv, out / inv.name) and identical(inv, out2 / inv.name)
+    print(f"   byte-identical: {same}", flush=True)
+    if not same:
+        raise DemoFailed("recovered files differ from the originals")
+    d.mark("byte-identical")
+
+
+def _node_card(d: Demo, name: str) -> str:
+    return d.quiet("ana", "node", "card", "--data", str(d.root / "nodes" / name)).strip()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
-    start = time.monotonic()
-    timeline: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="velador-demo-"))
-    # Demo only: fast Argon2id so the story runs in seconds. Real identities never set this.
-    env = dict(os.environ, VELADOR_PASSPHRASE="demo passphrase", VELADOR_INSECURE_FAST_KDF="1")
-
-    def step(text: str) -> None:
-        timeline.append(f"{time.monotonic() - start:6.1f}s  {text}")
-        print(f"\n== {text}", flush=True)
-
-    def v(home: str, *args: str, check: bool = True) -> str:
-        cmd = [*VELADOR, "--home", str(root / home), *args]
-        print("$ velador --home", home, " ".join(args), flush=True)
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=root)
-        out = (res.stdout + res.stderr).strip()
-        if out:
-            print("  " + out.replace("\n", "\n  "), flush=True)
-        if check and res.returncode != 0:
-            raise SystemExit(f"demo step failed (exit {res.returncode})")
-        return res.stdout
-
+    d = Demo(root)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the finally below still runs.
+    signal.signal(signal.SIGTERM, _interrupt)
+    code = 1
     try:
-        step("Ana, a reporter, and two partner outlets make identities")
-        v("ana", "id", "new", "--name", "Ana Reportera")
-        v("diario", "id", "new", "--name", "El Diario del Norte", "--role", "outlet")
-        v("semanario", "id", "new", "--name", "Semanario Sur", "--role", "outlet")
-
-        step("They exchange contact cards (and compare fingerprints aloud)")
-        for outlet in ("diario", "semanario"):
-            v("ana", "contact", "add", v(outlet, "id", "card").strip(), "--alias", outlet)
-            v(outlet, "contact", "add", v("ana", "id", "card").strip(), "--alias", "ana")
-
-        step("Ana creates a case: key split 2-of-3, sealed to both outlets, then erased")
-        s1, s2 = f"file://{root / 'store-a'}", f"file://{root / 'store-b'}"
-        v("ana", "case", "create", "puerto", "--recipient", "diario", "--recipient", "semanario",
-          "--threshold", "2", "--shares", "3", "--offline-dir", str(root / "usb"),
-          "--store", s1, "--store", s2)
-
-        step("Ana deposits her investigation with instructions for the outlets")
-        inv = root / "investigacion-puerto"
-        (inv / "fuentes").mkdir(parents=True)
-        (inv / "notas.md").write_text("# Puerto\nContratos inflados, 2019-2024.\n", encoding="utf-8")
-        (inv / "fuentes" / "entrevista-ñ.txt").write_text("Testimonio (anonimizado).\n", "utf-8")
-        (inv / "fuentes" / "contratos.bin").write_bytes(os.urandom(3 * 1024 * 1024))
-        (inv / "vacío.txt").write_bytes(b"")
-        instructions = root / "instrucciones.txt"
-        instructions.write_text("Publicar notas.md primero. Proteger a las fuentes.\n", "utf-8")
-        v("ana", "deposit", "puerto", str(inv), "--instructions", str(instructions))
-        v("ana", "deposit", "puerto", str(inv))  # unchanged: nothing uploaded
-        v("ana", "snapshots", "puerto")
-
-        step("A replica loses an object; verify names it, a re-deposit repairs it")
-        victim = next((root / "store-b").rglob("objects/*/*"))
-        victim.unlink()
-        v("ana", "verify", "puerto", check=False)
-        v("ana", "deposit", "puerto", str(inv), "--instructions", str(instructions))
-        v("ana", "verify", "puerto", "--deep")
-
-        step("Ana goes silent. Two of the three USB holders hand their files to El Diario")
-        got = root / "diario-shares"
-        got.mkdir()
-        for share in sorted((root / "usb").glob("*.velador-share"))[:2]:
-            shutil.copy(share, got)
-        v("diario", "recover", "--shares", str(got), "--out", str(root / "recuperado"))
-
-        step("Check: the recovered tree is byte-identical")
-        cmp = filecmp.dircmp(inv, root / "recuperado" / inv.name)
-        same = _identical(cmp)
-        print(f"  byte-identical: {same}")
-        if not same:
-            raise SystemExit("demo failed: recovered files differ")
-        step("Done")
-        print("\nTimeline:\n" + "\n".join(timeline))
-        return 0
+        print(f"Velador demo in {root} (removed at the end)", flush=True)
+        story(d)
+        d.step("Done")
+        code = 0
+    except DemoFailed as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("\ndemo interrupted", file=sys.stderr, flush=True)
+        code = 130
     finally:
+        d.stop_all()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _identical(cmp: filecmp.dircmp[str]) -> bool:
-    if cmp.left_only or cmp.right_only or cmp.funny_files:
-        return False
-    _, mismatch, errors = filecmp.cmpfiles(cmp.left, cmp.right, cmp.common_files, shallow=False)
-    return not mismatch and not errors and all(_identical(s) for s in cmp.subdirs.values())
+    print("\nTimeline:\n" + "\n".join(d.timeline), flush=True)
+    print(f"\nDemo finished in {d.t():.1f}s; node processes stopped; {root} removed.", flush=True)
+    return code
 
 
 if __name__ == "__main__":
