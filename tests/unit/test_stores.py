@@ -102,6 +102,27 @@ def test_delete_is_idempotent(store):
     assert list(store.list("")) == []
 
 
+def test_stage_then_commit(store):
+    # Staging may happen in another process: the token is a plain string that pickles.
+    token = pickle.loads(pickle.dumps(store.stage("c/objects/ab/k1", b"first")))
+    assert isinstance(token, str)
+    store.commit([("c/objects/ab/k1", token)])
+    assert store.get("c/objects/ab/k1") == b"first"
+    assert list(store.list("c/")) == ["c/objects/ab/k1"]
+    store.commit([])
+
+
+def test_staging_one_key_twice(store):
+    # Two stagings of one key (one chunk encrypted twice in one run): the file store keeps the
+    # first committed and never replaces an existing key; S3 has no staging, a stage is a PUT,
+    # and the last one stays (vault.deposit evens out the replicas of such a chunk).
+    t1 = store.stage("k", b"one")
+    t2 = store.stage("k", b"two")
+    store.commit([("k", t1), ("k", t2)])
+    store.commit([("k", store.stage("k", b"three"))])
+    assert store.get("k") == (b"one" if isinstance(store, FileStore) else b"three")
+
+
 def test_get_missing_is_not_found(store):
     with pytest.raises(NotFoundError) as info:
         store.get("no/such")
@@ -292,6 +313,31 @@ def test_file_interrupted_put_leaves_no_object(tmp_path, monkeypatch):
     assert list(store.list("")) == ["old"]
     assert store.get("old") == b"before"
     assert not store.has("new")
+
+
+def test_file_staged_objects_are_invisible_until_commit(tmp_path, monkeypatch):
+    store = FileStore(tmp_path)
+    token = store.stage("c/objects/ab/k", b"data")
+    # Given a staged object, readers do not see it (a crash now leaves only a temp file)
+    assert not store.has("c/objects/ab/k") and list(store.list("")) == []
+    assert (tmp_path / "c" / "objects" / "ab" / token).read_bytes() == b"data"
+    # and commit makes the bytes durable (syncfs) before the name, and the name after
+    calls: list[str] = []
+    real_sync, real_rename = FileStore.sync, os.rename
+    monkeypatch.setattr(FileStore, "sync", lambda self: (calls.append("sync"), real_sync(self)))
+    monkeypatch.setattr(os, "rename", lambda a, b: (calls.append("rename"), real_rename(a, b)))
+    store.commit([("c/objects/ab/k", token)])
+    assert calls == ["sync", "rename", "sync"]
+    assert store.get("c/objects/ab/k") == b"data"
+    assert [p.name for p in (tmp_path / "c" / "objects" / "ab").iterdir()] == ["k"]
+
+
+def test_file_commit_refuses_a_foreign_token(tmp_path):
+    store = FileStore(tmp_path)
+    (tmp_path / "victim").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a staged name"):
+        store.commit([("k", "../victim")])
+    assert (tmp_path / "victim").read_bytes() == b"x"
 
 
 def test_file_missing_root_is_empty_until_first_put(tmp_path):

@@ -47,15 +47,17 @@ class Store(Protocol):
 
         Any process may stage; the tokens travel (as plain strings) to the one that calls
         ``commit``. Until then ``has``/``get``/``list`` do not see the object. S3: a plain PUT,
-        durable and visible at once (the token is empty).
+        durable and visible at once (the token is empty), so two stagings of one key leave the
+        last one; the caller stages only keys it did not find, and evens out replicas of a chunk
+        it staged twice in one run (vault.deposit).
         """
         ...
 
     def commit(self, staged: list[tuple[str, str]]) -> None:
         """Make staged ``(key, token)`` objects durable, then visible, then durable by name.
 
-        A key that already exists keeps its bytes (objects are immutable; the first copy wins)
-        and the staged copy is dropped. File store: one ``syncfs`` before and one after the
+        File store: a key that already exists keeps its bytes (objects are immutable; the first
+        copy wins) and the staged copy is dropped; one ``syncfs`` before and one after the
         renames of the whole batch, instead of an fsync per object (format.md §1.5).
         """
         ...

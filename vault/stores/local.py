@@ -192,9 +192,9 @@ class FileStore:
         self.sync()
         for key, name in staged:
             final = self._path(key)
-            tmp = final.with_name(name)
             if not TEMP_NAME.fullmatch(name) or not name.startswith(f".{final.name}."):
                 raise ValueError(f"not a staged name for {key}: {name!r}")
+            tmp = final.with_name(name)
             try:
                 if os.path.lexists(final):
                     os.unlink(tmp)  # immutable: the object already there stays

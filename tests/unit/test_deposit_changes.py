@@ -1,0 +1,160 @@
+"""Deposits of files that change while they are read (format.md §6.6): re-read or left out,
+never a file made of two versions, never a neighbour's chunks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from vault import case as C
+from vault import deposit as D
+from vault import envelope as E
+from vault import identity, shares
+from vault import recover as R
+from vault import state as S
+from vault.clock import FakeClock
+from vault.objects import object_key
+from vault.stores import open_store
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    rep = identity.create_identity(tmp_path / "r", "Ana", "reporter", "pw", 1)
+    out = identity.create_identity(tmp_path / "o", "Diario", "outlet", "pw", 1)
+    st = S.LocalState(tmp_path / "r")
+    stores = [f"file://{tmp_path}/s1", f"file://{tmp_path}/s2"]
+    nc = C.create_case(
+        st,
+        rep,
+        "caso",
+        [out.card],
+        shares.ShareSpec(1, ((2, 3),)),
+        stores,
+        FakeClock(),
+        offline_dir=tmp_path / "usb",
+    )
+    C.register_locally(st, rep, "caso", nc, {})
+    ms = [
+        E.open_envelope(envs[0], nc.policy, out.box_key).mnemonic for envs in nc.envelopes.values()
+    ]
+    secret = R.recover_key(nc.policy, ms[:2], R.Report())
+    ns = type("Setup", (), {})()
+    ns.tmp, ns.rep, ns.st, ns.policy = tmp_path, rep, st, nc.policy
+    ns.key = shares.age_identity_str(secret)
+    return ns
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
+def _chunk_file_that(mutate):
+    """chunk_file that calls `mutate(path, pass_no)` after yielding the first chunk of a file."""
+    real = D.chunk_file
+    passes: dict[Path, int] = {}
+
+    def chunk_file(path: Path, seed: int):
+        passes[path] = passes.get(path, 0) + 1
+        for i, c in enumerate(real(path, seed)):
+            yield c
+            if i == 0:
+                mutate(path, passes[path])
+
+    return chunk_file
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_file_that_shrinks_while_read_is_read_again(setup, monkeypatch, jobs):
+    # Given two files, a.bin and b.bin, of several chunks each
+    src = setup.tmp / "inv"
+    src.mkdir()
+    a, b = os.urandom(6 * MIB), os.urandom(6 * MIB)
+    (src / "a.bin").write_bytes(a)
+    (src / "b.bin").write_bytes(b)
+    shrunk = a[: 2 * MIB - 7]
+
+    def mutate(path: Path, n: int) -> None:
+        if path.name == "a.bin" and n == 1:
+            with open(path, "r+b") as fh:  # same inode, fewer bytes: as a truncating editor does
+                fh.truncate(len(shrunk))
+
+    monkeypatch.setattr(D, "chunk_file", _chunk_file_that(mutate))
+    # When a.bin shrinks right after its first chunk was cut
+    res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=jobs)
+    # Then it is read again, whole, and b.bin keeps its own chunks
+    assert res.changed == []
+    assert res.files == 2 and res.bytes_total == len(shrunk) + len(b)
+    R.restore(setup.policy, [setup.key], list(setup.policy.stores), setup.tmp / "out")
+    assert _tree(setup.tmp / "out") == {"inv/a.bin": shrunk, "inv/b.bin": b}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_file_that_keeps_changing_is_left_out_with_a_warning(setup, monkeypatch, caplog, jobs):
+    src = setup.tmp / "inv"
+    src.mkdir()
+    log_bytes, b = os.urandom(3 * MIB), os.urandom(3 * MIB)
+    (src / "app.log").write_bytes(log_bytes)
+    (src / "b.bin").write_bytes(b)
+
+    def mutate(path: Path, n: int) -> None:
+        if path.name == "app.log":  # a log being written on every pass
+            with open(path, "ab") as fh:
+                fh.write(b"another line\n")
+
+    monkeypatch.setattr(D, "chunk_file", _chunk_file_that(mutate))
+    with caplog.at_level(logging.WARNING, logger="velador.deposit"):
+        res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=jobs)
+    path = str(src / "app.log")
+    assert res.changed == [path]
+    assert caplog.messages == [
+        f"velador: warning: {path} changed while it was being read; it is not in this snapshot "
+        "(deposit it again when it is not being written)"
+    ]
+    # The snapshot holds the other file, intact, and nothing of the changing one
+    R.restore(setup.policy, [setup.key], list(setup.policy.stores), setup.tmp / "out")
+    assert _tree(setup.tmp / "out") == {"inv/b.bin": b}
+
+
+def test_a_file_replaced_by_rename_while_read_is_read_again(setup, monkeypatch):
+    src = setup.tmp / "inv"
+    src.mkdir()
+    old, new = os.urandom(5 * MIB), os.urandom(5 * MIB)
+    (src / "doc.odt").write_bytes(old)
+
+    def mutate(path: Path, n: int) -> None:
+        if n == 1:  # an editor saving: write a new file, rename it over the old name
+            tmp = path.with_name(".doc.odt.new")
+            tmp.write_bytes(new)
+            os.replace(tmp, path)
+
+    monkeypatch.setattr(D, "chunk_file", _chunk_file_that(mutate))
+    res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=2)
+    assert res.changed == []
+    R.restore(setup.policy, [setup.key], list(setup.policy.stores), setup.tmp / "out")
+    assert _tree(setup.tmp / "out") == {"inv/doc.odt": new}
+
+
+def test_every_recorded_object_is_in_every_store_with_identical_bytes(setup):
+    # Given a deposit with a chunk repeated inside one run (two copies of one file)
+    src = setup.tmp / "inv"
+    src.mkdir()
+    data = os.urandom(3 * MIB)
+    for name in ("a.bin", "copy-of-a.bin", "b.bin"):
+        (src / name).write_bytes(data if name != "b.bin" else os.urandom(MIB))
+    D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=2)
+    stores = [open_store(u) for u in setup.policy.stores]
+    rows = setup.st.objects(setup.policy.case_id)
+    assert rows
+    for row in rows:
+        key = object_key(setup.policy.case_id, row["oid"])
+        blobs = [s.get(key) for s in stores]
+        assert blobs[0] == blobs[1] and len(blobs[0]) == row["csize"]
+    # and no staged temp file is left behind in any store
+    for s in ("s1", "s2"):
+        assert not [p for p in (setup.tmp / s).rglob(".*.tmp")]
