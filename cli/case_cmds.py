@@ -431,3 +431,58 @@ def case_show(ctx: Ctx, name: str, as_json: bool) -> None:
                 con.print(f"  {v}")
         else:
             con.print(f"{key:13} {value}")
+
+
+@case.command("rotate")
+@click.argument("name")
+@click.option(
+    "--offline-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the new share files of offline holders (the old ones must be destroyed).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@timeout_option
+@json_option
+@click.pass_obj
+def case_rotate(
+    ctx: Ctx, name: str, offline_dir: Path | None, yes: bool, timeout: float, as_json: bool
+) -> None:
+    """Give CASE a new key: split it again, replace the shares at every node.
+
+    Deposits made before stay readable after a release: the previous policy and its sealed
+    shares are stored, encrypted to the new key, beside the data (a keyring). The next deposit
+    uploads your files again under the new key."""
+    from vault.case import rotate_case
+
+    ctx.state.case(name)
+    confirm(f"rotate the key of case {name}", yes)
+    ident = ctx.unlock()
+    rot = rotate_case(
+        ctx.state, ident, name, ctx.clock, offline_dir=offline_dir, s3_endpoint=ctx.s3_endpoint
+    )
+    rep = None
+    if rot.new.policy.nodes:
+        mark_arming(ctx.state, rot.new.policy, ctx.clock.now())
+        rep = arm(ctx.state, ident, ctx.state.case(name), ctx.clock, timeout)
+    info = {
+        "case": name,
+        "case_id": rot.new.policy.case_id,
+        "policy_hash": rot.new.policy.hash,
+        "replaces": rot.old.hash,
+        "keyring": rot.keyring_key,
+        "share_files": [str(p) for p in rot.new.offline_files],
+        "armed": rep.armed if rep else None,
+    }
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"Case {name} has a new key (policy {rot.new.policy.hash[:16]}).", err=True)
+        click.echo(
+            f"Keyring for earlier deposits written to every store: {rot.keyring_key}", err=True
+        )
+        for p in rot.new.offline_files:
+            click.echo(f"  new share file: {p} (destroy the old share files)", err=True)
+        if rep is not None:
+            print_arm(rep, False)
+    if rep is not None:
+        finish_arming(rep)

@@ -17,7 +17,7 @@ from .cards import Card
 from .clock import Clock
 from .encoding import parse_json, require
 from .envelope import check_envelope, make_envelopes
-from .errors import FormatError, NotFoundError, PolicyError
+from .errors import FormatError, NotFoundError, PolicyError, StoreError, VeladorError
 from .fsutil import atomic_write
 from .identity import Identity
 from .policy import Holder, Policy, Switch, parse_policy, sign_policy
@@ -193,3 +193,128 @@ def read_share_dir(folder: Path, expected_reporter: bytes | None = None) -> Shar
         if other.hash != policy.hash:
             rejected.extend(f"{n}: belongs to another version of the case" for n, _ in oenvs)
     return ShareBundle(policy, envs, rejected)
+
+
+# --- rotation (docs/decisions.md (9)) ------------------------------------------------------------
+
+KEYRING_KIND = "velador-keyring"
+
+
+@dataclass(frozen=True)
+class Rotation:
+    old: Policy
+    new: NewCase
+    keyring_key: str
+
+
+def make_keyring(old: Policy, old_envelopes: dict[str, list[dict[str, Any]]], new: Policy) -> bytes:
+    """The keyring of `new`: the previous policy and its envelopes for the recipients who remain,
+    age-encrypted to the NEW release recipient.
+
+    It is not signed as a whole: every part of it is reporter-signed and checked on reading (the
+    previous policy, whose hash `new.replaces` names, and each envelope against it), so a forged
+    keyring can at worst omit envelopes, which deleting the object would do as well."""
+    keep = {c.fingerprint for c in new.recipients}
+    envs = [
+        env
+        for holder in sorted(old_envelopes)
+        for env in old_envelopes[holder]
+        if env["body"]["recipient"] in keep
+    ]
+    doc = {
+        "kind": KEYRING_KIND,
+        "v": 1,
+        "case_id": new.case_id,
+        "policy_hash": new.hash,
+        "previous": old.hash,
+        "previous_policy": old.doc,
+        "envelopes": envs,
+    }
+    from .objects import encrypt
+
+    return encrypt(json.dumps(doc, sort_keys=True).encode(), new.release_recipient)
+
+
+def open_keyring(blob: bytes, new: Policy, new_secret: bytes, box_key: Any) -> tuple[Policy, bytes]:
+    """Recipient side: the previous policy and its release secret, from the keyring of `new`
+    opened with `new_secret` and the recipient's own X25519 key (`box_key`)."""
+    from .envelope import open_envelope
+    from .objects import decrypt
+    from .shares import age_identity, combine_any
+
+    plain = decrypt(blob, [age_identity(new_secret)], "keyring")
+    doc = parse_json(plain, "keyring", 64 * 1024 * 1024)
+    if require(doc, "kind", str, "keyring") != KEYRING_KIND or doc.get("v") != 1:
+        raise FormatError("not a velador keyring, or an unsupported version")
+    if doc.get("case_id") != new.case_id or doc.get("policy_hash") != new.hash:
+        raise FormatError("the keyring belongs to another case or policy")
+    old = parse_policy(doc.get("previous_policy"), new.reporter.sign_pk)
+    if old.hash != new.replaces or doc.get("previous") != old.hash:
+        raise FormatError("the keyring's previous policy is not the one this policy replaces")
+    mnemonics = []
+    for env in require(doc, "envelopes", list, "keyring"):
+        try:
+            mnemonics.append(open_envelope(env, old, box_key).mnemonic)
+        except (FormatError, VeladorError):
+            continue  # addressed to another recipient, or damaged: the others may suffice
+    secret, _ = combine_any(mnemonics, old.release_recipient)
+    return old, secret
+
+
+def rotate_case(
+    state: LocalState,
+    identity: Identity,
+    name: str,
+    clock: Clock,
+    *,
+    offline_dir: Path | None = None,
+    s3_endpoint: str | None = None,
+) -> Rotation:
+    """Steps 1-3, 6 and 7 of the rotation plan; the caller then registers at the nodes (4-5).
+
+    The keyring is written to, and read back from, every store BEFORE anything changes locally:
+    without it the deposits made so far could never be read again."""
+    from .objects import keyring_key
+    from .stores import open_store
+
+    rec = state.case(name)
+    old = rec.policy
+    if rec.status in ("destroyed", "released"):
+        raise PolicyError(f"cannot rotate: case {name} was {rec.status}")
+    old_envs = state.envelopes_of(old)
+    if len(old_envs) != len(old.holders):
+        raise PolicyError(
+            "this laptop does not have every envelope of the current policy",
+            hint="a rotation must carry them into the keyring; it cannot continue",
+        )
+    nodes = [h.node for h in old.holders if h.node is not None]
+    new = create_case(
+        state,
+        identity,
+        name,
+        list(old.recipients),
+        old.spec,
+        list(old.stores),
+        clock,
+        nodes=nodes,
+        switch=old.switch,
+        offline_dir=offline_dir,
+        replaces=old.hash,
+        case_id=old.case_id,
+    )
+    blob = make_keyring(old, old_envs, new.policy)
+    key = keyring_key(old.case_id, new.policy.hash)
+    for url in old.stores:
+        store = open_store(url, s3_endpoint=s3_endpoint)
+        store.put(key, blob)
+        if store.size(key) != len(blob):
+            raise StoreError(f"the keyring did not reach {url}; nothing was changed")
+    case_secrets = {
+        # New chunk key and seed: no new snapshot may point at an object under the old key.
+        "chunk_key": secrets.token_bytes(32).hex(),
+        "chunker_seed": secrets.randbits(63),
+    }
+    state.replace_policy(name, new.policy, seal_to_self(case_secrets, identity.card.box_pk))
+    state.save_envelopes(new.policy, new.envelopes)
+    state.forget_envelopes(old)
+    return Rotation(old, new, key)

@@ -206,6 +206,23 @@ class LocalState:
             out.setdefault(holder, []).append(json.loads(env))
         return out
 
+    def replace_policy(self, name: str, policy: Policy, sealed_secrets: str) -> None:
+        """A rotation: the case keeps its id and name; new policy, new deposit secrets, and a
+        file cache emptied so no new snapshot reuses a chunk encrypted to the old key."""
+        with self.tx():
+            self.db.execute(
+                "UPDATE cases SET policy = ?, policy_hash = ?, secrets = ? WHERE name = ?",
+                [json.dumps(policy.doc), policy.hash, sealed_secrets, name],
+            )
+            self.db.execute("DELETE FROM filecache WHERE case_id = ?", [policy.case_id])
+
+    def forget_envelopes(self, policy: Policy) -> None:
+        with self.tx():
+            self.db.execute(
+                "DELETE FROM envelopes WHERE case_id = ? AND policy_hash = ?",
+                [policy.case_id, policy.hash],
+            )
+
     def set_case_status(self, case_id: str, status: str) -> None:
         with self.tx():
             self.db.execute("UPDATE cases SET status = ? WHERE case_id = ?", [status, case_id])
