@@ -150,11 +150,7 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
         )
     else:
         for j in failed:
-            click.echo(
-                f"velador: warning: node {j.alias} could not be asked ({j.error}); "
-                "its notices come on the next run",
-                err=True,
-            )
+            click.echo(f"velador: warning: {j.error}; its notices come on the next run", err=True)
         _print_notices(rows, show_all)
     if not show_all:
         for j in done:
@@ -163,7 +159,7 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
     if len(failed) == len(done):
         raise NodeError(
             f"none of your {len(done)} node(s) could be asked for notices: "
-            + "; ".join(f"{j.alias}: {j.error}" for j in failed),
+            + "; ".join(str(j.error) for j in failed),
             hint="check your network connection (or Tor), then run 'velador inbox' again",
         )
 

@@ -48,8 +48,8 @@ def test_inbox_with_one_node_down_warns_and_shows_the_others(armed, v):
     assert code == 0, err
     assert out.count("released (RELEASED)") == 1
     assert err.strip() == (
-        "velador: warning: node node-b could not be asked (node node-b is unreachable "
-        "(ConnectError)); its notices come on the next run"
+        "velador: warning: node node-b is unreachable (ConnectError); its notices come on "
+        "the next run"
     )
     # When the node comes back, its notice is still new (its cursor did not move)
     down.start()
@@ -65,8 +65,8 @@ def test_inbox_from_unreachable_nodes_only_is_an_error(armed, v):
     code, _, err = v(home, "inbox", "--timeout", "3")
     assert code == 69
     assert err.strip().splitlines()[-2:] == [
-        "velador: error: none of your 1 node(s) could be asked for notices: node-a: node node-a "
-        "is unreachable (ConnectError)",
+        "velador: error: none of your 1 node(s) could be asked for notices: node node-a is "
+        "unreachable (ConnectError)",
         "velador: hint: check your network connection (or Tor), then run 'velador inbox' again",
     ]
 
