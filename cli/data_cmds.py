@@ -12,7 +12,14 @@ from vault.clock import iso
 from vault.deposit import deposit as do_deposit
 from vault.envelope import addressed_to, open_envelope
 from vault.errors import NotFoundError, PolicyError, StoreError, VeladorError
-from vault.netrecover import DEFAULT_TIMEOUT, NO_CASE, combine_released, gather, node_summary
+from vault.netrecover import (
+    DEFAULT_TIMEOUT,
+    NO_CASE,
+    add_offline,
+    combine_released,
+    gather,
+    node_summary,
+)
 from vault.netrecover import case_ref as case_ref_of
 from vault.policy import Policy
 from vault.recover import Report, export_key, recover_key, restore
@@ -167,7 +174,8 @@ def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
     "--shares",
     "shares_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Recover offline instead, from a folder of share files (USB holders).",
+    help="Folder of share files from offline holders (USB sticks); alone, or beside the "
+    "escrow nodes of CASE_CARD_OR_ID.",
 )
 @click.option(
     "--out",
@@ -217,17 +225,17 @@ def recover(
     With CASE_CARD_OR_ID, the released envelopes come from the case's escrow nodes (a case id
     alone asks the nodes in your contacts). With --shares DIR, from offline share files.
     """
-    if (case_ref is None) == (shares_dir is None):
+    if case_ref is None and shares_dir is None:
         raise PolicyError(
             "say where the shares come from: a case card or id, or --shares DIR",
             hint="velador recover CASE_CARD_OR_ID --out DIR  (escrow nodes), or "
             "velador recover --shares DIR --out DIR  (offline share files)",
         )
-    if shares_dir is not None:
+    if case_ref is None:
+        assert shares_dir is not None
         policy, secret, report, nodes = _offline_secret(ctx, shares_dir)
     else:
-        assert case_ref is not None
-        policy, secret, report, nodes = _network_secret(ctx, case_ref, timeout)
+        policy, secret, report, nodes = _network_secret(ctx, case_ref, timeout, shares_dir)
     if export_key_path:
         export_key(secret, export_key_path, iso(ctx.clock.now()))
     urls = list(stores) or list(policy.stores)
@@ -284,15 +292,25 @@ def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, 
     return policy, recover_key(policy, mnemonics, report), report, []
 
 
-def _network_secret(ctx: Ctx, text: str, timeout: float) -> tuple[Policy, bytes, Report, list[Any]]:
+def _network_secret(
+    ctx: Ctx, text: str, timeout: float, shares_dir: Path | None
+) -> tuple[Policy, bytes, Report, list[Any]]:
     known = [card for _, card in ctx.state.contacts() if card.role == "node"]
     ref = case_ref_of(text, known)
+    bundle = read_share_dir(shares_dir) if shares_dir is not None else None
     ident = ctx.unlock()
     found = gather(ref, ident, ctx.clock, timeout=timeout)
+    skipped_files: list[str] = []
+    if bundle is not None:
+        found.report.shares_skipped.extend(bundle.rejected)
+        skipped_files = [f"share file {line}" for line in bundle.rejected]
+        skipped_files += add_offline(found, bundle.policy, bundle.envelopes, ident)
     secret = combine_released(found, ident)  # an error here names every node that failed
     for r in found.skipped():
         if r.outcome != NO_CASE:
             click.echo(f"velador: warning: skipped node {r.describe()}", err=True)
+    for line in skipped_files:
+        click.echo(f"velador: warning: skipped {line}", err=True)
     assert found.policy is not None
     return found.policy, secret, found.report, node_summary(found)
 

@@ -277,6 +277,45 @@ def gather(
     return found
 
 
+def add_offline(
+    found: Gathered, policy: Policy, envelopes: list[tuple[str, Any]], me: Identity
+) -> list[str]:
+    """Shares from offline holders' files beside the nodes'; returns what was skipped and why."""
+    ref = found.ref
+    skipped: list[str] = []
+    if found.policy is None:
+        pinned = ref.policy_hash in (None, policy.hash, policy.replaces)
+        if policy.case_id != ref.case_id or not pinned:
+            skipped.append("the share files: they belong to another case")
+            found.report.shares_skipped += skipped
+            return skipped
+        found.policy = policy
+    elif policy.case_id != found.policy.case_id:
+        skipped.append("the share files: they belong to another case")
+        found.report.shares_skipped += skipped
+        return skipped
+    elif policy.hash != found.policy.hash:
+        skipped.append("the share files: they belong to another version of the case policy")
+        found.report.shares_skipped += skipped
+        return skipped
+    offline = {h.id for h in found.policy.holders if h.kind == "offline"}
+    for src, env in envelopes:
+        if not addressed_to(env, me.card):
+            continue
+        try:
+            opened = open_envelope(env, found.policy, me.box_key)
+        except VeladorError as exc:
+            skipped.append(f"share file {src}: {exc.message}")
+            continue
+        if opened.holder not in offline:
+            skipped.append(f"share file {src}: holder {opened.holder} is not an offline holder")
+            continue
+        found.mnemonics.append(opened.mnemonic)
+        found.report.shares_used.append(f"{src} (holder {opened.holder})")
+    found.report.shares_skipped += skipped
+    return skipped
+
+
 # --- deciding ----------------------------------------------------------------------------------
 
 

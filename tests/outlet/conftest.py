@@ -78,6 +78,7 @@ class Case:
     policy: Policy
     envelopes: dict[str, list[dict[str, Any]]]
     source: Path
+    usb: Path
     clients: list[NodeClient] = field(default_factory=list)
 
     @property
@@ -142,7 +143,7 @@ def armed(tmp_path: Path, nodes, v):  # noqa: F811 - `nodes` is the imported fix
     """Factory: an armed case, `threshold` of `n` real nodes, two outlets, one editor."""
     made: list[Case] = []
 
-    def make(n: int = 3, threshold: int = 2, extra_cards: tuple = ()) -> Case:
+    def make(n: int = 3, threshold: int = 2, extra_cards: tuple = (), offline: int = 0) -> Case:
         people = tmp_path / f"people{len(made)}"
         homes = {k: people / k for k in ("reporter", "outlet0", "outlet1", "editor", "outsider")}
         reporter = person(homes["reporter"], "Ana Reportera", "reporter")
@@ -159,10 +160,11 @@ def armed(tmp_path: Path, nodes, v):  # noqa: F811 - `nodes` is the imported fix
             reporter,
             "puerto",
             [o.card for o in outlets],
-            ShareSpec(1, ((threshold, len(cards)),)),
+            ShareSpec(1, ((threshold, len(cards) + offline),)),
             [store],
             real[0].clock,
             nodes=cards,
+            offline_dir=people / "usb" if offline else None,
             switch=Switch(
                 every=3600,
                 grace=600,
@@ -178,7 +180,16 @@ def armed(tmp_path: Path, nodes, v):  # noqa: F811 - `nodes` is the imported fix
         note.write_text("Publicar notas.md primero.\n", encoding="utf-8")
         v.ok(homes["reporter"], "deposit", "puerto", src, "--instructions", note)
         case = Case(
-            reporter, outlets, editor, outsider, homes, real, new.policy, new.envelopes, src
+            reporter,
+            outlets,
+            editor,
+            outsider,
+            homes,
+            real,
+            new.policy,
+            new.envelopes,
+            src,
+            people / "usb",
         )
         for node in real:
             case.register(node)

@@ -332,3 +332,35 @@ def test_recover_needs_a_case_or_shares(v, tmp_path):
     assert stderr.splitlines()[0] == (
         "velador: error: say where the shares come from: a case card or id, or --shares DIR"
     )
+
+
+def test_offline_share_files_complete_the_nodes(armed, v, tmp_path):
+    # Given a 3-of-4 case: two node shares, two offline share files; one node released
+    case = armed(n=2, threshold=3, offline=2)
+    case.release(case.nodes[0])
+    case.add_nodes_as_contacts(v, case.homes["outlet0"], case.nodes)
+    # When the outlet recovers from the nodes alone, it is one share short
+    code, _, stderr = recover(v, case, "outlet0", tmp_path / "o")
+    assert code == 66
+    assert "only 1 of the 2 nodes" in stderr
+    # And with the two offline files beside the nodes, it recovers
+    code, stdout, stderr = recover(v, case, "outlet0", tmp_path / "o", "--shares", case.usb)
+    assert code == 0, stderr
+    assert same_tree(case.source, tmp_path / "o" / case.source.name)
+    assert "Shares used: 3" in stdout
+    assert stderr.strip() == (
+        "velador: warning: skipped node node-b (not released: the case is not released "
+        "(state ARMED))"
+    )
+
+
+def test_share_files_of_another_case_beside_the_nodes_are_named(armed, v, tmp_path):
+    case = armed(n=2, threshold=2)
+    case.release(*case.nodes)
+    other = armed(n=1, threshold=2, offline=1)
+    case.add_nodes_as_contacts(v, case.homes["outlet0"], case.nodes)
+    code, _, stderr = recover(v, case, "outlet0", tmp_path / "o", "--shares", other.usb)
+    assert code == 0, stderr
+    assert stderr.strip() == (
+        "velador: warning: skipped the share files: they belong to another case"
+    )
