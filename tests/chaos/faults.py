@@ -1,0 +1,127 @@
+"""The seeded fault schedule and the reporter's script.
+
+Both draw from their own `random.Random` streams, and the number of draws never depends on what
+the processes did (only on the harness's own state: which nodes it killed, which partition it
+made), so a seed always gives the same schedule. What the processes do inside a step (the order
+in which gossip retries hit a flaky link, say) is timing and is not replayed exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+STEP_SIZES = (300, 600, 900, 1200)
+"""How far base time moves per step. With every=3600 s this gives 3 to 12 steps per interval."""
+CHECKIN_GAP = 1800
+"""The reporter always checks in once this long has passed since the last attempt, so two of
+its heartbeats are never more than CHECKIN_GAP + max(STEP_SIZES) = 3000 s < every apart."""
+
+
+@dataclass
+class Plan:
+    kills: list[str] = field(default_factory=list)
+    crash_restarts: list[str] = field(default_factory=list)
+    """Killed and started again in the same step (a crash and an immediate restart)."""
+    restarts: list[str] = field(default_factory=list)
+    links: dict[tuple[str, str], str] = field(default_factory=dict)
+    """New base modes of links (a partition overrides them with 'down' while it lasts)."""
+    partition: tuple[frozenset[str], int] | None = None
+    """A new partition: one side (the other side is the rest) and how many steps it lasts."""
+    skews: dict[str, int] = field(default_factory=dict)
+    step: int = 600
+
+    @property
+    def faults(self) -> int:
+        return (
+            len(self.kills)
+            + len(self.crash_restarts)
+            + len(self.restarts)
+            + len(self.links)
+            + (self.partition is not None)
+            + len(self.skews)
+        )
+
+
+class Planner:
+    def __init__(self, seed: int, nodes: list[str], clients: list[str], max_skew: int) -> None:
+        self.rng = random.Random(f"{seed}:faults")
+        self.nodes = nodes
+        self.clients = clients
+        self.max_skew = max_skew
+
+    def plan(self, alive: set[str], partitioned: bool, must_start_all: bool) -> Plan:
+        r = self.rng
+        p = Plan()
+        up = [n for n in self.nodes if n in alive]
+        if up and r.random() < 0.22:
+            p.kills.append(r.choice(up))
+        if up and r.random() < 0.08:
+            victim = r.choice(up)
+            if victim not in p.kills:
+                p.crash_restarts.append(victim)
+        for n in self.nodes:
+            if n not in alive and r.random() < 0.45:
+                p.restarts.append(n)
+        if must_start_all:  # a new case is registered at every node this step
+            p.restarts = [n for n in self.nodes if n not in alive or n in p.kills]
+        if not partitioned and r.random() < 0.15:
+            k = r.randint(1, len(self.nodes) - 1)
+            side = frozenset(r.sample(self.nodes, k))
+            p.partition = (side, r.randint(1, 5))
+        for src in self.nodes:
+            for dst in self.nodes:
+                if src != dst and r.random() < 0.04:
+                    p.links[(src, dst)] = r.choice(("up", "up", "slow", "flaky"))
+        for src in self.clients:
+            for dst in self.nodes:
+                if r.random() < 0.04:
+                    p.links[(src, dst)] = r.choice(("up", "slow", "flaky", "down"))
+        if r.random() < 0.3:
+            p.skews[r.choice(self.nodes)] = r.randint(-self.max_skew, self.max_skew)
+        if p.faults == 0:  # every cycle injects at least one fault
+            p.skews[r.choice(self.nodes)] = r.randint(-self.max_skew, self.max_skew)
+        p.step = r.choice(STEP_SIZES)
+        return p
+
+
+@dataclass
+class Reach:
+    """Which nodes one heartbeat can reach, as link modes for reporter->node."""
+
+    modes: dict[str, str]
+
+    @property
+    def reached(self) -> list[str]:
+        return [n for n, m in self.modes.items() if m in ("up", "slow")]
+
+
+class Script:
+    """The reporter: checks in on time (sometimes reaching only some nodes) for a while, then
+    stops for good."""
+
+    def __init__(self, seed: int, nodes: list[str]) -> None:
+        self.rng = random.Random(f"{seed}:reporter")
+        self.nodes = nodes
+
+    def lifetime(self) -> int:
+        """How many steps the reporter of a new case keeps checking in."""
+        return self.rng.randint(3, 10)
+
+    def checks_in(self, since_last: int) -> bool:
+        roll = self.rng.random()  # drawn every time, so the stream does not depend on the gap
+        return since_last >= CHECKIN_GAP or roll < 0.5
+
+    def reach(self) -> Reach:
+        r = self.rng
+        u = r.random()
+        order = r.sample(self.nodes, len(self.nodes))
+        k = r.randint(1, len(self.nodes) - 1)
+        bad = [r.choice(("down", "flaky")) for _ in self.nodes]
+        good = [r.choice(("up", "up", "slow")) for _ in self.nodes]
+        if u < 0.55:  # every node
+            return Reach({n: good[i] for i, n in enumerate(self.nodes)})
+        if u < 0.88:  # only some nodes
+            reached = set(order[:k])
+            return Reach({n: good[i] if n in reached else bad[i] for i, n in enumerate(self.nodes)})
+        return Reach({n: bad[i] for i, n in enumerate(self.nodes)})  # none
