@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
-import secrets
-import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +23,6 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from vault.errors import NotFoundError, StoreError
-from vault.fsutil import atomic_write, fsync_dir
 
 from .base import MAX_KEY_LENGTH, TEMP_NAME, is_listable_name, validate_key, validate_prefix
 
@@ -34,6 +30,8 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 _COPY_BUFFER = 1 << 20
 _NOT_THERE = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+# Imports kept out of module level on purpose: deposit workers import this module, and `secrets`,
+# `shutil` and vault.fsutil (which pull in hashlib and OpenSSL) would cost each one megabytes.
 """Errors meaning "no object under that key" (a file or folder is in the way, or nothing is)."""
 
 FILE_URL_HINT = "use file:///absolute/path or a plain folder path"
@@ -54,12 +52,20 @@ def _reason(exc: OSError) -> str:
     return (exc.strerror or type(exc).__name__).lower()
 
 
-try:
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(
-        ctypes.util.find_library("c") or "libc.so.6", use_errno=True
-    )
-except OSError:  # pragma: no cover - non-glibc systems fall back to os.sync()
-    _LIBC = None
+def _load_libc() -> ctypes.CDLL | None:
+    # The symbols of the running process include libc's; ctypes.util.find_library would work too
+    # but imports subprocess, shutil and tempfile into every worker.
+    for name in (None, "libc.so.6"):
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError:  # pragma: no cover
+            continue
+        if hasattr(lib, "syncfs"):
+            return lib
+    return None  # pragma: no cover - non-glibc systems fall back to os.sync()
+
+
+_LIBC = _load_libc()
 
 _SYNC_FILE_RANGE_WRITE = 2
 if _LIBC is not None and hasattr(_LIBC, "sync_file_range"):
@@ -123,7 +129,7 @@ class FileStore:
                     raise
                 continue
             if durable:
-                fsync_dir(d.parent)  # the new folder's entry must be durable before objects in it
+                _fsync_dir(d.parent)  # the new folder's entry must be durable before objects in it
 
     def _write_error(self, key: str, exc: OSError) -> StoreError:
         return StoreError(
@@ -142,6 +148,8 @@ class FileStore:
             self._make_dirs(path.parent, durable)
             # durable=False still fsyncs the file before the rename (a visible object is never
             # torn); only the folder entries wait for sync(), one syncfs for a whole batch.
+            from vault.fsutil import atomic_write
+
             atomic_write(path, data, mode=FILE_MODE, durable=True, sync_dir=durable)
         except OSError as exc:
             raise self._write_error(key, exc) from exc
@@ -167,7 +175,7 @@ class FileStore:
         path = self._path(key)
         try:
             self._make_dirs(path.parent, durable=False)
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+            tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         except OSError as exc:
             raise self._write_error(key, exc) from exc
@@ -293,7 +301,7 @@ class FileStore:
         path = self._path(key)
         try:
             os.unlink(path)
-            fsync_dir(path.parent)
+            _fsync_dir(path.parent)
         except _NOT_THERE:
             return
         except OSError as exc:
@@ -302,9 +310,17 @@ class FileStore:
             ) from exc
 
 
+def _fsync_dir(path: Path) -> None:
+    from vault.fsutil import fsync_dir
+
+    fsync_dir(path)
+
+
 def _atomic_copy(src: BinaryIO, dest: Path, *, durable: bool) -> None:
     """Stream ``src`` into ``dest`` as vault.fsutil.atomic_write writes bytes (same temp name)."""
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
+    import shutil
+
+    tmp = dest.with_name(f".{dest.name}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -318,4 +334,4 @@ def _atomic_copy(src: BinaryIO, dest: Path, *, durable: bool) -> None:
             os.unlink(tmp)
         raise
     if durable:
-        fsync_dir(dest.parent)
+        _fsync_dir(dest.parent)
