@@ -239,8 +239,12 @@ def story(d: Demo) -> None:
     node_cards = {name: _node_card(d, name) for name, _ in nodes}
     for who, card in cards.items():
         d.v("ana", "contact", "add", card, "--alias", who)
-    for name, card in node_cards.items():
-        d.v("ana", "contact", "add", card, "--alias", name)
+    for i, (name, card) in enumerate(node_cards.items()):
+        if i == 0:
+            d.v("ana", "contact", "add", card, "--alias", name)
+        else:
+            d.quiet("ana", "contact", "add", card, "--alias", name)
+    print("   (and the other four node cards the same way)", flush=True)
 
     for who in ("diario", "semanario", "editora"):  # the same on the other three machines
         d.quiet(who, "contact", "add", ana_card, "--alias", "ana")
@@ -343,6 +347,9 @@ def main() -> int:
         print("\ndemo interrupted", file=sys.stderr, flush=True)
         code = 130
     finally:
+        # A second Ctrl-C must not cut the clean-up short and leave nodes running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         d.stop_all()
         shutil.rmtree(root, ignore_errors=True)
     print("\nTimeline:\n" + "\n".join(d.timeline), flush=True)

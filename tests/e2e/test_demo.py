@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -58,5 +59,39 @@ def test_make_demo_tells_the_whole_story(tmp_path: Path) -> None:
     # And no node process survives, and nothing is left in its temp folder
     pids = [int(p) for p in re.findall(r"nodo-\d pid (\d+)", res.stdout)]
     assert len(pids) == 5
+    assert [p for p in pids if _alive(p)] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_demo_stops_its_nodes_and_removes_its_folder(tmp_path: Path) -> None:
+    # Given a demo whose five nodes are up
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.demo"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pids: list[int] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:
+            pids = [int(p) for p in re.findall(r"nodo-\d pid (\d+)", line)]
+            if pids or time.monotonic() > deadline:
+                break
+        assert len(pids) == 5
+        # When the user presses Ctrl-C (SIGINT to the demo alone: the harder case)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Then it says so, exits 130, and leaves no node process and no files behind
+    assert proc.returncode == 130, rest[-3000:]
+    assert "demo interrupted" in rest
     assert [p for p in pids if _alive(p)] == []
     assert list(tmp_path.iterdir()) == []
