@@ -16,6 +16,7 @@ node that is down, has not released, or serves a forged, altered or foreign enve
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,8 @@ class NodeResult:
     envelopes: list[dict[str, Any]] = field(default_factory=list)
     shares: list[str] = field(default_factory=list)
     """Holder ids whose share from this node opened and verified."""
+    state: str | None = None
+    """The case state a node that has not released reported (ARMED, OVERDUE, DESTROYED...)."""
 
     @property
     def name(self) -> str:
@@ -151,7 +154,10 @@ def _ask(client_for: ClientFactory, card: Card, case_id: str) -> NodeResult:
         code = getattr(exc, "code", None)
         if code == "forbidden" or getattr(exc, "status", None) == 403:
             return NodeResult(card, REFUSED, "you are not a recipient of this case")
-        return NodeResult(card, NOT_RELEASED, _short(exc.message, card))
+        m = re.search(r"\(state ([A-Z_]+)\)", exc.message)
+        return NodeResult(
+            card, NOT_RELEASED, _short(exc.message, card), state=m.group(1) if m else None
+        )
     except AuthenticationError as exc:
         return NodeResult(card, REFUSED, _short(exc.message, card))
     except NodeError as exc:
@@ -368,6 +374,13 @@ def _raise_nothing(found: Gathered, identity: Identity) -> None:
         raise NodeError(
             f"no node of case {ref.case_id} could be reached: {_names(holding)}",
             hint="check your network connection (or Tor), then run the command again",
+        )
+    if all(r.state == "DESTROYED" for r in holding):
+        raise NotFoundError(
+            f"case {ref.case_id} was destroyed: the {len(holding)} node(s) that held it have "
+            "deleted its envelopes",
+            hint="nothing can be recovered from the nodes; ask the case's offline share "
+            "holders, if it had any (--shares DIR)",
         )
     if all(r.outcome == BAD for r in holding):
         raise AuthenticationError(

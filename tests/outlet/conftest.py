@@ -143,7 +143,9 @@ def armed(tmp_path: Path, nodes, v):  # noqa: F811 - `nodes` is the imported fix
     """Factory: an armed case, `threshold` of `n` real nodes, two outlets, one editor."""
     made: list[Case] = []
 
-    def make(n: int = 3, threshold: int = 2, extra_cards: tuple = (), offline: int = 0) -> Case:
+    def make(
+        n: int = 3, threshold: int = 2, extra_cards: tuple = (), offline: int = 0, stores: int = 1
+    ) -> Case:
         people = tmp_path / f"people{len(made)}"
         homes = {k: people / k for k in ("reporter", "outlet0", "outlet1", "editor", "outsider")}
         reporter = person(homes["reporter"], "Ana Reportera", "reporter")
@@ -154,14 +156,14 @@ def armed(tmp_path: Path, nodes, v):  # noqa: F811 - `nodes` is the imported fix
         real = [nodes(f"node-{chr(97 + i)}{tag}") for i in range(n)]
         cards = [r.card for r in real] + list(extra_cards)
         state = LocalState(homes["reporter"])
-        store = f"file://{tmp_path / 'store'}"
+        store_urls = [f"file://{people / f'store{i}'}" for i in range(stores)]
         new = create_case(
             state,
             reporter,
             "puerto",
             [o.card for o in outlets],
             ShareSpec(1, ((threshold, len(cards) + offline),)),
-            [store],
+            store_urls,
             real[0].clock,
             nodes=cards,
             offline_dir=people / "usb" if offline else None,

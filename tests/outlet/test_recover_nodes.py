@@ -364,3 +364,37 @@ def test_share_files_of_another_case_beside_the_nodes_are_named(armed, v, tmp_pa
     assert stderr.strip() == (
         "velador: warning: skipped the share files: they belong to another case"
     )
+
+
+def test_a_lying_node_and_a_missing_store_replica_are_both_named(armed, v, tmp_path):
+    # Given two store replicas, one of which lost an object, and a node with an altered envelope
+    case = armed(n=3, threshold=2, stores=2)
+    case.release(*case.nodes)
+    case.tamper(case.nodes[2], _flip_sealed)
+    replica = Path(case.policy.stores[0].removeprefix("file://"))  # read first
+    lost = sorted(p for p in replica.rglob("*") if p.is_file() and "/objects/" in str(p))[0]
+    lost.unlink()
+    case.add_nodes_as_contacts(v, case.homes["outlet0"], case.nodes)
+    # When the outlet recovers
+    code, stdout, stderr = recover(v, case, "outlet0", tmp_path / "o")
+    # Then everything comes back, and both the lying node and the missing object are named
+    assert code == 0, stderr
+    assert same_tree(case.source, tmp_path / "o" / case.source.name)
+    assert "skipped node node-c (lying: sent an invalid release" in stderr
+    assert f"store: {case.policy.stores[0]}: object {lost.name[:12]} is missing" in stdout
+
+
+def test_recovery_after_destroy_fails_clearly(armed, v, tmp_path):
+    case = armed(n=2, threshold=2)
+    for node in case.nodes:
+        case.client(node).destroy(case.case_id)
+        node.wait_state(case.case_id, "DESTROYED")
+    case.add_nodes_as_contacts(v, case.homes["outlet0"], case.nodes)
+    code, _, stderr = recover(v, case, "outlet0", tmp_path / "o")
+    assert code == 66
+    assert stderr.strip().splitlines() == [
+        f"velador: error: case {case.case_id} was destroyed: the 2 node(s) that held it have "
+        "deleted its envelopes",
+        "velador: hint: nothing can be recovered from the nodes; ask the case's offline share "
+        "holders, if it had any (--shares DIR)",
+    ]
