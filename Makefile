@@ -29,5 +29,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/deposit.py
 
+# Chaos: >= 200 fault cycles against five real nodes (tests/chaos/harness.py); prints the seed
+# and the counts. Replay a failure with `make chaos SEED=<seed>`.
+CHAOS_CYCLES ?= 200
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run --cycles $(CHAOS_CYCLES) $(if $(SEED),--seed $(SEED))
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -147,13 +147,15 @@ class Node:
         self.proc.wait(20)
         self.proc = None
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not stop; never leaves the process behind."""
+    def stop(self, signalled: bool = False) -> None:
+        """SIGTERM (unless `signalled` already), then SIGKILL if it does not stop in time;
+        never leaves the process behind."""
         if self.proc is None:
             return
         try:
             if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
+                if not signalled:
+                    self.proc.send_signal(signal.SIGTERM)
                 self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
