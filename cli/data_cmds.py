@@ -295,8 +295,12 @@ def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, 
 def _network_secret(
     ctx: Ctx, text: str, timeout: float, shares_dir: Path | None
 ) -> tuple[Policy, bytes, Report, list[Any]]:
-    known = [card for _, card in ctx.state.contacts() if card.role == "node"]
-    ref = case_ref_of(text, known)
+    contacts = [card for _, card in ctx.state.contacts()]
+    ref = case_ref_of(
+        text,
+        [c for c in contacts if c.role == "node"],
+        [c for c in contacts if c.role == "reporter"],
+    )
     bundle = read_share_dir(shares_dir) if shares_dir is not None else None
     ident = ctx.unlock()
     found = gather(ref, ident, ctx.clock, timeout=timeout)

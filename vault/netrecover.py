@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .cards import Card
@@ -60,6 +60,8 @@ class CaseRef:
     policy_hash: str | None = None
     """From a case card: only this exact signed policy is accepted."""
     stores: tuple[str, ...] = ()
+    reporters: frozenset[bytes] = frozenset()
+    """Signing keys of the reporters in your contacts: preferred when nothing is pinned."""
 
 
 @dataclass
@@ -114,9 +116,10 @@ def is_case_id(text: str) -> bool:
     return 8 <= len(text) <= 64 and set(text) <= _CASE_ID_CHARS
 
 
-def case_ref(text: str, known_nodes: Sequence[Card]) -> CaseRef:
+def case_ref(text: str, known_nodes: Sequence[Card], reporters: Sequence[Card] = ()) -> CaseRef:
     """A case card (from the reporter) or a bare case id (then ask every node you know)."""
     text = text.strip()
+    keys = frozenset(c.sign_pk for c in reporters)
     if is_case_id(text):
         if not known_nodes:
             raise NotFoundError(
@@ -124,8 +127,8 @@ def case_ref(text: str, known_nodes: Sequence[Card]) -> CaseRef:
                 hint="add the case's nodes with 'velador contact add NODE_CARD --alias NAME', "
                 "or pass the case card instead of the id",
             )
-        return CaseRef(text, tuple(known_nodes))
-    return ref_from_card(text)
+        return CaseRef(text, tuple(known_nodes), reporters=keys)
+    return replace(ref_from_card(text), reporters=keys)
 
 
 def ref_from_card(text: str) -> CaseRef:
@@ -211,9 +214,15 @@ def _pick_policy(ref: CaseRef, results: list[NodeResult], me: Card) -> Policy | 
     served = [r for r in served if r.outcome == RELEASED]
     if not served:
         return None
-    # Without a pin, the version most nodes serve wins; the others are named, never merged.
+    # Without a pin, a policy signed by a reporter in your contacts wins over one that is not,
+    # then the version most nodes serve; the others are named, never merged.
     counts = Counter(r.policy.hash for r in served if r.policy is not None)
-    best_hash = max(counts, key=lambda h: (counts[h], h))
+    known = {
+        r.policy.hash
+        for r in served
+        if r.policy is not None and r.policy.reporter.sign_pk in ref.reporters
+    }
+    best_hash = max(counts, key=lambda h: (h in known, counts[h], h))
     policy = next(r.policy for r in served if r.policy is not None and r.policy.hash == best_hash)
     for r in served:
         if r.policy is not None and r.policy.hash != best_hash:

@@ -7,6 +7,7 @@ server at the URL of a node card the policy names.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,7 @@ import pytest
 from tests.conftest import free_port
 from tests.node.builders import person
 from vault.encoding import b64e, canonical_json
+from vault.policy import sign_policy
 from vault.switch import CASE_CARD_PREFIX, make_case_card
 
 from .conftest import same_tree
@@ -398,3 +400,45 @@ def test_recovery_after_destroy_fails_clearly(armed, v, tmp_path):
         "velador: hint: nothing can be recovered from the nodes; ask the case's offline share "
         "holders, if it had any (--shares DIR)",
     ]
+
+
+def test_without_a_card_a_policy_by_a_known_reporter_beats_a_forged_one(
+    armed, v, tmp_path, stand_in
+):
+    # Given a 2-of-4 case released at one honest node, and two stand-in nodes serving a policy
+    # for the same case id signed by someone else (so the forged one has more answers)
+    second = StandIn()
+    try:
+        liars = [
+            person(tmp_path / f"liar{i}", f"node-liar{i}", "node", s.url)
+            for i, s in enumerate((stand_in, second))
+        ]
+        case = armed(n=2, threshold=2, extra_cards=tuple(x.card for x in liars))
+        case.release(case.nodes[0])
+        forged = sign_policy(
+            dataclasses.replace(case.policy, reporter=case.outsider.card, doc={}),
+            case.outsider.sign_key,
+        )
+        for s, liar in zip((stand_in, second), liars, strict=True):
+            s.release = {
+                "case_id": case.case_id,
+                "node": liar.fingerprint,
+                "released_at": 1,
+                "policy": forged.doc,
+                "envelopes": [],
+            }
+        home = case.homes["outlet0"]
+        case.add_nodes_as_contacts(v, home, case.nodes)
+        v.ok(home, "contact", "add", case.reporter.card.text, "--alias", "ana")
+        # When the outlet recovers by case id
+        code, _, stderr = recover(v, case, "outlet0", tmp_path / "o")
+    finally:
+        second.close()
+    # Then the policy of the reporter it knows is the one judged; the stand-ins are named
+    assert code == 66
+    lie = "lying: serves a different version of the case policy"
+    assert stderr.strip().splitlines()[-2] == (
+        f"velador: error: only 1 of the 4 nodes of case {case.case_id} have released a valid "
+        "share (2 of 4 needed); not yet: node-b (not released: the case is not released "
+        f"(state ARMED)), node-liar0 ({lie}), node-liar1 ({lie})"
+    )
