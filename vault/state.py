@@ -247,7 +247,14 @@ class LocalState:
             "SELECT node, state, detail FROM node_regs WHERE case_id = ? AND policy_hash = ?",
             [policy.case_id, policy.hash],
         )
-        return {node: (st, detail) for node, st, detail in rows}
+        got = {node: (st, detail) for node, st, detail in rows}
+        order = [c.fingerprint for c in policy.nodes]  # the policy's order, for stable output
+        return {
+            fp: got[fp]
+            for fp in sorted(
+                got, key=lambda f: (f not in order, order.index(f) if f in order else 0, f)
+            )
+        }
 
     def next_heartbeat_seq(self, case_id: str, now: int) -> int:
         """Allocate the next heartbeat sequence number and make it durable before it is used.

@@ -265,12 +265,13 @@ def switch_cases(state: LocalState, names: Iterable[str] = ()) -> list[CaseRecor
             _switch_policy(r)
             _refuse_closed(r, "check in")
         return recs
-    return [
-        r
-        for r in state.cases()
-        if arming_state(state, r) == "armed"
-        or any(st == "registered" for st, _ in state.node_regs(r.policy).values())
-    ]
+    out = []
+    for r in state.cases():
+        st = arming_state(state, r)
+        regs = state.node_regs(r.policy).values() if st == "arming" else ()
+        if st == "armed" or any(reg == "registered" for reg, _ in regs):
+            out.append(r)
+    return out
 
 
 # --- check-ins ------------------------------------------------------------------------------
@@ -362,16 +363,43 @@ def checkin(
                 state.unqueue(policy.case_id, r.fingerprint)
                 state.record_view(policy.case_id, r.fingerprint, r.body)
             elif getattr(r.error, "code", None) == "stale_heartbeat":
-                # A peer already forwarded this heartbeat to the node (gossip is fast).
+                # A peer forwarded this heartbeat to the node before we reached it (gossip is
+                # fast): the node has it. Show what its receipt would have said.
                 state.unqueue(policy.case_id, r.fingerprint)
                 r.error = None
-                r.body = {"state": "?", "seq": seq, "deadline": None}
+                r.body = _cover_receipt(mine, policy, hb)
+            elif identity.duress and not r.unreachable:
+                # Under duress a node that acted on the marker (a "release" policy, possibly
+                # told first by a peer's gossip) refuses the direct copy; the captor watching
+                # the screen must see the same rows as for a normal check-in.
+                r.error = None
+                r.body = _cover_receipt(mine, policy, hb)
             elif r.unreachable:
                 tickets = make_tickets(identity, card, hb, now, horizon)
                 state.queue_heartbeat(policy.case_id, r.fingerprint, hb, tickets, now)
                 r.queued = True
         out.append(CaseCheckin(rec.name, policy.case_id, seq, mine))
     return out
+
+
+def _cover_receipt(results: list[NodeResult], policy: Policy, hb: dict[str, Any]) -> dict[str, Any]:
+    """The receipt a node that already had the heartbeat would have sent.
+
+    Never the node's status: after a duress check-in under a "release" policy the status is
+    RELEASED while every receipt shows the normal cover, and a captor may be reading the screen.
+    Receipts of one heartbeat agree across nodes, so another node's is used; with none, the
+    deadline the nodes compute from the signed time (docs/protocol.md §5)."""
+    for r in results:
+        if r.body is not None and r.body.get("action") == "heartbeat":
+            return dict(r.body, node=None)
+    assert policy.switch is not None
+    t = hb["body"]["time"]
+    return {
+        "state": "ARMED",
+        "seq": hb["body"]["seq"],
+        "deadline": t + policy.switch.every,
+        "release_at": t + policy.switch.every + policy.switch.grace,
+    }
 
 
 def _post_with_ticket(client: NodeClient, heartbeat: dict[str, Any], header: str) -> dict[str, Any]:

@@ -215,3 +215,32 @@ def test_agent_reminds_before_deadlines_once_each(v, armed, clock, tmp_path, mon
     assert code == 0
     assert "reminder: inv: check in within 1h" in err
     wait_for(lambda: log.exists() and "check in within 1h" in log.read_text(), what="notify")
+
+
+class GossipWins(NodeClient):
+    """node-b receives the heartbeat from a peer just before the reporter's own request."""
+
+    def heartbeat(self, heartbeat):
+        if self.card.name == "node-b":
+            super().heartbeat(heartbeat)
+        return super().heartbeat(heartbeat)
+
+
+def test_gossip_race_shows_the_cover_receipt_even_under_duress(
+    v, people, net, tmp_path, clock, monkeypatch
+):
+    import vault.switch
+
+    ns = net(3)
+    info = v.json(people.r, *create_args(3, tmp_path, "--duress", "release"))
+    monkeypatch.setattr(vault.switch, "NodeClient", GossipWins)
+    normal = v.json(people.r, "checkin")["cases"][0]
+    clock.advance(60)
+    duress = v.json(people.r, "checkin", passphrase=DURESS)["cases"][0]
+    for out in (normal, duress):
+        assert [n["ok"] for n in out["nodes"]] == [True] * 3, out
+        assert [n["state"] for n in out["nodes"]] == ["ARMED"] * 3
+        assert len({n["deadline"] for n in out["nodes"]}) == 1
+    assert duress["next_deadline"] == normal["next_deadline"] + 60
+    # node-b really did release (the policy says so); its row just never showed it.
+    ns[1].wait_state(info["case_id"], "RELEASED")
