@@ -116,7 +116,8 @@ class Node:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        proc = self.proc  # read once: a kill timer may clear it from another thread
+        return proc is not None and proc.poll() is None
 
     def start(self, timeout: float = 60.0) -> None:
         assert self.proc is None
@@ -142,9 +143,10 @@ class Node:
                 time.sleep(0.05)
 
     def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(20)
+        proc = self.proc
+        assert proc is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(20)
         self.proc = None
 
     def stop(self, signalled: bool = False) -> None:

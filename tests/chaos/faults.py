@@ -30,6 +30,12 @@ class Plan:
     """A new partition: one side (the other side is the rest) and how many steps it lasts."""
     skews: dict[str, int] = field(default_factory=dict)
     step: int = 600
+    kill_in_checkin: tuple[str, float] | None = None
+    """SIGKILL this node this many seconds after the reporter's heartbeat fan-out starts (if
+    the node is alive then): a heartbeat may be in its transaction."""
+    kill_in_advance: tuple[str, float] | None = None
+    """SIGKILL this node this many seconds after it read its new clock: it may be sweeping,
+    syncing with peers before a release, releasing, or delivering."""
 
     @property
     def faults(self) -> int:
@@ -40,6 +46,8 @@ class Plan:
             + len(self.links)
             + (self.partition is not None)
             + len(self.skews)
+            + (self.kill_in_checkin is not None)
+            + (self.kill_in_advance is not None)
         )
 
 
@@ -79,6 +87,10 @@ class Planner:
                     p.links[(src, dst)] = r.choice(("up", "slow", "flaky", "down"))
         if r.random() < 0.3:
             p.skews[r.choice(self.nodes)] = r.randint(-self.max_skew, self.max_skew)
+        if r.random() < 0.12:
+            p.kill_in_checkin = (r.choice(self.nodes), r.uniform(0.0, 0.08))
+        if r.random() < 0.12:
+            p.kill_in_advance = (r.choice(self.nodes), r.uniform(0.0, 0.5))
         if p.faults == 0:  # every cycle injects at least one fault
             p.skews[r.choice(self.nodes)] = r.randint(-self.max_skew, self.max_skew)
         p.step = r.choice(STEP_SIZES)

@@ -80,6 +80,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -303,6 +304,9 @@ class Harness:
         while pending:
             for name in sorted(pending):
                 n = self.nodes[name]
+                if not n.alive:  # killed on purpose in the middle of the step
+                    pending.discard(name)
+                    continue
                 with contextlib.closing(n.db()) as conn:
                     rows = conn.execute(
                         "SELECT case_id, state, next_wake FROM cases"
@@ -339,7 +343,9 @@ class Harness:
         self.log_pos[name] += len(text.encode())
         out = set()
         for line in text.splitlines():
-            if "pre-release sync: peer " in line:
+            # Only a peer too slow to answer is excused; any other failure on a clean link
+            # (refused signature, bad answer) is the node's fault and is not.
+            if "pre-release sync: peer " in line and "did not answer in time" in line:
                 out.add(line.split("pre-release sync: peer ", 1)[1].split(":", 1)[0])
         return out
 
@@ -487,7 +493,7 @@ class Harness:
         with self.timed("check"):
             self.check("after restarts", before, up_before, windowed=set(restarts))
         with self.timed("parties"):
-            self.parties(need_case, faults)
+            self.parties(need_case, faults, plan.kill_in_checkin)
         before = self.views()
         # Phase 3: time moves, skews change, every clock file switches at once.
         self.clock.t += plan.step
@@ -498,8 +504,11 @@ class Harness:
         alive = self.alive()
         for name in alive:
             self.nodes[name].read_clock()
+        timer = self.kill_later(plan.kill_in_advance)
         with self.timed("settle"):
             self.settle(alive, "advance")
+        self.join(timer)
+        alive = self.alive()
         with self.timed("check"):
             self.check("after advance", before, alive, windowed=alive, deep=True)
 
@@ -511,7 +520,29 @@ class Harness:
         finally:
             self.timing["phase_" + what] += time.monotonic() - t0
 
-    def parties(self, need_case: bool, faults: bool) -> None:
+    def kill_later(self, what: tuple[str, float] | None) -> threading.Timer | None:
+        """SIGKILL a node after a delay, in the middle of whatever it is doing."""
+        if what is None or not self.nodes[what[0]].alive:
+            return None
+        name, delay = what
+
+        def kill() -> None:
+            node = self.nodes[name]
+            if node.alive:
+                node.kill()
+                self.counts["kills"] += 1
+                self.counts["kills_mid_request"] += 1
+
+        timer = threading.Timer(delay, kill)
+        timer.start()
+        return timer
+
+    @staticmethod
+    def join(timer: threading.Timer | None) -> None:
+        if timer is not None:
+            timer.join()
+
+    def parties(self, need_case: bool, faults: bool, kill: tuple[str, float] | None = None) -> None:
         """Phase 2: the reporter, the recipients, a new case."""
         if need_case and len(self.alive()) == len(NODES):
             self.new_case()
@@ -522,7 +553,9 @@ class Harness:
                 case.stopped = True
                 self.counts["reporters_stopped"] += 1
             elif self.script.checks_in(self.clock.now() - case.last_try):
+                timer = self.kill_later(kill)
                 self.checkin(case)
+                self.join(timer)
         for case in self.cases:
             if case.released and len(case.recovered) < len(CLIENTS) - 1:
                 self.fetch(case)
@@ -539,6 +572,7 @@ class Harness:
     ) -> None:
         """All invariants. `before`: views read before the window in which nodes in `windowed`
         could have released; `up`: nodes alive throughout that window."""
+        received_before = self.recv.record.counts()
         views = self.views()
         alive = self.alive()
         bad: list[inv.Violation] = []
@@ -574,6 +608,10 @@ class Harness:
                             self.counts["sync_timeouts_on_clean_links"] += 1
                     self.checks["a"] += 1
                     bad += inv.check_release(name, cv, self.rules, peers, self.acks)
+                    if not case.stopped:
+                        self.counts["releases_while_reporter_checks_in"] += 1
+                    if any(k.reachable and not k.sync_failed for k in peers.values()):
+                        self.counts["releases_with_askable_peers"] += 1
                 if case.stopped and name in alive:
                     self.checks["b"] += 1
                     bad += inv.check_liveness(name, cv, self.nodes[name].clock, case.t_last,
@@ -586,7 +624,7 @@ class Harness:
         received = self.recv.record.counts()
         n, v = inv.check_notifications(
             views.values(), received, {c.case_id: self.rules for c in self.cases},
-            self.targets, complete,
+            self.targets, complete, received_before,
         )  # fmt: skip
         self.checks["e"] += n
         bad += v
@@ -701,6 +739,7 @@ class Harness:
             "kills": self.counts["kills"],
             "restarts": self.counts["restarts"],
             "crash_restarts": self.counts["crash_restarts"],
+            "kills_mid_request": self.counts["kills_mid_request"],
             "dropped_requests": p["conn_refuse"] + p["conn_cut"],
             "dropped_refused": p["conn_refuse"],
             "dropped_after_answer": p["conn_cut"],
@@ -716,6 +755,11 @@ class Harness:
             "heartbeats_acked": self.counts["heartbeats_acked"],
             "heartbeat_requests_failed": self.counts["heartbeat_requests_failed"],
             "releases": self.counts["releases"],
+            "releases_while_reporter_checks_in": self.counts["releases_while_reporter_checks_in"],
+            "releases_with_askable_peers": self.counts["releases_with_askable_peers"],
+            "heartbeats_found_by_pre_release_sync": sum(
+                c.synced_heartbeats for c in self.caches.values()
+            ),
             "fetches": self.counts["fetches"],
             "recoveries": self.counts["recoveries"],
             "deliveries": sum(self.recv.record.counts().values()) if self.recv else 0,

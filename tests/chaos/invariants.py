@@ -90,10 +90,14 @@ class Ack:
 
 
 class AuditCache:
-    """Incremental reader of one node's audit table (append-only; the CLI verifies the chain)."""
+    """Incremental reader of one node's audit table (append-only; the CLI verifies the chain)
+    and of its outbox notices (a row's payload never changes once written)."""
 
     def __init__(self) -> None:
         self.last = 0
+        self.notices: dict[str, dict[str, Any]] = {}
+        self.synced_heartbeats = 0
+        """Heartbeats this node applied because its pre-release sync found them at a peer."""
         self.hb_hashes: dict[str, set[str]] = collections.defaultdict(set)
         self.notify: dict[str, collections.Counter[tuple[str, str]]] = collections.defaultdict(
             collections.Counter
@@ -108,6 +112,8 @@ class AuditCache:
             d = json.loads(detail)
             if event == "heartbeat" and "heartbeat" in d:
                 self.hb_hashes[case_id].add(d["heartbeat"])
+                if d.get("by") == {"node": "pre-release-sync"}:
+                    self.synced_heartbeats += 1
             for eff in d.get("effects", []) if isinstance(d, dict) else []:
                 parts = eff.split(":")
                 if parts[0] == "notify" and len(parts) == 3:
@@ -115,6 +121,16 @@ class AuditCache:
 
 
 def read_node(name: str, conn: sqlite3.Connection, cache: AuditCache) -> NodeView:
+    """One consistent snapshot: every SELECT runs inside one read transaction, so a commit the
+    node makes meanwhile is seen entirely (audit entry and outbox rows) or not at all."""
+    conn.execute("BEGIN")
+    try:
+        return _read_node(name, conn, cache)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _read_node(name: str, conn: sqlite3.Connection, cache: AuditCache) -> NodeView:
     cache.update(conn)
     cases: dict[str, CaseView] = {}
     for r in conn.execute("SELECT * FROM cases"):
@@ -138,10 +154,13 @@ def read_node(name: str, conn: sqlite3.Connection, cache: AuditCache) -> NodeVie
             cases[r[0]].envelopes.append(json.loads(r[1]))
     outbox = []
     for r in conn.execute(
-        "SELECT key, case_id, channel, target, payload, delivered, failed FROM outbox"
+        "SELECT key, case_id, channel, target, delivered, failed FROM outbox"
         " WHERE channel IN ('email', 'webhook')"
     ):
-        notice = json.loads(r["payload"])["notice"]["body"]
+        notice = cache.notices.get(r["key"])
+        if notice is None:
+            payload = conn.execute("SELECT payload FROM outbox WHERE key = ?", (r["key"],))
+            notice = cache.notices[r["key"]] = json.loads(payload.fetchone()[0])["notice"]["body"]
         outbox.append(
             OutboxRow(
                 node=name,
@@ -321,12 +340,18 @@ def check_notifications(
     rules_of: dict[str, Rules],
     targets_of: dict[str, dict[str, list[tuple[str, str]]]],
     complete: set[str],
+    received_before: collections.Counter[str] | None = None,
 ) -> tuple[int, list[Violation]]:
     """(e) over every node's outbox and every delivery the receivers saw.
 
+    The nodes keep working while they are read, so the receivers are read twice:
+    `received_before` before the views (a delivery seen then was queued before the views were
+    read) and `received` after them (a row the views show as delivered had arrived by then).
     rules_of / targets_of: per case id, its rules and audience -> [(channel, target)].
     complete: cases whose deliveries must all have arrived by now.
     """
+    if received_before is None:
+        received_before = received
     out: list[Violation] = []
     n = 0
     rows: list[OutboxRow] = []
@@ -354,7 +379,7 @@ def check_notifications(
                     )
                 )
     keys = {r.key for r in rows}
-    for key in received:
+    for key in received_before:
         n += 1
         if key not in keys:
             out.append(Violation("e", f"a delivery {key!r} arrived that no node queued"))

@@ -184,6 +184,8 @@ class Proxy:
             asyncio.TimeoutError,
         ):
             self._count("broken")
+        except asyncio.CancelledError:
+            pass  # the proxy is shutting down
         finally:
             link.conns.discard(writer)
             if action == "cut":
