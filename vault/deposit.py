@@ -494,15 +494,19 @@ class _Reader:
                 next(results)
                 _, off, oid, length, csize, chash, uploaded, new, tokens, ch = r
                 if ch:
-                    moved = True
+                    moved = True  # the rest of this file's results still arrive, read below
+                    continue
+                # Every object read is whole and named by its own bytes: keep it even if the
+                # file turns out to have changed (its staged copies are committed all the same).
+                self._account(oid, length, csize, chash, uploaded, new, tokens)
+                if len(self.batch.rows) >= INDEX_BATCH:
+                    self.flush(committer)
+                if moved:
                     continue
                 if off != expect:
                     raise RuntimeError(f"chunk results out of order at {off}, expected {expect}")
                 expect += length
                 chunks.append((oid, length))
-                self._account(oid, length, csize, chash, uploaded, new, tokens)
-                if len(self.batch.rows) >= INDEX_BATCH:
-                    self.flush(committer)
             if item.st.st_size and not moved:
                 # The workers have read every chunk: the file must still be what was listed.
                 try:

@@ -140,6 +140,32 @@ def test_a_file_replaced_by_rename_while_read_is_read_again(setup, monkeypatch):
     assert _tree(setup.tmp / "out") == {"inv/doc.odt": new}
 
 
+def test_a_short_read_between_good_reads_is_a_changed_file(setup, monkeypatch):
+    # Given a file whose second chunk comes back short (it shrank, then grew again) while the
+    # chunks after it read fine, as happens when two workers open the file at different moments
+    src = setup.tmp / "inv"
+    src.mkdir()
+    data = os.urandom(8 * MIB)
+    (src / "a.bin").write_bytes(data)
+    real = D.store_chunk
+    calls = []
+
+    def store_chunk(task):
+        calls.append(task)
+        r = real(task)
+        if len(calls) == 2:  # the second chunk of the first pass only
+            return (*r[:2], "", 0, 0, None, 0, False, [], True)
+        return r
+
+    monkeypatch.setattr(D, "store_chunk", store_chunk)
+    res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=1)
+    # Then the file is read again rather than stored with a hole, or refused as out of order
+    assert res.changed == []
+    assert len({t[3] for t in calls}) < len(calls)  # some offsets were read twice
+    R.restore(setup.policy, [setup.key], list(setup.policy.stores), setup.tmp / "out")
+    assert _tree(setup.tmp / "out") == {"inv/a.bin": data}
+
+
 def test_every_recorded_object_is_in_every_store_with_identical_bytes(setup):
     # Given a deposit with a chunk repeated inside one run (two copies of one file)
     src = setup.tmp / "inv"
