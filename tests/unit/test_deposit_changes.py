@@ -184,3 +184,27 @@ def test_every_recorded_object_is_in_every_store_with_identical_bytes(setup):
     # and no staged temp file is left behind in any store
     for s in ("s1", "s2"):
         assert not [p for p in (setup.tmp / s).rglob(".*.tmp")]
+
+
+def test_replicas_of_a_chunk_staged_twice_are_made_identical(tmp_path):
+    # Given a chunk that a store without staging (S3) took twice, so that its replicas differ
+    stores = [open_store((tmp_path / n).as_uri()) for n in ("a", "b", "c")]
+    oid = "ab" * 32
+    key = object_key("case0001", oid)
+    stores[0].put(key, b"first ciphertext")
+    stores[1].put(key, b"second ciphertext")
+    stores[2].put(key, b"first ciphertext")
+    committer = D._Committer(tmp_path / "state.db", "case0001", stores)
+    try:
+        # When the committer evens them out before recording the object
+        row = committer._make_replicas_identical(oid)
+    finally:
+        committer.close()
+    # Then every store holds the first store's bytes, and that is the hash recorded
+    assert [s.get(key) for s in stores] == [b"first ciphertext"] * 3
+    assert row == {
+        "case_id": "case0001",
+        "oid": oid,
+        "csize": len(b"first ciphertext"),
+        "chash": D.cipher_hash(b"first ciphertext"),
+    }
