@@ -112,12 +112,16 @@ K = 3
 
 
 class ChaosFailure(AssertionError):
-    def __init__(self, seed: int, step: int, violations: list[inv.Violation], where: str) -> None:
+    def __init__(
+        self, seed: int, step: int, cycles: int, violations: list[inv.Violation], where: str
+    ) -> None:
         self.seed, self.step, self.violations = seed, step, violations
         lines = "\n".join(f"  {v}" for v in violations)
+        # The schedule of the first N steps does not depend on N: --cycles STEP replays up to
+        # the failing step (a failure in the wind-down needs the original count).
         super().__init__(
             f"chaos seed {seed}: invariant violated at step {step} ({where}):\n{lines}\n"
-            f"replay: python -m tests.chaos.run --seed {seed} --cycles {step}"
+            f"replay: python -m tests.chaos.run --seed {seed} --cycles {min(step, cycles)}"
         )
 
 
@@ -294,7 +298,7 @@ class Harness:
 
     def fail(self, violations: list[inv.Violation], where: str) -> None:
         if violations:
-            raise ChaosFailure(self.s.seed, self.step_no, violations, where)
+            raise ChaosFailure(self.s.seed, self.step_no, self.s.cycles, violations, where)
 
     def settle(self, names: set[str], where: str) -> None:
         """Wait until no live node has a case due at its clock (bound: SETTLE_BOUND s)."""
@@ -487,7 +491,8 @@ class Harness:
         restarts = sorted(set(plan.restarts) | set(plan.crash_restarts))
         if restarts:
             with self.timed("restart"):
-                list(self.pool.map(lambda name: self.nodes[name].start(), restarts))
+                failed = [e for e in self.pool.map(self.start, restarts) if e is not None]
+            self.fail(failed, "restart")
             self.counts["restarts"] += len(restarts)
             self.settle(set(restarts), "restart")
         with self.timed("check"):
@@ -519,6 +524,15 @@ class Harness:
             yield
         finally:
             self.timing["phase_" + what] += time.monotonic() - t0
+
+    def start(self, name: str) -> inv.Violation | None:
+        """Start a node; a node that cannot start again cannot release: a (b) violation."""
+        try:
+            self.nodes[name].start()
+        except RuntimeError as exc:
+            tail = self.nodes[name].log_text()[-2000:]
+            return inv.Violation("b", f"{name} did not start again: {exc}\n{tail}")
+        return None
 
     def kill_later(self, what: tuple[str, float] | None) -> threading.Timer | None:
         """SIGKILL a node after a delay, in the middle of whatever it is doing."""
@@ -798,9 +812,10 @@ def run_chaos(s: Settings, say=print, keep: bool = False) -> dict[str, Any]:
         h.setup()
         h.run()
         return h.summary()
-    except ChaosFailure:
+    except BaseException:  # a violation, or the harness itself broke: either way, the seed
         say(f"chaos: FAILED with seed {s.seed} at step {h.step_no}")
-        say(f"chaos: partial counts {h.summary()}")
+        with contextlib.suppress(Exception):
+            say(f"chaos: partial counts {h.summary()}")
         raise
     finally:
         h.close()
