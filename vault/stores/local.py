@@ -94,6 +94,8 @@ class FileStore:
         # abspath, not resolve: keep the folder the user named; symlinks are checked per access.
         self.root = Path(os.path.abspath(root))
         self.url = self.root.as_uri()
+        self._real_root: str | None = None
+        self._real_dirs: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"FileStore({self.url!r})"
@@ -101,8 +103,25 @@ class FileStore:
     # -- paths ---------------------------------------------------------------------------------
 
     def _inside(self, path: Path, what: str) -> Path:
-        real_root = os.path.realpath(self.root)
-        real = os.path.realpath(path)
+        # realpath costs a system call per component; a deposit asks for ~1000 objects per GiB
+        # in ~256 folders, so the resolved root and folders are remembered (the check guards
+        # against layouts at rest, see the module docstring) and only the last component is
+        # looked at each time.
+        real_root = self._real_root or os.path.realpath(self.root)
+        if self._real_root is None and os.path.isdir(real_root):
+            self._real_root = real_root
+        folder = str(path.parent)
+        real_folder = self._real_dirs.get(folder)
+        if real_folder is None:
+            real_folder = os.path.realpath(folder)
+            if os.path.isdir(real_folder) and len(self._real_dirs) < 4096:
+                self._real_dirs[folder] = real_folder
+        real = os.path.join(real_folder, path.name)
+        try:
+            if stat.S_ISLNK(os.lstat(real).st_mode):
+                real = os.path.realpath(real)
+        except OSError:
+            pass  # nothing there (yet): the folder check is what matters
         if os.path.commonpath([real_root, real]) != real_root:
             raise StoreError(
                 f"refusing to follow a symlink out of store {self.url}: {what}",
