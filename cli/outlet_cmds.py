@@ -8,10 +8,8 @@ moved only after the notices were printed, so a crash shows a notice twice rathe
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,15 +22,17 @@ from vault.errors import (
     PolicyError,
     VeladorError,
 )
-from vault.netrecover import DEFAULT_TIMEOUT, MAX_PARALLEL, case_ref
+from vault.netrecover import DEFAULT_TIMEOUT, case_ref
 from vault.state import LocalState
+from vault.switch import fan_out
 
 from .context import Ctx, emit_json, out_console
 
+if TYPE_CHECKING:
+    from escrow_node.client import NodeClient
+
 PAGE = 100
 MAX_PAGES = 50  # 5000 notices per node and run; the rest come on the next run
-
-T = TypeVar("T")
 
 TIMEOUT = click.option(
     "--timeout",
@@ -45,20 +45,6 @@ TIMEOUT = click.option(
 
 def known_nodes(ctx: Ctx) -> list[tuple[str, Card]]:
     return [(alias, card) for alias, card in ctx.state.contacts() if card.role == "node"]
-
-
-def fan_out(items: list[T], fn: Callable[[T], Any]) -> list[Any]:
-    """Run `fn` on every item in parallel threads (one request per node), keeping order."""
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
-def _client(ctx: Ctx, card: Card, identity: Any, timeout: float) -> Any:
-    from escrow_node.client import NodeClient
-
-    return NodeClient(card, identity, ctx.clock, timeout)
 
 
 # --- inbox -------------------------------------------------------------------------------------
@@ -77,16 +63,6 @@ def _save_cursor(state: LocalState, node_fp: str, seen: int, now: int) -> None:
             "updated = excluded.updated",
             [node_fp, seen, now],
         )
-
-
-@dataclass
-class _Fetched:
-    alias: str
-    card: Card
-    after: int
-    notices: list[dict[str, Any]] = field(default_factory=list)
-    last: int = 0
-    error: str | None = None
 
 
 @click.command()
@@ -113,53 +89,50 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
         )
     ident = ctx.unlock()
     me = ident.card.fingerprint
-    jobs = [
-        _Fetched(alias, card, 0 if show_all else _cursor(ctx.state, card.fingerprint))
-        for alias, card in nodes
-    ]
+    after = {c.fingerprint: 0 if show_all else _cursor(ctx.state, c.fingerprint) for _, c in nodes}
 
-    def fetch(job: _Fetched) -> _Fetched:
-        job.last = job.after
-        try:
-            with _client(ctx, job.card, ident, timeout) as client:
-                for _ in range(MAX_PAGES):
-                    page = client.inbox(after=job.last, limit=PAGE)
-                    for item in page:
-                        job.last = max(job.last, int(item["id"]))
-                        body = item["notice"]
-                        if body.get("party") == me:  # a notice for someone else is a node bug
-                            job.notices.append(body)
-                    if len(page) < PAGE:
-                        break
-        except VeladorError as exc:
-            job.error = exc.message
-        return job
+    def fetch(client: NodeClient) -> dict[str, Any]:
+        last, mine = after[client.card.fingerprint], []
+        for _ in range(MAX_PAGES):
+            page = client.inbox(after=last, limit=PAGE)
+            for item in page:
+                last = max(last, int(item["id"]))
+                if item["notice"].get("party") == me:  # one for someone else is a node bug
+                    mine.append(item["notice"])
+            if len(page) < PAGE:
+                break
+        return {"last": last, "notices": mine}
 
-    done: list[_Fetched] = fan_out(jobs, fetch)
-    failed = [j for j in done if j.error is not None]
+    answers = fan_out([c for _, c in nodes], ident, ctx.clock, fetch, timeout)
+    aliases = [alias for alias, _ in nodes]
+    failed = [(alias, a) for alias, a in zip(aliases, answers, strict=True) if not a.ok]
     rows = sorted(
-        ({"node_alias": j.alias, **n} for j in done for n in j.notices),
+        (
+            {"node_alias": alias, **n}
+            for alias, a in zip(aliases, answers, strict=True)
+            for n in (a.body or {}).get("notices", [])
+        ),
         key=lambda n: (n.get("time", 0), n.get("node_alias", "")),
     )
     if as_json:
         emit_json(
             {
                 "notices": rows,
-                "unreachable": [{"node": j.alias, "error": j.error} for j in failed],
+                "unreachable": [{"node": alias, "error": str(a.error)} for alias, a in failed],
             }
         )
     else:
-        for j in failed:
-            click.echo(f"velador: warning: {j.error}; its notices come on the next run", err=True)
+        for _, a in failed:
+            click.echo(f"velador: warning: {a.error}; its notices come on the next run", err=True)
         _print_notices(rows, show_all)
     if not show_all:
-        for j in done:
-            if j.error is None and j.last > j.after:
-                _save_cursor(ctx.state, j.card.fingerprint, j.last, ctx.clock.now())
-    if len(failed) == len(done):
+        for a in answers:
+            if a.ok and a.body and a.body["last"] > after[a.fingerprint]:
+                _save_cursor(ctx.state, a.fingerprint, a.body["last"], ctx.clock.now())
+    if len(failed) == len(answers):
         raise NodeError(
-            f"none of your {len(done)} node(s) could be asked for notices: "
-            + "; ".join(str(j.error) for j in failed),
+            f"none of your {len(answers)} node(s) could be asked for notices: "
+            + "; ".join(str(a.error) for _, a in failed),
             hint="check your network connection (or Tor), then run 'velador inbox' again",
         )
 
@@ -185,10 +158,28 @@ def _print_notices(rows: list[dict[str, Any]], show_all: bool) -> None:
 
 @dataclass
 class _Asked:
+    """One node's answer to a release request, as the editor should read it."""
+
     card: Card
-    receipt: dict[str, Any] | None = None
-    outcome: str = ""
+    outcome: str
     detail: str = ""
+    receipt: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, card: Card, error: VeladorError | None, body: dict[str, Any] | None) -> _Asked:
+        if error is None:
+            return cls(card, "accepted", receipt=body)
+        detail = error.message.removeprefix(f"node {card.name}: ")
+        if isinstance(error, NotFoundError):
+            return cls(card, "does not hold the case")
+        if isinstance(error, PolicyError):
+            forbidden = getattr(error, "code", None) == "forbidden"
+            return cls(card, "refused" if forbidden else "not accepted", detail)
+        if isinstance(error, NodeError):
+            return cls(card, "unreachable", detail)
+        if isinstance(error, AuthenticationError):
+            return cls(card, "not verified", detail)
+        return cls(card, "failed", detail)
 
 
 @click.command("request")
@@ -212,26 +203,10 @@ def release_request(ctx: Ctx, case: str, reason: str, timeout: float, as_json: b
     ref = case_ref(case, [card for _, card in known_nodes(ctx)])
     ident = ctx.unlock()
 
-    def ask(card: Card) -> _Asked:
-        out = _Asked(card)
-        try:
-            with _client(ctx, card, ident, timeout) as client:
-                out.receipt = client.release_request(ref.case_id, reason)
-                out.outcome = "accepted"
-        except NotFoundError:
-            out.outcome = "does not hold the case"
-        except PolicyError as exc:
-            forbidden = getattr(exc, "code", None) == "forbidden"
-            out.outcome = "refused" if forbidden else "not accepted"
-            out.detail = exc.message.removeprefix(f"node {card.name}: ")
-        except (NodeError, AuthenticationError) as exc:
-            out.outcome = "unreachable" if isinstance(exc, NodeError) else "not verified"
-            out.detail = exc.message.removeprefix(f"node {card.name}: ")
-        except VeladorError as exc:
-            out.outcome, out.detail = "failed", exc.message
-        return out
-
-    results: list[_Asked] = fan_out(list(ref.nodes), ask)
+    answers = fan_out(
+        ref.nodes, ident, ctx.clock, lambda c: c.release_request(ref.case_id, reason), timeout
+    )
+    results = [_Asked.of(card, a.error, a.body) for card, a in zip(ref.nodes, answers, strict=True)]
     holding = [r for r in results if r.outcome != "does not hold the case"]
     if not holding:
         raise NotFoundError(

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,7 +38,6 @@ from .policy import Policy
 from .recover import Report, recover_key
 
 DEFAULT_TIMEOUT = 10.0
-MAX_PARALLEL = 16
 _CASE_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 # NodeResult.outcome values
@@ -141,40 +139,28 @@ def ref_from_card(text: str) -> CaseRef:
 
 # --- asking the nodes --------------------------------------------------------------------------
 
-ClientFactory = Callable[[Card], Any]
 
-
-def _ask(client_for: ClientFactory, card: Card, case_id: str) -> NodeResult:
-    try:
-        client = client_for(card)
-    except VeladorError as exc:
-        return NodeResult(card, UNREACHABLE, exc.message)
-    try:
-        rel = client.fetch_release(case_id)
-    except NotFoundError:
+def _judge(card: Card, error: VeladorError | None, body: dict[str, Any] | None) -> NodeResult:
+    """One node's answer to GET /v1/cases/{id}/release, as an outcome with its reason."""
+    if error is None:
+        assert body is not None
+        rel = body["release"]
+        return NodeResult(card, RELEASED, "", rel.released_at, rel.policy, list(rel.envelopes))
+    message = _short(error.message, card)
+    if isinstance(error, NotFoundError):
         return NodeResult(card, NO_CASE)
-    except PolicyError as exc:
-        code = getattr(exc, "code", None)
-        if code == "forbidden" or getattr(exc, "status", None) == 403:
+    if isinstance(error, PolicyError):
+        if getattr(error, "code", None) == "forbidden":
             return NodeResult(card, REFUSED, "you are not a recipient of this case")
-        m = re.search(r"\(state ([A-Z_]+)\)", exc.message)
-        return NodeResult(
-            card, NOT_RELEASED, _short(exc.message, card), state=m.group(1) if m else None
-        )
-    except AuthenticationError as exc:
-        return NodeResult(card, REFUSED, _short(exc.message, card))
-    except NodeError as exc:
-        # Unreachable, a 5xx, or a release whose outer layers did not verify (fetch_release).
-        if "invalid release" in exc.message:
-            return NodeResult(card, BAD, _short(exc.message, card))
-        return NodeResult(card, UNREACHABLE, exc.hint or _short(exc.message, card))
-    except VeladorError as exc:
-        return NodeResult(card, BAD, _short(exc.message, card))
-    finally:
-        close = getattr(client, "close", None)
-        if close is not None:
-            close()
-    return NodeResult(card, RELEASED, "", rel.released_at, rel.policy, list(rel.envelopes))
+        m = re.search(r"\(state ([A-Z_]+)\)", error.message)
+        return NodeResult(card, NOT_RELEASED, message, state=m.group(1) if m else None)
+    if isinstance(error, AuthenticationError):
+        return NodeResult(card, REFUSED, message)
+    if isinstance(error, NodeError) and "invalid release" not in error.message:
+        # Unreachable, timed out, or a 5xx; the URL says which address was tried.
+        return NodeResult(card, UNREACHABLE, error.hint or message)
+    # A release whose policy or envelopes did not verify (escrow_node.client.fetch_release).
+    return NodeResult(card, BAD, message)
 
 
 def _short(message: str, card: Card) -> str:
@@ -185,17 +171,16 @@ def _short(message: str, card: Card) -> str:
     return message
 
 
-def _default_client(identity: Identity, clock: Clock, timeout: float) -> ClientFactory:
-    from escrow_node.client import NodeClient
+def ask_nodes(
+    cards: Sequence[Card], case_id: str, identity: Identity, clock: Clock, timeout: float
+) -> list[NodeResult]:
+    """Every node at once (vault.switch.fan_out: one thread and one client per node)."""
+    from .switch import fan_out
 
-    return lambda card: NodeClient(card, identity, clock, timeout)
-
-
-def ask_nodes(cards: Sequence[Card], case_id: str, client_for: ClientFactory) -> list[NodeResult]:
-    if not cards:
-        return []
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(cards))) as pool:
-        return list(pool.map(lambda c: _ask(client_for, c, case_id), cards))
+    answers = fan_out(
+        cards, identity, clock, lambda c: {"release": c.fetch_release(case_id)}, timeout
+    )
+    return [_judge(c, a.error, a.body) for c, a in zip(cards, answers, strict=True)]
 
 
 def _pick_policy(ref: CaseRef, results: list[NodeResult], me: Card) -> Policy | None:
@@ -274,17 +259,15 @@ def gather(
     clock: Clock,
     *,
     timeout: float = DEFAULT_TIMEOUT,
-    client_for: ClientFactory | None = None,
 ) -> Gathered:
     """Ask the nodes of `ref`, then any further node the trusted policy names; open the shares."""
-    client_for = client_for or _default_client(identity, clock, timeout)
-    results = ask_nodes(ref.nodes, ref.case_id, client_for)
+    results = ask_nodes(ref.nodes, ref.case_id, identity, clock, timeout)
     policy = _pick_policy(ref, results, identity.card)
     if policy is not None:
         asked = {r.node.sign_pk for r in results}
         more = [c for c in policy.nodes if c.sign_pk not in asked]
         if more:
-            results += ask_nodes(more, ref.case_id, client_for)
+            results += ask_nodes(more, ref.case_id, identity, clock, timeout)
             policy = _pick_policy(ref, results, identity.card)
     found = Gathered(ref, policy, results)
     if policy is not None:
