@@ -15,6 +15,7 @@ import queue
 import stat
 import threading
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -449,7 +450,12 @@ class _Reader:
         self.progress, self.total, self.done_bytes = progress, total, 0
         self.nstores = len(stores)
         self.batch = self._new_batch()
-        self.seen: set[str] = set()
+        # New objects of the last few batches: a chunk seen twice before its first copy is
+        # recorded must not be counted or recorded twice. At most two submitted batches wait to
+        # be recorded (the committer's queue holds one), and a worker looks a chunk up in the
+        # index at most a pool window (8 chunks, so one flush) before its result is read: six
+        # batches cover it, and memory stays bounded whatever the size of the deposit.
+        self.seen: deque[set[str]] = deque([set()], maxlen=6)
 
     def _new_batch(self) -> _Batch:
         return _Batch([[] for _ in range(self.nstores)])
@@ -458,6 +464,7 @@ class _Reader:
         if self.batch.rows or self.batch.repair or any(self.batch.staged):
             committer.submit(self.batch)
             self.batch = self._new_batch()
+            self.seen.append(set())
 
     def run(
         self, pool: Pool, committer: _Committer, todo: list[tuple[int, _FileItem, str]]
@@ -540,14 +547,14 @@ class _Reader:
             self.batch.staged[i].append((key, token))
         if not new:
             res.known_chunks += 1
-        elif oid in self.seen:
+        elif any(oid in gen for gen in self.seen):
             # The same chunk twice in one run: the first copy staged wins (vault.stores), but a
             # store that cannot stage may have taken both; the committer evens them out.
             res.known_chunks += 1
             if any(not t for _, t in tokens):
                 self.batch.repair.append(oid)
         else:
-            self.seen.add(oid)
+            self.seen[-1].add(oid)
             res.new_chunks += 1
             res.bytes_uploaded += uploaded
             self.batch.rows.append(
