@@ -116,6 +116,12 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(30)
 
 
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p))]
@@ -164,11 +170,17 @@ def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int)
             )
             reqs.append((path, body, hdr))
         print(f"pre-signed {total} heartbeats")
+        node_cpu0, gen_cpu0 = proc_cpu(proc.pid), time.process_time()
         lat, ok, bad = asyncio.run(_drive(url, reqs, seconds, concurrency))
+        node_cpu, gen_cpu = proc_cpu(proc.pid) - node_cpu0, time.process_time() - gen_cpu0
         rate = ok / seconds
         print(
             f"heartbeats: {ok} accepted in {seconds:.0f} s = {rate:,.0f}/s "
             f"(concurrency {concurrency}, {bad} errors)"
+        )
+        print(
+            f"cpu: node {node_cpu:.2f} s = {node_cpu / max(ok, 1) * 1e6:.0f} us per heartbeat; "
+            f"load generator {gen_cpu:.2f} s ({gen_cpu / seconds:.0%} of one core)"
         )
         print(
             f"latency: p50 {pct(lat, 0.50) * 1000:.1f} ms, p99 {pct(lat, 0.99) * 1000:.1f} ms, "

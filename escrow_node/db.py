@@ -4,9 +4,12 @@ Durability rule: every state change, its audit entry and its outbox rows are wri
 `BEGIN IMMEDIATE` transaction with `synchronous=FULL`, and the HTTP answer is sent only after
 COMMIT returns. A crash therefore leaves either all of a transition or none of it.
 
-The database is shared by the API threads, the scheduler and the outbox worker through one
-connection guarded by a lock: SQLite serialises writers anyway, and one connection avoids
-SQLITE_BUSY entirely.
+All writes go through one connection guarded by a lock: SQLite serialises writers anyway, and
+one writing connection avoids SQLITE_BUSY entirely. Heartbeats, the hot path, are written by one
+writer thread in groups (`submit`/`batch`: one COMMIT, one fsync, for every heartbeat waiting).
+Reads that need no consistency with a following write (a heartbeat's policy lookup, done before
+its signatures are checked) use `snapshot()`: a per-thread read-only connection, which in WAL mode
+sees the last committed state without waiting for the writer's lock or its fsync.
 """
 
 from __future__ import annotations
@@ -124,6 +127,8 @@ class Store:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._batch_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         with self.lock:
             self.conn.execute("PRAGMA journal_mode=WAL")
             # FULL: each COMMIT fsyncs the WAL, so an answered request survives power loss.
@@ -174,6 +179,14 @@ class Store:
         batch is committed (one fsync) before any caller gets its result. Used on the hot path
         (heartbeats) where one fsync per request would cap throughput.
         """
+        return self.submit(fn).result()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Like `batch`, without waiting: the future is resolved only after COMMIT returned.
+
+        An asyncio caller awaits it with `asyncio.wrap_future`, so no thread is held while the
+        batch commits and a batch can hold every request in flight, not one per worker thread.
+        """
         with self._batch_lock:
             if self._writer is None:
                 self._writer = threading.Thread(
@@ -182,7 +195,7 @@ class Store:
                 self._writer.start()
         fut: Future[T] = Future()
         self._queue.put((fn, fut))
-        return fut.result()
+        return fut
 
     def _write_loop(self) -> None:
         while True:
@@ -205,6 +218,11 @@ class Store:
                     self.conn.execute("BEGIN IMMEDIATE")
                     try:
                         for fn, fut in items:
+                            # A caller that gave up (its asyncio task was cancelled) is skipped;
+                            # once running, a future can no longer be cancelled, so setting its
+                            # result below cannot fail.
+                            if not fut.set_running_or_notify_cancel():
+                                continue
                             self.conn.execute("SAVEPOINT op")
                             try:
                                 res = fn(self.conn)
@@ -222,7 +240,10 @@ class Store:
             except BaseException as exc:  # the whole batch failed: nobody gets a result
                 for _, fut in items:
                     if not fut.done():
-                        fut.set_exception(exc)
+                        if not fut.running():
+                            fut.set_running_or_notify_cancel()
+                        if not fut.cancelled():
+                            fut.set_exception(exc)
                 continue
             for fut, res, err in done:
                 if err is not None:
@@ -232,12 +253,37 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
+        """The writing connection, under the lock: reads consistent with the next write."""
         with self.lock:
             yield self.conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """This thread's read-only connection: the last committed state, without the lock."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # check_same_thread=False only so that close() may run from the closing thread; each
+            # connection is used by the thread that opened it.
+            conn = sqlite3.connect(
+                Path(self.path).resolve().as_uri() + "?mode=ro",
+                uri=True,
+                timeout=10,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+            with self._batch_lock:
+                self._readers.append(conn)
+        # One statement at a time in autocommit mode: each read sees the newest commit.
+        yield conn
 
     def close(self) -> None:
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join(10)
+        with self._batch_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
         with self.lock:
             self.conn.close()

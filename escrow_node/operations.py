@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vault.encoding import b64d, b64e, canonical_json, require
@@ -173,36 +174,71 @@ def _reregister(svc, conn, row, policy, envs, rules, now, req) -> dict[str, Any]
 # --- heartbeats -----------------------------------------------------------------------------
 
 
-def heartbeat(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PreparedHeartbeat:
+    """A heartbeat whose signatures are checked, ready for the group-committed write."""
+
+    req: SignedRequest
+    policy: Policy
+    write: Callable[[sqlite3.Connection], tuple[dict[str, Any], list, int | None]]
+
+
+def prepare_heartbeat(
+    svc: NodeService, req: SignedRequest, case_id: str, body: bytes
+) -> PreparedHeartbeat:
+    """Everything before the write: body, case, signer's role, reporter's signature, marker.
+
+    Done outside any lock, on a read-only snapshot: the write re-checks the policy version
+    inside its transaction, so a policy rotated meanwhile is answered with a retryable 409.
+    """
     try:
         doc = parse_body(body, "heartbeat")
-        # Signature checks and the duress marker are done before taking the database lock, so
-        # the serialised part of a heartbeat is only the transaction itself.
-        with svc.store.read() as conn:
+        with svc.store.snapshot() as conn:
             policy = svc.policy_of(svc.load(conn, case_id))
         roles = svc.roles(policy, req.signer)
         if not roles.keys() & {"reporter", "node"}:
             raise Forbidden("only the reporter or a peer node of the case may send heartbeats")
         hb, duress = verify_heartbeat(svc, policy, doc)
-
-        def write(conn: sqlite3.Connection) -> tuple[dict[str, Any], list, int | None]:
-            now = svc.clock.now()
-            consume_nonce(conn, req, svc.config.timestamp_tolerance)
-            row = svc.load(conn, case_id)
-            if row["policy_hash"] != policy.hash:
-                raise Conflict("the case policy changed while this heartbeat was checked; retry")
-            return apply_heartbeat(svc, conn, row, policy, hb, duress, now, roles)
-
-        body_out, effects, wake = svc.store.batch(write)
     except Replay:
         raise
     except VeladorError:
         svc.burn_nonce(req)
         raise
+
+    def write(conn: sqlite3.Connection) -> tuple[dict[str, Any], list, int | None]:
+        now = svc.clock.now()
+        consume_nonce(conn, req, svc.config.timestamp_tolerance)
+        row = svc.load(conn, case_id)
+        if row["policy_hash"] != policy.hash:
+            raise Conflict("the case policy changed while this heartbeat was checked; retry")
+        return apply_heartbeat(svc, conn, row, policy, hb, duress, now, roles)
+
+    return PreparedHeartbeat(req, policy, write)
+
+
+def finish_heartbeat(
+    svc: NodeService, prepared: PreparedHeartbeat, out: tuple[dict[str, Any], list, int | None]
+) -> dict[str, Any]:
+    """After COMMIT: sign the receipt, count, wake the scheduler and the outbox."""
+    body_out, effects, wake = out
     receipt = svc._sign("receipt", body_out)
     svc.metrics.inc("velador_node_heartbeats_total")
-    svc.after_commit(effects, queued=len(policy.nodes) > 1, wake=wake)
+    svc.after_commit(effects, queued=len(prepared.policy.nodes) > 1, wake=wake)
     return receipt
+
+
+def heartbeat(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -> dict[str, Any]:
+    """The whole heartbeat, blocking (the API route runs the same steps without holding a thread
+    while the batch commits)."""
+    prepared = prepare_heartbeat(svc, req, case_id, body)
+    try:
+        out = svc.store.batch(prepared.write)
+    except Replay:
+        raise
+    except VeladorError:
+        svc.burn_nonce(req)
+        raise
+    return finish_heartbeat(svc, prepared, out)
 
 
 def verify_heartbeat(svc: NodeService, policy: Policy, doc: Any) -> tuple[Heartbeat, bool]:
