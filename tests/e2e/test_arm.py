@@ -152,3 +152,45 @@ def test_no_node_reachable_at_create(v, people, net, tmp_path):
     assert hint == "velador: hint: run 'velador case arm inv' first"
     code, _, err = v(people.r, "checkin", "--timeout", "0")
     assert code == 2 and "Invalid value for '--timeout'" in err
+
+
+def test_node_refuses_then_arm_completes(v, people, net, tmp_path, monkeypatch):
+    import vault.switch
+
+    ns = net(3)
+    real = vault.switch.node_envelopes
+
+    def short_for_b(policy, envelopes, node):
+        envs = real(policy, envelopes, node)
+        return envs[:1] if node.name == "node-b" else envs
+
+    # node-b gets one envelope too few and refuses the registration (400).
+    monkeypatch.setattr(vault.switch, "node_envelopes", short_for_b)
+    line, _ = v.fails(people.r, *create_args(3, tmp_path), code=69)
+    assert line == (
+        "velador: error: case inv is NOT armed: 2 of 3 nodes have it; node-b refused (node "
+        "node-b: expected 2 envelopes (each of this node's shares for each recipient), got 1 "
+        "matching ones)"
+    )
+    monkeypatch.setattr(vault.switch, "node_envelopes", real)
+    assert v.json(people.r, "case", "arm", "inv")["armed"] is True
+    assert ns[1].state(LocalState(people.r).case("inv").case_id) == "ARMED"
+
+
+def test_interrupted_create_is_recorded_as_arming(v, people, net, tmp_path, monkeypatch):
+    import cli.case_cmds
+
+    net(2)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # The laptop dies right after the case is recorded, before any node is asked.
+    real = cli.case_cmds.arm
+    monkeypatch.setattr(cli.case_cmds, "arm", crash)
+    code, _, err = v(people.r, *create_args(2, tmp_path))
+    assert code == 130
+    assert err.strip() == "velador: error: aborted"
+    monkeypatch.setattr(cli.case_cmds, "arm", real)
+    assert v.json(people.r, "case", "show", "inv")["switch"] == "arming"
+    assert v.json(people.r, "case", "arm", "inv")["armed"] is True

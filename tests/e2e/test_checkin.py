@@ -244,3 +244,19 @@ def test_gossip_race_shows_the_cover_receipt_even_under_duress(
     assert duress["next_deadline"] == normal["next_deadline"] + 60
     # node-b really did release (the policy says so); its row just never showed it.
     ns[1].wait_state(info["case_id"], "RELEASED")
+
+
+def test_interrupted_checkin_never_reuses_a_sequence_number(v, armed, monkeypatch):
+    import vault.switch
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real = vault.switch.run_parallel
+    monkeypatch.setattr(vault.switch, "run_parallel", crash)
+    code, _, _ = v(armed.r, "checkin")
+    assert code == 130
+    allocated = LocalState(armed.r).db.execute("SELECT seq FROM hb_seq").fetchone()[0]
+    monkeypatch.setattr(vault.switch, "run_parallel", real)
+    out = v.json(armed.r, "checkin")
+    assert out["cases"][0]["seq"] == allocated + 1
