@@ -1,4 +1,5 @@
-"""What every router shares: body limits, signature check, threadpool hop, error bodies."""
+"""What every router shares: body limits (docs/protocol.md §2.5), signature check (§2), threadpool
+hop, error bodies (§2.4)."""
 
 from __future__ import annotations
 
