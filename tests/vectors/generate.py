@@ -345,6 +345,51 @@ def policy_vectors(policy: Policy) -> list[Vector]:
             policy_bytes(sign_document("policy", v2, REPORTER.sign)),
         )
     )
+
+    def refused(name: str, comment: str, doc_bytes: bytes) -> None:
+        out.append(
+            (
+                f"policy/{name}",
+                {"expect": "format error", "comment": comment, "kind": "policy"},
+                doc_bytes,
+            )
+        )
+
+    def resigned(edit: Any) -> bytes:
+        b = copy.deepcopy(body)
+        edit(b)
+        return policy_bytes(sign_document("policy", b, REPORTER.sign))
+
+    # A member named twice: a reader keeping the last one sees the signed stores, one keeping
+    # the first sees another store; readers MUST refuse it (format.md §1.1).
+    text = policy_bytes(policy.doc).decode()
+    assert text.count('"stores": [') == 1
+    dup = text.replace('"stores": [', '"stores": ["file:///media/other"],\n  "stores": [', 1)
+    refused(
+        "duplicate-member",
+        "the body names 'stores' twice; the second is the signed one, the first another store",
+        dup.encode(),
+    )
+    refused(
+        "unknown-field",
+        "a body member version 1 does not define ('name'), correctly signed",
+        resigned(lambda b: b.update(name="caso-puerto")),
+    )
+    refused(
+        "replaces-not-lowercase-hex",
+        "'replaces' is 64 characters but upper-case hex",
+        resigned(lambda b: b.update(replaces=derive("old-policy").hex().upper())),
+    )
+    refused(
+        "recipient-not-an-outlet",
+        "the reporter's own card among the recipients (recipients are outlets or editors)",
+        resigned(lambda b: b["recipients"].append(b["reporter"])),
+    )
+    refused(
+        "recipient-twice",
+        "one outlet listed twice among the recipients",
+        resigned(lambda b: b["recipients"].append(b["recipients"][0])),
+    )
     offline = copy.deepcopy(body)
     for h in offline["sharing"]["holders"]:
         h["kind"] = "offline"
@@ -806,6 +851,63 @@ def manifest_vectors(policy: Policy) -> list[Vector]:
             variant(case_id=OTHER_CASE_ID),
         ),
     ]
+    out += [
+        vec(
+            "unknown-field",
+            "format error",
+            "a body member version 1 does not define ('note')",
+            variant(note="x"),
+        ),
+        vec(
+            "file-entry-unknown-field",
+            "format error",
+            "a file entry with a member version 1 does not define ('target')",
+            variant(add(dict(notes, path="investigacion/otra.txt", target="/etc/passwd"))),
+        ),
+        vec(
+            "parent-not-lowercase-hex",
+            "format error",
+            "seq 2 whose parent id is 64 characters of upper-case hex",
+            variant(seq=2, parent=derive("parent-snapshot").hex().upper()),
+        ),
+        vec(
+            "root-not-covering",
+            "format error",
+            "an entry outside every root: a later deposit of its name would not replace it",
+            variant(roots=["otra"]),
+        ),
+        vec(
+            "root-not-single-component",
+            "format error",
+            "a root that is not a single top-level name",
+            variant(roots=["investigacion/sub"]),
+        ),
+        vec(
+            "label-too-long",
+            "format error",
+            "a label of 1025 bytes of UTF-8 (limit 1024)",
+            variant(label="a" * 1025),
+        ),
+        vec(
+            "seed-out-of-range",
+            "format error",
+            "a chunker seed of 2^63",
+            variant(chunker={"alg": CHUNKER_NAME, "seed": 2**63, "hash": OBJECT_ID_HASH}),
+        ),
+    ]
+    text = signed(m.body()).decode()
+    assert text.count('"label": ') == 1
+    out.append(
+        (
+            "manifest/duplicate-member",
+            {
+                "expect": "format error",
+                "comment": "the body names 'label' twice (the second is the signed one)",
+                **common,
+            },
+            text.replace('"label": ', '"label": "otro caso",\n  "label": ', 1).encode(),
+        )
+    )
     out.append(
         (
             "manifest/signed-by-another-key",
