@@ -310,9 +310,12 @@ def _network_secret(
         skipped_files = [f"share file {line}" for line in bundle.rejected]
         skipped_files += add_offline(found, bundle.policy, bundle.envelopes, ident)
     secret = combine_released(found, ident)  # an error here names every node that failed
-    for r in found.skipped():
-        if r.outcome != NO_CASE:
+    skipped = {id(r) for r in found.skipped()}
+    for r in found.of_case():
+        if id(r) in skipped and r.outcome != NO_CASE:
             click.echo(f"velador: warning: skipped node {r.describe()}", err=True)
+        elif id(r) not in skipped and r.detail:  # some good shares, some bad envelopes
+            click.echo(f"velador: warning: node {r.name} {r.detail}; skipped those", err=True)
     for line in skipped_files:
         click.echo(f"velador: warning: skipped {line}", err=True)
     assert found.policy is not None

@@ -229,7 +229,7 @@ def _open_shares(found: Gathered, identity: Identity) -> None:
             try:
                 opened = open_envelope(env, policy, identity.box_key)
             except VeladorError as exc:
-                problems.append(exc.message)
+                problems.append(f"served a forged or altered envelope: {exc.message}")
                 continue
             if opened.holder not in mine:
                 problems.append(
@@ -242,7 +242,7 @@ def _open_shares(found: Gathered, identity: Identity) -> None:
             found.mnemonics.append(opened.mnemonic)
             found.report.shares_used.append(f"node {r.name} (holder {opened.holder})")
         if problems:
-            r.detail = f"served a forged or altered envelope: {problems[0]}"
+            r.detail = problems[0]
             found.report.shares_skipped.append(f"node {r.name}: {problems[0]}")
             if not r.shares:
                 r.outcome = BAD

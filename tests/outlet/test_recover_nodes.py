@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -442,3 +443,30 @@ def test_without_a_card_a_policy_by_a_known_reporter_beats_a_forged_one(
         "share (2 of 4 needed); not yet: node-b (not released: the case is not released "
         f"(state ARMED)), node-liar0 ({lie}), node-liar1 ({lie})"
     )
+
+
+def test_a_node_serving_a_share_it_does_not_hold_is_named_and_the_rest_used(armed, v, tmp_path):
+    # Given node-b also serves node-a's (genuine, reporter-signed) envelope, as if it held it
+    case = armed(n=3, threshold=2)
+    case.release(*case.nodes)
+    holder_a = case.policy.holders_of(case.nodes[0].card.sign_pk)[0].id
+    env = next(
+        e for e in case.envelopes[holder_a] if e["body"]["recipient"] == case.outlets[0].fingerprint
+    )
+    conn = sqlite3.connect(case.nodes[1].dir / "node.db", timeout=10)
+    with conn:
+        conn.execute(
+            "INSERT INTO envelopes (case_id, holder, recipient, envelope) VALUES (?,?,?,?)",
+            (case.case_id, holder_a, case.outlets[0].fingerprint, json.dumps(env)),
+        )
+    conn.close()
+    case.add_nodes_as_contacts(v, case.homes["outlet0"], case.nodes)
+    # When the outlet recovers
+    code, _, stderr = recover(v, case, "outlet0", tmp_path / "o")
+    # Then node-b's own share is used, the borrowed one is named and skipped
+    assert code == 0, stderr
+    assert stderr.strip() == (
+        f"velador: warning: node node-b served the share of holder {holder_a}, which it does "
+        "not hold; skipped those"
+    )
+    assert same_tree(case.source, tmp_path / "o" / case.source.name)
