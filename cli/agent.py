@@ -24,10 +24,11 @@ from typing import Any
 
 import click
 
+from vault.checkin import resend_queued
 from vault.clock import Clock, iso
 from vault.durations import human
 from vault.state import LocalState
-from vault.switch import DEFAULT_TIMEOUT, arming_state, resend_queued
+from vault.switch import DEFAULT_TIMEOUT, arming_state
 
 from .context import Ctx, emit_json
 

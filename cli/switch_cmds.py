@@ -15,10 +15,12 @@ from typing import Any
 
 import click
 
+from vault.checkin import checkin
 from vault.clock import iso
+from vault.custody import audit
 from vault.durations import human, parse_when
 from vault.errors import NodeError, PolicyError, VeladorError
-from vault.switch import DEFAULT_TIMEOUT, NodeResult, act, audit, checkin, gather_status
+from vault.switch import DEFAULT_TIMEOUT, NodeResult, act, gather_status
 
 from .context import Ctx, emit_json, out_console
 

@@ -1,0 +1,264 @@
+"""Check-ins (docs/protocol.md §4.2 from the reporter's side): one signed heartbeat per case,
+sent to every node in parallel; failures queued for `velador agent`.
+
+The heartbeat sequence number is allocated and made durable before the heartbeat is signed
+(LocalState.next_heartbeat_seq), so a crash can never make two heartbeats with one number.
+
+A node that cannot be reached gets the heartbeat queued with *transport tickets*: Authorization
+headers signed now for that node, that path and that body, stamped every TICKET_STEP seconds over
+the time the heartbeat stays useful. The node accepts a request stamped within its tolerance
+(300 s) of its clock, so the agent can re-send the already-signed heartbeat later without the
+passphrase and without ever being able to sign anything new. A stolen ticket can only deliver the
+reporter's own old heartbeat to the node it names, which sets the deadline from the heartbeat's
+signed time: no more than gossip between nodes would do.
+
+Duress: a duress identity seals the duress marker inside the heartbeat and nothing else differs.
+Rows the nodes answer differently because of the marker (a node that released on it refuses a
+later copy) are shown with the cover receipt the other nodes sent, so the screen a captor watches
+is the one a normal check-in gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from escrow_node.auth import TOLERANCE, sign_request
+from escrow_node.client import NodeClient
+from escrow_node.messages import make_heartbeat
+
+from . import switch
+from .cards import Card
+from .clock import Clock
+from .encoding import canonical_json
+from .errors import NodeError, PolicyError, VeladorError
+from .identity import Identity
+from .policy import Policy
+from .state import CaseRecord, LocalState
+from .switch import DEFAULT_TIMEOUT, NodeResult, switch_policy
+
+TICKET_STEP = 240
+"""Seconds between transport tickets: any moment is within 120 s of one, well inside the node's
+300 s tolerance even with a minute of clock skew; a moment usually has two usable tickets."""
+MAX_TICKET_HORIZON = 7 * 86400
+
+
+def heartbeat_path(case_id: str) -> str:
+    return f"/v1/cases/{case_id}/heartbeat"
+
+
+def make_tickets(
+    identity: Identity, node: Card, heartbeat: dict[str, Any], now: int, horizon: int
+) -> list[list[Any]]:
+    """[time, Authorization header] pairs for re-sending `heartbeat` to `node` later."""
+    case_id = heartbeat["body"]["case_id"]
+    body = canonical_json(heartbeat)
+    end = now + min(max(horizon, TICKET_STEP), MAX_TICKET_HORIZON)
+    return [
+        [
+            t,
+            sign_request(
+                identity.sign_key, node.sign_pk, "POST", heartbeat_path(case_id), body, t, case_id
+            ),
+        ]
+        for t in range(now, end + 1, TICKET_STEP)
+    ]
+
+
+@dataclass
+class CaseCheckin:
+    case: str
+    case_id: str
+    seq: int
+    results: list[NodeResult]
+
+    @property
+    def next_deadline(self) -> int | None:
+        dl = [r.body["deadline"] for r in self.results if r.body and r.body.get("deadline")]
+        return min(dl) if dl else None
+
+    @property
+    def reached(self) -> int:
+        return sum(1 for r in self.results if r.ok)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "case": self.case,
+            "case_id": self.case_id,
+            "seq": self.seq,
+            "next_deadline": self.next_deadline,
+            "nodes": [r.to_json() for r in self.results],
+        }
+
+
+def checkin(
+    state: LocalState,
+    identity: Identity,
+    clock: Clock,
+    cases: list[CaseRecord],
+    timeout: float = DEFAULT_TIMEOUT,
+) -> list[CaseCheckin]:
+    """One signed heartbeat per case, sent to every registered node of every case in parallel.
+
+    A duress identity (unlocked with the duress passphrase) seals the duress marker inside the
+    heartbeat; nothing else differs, here or in what the nodes answer."""
+    now = clock.now()
+    plans = []
+    tasks: list[tuple[Card, Callable[[NodeClient], dict[str, Any]]]] = []
+    for rec in cases:
+        policy = switch_policy(rec)
+        regs = state.node_regs(policy)
+        targets = [c for c in policy.nodes if regs.get(c.fingerprint, ("",))[0] == "registered"]
+        if not targets:
+            raise PolicyError(
+                f"case {rec.name} is not registered at any node yet",
+                hint=f"run 'velador case arm {rec.name}' first",
+            )
+        seq = state.next_heartbeat_seq(policy.case_id, now)  # durable before it is signed
+        hb = make_heartbeat(policy, identity.sign_key, seq, now, duress=identity.duress)
+        plans.append((rec, policy, seq, hb, targets))
+        tasks += [(c, lambda client, hb=hb: client.heartbeat(hb)) for c in targets]
+    results = iter(switch.run_parallel(tasks, identity, clock, timeout))
+    out: list[CaseCheckin] = []
+    for rec, policy, seq, hb, targets in plans:
+        assert policy.switch is not None
+        horizon = policy.switch.every + policy.switch.grace
+        mine = [next(results) for _ in targets]
+        for card, r in zip(targets, mine, strict=True):
+            if r.ok and r.body is not None:
+                state.unqueue(policy.case_id, r.fingerprint)
+                state.record_view(policy.case_id, r.fingerprint, r.body)
+            elif getattr(r.error, "code", None) == "stale_heartbeat":
+                # A peer forwarded this heartbeat to the node before we reached it (gossip is
+                # fast): the node has it. Show what its receipt would have said.
+                state.unqueue(policy.case_id, r.fingerprint)
+                r.error = None
+                r.body = _cover_receipt(mine, policy, hb)
+            elif identity.duress and not r.unreachable:
+                # Under duress a node that acted on the marker (a "release" policy, possibly
+                # told first by a peer's gossip) refuses the direct copy; the captor watching
+                # the screen must see the same rows as for a normal check-in.
+                r.error = None
+                r.body = _cover_receipt(mine, policy, hb)
+            elif r.unreachable:
+                tickets = make_tickets(identity, card, hb, now, horizon)
+                state.queue_heartbeat(policy.case_id, r.fingerprint, hb, tickets, now)
+                r.queued = True
+        out.append(CaseCheckin(rec.name, policy.case_id, seq, mine))
+    return out
+
+
+def _cover_receipt(results: list[NodeResult], policy: Policy, hb: dict[str, Any]) -> dict[str, Any]:
+    """The receipt a node that already had the heartbeat would have sent.
+
+    Never the node's status: after a duress check-in under a "release" policy the status is
+    RELEASED while every receipt shows the normal cover, and a captor may be reading the screen.
+    Receipts of one heartbeat agree across nodes, so another node's is used; with none, the
+    deadline the nodes compute from the signed time (docs/protocol.md §5)."""
+    for r in results:
+        if r.body is not None and r.body.get("action") == "heartbeat":
+            return dict(r.body, node=None)
+    assert policy.switch is not None
+    t = hb["body"]["time"]
+    return {
+        "state": "ARMED",
+        "seq": hb["body"]["seq"],
+        "deadline": t + policy.switch.every,
+        "release_at": t + policy.switch.every + policy.switch.grace,
+    }
+
+
+def _post_with_ticket(client: NodeClient, heartbeat: dict[str, Any], header: str) -> dict[str, Any]:
+    """POST an already-signed heartbeat with a pre-signed Authorization header."""
+    case_id = heartbeat["body"]["case_id"]
+    headers = {
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "Authorization": header,
+    }
+    try:
+        resp = client._http.request(
+            "POST",
+            client.base + heartbeat_path(case_id),
+            content=canonical_json(heartbeat),
+            headers=headers,
+        )
+    except httpx.HTTPError as exc:
+        raise NodeError(f"node {client.name} is unreachable ({type(exc).__name__})") from exc
+    body = client._verified(client._answer(resp), "receipt", case_id)
+    if body.get("seq") != heartbeat["body"]["seq"]:
+        raise NodeError(f"receipt from node {client.name} is for another heartbeat")
+    return body
+
+
+@dataclass
+class Resent:
+    case_id: str
+    node: str
+    seq: int
+    outcome: str  # "delivered" | "superseded" | "refused" | "retry" | "expired" | "waiting"
+    detail: str | None = None
+
+
+def resend_queued(
+    state: LocalState, clock: Clock, timeout: float = DEFAULT_TIMEOUT
+) -> list[Resent]:
+    """Re-send every queued heartbeat with a ticket valid now. Signs nothing."""
+    rows = state.queued_heartbeats()
+    out: list[Resent] = []
+    now = clock.now()
+    plans = []
+    for row in rows:
+        try:
+            rec = state.case(row["case_id"])
+            card = next(c for c in rec.policy.nodes if c.fingerprint == row["node"])
+        except (VeladorError, StopIteration):
+            state.unqueue(row["case_id"], row["node"])
+            continue
+        usable = [t for t in row["tickets"] if abs(t[0] - now) <= TOLERANCE - 60]
+        later = [t for t in row["tickets"] if t[0] > now]
+        if not usable:
+            if not later:
+                state.unqueue(row["case_id"], row["node"], row["seq"])
+                out.append(Resent(row["case_id"], card.name, row["seq"], "expired"))
+            else:
+                out.append(Resent(row["case_id"], card.name, row["seq"], "waiting"))
+            continue
+        ticket = min(usable, key=lambda t: abs(t[0] - now))
+        plans.append((row, card, ticket))
+
+    def send(plan: tuple[dict[str, Any], Card, list[Any]]) -> tuple[Any, Any]:
+        row, card, ticket = plan
+        try:
+            with NodeClient(card, None, clock, timeout) as client:
+                return _post_with_ticket(client, row["heartbeat"], ticket[1]), None
+        except VeladorError as exc:
+            return None, exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(plans)))) as pool:
+        answers = list(pool.map(send, plans))
+    for (row, card, ticket), (body, err) in zip(plans, answers, strict=True):
+        case_id, seq = row["case_id"], row["seq"]
+        if err is None:
+            state.unqueue(case_id, row["node"], seq)
+            state.record_view(case_id, row["node"], body)
+            out.append(Resent(case_id, card.name, seq, "delivered"))
+        elif getattr(err, "code", None) == "stale_heartbeat":
+            state.unqueue(case_id, row["node"], seq)
+            out.append(Resent(case_id, card.name, seq, "superseded"))
+        elif isinstance(err, NodeError) or getattr(err, "code", None) in (
+            "replay",
+            "unauthenticated",
+        ):
+            # Each ticket is used once: the node may have consumed its nonce before failing.
+            left = [t for t in row["tickets"] if t != ticket]
+            state.update_queued(case_id, row["node"], seq, left, err.message)
+            out.append(Resent(case_id, card.name, seq, "retry", err.message))
+        else:
+            state.unqueue(case_id, row["node"], seq)
+            out.append(Resent(case_id, card.name, seq, "refused", err.message))
+    return out

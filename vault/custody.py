@@ -1,0 +1,208 @@
+"""`velador audit`: "if I went silent now, could my recipients recover everything?"
+
+Every node gets a proof-of-custody challenge with a fresh random nonce (docs/protocol.md §4) and
+must answer with BLAKE2b(label || nonce || its envelopes), which this laptop recomputes over the
+envelopes it made (`messages.custody_digest`); a node that lost, altered or swapped an envelope
+cannot answer right, and a fresh nonce stops it answering from a digest it kept. Every store is
+checked for every object and snapshot the local index records (sizes only: the reporter cannot
+decrypt). The answer is "no" when the healthy share holders no longer meet the split's thresholds
+or when some object is in no store; problems that other holders or replicas cover are warnings.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from escrow_node.client import NodeClient
+from escrow_node.messages import custody_digest
+
+from . import switch
+from .clock import Clock
+from .errors import VeladorError
+from .identity import Identity
+from .policy import Policy
+from .state import CaseRecord, LocalState
+from .switch import DEFAULT_TIMEOUT, LIVE_STATES, node_envelopes, switch_policy
+
+
+@dataclass
+class AuditReport:
+    case: str
+    case_id: str
+    nodes: list[dict[str, Any]]
+    stores: list[dict[str, Any]]
+    reasons: list[str]  # why the answer is "no" (empty: yes)
+    warnings: list[str]  # problems that the other holders or replicas cover
+    offline_shares: int
+
+    @property
+    def recoverable(self) -> bool:
+        return not self.reasons
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "case": self.case,
+            "case_id": self.case_id,
+            "recoverable": self.recoverable,
+            "reasons": self.reasons,
+            "warnings": self.warnings,
+            "nodes": self.nodes,
+            "stores": self.stores,
+            "offline_shares": self.offline_shares,
+        }
+
+
+def _enough(policy: Policy, healthy: set[str]) -> bool:
+    """Do the holders in `healthy` (holder ids) meet the share layout's thresholds?"""
+    groups_ok = 0
+    for g, (k, _) in enumerate(policy.spec.groups):
+        have = sum(1 for h in policy.holders if h.group == g and h.id in healthy)
+        groups_ok += have >= k
+    return groups_ok >= policy.spec.group_threshold
+
+
+def _audit_nodes(
+    state: LocalState, identity: Identity, clock: Clock, policy: Policy, timeout: float
+) -> tuple[list[dict[str, Any]], set[str]]:
+    envelopes = state.envelopes_of(policy)
+    nonce = secrets.token_bytes(32)  # fresh: a node cannot answer from a digest it kept
+
+    def challenge(client: NodeClient) -> dict[str, Any]:
+        return {
+            "proof": client.custody(policy.case_id, nonce),
+            "status": client.status(policy.case_id),
+        }
+
+    results = switch.fan_out(policy.nodes, identity, clock, challenge, timeout)
+    healthy = {h.id for h in policy.holders if h.kind == "offline"}
+    out = []
+    for card, r in zip(policy.nodes, results, strict=True):
+        mine = node_envelopes(policy, envelopes, card)
+        problem = None
+        node_state = None
+        if not r.ok or r.body is None:
+            problem = f"node {card.name} did not answer ({r.error.message if r.error else '?'})"
+        else:
+            proof, status = r.body["proof"], r.body["status"]
+            node_state = status.get("state")
+            state.record_view(policy.case_id, card.fingerprint, status)
+            if node_state not in LIVE_STATES:
+                problem = f"node {card.name} is {node_state}"
+            elif proof.get("policy_hash") != policy.hash:
+                problem = f"node {card.name} holds another version of the case policy"
+            elif not mine:
+                problem = f"this laptop has no record of node {card.name}'s envelopes"
+            elif proof.get("digest") != custody_digest(nonce, mine):
+                problem = (
+                    f"node {card.name} does not hold its {len(mine)} envelope(s) intact "
+                    f"(it holds {proof.get('envelopes')})"
+                )
+        if problem is None:
+            healthy.update(h.id for h in policy.holders_of(card.sign_pk))
+        out.append(
+            {
+                "node": card.name,
+                "fingerprint": card.fingerprint,
+                "ok": problem is None,
+                "state": node_state,
+                "problem": problem,
+            }
+        )
+    return out, healthy
+
+
+def _audit_stores(
+    state: LocalState, policy: Policy, s3_endpoint: str | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Presence and size of every recorded object and snapshot in every store.
+
+    Unlike `velador verify` this forgets nothing from the local index: an audit only looks."""
+    from .objects import object_key, snapshot_key
+    from .stores import open_store
+
+    items = [
+        (object_key(policy.case_id, o["oid"]), o["csize"]) for o in state.objects(policy.case_id)
+    ]
+    items += [
+        (snapshot_key(policy.case_id, s["snap_id"]), s["csize"])
+        for s in state.snapshots(policy.case_id)
+    ]
+    bad: dict[str, int] = {}
+    out = []
+    for url in policy.stores:
+        missing: list[str] = []
+        error = None
+        try:
+            store = open_store(url, s3_endpoint=s3_endpoint)
+            for key, csize in items:
+                size = store.size(key)
+                if size is None or (csize and size != csize):
+                    missing.append(key)
+        except VeladorError as exc:
+            error = exc.message
+            missing = [k for k, _ in items]
+        for key in missing:
+            bad[key] = bad.get(key, 0) + 1
+        out.append(
+            {
+                "store": url,
+                "objects": len(items),
+                "missing": missing[:20],
+                "n_missing": len(missing),
+                "error": error,
+            }
+        )
+    lost = sorted(k for k, n in bad.items() if n >= len(policy.stores))
+    return out, lost
+
+
+def audit(
+    state: LocalState,
+    identity: Identity,
+    clock: Clock,
+    rec: CaseRecord,
+    s3_endpoint: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> AuditReport:
+    """ "If I went silent now, could my recipients recover everything?" with the reasons."""
+    policy = switch_policy(rec)
+    nodes, healthy = _audit_nodes(state, identity, clock, policy, timeout)
+    stores, lost = _audit_stores(state, policy, s3_endpoint)
+    node_problems = [n["problem"] for n in nodes if n["problem"]]
+    store_problems = [
+        f"store {s['store']} "
+        + (
+            f"is unreachable ({s['error']})"
+            if s["error"]
+            else f"misses {s['n_missing']} object(s), e.g. {s['missing'][0]}"
+        )
+        for s in stores
+        if s["n_missing"] or s["error"]
+    ]
+    reasons: list[str] = []
+    warnings: list[str] = []
+    if _enough(policy, healthy):
+        warnings += node_problems
+    else:
+        n_ok = sum(1 for n in nodes if n["ok"])
+        reasons.append(
+            f"only {n_ok} of {len(nodes)} nodes hold their shares intact and live; the split is "
+            f"{policy.spec.describe()}: " + "; ".join(node_problems)
+        )
+    if lost:
+        reasons.append(
+            f"{len(lost)} object(s) are in no store (e.g. {lost[0]}): " + "; ".join(store_problems)
+        )
+    else:
+        warnings += store_problems
+    return AuditReport(
+        rec.name,
+        policy.case_id,
+        nodes,
+        stores,
+        reasons,
+        warnings,
+        sum(1 for h in policy.holders if h.kind == "offline"),
+    )
