@@ -28,8 +28,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +40,6 @@ os.environ["VELADOR_INSECURE_FAST_KDF"] = "1"
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
 import tomli_w  # noqa: E402
 
 from escrow_node.auth import sign_request  # noqa: E402
@@ -139,7 +136,7 @@ def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int)
         people: dict = {}
         worlds = []
         t = time.perf_counter()
-        for i in range(n_cases):
+        for _ in range(n_cases):
             # A fresh reporter per case, as in reality (and so per-key limits are realistic).
             people.pop("reporter", None)
             w = make_world(
@@ -186,9 +183,8 @@ def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int)
             f"latency: p50 {pct(lat, 0.50) * 1000:.1f} ms, p99 {pct(lat, 0.99) * 1000:.1f} ms, "
             f"max {max(lat) * 1000:.1f} ms"
         )
-        print(
-            f"target >= 1,000/s and p99 < 100 ms: {'met' if rate >= 1000 and pct(lat, 0.99) < 0.1 else 'NOT met'}"
-        )
+        met = rate >= 1000 and pct(lat, 0.99) < 0.1
+        print(f"target >= 1,000/s and p99 < 100 ms: {'met' if met else 'NOT met'}")
     finally:
         stop(proc)
 
@@ -246,7 +242,7 @@ def bench_release(root: Path) -> None:
     got: dict[str, float] = {}
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
             if body["body"]["event"] == "released":
                 got.setdefault(body["body"]["case_id"], time.time())
@@ -288,7 +284,8 @@ def bench_release(root: Path) -> None:
                 results.append((fetched - due, got[cid] - due))
         for f, n in results:
             print(
-                f"release latency: envelopes fetchable {f * 1000:.0f} ms, webhook delivered {n * 1000:.0f} ms after due"
+                f"release latency: envelopes fetchable {f * 1000:.0f} ms, "
+                f"webhook delivered {n * 1000:.0f} ms after due"
             )
         worst = max(max(r) for r in results)
         print(f"target < 2 s: {'met' if worst < 2 else 'NOT met'} (worst {worst * 1000:.0f} ms)")
@@ -309,7 +306,7 @@ def bench_sweep(root: Path, n: int) -> None:
     from vault.clock import FakeClock
     from vault.identity import unlock_identity
 
-    data, url = init_node(root, "sweep-node")
+    data, _ = init_node(root, "sweep-node")
     card = load_card(data)
     config = load_config(data)
     ident = unlock_identity(data, (data / "node.passphrase").read_text().strip())
@@ -358,7 +355,8 @@ def bench_sweep(root: Path, n: int) -> None:
     clock.set(t0 + 100)
     r1 = sweep(svc)
     print(
-        f"sweep over {n:,} cases, {r1.advanced:,} due (reminder notices written): {r1.seconds * 1000:.0f} ms"
+        f"sweep over {n:,} cases, {r1.advanced:,} due (reminder notices written): "
+        f"{r1.seconds * 1000:.0f} ms"
     )
     ok = r0.seconds < 1 and r1.seconds < 1
     print(f"target < 1 s: {'met' if ok else 'NOT met'}")
