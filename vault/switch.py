@@ -307,11 +307,29 @@ def gather_status(
     rec: CaseRecord,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> CaseStatus:
+    """Each node's signed status.
+
+    Under duress (identity unlocked with the duress passphrase) a node that released shows the
+    view its last receipt gave instead: after a duress check-in under a "release" policy the
+    captor may ask for the status too, and must see what a normal check-in would have led to."""
     policy = switch_policy(rec)
     results = fan_out(policy.nodes, identity, clock, lambda c: c.status(policy.case_id), timeout)
+    views = {v["node"]: v for v in state.node_views(policy.case_id)}
     for r in results:
-        if r.ok and r.body is not None:
-            state.record_view(policy.case_id, r.fingerprint, r.body)
+        if not r.ok or r.body is None:
+            continue
+        view = views.get(r.fingerprint)
+        if identity.duress and r.body.get("state") == "RELEASED" and view is not None:
+            r.body = dict(
+                r.body,
+                state=view["state"],
+                deadline=view["deadline"],
+                release_at=view["release_at"],
+                paused_until=view["paused_until"],
+                released_at=None,
+            )
+            continue
+        state.record_view(policy.case_id, r.fingerprint, r.body)
     return CaseStatus(rec.name, policy.case_id, arming_state(state, rec), policy.hash, results)
 
 

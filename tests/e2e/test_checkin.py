@@ -165,6 +165,13 @@ def test_duress_release_policy(v, people, net, tmp_path, clock):
     for node_card in card.nodes:
         with NodeClient(node_card, outlet, clock) as client:
             wait_for(lambda client=client: _released(client, info["case_id"]), what="release")
+    # The captor asks for the status with the duress passphrase: it shows the cover, armed.
+    st = v.json(people.r, "status", "inv", passphrase=DURESS)["cases"][0]
+    assert [n["state"] for n in st["nodes"]] == ["ARMED"] * 3
+    assert st["disagreements"] == []
+    # The reporter's real passphrase shows the truth.
+    st = v.json(people.r, "status", "inv")["cases"][0]
+    assert [n["state"] for n in st["nodes"]] == ["RELEASED"] * 3
 
 
 def _released(client, case_id):
