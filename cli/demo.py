@@ -137,7 +137,12 @@ class Demo:
         args = ["node", "serve", "--data", str(data), "--tick", "0.2", "--log-level", "warning"]
         print(f"$ velador {' '.join(args[:2])} --data nodes/{name} --tick 0.2 &", flush=True)
         self.procs[name] = subprocess.Popen(
-            [*VELADOR, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+            [*VELADOR, *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            preexec_fn=_die_with_parent,  # no threads run at this point
         )
         log.close()
 
@@ -178,6 +183,16 @@ class Demo:
             return states if sum(1 for s in states.values() if s == want) >= at_least else None
 
         return wait_until(enough, what, every=0.3)
+
+
+def _die_with_parent() -> None:
+    """Linux: a node gets SIGTERM if the demo itself is killed (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere, the finally in main() is the only clean-up
 
 
 def _short(arg: str) -> str:

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = 90.0
 
@@ -63,7 +65,8 @@ def test_make_demo_tells_the_whole_story(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_interrupted_demo_stops_its_nodes_and_removes_its_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupted_demo_stops_its_nodes(tmp_path: Path, sig: int) -> None:
     # Given a demo whose five nodes are up
     env = dict(os.environ, TMPDIR=str(tmp_path))
     proc = subprocess.Popen(
@@ -83,13 +86,21 @@ def test_interrupted_demo_stops_its_nodes_and_removes_its_folder(tmp_path: Path)
             if pids or time.monotonic() > deadline:
                 break
         assert len(pids) == 5
-        # When the user presses Ctrl-C (SIGINT to the demo alone: the harder case)
-        proc.send_signal(signal.SIGINT)
+        # When the user presses Ctrl-C (SIGINT to the demo alone: the harder case), or the
+        # demo is killed outright
+        proc.send_signal(sig)
         rest = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    if sig == signal.SIGKILL:
+        # Then the nodes follow it (parent-death signal), within a deadline
+        end = time.monotonic() + 20
+        while [p for p in pids if _alive(p)] and time.monotonic() < end:
+            time.sleep(0.1)
+        assert [p for p in pids if _alive(p)] == []
+        return
     # Then it says so, exits 130, and leaves no node process and no files behind
     assert proc.returncode == 130, rest[-3000:]
     assert "demo interrupted" in rest
