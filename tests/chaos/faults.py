@@ -76,7 +76,7 @@ class Planner:
         if not partitioned and r.random() < 0.15:
             k = r.randint(1, len(self.nodes) - 1)
             side = frozenset(r.sample(self.nodes, k))
-            p.partition = (side, r.randint(1, 5))
+            p.partition = (side, r.randint(1, 8))
         for src in self.nodes:
             for dst in self.nodes:
                 if src != dst and r.random() < 0.04:
@@ -118,7 +118,7 @@ class Script:
 
     def lifetime(self) -> int:
         """How many steps the reporter of a new case keeps checking in."""
-        return self.rng.randint(3, 10)
+        return self.rng.randint(3, 16)
 
     def checks_in(self, since_last: int) -> bool:
         roll = self.rng.random()  # drawn every time, so the stream does not depend on the gap

@@ -141,6 +141,9 @@ class Settings:
     settle_bound: float = 30.0
     lose_answer: float = 0.03
     wind_down_bound: float = 120.0
+    subprocess_audit: bool = True
+    """End with `velador node audit --verify` as a real process per node (the same click
+    command also runs in process after every step)."""
 
 
 @dataclass
@@ -210,8 +213,9 @@ class Harness:
         self.recv = Receivers(self.s.seed, self.s.lose_answer)
         self.clocks = Clocks(self.root / "clocks")
         self.clocks.write(dict.fromkeys(NODES, T0))
-        for name in NODES:
-            self.nodes[name] = Node(self.root / "nodes", name, self.s.tick, self.clocks)
+        with self.timed("setup_init"):
+            for name in NODES:
+                self.nodes[name] = Node(self.root / "nodes", name, self.s.tick, self.clocks)
         self.proxy = Proxy(self.s.seed, self.s.long_hold)
         for src in CLIENTS + NODES:
             for dst in NODES:
@@ -237,7 +241,8 @@ class Harness:
                 },
                 notify={"webhook_timeout": 5.0},
             )
-        list(self.pool.map(lambda n: n.start(), self.nodes.values()))
+        with self.timed("setup_start"):
+            list(self.pool.map(lambda n: n.start(), self.nodes.values()))
 
     def close(self) -> None:
         """Stop every process this harness started; checked by pid."""
@@ -423,8 +428,18 @@ class Harness:
                 self.counts["heartbeat_requests_failed"] += 1
                 continue
             self.counts["heartbeats_acked"] += 1
+            self.checks["c"] += 1
             if receipt.get("ref") != ref:
                 self.fail([inv.Violation("c", f"{name}: receipt for another heartbeat")], "ack")
+            # The receipt the reporter reads must not promise less time than it earned.
+            if receipt["state"] in ("ARMED", "REMINDED", "OVERDUE") and (
+                receipt["deadline"] < now + self.s.every
+                or receipt["release_at"] < now + self.s.every + self.s.grace
+            ):
+                self.fail(
+                    [inv.Violation("c", f"{name}: receipt {receipt} for a heartbeat at {now}")],
+                    "ack",
+                )
             self.order += 1
             self.acks.append(inv.Ack(name, case.case_id, case.seq, now, ref, self.order))
 
@@ -468,7 +483,9 @@ class Harness:
         if faults:
             plan = self.planner.plan(alive, self.partition is not None, need_case)
         else:
-            plan = Plan(restarts=sorted(set(NODES) - alive), step=1200)
+            # One jump past every deadline: the reporter stops now, so every node is due.
+            jump = self.s.every + self.s.grace + self.s.max_skew
+            plan = Plan(restarts=sorted(set(NODES) - alive), step=jump)
         for name in plan.kills + plan.crash_restarts:
             self.nodes[name].kill()
             self.counts["kills"] += 1
@@ -705,8 +722,11 @@ class Harness:
                     f"{self.counts['kills']} kills, {self.counts['releases']} releases, "
                     f"{sum(self.checks.values())} checks"
                 )
-        self.wind_down()
-        self.final_audit()
+        with self.timed("wind_down"):
+            self.wind_down()
+        if self.s.subprocess_audit:
+            with self.timed("final_audit"):
+                self.final_audit()
         self.counts["seconds"] = round(time.monotonic() - t0)
 
     def wind_down(self) -> None:
@@ -730,16 +750,36 @@ class Harness:
 
     def final_audit(self) -> None:
         """(f) once more, with the real `velador node audit --verify` process per node."""
+        procs = {
+            name: subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cli.main",
+                    "node",
+                    "audit",
+                    "--data",
+                    str(n.dir),
+                    "--verify",
+                ],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for name, n in self.nodes.items()
+        }
         bad = []
-        for name, n in self.nodes.items():
-            res = subprocess.run(
-                [sys.executable, "-m", "cli.main", "node", "audit", "--data", str(n.dir),
-                 "--verify"],
-                cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
+        for name, proc in procs.items():
+            try:
+                out, _ = proc.communicate(timeout=120)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
             self.checks["f"] += 1
-            if res.returncode != 0:
-                bad.append(inv.Violation("f", f"{name}: {res.stdout}{res.stderr}".strip()))
+            if proc.returncode != 0:
+                bad.append(inv.Violation("f", f"{name}: {out}".strip()))
         self.fail(bad, "final audit")
 
     # --- report ---------------------------------------------------------------------------------
@@ -809,7 +849,8 @@ def run_chaos(s: Settings, say=print, keep: bool = False) -> dict[str, Any]:
     h = Harness(s, root, say)
     say(f"chaos: seed {s.seed}, {s.cycles} fault cycles, data in {root}")
     try:
-        h.setup()
+        with h.timed("setup"):
+            h.setup()
         h.run()
         return h.summary()
     except BaseException:  # a violation, or the harness itself broke: either way, the seed
