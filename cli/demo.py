@@ -26,7 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
+
+from vault.errors import VeladorError
 
 VELADOR = [sys.executable, "-m", "cli.main"]
 NODES = 5
@@ -88,32 +91,38 @@ class Demo:
         print(f"   ({text})", flush=True)
 
     def v(self, who: str, *args: str, check: bool = True, show: bool = True) -> str:
-        """Run one real `velador` command as `who` (their own home folder) and print it."""
-        cmd = [*VELADOR, "--home", str(self.root / who), *args]
+        """Run one real `velador` command as `who` (their own home folder) and print it.
+
+        The command runs in this process through click, exactly as `velador` parses and runs
+        it (errors print through the same handler): a new interpreter per command would cost
+        seconds on a loaded machine. Only the nodes are separate processes."""
+        from cli.main import cli, report_error
+
         shown = " ".join(_short(a) for a in args)
         if show:
             print(f"$ velador --home {who} {shown}", flush=True)
-        res = subprocess.run(cmd, env=self.env, capture_output=True, text=True, cwd=self.root)
-        out = (res.stdout + res.stderr).strip()
-        if out and show:
-            print("  " + out.replace("\n", "\n  "), flush=True)
-        if check and res.returncode != 0:
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main(["--home", str(self.root / who), *args], "velador", standalone_mode=False)
+            except VeladorError as exc:
+                code = report_error(exc)
+            except click.ClickException as exc:
+                exc.show()
+                code = exc.exit_code
+        text = (out.getvalue() + err.getvalue()).strip()
+        if text and show:
+            print("  " + text.replace("\n", "\n  "), flush=True)
+        if check and code != 0:
             if not show:
-                print(f"$ velador --home {who} {shown}\n  {out}", flush=True)
-            raise DemoFailed(f"step failed (exit {res.returncode}): velador {shown}")
-        return res.stdout
+                print(f"$ velador --home {who} {shown}\n  {text}", flush=True)
+            raise DemoFailed(f"step failed (exit {code}): velador {shown}")
+        return out.getvalue()
 
     def quiet(self, who: str, *args: str) -> str:
-        """The same command in this process, unprinted: for repetitive set-up steps."""
-        from cli.main import cli
-
-        out, err = io.StringIO(), io.StringIO()
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                cli.main(["--home", str(self.root / who), *args], "velador", standalone_mode=False)
-        except Exception as exc:
-            raise DemoFailed(f"velador {' '.join(map(_short, args))}: {exc}") from exc
-        return out.getvalue()
+        """The same, unprinted: for repetitive set-up steps."""
+        return self.v(who, *args, show=False)
 
     # --- nodes -------------------------------------------------------------------------------
 
@@ -231,8 +240,6 @@ def story(d: Demo) -> None:
     nodes = d.init_nodes()
     for name, url in nodes:
         d.serve(name, url)
-    for _, url in nodes:
-        d.wait_healthy(url)
     pids = ", ".join(f"{n} pid {p.pid}" for n, p in d.procs.items())
     print(f"   node pids: {pids}", flush=True)
 
@@ -260,6 +267,10 @@ def story(d: Demo) -> None:
         for name, card in node_cards.items():
             d.quiet(who, "contact", "add", card, "--alias", name)
     print("   (the outlets and the editor added Ana's card and the five node cards)", flush=True)
+
+    for _, url in nodes:  # they started in the background meanwhile
+        d.wait_healthy(url)
+    d.mark(f"{NODES} nodes answer on loopback")
 
     d.step(f"Ana creates the case: every {EVERY}s, grace {GRACE}s, 3 of 5 nodes, 2 outlets")
     store = f"file://{root / 'store'}"
