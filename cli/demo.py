@@ -108,6 +108,8 @@ class Demo:
                 cli.main(["--home", str(self.root / who), *args], "velador", standalone_mode=False)
             except VeladorError as exc:
                 code = report_error(exc)
+            except click.exceptions.Abort:  # how click reports Ctrl-C inside a command
+                raise KeyboardInterrupt from None
             except click.ClickException as exc:
                 exc.show()
                 code = exc.exit_code
