@@ -470,3 +470,19 @@ def test_a_node_serving_a_share_it_does_not_hold_is_named_and_the_rest_used(arme
         "not hold; skipped those"
     )
     assert same_tree(case.source, tmp_path / "o" / case.source.name)
+
+
+def test_every_node_down_is_a_node_error(armed, v, tmp_path):
+    case = armed(n=2, threshold=2)
+    case.release(*case.nodes)
+    case.add_nodes_as_contacts(v, case.homes["outlet0"], case.nodes)
+    for node in case.nodes:
+        node.kill()
+    code, _, stderr = recover(v, case, "outlet0", tmp_path / "o")
+    a, b = case.nodes
+    assert code == 69
+    assert stderr.strip().splitlines() == [
+        f"velador: error: no node of case {case.case_id} could be reached: "
+        f"node-a (unreachable: {a.url}), node-b (unreachable: {b.url})",
+        "velador: hint: check your network connection (or Tor), then run the command again",
+    ]
