@@ -101,7 +101,8 @@ class Node:
         self.skew = 0
         self.clock = 0
         """The node's time as its FileClock sees it (max of what it read since start)."""
-        self.pids: list[int] = []
+        self.procs: list[subprocess.Popen] = []
+        """Every process started for this node, to prove none is left behind."""
 
     # --- configuration --------------------------------------------------------------------------
 
@@ -129,7 +130,7 @@ class Node:
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )  # fmt: skip
-        self.pids.append(self.proc.pid)
+        self.procs.append(self.proc)
         end = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:

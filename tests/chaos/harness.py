@@ -256,11 +256,12 @@ class Harness:
             with contextlib.suppress(Exception):
                 n.stop(signalled=name in signalled)
         for n in self.nodes.values():
-            for pid in n.pids:
-                with contextlib.suppress(ChildProcessError, ProcessLookupError):
-                    os.kill(pid, 0)
-                    # Still there (not our child any more, or a zombie): kill it for sure.
-                    os.kill(pid, 9)
+            for proc in n.procs:
+                # Each Popen here was waited for (reaped) unless it is still running; a running
+                # one is still our child, so its pid cannot have been reused: kill it by pid.
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
                     self.counts["orphans_killed"] += 1
         if self.proxy is not None:
             self.proxy.close()
@@ -828,6 +829,10 @@ class Harness:
             "invariant_checks_passed": dict(sorted(self.checks.items())),
             "invariant_checks_total": sum(self.checks.values()),
             "orphans_killed": self.counts["orphans_killed"],
+            "processes_started": sum(len(n.procs) for n in self.nodes.values()),
+            "processes_still_running": sum(
+                p.poll() is None for n in self.nodes.values() for p in n.procs
+            ),
             "seconds": self.counts["seconds"],
         }
         return out
@@ -852,7 +857,6 @@ def run_chaos(s: Settings, say=print, keep: bool = False) -> dict[str, Any]:
         with h.timed("setup"):
             h.setup()
         h.run()
-        return h.summary()
     except BaseException:  # a violation, or the harness itself broke: either way, the seed
         say(f"chaos: FAILED with seed {s.seed} at step {h.step_no}")
         with contextlib.suppress(Exception):
@@ -864,3 +868,4 @@ def run_chaos(s: Settings, say=print, keep: bool = False) -> dict[str, Any]:
             say(f"chaos: kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+    return h.summary()  # after close(): it counts the processes it had to kill

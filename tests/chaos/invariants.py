@@ -415,18 +415,30 @@ def check_notifications(
 def released_notices_complete(
     views: Iterable[NodeView], case_id: str, targets: dict[str, list[tuple[str, str]]]
 ) -> list[Violation]:
-    """Every node that released the case queued `released` for every address of every audience."""
+    """Expected independently of the audit log: every node that released the case at its
+    deadline queued `released` for every address of every audience, and before it `overdue` for
+    the reporter and the editors (a deadline release always passes through OVERDUE)."""
+    want = {
+        "released": ("recipients", "editors", "reporter"),
+        "overdue": ("editors", "reporter"),
+    }
     out = []
     for view in views:
         case = view.cases.get(case_id)
         if case is None or case.state != "RELEASED":
             continue
-        have = {(r.channel, r.target) for r in view.outbox if r.case_id == case_id and
-                r.event == "released"}  # fmt: skip
-        for audience in ("recipients", "editors", "reporter"):
-            for ct in targets.get(audience, []):
-                if ct not in have:
-                    out.append(
-                        Violation("e", f"{view.name} {case_id}: no 'released' notice to {ct[1]}")
-                    )
+        for event, audiences in want.items():
+            if event == "overdue" and case.release_reason != "deadline":
+                continue
+            have = {
+                (r.channel, r.target)
+                for r in view.outbox
+                if r.case_id == case_id and r.event == event
+            }
+            for audience in audiences:
+                for ct in targets.get(audience, []):
+                    if ct not in have:
+                        out.append(
+                            Violation("e", f"{view.name} {case_id}: no {event!r} notice to {ct[1]}")
+                        )
     return out

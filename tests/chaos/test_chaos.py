@@ -57,7 +57,8 @@ def test_short_chaos_run_holds_every_invariant():
     assert summary["kills"] + summary["restarts"] + summary["partitions"] > 0
     assert summary["dropped_requests"] + summary["delayed_requests"] > 0
     assert set(summary["invariant_checks_passed"]) == set("abcdef")
-    assert summary["orphans_killed"] == 0
+    assert summary["orphans_killed"] == 0  # every node stopped on SIGTERM
+    assert summary["processes_still_running"] == 0
 
 
 # --- (a) false release: the checker catches fabricated early releases --------------------------
@@ -279,3 +280,18 @@ def test_a_tampered_audit_chain_is_caught(tmp_path):
     conn.close()
     bad = audit_check("n", data)
     assert [v.invariant for v in bad] == ["f"] and "broken at entry 2" in bad[0].text
+
+
+def test_a_release_without_its_notices_is_caught():
+    targets = {"reporter": [("email", "rep@x.example")], "recipients": [("email", "d@x.example")]}
+    released = case(state="RELEASED", released_at=T + 4200, release_reason="deadline")
+    full = [
+        row("k1"),
+        row("k2", target="d@x.example"),
+        row("k3", "overdue"),
+    ]
+    view = inv.NodeView("node-a", {"case-1": released}, full)
+    assert inv.released_notices_complete([view], "case-1", targets) == []
+    for drop in range(3):
+        partial = inv.NodeView("node-a", {"case-1": released}, full[:drop] + full[drop + 1 :])
+        assert inv.released_notices_complete([partial], "case-1", targets)[0].invariant == "e"
