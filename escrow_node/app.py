@@ -109,7 +109,8 @@ def create_app(
     )
     app.state.service = svc
     app.state.test_clock = test_clock
-    for module in (system, cases, heartbeats, editors, release, subscriptions):
+    # The heartbeat router first: it is the hot path, and routes are matched in order.
+    for module in (heartbeats, system, cases, editors, release, subscriptions):
         app.include_router(module.router)
 
     @app.exception_handler(VeladorError)
