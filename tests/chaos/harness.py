@@ -20,11 +20,18 @@ One step (= one fault cycle):
     1. faults: SIGKILL nodes, change link modes, start or heal a node-to-node partition, then
        restart nodes (a restarted node catches up at start-up, including releases that fell due
        while it was down); wait until the restarted nodes have settled; CHECK.
-    2. the reporter maybe checks in (seq + 1, signed time = base time) through its links; the
-       recipients fetch releases from nodes that released; a new case is registered if needed.
+    2. the reporter maybe checks in (seq + 1, signed time = base time) through its links, to
+       all five nodes in parallel, and sometimes a node is SIGKILLed while those requests are in
+       flight; the recipients fetch releases from nodes that released; a new case is
+       registered if needed.
     3. base time moves 300-1200 s; clock skews change; all clock files switch at once; each live
-       node reads its clock (GET /v1/health); wait until every live node has settled (no case
-       with next_wake <= its clock) within SETTLE_BOUND real seconds; CHECK.
+       node reads its clock (GET /v1/health); sometimes a node is SIGKILLed a fraction of a
+       second later, in the middle of its sweep, pre-release sync, release or deliveries; wait
+       until every live node has settled (no case with next_wake <= its clock) within
+       SETTLE_BOUND real seconds; CHECK.
+After the fault cycles, a wind-down without faults (everything healed and restarted, reporters
+silent, one jump past every deadline) lets every case complete; a real `velador node audit
+--verify` process per node ends the run.
 
 Time. Base time is the reporter's clock. Node i's clock is base + skew_i with |skew_i| <= 150
 s: the documented tolerance is 300 s between any two clocks (escrow_node/auth.py TOLERANCE for
@@ -45,8 +52,9 @@ Invariants, asserted at every CHECK (a violation stops the run and prints the se
     What is NOT asserted, by design: a node that the reporter could not reach, and that could
     not reach any peer holding a newer heartbeat at the moment of its pre-release sync (they
     were down, partitioned, behind a flaky link, or slower than `peer_timeout` to answer - the
-    last taken from N's log line "pre-release sync: peer P: ..."), may release: a release must
-    not be preventable by taking peers down (escrow_node/gossip.py).
+    last taken from N's log line "pre-release sync: peer P: ... did not answer in time"; any
+    other failure on a clean link is not excused), may release: a release must not be
+    preventable by taking peers down (escrow_node/gossip.py).
 (b) Release once the reporter stops. For a case whose reporter stopped, with t_last the newest
     time it ever signed: every live node whose clock is >= max(t_last, its registration time)
     + every + grace is RELEASED; and every live node settles (no due case left) within
@@ -55,7 +63,8 @@ Invariants, asserted at every CHECK (a violation stops the run and prints the se
     stopped, healed and restarted, all five nodes release every case.
 (c) No acknowledged heartbeat lost. For every receipt the reporter got from node N (seq s,
     ref = the heartbeat's hash): N's stored seq >= s, and N's audit log has a heartbeat entry
-    with that hash - at every check, across SIGKILLs.
+    with that hash - at every check, across SIGKILLs, including SIGKILLs while heartbeats are in
+    flight. A receipt names this heartbeat and promises a deadline >= its time + every.
 (d) No envelope lost. Every node's stored envelopes equal, byte for byte (canonical JSON), the
     ones registered; and every live node's custody proof over a fresh nonce (GET .../custody)
     equals custody_digest(nonce, registered envelopes). After release the recipients recover.
@@ -64,7 +73,9 @@ Invariants, asserted at every CHECK (a violation stops the run and prints the se
     every delivery that arrived was queued by some node; a row marked delivered has arrived; no
     event (released per node and address; overdue and checked_in per deadline; at most one
     reminder per offset per deadline) has two distinct delivery ids; and once a case is complete,
-    every row has arrived at least once (repeats of the same id are allowed: at-least-once).
+    every row has arrived at least once (repeats of the same id are allowed: at-least-once),
+    and, independently of the audit log, every node that released queued `overdue` (reporter,
+    editors) and `released` (every address of every audience).
 (f) Every node's audit chain verifies: `velador node audit --data DIR --verify` exits 0 (in
     process after every step; as a real subprocess at the end).
 """
