@@ -34,11 +34,13 @@ silent, one jump past every deadline) lets every case complete; a real `velador 
 --verify` process per node ends the run.
 
 Time. Base time is the reporter's clock. Node i's clock is base + skew_i with |skew_i| <= 150
-s: the documented tolerance is 300 s between any two clocks (escrow_node/auth.py TOLERANCE for
-signed requests, engine.FUTURE_SKEW for heartbeats), so any two nodes, and the reporter and any
-node, stay within it.
+s: the documented tolerance is 300 s between any two clocks (docs/protocol.md §2.3,
+`[limits] timestamp_tolerance`, escrow_node/auth.py TOLERANCE for signed requests, and
+engine.FUTURE_SKEW for heartbeats), so any two nodes, and the reporter and any node, stay
+within it.
 
-Invariants, asserted at every CHECK (a violation stops the run and prints the seed):
+Invariants, asserted at every CHECK (a violation stops the run and prints the seed). (a) and
+(b) are docs/protocol.md §5.4 invariants 1 and 2 seen from outside; (e) is §8.3; (f) is §6.2.
 
 (a) No false release. When node N is first seen RELEASED for case C at its time R:
     a1. the reason is "deadline", and N's own newest check-in L satisfies L + every + grace <= R;
