@@ -87,7 +87,11 @@ def _audit_nodes(
         else:
             proof, status = r.body["proof"], r.body["status"]
             node_state = status.get("state")
-            state.record_view(policy.case_id, card.fingerprint, status)
+            if identity.duress and node_state == "RELEASED":
+                # As in `velador status`: under duress a release the marker caused stays hidden.
+                node_state = "ARMED"
+            else:
+                state.record_view(policy.case_id, card.fingerprint, status)
             if node_state not in LIVE_STATES:
                 problem = f"node {card.name} is {node_state}"
             elif proof.get("policy_hash") != policy.hash:

@@ -169,6 +169,7 @@ def test_duress_release_policy(v, people, net, tmp_path, clock):
     st = v.json(people.r, "status", "inv", passphrase=DURESS)["cases"][0]
     assert [n["state"] for n in st["nodes"]] == ["ARMED"] * 3
     assert st["disagreements"] == []
+    assert v.json(people.r, "audit", "inv", passphrase=DURESS)["recoverable"] is True
     # The reporter's real passphrase shows the truth.
     st = v.json(people.r, "status", "inv")["cases"][0]
     assert [n["state"] for n in st["nodes"]] == ["RELEASED"] * 3
