@@ -401,12 +401,13 @@ def case_list(ctx: Ctx, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("case", "id", "split", "snapshots", "last deposit")
+    table = Table("case", "id", "split", "switch", "snapshots", "last deposit")
     for r in rows:
         table.add_row(
             str(r["case"]),
             str(r["case_id"]),
             str(r["split"]),
+            str(r["switch"]),
             str(r["snapshots"]),
             str(r["last_deposit"] or "-"),
         )
