@@ -6,13 +6,16 @@
 1. Heartbeats: a real `velador node serve` process; this process (the second one) sends
    pre-signed heartbeats (request signature + reporter-signed heartbeat, made before the timed
    phase so the load generator's own crypto does not count) to `--cases` cases over HTTP with
-   `--concurrency` connections, and reports sustained verified heartbeats/s and p50/p99 latency.
+   `--concurrency` connections, and reports sustained verified heartbeats/s, p50/p99 latency,
+   the node process's CPU seconds per heartbeat (all its threads, from /proc) and the load
+   generator's own CPU use (it shares the machine's cores with the node).
    Each heartbeat is fully verified, persisted (synchronous=FULL) and answered with a signed
    receipt by the node.
 2. Release latency: a case with every=1 s, grace=0 on the same node, real clock; time from the
    due second to (a) the envelopes being fetchable by a recipient and (b) the release webhook
    arriving at a receiver in this process.
-3. Sweep: `--sweep-cases` cases in a node database (rows cloned from a real registration);
+3. Sweep: `--sweep-cases` cases in a node database (rows cloned from a real registration, each
+   with its own reporter-signed policy);
    time of a sweep with none due, with 1% due (reminders) and the start-up sweep after an outage
    where all are overdue is not measured (it sends notices for every case).
 
