@@ -159,4 +159,13 @@ def test_destroy_with_a_node_down_then_again(v, armed, clock):
     assert "the case is not released (state DESTROYED)" in e.value.message
     line, _ = v.fails(armed.r, "release", "now", "inv", "--yes", code=75)
     assert line == "velador: error: cannot release: case inv was destroyed"
+    card = v.ok(armed.r, "case", "card", "inv").strip()
+    # The outlet's recovery fails with one clear line.
+    line, _ = v.fails(
+        armed.outlets[0], "recover", card, "--out", clock.path.parent / "x", code=66, passphrase=OPW
+    )
+    assert line == (
+        f"velador: error: case {armed.case_id} was destroyed: the 3 node(s) that held it have "
+        "deleted its envelopes"
+    )
     wait_for(lambda: states(armed) == ["DESTROYED"] * 3, what="still destroyed")
