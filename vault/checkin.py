@@ -7,10 +7,10 @@ The heartbeat sequence number is allocated and made durable before the heartbeat
 A node that cannot be reached gets the heartbeat queued with *transport tickets*: Authorization
 headers signed now for that node, that path and that body, stamped every TICKET_STEP seconds over
 the time the heartbeat stays useful. The node accepts a request stamped within its tolerance
-(300 s) of its clock, so the agent can re-send the already-signed heartbeat later without the
-passphrase and without ever being able to sign anything new. A stolen ticket can only deliver the
-reporter's own old heartbeat to the node it names, which sets the deadline from the heartbeat's
-signed time: no more than gossip between nodes would do.
+(300 s, docs/protocol.md §2.3) of its clock, so the agent can re-send the already-signed
+heartbeat later without the passphrase and without ever being able to sign anything new. A
+stolen ticket can only deliver the reporter's own old heartbeat to the node it names, which sets
+the deadline from the heartbeat's signed time: no more than gossip between nodes would do.
 
 Duress: a duress identity seals the duress marker inside the heartbeat and nothing else differs.
 Rows the nodes answer differently because of the marker (a node that released on it refuses a
@@ -158,7 +158,7 @@ def _cover_receipt(results: list[NodeResult], policy: Policy, hb: dict[str, Any]
     Never the node's status: after a duress check-in under a "release" policy the status is
     RELEASED while every receipt shows the normal cover, and a captor may be reading the screen.
     Receipts of one heartbeat agree across nodes, so another node's is used; with none, the
-    deadline the nodes compute from the signed time (docs/protocol.md §5)."""
+    deadline the nodes compute from the signed time (docs/protocol.md §5.2)."""
     for r in results:
         if r.body is not None and r.body.get("action") == "heartbeat":
             return dict(r.body, node=None)

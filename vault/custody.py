@@ -1,7 +1,7 @@
 """`velador audit`: "if I went silent now, could my recipients recover everything?"
 
-Every node gets a proof-of-custody challenge with a fresh random nonce (docs/protocol.md §4) and
-must answer with BLAKE2b(label || nonce || its envelopes), which this laptop recomputes over the
+Every node gets a proof-of-custody challenge with a fresh random nonce (docs/protocol.md §3.5)
+and must answer with BLAKE2b(label || nonce || its envelopes), which this laptop recomputes over the
 envelopes it made (`messages.custody_digest`); a node that lost, altered or swapped an envelope
 cannot answer right, and a fresh nonce stops it answering from a digest it kept. Every store is
 checked for every object and snapshot the local index records (sizes only: the reporter cannot

@@ -1,8 +1,8 @@
 """The reporter's side of the switch: arming, status and actions at every node; the case card.
 
-Implements the client half of docs/protocol.md §4 over escrow_node.client.NodeClient. Every
-operation fans out to the case's nodes in parallel (one thread and one client per node, each with
-a timeout) and returns one `NodeResult` per node: a verified, signed answer or the error that
+Implements the client half of docs/protocol.md §4.1 and §4.4 over escrow_node.client.NodeClient.
+Every operation fans out to the case's nodes in parallel (one thread and one client per node, each
+with a timeout) and returns one `NodeResult` per node: a verified, signed answer or the error that
 node gave. Nothing here prints; the CLI (cli/switch_cmds.py, cli/case_cmds.py) renders results.
 Check-ins live in vault/checkin.py, the custody audit in vault/custody.py.
 
