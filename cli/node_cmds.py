@@ -5,6 +5,7 @@
     velador node card   --data DIR
     velador node status --data DIR [--json]
     velador node audit  --data DIR [--verify] [--case ID] [--limit N]
+    velador node restore --data DIR BACKUP
 
 Register with the main CLI by `cli.add_command(node)`; every command takes --data explicitly
 and does not use the click context object.
@@ -213,6 +214,34 @@ def audit_cmd(data_dir: Path, verify: bool, case_id: str | None, limit: int) -> 
                 )
     finally:
         store.close()
+
+
+@node.command()
+@DATA
+@click.argument("backup", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def restore(data_dir: Path, backup: Path) -> None:
+    """Replace the node database by BACKUP and re-arm its watching cases (node stopped).
+
+    Every case in ARMED, REMINDED or OVERDUE gets a full interval from now, so check-ins lost
+    with the newer database cannot cause a release (docs/protocol.md §6.3).
+    """
+    from escrow_node.config import DB_FILE, load_config
+    from escrow_node.db import Store
+    from escrow_node.restore import check_backup, copy_in, rearm
+
+    load_config(data_dir)  # a clear error if DIR is not a node
+    check_backup(backup)
+    db_path = data_dir / DB_FILE
+    copy_in(backup, db_path)
+    store = Store(db_path)
+    try:
+        done = rearm(store, int(time.time()))
+    finally:
+        store.close()
+    click.echo(f"restored {db_path} from {backup}")
+    click.echo(f"re-armed {len(done)} case(s) to a full interval from now")
+    for case_id, old, deadline in done:
+        click.echo(f"  {case_id}  {old:<14} -> deadline {iso(deadline)}")
 
 
 def main() -> None:  # pragma: no cover - the main CLI has its own handler
