@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import select
 import struct
 import sys
 from collections import deque
@@ -61,10 +62,12 @@ _LEN = struct.Struct("<I")
 
 class _Pipe:
     """Length-prefixed pickles over one pipe end: all a worker needs, and lighter to import than
-    multiprocessing.connection (which a worker would pay for in resident memory)."""
+    multiprocessing.connection (which a worker would pay for in resident memory). Unbuffered, so
+    that select() on the descriptor tells the truth about what is waiting."""
 
     def __init__(self, fd: int, mode: str) -> None:
-        self._f: IO[bytes] = os.fdopen(fd, mode, buffering=0 if mode == "wb" else 65536)
+        self.fd = fd
+        self._f: IO[bytes] = os.fdopen(fd, mode, buffering=0)
 
     def send(self, obj: Any) -> None:
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -72,15 +75,19 @@ class _Pipe:
         while view:
             view = view[self._f.write(view) or 0 :]
 
+    def _exactly(self, n: int) -> bytes:
+        parts = []
+        while n:
+            part = self._f.read(n)
+            if not part:
+                raise EOFError
+            parts.append(part)
+            n -= len(part)
+        return b"".join(parts)
+
     def recv(self) -> Any:
-        head = self._f.read(_LEN.size)
-        if len(head) < _LEN.size:
-            raise EOFError
-        (n,) = _LEN.unpack(head)
-        data = self._f.read(n)
-        if len(data) < n:
-            raise EOFError
-        return pickle.loads(data)  # noqa: S301 - our own worker processes, over our own pipes
+        (n,) = _LEN.unpack(self._exactly(_LEN.size))
+        return pickle.loads(self._exactly(n))  # noqa: S301 - our own workers, our own pipes
 
     def close(self) -> None:
         self._f.close()
@@ -112,21 +119,20 @@ class _Worker:
         self.tasks = _Pipe(task_w, "wb")
         self.results = _Pipe(res_r, "rb")
         self.tasks.send((_name(init), initargs))
-        self.pending = 0
+        self.queued: deque[int] = deque()
+        """Sequence numbers of the tasks sent and not yet answered, oldest first."""
 
-    def submit(self, fn: tuple[str, str], item: Any) -> None:
+    def submit(self, fn: tuple[str, str], item: Any, seq: int) -> None:
         self.tasks.send((fn, item))
-        self.pending += 1
+        self.queued.append(seq)
 
-    def result(self) -> Any:
+    def receive(self) -> tuple[int, bool, Any]:
+        """The next answer of this worker: (sequence number of its task, ok, value)."""
         try:
             ok, value = self.results.recv()
         except (EOFError, OSError) as exc:
             raise WorkerDied(f"a worker process ended unexpectedly ({self.proc.poll()})") from exc
-        self.pending -= 1
-        if not ok:
-            raise value
-        return value
+        return self.queued.popleft(), ok, value
 
     def close(self, kill: bool) -> None:
         try:
@@ -192,20 +198,43 @@ class Pool:
             return
         name = _name(fn)
         window = window or self.jobs * WINDOW_PER_JOB
-        order: deque[_Worker] = deque()
+        done: dict[int, tuple[bool, Any]] = {}
+        sent = taken = 0
+
+        def collect(block: bool) -> None:
+            # Read every answer already waiting, from whichever worker gave it, so that the
+            # counts below reflect work actually left: a worker slowed down (another program on
+            # the same cores) then gets fewer tasks, and the other never idles behind it.
+            busy = [w for w in self._workers if w.queued]
+            ready, _, _ = select.select([w.results.fd for w in busy], [], [], None if block else 0)
+            for w in busy:
+                if w.results.fd in ready:
+                    seq, ok, value = w.receive()
+                    done[seq] = (ok, value)
+
+        def take() -> R:
+            nonlocal taken
+            while taken not in done:
+                collect(block=True)
+            ok, value = done.pop(taken)
+            taken += 1
+            if not ok:
+                raise value
+            return value  # type: ignore[no-any-return]
+
         for item in items:
-            # The least busy worker takes the task; results are read back in submission order.
-            w = min(self._workers, key=lambda w: w.pending)
-            w.submit(name, item)
-            order.append(w)
-            if len(order) >= window:
-                yield order.popleft().result()
-        while order:
-            yield order.popleft().result()
+            if sent - taken >= window:
+                yield take()
+            collect(block=False)
+            w = min(self._workers, key=lambda w: len(w.queued))
+            w.submit(name, item, sent)
+            sent += 1
+        while taken < sent:
+            yield take()
 
     def close(self, kill: bool = False) -> None:
         for w in self._workers:
-            w.close(kill or w.pending > 0)
+            w.close(kill or bool(w.queued))
         self._workers = []
 
     def __enter__(self) -> Pool:
