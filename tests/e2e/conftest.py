@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,10 +23,38 @@ from tests.node.conftest import SharedClock, wait_for
 # The node fixtures, shared rather than copied: real node processes, their test clock, the SMTP
 # and webhook receivers.
 clock = node_fixtures.clock
-nodes = node_fixtures.nodes
+_node_processes = node_fixtures.nodes
 smtp = node_fixtures.smtp
 webhooks = node_fixtures.webhooks
-__all__ = ["SharedClock", "clock", "nodes", "smtp", "wait_for", "webhooks"]
+__all__ = ["SharedClock", "clock", "smtp", "wait_for", "webhooks"]
+
+
+@pytest.fixture
+def nodes(_node_processes):
+    """tests/node's node factory, with a patient stop: on a loaded machine a node may take more
+    than the 20 s its own teardown allows to exit, and a Popen dropped before the process is
+    reaped fails the NEXT test with a ResourceWarning."""
+    made = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        node = _node_processes(*args, **kwargs)
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        proc = node.proc
+        if proc is None:
+            continue
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+        node.proc = None
+
 
 PW = "reporter passphrase"
 DURESS = "duress passphrase"
