@@ -9,6 +9,7 @@ belong to the person is established by comparing the fingerprint aloud.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import unicodedata
 from dataclasses import dataclass
@@ -86,13 +87,25 @@ def make_card(
     return parse_card(text)
 
 
+_BAD = "this contact card is malformed or has been altered"
+_HINT = "ask its owner to send it again, and compare the fingerprint aloud"
+
+
 def parse_card(text: str) -> Card:
-    """Parse and verify a contact card from untrusted input."""
-    bad = "this contact card is malformed or has been altered"
-    hint = "ask its owner to send it again, and compare the fingerprint aloud"
+    """Parse and verify a contact card from untrusted input.
+
+    Verified cards are remembered by their exact text: a node re-reads the same policy cards on
+    every heartbeat and sweep, and a card's validity depends only on its text (no clock, no
+    revocation list). Refusals are not cached, so hostile input cannot fill the cache.
+    """
     if not isinstance(text, str):
-        raise FormatError(bad, hint=hint)
-    text = text.strip()
+        raise FormatError(_BAD, hint=_HINT)
+    return _parse_stripped(text.strip())
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_stripped(text: str) -> Card:
+    bad, hint = _BAD, _HINT
     if len(text) > MAX_CARD_CHARS or not text.startswith(CARD_PREFIX):
         raise FormatError(bad, hint=hint)
     try:
