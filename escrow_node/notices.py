@@ -48,7 +48,7 @@ _TEXT = {
     ),
     "editor_pending": (
         "Editors asked for a release. It happens at {pending_until} unless the reporter objects.",
-        "Reporter: object with 'velador object {case}' if you do not want the release.",
+        "Reporter: object with 'velador release object {case}' if you do not want the release.",
     ),
     "objection": (
         "The reporter objected to the editor release; it was cancelled.",
