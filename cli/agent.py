@@ -153,20 +153,36 @@ def agent(
         else:
             show(rnd, notify)
         return
+    import signal
+    import threading
+
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     sched = BlockingScheduler()
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        # Ctrl-C or SIGTERM at any moment (even during a round) ends the agent cleanly, exit 0.
+        stopping.set()
+        if sched.running:
+            sched.shutdown(wait=False)
 
     def job() -> None:
-        show(run_round(ctx, timeout, notify), notify)
+        if not stopping.is_set():
+            show(run_round(ctx, timeout, notify), notify)
 
-    sched.add_job(job, "interval", seconds=interval, max_instances=1, coalesce=True)
-    click.echo(
-        f"velador agent: every {human(int(interval))}; Ctrl-C to stop. It never checks in for you.",
-        err=True,
-    )
-    job()
+    old_int = signal.signal(signal.SIGINT, stop)
+    old_term = signal.signal(signal.SIGTERM, stop)
     try:
-        sched.start()
-    except (KeyboardInterrupt, SystemExit):
-        sched.shutdown(wait=False)
+        sched.add_job(job, "interval", seconds=interval, max_instances=1, coalesce=True)
+        click.echo(
+            f"velador agent: every {human(int(interval))}; Ctrl-C to stop. "
+            "It never checks in for you.",
+            err=True,
+        )
+        job()
+        if not stopping.is_set():
+            sched.start()
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
