@@ -1,0 +1,90 @@
+"""Search bytes for marker strings, raw and in the encodings a careless program would use."""
+
+from __future__ import annotations
+
+import base64
+import json
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+
+@dataclass(frozen=True)
+class Hit:
+    kind: str  # which marker (content, filename, ...)
+    category: str  # where (node-data, mail, ...)
+    label: str  # the file or stream
+    form: str  # how it was encoded
+
+    def __str__(self) -> str:
+        return f"{self.kind} in {self.category}: {self.label} ({self.form})"
+
+
+def forms(marker: str) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """(case-insensitive needles, already lowercased; exact needles).
+
+    Case-insensitive: UTF-8 of the NFC and NFD forms, UTF-16 (LE/BE), URL-encoding, JSON's
+    \\u escapes, hex. Exact: base64 and urlsafe base64 at each of the three alignments a marker
+    can have inside a longer encoded buffer (the encoding of the marker minus its first 0-2
+    bytes, cut to whole 3-byte groups: the random tail keeps this free of false hits)."""
+    loose: dict[str, bytes] = {}
+    exact: dict[str, bytes] = {}
+    for norm in ("NFC", "NFD"):
+        s = unicodedata.normalize(norm, marker)
+        if norm == "NFD" and s == marker:
+            continue
+        tag = "" if s == marker else f"{norm} "
+        raw = s.encode("utf-8")
+        loose[f"{tag}utf-8"] = raw.lower()
+        loose[f"{tag}utf-16-le"] = s.encode("utf-16-le").lower()
+        loose[f"{tag}utf-16-be"] = s.encode("utf-16-be").lower()
+        loose[f"{tag}url-encoded"] = quote(s).encode().lower()
+        loose[f"{tag}url-encoded+"] = quote_plus(s, safe="").encode().lower()
+        loose[f"{tag}json-ascii"] = json.dumps(s)[1:-1].encode().lower()
+        loose[f"{tag}hex"] = raw.hex().encode()
+        loose[f"{tag}lowercase"] = s.lower().encode("utf-8")
+        for shift in range(3):
+            part = raw[shift:]
+            part = part[: len(part) // 3 * 3]
+            exact[f"{tag}base64@{shift}"] = base64.b64encode(part)
+            exact[f"{tag}base64url@{shift}"] = base64.urlsafe_b64encode(part)
+    return {k: v for k, v in loose.items() if v}, exact
+
+
+class Scanner:
+    def __init__(self, marks: dict[str, str]) -> None:
+        self.needles = {kind: forms(m) for kind, m in marks.items()}
+        self.files = 0
+        self.bytes = 0
+        self.streams = 0
+
+    def search(self, category: str, label: str, data: bytes, count: bool = True) -> list[Hit]:
+        if count:
+            self.bytes += len(data)
+        low = data.lower()
+        hits = []
+        for kind, (loose, exact) in self.needles.items():
+            form = next((f for f, n in loose.items() if n in low), None)
+            if form is None:
+                form = next((f for f, n in exact.items() if n in data), None)
+            if form is not None:
+                hits.append(Hit(kind, category, label, form))
+        return hits
+
+    def tree(self, root: Path, category_of) -> tuple[list[Hit], set[Path]]:  # type: ignore[no-untyped-def]
+        """Every file and every path name under root (names are bytes Velador wrote too)."""
+        hits: list[Hit] = []
+        skipped: set[Path] = set()
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            category = category_of(rel)
+            if category is None:
+                skipped.add(path)
+                continue
+            name = str(rel).encode("utf-8", "surrogateescape")
+            hits += self.search(category, f"{rel} [path name]", name, count=False)
+            if path.is_file() and not path.is_symlink():
+                self.files += 1
+                hits += self.search(category, str(rel), path.read_bytes())
+        return hits, skipped
