@@ -31,6 +31,7 @@ import click
 import tomli_w
 
 from tests.conftest import free_port, wait_http
+from tests.leak.scan import category_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -239,8 +240,12 @@ class Runner:
             os.environ.pop("VELADOR_PASSPHRASE", None)
             if old is not None:
                 os.environ["VELADOR_PASSPHRASE"] = old
-        self.life.streams.append(Stream(f"output-{who}", label + " [stdout]", out.getvalue().encode()))
-        self.life.streams.append(Stream(f"output-{who}", label + " [stderr]", err.getvalue().encode()))
+        self.life.streams.append(
+            Stream(f"output-{who}", label + " [stdout]", out.getvalue().encode())
+        )
+        self.life.streams.append(
+            Stream(f"output-{who}", label + " [stderr]", err.getvalue().encode())
+        )
         if check and code != 0:
             raise AssertionError(f"{label} exited {code}: {err.getvalue()}")
         return out.getvalue()
@@ -289,6 +294,19 @@ def stop_node(node: Node) -> None:
             node.proc.kill()
             node.proc.wait(30)
     node.proc = None
+
+
+def live_copy(life: Life, tag: str) -> None:
+    """Read every file under the root now, while the nodes run: SQLite -wal/-shm files and
+    temporary files that are gone by the end are scanned too (as streams of their category)."""
+    for path in sorted(life.root.rglob("*")):
+        category = category_of(path.relative_to(life.root))
+        if category is None:
+            continue
+        with contextlib.suppress(OSError):  # a file may vanish between listing and reading
+            if path.is_file() and not path.is_symlink() and path.stat().st_size < 64 << 20:
+                rel = path.relative_to(life.root)
+                life.streams.append(Stream(category, f"{rel} [live {tag}]", path.read_bytes()))
 
 
 # --- the story -----------------------------------------------------------------------------------
@@ -346,6 +364,13 @@ def run_life(root: Path, s3_url: str, bucket: str) -> Life:
     root_logger.addHandler(handler)
     root_logger.setLevel(logging.DEBUG)
     nodes: list[Node] = []
+    # Anything written straight to file descriptors 1 and 2 (by a library, or by a child such as
+    # a deposit worker that inherits them) lands in fd/ and is scanned.
+    (root / "fd").mkdir()
+    saved_fds = (os.dup(1), os.dup(2))
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        with open(root / "fd" / name, "wb") as f:
+            os.dup2(f.fileno(), fd)
     try:
         # Given three escrow nodes with SMTP and operator notifications configured.
         for i in range(3):
@@ -370,8 +395,18 @@ def run_life(root: Path, s3_url: str, bucket: str) -> Life:
             err = open(captured / f"{name}.stderr", "wb")  # noqa: SIM115 - closed below
             try:
                 node.proc = subprocess.Popen(
-                    [sys.executable, "-m", "cli.node_cmds", "serve", "--data", str(node.dir),
-                     "--tick", "0.2", "--log-level", "debug"],  # fmt: skip
+                    [
+                        sys.executable,
+                        "-m",
+                        "cli.node_cmds",
+                        "serve",
+                        "--data",
+                        str(node.dir),
+                        "--tick",
+                        "0.2",
+                        "--log-level",
+                        "debug",
+                    ],
                     cwd=REPO,
                     env=dict(os.environ, PYTHONUNBUFFERED="1"),
                     stdout=out,
@@ -417,9 +452,7 @@ def run_life(root: Path, s3_url: str, bucket: str) -> Life:
         )  # fmt: skip
         import json
 
-        life.case_id = json.loads(v("reporter", "case", "show", m["casename"], "--json"))[
-            "case_id"
-        ]
+        life.case_id = json.loads(v("reporter", "case", "show", m["casename"], "--json"))["case_id"]
         assert life.case_id, info
         case_card = v("reporter", "case", "card", m["casename"]).strip().splitlines()[-1]
 
@@ -447,37 +480,57 @@ def run_life(root: Path, s3_url: str, bucket: str) -> Life:
             lambda: len([e for e in hooks.events("/editor") if e == "duress"]) >= 3,
             "the duress alert from every node",
         )
+        live_copy(life, "after check-ins")
 
         # The editor asks for a release with a marker reason; the reporter releases at once.
         v("editor", "release", "request", life.case_id, "--reason", m["reason"])
         v("reporter", "release", "now", m["casename"], "--yes")
         for node in nodes:
             wait_until(
-                lambda node=node: node.query(
-                    "SELECT state FROM cases WHERE case_id = ?", life.case_id
-                )
-                == [("RELEASED",)],
+                lambda node=node: (
+                    node.query("SELECT state FROM cases WHERE case_id = ?", life.case_id)
+                    == [("RELEASED",)]
+                ),
                 f"{node.name} to release",
             )
         for node in nodes:
             wait_until(
-                lambda node=node: node.query(
-                    "SELECT count(*) FROM outbox WHERE delivered IS NULL AND failed IS NULL"
-                )
-                == [(0,)],
+                lambda node=node: (
+                    node.query(
+                        "SELECT count(*) FROM outbox WHERE delivered IS NULL AND failed IS NULL"
+                    )
+                    == [(0,)]
+                ),
                 f"{node.name}'s outbox to drain",
             )
+            # The request reached every node (it is in the audit chain, without its reason).
+            assert node.query("SELECT count(*) FROM audit WHERE event = 'release_request'") == [
+                (1,)
+            ], node.name
         argv.sample()
+        live_copy(life, "after release")
 
-        # Then an outlet reads its inbox and recovers into its output folder.
+        # The operators look at their nodes.
+        for node in nodes:
+            v("operator", "node", "status", "--data", node.dir, "--json")
+            v("operator", "node", "audit", "--data", node.dir, "--verify")
+
+        # Then the outlets read their inbox and recover into their output folders, one with
+        # the case card, one with the case id alone (asking the nodes in its contacts).
         v("outlet1", "inbox")
         v("editor", "inbox")
-        life.recovered = root / "out"
+        life.recovered = root / "out" / "outlet1"
         v("outlet1", "recover", case_card, "--out", life.recovered)
-        got = life.recovered / "tree" / f"{m['filename']}.txt"
-        assert m["content"] in got.read_text(encoding="utf-8"), "recovery did not give the files"
+        v("outlet2", "recover", life.case_id, "--out", root / "out" / "outlet2")
+        for who in ("outlet1", "outlet2"):
+            got = root / "out" / who / "tree" / f"{m['filename']}.txt"
+            assert m["content"] in got.read_text(encoding="utf-8"), f"{who} did not recover"
         argv.sample()
+        live_copy(life, "after recovery")
     finally:
+        for fd, saved in zip((1, 2), saved_fds, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
         subprocess.Popen = old_popen  # type: ignore[misc]
         for node in nodes:
             with contextlib.suppress(Exception):  # keep stopping the others

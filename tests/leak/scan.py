@@ -52,6 +52,23 @@ def forms(marker: str) -> tuple[dict[str, bytes], dict[str, bytes]]:
     return {k: v for k, v in loose.items() if v}, exact
 
 
+def category_of(rel: Path) -> str | None:
+    """The scan category of a path relative to the life's root; None for the allowed trees."""
+    parts = rel.parts
+    top = parts[0]
+    if top in ("src", "out"):
+        return None  # the reporter's own source tree and the recovery output: allowed
+    if top == "homes" and len(parts) > 1:
+        return "user-home" if parts[1] == "user" else f"home-{parts[1]}"
+    return {
+        "nodes": "node-data",
+        "captured": "node-output",
+        "stores": "store-folder",
+        "tmp": "temp",
+        "fd": "cli-fd",
+    }.get(top, "other")
+
+
 class Scanner:
     def __init__(self, marks: dict[str, str]) -> None:
         self.needles = {kind: forms(m) for kind, m in marks.items()}
