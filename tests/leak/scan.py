@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import base64
+import bz2
+import contextlib
+import gzip
 import json
+import lzma
 import unicodedata
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -44,6 +49,7 @@ def forms(marker: str) -> tuple[dict[str, bytes], dict[str, bytes]]:
         loose[f"{tag}json-ascii"] = json.dumps(s)[1:-1].encode().lower()
         loose[f"{tag}hex"] = raw.hex().encode()
         loose[f"{tag}lowercase"] = s.lower().encode("utf-8")
+        loose[f"{tag}uppercase"] = s.upper().encode("utf-8").lower()  # Ñ stays Ñ in bytes.lower
         for shift in range(3):
             part = raw[shift:]
             part = part[: len(part) // 3 * 3]
@@ -69,6 +75,25 @@ def category_of(rel: Path) -> str | None:
     }.get(top, "other")
 
 
+def decompressed(data: bytes) -> list[tuple[str, bytes]]:
+    """Whole buffers in a standard compressed format (gzip, zlib, bz2, xz): a marker compressed
+    but not encrypted is still a leak. Bounded to 256 MiB of output."""
+    out = []
+    tries = (
+        (b"\x1f\x8b", "gzip", gzip.decompress),
+        (b"BZh", "bz2", bz2.decompress),
+        (b"\xfd7zXZ", "xz", lzma.decompress),
+    )
+    for magic, name, fn in tries:
+        if data.startswith(magic):
+            with contextlib.suppress(Exception):
+                out.append((name, fn(data)[: 256 << 20]))
+    if data[:1] == b"\x78" and len(data) > 2 and int.from_bytes(data[:2], "big") % 31 == 0:
+        with contextlib.suppress(zlib.error):
+            out.append(("zlib", zlib.decompressobj().decompress(data, 256 << 20)))
+    return out
+
+
 class Scanner:
     def __init__(self, marks: dict[str, str]) -> None:
         self.needles = {kind: forms(m) for kind, m in marks.items()}
@@ -79,6 +104,12 @@ class Scanner:
     def search(self, category: str, label: str, data: bytes, count: bool = True) -> list[Hit]:
         if count:
             self.bytes += len(data)
+        hits = []
+        for how, plain in decompressed(data):
+            hits += self._search(category, f"{label} [{how}]", plain)
+        return hits + self._search(category, label, data)
+
+    def _search(self, category: str, label: str, data: bytes) -> list[Hit]:
         low = data.lower()
         hits = []
         for kind, (loose, exact) in self.needles.items():
