@@ -12,6 +12,7 @@ from vault.clock import iso
 from vault.deposit import deposit as do_deposit
 from vault.envelope import addressed_to, open_envelope
 from vault.errors import NotFoundError, PolicyError, StoreError, VeladorError
+from vault.keyrings import older_keys
 from vault.netrecover import (
     DEFAULT_TIMEOUT,
     NO_CASE,
@@ -24,6 +25,7 @@ from vault.netrecover import case_ref as case_ref_of
 from vault.policy import Policy
 from vault.recover import Report, export_key, recover_key, restore
 from vault.shares import age_identity_str
+from vault.stores import open_store
 from vault.verify import verify_case
 
 from .context import Ctx, emit_json, out_console
@@ -233,16 +235,27 @@ def recover(
         )
     if case_ref is None:
         assert shares_dir is not None
-        policy, secret, report, nodes = _offline_secret(ctx, shares_dir)
+        policy, secret, report, nodes, box_key = _offline_secret(ctx, shares_dir)
     else:
-        policy, secret, report, nodes = _network_secret(ctx, case_ref, timeout, shares_dir)
-    if export_key_path:
-        export_key(secret, export_key_path, iso(ctx.clock.now()))
+        policy, secret, report, nodes, box_key = _network_secret(ctx, case_ref, timeout, shares_dir)
     urls = list(stores) or list(policy.stores)
+    # Deposits made before a `case rotate` are encrypted to earlier keys (decisions.md §9).
+    older = older_keys(
+        policy,
+        secret,
+        [open_store(u, s3_endpoint=ctx.s3_endpoint) for u in urls],
+        box_key,
+        report.chain_problems,
+    )
+    if not stores:
+        urls += [u for old, _ in older for u in old.stores if u not in urls]
+    every_secret = [secret, *(s for _, s in older)]
+    if export_key_path:
+        export_key(every_secret, export_key_path, iso(ctx.clock.now()))
     with byte_progress("Recovering", quiet=as_json) as progress:
         restore(
             policy,
-            [age_identity_str(secret)],
+            [age_identity_str(s) for s in every_secret],
             urls,
             out,
             snapshot=snapshot,
@@ -251,7 +264,7 @@ def recover(
             progress=progress,
             report=report,
         )
-    del secret
+    del secret, every_secret, older
     alias = ctx.state.alias_of(policy.reporter)
     prov = {
         "reporter": policy.reporter.name,
@@ -267,7 +280,7 @@ def recover(
     _print_report(prov, report, export_key_path)
 
 
-def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, list[Any]]:
+def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, list[Any], Any]:
     bundle = read_share_dir(shares_dir)
     policy = bundle.policy
     ident = ctx.unlock()
@@ -289,12 +302,12 @@ def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, 
         report.shares_used.append(f"{src} (holder {opened.holder})")
     for line in report.shares_skipped:
         click.echo(f"velador: warning: skipped share {line}", err=True)
-    return policy, recover_key(policy, mnemonics, report), report, []
+    return policy, recover_key(policy, mnemonics, report), report, [], ident.box_key
 
 
 def _network_secret(
     ctx: Ctx, text: str, timeout: float, shares_dir: Path | None
-) -> tuple[Policy, bytes, Report, list[Any]]:
+) -> tuple[Policy, bytes, Report, list[Any], Any]:
     contacts = [card for _, card in ctx.state.contacts()]
     ref = case_ref_of(
         text,
@@ -319,7 +332,7 @@ def _network_secret(
     for line in skipped_files:
         click.echo(f"velador: warning: skipped {line}", err=True)
     assert found.policy is not None
-    return found.policy, secret, found.report, node_summary(found)
+    return found.policy, secret, found.report, node_summary(found), ident.box_key
 
 
 def _print_report(prov: dict[str, object], report: Report, key_path: Path | None) -> None:

@@ -339,11 +339,18 @@ def restore(
     return report
 
 
-def export_key(secret: bytes, path: Path, now_iso: str) -> None:
-    """Write the age identity like age-keygen does, 0600, refusing to overwrite."""
-    ident = age_identity_str(secret)
-    pub = str(x25519.Identity.from_str(ident).to_public())
-    text = f"# created: {now_iso}\n# public key: {pub}\n{ident}\n"
+def export_key(secrets: bytes | list[bytes], path: Path, now_iso: str) -> None:
+    """Write the age identities like age-keygen does, 0600, refusing to overwrite.
+
+    A rotated case has one key per policy (newest first); age reads an identity file with
+    several keys and tries each, so `age -d -i FILE` opens deposits from before a rotation too.
+    """
+    lines = [f"# created: {now_iso}"]
+    for secret in [secrets] if isinstance(secrets, bytes) else secrets:
+        ident = age_identity_str(secret)
+        pub = str(x25519.Identity.from_str(ident).to_public())
+        lines += [f"# public key: {pub}", ident]
+    text = "\n".join(lines) + "\n"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:

@@ -74,3 +74,46 @@ def test_rotate_refuses_a_destroyed_case(v, armed):
     v.ok(armed.r, "case", "destroy", "inv", "--yes")
     line, _ = v.fails(armed.r, "case", "rotate", "inv", "--yes", code=75)
     assert line == "velador: error: cannot rotate: case inv was destroyed"
+
+
+def _rotate_between_two_deposits(v, armed, tmp_path):
+    a = tmp_path / "data" / "antes"
+    a.mkdir(parents=True)
+    (a / "old.txt").write_text("deposited under the first key\n")
+    v.ok(armed.r, "deposit", "inv", a)
+    old = LocalState(armed.r).case("inv").policy
+    v.ok(armed.r, "case", "rotate", "inv", "--yes")
+    new = LocalState(armed.r).case("inv").policy
+    b = tmp_path / "data" / "despues"
+    b.mkdir(parents=True)
+    (b / "new.txt").write_text("deposited under the second key\n")
+    v.ok(armed.r, "deposit", "inv", b)
+    card = v.ok(armed.r, "case", "card", "inv").strip()
+    v.ok(armed.r, "release", "now", "inv", "--yes")
+    return old, new, card
+
+
+def test_velador_recover_reads_deposits_from_before_a_rotation(v, armed, tmp_path):
+    """The outlet's own command walks the keyring; the exported key file opens both eras."""
+    old, new, card = _rotate_between_two_deposits(v, armed, tmp_path)
+    out = tmp_path / "recovered"
+    key = tmp_path / "case.key"
+    v.ok(armed.outlets[0], "recover", card, "--out", out, "--export-key", key, passphrase=OPW)
+    assert (out / "antes" / "old.txt").read_text() == "deposited under the first key\n"
+    assert (out / "despues" / "new.txt").read_text() == "deposited under the second key\n"
+    idents = [ln for ln in key.read_text().splitlines() if ln.startswith("AGE-SECRET-KEY-")]
+    pubs = [ln.split(": ")[1] for ln in key.read_text().splitlines() if "public key" in ln]
+    assert len(idents) == 2
+    assert pubs == [new.release_recipient, old.release_recipient]
+
+
+def test_a_lost_keyring_loses_only_the_older_deposits_and_says_so(v, armed, tmp_path):
+    _, new, card = _rotate_between_two_deposits(v, armed, tmp_path)
+    for store in ("storeA", "storeB"):
+        (tmp_path / store / keyring_key(armed.case_id, new.hash)).unlink()
+    out = tmp_path / "recovered"
+    code, stdout, err = v(armed.outlets[0], "recover", card, "--out", out, passphrase=OPW)
+    assert code == 0, err
+    assert (out / "despues" / "new.txt").read_text() == "deposited under the second key\n"
+    assert not (out / "antes").exists()
+    assert f"deposits made before policy {new.hash[:12]} cannot be read" in stdout + err
