@@ -53,7 +53,9 @@ def make_markers() -> dict[str, str]:
         "instructions",
         "casename",
         "reason",
+        "reason-rejected",
         "passphrase-duress",
+        "passphrase-wrong",
         *(f"passphrase-{who}" for who in PEOPLE),
     ]
     marks = {k: f"LEAKMARK-{k}-{secrets.token_hex(6)}" for k in kinds}
@@ -482,8 +484,25 @@ def run_life(root: Path, s3_url: str, bucket: str) -> Life:
         )
         live_copy(life, "after check-ins")
 
+        # A captor tries a wrong passphrase: refused, and written nowhere.
+        v("reporter", "checkin", m["casename"], passphrase=m["passphrase-wrong"], check=False)
+        assert "error" in life.streams[-1].data.decode(), "a wrong passphrase was accepted"
+
         # The editor asks for a release with a marker reason; the reporter releases at once.
         v("editor", "release", "request", life.case_id, "--reason", m["reason"])
+        # A reason over the 1,000-character limit, sent past the CLI's own check, is refused by
+        # every node; what a node does with a refused body is part of the scan.
+        from vault.errors import VeladorError
+
+        editor = unlock_identity(homes["editor"], passes["editor"])
+        for node in nodes:
+            c = NodeClient(load_card(node.dir), editor, SystemClock(), 20.0)
+            try:
+                with contextlib.suppress(VeladorError):
+                    c.release_request(life.case_id, m["reason-rejected"] + " x" * 600)
+                    raise AssertionError(f"{node.name} accepted a 1,200-character reason")
+            finally:
+                c.close()
         v("reporter", "release", "now", m["casename"], "--yes")
         for node in nodes:
             wait_until(

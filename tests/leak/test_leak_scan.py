@@ -6,7 +6,8 @@ argv never); three real `velador node serve` processes (2 of 3) with SMTP, opera
 webhook notifications, and every party subscribed by e-mail and webhook at every node; a case
 named by a marker with a folder store and an S3 store (moto); a deposit whose file names, folder
 names, contents (one pair NFC-unicode) and instructions carry markers; a normal check-in and a
-duress check-in; an editor's release request with a marker reason; `release now`; the outlet's
+duress check-in; a check-in with a wrong (marker) passphrase; an editor's release request with a
+marker reason, and one whose over-long marker reason every node refuses; `release now`; the outlet's
 inbox and recovery into an output folder. HOME and TMPDIR point inside the scanned root.
 
 Scanned, per category: every file and path name under the root (homes, node data folders with
@@ -63,7 +64,9 @@ KINDS = (
     "instructions",
     "casename",
     "reason",
+    "reason-rejected",
     "passphrase-duress",
+    "passphrase-wrong",
     *(f"passphrase-{who}" for who in PEOPLE),
 )
 CATEGORIES = (
@@ -189,6 +192,8 @@ def scanned(tmp_path_factory, moto_server):
         by = stats["by_category"]
         by[s.category] = by.get(s.category, 0) + 1
     print(f"\nleak scan: {stats}")
+    for h in hits:
+        print(f"  {'allowed' if allowed(h) else 'LEAK'}: {h} -- {allowed(h) or ''}")
     return life, hits, skipped, stats
 
 
