@@ -35,5 +35,14 @@ CHAOS_CYCLES ?= 200
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.run --cycles $(CHAOS_CYCLES) $(if $(SEED),--seed $(SEED))
 
+# Fuzzing: tests/fuzz under the "fuzz" hypothesis profile (tests/fuzz/profiles.py): random,
+# FUZZ_EXAMPLES examples per parser test (heavier tests a fraction of it), failures kept in
+# .hypothesis/ and replayed first; plus the full schemathesis pass over the node's OpenAPI.
+# `make test` runs the same tests with a few derandomized examples.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(STAMP)
+	VELADOR_FUZZ=1 VELADOR_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q \
+		-p no:cacheprovider -rxX --durations=15 tests/fuzz
+
 clean:
 	rm -rf $(VENV) build *.egg-info
