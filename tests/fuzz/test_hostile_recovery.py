@@ -219,3 +219,31 @@ def test_fork_and_gap_mark_the_chain_broken(case):
     assert any("not on the main chain" in p for p in report.chain_problems)
     # and writes only inside the output folder
     assert all(p.startswith(("store", "work")) for p in tree(case.root))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: fetch_chunk (vault/objects.py:197, data = open_chunk(store.get(key), ...)) reads "
+    "the whole stored object into memory before any size check: a hostile store that serves a "
+    "48 MiB object for a 39-byte chunk (at most CHUNK_MAX plus the age overhead is legitimate) "
+    "costs the recipient 48 MiB; a larger object costs as much as the store likes",
+)
+def test_an_oversized_stored_object_is_refused_without_reading_it(case):
+    from vault.objects import fetch_chunk, init_recover_worker, release_file
+
+    # Given a store whose copy of a chunk is 48 MiB of garbage
+    path = case.root / "store" / object_key(CASE_ID, OID)
+    path.write_bytes(b"\0" * (48 * 1024 * 1024))
+    tmp = case.root / "chunk.tmp"
+    tmp.write_bytes(b"")
+    init_recover_worker([case.url], None, [AGE_IDENTITY_STR])
+    # When a recovery worker fetches it, then it is refused without being read whole
+    tracemalloc.start()
+    try:
+        with pytest.raises(StoreError):
+            fetch_chunk((str(tmp), CASE_ID, OID, 0, len(DATA), CHUNK_KEY))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        release_file()
+    assert peak < 16 * 1024 * 1024, f"peak {peak} bytes"
