@@ -57,6 +57,7 @@ def make_markers() -> dict[str, str]:
         "passphrase-duress",
         "passphrase-wrong",
         *(f"passphrase-{who}" for who in PEOPLE),
+        *(f"name-{who}" for who in PEOPLE),
     ]
     marks = {k: f"LEAKMARK-{k}-{secrets.token_hex(6)}" for k in kinds}
     # Composed (NFC) on purpose: macOS-style NFD copies are searched for as well.
@@ -420,15 +421,15 @@ def run_life(root: Path, s3_url: str, bucket: str) -> Life:
             nodes.append(node)
 
         # And a reporter (with a duress passphrase), two outlets and an editor.
-        v("reporter", "id", "new", "--name", "Rita Reporter")
+        v("reporter", "id", "new", "--name", m["name-reporter"])
         os.environ["VELADOR_DURESS_PASSPHRASE"] = m["passphrase-duress"]
         try:
             v("reporter", "id", "duress")
         finally:
             del os.environ["VELADOR_DURESS_PASSPHRASE"]
-        v("outlet1", "id", "new", "--name", "Diario Uno", "--role", "outlet")
-        v("outlet2", "id", "new", "--name", "Diario Dos", "--role", "outlet")
-        v("editor", "id", "new", "--name", "Editora", "--role", "editor")
+        v("outlet1", "id", "new", "--name", m["name-outlet1"], "--role", "outlet")
+        v("outlet2", "id", "new", "--name", m["name-outlet2"], "--role", "outlet")
+        v("editor", "id", "new", "--name", m["name-editor"], "--role", "editor")
         for who in ("outlet1", "outlet2", "editor"):
             v("reporter", "contact", "add", v(who, "id", "card").strip(), "--alias", who)
         reporter_card = v("reporter", "id", "card").strip()

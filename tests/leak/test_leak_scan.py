@@ -31,6 +31,10 @@ Rules, i.e. where a marker MAY appear (everything else is a leak):
   a leak against the spec;
 - the instructions in the recovering outlets' own `recover` output: they are written for that
   outlet, which holds them in its output folder anyway;
+- a person's display name (`id new --name`, marker too) inside their contact card, wherever a
+  card is meant to be: every home that added it, the parties' own terminals, `contact add CARD`
+  argv. NOT in stores, notifications, logs or temp; in node databases it is a known leak (the
+  policy embeds whole cards, names included, and the threat model lists only public keys);
 - nothing else: passphrase markers nowhere, file contents/names/instructions nowhere else.
 
 A known leak is its own parametrized case marked `xfail(strict=True, reason="LEAK: ...")`, so
@@ -68,6 +72,7 @@ KINDS = (
     "passphrase-duress",
     "passphrase-wrong",
     *(f"passphrase-{who}" for who in PEOPLE),
+    *(f"name-{who}" for who in PEOPLE),
 )
 CATEGORIES = (
     *(f"home-{who}" for who in WHO),
@@ -101,6 +106,10 @@ def allowed(hit: Hit) -> str | None:
             return "reporter's state.db keeps case names (threat-model §5)"
         if hit.category in ("output-reporter", "argv-cli-reporter"):
             return "the reporter's own terminal, echoing the name they typed"
+    if hit.kind.startswith("name-") and hit.category.startswith(("home-", "output-", "argv-cli-")):
+        # A display name travels inside the person's contact card, which is meant to be handed
+        # around: it sits in every home that added the card and in `contact add CARD` argv.
+        return "a display name inside a contact card, in a home, terminal or argv that holds it"
     if hit.kind == "instructions" and hit.category in ("output-outlet1", "output-outlet2"):
         # `recover` shows the outlet the instructions it just recovered: meant for its eyes.
         return "the recovering outlet's own terminal shows the recovered instructions"
@@ -110,7 +119,15 @@ def allowed(hit: Hit) -> str | None:
 
 
 # Known leaks: (category, marker kind) -> what and where. Each is a strict xfail below.
-KNOWN: dict[tuple[str, str], str] = {}
+KNOWN: dict[tuple[str, str], str] = {
+    ("node-data", f"name-{who}"): (
+        f"the {who}'s display name (`velador id new --name`) is in every node's node.db (and "
+        "its -wal): the policy a node stores embeds each party's full contact card, name "
+        "included, while docs/threat-model.md §2.4 says a node can leak only case ids, check-in "
+        "times and public keys"
+    )
+    for who in PEOPLE
+}
 
 
 def _entries(*dirs: str) -> set[Path]:
