@@ -110,10 +110,13 @@ def create_case(
         envelopes[h.id] = make_envelopes(policy, h, groups[h.group][h.member], identity.sign_key)
     del groups
     files = write_offline(policy, envelopes, offline_dir) if offline and offline_dir else []
-    for url in stores:  # the policy is public to holders; keeping it beside the data helps recovery
-        open_store(url).put(
-            f"{policy.case_id}/policy/{policy.hash}", json.dumps(policy.doc).encode()
-        )
+    # The policy is NOT copied into the stores: it names the reporter, the recipients and the
+    # editors, and a store provider must learn nothing about who works with whom (threat model
+    # §2.5). Recipients get it from the nodes' release or beside the share files (format §5.3).
+    # Each store is still asked once, so a wrong bucket or refused credentials show up now
+    # rather than at the first deposit.
+    for url in stores:
+        next(iter(open_store(url).list(f"{policy.case_id}/")), None)
     return NewCase(policy, envelopes, files)
 
 
@@ -275,7 +278,6 @@ def rotate_case(
     The keyring is written to, and read back from, every store BEFORE anything changes locally:
     without it the deposits made so far could never be read again."""
     from .objects import keyring_key
-    from .stores import open_store
 
     rec = state.case(name)
     old = rec.policy

@@ -206,6 +206,16 @@ def test_case_create_writes_policy_and_private_share_files(world):
     assert sorted(str(p) for p in files) == sorted(world.info["share_files"])
 
 
+def test_stores_never_learn_who_works_on_the_case(v, world):
+    """The policy names people; a store provider must not see it (threat model §2.5)."""
+    v.ok(world.r, "deposit", "inv", world.data)
+    for store in world.stores:
+        blobs = [p.read_bytes() for p in store.rglob("*") if p.is_file()]
+        assert blobs
+        for needle in (b"Rita Reporter", b"Diario Sur", b"velador:card:v1:"):
+            assert not any(needle in b for b in blobs), (store, needle)
+
+
 def test_case_list_and_show(v, world):
     rows = v.json(world.r, "case", "list")
     assert [r["case"] for r in rows] == ["inv"]
