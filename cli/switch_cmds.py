@@ -187,6 +187,9 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
     Nodes that disagree (state, check-in number, deadline, policy version) are flagged."""
     from vault.switch import arming_state
 
+    if case and not ctx.state.has_case(case):
+        _remote_status(ctx, case, timeout, as_json)
+        return
     if case:
         recs = [ctx.state.case(case)]
     else:
@@ -217,6 +220,53 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
             con.print(f"warning: {line}")
         if s.local == "arming":
             con.print(f"warning: not every node has the case yet: run 'velador case arm {s.case}'")
+
+
+def _remote_status(ctx: Ctx, text: str, timeout: float, as_json: bool) -> None:
+    """An editor's or recipient's view of a case they do not own (a case card or a case id).
+
+    Nodes answer status requests from everyone the policy names, so an editor can follow the
+    quorum count and the objection window after asking for a release."""
+    from collections import Counter
+
+    from vault.errors import NotFoundError
+    from vault.netrecover import case_ref
+    from vault.switch import CaseStatus, fan_out
+
+    contacts = [card for _, card in ctx.state.contacts()]
+    ref = case_ref(
+        text,
+        [c for c in contacts if c.role == "node"],
+        [c for c in contacts if c.role == "reporter"],
+    )
+    ident = ctx.unlock()
+    results = fan_out(ref.nodes, ident, ctx.clock, lambda c: c.status(ref.case_id), timeout)
+    if ref.policy_hash is None:  # a bare id: nodes that never heard of the case are not its nodes
+        results = [r for r in results if not isinstance(r.error, NotFoundError)]
+    if not results:
+        raise NotFoundError(
+            f"no escrow node you know has case {ref.case_id}",
+            hint="ask the reporter for the case card, or add the case's nodes as contacts",
+        )
+    hashes = Counter(r.body.get("policy_hash") for r in results if r.ok and r.body)
+    pinned = ref.policy_hash or (hashes.most_common(1)[0][0] if hashes else "")
+    st = CaseStatus("case", ref.case_id, "you are not its reporter", str(pinned), results)
+    now = ctx.clock.now()
+    if as_json:
+        emit_json({"time": now, "cases": [st.to_json()]})
+        return
+    con = out_console()
+    con.print(status_rows(st, now))
+    pending = [r.body for r in results if r.ok and r.body and r.body.get("pending_until")]
+    if pending:
+        b = pending[0]
+        until = min(p["pending_until"] for p in pending)
+        con.print(
+            f"editor release pending ({b.get('editor_requests')} of {b.get('editor_quorum')} "
+            f"editors asked); the nodes release at {when(until, now)} unless the reporter objects"
+        )
+    for line in st.disagreements:
+        con.print(f"warning: {line}")
 
 
 # --- pause, resume, release, object -----------------------------------------------------------

@@ -165,6 +165,13 @@ class LocalState:
                 }
             )
 
+    def has_case(self, name_or_id: str) -> bool:
+        """Whether this home owns the case (editors and recipients look at others' cases)."""
+        row = self.db.execute(
+            "SELECT 1 FROM cases WHERE name = ? OR case_id = ?", [name_or_id, name_or_id]
+        ).fetchone()
+        return row is not None
+
     def case(self, name_or_id: str) -> CaseRecord:
         row = self.db.execute(
             "SELECT case_id, name, policy, created, status, secrets, extra FROM cases "

@@ -95,6 +95,27 @@ def test_editor_release_request_reaches_every_node_and_the_editor_is_told(armed,
     # And the editor's inbox shows the pending release
     out, _ = v.ok(home, "inbox")
     assert out.count("editor_pending (EDITOR_PENDING)") == 2
+    # And `velador status` (a case the editor does not own) shows the quorum and the window
+    out, _ = v.ok(home, "status", case.case_id)
+    assert f"({case.case_id}): you are not its reporter" in out
+    assert "editor release pending (1 of 1 editors asked); the nodes release at" in out
+    info = json.loads(v.ok(home, "status", case.case_id, "--json")[0])
+    [st] = info["cases"]
+    assert st["case_id"] == case.case_id
+    assert [n["state"] for n in st["nodes"]] == ["EDITOR_PENDING"] * 2
+    assert {n["editor_requests"] for n in st["nodes"]} == {1}
+
+
+def test_status_of_a_case_nobody_you_know_holds(armed, v):
+    case = armed(n=1, threshold=1)
+    home = case.homes["editor"]
+    case.add_nodes_as_contacts(v, home, case.nodes)
+    code, _, err = v(home, "status", "ffffffffffffffff")
+    assert code == 66
+    assert err.strip().splitlines()[-2:] == [
+        "velador: error: no escrow node you know has case ffffffffffffffff",
+        "velador: hint: ask the reporter for the case card, or add the case's nodes as contacts",
+    ]
 
 
 def test_an_editor_not_in_the_policy_is_refused(armed, v):
