@@ -200,9 +200,10 @@ def nodes(tmp_path: Path, clock: SharedClock):
     for n in made:
         try:
             n.stop()
-        except Exception:  # pragma: no cover
+        except Exception:  # pragma: no cover - a node slow to stop on a loaded machine
             if n.proc:
                 n.proc.kill()
+                n.proc.wait(30)  # reap it, or the next test sees a process still running
 
 
 # --- SMTP and webhook receivers -------------------------------------------------------------
