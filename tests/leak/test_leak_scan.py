@@ -73,11 +73,14 @@ KINDS = (
     "passphrase-wrong",
     *(f"passphrase-{who}" for who in PEOPLE),
     *(f"name-{who}" for who in PEOPLE),
+    *(f"email-{who}" for who in PEOPLE),
+    *(f"hook-{who}" for who in PEOPLE),
 )
 CATEGORIES = (
     *(f"home-{who}" for who in WHO),
     "user-home",
     "node-data",
+    "node-audit",
     "node-output",
     "store-folder",
     "s3",
@@ -110,6 +113,18 @@ def allowed(hit: Hit) -> str | None:
         # A display name travels inside the person's contact card, which is meant to be handed
         # around: it sits in every home that added the card and in `contact add CARD` argv.
         return "a display name inside a contact card, in a home, terminal or argv that holds it"
+    if hit.kind.startswith(("email-", "hook-")):
+        who = hit.kind.split("-", 1)[1]
+        if hit.category == "node-data":
+            # A node stores the addresses a party registered (docs/protocol.md §8.1).
+            return "the node's subscriptions table (protocol §8.1)"
+        if hit.kind.startswith("hook-") and hit.category == "webhook" and f" /{who}/" in hit.label:
+            # The Velador-Delivery id is {notice}:{channel}:{target} (protocol §8.3): a party's
+            # own URL, in a request sent to that URL.
+            return "the delivery id of a webhook sent to that very URL (protocol §8.3)"
+        only_to_them = f" to leakmark-email-{who}-" in hit.label and "," not in hit.label
+        if hit.kind.startswith("email-") and hit.category == "mail" and only_to_them:
+            return "the envelope and To: of a mail to that very address"
     if hit.kind == "instructions" and hit.category in ("output-outlet1", "output-outlet2"):
         # `recover` shows the outlet the instructions it just recovered: meant for its eyes.
         return "the recovering outlet's own terminal shows the recovered instructions"
@@ -125,6 +140,14 @@ KNOWN: dict[tuple[str, str], str] = {
         "its -wal): the policy a node stores embeds each party's full contact card, name "
         "included, while docs/threat-model.md §2.4 says a node can leak only case ids, check-in "
         "times and public keys"
+    )
+    for who in PEOPLE
+} | {
+    ("node-output", f"hook-{who}"): (
+        f"the {who}'s webhook URL (a capability: such URLs often carry a secret token) is in "
+        "every node's log at the default --log-level info: httpx logs each delivery as 'INFO "
+        "httpx: HTTP Request: POST <target>' (escrow_node/server.py leaves the httpx logger "
+        "at the root level), against the spirit of protocol §6/§8 (never an address)"
     )
     for who in PEOPLE
 }
