@@ -83,6 +83,12 @@ def deposit(
         return
     for s in result.skipped:
         click.echo(f"velador: warning: skipped {s} (not a regular file or folder)", err=True)
+    for path in result.changed:
+        click.echo(
+            f"velador: warning: {path} changed while it was being read; it is not in this "
+            "snapshot (deposit again when it is no longer being written)",
+            err=True,
+        )
     if result.unchanged:
         repaired = (
             f"; re-uploaded {_human(result.bytes_uploaded)} of missing copies"

@@ -337,11 +337,8 @@ def deposit(
             entries.append(_file_entry(item, chunks))
         for _, item, _ in changed:
             result.changed.append(str(item.abs_path))
-            log.warning(
-                "velador: warning: %s changed while it was being read; it is not in this "
-                "snapshot (deposit it again when it is not being written)",
-                item.abs_path,
-            )
+            # Reported to the user by the caller from `result.changed` (cli/data_cmds.py).
+            log.info("%s changed while it was being read; left out of this snapshot", item.abs_path)
         cache_rows = [
             {
                 "case_id": policy.case_id,

@@ -111,11 +111,8 @@ def test_a_file_that_keeps_changing_is_left_out_with_a_warning(setup, monkeypatc
     with caplog.at_level(logging.WARNING, logger="velador.deposit"):
         res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=jobs)
     path = str(src / "app.log")
-    assert res.changed == [path]
-    assert caplog.messages == [
-        f"velador: warning: {path} changed while it was being read; it is not in this snapshot "
-        "(deposit it again when it is not being written)"
-    ]
+    assert res.changed == [path]  # the CLI prints one warning line per entry
+    assert caplog.messages == []  # and the library does not print a second one through logging
     # The snapshot holds the other file, intact, and nothing of the changing one
     R.restore(setup.policy, [setup.key], list(setup.policy.stores), setup.tmp / "out")
     assert _tree(setup.tmp / "out") == {"inv/b.bin": b}
