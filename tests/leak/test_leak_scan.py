@@ -1,22 +1,30 @@
 """Leak scan (issue 5): one full case life with marker strings, then every byte Velador wrote.
 
 The life (tests/leak/life.py): a reporter (with a duress passphrase), two outlets and an editor,
-each with a marker passphrase given through VELADOR_PASSPHRASE (the environment may hold it,
-argv never); three real `velador node serve` processes (2 of 3) with SMTP, operator e-mail and
-webhook notifications, and every party subscribed by e-mail and webhook at every node; a case
-named by a marker with a folder store and an S3 store (moto); a deposit whose file names, folder
-names, contents (one pair NFC-unicode) and instructions carry markers; a normal check-in and a
-duress check-in; a check-in with a wrong (marker) passphrase; an editor's release request with a
-marker reason, and one whose over-long marker reason every node refuses; `release now`; the outlet's
-inbox and recovery into an output folder. HOME and TMPDIR point inside the scanned root.
+each with a marker display name and a marker passphrase given through VELADOR_PASSPHRASE (the
+environment may hold it, argv never); three real `velador node serve` processes (2 of 3,
+--log-level debug, a superset of the default info) with SMTP, operator e-mail and webhook
+notifications, and every party subscribed at every node with a marker e-mail address and a
+marker webhook URL; a case named by a marker with a folder store and an S3 store (moto); a
+deposit whose file names, folder names, contents (one pair NFC-unicode) and instructions carry
+markers; a normal check-in and a duress check-in; a check-in with a wrong (marker) passphrase;
+an editor's release request with a marker reason, and one whose over-long marker reason every
+node refuses; `release now`; the operators' `node status` and `node audit --verify`; inboxes;
+recovery by one outlet with the case card and by the other with the case id, each into its
+output folder. Deposit and recovery are made to use their worker processes. HOME and TMPDIR
+point inside the scanned root.
 
 Scanned, per category: every file and path name under the root (homes, node data folders with
-SQLite -wal/-shm and logs, the folder store, TMPDIR, HOME), the node processes' stdout/stderr,
-the logging records of the in-process commands, each command's stdout/stderr and argv, the argv
-of every process started (Popen in this process, and /proc/<pid>/cmdline of every descendant,
-sampled while they run), raw e-mails, raw webhook requests, every S3 object and key, and new
-entries in /tmp and /dev/shm. Each marker is searched raw and as NFC/NFD, lowercase, UTF-16,
-URL-encoding, JSON escapes, hex and base64 at every alignment (tests/leak/scan.py).
+SQLite -wal/-shm and logs, the folder store, TMPDIR, HOME), at the end and also three times
+while the nodes run (live copies, so WAL files and short-lived files count), each node's audit
+table on its own, the node processes' stdout/stderr, whatever reached file descriptors 1 and 2
+of the test process, the logging records of the in-process commands, each command's
+stdout/stderr and argv, the argv of every process started (Popen in this process, and
+/proc/<pid>/cmdline of every descendant, sampled while they run), raw e-mails, raw webhook
+requests, every S3 object and key, and new entries in /tmp and /dev/shm. Each marker is searched
+raw and as NFC/NFD, lowercase, uppercase, UTF-16, URL-encoding, JSON escapes, hex and base64 at
+every alignment, also inside gzip, zlib, bz2 and xz buffers (tests/leak/scan.py, checked by
+tests/leak/test_scan_forms.py).
 
 Rules, i.e. where a marker MAY appear (everything else is a leak):
 - the recovery output folder and the reporter's own source tree (the files themselves);
@@ -35,6 +43,10 @@ Rules, i.e. where a marker MAY appear (everything else is a leak):
   card is meant to be: every home that added it, the parties' own terminals, `contact add CARD`
   argv. NOT in stores, notifications, logs or temp; in node databases it is a known leak (the
   policy embeds whole cards, names included, and the threat model lists only public keys);
+- a party's subscription e-mail address and webhook URL in the node's database (it must keep
+  them, protocol §8.1), in mail sent to that address alone, and in webhook requests sent to that
+  URL (the Velador-Delivery id is `{notice}:{channel}:{target}`, §8.3); never in the audit
+  table, in another party's notifications, or in logs (a known leak for webhook URLs, below);
 - nothing else: passphrase markers nowhere, file contents/names/instructions nowhere else.
 
 A known leak is its own parametrized case marked `xfail(strict=True, reason="LEAK: ...")`, so
@@ -207,7 +219,9 @@ def scanned(tmp_path_factory, moto_server):
                 hits += scanner.search("s3", key, body)
         s3.close()
     base = Path(tmp_path_factory.getbasetemp()).resolve()
-    system_temp = 0
+    # Other programs share /tmp: their files cannot hold these random markers, so reading them
+    # only costs time; a budget keeps that bounded.
+    system_temp, budget = 0, 256 << 20
     for entry in sorted(_entries("/tmp", "/dev/shm") - before):
         with contextlib.suppress(OSError):
             if base == entry.resolve() or base.is_relative_to(entry.resolve()):
@@ -215,7 +229,9 @@ def scanned(tmp_path_factory, moto_server):
             paths = [entry, *entry.rglob("*")] if entry.is_dir() else [entry]
             for p in paths:
                 with contextlib.suppress(OSError):
-                    if p.is_file() and not p.is_symlink() and p.stat().st_size < 64 << 20:
+                    size = p.stat().st_size if p.is_file() and not p.is_symlink() else -1
+                    if 0 <= size <= budget:
+                        budget -= size
                         system_temp += 1
                         hits += scanner.search("system-temp", str(p), p.read_bytes())
     stats = {
