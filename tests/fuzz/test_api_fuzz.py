@@ -177,6 +177,78 @@ def test_deeply_nested_heartbeat_is_refused(node):
         check_answer(node, send(node, w.reporter, "POST", path, body, cid), before)
 
 
+def _request_doc(node, path: str, method: str = "GET", body: bytes = b""):
+    from escrow_node.auth import body_hash
+    from vault.encoding import b64e
+
+    return {
+        "v": 1,
+        "method": method,
+        "path": path,
+        "query": "",
+        "body": body_hash(body),
+        "time": node.clock.now(),
+        "nonce": b64e(bytes(16)),
+        "node": b64e(node.card.sign_pk),
+        "case_id": node.world.policy.case_id,
+    }
+
+
+def _ascii_only(value) -> bool:
+    if isinstance(value, str):
+        return value.isascii()
+    if isinstance(value, dict):
+        return all(_ascii_only(k) and _ascii_only(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_ascii_only(v) for v in value)
+    return True
+
+
+@fuzz_settings(40, 0.5)
+@given(data=st.data())
+def test_request_signatures_mutated_and_resigned(node, data):
+    from vault.encoding import b64e
+
+    w = node.world
+    path = f"/v1/cases/{w.policy.case_id}"
+    req = data.draw(mutated(_request_doc(node, path)))
+    # Non-ASCII string fields make the node answer 500: pinned by
+    # test_non_ascii_request_signature_is_a_401 below, left out here so the rest is still fuzzed.
+    if not _ascii_only(req):
+        return
+    doc = resign("request", req, w.reporter.sign_key, {"kind": "request", "sig": "", "signer": ""})
+    body = _encode(doc)
+    if body is None:
+        return
+    before = node.snapshot()
+    resp = httpx.get(node.url + path, headers={"authorization": "Velador " + b64e(body)})
+    check_answer(node, resp, before)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a request signature whose 'body' (or method, path, query, node) holds a non-ASCII "
+    "character makes verify_request (escrow_node/auth.py:115, hmac.compare_digest on str) raise "
+    "TypeError, and the node answers 500 instead of 401; any key can sign such a request",
+)
+def test_non_ascii_request_signature_is_a_401(node):
+    from nacl.signing import SigningKey
+
+    from vault.encoding import b64e
+    from vault.signing import sign_document
+
+    req = _request_doc(node, "/v1/inbox")
+    req["body"] = "\u202e"
+    req["case_id"] = None
+    doc = sign_document("request", req, SigningKey(bytes(32)))
+    before = node.snapshot()
+    resp = httpx.get(
+        node.url + "/v1/inbox", headers={"authorization": "Velador " + b64e(canonical_json(doc))}
+    )
+    check_answer(node, resp, before)
+    assert resp.status_code == 401
+
+
 @pytest.mark.skipif(not FUZZING, reason="the bounded run is tests/node/test_schemathesis.py")
 def test_openapi_conformance_full(tmp_path):
     schemathesis = pytest.importorskip("schemathesis")
