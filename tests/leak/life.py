@@ -350,6 +350,11 @@ def run_life(root: Path, s3_url: str, bucket: str) -> Life:
     v = Runner(life, homes | {"operator": root / "homes" / "operator"}, passes)
     captured = root / "captured"
     captured.mkdir()
+    stub = root / "bin" / "notify-send"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    os.environ["PATH"] = f"{stub.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
     box, hooks = RawMailbox(), RawHooks()
     from aiosmtpd.controller import Controller
@@ -455,7 +460,7 @@ def run_life(root: Path, s3_url: str, bucket: str) -> Life:
             *[a for n in nodes for a in ("--node", n.name)], "--threshold", "2",
             "--recipient", "outlet1", "--recipient", "outlet2",
             "--editor", "editor", "--editor-quorum", "1", "--objection-window", "1h",
-            "--every", "1h", "--grace", "1h", "--remind", "30m",
+            "--every", "1h", "--grace", "1h", "--remind", "3599s",
             "--store", f"file://{root / 'stores' / 'folder'}",
             "--store", f"s3://{bucket}/{life.prefix}",
         )  # fmt: skip
@@ -482,8 +487,12 @@ def run_life(root: Path, s3_url: str, bucket: str) -> Life:
         life.source = src
         v("reporter", "deposit", m["casename"], tree, "--instructions", note)
 
-        # Check-ins: a normal one, then one with the duress passphrase (editors alerted).
+        # Check-ins: a normal one, then one with the duress passphrase (editors alerted). The
+        # reminder is due one second after a check-in, so the reporter's agent shows it (as a
+        # desktop notification too: a stub notify-send on PATH that does nothing).
         v("reporter", "checkin", m["casename"])
+        time.sleep(1.2)
+        v("reporter", "agent", "--once")
         v("reporter", "checkin", m["casename"], passphrase=m["passphrase-duress"])
         wait_until(
             lambda: (

@@ -7,12 +7,12 @@ environment may hold it, argv never); three real `velador node serve` processes 
 notifications, and every party subscribed at every node with a marker e-mail address and a
 marker webhook URL; a case named by a marker with a folder store and an S3 store (moto); a
 deposit whose file names, folder names, contents (one pair NFC-unicode) and instructions carry
-markers; a normal check-in and a duress check-in; a check-in with a wrong (marker) passphrase;
-an editor's release request with a marker reason, and one whose over-long marker reason every
-node refuses; `release now`; the operators' `node status` and `node audit --verify`; inboxes;
-recovery by one outlet with the case card and by the other with the case id, each into its
-output folder. Deposit and recovery are made to use their worker processes. HOME and TMPDIR
-point inside the scanned root.
+markers; a normal check-in, `velador agent --once` with a reminder due (a stub notify-send on
+PATH), and a duress check-in; a check-in with a wrong (marker) passphrase; an editor's release
+request with a marker reason, and one whose over-long marker reason every node refuses; `release
+now`; the operators' `node status` and `node audit --verify`; inboxes; recovery by one outlet
+with the case card and by the other with the case id, each into its output folder. Deposit and
+recovery are made to use their worker processes. HOME and TMPDIR point inside the scanned root.
 
 Scanned, per category: every file and path name under the root (homes, node data folders with
 SQLite -wal/-shm and logs, the folder store, TMPDIR, HOME), at the end and also three times
@@ -162,6 +162,12 @@ KNOWN: dict[tuple[str, str], str] = {
         "at the root level), against the spirit of protocol §6/§8 (never an address)"
     )
     for who in PEOPLE
+} | {
+    ("argv-process", "casename"): (
+        "the case name is in the argv of notify-send, which `velador agent` runs for a due "
+        "reminder (cli/agent.py desktop_notify, text '<case name>: check in within ...'): any "
+        "local user can read /proc/<pid>/cmdline, and desktops keep notification history"
+    ),
 }
 
 
@@ -186,6 +192,7 @@ def scanned(tmp_path_factory, moto_server):
         mp.setenv("TMPDIR", str(root / "tmp"))
         mp.setattr(tempfile, "tempdir", None)  # forget the cached default
         mp.setenv("HOME", str(root / "homes" / "user"))
+        mp.setenv("PATH", os.environ.get("PATH", ""))  # restored after run_life prepends bin/
         for var in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
             mp.delenv(var, raising=False)
         mp.setenv("VELADOR_S3_ENDPOINT", moto_server)
