@@ -65,6 +65,9 @@ def _register() -> None:
     from . import outlet_cmds
 
     cli.add_command(outlet_cmds.inbox)
+    from .notify_cmds import notify_cmd
+
+    cli.add_command(notify_cmd)
     cli.add_command(outlet_cmds.release_group())  # adds `release request` to the release group
     try:
         from .node_cmds import node
