@@ -1,6 +1,6 @@
 """One full case life with marker strings, recording every byte Velador writes (issue 5).
 
-`run_life(root, s3_url)` plays the whole story with real `velador` commands (in process, through
+`run_life(root, bucket)` plays the whole story with real `velador` commands (in process, through
 click and the real error handler, as cli/demo.py does) and three real `velador node serve`
 processes (2 of 3) with an aiosmtpd server and a webhook receiver on loopback. It returns a
 `Life` with the markers, every recorded byte stream (command output, logs of the in-process
@@ -334,7 +334,7 @@ def write_tree(src: Path, m: dict[str, str]) -> tuple[Path, Path]:
     return tree, note
 
 
-def run_life(root: Path, s3_url: str, bucket: str) -> Life:
+def run_life(root: Path, bucket: str) -> Life:
     """Play one case life under `root`; every folder Velador may write is inside it."""
     from escrow_node.client import NodeClient
     from vault.clock import SystemClock

@@ -209,7 +209,7 @@ def scanned(tmp_path_factory, moto_server):
         mp.setattr("vault.recover.INLINE_BELOW", 0)
         s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
         s3.create_bucket(Bucket=bucket)
-        life = run_life(root, moto_server, bucket)
+        life = run_life(root, bucket)
         t_scan = time.monotonic()
         scanner = Scanner(life.marks)
         hits, skipped = scanner.tree(root, category_of)
