@@ -11,6 +11,8 @@ scan; tests/leak/scan.py searches them.
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import io
 import logging
 import os
@@ -125,6 +127,18 @@ class RawHooks:
                         if line.lower().startswith("velador-event:"):
                             out.append(line.split(":", 1)[1].strip())
             return out
+
+
+def decoded_mail(raw: bytes) -> bytes:
+    """Headers (RFC 2047 words decoded) and every part's payload after its transfer encoding
+    (quoted-printable can split a marker across a soft line break; base64 is searched raw too)."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    out = [f"{k}: {v}".encode() for k, v in msg.items()]
+    for part in msg.walk():
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            out.append(payload)
+    return b"\n".join(out)
 
 
 def start_hooks(hooks: RawHooks) -> ThreadingHTTPServer:
@@ -589,7 +603,9 @@ def run_life(root: Path, bucket: str) -> Life:
     life.streams.append(Stream("cli-log", "logging records of the in-process commands",
                                log_buf.getvalue().encode()))  # fmt: skip
     for i, (rcpt, raw) in enumerate(box.raw):
-        life.streams.append(Stream("mail", f"mail {i} to {','.join(rcpt)}", raw))
+        label = f"mail {i} to {','.join(rcpt)}"
+        life.streams.append(Stream("mail", label, raw))
+        life.streams.append(Stream("mail", label + " [decoded]", decoded_mail(raw)))
     for i, (path, headers, body) in enumerate(hooks.calls):
         life.streams.append(Stream("webhook", f"webhook {i} {path}", headers + b"\r\n" + body))
     for i, args in enumerate(argv.popen_args):
