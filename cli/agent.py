@@ -113,7 +113,9 @@ def show(rnd: Round, notify: bool) -> None:
     for rem in rnd.reminders:
         click.echo(f"{iso(rnd.time)} reminder: {rem['text']}", err=True)
         if notify:
-            desktop_notify(rem["text"])
+            # Not the reminder text: a notification's text is in notify-send's argv (readable by
+            # every local user in /proc) and in the desktop's history, so no case name goes there.
+            desktop_notify("A check-in is due soon: run 'velador status', then 'velador checkin'.")
 
 
 @click.command("agent")

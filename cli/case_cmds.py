@@ -260,6 +260,7 @@ def case_create(
         ctx.clock,
         nodes=node_cards,
         switch=switch,
+        s3_endpoint=ctx.s3_endpoint,
         offline_dir=offline_dir,
     )
     register_locally(ctx.state, ident, name, new, {"offline_dir": str(offline_dir or "")})

@@ -39,6 +39,10 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO: webhook URLs often carry secret tokens, and logs are
+    # kept and shipped longer than the database (protocol §8.5: no address in logs).
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     config = load_config(data_dir).with_overrides(host=host, port=port, tick=tick)
     clock: Clock = SystemClock()
     if test_clock_file is not None:

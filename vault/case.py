@@ -71,6 +71,7 @@ def create_case(
     offline_dir: Path | None = None,
     replaces: str | None = None,
     case_id: str | None = None,
+    s3_endpoint: str | None = None,
 ) -> NewCase:
     if identity.role != "reporter":
         raise PolicyError(
@@ -116,7 +117,7 @@ def create_case(
     # Each store is still asked once, so a wrong bucket or refused credentials show up now
     # rather than at the first deposit.
     for url in stores:
-        next(iter(open_store(url).list(f"{policy.case_id}/")), None)
+        next(iter(open_store(url, s3_endpoint=s3_endpoint).list(f"{policy.case_id}/")), None)
     return NewCase(policy, envelopes, files)
 
 
@@ -303,6 +304,7 @@ def rotate_case(
         offline_dir=offline_dir,
         replaces=old.hash,
         case_id=old.case_id,
+        s3_endpoint=s3_endpoint,
     )
     blob = make_keyring(old, old_envs, new.policy)
     key = keyring_key(old.case_id, new.policy.hash)
