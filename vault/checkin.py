@@ -135,15 +135,19 @@ def checkin(
             elif getattr(r.error, "code", None) == "stale_heartbeat":
                 # A peer forwarded this heartbeat to the node before we reached it (gossip is
                 # fast): the node has it. Show what its receipt would have said.
+                # Its view is recorded too: the agent reminds from the earliest deadline it
+                # knows, and a view left at the previous deadline silenced every reminder.
                 state.unqueue(policy.case_id, r.fingerprint)
                 r.error = None
                 r.body = _cover_receipt(mine, policy, hb)
+                state.record_view(policy.case_id, r.fingerprint, r.body)
             elif identity.duress and not r.unreachable:
                 # Under duress a node that acted on the marker (a "release" policy, possibly
                 # told first by a peer's gossip) refuses the direct copy; the captor watching
                 # the screen must see the same rows as for a normal check-in.
                 r.error = None
                 r.body = _cover_receipt(mine, policy, hb)
+                state.record_view(policy.case_id, r.fingerprint, r.body)
             elif r.unreachable:
                 tickets = make_tickets(identity, card, hb, now, horizon)
                 state.queue_heartbeat(policy.case_id, r.fingerprint, hb, tickets, now)

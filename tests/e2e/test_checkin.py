@@ -255,6 +255,23 @@ def test_gossip_race_shows_the_cover_receipt_even_under_duress(
     ns[1].wait_state(info["case_id"], "RELEASED")
 
 
+def test_a_gossip_race_still_moves_the_agents_deadline(v, armed, clock, monkeypatch):
+    """A node that had the heartbeat from a peer first must still count as told: the agent
+    reminds from the earliest deadline it knows, and a view left at the old deadline silenced
+    every later reminder (found as a flaky agent test under load)."""
+    import vault.switch
+
+    monkeypatch.setattr(vault.switch, "NodeClient", GossipWins)
+    v.ok(armed.r, "checkin")
+    clock.advance(2 * DAY)
+    out = v.json(armed.r, "checkin")["cases"][0]
+    views = LocalState(armed.r).node_views(armed.case_id)
+    assert {row["deadline"] for row in views} == {out["next_deadline"]}
+    clock.set(out["next_deadline"] - 3600)
+    rems = v.json(armed.r, "agent", "--once", passphrase=None)["reminders"]
+    assert [r["offset"] for r in rems] == [7200]
+
+
 def test_interrupted_checkin_never_reuses_a_sequence_number(v, armed, monkeypatch):
     import vault.switch
 
