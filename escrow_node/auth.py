@@ -112,7 +112,11 @@ def verify_request(
             "node": b64e(node_pk),
         }
         for key, want in fields.items():
-            if not hmac.compare_digest(str(require(body_doc, key, str, "request")), want):
+            got = require(body_doc, key, str, "request")
+            # Bytes, not str: compare_digest refuses non-ASCII strings with a TypeError (a 500).
+            if not hmac.compare_digest(
+                got.encode("utf-8", "surrogatepass"), want.encode("utf-8", "surrogatepass")
+            ):
                 raise AuthenticationError(f"the request signature does not cover this {key}")
         t = require(body_doc, "time", int, "request")
         nonce = require(body_doc, "nonce", str, "request")

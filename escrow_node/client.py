@@ -303,8 +303,13 @@ class NodeClient:
     def inbox(self, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """GET /v1/inbox: notices addressed to this signer, each {"id", "notice": verified body}."""
         data = self._send("GET", "/v1/inbox", params={"after": str(after), "limit": str(limit)})
+        items = data.get("notices", []) if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise NodeError(f"node {self.name} sent an invalid inbox (no list of notices)")
         out = []
-        for item in data.get("notices", []) if isinstance(data, dict) else []:
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), int):
+                raise NodeError(f"node {self.name} sent an invalid inbox item")
             body = self._verified(item.get("notice"), "notice")
             out.append({"id": item["id"], "notice": body})
         return out

@@ -218,7 +218,9 @@ def parse_manifest(body: Any) -> Manifest:
             parent = parent.rpartition("/")[0]
     instructions = body.get("instructions")
     if instructions is not None and (
-        not isinstance(instructions, str) or len(instructions.encode()) > MAX_INSTRUCTIONS_BYTES
+        not isinstance(instructions, str)
+        or len(instructions.encode("utf-8", "surrogatepass")) > MAX_INSTRUCTIONS_BYTES
+        or any("\ud800" <= ch <= "\udfff" for ch in instructions)
     ):
         raise FormatError("manifest instructions are invalid or too long")
     parent = body.get("parent")

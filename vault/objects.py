@@ -65,6 +65,12 @@ def decrypt(ciphertext: bytes, identities: list[x25519.Identity], what: str) -> 
         raise AuthenticationError(f"{what} does not decrypt: it is corrupt or was altered") from exc
 
 
+def max_chunk_object(length: int) -> int:
+    """The most bytes an honest age object for a `length`-byte chunk can have (format §6.3:
+    header, 16-byte nonce, a 16-byte tag per 64 KiB segment), with room for header grease."""
+    return length + 16 * (length // 65536 + 2) + 16 + 4096
+
+
 def open_chunk(
     ciphertext: bytes, identities: list[x25519.Identity], chunk_key: bytes, oid: str
 ) -> bytes:
@@ -194,7 +200,7 @@ def fetch_chunk(task: tuple[str, str, str, int, int, bytes]) -> tuple[int, list[
     key = object_key(case_id, oid)
     for store in _W["stores"]:
         try:
-            data = open_chunk(store.get(key), _W["ids"], chunk_key, oid)
+            data = open_chunk(store.get(key, max_chunk_object(length)), _W["ids"], chunk_key, oid)
         except VeladorError as exc:
             if isinstance(exc, NotFoundError):
                 problems.append(f"{store.url}: object {oid[:12]} is missing")

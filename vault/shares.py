@@ -155,8 +155,12 @@ def combine_any(mnemonics: Iterable[str], expected_recipient: str) -> tuple[byte
     group_choices = []
     for members in by_group.values():
         k = members[0][1].member_threshold
+        # At most one more than the search allows: forged members must not make it allocate
+        # every combination before the limit applies (40 members, k=8: 77 million).
         group_choices.append(
-            [c for c in itertools.combinations(members, k)] if len(members) >= k else []
+            list(itertools.islice(itertools.combinations(members, k), _MAX_COMBINATIONS + 1))
+            if len(members) >= k
+            else []
         )
     usable = [g for g in group_choices if g]
     for groups in itertools.combinations(usable, gthr):

@@ -61,6 +61,8 @@ def verify_document(
         raise AuthenticationError(f"{what} was signed by an unexpected key")
     try:
         VerifyKey(signer).verify(signed_bytes(kind, doc["body"]), sig)
+    except RecursionError:
+        raise FormatError(f"{what} is nested too deeply") from None
     except (BadSignatureError, ValueError, TypeError) as exc:
         raise AuthenticationError(f"{what} has an invalid signature") from exc
     return doc["body"]

@@ -71,9 +71,6 @@ def _valid_answers():
 
 
 ANSWERS = _valid_answers()
-KNOWN_BUGS: dict[str, tuple[type[Exception], ...]] = {
-    "inbox": (AttributeError, KeyError, TypeError),
-}
 
 
 def _resign_all(value):
@@ -111,8 +108,6 @@ def _call(name: str, status: int, content: bytes):
         return call(client)
     except VeladorError:
         return None
-    except KNOWN_BUGS.get(name, ()):
-        return None  # pinned by test_inbox_hostile_notice_list_is_a_velador_error
     finally:
         client._http.close()
 
@@ -152,12 +147,6 @@ def test_resigned_mutated_answers(data, name):
         assert all(isinstance(n["notice"], dict) for n in got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: NodeClient.inbox (escrow_node/client.py:307-309) calls "
-    "item.get() and item['id'] on whatever the node sent: a notice that is not an object "
-    "raises AttributeError, a missing id KeyError, and 'notices': 5 TypeError",
-)
 @pytest.mark.parametrize(
     "answer",
     [

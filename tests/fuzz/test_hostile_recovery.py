@@ -221,13 +221,6 @@ def test_fork_and_gap_mark_the_chain_broken(case):
     assert all(p.startswith(("store", "work")) for p in tree(case.root))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fetch_chunk (vault/objects.py:197, data = open_chunk(store.get(key), ...)) reads "
-    "the whole stored object into memory before any size check: a hostile store that serves a "
-    "48 MiB object for a 39-byte chunk (at most CHUNK_MAX plus the age overhead is legitimate) "
-    "costs the recipient 48 MiB; a larger object costs as much as the store likes",
-)
 def test_an_oversized_stored_object_is_refused_without_reading_it(case):
     from vault.objects import fetch_chunk, init_recover_worker, release_file
 

@@ -7,7 +7,7 @@ deeper checks are reached. A mutation that a reader accepts must still satisfy t
 invariants (safe paths, threshold <= shares, ...). Sizes are bounded so one example takes
 milliseconds; the deadline of the active profile (tests/fuzz/profiles.py) catches a hang.
 
-Known bugs are pinned by tests marked `xfail(strict=True, reason="BUG: ...")` at the end.
+The bugs this found are fixed; the tests that pinned them stay at the end as regressions.
 """
 
 from __future__ import annotations
@@ -396,10 +396,6 @@ def test_parse_manifest_mutations(data):
         m = parse_manifest(body)
     except VeladorError:
         return
-    except UnicodeEncodeError:
-        # BUG pinned by test_parse_manifest_lone_surrogate_in_instructions below; a signed body
-        # can never carry one (it cannot be encoded, so it has no valid signature).
-        return
     _manifest_invariants(m)
 
 
@@ -510,14 +506,7 @@ def test_verify_request_hostile_headers(data):
             header = f"{SCHEME} " + b64e(canonical_json(doc))
         except (ValueError, TypeError, RecursionError):
             return
-    try:
-        req = refused_or(
-            verify_request, header, "POST", path, "", b"{}", W.nodes[0].card.sign_pk, T0
-        )
-    except TypeError as exc:
-        # BUG pinned by test_verify_request_non_ascii_field_is_unauthenticated below.
-        assert "non-ASCII" in str(exc)
-        return
+    req = refused_or(verify_request, header, "POST", path, "", b"{}", W.nodes[0].card.sign_pk, T0)
     if req is not None:
         assert abs(req.time - T0) <= 300 and len(b64d(req.nonce, "nonce")) == NONCE_BYTES
         assert req.case_id is None or isinstance(req.case_id, str)
@@ -583,7 +572,7 @@ def test_durations_any_text(text):
             assert isinstance(exc, PolicyError)
 
 
-# --- known bugs, pinned ----------------------------------------------------------------------
+# --- regressions: bugs this fuzzing found, fixed ------------------------------------------------
 
 
 def _deep_doc(kind: str, depth: int) -> bytes:
@@ -592,14 +581,6 @@ def _deep_doc(kind: str, depth: int) -> bytes:
     return f'{{"kind":"{kind}","body":{body},"signer":"{signer}","sig":"{sig}"}}'.encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: verify_document (vault/signing.py:63) re-encodes the body with canonical_json "
-    "(vault/encoding.py:21), which raises RecursionError for a body nested a little less deep "
-    "than parse_json accepts; only BadSignatureError/ValueError/TypeError are caught, so "
-    "parse_card of a 2.9 KB card (a body of ~950 nested lists) raises RecursionError instead "
-    "of FormatError",
-)
 def test_parse_card_deeply_nested_body_is_a_format_error():
     # The failing depth is a window just below what parse_json accepts; where it lies depends on
     # the depth of the caller's stack, so try every depth (about 50 ms).
@@ -610,13 +591,6 @@ def test_parse_card_deeply_nested_body_is_a_format_error():
             parse_card(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: verify_request (escrow_node/auth.py:115) compares the signed fields with "
-    "hmac.compare_digest(str, str), which raises TypeError ('comparing strings with non-ASCII "
-    "characters is not supported') when a field such as 'body' holds a non-ASCII character; "
-    "anyone can sign such a request with a key of their own, and the node answers 500",
-)
 @pytest.mark.parametrize("field", ["method", "path", "query", "body", "node"])
 def test_verify_request_non_ascii_field_is_unauthenticated(field):
     from escrow_node.errors import Unauthenticated
@@ -630,12 +604,6 @@ def test_verify_request_non_ascii_field_is_unauthenticated(field):
         verify_request(header, "POST", path, "", b"{}", W.nodes[0].card.sign_pk, T0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_manifest (vault/manifest.py:221, the instructions check) calls "
-    "instructions.encode() without 'surrogatepass', so a body whose instructions hold a lone "
-    'surrogate (valid JSON: "\\ud800") raises UnicodeEncodeError, not FormatError',
-)
 def test_parse_manifest_lone_surrogate_in_instructions():
     body = parse_json(
         canonical_json(W.manifest_body()).replace(b'"Publicar con Diario Norte."', b'"\\ud800"'),

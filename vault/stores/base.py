@@ -66,8 +66,11 @@ class Store(Protocol):
         """Like ``put``, streaming from a local file (S3: multipart above 8 MiB)."""
         ...
 
-    def get(self, key: str) -> bytes:
-        """The object's bytes; ``NotFoundError`` if there is no such object."""
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; ``NotFoundError`` if there is no such object.
+
+        With ``max_bytes``, a larger object is refused (``StoreError``) before it is read: a
+        hostile store must not make a reader allocate what it likes."""
         ...
 
     def get_to_file(self, key: str, path: pathlib.Path) -> None:

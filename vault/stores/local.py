@@ -241,10 +241,15 @@ class FileStore:
             except OSError as exc:
                 raise self._write_error(key, exc) from exc
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
         path = self._path(key)
         try:
-            return path.read_bytes()
+            with open(path, "rb") as fh:
+                if max_bytes is not None and os.fstat(fh.fileno()).st_size > max_bytes:
+                    raise StoreError(
+                        f"object {key} in store {self.url} is larger than {max_bytes} bytes"
+                    )
+                return fh.read()
         except _NOT_THERE:
             raise self._not_found(key) from None
         except OSError as exc:

@@ -253,11 +253,15 @@ class S3Store:
         except _CAUGHT as exc:
             raise self._error(exc, key) from exc
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
         full = self._full(key)
         try:
             resp = self._client().get_object(Bucket=self.bucket, Key=full)
             with resp["Body"] as body:
+                if max_bytes is not None and int(resp.get("ContentLength") or 0) > max_bytes:
+                    raise StoreError(
+                        f"object {key} in store {self.url} is larger than {max_bytes} bytes"
+                    )
                 data: bytes = body.read()
             return data
         except _CAUGHT as exc:
