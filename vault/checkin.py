@@ -245,6 +245,14 @@ def resend_queued(
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(plans)))) as pool:
         answers = list(pool.map(send, plans))
+    # Receipts of one heartbeat agree across nodes (the deadline runs from its signed time): a
+    # node that already had it from a peer is recorded with another node's receipt, or the
+    # agent would keep reminding from that node's previous deadline, or never again.
+    receipts = {
+        (row["case_id"], row["seq"]): body
+        for (row, _, _), (body, err) in zip(plans, answers, strict=True)
+        if err is None and body is not None
+    }
     for (row, card, ticket), (body, err) in zip(plans, answers, strict=True):
         case_id, seq = row["case_id"], row["seq"]
         if err is None:
@@ -253,6 +261,8 @@ def resend_queued(
             out.append(Resent(case_id, card.name, seq, "delivered"))
         elif getattr(err, "code", None) == "stale_heartbeat":
             state.unqueue(case_id, row["node"], seq)
+            if (case_id, seq) in receipts:
+                state.record_view(case_id, row["node"], receipts[(case_id, seq)])
             out.append(Resent(case_id, card.name, seq, "superseded"))
         elif isinstance(err, NodeError) or getattr(err, "code", None) in (
             "replay",

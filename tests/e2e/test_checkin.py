@@ -84,7 +84,12 @@ def test_unreachable_nodes_queue_and_agent_resends_without_passphrase(v, armed, 
     for node in armed.nodes:
         node.start()
     out = v.json(armed.r, "agent", "--once", "--no-notify", passphrase=None)
-    assert sorted(r["outcome"] for r in out["resent"]) == ["delivered"] * 3
+    # A node may already have it from a peer's gossip by the time the agent reaches it.
+    outcomes = [r["outcome"] for r in out["resent"]]
+    assert len(outcomes) == 3 and set(outcomes) <= {"delivered", "superseded"}, outcomes
+    assert "delivered" in outcomes
+    views = LocalState(armed.r).node_views(armed.case_id)
+    assert [row["deadline"] for row in views] == [signed_at + 3 * DAY] * 3
     for node in armed.nodes:
         assert node_seq(node, armed.case_id) == seq
         row = node.query("SELECT last_beat, deadline FROM cases WHERE case_id = ?", armed.case_id)
