@@ -60,6 +60,16 @@ def test_put_get_round_trip(store):
     assert store.get("empty") == b""
 
 
+def test_get_refuses_an_object_larger_than_max_bytes(store):
+    """A hostile store must not make a reader allocate what it likes (fetch_chunk's bound)."""
+    store.put("big", b"x" * 1000)
+    assert store.get("big", max_bytes=1000) == b"x" * 1000
+    with pytest.raises(StoreError, match="is larger than 999 bytes"):
+        store.get("big", max_bytes=999)
+    with pytest.raises(NotFoundError):
+        store.get("absent", max_bytes=10)
+
+
 def test_put_is_idempotent_and_replaces(store):
     store.put("k", b"one")
     store.put("k", b"one")
