@@ -77,6 +77,13 @@ def create_case(
         raise PolicyError(
             f"only a reporter identity can create cases (this one is {identity.role!r})"
         )
+    from .manifest import MAX_LABEL_BYTES
+
+    if not name.strip() or len(name.encode("utf-8", "surrogatepass")) > MAX_LABEL_BYTES:
+        # The name is each snapshot's label (format §6.4): refuse now, not at the first deposit.
+        raise PolicyError(
+            f"a case name must have 1 to {MAX_LABEL_BYTES} bytes", hint="choose a shorter name"
+        )
     if not recipients:
         raise PolicyError("a case needs at least one recipient", hint="add --recipient ALIAS")
     if len({c.fingerprint for c in recipients}) != len(recipients):

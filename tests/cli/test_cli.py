@@ -216,6 +216,13 @@ def test_stores_never_learn_who_works_on_the_case(v, world):
             assert not any(needle in b for b in blobs), (store, needle)
 
 
+def test_case_name_too_long_is_refused_at_create(v, world):
+    code, _, err = v(world.r, "case", "create", "x" * 1025, "--recipient", "sur", "--threshold",
+                     "1", "--shares", "1", "--offline-dir", world.shares)  # fmt: skip
+    assert code == 75
+    assert err.splitlines()[0] == "velador: error: a case name must have 1 to 1024 bytes"
+
+
 def test_case_list_and_show(v, world):
     rows = v.json(world.r, "case", "list")
     assert [r["case"] for r in rows] == ["inv"]
