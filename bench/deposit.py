@@ -96,6 +96,25 @@ def flush(path: Path) -> None:
     subprocess.run(["sync", "-f", str(path)], check=True)
 
 
+def machine() -> dict[str, object]:
+    """What a reader needs to compare figures: host, cores, CPU model, Python, date."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "host": platform.node(),
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
 def load() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -133,6 +152,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--runs", type=int, default=2, help="runs of each timed command (best kept)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = ap.parse_args()
     if not shutil.which("age"):
         raise SystemExit("the stock 'age' binary is needed for the baseline (apt-get install age)")
@@ -302,6 +322,32 @@ def main() -> None:
             f"1-byte edit in 100 MiB: {edit['new_chunks']} new chunk(s), "
             f"{edit['bytes_uploaded'] / 1e6:.2f} MB uploaded (incl. snapshot)"
         )
+        if args.json:
+            figures = {
+                "machine": machine(),
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                "size_mb": size_mb,
+                "runs": args.runs,
+                "load_before": load_before,
+                "load_after": load(),
+                "deposit": {"s": t_dep, "rss_mib": rss_dep, "cpu_s": c_dep},
+                "age_e": {"s": t_age_e, "rss_mib": rss_age_e, "cpu_s": c_age_e},
+                "age_e_sync": {"s": t_age_es},
+                "recover": {"s": t_rec, "rss_mib": rss_rec, "cpu_s": c_rec, "identical": same},
+                "age_d": {"s": t_age_d, "rss_mib": rss_age_d, "cpu_s": c_age_d},
+                "redeposit": {
+                    "command_s": t_re,
+                    "work_s": t_work,
+                    "bytes_uploaded": re["bytes_uploaded"],
+                    "unchanged": re["unchanged"],
+                },
+                "edit": {
+                    "new_chunks": edit["new_chunks"],
+                    "bytes_uploaded": edit["bytes_uploaded"],
+                },
+                "cold": {"chunks": dep["new_chunks"], "bytes_uploaded": dep["bytes_uploaded"]},
+            }
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

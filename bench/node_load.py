@@ -130,7 +130,7 @@ def pct(values: list[float], p: float) -> float:
 # --- 1. heartbeats ---------------------------------------------------------------------------
 
 
-def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int) -> None:
+def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int) -> dict:
     data, url = init_node(root, "bench-node")
     card = load_card(data)
     proc = start_node(data, url)
@@ -188,6 +188,19 @@ def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int)
         )
         met = rate >= 1000 and pct(lat, 0.99) < 0.1
         print(f"target >= 1,000/s and p99 < 100 ms: {'met' if met else 'NOT met'}")
+        return {
+            "concurrency": concurrency,
+            "cases": n_cases,
+            "seconds": seconds,
+            "accepted": ok,
+            "errors": bad,
+            "per_s": rate,
+            "p50_ms": pct(lat, 0.50) * 1000,
+            "p99_ms": pct(lat, 0.99) * 1000,
+            "max_ms": max(lat) * 1000,
+            "node_cpu_us_per_hb": node_cpu / max(ok, 1) * 1e6,
+            "generator_cpu_s": gen_cpu,
+        }
     finally:
         stop(proc)
 
@@ -239,7 +252,7 @@ async def _drive(url: str, reqs: list, seconds: float, concurrency: int):
 # --- 2. release latency ------------------------------------------------------------------
 
 
-def bench_release(root: Path) -> None:
+def bench_release(root: Path) -> dict:
     data, url = init_node(root, "release-node")
     card = load_card(data)
     got: dict[str, float] = {}
@@ -292,6 +305,11 @@ def bench_release(root: Path) -> None:
             )
         worst = max(max(r) for r in results)
         print(f"target < 2 s: {'met' if worst < 2 else 'NOT met'} (worst {worst * 1000:.0f} ms)")
+        return {
+            "fetchable_ms": [f * 1000 for f, _ in results],
+            "webhook_ms": [n * 1000 for _, n in results],
+            "missed": 5 - len(results),
+        }
     finally:
         stop(proc)
         server.shutdown()
@@ -300,7 +318,7 @@ def bench_release(root: Path) -> None:
 # --- 3. sweep over many cases ---------------------------------------------------------------
 
 
-def bench_sweep(root: Path, n: int) -> None:
+def bench_sweep(root: Path, n: int) -> dict:
     from escrow_node.app import create_app  # noqa: F401 - imports the node stack
     from escrow_node.config import load_config
     from escrow_node.db import Store
@@ -364,6 +382,12 @@ def bench_sweep(root: Path, n: int) -> None:
     ok = r0.seconds < 1 and r1.seconds < 1
     print(f"target < 1 s: {'met' if ok else 'NOT met'}")
     store.close()
+    return {
+        "cases": n,
+        "none_due_ms": r0.seconds * 1000,
+        "due": r1.advanced,
+        "due_ms": r1.seconds * 1000,
+    }
 
 
 def main() -> None:
@@ -373,16 +397,29 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--sweep-cases", type=int, default=100_000)
     ap.add_argument("--only", choices=["heartbeats", "release", "sweep"])
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = ap.parse_args()
+    figures: dict = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "load_before": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        },
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
     root = Path(tempfile.mkdtemp(prefix="velador-bench-"))
     try:
         print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
         if args.only in (None, "heartbeats"):
-            bench_heartbeats(root, args.seconds, args.cases, args.concurrency)
+            figures["heartbeats"] = bench_heartbeats(
+                root, args.seconds, args.cases, args.concurrency
+            )
         if args.only in (None, "release"):
-            bench_release(root)
+            figures["release"] = bench_release(root)
         if args.only in (None, "sweep"):
-            bench_sweep(root, args.sweep_cases)
+            figures["sweep"] = bench_sweep(root, args.sweep_cases)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
