@@ -7,15 +7,17 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from vault.clock import Clock, SystemClock
 from vault.errors import AuthenticationError
 from vault.identity import Identity, unlock_identity
 from vault.state import LocalState
+
+if TYPE_CHECKING:  # rich is imported by the commands that print with it, not by every command
+    from rich.console import Console
 
 PASSPHRASE_ENV = "VELADOR_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
 
@@ -59,10 +61,14 @@ def get_passphrase(
 
 
 def err_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
 def out_console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 

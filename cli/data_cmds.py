@@ -1,35 +1,31 @@
-"""`velador deposit | snapshots | verify | recover`: the data path."""
+"""`velador deposit | snapshots | verify | recover`: the data path.
+
+Recovery and verification modules are imported inside their commands: `recover` pulls in the
+HTTP client and the node protocol (vault.netrecover), which a deposit, the most frequent and most
+often scripted command, has no use for (start-up time and memory, issue 2).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from vault.case import read_share_dir
 from vault.clock import iso
 from vault.deposit import deposit as do_deposit
-from vault.envelope import addressed_to, open_envelope
 from vault.errors import NotFoundError, PolicyError, StoreError, VeladorError
-from vault.keyrings import older_keys
-from vault.netrecover import (
-    DEFAULT_TIMEOUT,
-    NO_CASE,
-    add_offline,
-    combine_released,
-    gather,
-    node_summary,
-)
-from vault.netrecover import case_ref as case_ref_of
-from vault.policy import Policy
-from vault.recover import Report, export_key, recover_key, restore
-from vault.shares import age_identity_str
-from vault.stores import open_store
-from vault.verify import verify_case
 
 from .context import Ctx, emit_json, out_console
 from .progress import byte_progress
+
+if TYPE_CHECKING:
+    from vault.policy import Policy
+    from vault.recover import Report
+
+NODE_TIMEOUT = 10.0
+"""vault.netrecover.DEFAULT_TIMEOUT, restated so that `--help` need not import the node client
+(tests/cli checks that the two agree)."""
 
 
 def _human(n: int) -> str:
@@ -150,6 +146,8 @@ def snapshots(ctx: Ctx, case_name: str, as_json: bool) -> None:
 @click.pass_obj
 def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
     """Check that every store of CASE holds every object; name what is missing."""
+    from vault.verify import verify_case
+
     rec = ctx.state.case(case_name)
     report = verify_case(ctx.state, rec, deep=deep, s3_endpoint=ctx.s3_endpoint)
     if as_json:
@@ -209,7 +207,7 @@ def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
 @click.option(
     "--timeout",
     type=click.FloatRange(0.5, 600),
-    default=DEFAULT_TIMEOUT,
+    default=NODE_TIMEOUT,
     show_default=True,
     help="Seconds to wait for each escrow node before naming it unreachable.",
 )
@@ -233,6 +231,11 @@ def recover(
     With CASE_CARD_OR_ID, the released envelopes come from the case's escrow nodes (a case id
     alone asks the nodes in your contacts). With --shares DIR, from offline share files.
     """
+    from vault.keyrings import older_keys
+    from vault.recover import export_key, restore
+    from vault.shares import age_identity_str
+    from vault.stores import open_store
+
     if case_ref is None and shares_dir is None:
         raise PolicyError(
             "say where the shares come from: a case card or id, or --shares DIR",
@@ -287,6 +290,10 @@ def recover(
 
 
 def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, list[Any], Any]:
+    from vault.case import read_share_dir
+    from vault.envelope import addressed_to, open_envelope
+    from vault.recover import Report, recover_key
+
     bundle = read_share_dir(shares_dir)
     policy = bundle.policy
     ident = ctx.unlock()
@@ -314,6 +321,10 @@ def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, 
 def _network_secret(
     ctx: Ctx, text: str, timeout: float, shares_dir: Path | None
 ) -> tuple[Policy, bytes, Report, list[Any], Any]:
+    from vault.case import read_share_dir
+    from vault.netrecover import NO_CASE, add_offline, combine_released, gather, node_summary
+    from vault.netrecover import case_ref as case_ref_of
+
     contacts = [card for _, card in ctx.state.contacts()]
     ref = case_ref_of(
         text,

@@ -2,10 +2,15 @@
 
 One handler turns every VeladorError into `velador: error: ...` (plus `velador: hint: ...`) on
 stderr and the error's exit code; a traceback means a bug, never a user mistake.
+
+Subcommands are imported only when they are run (`_LazyGroup`): a deposit or a check-in should
+not pay, in start-up time and memory, for the HTTP client, the node service and the terminal
+tables of every other command. `velador --help` imports them all to show their summaries.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -17,8 +22,57 @@ from vault.errors import VeladorError
 
 from .context import Ctx, default_home
 
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "id": ("id_cmds", "id_group"),
+    "contact": ("id_cmds", "contact"),
+    "case": ("case_cmds", "case"),
+    "deposit": ("data_cmds", "deposit"),
+    "snapshots": ("data_cmds", "snapshots"),
+    "verify": ("data_cmds", "verify"),
+    "recover": ("data_cmds", "recover"),
+    "checkin": ("switch_cmds", "checkin_cmd"),
+    "status": ("switch_cmds", "status_cmd"),
+    "pause": ("switch_cmds", "pause_cmd"),
+    "resume": ("switch_cmds", "resume_cmd"),
+    "release": ("outlet_cmds", "release_group"),  # the reporter's group plus `release request`
+    "audit": ("switch_cmds", "audit_cmd"),
+    "agent": ("agent", "agent"),
+    "inbox": ("outlet_cmds", "inbox"),
+    "notify": ("notify_cmds", "notify_cmd"),
+    "node": ("node_cmds", "node"),
+}
+"""Subcommand name -> (module of this package, attribute): a command, or a function making one."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_OPTIONAL = {"node"}
+"""Commands whose module may be missing (the node service is optional for a reporter)."""
+
+
+class _LazyGroup(click.Group):
+    """A group that imports a subcommand's module the first time the subcommand is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(self.commands) | set(_COMMANDS)
+        return sorted(n for n in names if self.get_command(ctx, n) is not None)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            module, attr = _COMMANDS[cmd_name]
+            try:
+                mod = importlib.import_module(f"cli.{module}")
+            except ImportError:
+                if cmd_name in _OPTIONAL:
+                    return None
+                raise
+            obj = getattr(mod, attr)
+            cmd = obj if isinstance(obj, click.Command) else obj()
+            self.add_command(cmd, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--home",
     type=click.Path(path_type=Path, file_okay=False),
@@ -41,42 +95,6 @@ def cli(ctx: click.Context, home: Path | None, s3_endpoint: str | None) -> None:
     silent, your partner outlets recover it and publish.
     """
     ctx.obj = Ctx(home=(home or default_home()).expanduser(), s3_endpoint=s3_endpoint)
-
-
-def _register() -> None:
-    from . import case_cmds, data_cmds, id_cmds
-
-    for group in (id_cmds.id_group, id_cmds.contact, case_cmds.case):
-        cli.add_command(group)
-    for cmd in (data_cmds.deposit, data_cmds.snapshots, data_cmds.verify, data_cmds.recover):
-        cli.add_command(cmd)
-    from . import agent, switch_cmds
-
-    for cmd in (
-        switch_cmds.checkin_cmd,
-        switch_cmds.status_cmd,
-        switch_cmds.pause_cmd,
-        switch_cmds.resume_cmd,
-        switch_cmds.release,
-        switch_cmds.audit_cmd,
-        agent.agent,
-    ):
-        cli.add_command(cmd)
-    from . import outlet_cmds
-
-    cli.add_command(outlet_cmds.inbox)
-    from .notify_cmds import notify_cmd
-
-    cli.add_command(notify_cmd)
-    cli.add_command(outlet_cmds.release_group())  # adds `release request` to the release group
-    try:
-        from .node_cmds import node
-    except ImportError:  # the node service is optional for a reporter-only install
-        return
-    cli.add_command(node)
-
-
-_register()
 
 
 def report_error(exc: VeladorError) -> int:

@@ -1,21 +1,26 @@
 """Local state of a Velador home (docs/format.md §8): contacts, cases, snapshots, object index.
 
-SQLite in WAL mode with synchronous=FULL, through sqlite-utils. What is kept here is chosen for a
-seized laptop: no file names, no plaintext hashes, no release secret. Per-case secrets needed for
-deposits (the chunk key and the chunker seed) are sealed to the owner's own X25519 key, so they
-open only with the identity passphrase; the file cache is indexed by a keyed hash of the path.
+SQLite in WAL mode with synchronous=FULL, through the standard sqlite3 module and the small `Db`
+wrapper below rather than sqlite-utils: that library imports numpy whenever it is installed and
+loads the plugins of every installed package into the connection, which cost every command
+start-up time and memory and would hand our database to code we did not choose.
+
+What is kept here is chosen for a seized laptop: no file names, no plaintext hashes, no release
+secret. Per-case secrets needed for deposits (the chunk key and the chunker seed) are sealed to the
+owner's own X25519 key, so they open only with the identity passphrase; the file cache is indexed
+by a keyed hash of the path.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
@@ -81,8 +86,55 @@ class CaseRecord:
     extra: dict[str, Any]
 
 
-def open_db(path: Path) -> sqlite_utils.Database:
-    db = sqlite_utils.Database(path)
+class Table:
+    """Inserts into one table of a `Db`, in the caller's transaction (`LocalState.tx`)."""
+
+    def __init__(self, conn: sqlite3.Connection, name: str) -> None:
+        if not name.isidentifier():
+            raise ValueError(f"not a table name: {name!r}")
+        self.conn, self.name = conn, name
+
+    def insert(self, row: dict[str, Any], *, replace: bool = False) -> None:
+        self.insert_all([row], replace=replace)
+
+    def insert_all(self, rows: Iterable[dict[str, Any]], *, replace: bool = False) -> None:
+        """Insert rows that all have the same columns (the keys of the first row)."""
+        rows = list(rows)
+        if not rows:
+            return
+        cols = list(rows[0])
+        if not all(c.isidentifier() for c in cols):
+            raise ValueError(f"not column names: {cols!r}")
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        sql = (
+            f"{verb} INTO {self.name} ({', '.join(cols)}) "  # identifiers checked above
+            f"VALUES ({', '.join('?' for _ in cols)})"
+        )
+        self.conn.executemany(sql, [[r[c] for c in cols] for r in rows])
+
+
+class Db:
+    """The few operations Velador needs from its database: `execute`, `query` (rows as dicts),
+    `db[table].insert(...)`, and `conn` for transactions (`with db.conn:`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def query(self, sql: str, params: Any = ()) -> Iterator[dict[str, Any]]:
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description or ()]
+        for row in cur:
+            yield dict(zip(names, row, strict=True))
+
+    def __getitem__(self, table: str) -> Table:
+        return Table(self.conn, table)
+
+
+def open_db(path: Path) -> Db:
+    db = Db(sqlite3.connect(str(path)))
     db.conn.execute("PRAGMA journal_mode=WAL")
     db.conn.execute("PRAGMA synchronous=FULL")
     db.conn.execute("PRAGMA busy_timeout=10000")

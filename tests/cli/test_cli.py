@@ -466,7 +466,10 @@ def test_snapshot_selection_and_merge(v, world):
 def _walk(cmd: click.Command, path: tuple[str, ...] = ()):
     yield path, cmd
     if isinstance(cmd, click.Group):
-        for name, sub in sorted(cmd.commands.items()):
+        ctx = click.Context(cmd)
+        for name in cmd.list_commands(ctx):  # the top group loads its subcommands lazily
+            sub = cmd.get_command(ctx, name)
+            assert sub is not None, name
             yield from _walk(sub, (*path, name))
 
 
@@ -511,3 +514,50 @@ GUIDES = [
 def test_every_command_is_documented(name):
     text = "\n".join(p.read_text() for p in DOCS.rglob("*.md"))
     assert f"velador {name}" in text, f"'velador {name}' is not mentioned in docs/"
+
+
+# --- lazy imports (issue 2: start-up time and memory of every command) --------------------------
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level packages imported by a fresh interpreter that runs `code`."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    return {m.split(".")[0] for m in out.split()}
+
+
+HEAVY = {"httpx", "rich", "numpy", "sqlite_utils", "escrow_node", "boto3", "pluggy"}
+
+
+def test_the_cli_imports_no_heavy_module_before_a_command_is_chosen():
+    assert _modules_after("import cli.main") & HEAVY == set()
+
+
+def test_a_deposit_imports_no_network_client_nor_terminal_tables():
+    code = "import cli.main\ncli.main.cli.get_command(None, 'deposit')"
+    assert _modules_after(code) & HEAVY == set()
+
+
+def test_lazy_commands_are_all_listed_and_load():
+    ctx = click.Context(cli)
+    names = cli.list_commands(ctx)
+    assert {"deposit", "recover", "case", "release", "node"} <= set(names)
+    assert all(cli.get_command(ctx, n) is not None for n in names)
+    release = cli.get_command(ctx, "release")
+    assert isinstance(release, click.Group)
+    assert {"now", "object", "request"} <= set(release.commands)
+
+
+def test_recover_timeout_default_is_the_node_client_default():
+    from cli.data_cmds import NODE_TIMEOUT
+    from vault.netrecover import DEFAULT_TIMEOUT
+
+    assert NODE_TIMEOUT == DEFAULT_TIMEOUT
