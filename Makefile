@@ -26,8 +26,14 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Benchmarks: bench/report.py runs every benchmark and writes docs/benchmarks.md, its plots and
+# the raw JSON (docs/benchmarks/data/). QUICK=1: small sizes, a few minutes. More options:
+# `$(BIN)/python bench/report.py --help`. The plots need matplotlib (the `bench` extra), installed
+# here on first use so that `make test` and `make demo` do not need it.
 bench: $(STAMP)
-	$(BIN)/python bench/deposit.py
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
+		$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/report.py $(if $(filter 1 yes true,$(QUICK)),--quick)
 
 # Chaos: >= 200 fault cycles against five real nodes (tests/chaos/harness.py); prints the seed
 # and the counts. Replay a failure with `make chaos SEED=<seed>`.
