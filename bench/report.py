@@ -37,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from report_render import SECTIONS, render  # noqa: E402
+from report_data import SECTIONS  # noqa: E402
+from report_render import render  # noqa: E402
 
 DEFAULT_RESULTS = REPO / "docs" / "benchmarks" / "data"
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
@@ -173,7 +174,7 @@ def stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def run_job(job: Job, results: Path, quick: bool) -> dict[str, object]:
+def run_job(job: Job, results: Path, quick: bool, report_command: str) -> dict[str, object]:
     """Run one benchmark process; write its .run.json (and .log); return the .run.json."""
     from deposit import load, machine  # stable helpers of bench/deposit.py
 
@@ -186,6 +187,7 @@ def run_job(job: Job, results: Path, quick: bool) -> dict[str, object]:
         "section": job.section,
         "params": job.params,
         "command": command,
+        "report_command": report_command,
         "quick": quick,
         "machine": machine(),
         "started": time.strftime("%Y-%m-%d %H:%M"),
@@ -254,10 +256,10 @@ def main() -> None:
         for section in sections:
             clear_section(results, section)
             for job in (j for j in jobs if j.section == section):
-                run_job(job, results, args.quick)
-            render(results, args.out, command, rel(results))  # a partial page after each section
+                run_job(job, results, args.quick, command)
+            render(results, args.out, rel(results))  # a partial page after each section
         print(f"\nall runs: {(time.perf_counter() - start) / 60:.1f} min")
-    out = render(results, args.out, command, rel(results))
+    out = render(results, args.out, rel(results))
     print(f"wrote {rel(out)} and its plots in {rel(out.parent / out.stem)}/")
 
 

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter
-from report_render import (
+from report_data import (
     HB_P99_MS,
     HB_RATE,
     RELEASE_MS,

@@ -1,75 +1,41 @@
-"""docs/benchmarks.md from the JSON files that bench/report.py saved; runs no benchmark.
+"""docs/benchmarks.md from the results that bench/report.py saved; runs no benchmark.
 
 Kept apart from the runner so that the page can be re-rendered from saved results (and tested
-from fixture files) without a benchmark or a node. Every verdict on an issue target is computed
-here from the numbers in the results, never written by hand: a re-run that misses a target says
-so. Figures written by the benchmark scripts are read with .get(): a key a script adds is
-ignored, a key it drops shows as a dash.
+from fixture files) without a benchmark or a node. The numbers and verdicts come from
+report_data; this module only lays them out, one section per figure, each stating the machine,
+the exact commands and the baseline beside it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-SECTIONS = ("deposit", "dedup", "heartbeats", "sweep", "release")
+from report_data import (
+    DASH,
+    HB_P99_MS,
+    HB_RATE,
+    RELEASE_MS,
+    SECTIONS,
+    SWEEP_CASES,
+    SWEEP_MS,
+    Result,
+    fmt,
+    get,
+    hb_met,
+    load_cell,
+    load_results,
+    machines_line,
+    num,
+    ratio,
+    release_values,
+    sweep_ok,
+    throughput,
+    verdicts,
+)
 
-HB_RATE = 1000.0
-"""Issue target: sustained verified heartbeats per second on the test machine..."""
-HB_P99_MS = 100.0
-"""...with a 99th-percentile latency under this."""
-SWEEP_CASES = 100_000
-"""Issue target: a sweep over this many cases..."""
-SWEEP_MS = 1000.0
-"""...takes less than this, with none due and with 1% due."""
-RELEASE_MS = 2000.0
-"""Issue target: envelopes fetchable and the webhook delivered this soon after the due time."""
-
-DASH = "–"
-
-
-@dataclass
-class Result:
-    """One benchmark run: what report.py recorded about it, and the figures it wrote."""
-
-    name: str
-    section: str
-    params: dict[str, Any]
-    meta: dict[str, Any]
-    figures: dict[str, Any] | None = None
-    log: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.figures is not None and self.meta.get("returncode") == 0
-
-    @property
-    def status(self) -> str:
-        if self.meta.get("timed_out"):
-            return f"timed out after {self.meta.get('timeout_s', '?')} s"
-        if self.meta.get("returncode") not in (0, None):
-            return f"failed (exit {self.meta['returncode']})"
-        if self.figures is None:
-            return "no figures written"
-        return "ok"
-
-
-@dataclass
-class Verdict:
-    target: str
-    measured: str
-    met: bool | None  # None: not measured, or the issue sets no number
-    note: str = ""
-
-    @property
-    def word(self) -> str:
-        if self.met is None:
-            return self.note or "not measured"
-        return "met" if self.met else "**NOT met**"
+# --- markdown ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -77,217 +43,6 @@ class Page:
     results: dict[str, list[Result]]
     images: dict[str, str] = field(default_factory=dict)  # plot name -> path relative to the page
 
-
-# --- reading -----------------------------------------------------------------------------------
-
-
-def load_results(results_dir: Path) -> dict[str, list[Result]]:
-    """Every `<name>.run.json` in results_dir with its figures, by section, in plot order."""
-    by: dict[str, list[Result]] = {s: [] for s in SECTIONS}
-    for meta_path in sorted(results_dir.glob("*.run.json")):
-        meta = json.loads(meta_path.read_text())
-        section = meta.get("section")
-        if section not in by:
-            continue
-        name = meta_path.name.removesuffix(".run.json")
-        fig_path = results_dir / f"{name}.json"
-        figures = None
-        if fig_path.exists():
-            try:
-                figures = json.loads(fig_path.read_text())
-            except json.JSONDecodeError:
-                figures = None
-        log_path = results_dir / f"{name}.log"
-        log = log_path.read_text(errors="replace") if log_path.exists() else ""
-        by[section].append(Result(name, section, meta.get("params", {}), meta, figures, log))
-    for rs in by.values():
-        rs.sort(key=_order)
-    return by
-
-
-def _order(r: Result) -> tuple[float, str]:
-    p = r.params
-    for k in ("size_mib", "concurrency", "cases", "scale_mib"):
-        if isinstance(p.get(k), (int, float)):
-            return float(p[k]), r.name
-    return 0.0, r.name
-
-
-def get(d: Any, *keys: str) -> Any:
-    """d[k1][k2]..., or None where any level is missing."""
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
-def num(d: Any, *keys: str) -> float | None:
-    v = get(d, *keys)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def fmt(x: float | None, nd: int = 1) -> str:
-    return DASH if x is None else f"{x:,.{nd}f}"
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
-
-
-def load1(s: str | None) -> str:
-    """The 1-minute figure of a 'x, y, z' load average string."""
-    return s.split(",")[0].strip() if s else DASH
-
-
-def load_cell(r: Result) -> str:
-    return f"{load1(r.meta.get('load_before'))} → {load1(r.meta.get('load_after'))}"
-
-
-# --- derived figures and verdicts ---------------------------------------------------------------
-
-
-def throughput(r: Result) -> dict[str, float | None]:
-    """MB/s (10^6 bytes) of each operation of one deposit benchmark run."""
-    f = r.figures or {}
-    mb = num(f, "size_mb")
-    return {
-        k: ratio(mb, num(f, k, "s"))
-        for k in ("deposit", "age_e", "age_e_sync", "recover", "age_d", "age_e_tmpfs")
-    }
-
-
-def deposit_verdicts(rs: list[Result]) -> list[Verdict]:
-    """Deposit as fast as age -e (the README's performance target), plain and made durable."""
-    ok = [r for r in rs if r.ok]
-    out = []
-    for base, label in (("age_e", "`age -e`"), ("age_e_sync", "`age -e` + `sync -f`")):
-        ratios = [
-            (
-                r.params.get("size_mib"),
-                ratio(num(r.figures, base, "s"), num(r.figures, "deposit", "s")),
-            )
-            for r in ok
-        ]
-        ratios = [(s, x) for s, x in ratios if x is not None]
-        if not ratios:
-            out.append(Verdict(f"deposit as fast as {label}", DASH, None))
-            continue
-        worst = min(ratios, key=lambda t: t[1])
-        slow = [f"{s} MiB" for s, x in ratios if x < 1.0]
-        out.append(
-            Verdict(
-                f"deposit as fast as {label} (README target)",
-                f"speed ratio velador/age {min(x for _, x in ratios):.2f} (at {worst[0]} MiB) "
-                f"to {max(x for _, x in ratios):.2f} over {len(ratios)} size"
-                + ("s" if len(ratios) > 1 else "")
-                + (f"; slower at {', '.join(slow)}" if slow else ""),
-                not slow,
-            )
-        )
-    return out
-
-
-def memory_verdict(rs: list[Result]) -> Verdict:
-    ok = [r for r in rs if r.ok and num(r.figures, "deposit", "rss_mib") is not None]
-    if len(ok) < 2:
-        return Verdict("peak memory flat vs file size", DASH, None, "not measured")
-    lo, hi = ok[0], ok[-1]
-    parts = []
-    for op in ("deposit", "recover"):
-        a, b = num(lo.figures, op, "rss_mib"), num(hi.figures, op, "rss_mib")
-        parts.append(
-            f"{op} {fmt(a, 0)} MiB at {lo.params.get('size_mib')} MiB → {fmt(b, 0)} MiB at "
-            f"{hi.params.get('size_mib')} MiB"
-        )
-    return Verdict(
-        "peak memory flat vs file size (issue: 'flat is the goal')",
-        "; ".join(parts),
-        None,
-        "no number set; see the plot",
-    )
-
-
-def hb_met(f: dict[str, Any] | None) -> bool | None:
-    rate, p99 = num(f, "per_s"), num(f, "p99_ms")
-    if rate is None or p99 is None:
-        return None
-    return rate >= HB_RATE and p99 < HB_P99_MS
-
-
-def heartbeat_verdict(rs: list[Result]) -> Verdict:
-    """Met if some concurrency level sustains the rate with the p99 under the bound."""
-    rows = [(r, r.figures["heartbeats"]) for r in rs if r.ok and "heartbeats" in r.figures]
-    target = f"≥ {HB_RATE:,.0f} heartbeats/s with p99 < {HB_P99_MS:.0f} ms"
-    if not rows:
-        return Verdict(target, DASH, None)
-    meeting = [(r, h) for r, h in rows if hb_met(h)]
-    pool = meeting or rows
-    _, h = max(pool, key=lambda t: num(t[1], "per_s") or 0.0)
-    measured = (
-        f"{'best' if meeting else 'highest rate'}: {fmt(num(h, 'per_s'), 0)}/s, "
-        f"p99 {fmt(num(h, 'p99_ms'))} ms at {h.get('concurrency', DASH)} clients"
-    )
-    return Verdict(target, measured, bool(meeting))
-
-
-def sweep_ok(f: dict[str, Any] | None) -> bool | None:
-    a, b = num(f, "none_due_ms"), num(f, "due_ms")
-    if a is None or b is None:
-        return None
-    return a < SWEEP_MS and b < SWEEP_MS
-
-
-def sweep_verdict(rs: list[Result]) -> Verdict:
-    target = f"sweep of {SWEEP_CASES:,} cases < {SWEEP_MS / 1000:.0f} s"
-    rows = [r.figures["sweep"] for r in rs if r.ok and "sweep" in r.figures]
-    at = [s for s in rows if num(s, "cases") == SWEEP_CASES]
-    if not at:
-        largest = max((num(s, "cases") or 0 for s in rows), default=0)
-        note = f"not measured at {SWEEP_CASES:,} cases" + (
-            f" (largest run: {largest:,.0f})" if largest else ""
-        )
-        return Verdict(target, DASH, None, note)
-    s = at[-1]
-    measured = (
-        f"none due {fmt(num(s, 'none_due_ms'))} ms; {fmt(num(s, 'due'), 0)} due "
-        f"{fmt(num(s, 'due_ms'))} ms"
-    )
-    return Verdict(target, measured, sweep_ok(s))
-
-
-def release_values(f: dict[str, Any] | None) -> tuple[list[float], list[float], int]:
-    rel = get(f, "release") or {}
-    fetch = [float(x) for x in rel.get("fetchable_ms", []) if isinstance(x, (int, float))]
-    hook = [float(x) for x in rel.get("webhook_ms", []) if isinstance(x, (int, float))]
-    missed = rel.get("missed", 0)
-    return fetch, hook, int(missed) if isinstance(missed, int) else 0
-
-
-def release_verdict(rs: list[Result]) -> Verdict:
-    target = f"release < {RELEASE_MS / 1000:.0f} s after due (fetchable and webhook)"
-    runs = [release_values(r.figures) for r in rs if r.ok and "release" in r.figures]
-    values = [x for fe, ho, _ in runs for x in fe + ho]
-    missed = sum(m for _, _, m in runs)
-    if not values and not missed:
-        return Verdict(target, DASH, None)
-    n = sum(len(fe) for fe, _, _ in runs)
-    worst = max(values) if values else None
-    measured = f"worst of {n} releases {fmt(worst, 0)} ms; {missed} missed (not within 10 s)"
-    return Verdict(target, measured, bool(values) and missed == 0 and worst < RELEASE_MS)
-
-
-def verdicts(results: dict[str, list[Result]]) -> list[Verdict]:
-    return [
-        heartbeat_verdict(results["heartbeats"]),
-        sweep_verdict(results["sweep"]),
-        release_verdict(results["release"]),
-        *deposit_verdicts(results["deposit"]),
-        memory_verdict(results["deposit"]),
-    ]
-
-
-# --- markdown ----------------------------------------------------------------------------------
 
 HEADER = """\
 # Velador benchmarks
@@ -306,19 +61,6 @@ figure below names the machine, the exact commands (run from the repository root
 baseline measured beside it; the verdicts on the issue targets are computed from the numbers,
 never written by hand.
 """
-
-
-def machines_line(rs: Iterable[Result]) -> str:
-    seen = []
-    for r in rs:
-        m = r.meta.get("machine") or get(r.figures, "machine") or {}
-        desc = (
-            f"{m.get('host', '?')}, {m.get('cores', '?')} cores, {m.get('cpu') or 'CPU unknown'}, "
-            f"Python {m.get('python', '?')}"
-        )
-        if desc not in seen:
-            seen.append(desc)
-    return "; ".join(seen) if seen else DASH
 
 
 def when_line(rs: list[Result]) -> str:
@@ -350,6 +92,11 @@ def about(rs: list[Result], baseline: str, extra: str = "") -> list[str]:
     lines += [r.meta.get("command", DASH) for r in rs]
     lines += ["```", ""]
     return lines
+
+
+def cols(text: str) -> list[str]:
+    """Column heads written as one 'a | b | c' string."""
+    return [c.strip() for c in text.split(" | ")]
 
 
 def table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -390,22 +137,11 @@ def section_deposit(page: Page) -> list[str]:
             ]
         )
     lines += table(
-        [
-            "file MiB",
-            "runs (best kept)",
-            "deposit s",
-            "deposit MB/s",
-            "age -e MB/s",
-            "age -e + sync MB/s",
-            "deposit/age -e speed",
-            "recover s",
-            "recover MB/s",
-            "age -d MB/s",
-            "recover/age -d speed",
-            "byte-identical",
-            "load",
-            "status",
-        ],
+        cols(
+            "file MiB | runs (best kept) | deposit s | deposit MB/s | age -e MB/s | "
+            "age -e + sync MB/s | deposit/age -e speed | recover s | recover MB/s | "
+            "age -d MB/s | recover/age -d speed | byte-identical | load | status"
+        ),
         rows,
     )
     extra_rows = []
@@ -431,18 +167,11 @@ def section_deposit(page: Page) -> list[str]:
         "file:",
         "",
         *table(
-            [
-                "file MiB",
-                "deposit CPU s",
-                "age -e CPU s",
-                "recover CPU s",
-                "age -d CPU s",
-                "re-deposit command s",
-                "re-deposit deposit() ms",
-                "re-deposit bytes up",
-                "1-byte edit: new chunks",
-                "1-byte edit: MB up",
-            ],
+            cols(
+                "file MiB | deposit CPU s | age -e CPU s | recover CPU s | age -d CPU s | "
+                "re-deposit command s | re-deposit deposit() ms | re-deposit bytes up | "
+                "1-byte edit: new chunks | 1-byte edit: MB up"
+            ),
             extra_rows,
         ),
     ]
@@ -450,8 +179,9 @@ def section_deposit(page: Page) -> list[str]:
         rs,
         "the stock `age -e` / `age -d` (X25519 recipient) on the same file, warm page cache; "
         "`age -e` followed by `sync -f`, since a deposit makes its objects durable and plain "
-        "`age` does not. Store: file:// on the same disk. A speed ratio above 1 means velador is "
-        "faster.",
+        "`age` does not. Store: file:// on the same disk. Velador's times are the whole "
+        "`velador deposit` / `velador recover` command (Python start-up and key unlock "
+        "included), best of the runs; a speed ratio above 1 means velador is faster.",
     )
     return lines
 
@@ -473,19 +203,17 @@ def section_memory(page: Page) -> list[str]:
         for r in rs
     ]
     lines += table(
-        [
-            "file MiB",
-            "deposit peak RSS MiB",
-            "age -e peak RSS MiB",
-            "recover peak RSS MiB",
-            "age -d peak RSS MiB",
-        ],
+        cols(
+            "file MiB | deposit peak RSS MiB | age -e peak RSS MiB | recover peak RSS MiB | "
+            "age -d peak RSS MiB"
+        ),
         rows,
     )
     lines += about(
         rs,
         "peak RSS of `age -e` and `age -d` on the same file. Velador's figure is the whole "
-        "process tree (main process and workers, summed), sampled every 20 ms. Flat is the goal.",
+        "process tree (main process and workers, summed), sampled every 20 ms, as is age's; a 0 "
+        "means the process ended before the first sample. Flat is the goal.",
     )
     return lines
 
@@ -516,19 +244,11 @@ def section_dedup(page: Page) -> list[str]:
                 ]
             )
         lines += table(
-            [
-                "deposit",
-                "files",
-                "tree MB",
-                "velador uploaded MB",
-                "new chunks",
-                "velador store MB (cumulative)",
-                "naive tar + age MB",
-                "naive cumulative MB",
-                "deposit s",
-                "naive s",
-                "changes since the previous deposit",
-            ],
+            cols(
+                "deposit | files | tree MB | velador uploaded MB | new chunks | "
+                "velador store MB (cumulative) | naive tar + age MB | naive cumulative MB | "
+                "deposit s | naive s | changes since the previous deposit"
+            ),
             rows,
         )
         up, naive = num(f, "total_uploaded_bytes"), num(f, "naive_total_bytes")
@@ -635,16 +355,10 @@ def section_sweep(page: Page) -> list[str]:
             ]
         )
     lines += table(
-        [
-            "cases",
-            "sweep, none due ms",
-            "due (1%)",
-            "sweep, 1% due ms",
-            "both < 1 s",
-            "whole run s (set-up included)",
-            "load",
-            "status",
-        ],
+        cols(
+            "cases | sweep, none due ms | due (1%) | sweep, 1% due ms | both < 1 s | "
+            "whole run s (set-up included) | load | status"
+        ),
         rows,
     )
     lines += about(
@@ -672,13 +386,10 @@ def section_release(page: Page) -> list[str]:
         if not r.ok:
             rows.append([DASH, DASH, DASH, load_cell(r), r.status])
     lines += table(
-        [
-            "release",
-            "envelopes fetchable ms after due",
-            "webhook delivered ms after due",
-            "load",
-            "status",
-        ],
+        cols(
+            "release | envelopes fetchable ms after due | webhook delivered ms after due | "
+            "load | status"
+        ),
         rows,
     )
     lines += about(
@@ -709,7 +420,17 @@ def run_times(results: dict[str, list[Result]]) -> list[str]:
     ]
 
 
-def render_markdown(page: Page, data_rel: str, command: str = "") -> str:
+def report_commands(rs: list[Result]) -> str:
+    """The bench/report.py invocations that made these results (a section may be re-run)."""
+    seen = []
+    for r in rs:
+        c = r.meta.get("report_command")
+        if c and c not in seen:
+            seen.append(c)
+    return (" Made by " + ", ".join(f"`{c}`" for c in seen) + ".") if seen else ""
+
+
+def render_markdown(page: Page, data_rel: str) -> str:
     """The whole page, from page.results and the plots already written to page.images."""
     all_rs = [r for s in SECTIONS for r in page.results[s]]
     lines = [HEADER.format(data=data_rel, sections=", ".join(SECTIONS)).rstrip(), ""]
@@ -725,7 +446,7 @@ def render_markdown(page: Page, data_rel: str, command: str = "") -> str:
         ]
     lines += [
         f"Machine: {machines_line(all_rs)}. Runs started {when_line(all_rs)}."
-        + (f" Report command: `{command}`." if command else ""),
+        + report_commands(all_rs),
         "",
         "## Issue targets",
         "",
@@ -747,7 +468,7 @@ def render_markdown(page: Page, data_rel: str, command: str = "") -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render(results_dir: Path, out: Path, command: str = "", data_label: str = "") -> Path:
+def render(results_dir: Path, out: Path, data_label: str = "") -> Path:
     """Write `out` (markdown) and its plots into the folder named after it (docs/benchmarks.md
     -> docs/benchmarks/) from the results in results_dir. data_label names results_dir on the
     page (default: its path)."""
@@ -758,5 +479,5 @@ def render(results_dir: Path, out: Path, command: str = "", data_label: str = ""
     img_dir.mkdir(parents=True, exist_ok=True)
     written = write_plots(results, img_dir)
     page = Page(results, {k: os.path.relpath(p, out.parent) for k, p in written.items()})
-    out.write_text(render_markdown(page, data_label or str(results_dir), command))
+    out.write_text(render_markdown(page, data_label or str(results_dir)))
     return out
