@@ -161,8 +161,9 @@ def python_cmd() -> str:
 
 
 def stop_group(proc: subprocess.Popen) -> None:
-    """End the run's whole process group (it may have started a node and workers)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """End the run's whole process group (it may have started a node and workers): SIGINT
+    first, so that the script's finally blocks stop its node and remove its temp folder."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
