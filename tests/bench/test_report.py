@@ -1,26 +1,27 @@
 """bench/report_render.py: the benchmark page from saved JSON, with verdicts computed from it.
 
 No benchmark runs here: the tests write the files that bench/report.py would have saved (one set
-of figures that meets every issue target, one that misses them) and render the page into a temp
-folder. They check the table rows, that each verdict follows the numbers (both ways), that a
-failed or timed-out run is shown as such, that keys a script may add or drop do not break the
-page, and that the plots are written as PNG files.
+of figures that meets every issue target, one that misses them) and render the page from them.
+They check the table rows, that each verdict follows the numbers (both ways), that a failed or
+timed-out run is shown as such, and that keys a script may add or drop do not break the page:
+all without matplotlib, so `make test` checks them. The last test writes the whole page with its
+plots as `make bench` does, and needs matplotlib (the `bench` extra): skipped without it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("matplotlib")  # the `bench` extra; `make test` does not install it
-
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import report_render  # noqa: E402
+from report_data import load_results  # noqa: E402
 
 MACHINE = {
     "host": "testbox",
@@ -149,13 +150,13 @@ def write_world(results: Path, fast: bool) -> None:
     put(results, "release", "release", {}, {"release": release})
 
 
-def render(tmp_path: Path, fast: bool) -> tuple[str, Path]:
+def page(tmp_path: Path, fast: bool) -> str:
+    """The markdown from the saved files, without plots (no matplotlib needed)."""
     results = tmp_path / "data"
     write_world(results, fast)
-    out = tmp_path / "site" / "benchmarks.md"
-    out.parent.mkdir()
-    report_render.render(results, out, "docs/benchmarks/data")
-    return out.read_text(), out.parent / "benchmarks"
+    return report_render.render_markdown(
+        report_render.Page(load_results(results)), "docs/benchmarks/data"
+    )
 
 
 def target(md: str, name: str) -> str:
@@ -166,7 +167,7 @@ def target(md: str, name: str) -> str:
 
 
 def test_page_meets_targets(tmp_path):
-    md, img = render(tmp_path, fast=True)
+    md = page(tmp_path, fast=True)
     assert target(md, "≥ 1,000 heartbeats/s").endswith(
         "| best: 1,500/s, p99 50.0 ms at 32 clients | met |"
     )
@@ -191,14 +192,10 @@ def test_page_meets_targets(tmp_path):
     assert ".venv/bin/python bench/x.py --json sweep-00100000.json" in md
     assert "Made by `bench/report.py --test`." in md
     assert "**NOT met**" not in target(md, "≥ 1,000")
-    for name in ("throughput", "memory", "dedup", "heartbeats", "sweep", "release"):
-        png = img / f"{name}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-        assert f"](benchmarks/{name}.png)" in md
 
 
 def test_page_misses_targets(tmp_path):
-    md, img = render(tmp_path, fast=False)
+    md = page(tmp_path, fast=False)
     assert target(md, "≥ 1,000 heartbeats/s").endswith(
         "| highest rate: 1,200/s, p99 250.0 ms at 128 clients | **NOT met** |"
     )
@@ -217,7 +214,6 @@ def test_page_misses_targets(tmp_path):
     # the run that timed out is on the page, with its row and its log
     assert "| 1,000,000 | – | – | – | – | 12 | 0.10 → 0.40 | timed out after 10900 s |" in md
     assert "*Run `sweep-01000000`*: timed out after 10900 s — `benchmark output / last line" in md
-    assert (img / "sweep.png").exists()
 
 
 def test_sweep_not_measured_at_target_size(tmp_path):
@@ -227,12 +223,42 @@ def test_sweep_not_measured_at_target_size(tmp_path):
     put(results, "sweep-00010000", "sweep", {"cases": 10_000},
         {"sweep": {"cases": 10_000, "none_due_ms": 0.2, "due": 100, "due_ms": 90.0}},
         quick=True)  # fmt: skip
-    out = tmp_path / "benchmarks.md"
-    report_render.render(results, out)
-    md = out.read_text()
+    md = report_render.render_markdown(report_render.Page(load_results(results)), "data")
     assert target(md, "sweep of 100,000 cases").endswith(
         "| – | not measured at 100,000 cases (largest run: 10,000) |"
     )
     assert "**Quick run**" in md
     assert "## Deposit and recover throughput vs file size\n\nNot run." in md
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_render_writes_page_and_plots(tmp_path, fast):
+    """What `make bench` writes: the page, and beside it a PNG per figure it links to."""
+    pytest.importorskip("matplotlib")  # the `bench` extra; `make test` does not install it
+    results = tmp_path / "data"
+    write_world(results, fast)
+    out = tmp_path / "site" / "benchmarks.md"
+    out.parent.mkdir()
+    report_render.render(results, out, "docs/benchmarks/data")
+    md = out.read_text()
+    # the same page as without matplotlib, plus one image line per figure
+    assert re.sub(r"!\[[^\]]*\]\([^)]*\)\n\n", "", md) == page(tmp_path / "again", fast)
+    assert target(md, "sweep of 100,000 cases").endswith("| met |" if fast else "| **NOT met** |")
+    for name in ("throughput", "memory", "dedup", "heartbeats", "sweep", "release"):
+        png = out.parent / "benchmarks" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"](benchmarks/{name}.png)" in md
+
+
+def test_render_removes_plots_of_sections_without_results(tmp_path):
+    """A stale plot from an earlier run is not left beside a page that no longer has its data."""
+    pytest.importorskip("matplotlib")
+    results = tmp_path / "data"
+    results.mkdir()
+    put(results, "release", "release", {},
+        {"release": {"fetchable_ms": [30.0], "webhook_ms": [25.0], "missed": 0}})  # fmt: skip
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "throughput.png").write_bytes(b"stale")
+    report_render.render(results, tmp_path / "benchmarks.md")
     assert not (tmp_path / "benchmarks" / "throughput.png").exists()
+    assert (tmp_path / "benchmarks" / "release.png").exists()
