@@ -9,6 +9,7 @@ cannot substitute one valid object for another.
 
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 from typing import Any
@@ -78,6 +79,52 @@ def open_chunk(
     if object_id(chunk_key, data) != oid:
         raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
     return data
+
+
+class _Into:
+    """The sink pyrage.decrypt_io writes plaintext to: a buffer of the expected length, filled
+    in place (pyrage.decrypt grows a vector by doubling, then copies it: up to four times the
+    chunk in memory). More bytes than expected stop the decryption at once."""
+
+    def __init__(self, length: int) -> None:
+        self.buf = bytearray(length)
+        self.view = memoryview(self.buf)
+        self.pos = 0
+        self.overflow = False
+
+    def write(self, data: bytes) -> int:
+        end = self.pos + len(data)
+        if end > len(self.buf):
+            self.overflow = True
+            raise ValueError("more plaintext than the manifest says")
+        self.view[self.pos : end] = data
+        self.pos = end
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def open_chunk_into(
+    ciphertext: bytes, identities: list[x25519.Identity], chunk_key: bytes, oid: str, length: int
+) -> bytearray | None:
+    """`open_chunk` for a chunk of known `length`, decrypted in place; None if the plaintext is
+    not exactly `length` bytes. The id is checked before anything is returned."""
+    into = _Into(length)
+    try:
+        pyrage.decrypt_io(io.BytesIO(ciphertext), into, identities)
+    except Exception as exc:
+        if into.overflow:
+            return None
+        raise AuthenticationError(
+            f"object {oid[:12]} does not decrypt: it is corrupt or was altered"
+        ) from exc
+    if into.pos != length:
+        return None
+    into.view.release()
+    if object_id(chunk_key, into.buf) != oid:
+        raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
+    return into.buf
 
 
 # --- worker side of deposits and recoveries ------------------------------------------------------
@@ -170,16 +217,69 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
         return findex, offset, oid, length, stores[0].size(key) or 0, None, 0, True, [], False
     # Replicas must hold identical bytes: copy an existing ciphertext rather than re-encrypting.
     holder = next((s for s, p in zip(stores, present, strict=True) if p), None)
+    missing = [(i, s) for i, (s, p) in enumerate(zip(stores, present, strict=True)) if not p]
+    if holder is None and all(hasattr(s, "open_stage") for _, s in missing):
+        csize, chash, tokens = _encrypt_to_stages(data, key, missing)
+        return findex, offset, oid, length, csize, chash, csize * len(tokens), True, tokens, False
     ciphertext = holder.get(key) if holder else pyrage.encrypt(data, [_W["recipient"]])
     del data
     tokens = []
     uploaded = 0
-    for i, (store, p) in enumerate(zip(stores, present, strict=True)):
-        if not p:
-            tokens.append((i, store.stage(key, ciphertext)))
-            uploaded += len(ciphertext)
+    for i, store in missing:
+        tokens.append((i, store.stage(key, ciphertext)))
+        uploaded += len(ciphertext)
     chash = cipher_hash(ciphertext)
     return findex, offset, oid, length, len(ciphertext), chash, uploaded, True, tokens, False
+
+
+class _Tee:
+    """The file-like sink pyrage.encrypt_io writes the ciphertext to, 64 KiB segment by segment:
+    every staged copy gets each piece, and the ciphertext hash is taken on the way."""
+
+    def __init__(self, outs: list[Any]) -> None:
+        self.outs = outs
+        self.hash = blake3.blake3()
+        self.size = 0
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            for out in self.outs:
+                out.write(data)
+        except BaseException as exc:  # pyrage turns it into an EncryptError: keep the real one
+            self.error = exc
+            raise
+        self.hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _encrypt_to_stages(
+    data: bytes, key: str, missing: list[tuple[int, Any]]
+) -> tuple[int, str, list[tuple[int, str]]]:
+    """Encrypt `data` straight into a staged copy in each store: no whole-ciphertext buffer
+    (a 4 MiB chunk cost 16 MiB of peak memory through pyrage.encrypt's growing output), and the
+    bytes are hashed as they pass. Returns (stored size, ciphertext hash, tokens)."""
+    outs: list[Any] = []
+    try:
+        for _, store in missing:
+            outs.append(store.open_stage(key))
+        tee = _Tee(outs)
+        try:
+            pyrage.encrypt_io(io.BytesIO(data), tee, [_W["recipient"]])
+        except Exception as exc:
+            if tee.error is not None:
+                raise tee.error from exc
+            raise
+        tokens = [(i, out.finish()) for (i, _), out in zip(missing, outs, strict=True)]
+    except BaseException:
+        for out in outs:
+            out.abort()
+        raise
+    return tee.size, tee.hash.hexdigest(), tokens
 
 
 def init_recover_worker(
@@ -200,14 +300,16 @@ def fetch_chunk(task: tuple[str, str, str, int, int, bytes]) -> tuple[int, list[
     key = object_key(case_id, oid)
     for store in _W["stores"]:
         try:
-            data = open_chunk(store.get(key, max_chunk_object(length)), _W["ids"], chunk_key, oid)
+            ciphertext = store.get(key, max_chunk_object(length))
+            data = open_chunk_into(ciphertext, _W["ids"], chunk_key, oid, length)
+            del ciphertext
         except VeladorError as exc:
             if isinstance(exc, NotFoundError):
                 problems.append(f"{store.url}: object {oid[:12]} is missing")
             else:
                 problems.append(f"{store.url}: object {oid[:12]}: {exc.message}")
             continue
-        if len(data) != length:
+        if data is None:
             problems.append(f"{store.url}: object {oid[:12]} has the wrong length")
             continue
         fd = _fd_for(tmp, os.O_WRONLY | os.O_NOFOLLOW)

@@ -191,6 +191,17 @@ class FileStore:
         Writeback is started at once (``sync_file_range``), so that the ``syncfs`` of ``commit``
         finds little left to write. New folders are made durable by that ``syncfs`` too.
         """
+        out = self.open_stage(key)
+        try:
+            out.write(data)
+        except BaseException:
+            out.abort()
+            raise
+        return out.finish()
+
+    def open_stage(self, key: str) -> StagedFile:
+        """Like ``stage``, written piece by piece: a deposit worker streams an object out of the
+        encryptor, so it never holds the whole ciphertext (memory, and one copy fewer)."""
         path = self._path(key)
         try:
             self._make_dirs(path.parent, durable=False)
@@ -198,18 +209,7 @@ class FileStore:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         except OSError as exc:
             raise self._write_error(key, exc) from exc
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            start_writeback(fd)
-        except OSError as exc:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise self._write_error(key, exc) from exc
-        os.close(fd)
-        return tmp.name
+        return StagedFile(self, key, tmp, fd)
 
     def commit(self, staged: list[tuple[str, str]]) -> None:
         if not staged:
@@ -332,6 +332,42 @@ class FileStore:
             raise StoreError(
                 f"cannot delete object {key} from store {self.url}: {_reason(exc)}"
             ) from exc
+
+
+class StagedFile:
+    """An object being staged in a ``FileStore`` (``open_stage``): ``write`` pieces, then
+    ``finish`` (the token for ``commit``) or ``abort`` (the temp file is removed)."""
+
+    def __init__(self, store: FileStore, key: str, tmp: Path, fd: int) -> None:
+        self._store, self._key, self._tmp, self._fd = store, key, tmp, fd
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data)
+        n = len(view)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self.abort()
+            raise self._store._write_error(self._key, exc) from exc
+        self.size += n
+        return n
+
+    def finish(self) -> str:
+        try:
+            start_writeback(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+        return self._tmp.name
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
 
 
 def _fsync_dir(path: Path) -> None:
