@@ -7,11 +7,16 @@ Prints figures; asserts nothing (issue 2 targets are read off the output):
   * re-deposit of the unchanged tree: time as % of the cold deposit, bytes uploaded; the whole
     command, and the deposit() call alone (apart from Python start-up and the passphrase KDF)
   * a 1-byte edit in the middle of a 100 MiB file: new chunks uploaded
+  * the same deposit / recover / age comparison with everything on tmpfs (/dev/shm: the source,
+    the store, the home, age's output), where neither side waits on a disk: a CPU-bound
+    comparison, printed as its own rows, with CPU seconds per GB (skipped with --no-tmpfs or
+    when the tmpfs has less than 4x the file size free)
 
 Every timed command runs --runs times (default 2) after `sync -f`, and the best is kept: the
 machine may be shared. The load average is printed before and after.
 
 Run: .venv/bin/python bench/deposit.py [--size-mib 1024] [--dir /tmp/velador-bench] [--runs 2]
+     [--tmpfs /dev/shm | --no-tmpfs] [--json OUT]
 """
 
 from __future__ import annotations
@@ -127,6 +132,78 @@ def best(runs: list[tuple[float, int, str]]) -> tuple[float, int, str, float]:
     return fastest[0], max(r[1] for r in runs), fastest[2], cpu
 
 
+def velador_cmd(home: Path, *args: str) -> list[str]:
+    return [VELADOR, "--home", str(home), *args]
+
+
+def set_up(root: Path, cases: list[str], env: dict[str, str]) -> tuple[Path, Path]:
+    """A reporter and an outlet under `root`, and one case per name, its store and shares there
+    too. Each case has its own chunk key, so nothing deduplicates across cases."""
+    rep, outlet = root / "rep", root / "o1"
+    run(velador_cmd(rep, "id", "new", "--name", "Bench Reporter"), env)
+    run(velador_cmd(outlet, "id", "new", "--name", "Bench Outlet", "--role", "outlet"), env)
+    card = run(velador_cmd(outlet, "id", "card"), env)[2].strip()
+    run(velador_cmd(rep, "contact", "add", card, "--alias", "o1"), env)
+    for c in cases:
+        store = f"file://{root / f'store-{c}'}"
+        run(
+            velador_cmd(
+                rep,
+                *("case", "create", c, "--recipient", "o1", "--threshold", "2", "--shares", "3"),
+                *("--offline-dir", str(root / f"usb-{c}"), "--store", store),
+            ),
+            env,
+        )
+    return rep, outlet
+
+
+def recover_cmd(root: Path, case: str, out: Path) -> list[str]:
+    return velador_cmd(
+        root / "o1", "recover", "--shares", str(root / f"usb-{case}"), "--out", str(out), "--json"
+    )
+
+
+def tmpfs_round(
+    base: Path, src_file: Path, runs: int, env: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    """Deposit, recover, `age -e` and `age -d` with every file on the tmpfs `base`: nothing
+    waits on a disk (syncfs and fsync of tmpfs return at once), so this compares the work done
+    per byte, CPU against CPU. Best of `runs` for time, least CPU of them."""
+    root = Path(tempfile.mkdtemp(prefix="velador-bench-", dir=base))
+    try:
+        big = root / "src" / "big.bin"
+        big.parent.mkdir()
+        shutil.copyfile(src_file, big)
+        cases = [f"t{i}" for i in range(runs)]
+        set_up(root, cases, env)
+        key = root / "age.key"
+        subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+        pub = subprocess.run(
+            ["age-keygen", "-y", str(key)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        enc = ["age", "-e", "-r", pub, "-o", str(root / "big.age"), str(big)]
+        dec = ["age", "-d", "-i", str(key), "-o", str(root / "big.dec"), str(root / "big.age")]
+        age_e, age_d, deps, recs = [], [], [], []
+        for c in cases:
+            age_e.append(run(enc, env))
+            age_d.append(run(dec, env))
+            os.unlink(root / "big.dec")
+            os.unlink(root / "big.age")
+            deps.append(run(velador_cmd(root / "rep", "deposit", c, str(big.parent)), env))
+            recs.append(run(recover_cmd(root, c, root / "out"), env))
+            if subprocess.run(["cmp", str(big), str(root / "out" / "src" / "big.bin")]).returncode:
+                raise SystemExit("tmpfs round: the recovered file differs")
+            shutil.rmtree(root / "out")
+            shutil.rmtree(root / f"store-{c}")  # one store at a time on the tmpfs
+        figures = {}
+        for name, rs in (("deposit", deps), ("age_e", age_e), ("recover", recs), ("age_d", age_d)):
+            t, rss, _, cpu = best(rs)
+            figures[name] = {"s": t, "rss_mib": rss, "cpu_s": cpu}
+        return figures
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def in_process_redeposit(home: Path, case: str, src: Path) -> tuple[float, float, dict]:
     """(unlock s, deposit() s, result) of an unchanged re-deposit, inside this process."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -153,6 +230,13 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--runs", type=int, default=2, help="runs of each timed command (best kept)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    ap.add_argument(
+        "--tmpfs",
+        type=Path,
+        default=Path("/dev/shm"),
+        help="tmpfs folder for the CPU-bound round (default /dev/shm)",
+    )
+    ap.add_argument("--no-tmpfs", action="store_true", help="skip the CPU-bound tmpfs round")
     args = ap.parse_args()
     if not shutil.which("age"):
         raise SystemExit("the stock 'age' binary is needed for the baseline (apt-get install age)")
@@ -167,34 +251,11 @@ def main() -> None:
         subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)
         size_mb = big.stat().st_size / 1e6
 
-        rep, out = root / "rep", root / "out"
-        v = lambda home, *a: [VELADOR, "--home", str(home), *a]  # noqa: E731
-        run(v(rep, "id", "new", "--name", "Bench Reporter"), env)
-        run(v(root / "o1", "id", "new", "--name", "Bench Outlet", "--role", "outlet"), env)
-        card = run(v(root / "o1", "id", "card"), env)[2].strip()
-        run(v(rep, "contact", "add", card, "--alias", "o1"), env)
+        out = root / "out"
+        v = velador_cmd
         # One case per cold run: each has its own chunk key, so nothing deduplicates across runs.
         cases = [f"bench{i}" for i in range(args.runs)]
-        for c in cases:
-            run(
-                v(
-                    rep,
-                    "case",
-                    "create",
-                    c,
-                    "--recipient",
-                    "o1",
-                    "--threshold",
-                    "2",
-                    "--shares",
-                    "3",
-                    "--offline-dir",
-                    str(root / f"usb-{c}"),
-                    "--store",
-                    f"file://{root / ('store-' + c)}",
-                ),
-                env,
-            )
+        rep, _ = set_up(root, cases, env)
 
         # --- baseline: stock age on the same file ------------------------------------------------
         subprocess.run(["age-keygen", "-o", str(root / "age.key")], check=True, capture_output=True)
@@ -239,20 +300,7 @@ def main() -> None:
         recs = []
         for _ in range(args.runs):
             flush(root)
-            recs.append(
-                run(
-                    v(
-                        root / "o1",
-                        "recover",
-                        "--shares",
-                        str(root / f"usb-{cases[0]}"),
-                        "--out",
-                        str(out),
-                        "--json",
-                    ),
-                    env,
-                )
-            )
+            recs.append(run(recover_cmd(root, cases[0], out), env))
             same = subprocess.run(["cmp", str(big), str(out / "src" / "big.bin")]).returncode == 0
             shutil.rmtree(out)
         t_rec, rss_rec, _, c_rec = best(recs)
@@ -269,6 +317,18 @@ def main() -> None:
             fh.seek(50 * 1024 * 1024)
             fh.write(bytes([b[0] ^ 0xFF]))
         edit = json.loads(run(v(rep, "deposit", cases[0], str(edit_dir), "--json"), env)[2])
+
+        # --- the same on tmpfs: CPU against CPU ------------------------------------------------
+        tmpfs: dict[str, dict[str, float]] | None = None
+        tmpfs_note = ""
+        if args.no_tmpfs:
+            tmpfs_note = "skipped (--no-tmpfs)"
+        elif not args.tmpfs.is_dir():
+            tmpfs_note = f"skipped ({args.tmpfs} does not exist)"
+        elif shutil.disk_usage(args.tmpfs).free < 4 * big.stat().st_size:
+            tmpfs_note = f"skipped ({args.tmpfs} has less than 4x the file size free)"
+        else:
+            tmpfs = tmpfs_round(args.tmpfs, big, args.runs, env)
 
         print(
             f"# velador deposit/recover benchmark — {platform.node()}, {os.cpu_count()} cores, "
@@ -298,6 +358,30 @@ def main() -> None:
             f"| decrypt (recover vs age -d) | {t_rec:.2f} | {size_mb / t_rec:.0f} | {t_age_d:.2f} "
             f"| {size_mb / t_age_d:.0f} | {t_age_d / t_rec:.2f} | {rss_rec} | {rss_age_d} |"
         )
+        if tmpfs is not None:
+            for label, mine, theirs in (
+                ("encrypt, tmpfs (deposit vs age -e)", "deposit", "age_e"),
+                ("decrypt, tmpfs (recover vs age -d)", "recover", "age_d"),
+            ):
+                m, a = tmpfs[mine], tmpfs[theirs]
+                print(
+                    f"| {label} | {m['s']:.2f} | {size_mb / m['s']:.0f} | {a['s']:.2f} "
+                    f"| {size_mb / a['s']:.0f} | {a['s'] / m['s']:.2f} | {m['rss_mib']} "
+                    f"| {a['rss_mib']} |"
+                )
+            gb = size_mb / 1000
+            cpu = {k: f["cpu_s"] / gb for k, f in tmpfs.items()}
+            print()
+            print(
+                f"tmpfs ({args.tmpfs}: source, store, home and age's output in memory, no disk "
+                f"wait), CPU seconds per GB: deposit {cpu['deposit']:.2f} vs age -e "
+                f"{cpu['age_e']:.2f} ({cpu['deposit'] / cpu['age_e']:.1f}x); recover "
+                f"{cpu['recover']:.2f} vs age -d {cpu['age_d']:.2f} "
+                f"({cpu['recover'] / cpu['age_d']:.1f}x)"
+            )
+        else:
+            print()
+            print(f"tmpfs round: {tmpfs_note}")
         print()
         print(
             f"CPU seconds (user + system, workers included): deposit {c_dep:.2f} vs age -e "
@@ -346,6 +430,7 @@ def main() -> None:
                     "bytes_uploaded": edit["bytes_uploaded"],
                 },
                 "cold": {"chunks": dep["new_chunks"], "bytes_uploaded": dep["bytes_uploaded"]},
+                "tmpfs": tmpfs if tmpfs is not None else {"skipped": tmpfs_note},
             }
             args.json.write_text(json.dumps(figures, indent=2) + "\n")
     finally:
