@@ -25,6 +25,7 @@ from vault.errors import VeladorError
 from vault.identity import Identity
 
 from .api import cases, editors, heartbeats, release, subscriptions, system
+from .api.fastpath import NodeApp
 from .config import NodeConfig
 from .db import Store
 from .errors import status_of
@@ -94,10 +95,11 @@ def create_app(
             if sched is not None:
                 sched.shutdown()
             outbox.close()
+            svc.close()
             store.close()
             log.info("node stopped cleanly")
 
-    app = FastAPI(
+    app = NodeApp(
         title="Velador escrow node",
         version=vault.__version__,
         description="Holds sealed share envelopes and enforces the case switch. "

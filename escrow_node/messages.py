@@ -13,6 +13,7 @@ a heartbeat forwarded between peers (gossip) carries each node's signal intact.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -63,8 +64,9 @@ class Heartbeat:
     markers: dict[str, str]
     doc: dict[str, Any]
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
+        # Cached: the audit entry, the receipt and gossip all name the heartbeat by it.
         return hashlib.blake2b(canonical_json(self.doc), digest_size=32).hexdigest()
 
 

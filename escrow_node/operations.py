@@ -195,11 +195,15 @@ def prepare_heartbeat(
     try:
         doc = parse_body(body, "heartbeat")
         with svc.store.snapshot() as conn:
-            policy = svc.policy_of(svc.load(conn, case_id))
+            policy = svc.current_policy(conn, case_id)
         roles = svc.roles(policy, req.signer)
         if not roles.keys() & {"reporter", "node"}:
             raise Forbidden("only the reporter or a peer node of the case may send heartbeats")
         hb, duress = verify_heartbeat(svc, policy, doc)
+        # Computed here, in the parallel verification threads, not in the one writer thread
+        # that every heartbeat queues for: its hash (audit, receipt, gossip) and stored text.
+        hb_json = json.dumps(hb.doc)
+        hb.hash  # noqa: B018 - a cached property; computing it is the point
     except Replay:
         raise
     except VeladorError:
@@ -209,10 +213,12 @@ def prepare_heartbeat(
     def write(conn: sqlite3.Connection) -> tuple[dict[str, Any], list, int | None]:
         now = svc.clock.now()
         consume_nonce(conn, req, svc.config.timestamp_tolerance)
-        row = svc.load(conn, case_id)
+        row = svc.load_state(conn, case_id)
         if row["policy_hash"] != policy.hash:
             raise Conflict("the case policy changed while this heartbeat was checked; retry")
-        body_out, effects, wake = apply_heartbeat(svc, conn, row, policy, hb, duress, now, roles)
+        body_out, effects, wake = apply_heartbeat(
+            svc, conn, row, policy, hb, duress, now, roles, hb_json
+        )
         # Signed here, in the writer thread, and handed out only after COMMIT: signing on the
         # event loop made it wait for the GIL after every signature (measured), and a further
         # hop to a worker thread costs more than the signature.
@@ -263,8 +269,11 @@ def apply_heartbeat(
     duress: bool,
     now: int,
     roles: dict[str, str],
+    hb_json: str | None = None,
 ) -> tuple[dict[str, Any], list, int | None]:
-    """Persist a verified heartbeat; returns the receipt body (to sign), effects, next wake."""
+    """Persist a verified heartbeat; returns the receipt body (to sign), effects, next wake.
+
+    `hb_json` is json.dumps(hb.doc) when the caller already has it."""
     rules = svc.rules_of(policy)
     old = state_of(row)
     # The receipt is always the one a normal heartbeat would get, so a captor watching the
@@ -274,7 +283,8 @@ def apply_heartbeat(
     detail: dict[str, Any] = {"by": roles, "heartbeat": hb.hash, "beat_time": hb.time}
     if duress:
         detail["duress"] = True
-    hb_json = json.dumps(hb.doc)
+    if hb_json is None:
+        hb_json = json.dumps(hb.doc)
     svc.apply(conn, row, policy, old, new, effects, now, "heartbeat", detail, hb_json)
     # Gossip: forward to every other node of the case except the one that sent it to us.
     for card in policy.nodes:

@@ -17,21 +17,40 @@ from .errors import FormatError
 
 def canonical_json(obj: Any) -> bytes:
     """Serialize `obj` so that equal values always give equal bytes (for signatures and hashes)."""
+    # Encoded first: the encoder refuses cycles (ValueError) and overly deep nesting
+    # (RecursionError), so the float check below only ever walks a finite tree.
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     _reject_floats(obj)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return text.encode()
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+"""Exact types that are certainly not floats (a subclass of one of them takes the slow path)."""
 
 
 def _reject_floats(obj: Any) -> None:
     # Floats have several textual forms; a signature over one of them would not survive a
     # re-encoding by another implementation. The formats use integers only.
-    if isinstance(obj, float):
-        raise TypeError("floats are not allowed in canonical JSON")
-    if isinstance(obj, dict):
-        for value in obj.values():
-            _reject_floats(value)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            _reject_floats(value)
+    # Iterative, with exact-type checks first: this runs on every document signed or hashed,
+    # several times per heartbeat.
+    stack = [obj]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        value = pop()
+        kind = type(value)
+        if kind in _PLAIN:
+            continue
+        if kind is dict:
+            extend(value.values())
+        elif kind is list or kind is tuple:
+            extend(value)
+        elif isinstance(value, float):
+            raise TypeError("floats are not allowed in canonical JSON")
+        elif isinstance(value, dict):
+            extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            extend(value)
+        # Any other type: json.dumps above already accepted or refused it.
 
 
 def parse_json(data: bytes | str, what: str, max_bytes: int = 16 * 1024 * 1024) -> Any:

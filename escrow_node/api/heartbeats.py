@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Path, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from vault.errors import VeladorError
 
 from .. import operations as ops
 from ..errors import Replay
+from ..service import NodeService
 from .common import SIGNED, SIGNED_DOC, body_doc, ok, read_body, service, signed
 
 router = APIRouter(prefix="/v1/cases", tags=["heartbeats"])
@@ -25,27 +26,47 @@ CaseId = Path(pattern=r"^[A-Za-z0-9-]{8,64}$")
     openapi_extra=body_doc("reporter-signed heartbeat document", SIGNED_DOC),
 )
 async def heartbeat(request: Request, case_id: str = CaseId):
-    # The hot path: signatures are checked in the threadpool, then the write joins the next
-    # group commit and this request waits for it without holding a worker thread, so one
-    # COMMIT (one fsync) covers every heartbeat in flight. The receipt is sent after COMMIT.
+    # Normally answered by fastpath.NodeApp before FastAPI sees it; this route serves the rest
+    # (a query string, a root path) and declares the endpoint in the OpenAPI document.
     svc = service(request)
     body = await read_body(request, svc.config.max_body)
     header = request.headers.get("authorization")
-    method, path, query = request.method, request.url.path, request.url.query
+    out = await handle(
+        svc, header, request.method, request.url.path, request.url.query, case_id, body
+    )
+    return JSONResponse(out)
+
+
+async def handle(
+    svc: NodeService,
+    header: str | None,
+    method: str,
+    path: str,
+    query: str,
+    case_id: str,
+    body: bytes,
+) -> dict[str, Any]:
+    """One heartbeat, from the raw request to the signed receipt (both HTTP paths use this).
+
+    Signatures are checked in worker threads (NodeService.hot_pool), then the write joins the
+    next group commit and this request waits for it without holding a thread, so one COMMIT
+    (one fsync) covers every heartbeat in flight. The receipt is handed out only after COMMIT.
+    """
 
     def prepare() -> ops.PreparedHeartbeat:
         req = svc.authenticate(header, method, path, query, body)
         return ops.prepare_heartbeat(svc, req, case_id, body)
 
-    prepared = await run_in_threadpool(prepare)
+    loop = asyncio.get_running_loop()
+    prepared = await loop.run_in_executor(svc.hot_pool, prepare)
     try:
         out = await asyncio.wrap_future(svc.store.submit(prepared.write))
     except Replay:
         raise
     except VeladorError:
-        await run_in_threadpool(svc.burn_nonce, prepared.req)
+        await loop.run_in_executor(svc.hot_pool, svc.burn_nonce, prepared.req)
         raise
-    return JSONResponse(ops.finish_heartbeat(svc, prepared, out))
+    return ops.finish_heartbeat(svc, prepared, out)
 
 
 @router.get(
