@@ -77,6 +77,9 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=10,
         server_header=False,
+        # The node never reads client addresses (limits are per signing key), so uvicorn's
+        # X-Forwarded-For rewriting would only be per-request work.
+        proxy_headers=False,
     )
     # uvicorn re-raises the signal that stopped it once shutdown is complete; with this
     # handler in place that becomes exit status 0, which service managers read as a clean stop.
