@@ -145,8 +145,7 @@ def throughput(r: Result) -> dict[str, float | None]:
     f = r.figures or {}
     mb = num(f, "size_mb")
     return {
-        k: ratio(mb, num(f, k, "s"))
-        for k in ("deposit", "age_e", "age_e_sync", "recover", "age_d", "age_e_tmpfs")
+        k: ratio(mb, num(f, k, "s")) for k in ("deposit", "age_e", "age_e_sync", "recover", "age_d")
     }
 
 
