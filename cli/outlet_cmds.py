@@ -8,8 +8,9 @@ moved only after the notices were printed, so a crash shows a notice twice rathe
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -185,21 +186,35 @@ class _Asked:
 @click.command("request")
 @click.argument("case", metavar="CASE_CARD_OR_ID")
 @click.option(
+    "--reason-file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="Read why you ask from this file ('-' for standard input); sent to the nodes with "
+    "your request. Without it you are asked in the terminal.",
+)
+@click.option(
     "--reason",
-    required=True,
-    help="Why you ask (e.g. 'detained since 12 Nov'); sent to the nodes with your request.",
+    default=None,
+    help="Why you ask, given on the command line (it stays in your shell history and is "
+    "visible to other programs while it runs: prefer --reason-file or the prompt).",
 )
 @TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def release_request(ctx: Ctx, case: str, reason: str, timeout: float, as_json: bool) -> None:
+def release_request(
+    ctx: Ctx,
+    case: str,
+    reason_file: IO[str] | None,
+    reason: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
     """Editors: ask every node of CASE to release it (counts toward the editor quorum).
 
     When the quorum the reporter set is reached, the objection window opens; if the reporter
     does not object in time, the nodes release the case to the recipient outlets.
     """
-    if not reason.strip() or len(reason) > 1000:
-        raise PolicyError("--reason must say why, in 1 to 1000 characters")
+    reason = _release_reason(reason_file, reason)
     ref = case_ref(case, [card for _, card in known_nodes(ctx)])
     ident = ctx.unlock()
 
@@ -253,6 +268,37 @@ def release_request(ctx: Ctx, case: str, reason: str, timeout: float, as_json: b
         click.echo(
             f"Release requested at all {len(accepted)} nodes of case {ref.case_id}.", err=True
         )
+
+
+def _release_reason(reason_file: IO[str] | None, reason: str | None) -> str:
+    """The editor's reason, from a file, the prompt, or (discouraged) argv.
+
+    The reason says why the editor fears for the reporter ("detained in Culiacán since the
+    12th"): on the command line it would stay in shell history and show in `ps` on a machine that
+    may be seized, so the file or the prompt is the default way to give it.
+    """
+    if reason_file is not None and reason is not None:
+        raise PolicyError(
+            "give the reason once: --reason-file or --reason, not both",
+            hint="prefer --reason-file FILE (or '-' for standard input)",
+        )
+    if reason_file is not None:
+        reason = reason_file.read(4096).strip()
+    elif reason is None:
+        if not sys.stdin.isatty():
+            raise PolicyError(
+                "say why you ask for the release",
+                hint="use --reason-file FILE (or '-' to read standard input), "
+                "or run the command in a terminal to be asked",
+            )
+        reason = click.prompt("Why do you ask for the release", err=True)
+    reason = reason.strip()
+    if not reason or len(reason) > 1000:
+        raise PolicyError(
+            "the reason must say why, in 1 to 1000 characters",
+            hint="write it in a file and pass --reason-file FILE",
+        )
+    return reason
 
 
 def release_group() -> click.Group:

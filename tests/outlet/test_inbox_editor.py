@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 
@@ -85,8 +86,10 @@ def test_editor_release_request_reaches_every_node_and_the_editor_is_told(armed,
     case = armed(n=2, threshold=2)
     home = case.homes["editor"]
     case.add_nodes_as_contacts(v, home, case.nodes)
-    # When the editor asks for a release
-    out, err = v.ok(home, "release", "request", case.case_id, "--reason", "detenida desde ayer")
+    # When the editor asks for a release, the reason in a file (out of shell history)
+    reason = case.homes["editor"].parent / "motivo.txt"
+    reason.write_text("detenida desde ayer\n", encoding="utf-8")
+    out, err = v.ok(home, "release", "request", case.case_id, "--reason-file", reason)
     # Then every node accepted it and the window is open
     assert f"Release requested at all 2 nodes of case {case.case_id}." in err
     assert err.count("accepted (state EDITOR_PENDING, release at ") == 2
@@ -158,3 +161,33 @@ def test_release_request_for_an_unknown_case(armed, v):
     assert err.strip().splitlines()[0] == (
         "velador: error: none of the 1 node(s) asked holds case ffffffffffffffff"
     )
+
+
+def test_release_request_reason_from_standard_input_and_its_bad_forms(v, tmp_path, monkeypatch):
+    home = tmp_path / "h"
+    cid = "ffffffffffffffff"
+    # Both ways at once: refused before anything is sent
+    f = tmp_path / "why.txt"
+    f.write_text("detenido", encoding="utf-8")
+    code, _, err = v(home, "release", "request", cid, "--reason-file", f, "--reason", "x")
+    assert code == 75
+    assert "give the reason once: --reason-file or --reason, not both" in err
+    # A file with only blanks says nothing: refused, so the file was read
+    f.write_text("  \n\n", encoding="utf-8")
+    code, _, err = v(home, "release", "request", cid, "--reason-file", f)
+    assert code == 75
+    assert "the reason must say why, in 1 to 1000 characters" in err
+    # Neither, and no terminal to ask on: a clear error naming the file option
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = v(home, "release", "request", cid)
+    assert code == 75
+    assert err.strip().splitlines()[-2:] == [
+        "velador: error: say why you ask for the release",
+        "velador: hint: use --reason-file FILE (or '-' to read standard input), or run the "
+        "command in a terminal to be asked",
+    ]
+    # From standard input ('-'): read, then the command goes on to look for the case's nodes
+    monkeypatch.setattr("sys.stdin", io.StringIO("detenido desde el 12\n"))
+    code, _, err = v(home, "release", "request", cid, "--reason-file", "-")
+    assert code == 66  # past the reason, to the case's nodes, of which this home knows none
+    assert "you know no escrow node to ask about case ffffffffffffffff" in err
