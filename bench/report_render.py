@@ -175,6 +175,7 @@ def section_deposit(page: Page) -> list[str]:
             extra_rows,
         ),
     ]
+    lines += tmpfs_table(rs)
     lines += about(
         rs,
         "the stock `age -e` / `age -d` (X25519 recipient) on the same file, warm page cache; "
@@ -184,6 +185,48 @@ def section_deposit(page: Page) -> list[str]:
         "included), best of the runs; a speed ratio above 1 means velador is faster.",
     )
     return lines
+
+
+def tmpfs_table(rs: list[Result]) -> list[str]:
+    """The CPU-bound round (everything on tmpfs), where bench/deposit.py ran one."""
+    rows = []
+    for r in rs:
+        t = get(r.figures, "tmpfs")
+        mb = num(r.figures, "size_mb")
+        if not isinstance(t, dict) or num(t, "deposit", "s") is None:
+            continue
+        speed = {k: ratio(mb, num(t, k, "s")) for k in ("deposit", "age_e", "recover", "age_d")}
+        gb = None if mb is None else mb / 1000
+        rows.append(
+            [
+                str(r.params.get("size_mib", DASH)),
+                fmt(speed["deposit"], 0),
+                fmt(speed["age_e"], 0),
+                fmt(ratio(num(t, "age_e", "s"), num(t, "deposit", "s")), 2),
+                fmt(speed["recover"], 0),
+                fmt(speed["age_d"], 0),
+                fmt(ratio(num(t, "age_d", "s"), num(t, "recover", "s")), 2),
+                fmt(ratio(num(t, "deposit", "cpu_s"), gb), 2),
+                fmt(ratio(num(t, "age_e", "cpu_s"), gb), 2),
+                fmt(ratio(num(t, "recover", "cpu_s"), gb), 2),
+                fmt(ratio(num(t, "age_d", "cpu_s"), gb), 2),
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        "The same on tmpfs (source, store, home and age's output in memory, no disk wait): "
+        "what the CPU costs.",
+        "",
+        *table(
+            cols(
+                "file MiB | deposit MB/s | age -e MB/s | deposit/age -e speed | recover MB/s | "
+                "age -d MB/s | recover/age -d speed | deposit CPU s/GB | age -e CPU s/GB | "
+                "recover CPU s/GB | age -d CPU s/GB"
+            ),
+            rows,
+        ),
+    ]
 
 
 def section_memory(page: Page) -> list[str]:
