@@ -392,6 +392,7 @@ def section_sweep(page: Page) -> list[str]:
                 fmt(num(s, "due"), 0),
                 fmt(num(s, "due_ms"), 0),
                 {True: "yes", False: "no"}.get(ok, DASH),
+                fmt(num(s, "setup_s"), 0),
                 fmt(num(r.meta, "seconds"), 0),
                 load_cell(r),
                 r.status,
@@ -400,7 +401,7 @@ def section_sweep(page: Page) -> list[str]:
     lines += table(
         cols(
             "cases | sweep, none due ms | due (1%) | sweep, 1% due ms | both < 1 s | "
-            "whole run s (set-up included) | load | status"
+            "set-up s | whole run s | load | status"
         ),
         rows,
     )

@@ -138,7 +138,7 @@ def write_world(results: Path, fast: bool) -> None:
             deposit_figures(16, 0.1, 0.2, tmpfs=True))  # fmt: skip
         put(results, "heartbeats-c0004", "heartbeats", {"concurrency": 4}, hb(4, 400, 20))
         put(results, "heartbeats-c0032", "heartbeats", {"concurrency": 32}, hb(32, 1500, 50))
-        sweep = {"cases": 100_000, "none_due_ms": 0.3, "due": 1000, "due_ms": 400.0}
+        sweep = {"cases": 100_000, "none_due_ms": 0.3, "due": 1000, "due_ms": 400.0, "setup_s": 7.0}
         release = {"fetchable_ms": [30.0, 40.0], "webhook_ms": [25.0, 35.0], "missed": 0}
     else:
         put(results, "deposit-00016mib", "deposit", {"size_mib": 16, "runs": 2},
@@ -197,6 +197,7 @@ def test_page_meets_targets(tmp_path):
     assert "velador sent 43.3% of the naive bytes" in md
     # the tmpfs round, where the script ran one: 16.8 MB in 0.05 s; 0.4 CPU s for 0.0168 GB
     assert "| 16 | 336 | 84 | 4.00 | 168 | 84 | 2.00 | 23.84 | 5.96 | 29.80 | 5.96 |" in md
+    assert "| 100,000 | 0.3 | 1,000 | 400 | yes | 7 | 12 |" in md
     assert "| 1 | 30 | 25 |" in md  # release 1: fetchable 30 ms, webhook 25 ms
     # every figure names the machine and the commands
     assert md.count("*Machine*: testbox, 2 cores, Test CPU 9000, Python 3.11.7") == 6
@@ -224,7 +225,7 @@ def test_page_misses_targets(tmp_path):
     # age -e + sync -f is missing from one run's figures: a dash there, not a crash
     assert "| 16 | 2 | 1.00 | 17 | 168 | – | 0.10 |" in md
     # the run that timed out is on the page, with its row and its log
-    assert "| 1,000,000 | – | – | – | – | 12 | 0.10 → 0.40 | timed out after 10900 s |" in md
+    assert "| 1,000,000 | – | – | – | – | – | 12 | 0.10 → 0.40 | timed out after 10900 s |" in md
     assert "*Run `sweep-01000000`*: timed out after 10900 s — `benchmark output / last line" in md
 
 
