@@ -10,12 +10,39 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from vault.encoding import canonical_json, doc_hash
 
 GENESIS = "0" * 64
+
+_heads: dict[sqlite3.Connection, tuple[int, str] | None] = {}
+"""Connection -> (seq, hash) of the chain head it last wrote, only while `head_kept` is active
+for it; None means "read it from the table"."""
+
+
+@contextmanager
+def head_kept(conn: sqlite3.Connection) -> Iterator[None]:
+    """Keep the chain head in memory for one write transaction, instead of reading it back with
+    a SELECT for every entry (on the heartbeat group commit every statement hands the GIL over).
+
+    Only for a caller that holds the connection's write lock for the whole transaction, so no
+    other code appends meanwhile; whoever rolls back part of the transaction (ROLLBACK TO)
+    must call `forget_head`, and the head is dropped when the block ends either way."""
+    _heads[conn] = None
+    try:
+        yield
+    finally:
+        _heads.pop(conn, None)
+
+
+def forget_head(conn: sqlite3.Connection) -> None:
+    """After a ROLLBACK TO: the next entry reads the head from the table again."""
+    if conn in _heads:
+        _heads[conn] = None
 
 
 def entry_hash(seq: int, time: int, case_id: str | None, event: str, detail: Any, prev: str) -> str:
@@ -35,13 +62,18 @@ def append(
     conn: sqlite3.Connection, time: int, case_id: str | None, event: str, detail: Any
 ) -> str:
     """Append one entry inside the caller's transaction; returns its hash."""
-    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+    head = _heads.get(conn)
+    if head is None:
+        row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        head = (row[0], row[1]) if row else (0, GENESIS)
+    seq, prev = head[0] + 1, head[1]
     h = entry_hash(seq, time, case_id, event, detail, prev)
     conn.execute(
         "INSERT INTO audit (seq, time, case_id, event, detail, prev, hash) VALUES (?,?,?,?,?,?,?)",
         (seq, time, case_id, event, canonical_json(detail).decode(), prev, h),
     )
+    if conn in _heads:
+        _heads[conn] = (seq, h)
     return h
 
 

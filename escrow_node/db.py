@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
+from . import audit
+
 T = TypeVar("T")
 SCHEMA_VERSION = 1
 
@@ -214,7 +216,7 @@ class Store:
                 items.append(nxt)
             done: list[tuple[Future[Any], Any, BaseException | None]] = []
             try:
-                with self.lock:
+                with self.lock, audit.head_kept(self.conn):
                     self.conn.execute("BEGIN IMMEDIATE")
                     try:
                         for fn, fut in items:
@@ -227,6 +229,7 @@ class Store:
                             try:
                                 res = fn(self.conn)
                             except BaseException as exc:
+                                audit.forget_head(self.conn)
                                 self.conn.execute("ROLLBACK TO op")
                                 self.conn.execute("RELEASE op")
                                 done.append((fut, None, exc))

@@ -278,8 +278,13 @@ def apply_heartbeat(
     old = state_of(row)
     # The receipt is always the one a normal heartbeat would get, so a captor watching the
     # reporter's screen cannot tell a duress check-in from a normal one.
-    cover, _ = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=False)
-    new, effects = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=duress)
+    cover, cover_effects = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=False)
+    # engine.heartbeat is pure: without duress the real transition IS the cover one, so it is
+    # computed once (the writer thread is the one every heartbeat queues for).
+    if duress:
+        new, effects = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=True)
+    else:
+        new, effects = cover, cover_effects
     detail: dict[str, Any] = {"by": roles, "heartbeat": hb.hash, "beat_time": hb.time}
     if duress:
         detail["duress"] = True

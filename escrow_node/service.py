@@ -70,6 +70,11 @@ _LOAD_STATE = (
     f"SELECT case_id, policy_hash, version, {', '.join(_STATE_COLS)} FROM cases"  # noqa: S608
     " WHERE case_id = ?"
 )
+# Column names come from the constant _STATE_COLS; every value is a bound parameter.
+_UPDATE_STATE = (
+    f"UPDATE cases SET {', '.join(f'{c} = ?' for c in _STATE_COLS)},"  # noqa: S608
+    " next_wake = ?, updated = ?, version = version + 1"
+)
 POLICY_CACHE = 4096
 """Parsed policies kept in memory (LRU), keyed by policy hash."""
 
@@ -378,10 +383,8 @@ class NodeService:
             # touch the other case's row (the version guard below is the row's, not the policy's).
             raise Conflict(f"case {case_id}: the stored policy names another case")
         rules = self.rules_of(policy)
-        cols = ", ".join(f"{c} = ?" for c in _STATE_COLS)
         values = [*_state_values(new), engine.next_wake(new, rules), now]
-        # Column names come from the constant _STATE_COLS; every value is a bound parameter.
-        sql = f"UPDATE cases SET {cols}, next_wake = ?, updated = ?, version = version + 1"  # noqa: S608
+        sql = _UPDATE_STATE
         if last_heartbeat is not None:
             sql += ", last_heartbeat = ?"
             values.append(last_heartbeat)

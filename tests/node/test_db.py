@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from escrow_node import audit
 from escrow_node.db import Store
 
 
@@ -61,3 +62,34 @@ def test_snapshot_sees_the_last_commit_without_the_writer_lock(store):
     assert [r[0] for r in rows] == ["one"]
     with store.snapshot() as conn, pytest.raises(sqlite3.OperationalError, match="readonly"):
         conn.execute("INSERT INTO meta (key, value) VALUES ('no', 'x')")
+
+
+def audit_then(event: str, fail: bool = False):
+    def fn(conn: sqlite3.Connection) -> str:
+        h = audit.append(conn, 1, None, event, {"n": event})
+        if fail:
+            raise RuntimeError("after the audit entry")
+        return h
+
+    return fn
+
+
+def test_the_audit_chain_head_survives_a_rolled_back_entry_inside_a_batch(store):
+    # Given a batch in which a call appends an audit entry and then fails (its savepoint is
+    # rolled back), between calls that succeed, and a write outside the batch afterwards
+    with store.lock:
+        first = store.submit(audit_then("a"))
+        bad = store.submit(audit_then("gone", fail=True))
+        last = store.submit(audit_then("b"))
+    assert first.result(10) and last.result(10)
+    with pytest.raises(RuntimeError):
+        bad.result(10)
+    with store.tx() as conn:
+        audit.append(conn, 2, None, "c", {})
+    store.batch(audit_then("d"))
+    # Then the chain holds exactly the committed entries, in order, and verifies
+    with store.read() as conn:
+        check = audit.verify(conn)
+        events = [e["event"] for e in audit.entries(conn)]
+    assert check.ok and check.entries == 4
+    assert events == ["a", "b", "c", "d"]
