@@ -520,8 +520,12 @@ def run_life(root: Path, bucket: str) -> Life:
         v("reporter", "checkin", m["casename"], passphrase=m["passphrase-wrong"], check=False)
         assert "error" in life.streams[-1].data.decode(), "a wrong passphrase was accepted"
 
-        # The editor asks for a release with a marker reason; the reporter releases at once.
-        v("editor", "release", "request", life.case_id, "--reason", m["reason"])
+        # The editor asks for a release with a marker reason, from a file the editor wrote (kept
+        # beside the reporter's sources: outside everything Velador writes), so the reason is in
+        # no argv; the reporter releases at once.
+        reason_file = src / "editor-reason.txt"
+        reason_file.write_text(m["reason"], encoding="utf-8")
+        v("editor", "release", "request", life.case_id, "--reason-file", reason_file)
         # A reason over the 1,000-character limit, sent past the CLI's own check, is refused by
         # every node; what a node does with a refused body is part of the scan.
         from vault.errors import VeladorError

@@ -148,8 +148,8 @@ def allowed(hit: Hit) -> str | None:
     if hit.kind == "instructions" and hit.category in ("output-outlet1", "output-outlet2"):
         # `recover` shows the outlet the instructions it just recovered: meant for its eyes.
         return "the recovering outlet's own terminal shows the recovered instructions"
-    if hit.kind == "reason" and hit.category in ("argv-cli-editor", "output-editor"):
-        return "the editor's own command line and terminal"
+    if hit.kind == "reason" and hit.category == "output-editor":
+        return "the editor's own terminal"
     return None
 
 
