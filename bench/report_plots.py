@@ -6,6 +6,7 @@ where it was measured. A section without figures gets no plot (the page then say
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -42,12 +43,41 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+Series = list[tuple[str, str, str, str]]
+"""(figure key, legend label, colour, line style) of each line of a plot against file size."""
+
+
+def _plot_vs_size(
+    ok: list[Result],
+    series: Series,
+    value: Callable[[Result, str], float | None],
+    ylabel: str,
+    title: str,
+    path: Path,
+) -> Path:
+    """One line per series against file size (log scale), skipping runs without that figure."""
+    sizes = [r.params.get("size_mib") or num(r.figures, "size_mb") for r in ok]
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for key, label, color, style in series:
+        pts = [(s, v) for s, r in zip(sizes, ok, strict=True) if (v := value(r, key)) is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), style, marker="o", color=color, label=label)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(PLAIN)
+    ax.set_xlabel("file size (MiB, log scale)")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    _caption(fig, ok)
+    return _save(fig, path)
+
+
 def plot_throughput(rs: list[Result], path: Path) -> Path | None:
     ok = [r for r in rs if r.ok]
     if not ok:
         return None
-    sizes = [r.params.get("size_mib") or num(r.figures, "size_mb") for r in ok]
-    fig, ax = plt.subplots(figsize=(8, 4.8))
     series = [
         ("deposit", "velador deposit", "C0", "-"),
         ("age_e", "age -e", "C1", "--"),
@@ -55,52 +85,35 @@ def plot_throughput(rs: list[Result], path: Path) -> Path | None:
         ("recover", "velador recover", "C2", "-"),
         ("age_d", "age -d", "C3", "--"),
     ]
-    tp = [throughput(r) for r in ok]
-    for key, label, color, style in series:
-        pts = [(s, t[key]) for s, t in zip(sizes, tp, strict=True) if t[key] is not None]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), style, marker="o", color=color, label=label)
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(PLAIN)
-    ax.set_xlabel("file size (MiB, log scale)")
-    ax.set_ylabel("MB/s (higher is better)")
-    ax.set_ylim(bottom=0)
-    ax.set_title("Deposit and recover throughput vs stock age, same file")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    _caption(fig, ok)
-    return _save(fig, path)
+    tp = {id(r): throughput(r) for r in ok}
+    return _plot_vs_size(
+        ok,
+        series,
+        lambda r, key: tp[id(r)][key],
+        "MB/s (higher is better)",
+        "Deposit and recover throughput vs stock age, same file",
+        path,
+    )
 
 
 def plot_memory(rs: list[Result], path: Path) -> Path | None:
     ok = [r for r in rs if r.ok]
     if not ok:
         return None
-    sizes = [r.params.get("size_mib") or num(r.figures, "size_mb") for r in ok]
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    for key, label, color, style in (
+    series = [
         ("deposit", "velador deposit (process tree)", "C0", "-"),
         ("recover", "velador recover (process tree)", "C2", "-"),
         ("age_e", "age -e", "C1", "--"),
         ("age_d", "age -d", "C3", "--"),
-    ):
-        pts = [
-            (s, num(r.figures, key, "rss_mib"))
-            for s, r in zip(sizes, ok, strict=True)
-            if num(r.figures, key, "rss_mib") is not None
-        ]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), style, marker="o", color=color, label=label)
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(PLAIN)
-    ax.set_xlabel("file size (MiB, log scale)")
-    ax.set_ylabel("peak RSS (MiB; flat is the goal)")
-    ax.set_ylim(bottom=0)
-    ax.set_title("Peak memory vs file size")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    _caption(fig, ok)
-    return _save(fig, path)
+    ]
+    return _plot_vs_size(
+        ok,
+        series,
+        lambda r, key: num(r.figures, key, "rss_mib"),
+        "peak RSS (MiB; flat is the goal)",
+        "Peak memory vs file size",
+        path,
+    )
 
 
 def plot_dedup(rs: list[Result], path: Path) -> Path | None:
