@@ -207,19 +207,27 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
     con = out_console()
     for s in stats:
         con.print(status_rows(s, now))
-        pending = [r.body for r in s.results if r.ok and r.body and r.body.get("pending_until")]
-        if pending:
-            b = pending[0]
-            until = min(p["pending_until"] for p in pending)
+        if pending := _pending_release(s.results):
+            asked, until = pending
             con.print(
-                f"{s.case}: editor release pending ({b.get('editor_requests')} of "
-                f"{b.get('editor_quorum')} editors asked); you can object until "
+                f"{s.case}: editor release pending ({asked}); you can object until "
                 f"{when(until, now)} with 'velador release object {s.case}'"
             )
         for line in s.disagreements:
             con.print(f"warning: {line}")
         if s.local == "arming":
             con.print(f"warning: not every node has the case yet: run 'velador case arm {s.case}'")
+
+
+def _pending_release(results: list[Any]) -> tuple[str, int] | None:
+    """("N of M editors asked", earliest release time) when some node has an editor release
+    pending, else None: the reporter's and the editors' views both say it."""
+    pending = [r.body for r in results if r.ok and r.body and r.body.get("pending_until")]
+    if not pending:
+        return None
+    b = pending[0]
+    asked = f"{b.get('editor_requests')} of {b.get('editor_quorum')} editors asked"
+    return asked, min(p["pending_until"] for p in pending)
 
 
 def _remote_status(ctx: Ctx, text: str, timeout: float, as_json: bool) -> None:
@@ -257,13 +265,11 @@ def _remote_status(ctx: Ctx, text: str, timeout: float, as_json: bool) -> None:
         return
     con = out_console()
     con.print(status_rows(st, now))
-    pending = [r.body for r in results if r.ok and r.body and r.body.get("pending_until")]
-    if pending:
-        b = pending[0]
-        until = min(p["pending_until"] for p in pending)
+    if pending := _pending_release(results):
+        asked, until = pending
         con.print(
-            f"editor release pending ({b.get('editor_requests')} of {b.get('editor_quorum')} "
-            f"editors asked); the nodes release at {when(until, now)} unless the reporter objects"
+            f"editor release pending ({asked}); the nodes release at {when(until, now)} "
+            "unless the reporter objects"
         )
     for line in st.disagreements:
         con.print(f"warning: {line}")
