@@ -191,24 +191,35 @@ def prepare_heartbeat(
 
     Done outside any lock, on a read-only snapshot: the write re-checks the policy version
     inside its transaction, so a policy rotated meanwhile is answered with a retryable 409.
+    A refusal raised here leaves the nonce to the caller to burn (svc.nonce_burner): the
+    heartbeat route burns it through its group commit, never with a lock of its own.
     """
-    try:
-        doc = parse_body(body, "heartbeat")
-        with svc.store.snapshot() as conn:
-            policy = svc.current_policy(conn, case_id)
-        roles = svc.roles(policy, req.signer)
-        if not roles.keys() & {"reporter", "node"}:
-            raise Forbidden("only the reporter or a peer node of the case may send heartbeats")
-        hb, duress = verify_heartbeat(svc, policy, doc)
-        # Computed here, in the parallel verification threads, not in the one writer thread
-        # that every heartbeat queues for: its hash (audit, receipt, gossip) and stored text.
-        hb_json = json.dumps(hb.doc)
-        hb.hash  # noqa: B018 - a cached property; computing it is the point
-    except Replay:
-        raise
-    except VeladorError:
-        svc.burn_nonce(req)
-        raise
+    doc = parse_body(body, "heartbeat")
+    with svc.store.snapshot() as conn:
+        policy = svc.current_policy(conn, case_id)
+    roles = svc.roles(policy, req.signer)
+    if not roles.keys() & {"reporter", "node"}:
+        raise Forbidden("only the reporter or a peer node of the case may send heartbeats")
+    hb, duress = verify_heartbeat(svc, policy, doc)
+    # Computed before the write: its hash (audit, receipt, gossip) and stored text.
+    hb_json = json.dumps(hb.doc)
+    hb.hash  # noqa: B018 - a cached property; computing it is the point
+    return PreparedHeartbeat(
+        req, policy, heartbeat_write(svc, req, case_id, policy, roles, hb, duress, hb_json)
+    )
+
+
+def heartbeat_write(
+    svc: NodeService,
+    req: SignedRequest,
+    case_id: str,
+    policy: Policy,
+    roles: dict[str, str],
+    hb: Heartbeat,
+    duress: bool,
+    hb_json: str,
+) -> Callable[[sqlite3.Connection], tuple[dict[str, Any], list, int | None]]:
+    """The write of a checked heartbeat, for a group commit."""
 
     def write(conn: sqlite3.Connection) -> tuple[dict[str, Any], list, int | None]:
         now = svc.clock.now()
@@ -219,12 +230,10 @@ def prepare_heartbeat(
         body_out, effects, wake = apply_heartbeat(
             svc, conn, row, policy, hb, duress, now, roles, hb_json
         )
-        # Signed here, in the writer thread, and handed out only after COMMIT: signing on the
-        # event loop made it wait for the GIL after every signature (measured), and a further
-        # hop to a worker thread costs more than the signature.
+        # Signed inside the batch and handed out only after COMMIT.
         return svc._sign("receipt", body_out), effects, wake
 
-    return PreparedHeartbeat(req, policy, write)
+    return write
 
 
 def finish_heartbeat(
@@ -240,8 +249,8 @@ def finish_heartbeat(
 def heartbeat(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -> dict[str, Any]:
     """The whole heartbeat, blocking (the API route runs the same steps without holding a thread
     while the batch commits)."""
-    prepared = prepare_heartbeat(svc, req, case_id, body)
     try:
+        prepared = prepare_heartbeat(svc, req, case_id, body)
         out = svc.store.batch(prepared.write)
     except Replay:
         raise

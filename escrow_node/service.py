@@ -8,6 +8,7 @@ notices. The answer is built inside the transaction and returned only after COMM
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -15,7 +16,6 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vault.cards import Card
@@ -31,6 +31,7 @@ from .config import NodeConfig
 from .db import Store
 from .engine import CaseState, Effect, Rules
 from .errors import BadRequest, Conflict, Forbidden, Replay, UnknownCase
+from .loopcommit import LoopCommitter
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 
@@ -43,11 +44,6 @@ OPERATOR_EVENTS = {
     "destroyed",
 }
 SWEEP_BATCH = 256
-HOT_THREADS = 2
-"""Heartbeat verification threads: the work is crypto (which releases the GIL) and a snapshot
-read. On the 2-core bench machine 1 and 2 threads gave the same throughput and 4 cost about
-15% more CPU per heartbeat (GIL hand-offs); 2 keeps two signature checks in parallel."""
-
 _STATE_COLS = (
     "state",
     "seq",
@@ -172,29 +168,16 @@ class NodeService:
         # Computed once: a fingerprint is a hash and a base32 encoding, and every receipt,
         # status and duress marker lookup needs this node's.
         self._fingerprint = identity.fingerprint
-        self._hot_pool: ThreadPoolExecutor | None = None
-        self._hot_lock = threading.Lock()
+        self.committer = LoopCommitter(store)
+        """The heartbeat path's group commit, driven by the event loop (loopcommit.py)."""
 
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
 
-    @property
-    def hot_pool(self) -> ThreadPoolExecutor:
-        """Threads for the heartbeat's signature checks. A plain executor, not anyio's
-        threadpool: anyio's hop cost about 150 us of CPU per call against about 25 us here
-        (measured), more than the signature it carries. Same size as anyio's limiter."""
-        with self._hot_lock:
-            if self._hot_pool is None:
-                self._hot_pool = ThreadPoolExecutor(HOT_THREADS, thread_name_prefix="hb-verify")
-            return self._hot_pool
-
     def close(self) -> None:
-        """Stop the heartbeat threads (the store is closed by its owner)."""
-        with self._hot_lock:
-            pool, self._hot_pool = self._hot_pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        """Stop the heartbeat commit thread (the store is closed by its owner)."""
+        self.committer.close()
 
     # --- authentication -------------------------------------------------------------------
 
@@ -217,11 +200,17 @@ class NodeService:
 
     def burn_nonce(self, req: SignedRequest) -> None:
         """After a refused but authenticated request: remember its nonce anyway."""
-        try:
-            with self.store.tx() as conn:
+        with self.store.tx() as conn:
+            self.nonce_burner(req)(conn)
+
+    def nonce_burner(self, req: SignedRequest) -> Callable[[sqlite3.Connection], None]:
+        """burn_nonce as a write for a batch (the heartbeat path burns through its committer)."""
+
+        def burn(conn: sqlite3.Connection) -> None:
+            with contextlib.suppress(Replay):
                 consume_nonce(conn, req, self.config.timestamp_tolerance)
-        except Replay:
-            pass
+
+        return burn
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Path, Request
@@ -48,23 +47,19 @@ async def handle(
 ) -> dict[str, Any]:
     """One heartbeat, from the raw request to the signed receipt (both HTTP paths use this).
 
-    Signatures are checked in worker threads (NodeService.hot_pool), then the write joins the
-    next group commit and this request waits for it without holding a thread, so one COMMIT
-    (one fsync) covers every heartbeat in flight. The receipt is handed out only after COMMIT.
+    Everything runs on the event loop (the signature checks release the GIL but have no other
+    thread to hand it to); the write joins the next group commit of svc.committer and this
+    request waits for it without holding a thread, so one COMMIT (one fsync) covers every
+    heartbeat in flight. The receipt is handed out only after COMMIT.
     """
-
-    def prepare() -> ops.PreparedHeartbeat:
-        req = svc.authenticate(header, method, path, query, body)
-        return ops.prepare_heartbeat(svc, req, case_id, body)
-
-    loop = asyncio.get_running_loop()
-    prepared = await loop.run_in_executor(svc.hot_pool, prepare)
+    req = svc.authenticate(header, method, path, query, body)
     try:
-        out = await asyncio.wrap_future(svc.store.submit(prepared.write))
+        prepared = ops.prepare_heartbeat(svc, req, case_id, body)
+        out = await svc.committer.run(prepared.write)
     except Replay:
         raise
     except VeladorError:
-        await loop.run_in_executor(svc.hot_pool, svc.burn_nonce, prepared.req)
+        await svc.committer.run(svc.nonce_burner(req))
         raise
     return ops.finish_heartbeat(svc, prepared, out)
 
