@@ -123,6 +123,21 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu(pid: int) -> float:
+    """CPU seconds of the live child processes of `pid` (the node's verification workers):
+    they are the node's work too, and /proc only adds a child's time to its parent once the
+    child has ended."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds per thread of a process, by thread id (Python 3.11 does not name its threads
     for the OS, so ids are what there is)."""
@@ -144,8 +159,13 @@ def pct(values: list[float], p: float) -> float:
 # --- 1. heartbeats ---------------------------------------------------------------------------
 
 
-def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int) -> dict:
+def bench_heartbeats(
+    root: Path, seconds: float, n_cases: int, concurrency: int, verify_workers: int = 1
+) -> dict:
     data, url = init_node(root, "bench-node")
+    cfg = tomllib.loads((data / "node.toml").read_text())
+    cfg["workers"] = {"verify": verify_workers}
+    (data / "node.toml").write_text(tomli_w.dumps(cfg))
     card = load_card(data)
     proc = start_node(data, url)
     clock = SystemClock()
@@ -185,9 +205,11 @@ def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int)
             reqs.append((path, body, hdr))
         print(f"pre-signed {total} heartbeats")
         node_cpu0, gen_cpu0 = proc_cpu(proc.pid), time.process_time()
+        workers_cpu0 = children_cpu(proc.pid)
         threads0 = thread_cpu(proc.pid)
         lat, ok, bad = asyncio.run(_drive(url, reqs, seconds, concurrency))
         node_cpu, gen_cpu = proc_cpu(proc.pid) - node_cpu0, time.process_time() - gen_cpu0
+        workers_cpu = children_cpu(proc.pid) - workers_cpu0
         # Per node thread, largest first: the event loop, the db writer and the verification
         # threads are told apart by their share, not their names.
         threads = sorted(
@@ -205,11 +227,14 @@ def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int)
             f"heartbeats: {ok} accepted in {seconds:.0f} s = {rate:,.0f}/s "
             f"(concurrency {concurrency}, {bad} errors)"
         )
+        total_cpu = node_cpu + workers_cpu
         print(
-            f"cpu: node {node_cpu:.2f} s = {node_cpu / max(ok, 1) * 1e6:.0f} us per heartbeat; "
+            f"cpu: node {total_cpu:.2f} s = {total_cpu / max(ok, 1) * 1e6:.0f} us per heartbeat "
+            f"(serving process {node_cpu / max(ok, 1) * 1e6:.0f} us, {verify_workers} "
+            f"verification worker(s) {workers_cpu / max(ok, 1) * 1e6:.0f} us); "
             f"load generator {gen_cpu:.2f} s ({gen_cpu / seconds:.0%} of one core)"
         )
-        print(f"node cpu by thread (us per heartbeat): {threads}")
+        print(f"serving process cpu by thread (us per heartbeat): {threads}")
         print(
             f"latency: p50 {pct(lat, 0.50) * 1000:.1f} ms, p99 {pct(lat, 0.99) * 1000:.1f} ms, "
             f"max {max(lat) * 1000:.1f} ms"
@@ -226,7 +251,10 @@ def bench_heartbeats(root: Path, seconds: float, n_cases: int, concurrency: int)
             "p50_ms": pct(lat, 0.50) * 1000,
             "p99_ms": pct(lat, 0.99) * 1000,
             "max_ms": max(lat) * 1000,
-            "node_cpu_us_per_hb": node_cpu / max(ok, 1) * 1e6,
+            "node_cpu_us_per_hb": total_cpu / max(ok, 1) * 1e6,
+            "serving_cpu_us_per_hb": node_cpu / max(ok, 1) * 1e6,
+            "workers_cpu_us_per_hb": workers_cpu / max(ok, 1) * 1e6,
+            "verify_workers": verify_workers,
             "node_threads_cpu_us_per_hb": threads,
             "generator_cpu_s": gen_cpu,
             "load_after": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -472,6 +500,12 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--sweep-cases", type=int, default=100_000)
+    ap.add_argument(
+        "--verify-workers",
+        type=int,
+        default=1,
+        help="the node's [workers] verify (0: checks in the serving process)",
+    )
     ap.add_argument("--only", choices=["heartbeats", "release", "sweep"])
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = ap.parse_args()
@@ -488,7 +522,7 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
         if args.only in (None, "heartbeats"):
             figures["heartbeats"] = bench_heartbeats(
-                root, args.seconds, args.cases, args.concurrency
+                root, args.seconds, args.cases, args.concurrency, args.verify_workers
             )
         if args.only in (None, "release"):
             figures["release"] = bench_release(root)

@@ -34,6 +34,7 @@ from .outbox import Outbox
 from .scheduler import EngineScheduler
 from .service import NodeService
 from .sweep import sweep
+from .verifier import VerifierPool
 
 log = logging.getLogger("velador.node")
 WORKER_THREADS = 4
@@ -89,9 +90,16 @@ def create_app(
             sched.start()
         app.state.scheduler = sched
         app.state.outbox = outbox
+        if config.verify_processes:
+            pool = VerifierPool(svc, config.verify_processes)
+            await pool.start()
+            svc.verifiers = pool
         try:
             yield
         finally:
+            if svc.verifiers is not None:
+                pool, svc.verifiers = svc.verifiers, None
+                await pool.close()
             if sched is not None:
                 sched.shutdown()
             outbox.close()

@@ -80,6 +80,8 @@ class NodeConfig:
     operator_webhook: str = ""
     contacts: dict[str, Contact] = field(default_factory=dict)
     webhook_timeout: float = 10.0
+    verify_processes: int = 1
+    """Heartbeat check worker processes ([workers] verify; 0 checks in the serving process)."""
 
     @property
     def db_path(self) -> Path:
@@ -115,7 +117,9 @@ _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "peers": {"timeout": (int, float), "urls": dict},
     "metrics": {"enabled": bool},
     "contacts": {},
+    "workers": {"verify": int},
 }
+MAX_VERIFY_PROCESSES = 16
 
 
 def _check(doc: dict[str, Any]) -> None:
@@ -167,6 +171,11 @@ def load_config(data_dir: Path) -> NodeConfig:
             raise ConfigError(f"node.toml: [contacts.{fp!r}] may only hold email and webhook")
         contacts[fp] = Contact(email=str(c.get("email", "")), webhook=str(c.get("webhook", "")))
     lim = doc.get("limits", {})
+    verify = doc.get("workers", {}).get("verify", 1)
+    if not 0 <= verify <= MAX_VERIFY_PROCESSES:
+        raise ConfigError(
+            f"node.toml: [workers] verify must be between 0 and {MAX_VERIFY_PROCESSES}"
+        )
     peers = doc.get("peers", {})
     notify = doc.get("notify", {})
     return NodeConfig(
@@ -191,6 +200,7 @@ def load_config(data_dir: Path) -> NodeConfig:
         operator_webhook=notify.get("operator_webhook", ""),
         webhook_timeout=float(notify.get("webhook_timeout", 10.0)),
         contacts=contacts,
+        verify_processes=verify,
     )
 
 

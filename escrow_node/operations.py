@@ -11,15 +11,17 @@ from typing import Any
 
 from vault.encoding import b64d, b64e, canonical_json, require
 from vault.envelope import check_envelope
-from vault.errors import AuthenticationError, FormatError, VeladorError
+from vault.errors import FormatError, VeladorError
 from vault.policy import Policy, parse_policy
 
 from . import audit, engine
 from .auth import SignedRequest, consume_nonce
 from .engine import CaseState, Rules
 from .errors import BadRequest, Conflict, Forbidden, Replay
-from .messages import Heartbeat, check_heartbeat, custody_digest, read_duress
-from .service import NodeService, as_bad_request, parse_body, state_of
+from .hbcheck import CheckedHeartbeat, Outcome, parse_body
+from .messages import Heartbeat, custody_digest
+from .policies import CachedPolicy, cached_policy
+from .service import NodeService, as_bad_request, state_of
 
 PARTIES = {"reporter", "editor", "recipient"}
 EMAIL_RE = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
@@ -194,41 +196,44 @@ def prepare_heartbeat(
     A refusal raised here leaves the nonce to the caller to burn (svc.nonce_burner): the
     heartbeat route burns it through its group commit, never with a lock of its own.
     """
-    doc = parse_body(body, "heartbeat")
-    with svc.store.snapshot() as conn:
-        policy = svc.current_policy(conn, case_id)
-    roles = svc.roles(policy, req.signer)
-    if not roles.keys() & {"reporter", "node"}:
-        raise Forbidden("only the reporter or a peer node of the case may send heartbeats")
-    hb, duress = verify_heartbeat(svc, policy, doc)
-    # Computed before the write: its hash (audit, receipt, gossip) and stored text.
-    hb_json = json.dumps(hb.doc)
-    hb.hash  # noqa: B018 - a cached property; computing it is the point
-    return PreparedHeartbeat(
-        req, policy, heartbeat_write(svc, req, case_id, policy, roles, hb, duress, hb_json)
-    )
+    c = svc.checker.examine(req, case_id, body)
+    svc.note_roles(req.signer, c.roles)
+    return PreparedHeartbeat(req, c.policy, heartbeat_write(svc, c))
+
+
+def check_heartbeat_request(
+    svc: NodeService,
+    header: str | None,
+    method: str,
+    path: str,
+    query: str,
+    case_id: str,
+    body: bytes,
+) -> Outcome:
+    """The heartbeat's checks in this process (verifier.py runs the same ones in a worker)."""
+    try:
+        req = svc.checker.authenticate(header, method, path, query, body, svc.clock.now())
+    except VeladorError as exc:
+        return Outcome(None, None, exc)
+    try:
+        return Outcome(req, svc.checker.examine(req, case_id, body), None)
+    except VeladorError as exc:
+        return Outcome(req, None, exc)
 
 
 def heartbeat_write(
-    svc: NodeService,
-    req: SignedRequest,
-    case_id: str,
-    policy: Policy,
-    roles: dict[str, str],
-    hb: Heartbeat,
-    duress: bool,
-    hb_json: str,
+    svc: NodeService, c: CheckedHeartbeat
 ) -> Callable[[sqlite3.Connection], tuple[dict[str, Any], list, int | None]]:
     """The write of a checked heartbeat, for a group commit."""
 
     def write(conn: sqlite3.Connection) -> tuple[dict[str, Any], list, int | None]:
         now = svc.clock.now()
-        consume_nonce(conn, req, svc.config.timestamp_tolerance)
-        row = svc.load_state(conn, case_id)
-        if row["policy_hash"] != policy.hash:
+        consume_nonce(conn, c.req, svc.config.timestamp_tolerance)
+        row = svc.load_state(conn, c.case_id)
+        if row["policy_hash"] != c.policy.hash:
             raise Conflict("the case policy changed while this heartbeat was checked; retry")
         body_out, effects, wake = apply_heartbeat(
-            svc, conn, row, policy, hb, duress, now, roles, hb_json
+            svc, conn, row, c.policy, c.hb, c.duress, now, c.roles, c.hb_json
         )
         # Signed inside the batch and handed out only after COMMIT.
         return svc._sign("receipt", body_out), effects, wake
@@ -237,12 +242,12 @@ def heartbeat_write(
 
 
 def finish_heartbeat(
-    svc: NodeService, prepared: PreparedHeartbeat, out: tuple[dict[str, Any], list, int | None]
+    svc: NodeService, policy: Policy, out: tuple[dict[str, Any], list, int | None]
 ) -> dict[str, Any]:
     """After COMMIT: count, wake the scheduler and the outbox, hand out the receipt."""
     receipt, effects, wake = out
     svc.metrics.inc("velador_node_heartbeats_total")
-    svc.after_commit(effects, queued=len(prepared.policy.nodes) > 1, wake=wake)
+    svc.after_commit(effects, queued=len(policy.nodes) > 1, wake=wake)
     return receipt
 
 
@@ -257,16 +262,14 @@ def heartbeat(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -
     except VeladorError:
         svc.burn_nonce(req)
         raise
-    return finish_heartbeat(svc, prepared, out)
+    return finish_heartbeat(svc, prepared.policy, out)
 
 
 def verify_heartbeat(svc: NodeService, policy: Policy, doc: Any) -> tuple[Heartbeat, bool]:
     """Check the reporter's signature and read this node's duress marker (no database)."""
-    try:
-        hb = check_heartbeat(doc, policy)
-    except AuthenticationError as exc:
-        raise BadRequest(str(exc)) from exc
-    return hb, read_duress(hb, svc.fingerprint, svc.identity.box_key) is True
+    return svc.checker.verify(
+        cached_policy(policy) if not isinstance(policy, CachedPolicy) else policy, doc
+    )
 
 
 def apply_heartbeat(

@@ -9,20 +9,14 @@ notices. The answer is built inside the transaction and returned only after COMM
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
 import json
 import sqlite3
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from vault.cards import Card
-from vault.encoding import doc_hash
-from vault.errors import AuthenticationError, FormatError, VeladorError
+from vault.errors import AuthenticationError, VeladorError
 from vault.identity import Identity
-from vault.policy import Policy, parse_policy
+from vault.policy import Policy
 from vault.signing import sign_document
 
 from . import audit, engine, notices
@@ -31,9 +25,12 @@ from .config import NodeConfig
 from .db import Store
 from .engine import CaseState, Effect, Rules
 from .errors import BadRequest, Conflict, Forbidden, Replay, UnknownCase
+from .hbcheck import HeartbeatChecker
 from .loopcommit import LoopCommitter
 from .metrics import Metrics
+from .policies import CachedPolicy, PolicyCache, roles_of
 from .ratelimit import RateLimiter
+from .verifier import VerifierPool
 
 OPERATOR_EVENTS = {
     "overdue",
@@ -71,46 +68,6 @@ _UPDATE_STATE = (
     f"UPDATE cases SET {', '.join(f'{c} = ?' for c in _STATE_COLS)},"  # noqa: S608
     " next_wake = ?, updated = ?, version = version + 1"
 )
-POLICY_CACHE = 4096
-"""Parsed policies kept in memory (LRU), keyed by policy hash."""
-
-
-class CachedPolicy(Policy):
-    """A verified policy with what every heartbeat derives from it computed once: its hash, its
-    nodes, its switch rules and who signs in which role. Immutable (frozen, and its document is
-    never changed), so caching under the policy hash cannot serve a stale view: a rotated
-    policy has another hash and is parsed and verified afresh."""
-
-    @functools.cached_property
-    def hash(self) -> str:  # type: ignore[override]
-        return doc_hash(self.doc)
-
-    @functools.cached_property
-    def nodes(self) -> tuple[Card, ...]:  # type: ignore[override]
-        return Policy.nodes.fget(self)  # type: ignore[attr-defined,no-any-return]
-
-    @functools.cached_property
-    def rules(self) -> Rules:
-        assert self.switch is not None
-        return Rules.from_switch(self.switch)
-
-    @functools.cached_property
-    def signers(self) -> dict[bytes, tuple[tuple[str, str], ...]]:
-        """signer key -> ((role, fingerprint of its card in that role), ...), in the order
-        NodeService.roles used to check them (a later card of the same role wins)."""
-        out: dict[bytes, list[tuple[str, str]]] = {}
-        cards: list[tuple[str, Card]] = [("reporter", self.reporter)]
-        if self.switch:
-            cards += [("editor", c) for c in self.switch.editors]
-        cards += [("recipient", c) for c in self.recipients]
-        cards += [("node", c) for c in self.nodes]
-        for role, c in cards:
-            out.setdefault(c.sign_pk, []).append((role, c.fingerprint))
-        return {k: tuple(v) for k, v in out.items()}
-
-
-def cached_policy(p: Policy) -> CachedPolicy:
-    return CachedPolicy(**{f.name: getattr(p, f.name) for f in dataclasses.fields(p)})
 
 
 def state_of(row: sqlite3.Row) -> CaseState:
@@ -162,12 +119,22 @@ class NodeService:
         self.on_change: Callable[[int | None, bool], None] = lambda wake, queued: None
         """Called after each commit with a case's new wake-up time and whether deliveries were
         queued; the scheduler uses it to move its exact-time job and to kick the outbox."""
-        self._policies: OrderedDict[str, CachedPolicy] = OrderedDict()
-        self._policy_lock = threading.Lock()
+        self.policies = PolicyCache()
         self._peer_keys: set[bytes] = set()
         # Computed once: a fingerprint is a hash and a base32 encoding, and every receipt,
         # status and duress marker lookup needs this node's.
         self._fingerprint = identity.fingerprint
+        self.checker = HeartbeatChecker(
+            identity.card.sign_pk,
+            self._fingerprint,
+            identity.box_key,
+            config.timestamp_tolerance,
+            self.policies,
+            store.snapshot,
+        )
+        """The heartbeat's checks before its write (hbcheck.py; also run by verifier.py)."""
+        self.verifiers: VerifierPool | None = None
+        """Heartbeat check worker processes, while `node serve` runs them (verifier.py)."""
         self.committer = LoopCommitter(store)
         """The heartbeat path's group commit, driven by the event loop (loopcommit.py)."""
 
@@ -194,9 +161,13 @@ class NodeService:
             self.clock.now(),
             self.config.timestamp_tolerance,
         )
+        self.limit(req)
+        return req
+
+    def limit(self, req: SignedRequest) -> None:
+        """The per-key rate limit (RateLimited), after the signature was checked."""
         rate = self.config.peer_rate_per_key if req.signer in self._peer_keys else None
         self.limiter.check(req.signer, rate)
-        return req
 
     def burn_nonce(self, req: SignedRequest) -> None:
         """After a refused but authenticated request: remember its nonce anyway."""
@@ -215,43 +186,15 @@ class NodeService:
     # --- helpers --------------------------------------------------------------------------
 
     def policy_of(self, row: sqlite3.Row) -> CachedPolicy:
-        """The row's policy, parsed and verified once per policy version.
-
-        Cached under the hash of the verified document itself, so an entry can only ever be
-        returned for exactly that document: a rotation stores a new hash in the row and the
-        next lookup misses, whatever process or code path changed it."""
-        p = self._cached_policy(row["policy_hash"])
-        if p is not None:
-            return p
-        p = cached_policy(parse_policy(json.loads(row["policy"])))
-        with self._policy_lock:
-            self._policies[p.hash] = p
-            while len(self._policies) > POLICY_CACHE:
-                self._policies.popitem(last=False)
-        return p
+        """The row's policy, parsed and verified once per policy version (PolicyCache)."""
+        return self.policies.of_row(row)
 
     def _cached_policy(self, policy_hash: str) -> CachedPolicy | None:
-        with self._policy_lock:
-            p = self._policies.get(policy_hash)
-            if p is not None:
-                self._policies.move_to_end(policy_hash)
-            return p
+        return self.policies.get(policy_hash)
 
     def current_policy(self, conn: sqlite3.Connection, case_id: str) -> CachedPolicy:
-        """The case's current policy, reading only its hash when the policy is cached (the
-        heartbeat path: a SELECT * copied the whole policy text out of SQLite every time)."""
-        row = conn.execute("SELECT policy_hash FROM cases WHERE case_id = ?", (case_id,)).fetchone()
-        if row is None:
-            raise UnknownCase(f"this node holds no case {case_id}")
-        p = self._cached_policy(row[0])
-        if p is not None:
-            return p
-        row = conn.execute(
-            "SELECT policy_hash, policy FROM cases WHERE case_id = ?", (case_id,)
-        ).fetchone()
-        if row is None:
-            raise UnknownCase(f"this node holds no case {case_id}")
-        return self.policy_of(row)
+        """The case's current policy (PolicyCache.current)."""
+        return self.policies.current(conn, case_id)
 
     @staticmethod
     def load(conn: sqlite3.Connection, case_id: str) -> sqlite3.Row:
@@ -271,17 +214,14 @@ class NodeService:
 
     def roles(self, policy: Policy, signer: bytes) -> dict[str, str]:
         """role -> fingerprint of the signer's card in that role."""
-        if not isinstance(policy, CachedPolicy):
-            policy = cached_policy(policy)
-        out: dict[str, str] = {}
-        # An exact lookup of a public key (not a secret: no constant-time comparison needed).
-        for role, fp in policy.signers.get(signer, ()):
-            if role == "node":
-                if signer == self.identity.card.sign_pk:
-                    continue
-                self._peer_keys.add(signer)
-            out[role] = fp
+        out = roles_of(policy, signer, self.identity.card.sign_pk)
+        self.note_roles(signer, out)
         return out
+
+    def note_roles(self, signer: bytes, roles: dict[str, str]) -> None:
+        """A peer node seen once gets the peer rate limit from then on."""
+        if "node" in roles:
+            self._peer_keys.add(signer)
 
     @staticmethod
     def rules_of(policy: Policy) -> Rules:
@@ -479,15 +419,6 @@ class NodeService:
         except VeladorError:
             self.burn_nonce(req)
             raise
-
-
-def parse_body(body: bytes, what: str) -> Any:
-    from vault.encoding import parse_json
-
-    try:
-        return parse_json(body, what) if body else {}
-    except FormatError as exc:
-        raise BadRequest(str(exc)) from exc
 
 
 def as_bad_request(exc: VeladorError) -> VeladorError:

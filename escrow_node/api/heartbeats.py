@@ -47,21 +47,34 @@ async def handle(
 ) -> dict[str, Any]:
     """One heartbeat, from the raw request to the signed receipt (both HTTP paths use this).
 
-    Everything runs on the event loop (the signature checks release the GIL but have no other
-    thread to hand it to); the write joins the next group commit of svc.committer and this
-    request waits for it without holding a thread, so one COMMIT (one fsync) covers every
-    heartbeat in flight. The receipt is handed out only after COMMIT.
+    The checks run in a verification worker process when there is one ready (verifier.py),
+    else here on the event loop; the write joins the next group commit of svc.committer
+    (loopcommit.py) and this request waits for it without holding a thread, so one COMMIT (one
+    fsync) covers every heartbeat in flight. The receipt is handed out only after COMMIT.
     """
-    req = svc.authenticate(header, method, path, query, body)
+    out = None
+    if svc.verifiers is not None:
+        out = await svc.verifiers.check(header, method, path, query, case_id, body)
+    if out is None:
+        out = ops.check_heartbeat_request(svc, header, method, path, query, case_id, body)
+    req = out.req
+    if req is None:  # not authenticated: nothing to burn
+        assert out.error is not None
+        raise out.error
+    if out.checked is not None:
+        svc.note_roles(req.signer, out.checked.roles)
+    svc.limit(req)
     try:
-        prepared = ops.prepare_heartbeat(svc, req, case_id, body)
-        out = await svc.committer.run(prepared.write)
+        if out.error is not None:
+            raise out.error
+        assert out.checked is not None
+        result = await svc.committer.run(ops.heartbeat_write(svc, out.checked))
     except Replay:
         raise
     except VeladorError:
         await svc.committer.run(svc.nonce_burner(req))
         raise
-    return ops.finish_heartbeat(svc, prepared, out)
+    return ops.finish_heartbeat(svc, out.checked.policy, result)
 
 
 @router.get(

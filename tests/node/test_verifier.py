@@ -1,0 +1,188 @@
+"""Heartbeat checks in worker processes (escrow_node/verifier.py, docs/decisions.md §12): a
+worker answers every outcome exactly as the serving process does, holds no secret in its argv
+or environment, and a worker that dies is replaced while its requests are checked in the
+serving process instead."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import httpx
+
+from escrow_node.verifier import VerifierPool
+
+# The in-process node fixtures of the hot-path tests (the test functions name them).
+from tests.node.test_hotpath import _beat, _headers, node, registered  # noqa: F401
+from vault.encoding import b64e
+
+
+async def _ready(pool: VerifierPool, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(w.ready for w in pool.workers):
+        assert time.monotonic() < deadline, "no verification worker became ready"
+        await asyncio.sleep(0.05)
+
+
+def _outcomes(app, w, ident, clock, first_seq: int) -> list[tuple[str, int, bytes]]:
+    """Every outcome of a heartbeat, through the app as it is (worker or not)."""
+    cid = w.policy.case_id
+    path = f"/v1/cases/{cid}/heartbeat"
+
+    async def go() -> list[tuple[str, int, bytes]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+
+            async def send(desc, p, body, headers=None, who=w.reporter):
+                headers = headers or _headers(who, ident, p, body, clock, cid)
+                r = await c.post(p, content=body, headers=headers)
+                return desc, r.status_code, r.content
+
+            body = _beat(w, first_seq + 900, clock)
+            return [
+                await send("accepted", path, _beat(w, first_seq, clock)),
+                await send("stale", path, _beat(w, first_seq, clock)),
+                await send("unsigned", path, body, {"content-type": "application/json"}),
+                await send("garbage signature", path, body, {"authorization": "Velador !!!"}),
+                await send("forged", path, _beat(w, first_seq + 901, clock, w.editors[0].sign_key)),
+                await send("not json", path, b"{not json"),
+                await send("unknown case", "/v1/cases/case-0000000000/heartbeat", body),
+                await send(
+                    "editor relays", path, _beat(w, first_seq + 902, clock), None, w.editors[0]
+                ),
+            ]
+
+    return asyncio.run(go())
+
+
+def _with_pool(app, fn):
+    """Run `fn(pool)` (a coroutine function) with a started pool on the app's service."""
+    svc = app.state.service
+
+    async def go():
+        pool = VerifierPool(svc, 1)
+        await pool.start()
+        svc.verifiers = pool
+        try:
+            await _ready(pool)
+            return await fn(pool)
+        finally:
+            svc.verifiers = None
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+def test_a_worker_answers_every_outcome_as_the_serving_process_does(node, registered):  # noqa: F811
+    app, ident, clock = node
+    w = registered
+    inline = _outcomes(app, w, ident, clock, 1)
+    svc = app.state.service
+    cid = w.policy.case_id
+    path = f"/v1/cases/{cid}/heartbeat"
+
+    async def through_worker(pool):
+        transport = httpx.ASGITransport(app=app)
+        answers = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+            for desc, seq, body_key, who, headers, p in [
+                ("accepted", 2, None, w.reporter, None, path),
+                ("stale", 2, None, w.reporter, None, path),
+                ("unsigned", 950, None, w.reporter, {"content-type": "application/json"}, path),
+                (
+                    "garbage signature",
+                    950,
+                    None,
+                    w.reporter,
+                    {"authorization": "Velador !!!"},
+                    path,
+                ),
+                ("forged", 951, w.editors[0].sign_key, w.reporter, None, path),
+                ("not json", 0, None, w.reporter, None, path),
+                (
+                    "unknown case",
+                    950,
+                    None,
+                    w.reporter,
+                    None,
+                    "/v1/cases/case-0000000000/heartbeat",
+                ),
+                ("editor relays", 952, None, w.editors[0], None, path),
+            ]:
+                body = b"{not json" if seq == 0 else _beat(w, seq, clock, body_key)
+                h = headers or _headers(who, ident, p, body, clock, cid)
+                r = await c.post(p, content=body, headers=h)
+                answers.append((desc, r.status_code, r.content))
+        return answers, pool.fallbacks
+
+    via_worker, fallbacks = _with_pool(app, through_worker)
+    assert fallbacks == 0  # every request was checked by the worker
+    for (desc, status_a, body_a), (_, status_b, body_b) in zip(inline, via_worker, strict=True):
+        assert status_a == status_b, desc
+        if status_a != 200:  # the same error body, but for sequence numbers
+            assert re.sub(rb"\d+", b"N", body_a) == re.sub(rb"\d+", b"N", body_b), desc
+    assert [s for _, s, _ in via_worker] == [200, 409, 401, 401, 400, 400, 404, 403]
+    # The worker's accepted heartbeat was written by the serving process: seq 2 is the case's.
+    with svc.store.read() as conn:
+        assert conn.execute("SELECT seq FROM cases WHERE case_id = ?", (cid,)).fetchone()[0] == 2
+        # The refused-but-authenticated requests burned their nonces, as inline ones do.
+        burned = conn.execute("SELECT COUNT(*) FROM nonces").fetchone()[0]
+    assert burned >= 2 * 5  # accepted + stale + forged + unknown case + editor, on each path
+
+
+def test_the_worker_holds_no_secret_in_argv_or_environment(node, registered):  # noqa: F811
+    app, ident, _ = node
+    secret = bytes(ident.box_key)
+
+    async def inspect(pool):
+        pid = pool.workers[0].transport.get_pid()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        return argv, environ
+
+    argv, environ = _with_pool(app, inspect)
+    assert argv[1:3] == [b"-m", b"escrow_node.verifier"]
+    for blob in (b"\0".join(argv), environ):
+        assert secret not in blob
+        assert b64e(secret).encode() not in blob
+        assert secret.hex().encode() not in blob
+
+
+def test_a_dead_worker_is_replaced_and_its_requests_are_checked_here(node, registered):  # noqa: F811
+    app, ident, clock = node
+    w = registered
+    cid = w.policy.case_id
+    path = f"/v1/cases/{cid}/heartbeat"
+
+    async def kill_then_beat(pool):
+        first = pool.workers[0]
+        first.transport.kill()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+            statuses = []
+            for seq in (1, 2, 3):
+                body = _beat(w, seq, clock)
+                r = await c.post(
+                    path, content=body, headers=_headers(w.reporter, ident, path, body, clock, cid)
+                )
+                statuses.append(r.status_code)
+            # A new worker comes up (after the first back-off) and takes requests again.
+            deadline = time.monotonic() + 60
+            while not any(x.ready and x is not first for x in pool.workers):
+                assert time.monotonic() < deadline, "the worker was not replaced"
+                await asyncio.sleep(0.05)
+            before = pool.fallbacks
+            body = _beat(w, 4, clock)
+            r = await c.post(
+                path, content=body, headers=_headers(w.reporter, ident, path, body, clock, cid)
+            )
+            statuses.append(r.status_code)
+            return statuses, pool.fallbacks - before
+
+    statuses, fallbacks_after = _with_pool(app, kill_then_beat)
+    assert statuses == [200, 200, 200, 200]
+    assert fallbacks_after == 0
+    with app.state.service.store.read() as conn:
+        assert conn.execute("SELECT seq FROM cases WHERE case_id = ?", (cid,)).fetchone()[0] == 4
