@@ -316,6 +316,11 @@ class VerifierPool:
         """The outcome from a worker, or None when no worker could check it (the caller checks
         in this process)."""
         ready = [w for w in self.workers if w.ready and not w.gone]
+        if len(body) + len(header or "") > MAX_FRAME // 2:
+            # Only an operator's max_body over 512 KiB, or a header far over the 2 KiB a
+            # signature may have (refused at once here): kept off the pipe, whose frames a
+            # worker refuses past MAX_FRAME.
+            return None
         if not ready:
             self.fallbacks += 1
             return None

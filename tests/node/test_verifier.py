@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from escrow_node.messages import make_heartbeat
 from escrow_node.verifier import VerifierPool
+from tests.node.conftest import wait_for
 
 # The in-process node fixtures of the hot-path tests (the test functions name them).
 from tests.node.test_hotpath import _beat, _headers, node, registered  # noqa: F401
@@ -186,3 +189,70 @@ def test_a_dead_worker_is_replaced_and_its_requests_are_checked_here(node, regis
     assert fallbacks_after == 0
     with app.state.service.store.read() as conn:
         assert conn.execute("SELECT seq FROM cases WHERE case_id = ?", (cid,)).fetchone()[0] == 4
+
+
+def _verifier_children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"escrow_node.verifier" in cmdline:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+@pytest.mark.integration
+def test_a_real_node_checks_in_its_worker_and_the_worker_never_outlives_it(nodes, world_for, clock):
+    n = nodes("node-v")
+    w = world_for(n.card)
+    c = n.client(w.reporter)
+    c.register_case(w.policy, w.envs_for(n.card))
+    workers = wait_for(lambda: _verifier_children(n.proc.pid), 60, "a verification worker")
+    assert len(workers) == 1
+    c.heartbeat(make_heartbeat(w.policy, w.reporter.sign_key, 1, clock.now()))
+    assert n.query("SELECT seq FROM cases")[0][0] == 1
+    # SIGKILL of the serving process: the worker sees the end of its stdin and exits.
+    n.kill()
+    wait_for(lambda: not _alive(workers[0]), 20, "the worker to exit after SIGKILL")
+    # SIGTERM: a clean stop (exit 0) closes the worker too.
+    n.start()
+    workers = wait_for(lambda: _verifier_children(n.proc.pid), 60, "a verification worker")
+    c.heartbeat(make_heartbeat(w.policy, w.reporter.sign_key, 2, clock.now()))
+    assert n.term() == 0
+    wait_for(lambda: not _alive(workers[0]), 20, "the worker to exit after SIGTERM")
+    assert "Traceback" not in n.log_text()
+
+
+def test_an_oversized_header_never_reaches_the_worker(node, registered):  # noqa: F811
+    app, ident, clock = node
+    w = registered
+    cid = w.policy.case_id
+    path = f"/v1/cases/{cid}/heartbeat"
+
+    async def huge(pool):
+        first = pool.workers[0]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+            body = _beat(w, 1, clock)
+            bad = await c.post(
+                path, content=body, headers={"authorization": "Velador " + "A" * 1_100_000}
+            )
+            good = await c.post(
+                path, content=body, headers=_headers(w.reporter, ident, path, body, clock, cid)
+            )
+        return bad.status_code, good.status_code, pool.workers == [first] and first.ready
+
+    bad, good, same_worker = _with_pool(app, huge)
+    assert (bad, good) == (401, 200)
+    assert same_worker  # the worker was not fed a frame it would refuse (and die of)
