@@ -365,7 +365,9 @@ def section_heartbeats(page: Page) -> list[str]:
     lines += about(
         rs,
         f"the issue target, ≥ {HB_RATE:,.0f} verified heartbeats/s with p99 < {HB_P99_MS:.0f} "
-        "ms. One real `velador node serve` process; every heartbeat is verified, persisted "
+        "ms. One real `velador node serve` process with its default verification worker "
+        "process (`[workers] verify = 1`; the worker's CPU is counted in the node CPU column); "
+        "every heartbeat is verified, persisted "
         "(synchronous=FULL) and answered with a signed receipt. Heartbeats are pre-signed before "
         "the timed phase.",
         f"Note: the load generator runs on the same machine and shares its {'/'.join(cores)} "

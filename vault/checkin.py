@@ -169,6 +169,9 @@ def _cover_receipt(results: list[NodeResult], policy: Policy, hb: dict[str, Any]
     assert policy.switch is not None
     t = hb["body"]["time"]
     return {
+        # The signed check-in time: without one, LocalState.record_view kept the previous view
+        # (it never replaces a view with an older one) and the agent reminded from it.
+        "time": t,
         "state": "ARMED",
         "seq": hb["body"]["seq"],
         "deadline": t + policy.switch.every,

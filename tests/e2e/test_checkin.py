@@ -277,6 +277,30 @@ def test_a_gossip_race_still_moves_the_agents_deadline(v, armed, clock, monkeypa
     assert [r["offset"] for r in rems] == [7200]
 
 
+class GossipWinsEverywhere(NodeClient):
+    """Every node had the heartbeat from a peer before the reporter's own request: no receipt
+    at all comes back, only stale_heartbeat (seen in a full-suite run under load)."""
+
+    def heartbeat(self, heartbeat):
+        super().heartbeat(heartbeat)
+        return super().heartbeat(heartbeat)
+
+
+def test_when_every_node_had_it_first_the_views_still_move(v, armed, clock, monkeypatch):
+    import vault.switch
+
+    monkeypatch.setattr(vault.switch, "NodeClient", GossipWinsEverywhere)
+    v.ok(armed.r, "checkin")
+    clock.advance(2 * DAY)
+    out = v.json(armed.r, "checkin")["cases"][0]
+    assert all(n["ok"] for n in out["nodes"]), out
+    views = LocalState(armed.r).node_views(armed.case_id)
+    assert views and {row["deadline"] for row in views} == {out["next_deadline"]}
+    clock.set(out["next_deadline"] - 3600)
+    rems = v.json(armed.r, "agent", "--once", passphrase=None)["reminders"]
+    assert [r["offset"] for r in rems] == [7200]
+
+
 def test_interrupted_checkin_never_reuses_a_sequence_number(v, armed, monkeypatch):
     import vault.switch
 
