@@ -5,8 +5,8 @@ Durability rule: every state change, its audit entry and its outbox rows are wri
 COMMIT returns. A crash therefore leaves either all of a transition or none of it.
 
 All writes go through one connection guarded by a lock: SQLite serialises writers anyway, and
-one writing connection avoids SQLITE_BUSY entirely. Heartbeats, the hot path, are written by one
-writer thread in groups (`submit`/`batch`: one COMMIT, one fsync, for every heartbeat waiting).
+one writing connection avoids SQLITE_BUSY entirely. Heartbeats, the hot path, are written in
+groups by loopcommit.LoopCommitter (one COMMIT, one fsync, for every heartbeat waiting).
 Reads that need no consistency with a following write (a heartbeat's policy lookup, done before
 its signatures are checked) use `snapshot()`: a per-thread read-only connection, which in WAL mode
 sees the last committed state without waiting for the writer's lock or its fsync.
@@ -14,18 +14,14 @@ sees the last committed state without waiting for the writer's lock or its fsync
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlite_utils
-
-from . import audit
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
@@ -126,9 +122,7 @@ class Store:
         self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.lock = threading.RLock()
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._writer: threading.Thread | None = None
-        self._batch_lock = threading.Lock()
+        self._readers_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         with self.lock:
@@ -174,86 +168,6 @@ class Store:
                 raise
             self.conn.execute("COMMIT")
 
-    def batch(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in a transaction shared with other concurrent callers (group commit).
-
-        Each call runs inside its own SAVEPOINT, so an exception undoes only that call; the
-        batch is committed (one fsync) before any caller gets its result. Used on the hot path
-        (heartbeats) where one fsync per request would cap throughput.
-        """
-        return self.submit(fn).result()
-
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
-        """Like `batch`, without waiting: the future is resolved only after COMMIT returned.
-
-        An asyncio caller awaits it with `asyncio.wrap_future`, so no thread is held while the
-        batch commits and a batch can hold every request in flight, not one per worker thread.
-        """
-        with self._batch_lock:
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_loop, daemon=True, name="db-writer"
-                )
-                self._writer.start()
-        fut: Future[T] = Future()
-        self._queue.put((fn, fut))
-        return fut
-
-    def _write_loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            items = [first]
-            while len(items) < 128:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                items.append(nxt)
-            done: list[tuple[Future[Any], Any, BaseException | None]] = []
-            try:
-                with self.lock, audit.head_kept(self.conn):
-                    self.conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        for fn, fut in items:
-                            # A caller that gave up (its asyncio task was cancelled) is skipped;
-                            # once running, a future can no longer be cancelled, so setting its
-                            # result below cannot fail.
-                            if not fut.set_running_or_notify_cancel():
-                                continue
-                            self.conn.execute("SAVEPOINT op")
-                            try:
-                                res = fn(self.conn)
-                            except BaseException as exc:
-                                audit.forget_head(self.conn)
-                                self.conn.execute("ROLLBACK TO op")
-                                self.conn.execute("RELEASE op")
-                                done.append((fut, None, exc))
-                            else:
-                                self.conn.execute("RELEASE op")
-                                done.append((fut, res, None))
-                    except BaseException:
-                        self.conn.execute("ROLLBACK")
-                        raise
-                    self.conn.execute("COMMIT")
-            except BaseException as exc:  # the whole batch failed: nobody gets a result
-                for _, fut in items:
-                    if not fut.done():
-                        if not fut.running():
-                            fut.set_running_or_notify_cancel()
-                        if not fut.cancelled():
-                            fut.set_exception(exc)
-                continue
-            for fut, res, err in done:
-                if err is not None:
-                    fut.set_exception(err)
-                else:
-                    fut.set_result(res)
-
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """The writing connection, under the lock: reads consistent with the next write."""
@@ -275,16 +189,13 @@ class Store:
             )
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
-            with self._batch_lock:
+            with self._readers_lock:
                 self._readers.append(conn)
         # One statement at a time in autocommit mode: each read sees the newest commit.
         yield conn
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join(10)
-        with self._batch_lock:
+        with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()

@@ -1,15 +1,16 @@
 """Group commit driven by the event loop, for the heartbeat path (docs/decisions.md §12).
 
-Store.submit runs every write of a batch in its writer thread. On the heartbeat path that
-thread, the event loop and the verification threads handed the GIL to each other at every
-SQLite statement and every signature: measured, the hand-offs cost more CPU than the work
-(1.67 ms per heartbeat against about 0.7 ms for the same steps in one thread). Here the writes
+The earlier group commit (Store.submit, removed) ran every write of a batch in a writer thread.
+On the heartbeat path that thread, the event loop and the verification threads handed the GIL
+to each other at every SQLite statement and every signature: measured, the hand-offs cost more
+CPU than the work (1.67 ms per heartbeat against about 0.7 ms for the same steps in one
+thread). Here the writes
 of a batch run on the event loop itself, one after the other, and only what blocks goes to one
 helper thread: taking the store lock with BEGIN IMMEDIATE (another thread may hold the lock for
 a sweep batch) and COMMIT (the fsync). Writes that arrive while a batch commits form the next
 batch, so one fsync still covers every heartbeat in flight.
 
-The guarantees are those of Store.submit: each write runs in its own SAVEPOINT, so a write that
+The guarantees: each write runs in its own SAVEPOINT, so a write that
 raises is undone alone and its caller gets the exception; the others get their results only
 after COMMIT returned; if COMMIT (or BEGIN) fails, every caller of that batch gets the error and
 nothing of the batch is kept. Code on the event loop thread must never take `Store.lock`
@@ -126,7 +127,7 @@ class LoopCommitter:
     def _write(
         self, items: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        """Event loop: each write in its own savepoint (Store._write_loop's batch body)."""
+        """Event loop: each write in its own savepoint."""
         conn = self._store.conn
         done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         with audit.head_kept(conn):

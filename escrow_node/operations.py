@@ -6,7 +6,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from vault.encoding import b64d, b64e, canonical_json, require
@@ -20,7 +20,6 @@ from .engine import CaseState, Rules
 from .errors import BadRequest, Conflict, Forbidden, Replay
 from .hbcheck import CheckedHeartbeat, Outcome, parse_body
 from .messages import Heartbeat, custody_digest
-from .policies import CachedPolicy, cached_policy
 from .service import NodeService, as_bad_request, state_of
 
 PARTIES = {"reporter", "editor", "recipient"}
@@ -176,31 +175,6 @@ def _reregister(svc, conn, row, policy, envs, rules, now, req) -> dict[str, Any]
 # --- heartbeats -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PreparedHeartbeat:
-    """A heartbeat whose signatures are checked, ready for the group-committed write."""
-
-    req: SignedRequest
-    policy: Policy
-    write: Callable[[sqlite3.Connection], tuple[dict[str, Any], list, int | None]]
-    """Runs in the group commit; returns (signed receipt, effects, next wake-up)."""
-
-
-def prepare_heartbeat(
-    svc: NodeService, req: SignedRequest, case_id: str, body: bytes
-) -> PreparedHeartbeat:
-    """Everything before the write: body, case, signer's role, reporter's signature, marker.
-
-    Done outside any lock, on a read-only snapshot: the write re-checks the policy version
-    inside its transaction, so a policy rotated meanwhile is answered with a retryable 409.
-    A refusal raised here leaves the nonce to the caller to burn (svc.nonce_burner): the
-    heartbeat route burns it through its group commit, never with a lock of its own.
-    """
-    c = svc.checker.examine(req, case_id, body)
-    svc.note_roles(req.signer, c.roles)
-    return PreparedHeartbeat(req, c.policy, heartbeat_write(svc, c))
-
-
 def check_heartbeat_request(
     svc: NodeService,
     header: str | None,
@@ -251,25 +225,9 @@ def finish_heartbeat(
     return receipt
 
 
-def heartbeat(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -> dict[str, Any]:
-    """The whole heartbeat, blocking (the API route runs the same steps without holding a thread
-    while the batch commits)."""
-    try:
-        prepared = prepare_heartbeat(svc, req, case_id, body)
-        out = svc.store.batch(prepared.write)
-    except Replay:
-        raise
-    except VeladorError:
-        svc.burn_nonce(req)
-        raise
-    return finish_heartbeat(svc, prepared.policy, out)
-
-
 def verify_heartbeat(svc: NodeService, policy: Policy, doc: Any) -> tuple[Heartbeat, bool]:
     """Check the reporter's signature and read this node's duress marker (no database)."""
-    return svc.checker.verify(
-        cached_policy(policy) if not isinstance(policy, CachedPolicy) else policy, doc
-    )
+    return svc.checker.verify(policy, doc)
 
 
 def apply_heartbeat(

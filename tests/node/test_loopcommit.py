@@ -1,7 +1,7 @@
 """The heartbeat path's group commit on the event loop (escrow_node/loopcommit.py,
 docs/decisions.md §12): one COMMIT for the writes in flight, a failing write undone alone, a
 failed COMMIT failing its whole batch, and the event loop free while another thread holds the
-store lock."""
+store lock, and a caller that gave up skipped."""
 
 from __future__ import annotations
 
@@ -152,3 +152,19 @@ def test_audit_entries_of_one_batch_chain_across_an_undone_write(store, committe
         events = [e["event"] for e in audit.entries(conn)]
     assert check.ok and check.entries == 3
     assert events == ["a", "b", "c"]
+
+
+def test_a_cancelled_caller_is_skipped_and_the_committer_keeps_going(store, committer):
+    async def main():
+        # Given two callers queued while another thread holds the store lock, one of which
+        # gives up (its task is cancelled, as when a client goes away) before its turn
+        with store.lock:
+            gone = asyncio.ensure_future(committer.run(put("kgone")))
+            kept = asyncio.ensure_future(committer.run(put("kkept")))
+            await asyncio.sleep(0.05)
+            gone.cancel()
+        return await kept, await committer.run(put("klater")), gone.cancelled()
+
+    # Then its write never happens, the others do
+    assert asyncio.run(main()) == ("kkept", "klater", True)
+    assert committed_keys(store) == ["kkept", "klater"]
