@@ -20,6 +20,10 @@ HELP = {
         "Notification deliveries, by channel and result.",
     ),
     "velador_node_sweeps_total": ("counter", "Engine sweeps run."),
+    "velador_node_verify_fallbacks_total": (
+        "counter",
+        "Heartbeats checked in the serving process because no verification worker could.",
+    ),
     "velador_node_sweep_seconds": ("gauge", "Duration of the last sweep."),
     "velador_node_sweep_errors_total": (
         "counter",

@@ -322,7 +322,7 @@ class VerifierPool:
             # worker refuses past MAX_FRAME.
             return None
         if not ready:
-            self.fallbacks += 1
+            self._fallback()
             return None
         worker = min(ready, key=lambda w: len(w.waiting))
         jid = next(self._ids)
@@ -335,9 +335,13 @@ class VerifierPool:
             msg = await fut
         except WorkerLost:
             worker.waiting.pop(jid, None)
-            self.fallbacks += 1
+            self._fallback()
             return None
         return self._outcome(msg, case_id)
+
+    def _fallback(self) -> None:
+        self.fallbacks += 1
+        self.svc.metrics.inc("velador_node_verify_fallbacks_total")
 
     def _outcome(self, msg: tuple, case_id: str) -> Outcome | None:
         kind, payload, req_w = msg[1], msg[2], msg[3]

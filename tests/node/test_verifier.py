@@ -187,6 +187,8 @@ def test_a_dead_worker_is_replaced_and_its_requests_are_checked_here(node, regis
     statuses, fallbacks_after = _with_pool(app, kill_then_beat)
     assert statuses == [200, 200, 200, 200]
     assert fallbacks_after == 0
+    # The operator sees the requests the serving process had to check itself.
+    assert app.state.service.metrics.get("velador_node_verify_fallbacks_total") >= 1
     with app.state.service.store.read() as conn:
         assert conn.execute("SELECT seq FROM cases WHERE case_id = ?", (cid,)).fetchone()[0] == 4
 
