@@ -95,17 +95,15 @@ def worker_main() -> None:
     checker = None
     while chunk := os.read(0, 1 << 16):
         buf += chunk
-        replies = []
-        # Every job that has arrived is checked before the answers go out in one write: one
-        # wake-up of the serving process per burst, not per heartbeat.
+        # Each answer goes out as soon as it is ready: holding a burst's answers until the
+        # whole burst was checked left the serving process idle meanwhile (measured: the two
+        # processes took turns, a quarter of the machine idle under full load).
         for job in _frames(buf):
             if checker is None:
                 checker = _checker(job)
-                replies.append(_frame(("ready",)))
+                _write_all(out, _frame(("ready",)))
             else:
-                replies.append(_frame(_check(checker, job)))
-        if replies:
-            _write_all(out, b"".join(replies))
+                _write_all(out, _frame(_check(checker, job)))
 
 
 def _checker(init: dict[str, Any]) -> Any:
