@@ -7,8 +7,10 @@
    pre-signed heartbeats (request signature + reporter-signed heartbeat, made before the timed
    phase so the load generator's own crypto does not count) to `--cases` cases over HTTP with
    `--concurrency` connections, and reports sustained verified heartbeats/s, p50/p99 latency,
-   the node process's CPU seconds per heartbeat (all its threads, from /proc) and the load
-   generator's own CPU use (it shares the machine's cores with the node).
+   the node's CPU seconds per heartbeat (all threads of the serving process, plus its live
+   verification worker processes, `--verify-workers`, the node's `[workers] verify`, default 1;
+   from /proc) and the load generator's own CPU use (it shares the machine's cores with the
+   node).
    Each heartbeat is fully verified, persisted (synchronous=FULL) and answered with a signed
    receipt by the node.
 2. Release latency: a case with every=1 s, grace=0 on the same node, real clock; time from the
