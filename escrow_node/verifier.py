@@ -13,7 +13,8 @@ gets back the checked heartbeat, or the refusal with the authenticated request (
 still burned). Frames on the pipes: 4-byte big-endian length, then a `marshal` of plain values
 (tuples, dicts, str, bytes, int, bool, None; marshal never runs code).
 
-A worker that dies (or answers garbage) is killed and replaced after a back-off; requests it
+A worker that dies, answers garbage or stops answering (ANSWER_TIMEOUT) is killed and
+replaced after a back-off; requests it
 held are checked in the serving process instead, as are all requests while no worker is ready.
 Nothing was written by a worker, so nothing is lost or done twice.
 """
@@ -45,6 +46,9 @@ FRAME = struct.Struct(">I")
 MAX_FRAME = 1 << 20
 """A job is one heartbeat request (its body is at most [limits] max_body, 64 KiB by default)."""
 RESPAWN_DELAYS = (0.5, 1, 2, 5, 10, 30)
+ANSWER_TIMEOUT = 3.0
+"""Seconds a worker holding requests may go without answering (one takes about a millisecond)."""
+WATCH_EVERY = 0.5
 
 
 def _frame(value: Any) -> bytes:
@@ -91,6 +95,13 @@ def worker_main() -> None:
     out = os.dup(1)
     os.dup2(2, 1)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s velador.verifier: %(message)s")
+    try:
+        _serve(out)
+    except BrokenPipeError:
+        return  # the serving process is gone (even killed while this one started): nothing to do
+
+
+def _serve(out: int) -> None:
     buf = bytearray()
     checker = None
     while chunk := os.read(0, 1 << 16):
@@ -175,6 +186,8 @@ class _Worker(asyncio.SubprocessProtocol):
         self.outbuf: list[bytes] = []
         self.waiting: dict[int, asyncio.Future[tuple]] = {}
         self.ready = False
+        self.progress = 0.0
+        """Event-loop time of the last answer, or of the first job sent while it had none."""
         self.transport: asyncio.SubprocessTransport | None = None
         self.gone = False
 
@@ -213,6 +226,7 @@ class _Worker(asyncio.SubprocessProtocol):
             if not isinstance(msg, tuple) or len(msg) < 4:
                 return self._garbage()
             fut = self.waiting.pop(msg[0], None)
+            self.progress = asyncio.get_running_loop().time()
             if fut is not None and not fut.done():
                 fut.set_result(msg)
 
@@ -247,6 +261,8 @@ class VerifierPool:
         self._ids = itertools.count(1)
         self._closing = False
         self._failures = 0
+        self.answer_timeout = ANSWER_TIMEOUT
+        self._watchdog: asyncio.TimerHandle | None = None
         self.fallbacks = 0
         """Requests checked in the serving process because no worker could take them."""
 
@@ -255,6 +271,25 @@ class VerifierPool:
         in the serving process."""
         for _ in range(self.processes):
             await self._spawn()
+        self._watchdog = asyncio.get_running_loop().call_later(WATCH_EVERY, self._watch)
+
+    def _watch(self) -> None:
+        """Kill a worker that holds requests and has answered none for `answer_timeout`
+        seconds (stopped, deadlocked): its requests are then checked here and it is replaced.
+        A stuck worker must not stall check-ins: the reporter's client gives up after 10 s,
+        and check-ins that never arrive end in a release. One timer for the pool, not one per
+        request (asyncio.wait_for per heartbeat cost measurable CPU)."""
+        if self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        for w in list(self.workers):
+            if w.waiting and not w.gone and loop.time() - w.progress > self.answer_timeout:
+                log.error(
+                    "a verification worker did not answer in %.0f s; replacing it",
+                    self.answer_timeout,
+                )
+                w.kill()
+        self._watchdog = loop.call_later(WATCH_EVERY, self._watch)
 
     async def _spawn(self) -> None:
         if self._closing:
@@ -325,6 +360,8 @@ class VerifierPool:
         worker = min(ready, key=lambda w: len(w.waiting))
         jid = next(self._ids)
         fut: asyncio.Future[tuple] = asyncio.get_running_loop().create_future()
+        if not worker.waiting:
+            worker.progress = asyncio.get_running_loop().time()
         worker.waiting[jid] = fut
         try:
             worker.send(
@@ -373,6 +410,8 @@ class VerifierPool:
     async def close(self) -> None:
         """Close the workers' stdin (they exit at end of input); kill any still there."""
         self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for w in list(self.workers):
             if w.transport is not None:
                 stdin = w.transport.get_pipe_transport(0)

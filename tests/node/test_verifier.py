@@ -6,7 +6,9 @@ serving process instead."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -258,3 +260,32 @@ def test_an_oversized_header_never_reaches_the_worker(node, registered):  # noqa
     bad, good, same_worker = _with_pool(app, huge)
     assert (bad, good) == (401, 200)
     assert same_worker  # the worker was not fed a frame it would refuse (and die of)
+
+
+def test_a_stuck_worker_is_replaced_and_check_ins_go_on(node, registered):  # noqa: F811
+    """A worker that stops answering (stopped, deadlocked) must not stall check-ins: silent
+    check-ins end in a release."""
+    app, ident, clock = node
+    w = registered
+    cid = w.policy.case_id
+    path = f"/v1/cases/{cid}/heartbeat"
+
+    async def stop_then_beat(pool):
+        pool.answer_timeout = 0.5
+        first = pool.workers[0]
+        os.kill(first.transport.get_pid(), signal.SIGSTOP)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+            body = _beat(w, 1, clock)
+            headers = _headers(w.reporter, ident, path, body, clock, cid)
+            r = await c.post(path, content=body, headers=headers)
+        deadline = time.monotonic() + 30
+        while not first.gone:  # killed (SIGKILL works on a stopped process)
+            assert time.monotonic() < deadline, "the stuck worker was not killed"
+            await asyncio.sleep(0.05)
+        return r.status_code
+
+    assert _with_pool(app, stop_then_beat) == 200
+    assert app.state.service.metrics.get("velador_node_verify_fallbacks_total") == 1
+    with app.state.service.store.read() as conn:
+        assert conn.execute("SELECT seq FROM cases WHERE case_id = ?", (cid,)).fetchone()[0] == 1
