@@ -14,8 +14,8 @@ still burned). Frames on the pipes: 4-byte big-endian length, then a `marshal` o
 (tuples, dicts, str, bytes, int, bool, None; marshal never runs code).
 
 A worker that dies, answers garbage or stops answering (ANSWER_TIMEOUT) is killed and
-replaced after a back-off; requests it
-held are checked in the serving process instead, as are all requests while no worker is ready.
+replaced after a back-off; requests it held are checked in the serving process instead, as are
+all requests while no worker is ready.
 Nothing was written by a worker, so nothing is lost or done twice.
 """
 
