@@ -37,6 +37,7 @@ from vault.errors import VeladorError
 
 from . import errors as node_errors
 from .auth import SignedRequest
+from .config import PASSPHRASE_ENV
 from .hbcheck import CheckedHeartbeat, Outcome
 from .messages import Heartbeat
 
@@ -49,6 +50,8 @@ RESPAWN_DELAYS = (0.5, 1, 2, 5, 10, 30)
 ANSWER_TIMEOUT = 3.0
 """Seconds a worker holding requests may go without answering (one takes about a millisecond)."""
 WATCH_EVERY = 0.5
+UNLOCK_ENV = (PASSPHRASE_ENV, "CREDENTIALS_DIRECTORY")
+"""Environment variables a worker does not inherit (config.read_passphrase reads them)."""
 
 
 def _frame(value: Any) -> bytes:
@@ -295,7 +298,8 @@ class VerifierPool:
         if self._closing:
             return
         loop = asyncio.get_running_loop()
-        env = dict(os.environ)
+        # Not what unlocks the node identity: the worker gets only the key it needs, above.
+        env = {k: v for k, v in os.environ.items() if k not in UNLOCK_ENV}
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from escrow_node.config import PASSPHRASE_ENV
 from escrow_node.messages import make_heartbeat
 from escrow_node.verifier import VerifierPool
 from tests.node.conftest import wait_for
@@ -137,9 +138,12 @@ def test_a_worker_answers_every_outcome_as_the_serving_process_does(node, regist
     assert burned >= 2 * 5  # accepted + stale + forged + unknown case + editor, on each path
 
 
-def test_the_worker_holds_no_secret_in_argv_or_environment(node, registered):  # noqa: F811
+def test_the_worker_holds_no_secret_in_argv_or_environment(node, registered, monkeypatch):  # noqa: F811
     app, ident, _ = node
     secret = bytes(ident.box_key)
+    # How a service may hand the node its passphrase: the worker must not inherit it.
+    monkeypatch.setenv(PASSPHRASE_ENV, "node-passphrase-do-not-leak")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/velador-node.service")
 
     async def inspect(pool):
         pid = pool.workers[0].transport.get_pid()
@@ -149,6 +153,8 @@ def test_the_worker_holds_no_secret_in_argv_or_environment(node, registered):  #
 
     argv, environ = _with_pool(app, inspect)
     assert argv[1:3] == [b"-m", b"escrow_node.verifier"]
+    assert b"node-passphrase-do-not-leak" not in environ
+    assert b"CREDENTIALS_DIRECTORY" not in environ
     for blob in (b"\0".join(argv), environ):
         assert secret not in blob
         assert b64e(secret).encode() not in blob
