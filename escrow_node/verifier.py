@@ -266,8 +266,6 @@ class VerifierPool:
         self._failures = 0
         self.answer_timeout = ANSWER_TIMEOUT
         self._watchdog: asyncio.TimerHandle | None = None
-        self.fallbacks = 0
-        """Requests checked in the serving process because no worker could take them."""
 
     async def start(self) -> None:
         """Start the workers without waiting for them: until one is ready, requests are checked
@@ -379,7 +377,6 @@ class VerifierPool:
         return self._outcome(msg, case_id)
 
     def _fallback(self) -> None:
-        self.fallbacks += 1
         self.svc.metrics.inc("velador_node_verify_fallbacks_total")
 
     def _outcome(self, msg: tuple, case_id: str) -> Outcome | None:

@@ -32,35 +32,33 @@ async def _ready(pool: VerifierPool, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
-def _outcomes(app, w, ident, clock, first_seq: int) -> list[tuple[str, int, bytes]]:
+async def _outcomes(app, w, ident, clock, first_seq: int) -> list[tuple[str, int, bytes]]:
     """Every outcome of a heartbeat, through the app as it is (worker or not)."""
     cid = w.policy.case_id
     path = f"/v1/cases/{cid}/heartbeat"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
 
-    async def go() -> list[tuple[str, int, bytes]]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+        async def send(desc, p, body, headers=None, who=w.reporter):
+            headers = headers or _headers(who, ident, p, body, clock, cid)
+            r = await c.post(p, content=body, headers=headers)
+            return desc, r.status_code, r.content
 
-            async def send(desc, p, body, headers=None, who=w.reporter):
-                headers = headers or _headers(who, ident, p, body, clock, cid)
-                r = await c.post(p, content=body, headers=headers)
-                return desc, r.status_code, r.content
+        body = _beat(w, first_seq + 900, clock)
+        return [
+            await send("accepted", path, _beat(w, first_seq, clock)),
+            await send("stale", path, _beat(w, first_seq, clock)),
+            await send("unsigned", path, body, {"content-type": "application/json"}),
+            await send("garbage signature", path, body, {"authorization": "Velador !!!"}),
+            await send("forged", path, _beat(w, first_seq + 901, clock, w.editors[0].sign_key)),
+            await send("not json", path, b"{not json"),
+            await send("unknown case", "/v1/cases/case-0000000000/heartbeat", body),
+            await send("editor relays", path, _beat(w, first_seq + 902, clock), None, w.editors[0]),
+        ]
 
-            body = _beat(w, first_seq + 900, clock)
-            return [
-                await send("accepted", path, _beat(w, first_seq, clock)),
-                await send("stale", path, _beat(w, first_seq, clock)),
-                await send("unsigned", path, body, {"content-type": "application/json"}),
-                await send("garbage signature", path, body, {"authorization": "Velador !!!"}),
-                await send("forged", path, _beat(w, first_seq + 901, clock, w.editors[0].sign_key)),
-                await send("not json", path, b"{not json"),
-                await send("unknown case", "/v1/cases/case-0000000000/heartbeat", body),
-                await send(
-                    "editor relays", path, _beat(w, first_seq + 902, clock), None, w.editors[0]
-                ),
-            ]
 
-    return asyncio.run(go())
+def _fallbacks(app) -> float:
+    return app.state.service.metrics.get("velador_node_verify_fallbacks_total")
 
 
 def _with_pool(app, fn):
@@ -84,47 +82,15 @@ def _with_pool(app, fn):
 def test_a_worker_answers_every_outcome_as_the_serving_process_does(node, registered):  # noqa: F811
     app, ident, clock = node
     w = registered
-    inline = _outcomes(app, w, ident, clock, 1)
+    inline = asyncio.run(_outcomes(app, w, ident, clock, 1))
     svc = app.state.service
     cid = w.policy.case_id
-    path = f"/v1/cases/{cid}/heartbeat"
 
     async def through_worker(pool):
-        transport = httpx.ASGITransport(app=app)
-        answers = []
-        async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
-            for desc, seq, body_key, who, headers, p in [
-                ("accepted", 2, None, w.reporter, None, path),
-                ("stale", 2, None, w.reporter, None, path),
-                ("unsigned", 950, None, w.reporter, {"content-type": "application/json"}, path),
-                (
-                    "garbage signature",
-                    950,
-                    None,
-                    w.reporter,
-                    {"authorization": "Velador !!!"},
-                    path,
-                ),
-                ("forged", 951, w.editors[0].sign_key, w.reporter, None, path),
-                ("not json", 0, None, w.reporter, None, path),
-                (
-                    "unknown case",
-                    950,
-                    None,
-                    w.reporter,
-                    None,
-                    "/v1/cases/case-0000000000/heartbeat",
-                ),
-                ("editor relays", 952, None, w.editors[0], None, path),
-            ]:
-                body = b"{not json" if seq == 0 else _beat(w, seq, clock, body_key)
-                h = headers or _headers(who, ident, p, body, clock, cid)
-                r = await c.post(p, content=body, headers=h)
-                answers.append((desc, r.status_code, r.content))
-        return answers, pool.fallbacks
+        return await _outcomes(app, w, ident, clock, 2)
 
-    via_worker, fallbacks = _with_pool(app, through_worker)
-    assert fallbacks == 0  # every request was checked by the worker
+    via_worker = _with_pool(app, through_worker)
+    assert _fallbacks(app) == 0  # every request was checked by the worker
     for (desc, status_a, body_a), (_, status_b, body_b) in zip(inline, via_worker, strict=True):
         assert status_a == status_b, desc
         if status_a != 200:  # the same error body, but for sequence numbers
@@ -184,19 +150,19 @@ def test_a_dead_worker_is_replaced_and_its_requests_are_checked_here(node, regis
             while not any(x.ready and x is not first for x in pool.workers):
                 assert time.monotonic() < deadline, "the worker was not replaced"
                 await asyncio.sleep(0.05)
-            before = pool.fallbacks
+            before = _fallbacks(app)
             body = _beat(w, 4, clock)
             r = await c.post(
                 path, content=body, headers=_headers(w.reporter, ident, path, body, clock, cid)
             )
             statuses.append(r.status_code)
-            return statuses, pool.fallbacks - before
+            return statuses, _fallbacks(app) - before
 
     statuses, fallbacks_after = _with_pool(app, kill_then_beat)
     assert statuses == [200, 200, 200, 200]
     assert fallbacks_after == 0
     # The operator sees the requests the serving process had to check itself.
-    assert app.state.service.metrics.get("velador_node_verify_fallbacks_total") >= 1
+    assert _fallbacks(app) >= 1
     with app.state.service.store.read() as conn:
         assert conn.execute("SELECT seq FROM cases WHERE case_id = ?", (cid,)).fetchone()[0] == 4
 
@@ -292,6 +258,6 @@ def test_a_stuck_worker_is_replaced_and_check_ins_go_on(node, registered):  # no
         return r.status_code
 
     assert _with_pool(app, stop_then_beat) == 200
-    assert app.state.service.metrics.get("velador_node_verify_fallbacks_total") == 1
+    assert _fallbacks(app) == 1
     with app.state.service.store.read() as conn:
         assert conn.execute("SELECT seq FROM cases WHERE case_id = ?", (cid,)).fetchone()[0] == 1
