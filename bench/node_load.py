@@ -48,14 +48,14 @@ sys.path.insert(0, str(REPO))
 
 import tomli_w  # noqa: E402
 
-from escrow_node.auth import sign_request  # noqa: E402
-from escrow_node.client import NodeClient  # noqa: E402
-from escrow_node.messages import make_heartbeat  # noqa: E402
 from tests.conftest import free_port, wait_http  # noqa: E402
 from tests.node.builders import make_world  # noqa: E402
 from vault.clock import SystemClock  # noqa: E402
 from vault.encoding import b64e, canonical_json  # noqa: E402
 from vault.identity import load_card  # noqa: E402
+from vault.nodeproto.auth import sign_request  # noqa: E402
+from vault.nodeproto.client import NodeClient  # noqa: E402
+from vault.nodeproto.messages import make_heartbeat  # noqa: E402
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -30,7 +30,7 @@ from vault.switch import fan_out
 from .context import Ctx, emit_json, out_console
 
 if TYPE_CHECKING:
-    from escrow_node.client import NodeClient
+    from vault.nodeproto.client import NodeClient
 
 PAGE = 100
 MAX_PAGES = 50  # 5000 notices per node and run; the rest come on the next run

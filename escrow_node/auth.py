@@ -1,4 +1,6 @@
-"""Signed HTTP requests (docs/protocol.md §2).
+"""Checking signed HTTP requests (docs/protocol.md §2), the node half.
+
+The client half (signing, and the constants both sides share) is vault/nodeproto/auth.py.
 
 Every request except GET /v1/health, /v1/card, /v1/openapi.json and /metrics carries
 
@@ -17,59 +19,17 @@ pair it has accepted inside the window (the nonce cache is persisted in the data
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from nacl.signing import SigningKey
-
-from vault.encoding import b64d, b64e, canonical_json, parse_json, require
+from vault.encoding import b64d, b64e, parse_json, require
 from vault.errors import AuthenticationError, FormatError
-from vault.signing import sign_document, signer_of, verify_document
+from vault.nodeproto.auth import MAX_HEADER, NONCE_BYTES, SCHEME, TOLERANCE, body_hash
+from vault.signing import signer_of, verify_document
 
 from .errors import Replay, Unauthenticated
-
-SCHEME = "Velador"
-TOLERANCE = 300
-"""Seconds a request timestamp may differ from the node's clock."""
-MAX_HEADER = 2048
-NONCE_BYTES = 16
-
-
-def body_hash(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=32).hexdigest()
-
-
-def sign_request(
-    key: SigningKey,
-    node_pk: bytes,
-    method: str,
-    path: str,
-    body: bytes,
-    now: int,
-    case_id: str | None = None,
-    query: str = "",
-) -> str:
-    """The Authorization header value for one request."""
-    doc = sign_document(
-        "request",
-        {
-            "v": 1,
-            "method": method.upper(),
-            "path": path,
-            "query": query,
-            "body": body_hash(body),
-            "time": now,
-            "nonce": b64e(secrets.token_bytes(NONCE_BYTES)),
-            "node": b64e(node_pk),
-            "case_id": case_id,
-        },
-        key,
-    )
-    return f"{SCHEME} {b64e(canonical_json(doc))}"
 
 
 @dataclass(frozen=True)

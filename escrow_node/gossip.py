@@ -15,10 +15,9 @@ from typing import Any
 
 from vault.cards import Card
 from vault.errors import PolicyError, VeladorError
+from vault.nodeproto.client import NodeClient
+from vault.nodeproto.messages import check_heartbeat
 from vault.policy import Policy
-
-from .client import NodeClient
-from .messages import check_heartbeat
 
 log = logging.getLogger("velador.node.gossip")
 

@@ -20,11 +20,11 @@ from nacl.public import PrivateKey
 
 from vault.encoding import parse_json
 from vault.errors import AuthenticationError, FormatError, VeladorError
+from vault.nodeproto.messages import Heartbeat, check_heartbeat, read_duress
 from vault.policy import Policy
 
 from .auth import SignedRequest, verify_request
 from .errors import BadRequest, Forbidden
-from .messages import Heartbeat, check_heartbeat, read_duress
 from .policies import CachedPolicy, PolicyCache, roles_of
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from vault.encoding import b64d, b64e, canonical_json, require
 from vault.envelope import check_envelope
 from vault.errors import FormatError, VeladorError
+from vault.nodeproto.messages import Heartbeat, custody_digest
 from vault.policy import Policy, parse_policy
 
 from . import audit, engine
@@ -19,7 +20,6 @@ from .auth import SignedRequest, consume_nonce
 from .engine import CaseState, Rules
 from .errors import BadRequest, Conflict, Forbidden, Replay
 from .hbcheck import CheckedHeartbeat, Outcome, parse_body
-from .messages import Heartbeat, custody_digest
 from .service import NodeService, as_bad_request, state_of
 
 PARTIES = {"reporter", "editor", "recipient"}

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from vault.errors import VeladorError
+from vault.nodeproto.messages import Heartbeat
 
 from . import errors as node_errors
 from .auth import SignedRequest
 from .config import PASSPHRASE_ENV
 from .hbcheck import CheckedHeartbeat, Outcome
-from .messages import Heartbeat
 
 log = logging.getLogger("velador.node")
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import httpx
 
-from escrow_node.auth import TOLERANCE, sign_request
-from escrow_node.client import NodeClient
-from escrow_node.messages import make_heartbeat
+from vault.nodeproto.auth import TOLERANCE, sign_request
+from vault.nodeproto.client import NodeClient
+from vault.nodeproto.messages import make_heartbeat
 
 from . import switch
 from .cards import Card

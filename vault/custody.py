@@ -15,8 +15,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from escrow_node.client import NodeClient
-from escrow_node.messages import custody_digest
+from vault.nodeproto.client import NodeClient
+from vault.nodeproto.messages import custody_digest
 
 from . import switch
 from .clock import Clock

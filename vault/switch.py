@@ -1,6 +1,6 @@
 """The reporter's side of the switch: arming, status and actions at every node; the case card.
 
-Implements the client half of docs/protocol.md §4.1 and §4.4 over escrow_node.client.NodeClient.
+Implements the client half of docs/protocol.md §4.1 and §4.4 over vault.nodeproto.client.NodeClient.
 Every operation fans out to the case's nodes in parallel (one thread and one client per node, each
 with a timeout) and returns one `NodeResult` per node: a verified, signed answer or the error that
 node gave. Nothing here prints; the CLI (cli/switch_cmds.py, cli/case_cmds.py) renders results.
@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from escrow_node.client import NodeClient
+from vault.nodeproto.client import NodeClient
 
 from .cards import Card, parse_card
 from .clock import Clock

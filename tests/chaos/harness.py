@@ -104,12 +104,12 @@ import httpx
 from click.testing import CliRunner
 
 from cli.node_cmds import node as node_cli
-from escrow_node.client import NodeClient
-from escrow_node.messages import custody_digest, make_heartbeat
 from tests.node.builders import make_world
 from vault.encoding import canonical_json
 from vault.envelope import open_envelope
 from vault.errors import VeladorError
+from vault.nodeproto.client import NodeClient
+from vault.nodeproto.messages import custody_digest, make_heartbeat
 from vault.shares import combine
 
 from . import invariants as inv

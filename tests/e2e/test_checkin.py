@@ -8,10 +8,10 @@ import stat
 
 import pytest
 
-from escrow_node.client import NodeClient
 from tests.node.builders import T0
 from vault.errors import PolicyError
 from vault.identity import unlock_identity
+from vault.nodeproto.client import NodeClient
 from vault.state import LocalState
 
 from .conftest import DAY, DURESS, OPW, create_args, wait_for

@@ -8,8 +8,8 @@ from typing import ClassVar
 import pytest
 
 import vault.switch
-from escrow_node.client import NodeClient
 from vault.errors import NodeError
+from vault.nodeproto.client import NodeClient
 
 from .conftest import DAY, create_args, wait_for
 

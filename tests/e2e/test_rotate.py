@@ -3,10 +3,10 @@ before and after the rotation are all readable after a release (through the keyr
 
 from __future__ import annotations
 
-from escrow_node.client import NodeClient
 from vault.case import open_keyring
 from vault.envelope import open_envelope
 from vault.identity import unlock_identity
+from vault.nodeproto.client import NodeClient
 from vault.objects import keyring_key
 from vault.recover import restore
 from vault.shares import age_identity_str, combine_any

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from escrow_node.client import NodeClient
 from tests.node.builders import T0
 from vault.errors import PolicyError
 from vault.identity import unlock_identity
+from vault.nodeproto.client import NodeClient
 from vault.state import LocalState
 
 from .conftest import DAY, EPW, OPW, PW, wait_for

@@ -23,12 +23,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from escrow_node.auth import sign_request
-from escrow_node.messages import make_heartbeat
 from tests.fuzz.mutations import json_values, mutated
 from tests.fuzz.profiles import FUZZ_EXAMPLES, FUZZING, fuzz_settings
 from tests.fuzz.world import resign
 from vault.encoding import canonical_json
+from vault.nodeproto.auth import sign_request
+from vault.nodeproto.messages import make_heartbeat
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +178,8 @@ def test_deeply_nested_heartbeat_is_refused(node):
 
 
 def _request_doc(node, path: str, method: str = "GET", body: bytes = b""):
-    from escrow_node.auth import body_hash
     from vault.encoding import b64e
+    from vault.nodeproto.auth import body_hash
 
     return {
         "v": 1,

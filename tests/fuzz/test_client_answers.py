@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from escrow_node.client import NodeClient
-from escrow_node.messages import make_heartbeat
 from tests.fuzz.mutations import json_values, mutated
 from tests.fuzz.profiles import fuzz_settings
 from tests.fuzz.world import T0, resign, world
 from vault.clock import FakeClock
 from vault.encoding import b64e, canonical_json
 from vault.errors import VeladorError
+from vault.nodeproto.client import NodeClient
+from vault.nodeproto.messages import make_heartbeat
 from vault.signing import sign_document
 
 W = world()

@@ -20,8 +20,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from escrow_node.auth import NONCE_BYTES, SCHEME, body_hash, sign_request, verify_request
-from escrow_node.messages import check_heartbeat
+from escrow_node.auth import verify_request
 from tests.fuzz.mutations import flipped, hostile_values, json_values, mutated
 from tests.fuzz.profiles import FUZZ, fuzz_settings
 from tests.fuzz.world import (
@@ -48,6 +47,8 @@ from vault.manifest import (
     safe_path,
     snapshot_id,
 )
+from vault.nodeproto.auth import NONCE_BYTES, SCHEME, body_hash, sign_request
+from vault.nodeproto.messages import check_heartbeat
 from vault.objects import check_object_id, decrypt, encrypt, object_id, open_chunk
 from vault.policy import parse_policy
 from vault.shares import check_mnemonic, combine_any

@@ -16,12 +16,12 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 from pyrage import x25519
 
-from escrow_node.messages import make_heartbeat
 from vault.cards import Card, make_card
 from vault.constants import CARD_PREFIX
 from vault.encoding import b64e, canonical_json
 from vault.envelope import make_envelopes
 from vault.manifest import Entry, Manifest, seal_snapshot
+from vault.nodeproto.messages import make_heartbeat
 from vault.objects import encrypt, object_id
 from vault.policy import Holder, Policy, Switch, sign_policy
 from vault.shares import ShareSpec, age_identity, age_identity_str, age_recipient_str, split

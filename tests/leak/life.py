@@ -350,9 +350,9 @@ def write_tree(src: Path, m: dict[str, str]) -> tuple[Path, Path]:
 
 def run_life(root: Path, bucket: str) -> Life:
     """Play one case life under `root`; every folder Velador may write is inside it."""
-    from escrow_node.client import NodeClient
     from vault.clock import SystemClock
     from vault.identity import load_card, unlock_identity
+    from vault.nodeproto.client import NodeClient
 
     t0 = time.monotonic()
     m = make_markers()

@@ -24,13 +24,13 @@ from click.testing import CliRunner
 
 from cli.node_cmds import node as node_cli
 from escrow_node.app import create_app
-from escrow_node.client import NodeClient
 from escrow_node.config import NodeConfig
 from escrow_node.testclock import write_clock
 from tests.conftest import free_port, wait_http
 from tests.node.builders import T0, make_world, person
 from vault.clock import FakeClock
 from vault.identity import load_card
+from vault.nodeproto.client import NodeClient
 
 if sys.version_info >= (3, 11):
     import tomllib

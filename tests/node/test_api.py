@@ -6,9 +6,9 @@ import secrets
 
 import pytest
 
-from escrow_node.messages import SEALED_MARKER_BYTES, custody_digest, make_heartbeat
 from vault.encoding import b64d
 from vault.errors import AuthenticationError, FormatError, NotFoundError, PolicyError
+from vault.nodeproto.messages import SEALED_MARKER_BYTES, custody_digest, make_heartbeat
 from vault.signing import verify_document
 
 
@@ -232,9 +232,9 @@ def test_subscribe_and_inbox(inproc, case):
 
 
 def test_client_errors_are_vault_errors(inproc, case, tmp_path):
-    from escrow_node.client import NodeClient
     from tests.conftest import free_port
     from vault.errors import NodeError
+    from vault.nodeproto.client import NodeClient
 
     with (
         NodeClient(

@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from escrow_node.auth import sign_request
-from escrow_node.messages import make_heartbeat
 from vault.encoding import canonical_json
+from vault.nodeproto.auth import sign_request
+from vault.nodeproto.messages import make_heartbeat
 
 
 @pytest.fixture

@@ -18,13 +18,13 @@ from fastapi import FastAPI
 from escrow_node import engine
 from escrow_node.api.fastpath import NodeApp
 from escrow_node.app import create_app
-from escrow_node.auth import sign_request
 from escrow_node.config import NodeConfig
-from escrow_node.messages import make_heartbeat
 from escrow_node.service import CachedPolicy
 from tests.node.builders import T0, make_world, person
 from vault.clock import FakeClock
 from vault.encoding import canonical_json
+from vault.nodeproto.auth import sign_request
+from vault.nodeproto.messages import make_heartbeat
 
 
 class ViaFastAPI:

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from cli.node_cmds import node as node_cli
-from escrow_node.messages import make_heartbeat
 from tests.node.conftest import wait_for
 from vault.envelope import open_envelope
+from vault.nodeproto.messages import make_heartbeat
 
 pytestmark = pytest.mark.integration
 

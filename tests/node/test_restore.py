@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.node_cmds import node as node_cli
-from escrow_node.messages import make_heartbeat
 from tests.node.builders import T0
+from vault.nodeproto.messages import make_heartbeat
 
 pytestmark = pytest.mark.integration
 EVERY, GRACE = 3600, 600

@@ -16,13 +16,13 @@ import httpx
 import pytest
 
 from escrow_node.config import PASSPHRASE_ENV
-from escrow_node.messages import make_heartbeat
 from escrow_node.verifier import VerifierPool
 from tests.node.conftest import wait_for
 
 # The in-process node fixtures of the hot-path tests (the test functions name them).
 from tests.node.test_hotpath import _beat, _headers, node, registered  # noqa: F401
 from vault.encoding import b64e
+from vault.nodeproto.messages import make_heartbeat
 
 
 async def _ready(pool: VerifierPool, timeout: float = 60) -> None:

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from cli.main import main
-from escrow_node.client import NodeClient
 from tests.node.builders import PASS, person
 from tests.node.conftest import RealNode, SharedClock, nodes, wait_for  # noqa: F401
 from vault.case import create_case, register_locally
 from vault.identity import Identity
+from vault.nodeproto.client import NodeClient
 from vault.policy import Policy, Switch
 from vault.shares import ShareSpec
 from vault.state import LocalState
