@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 STEP_SIZES = (300, 600, 900, 1200)
 """How far base time moves per step. With every=3600 s this gives 3 to 12 steps per interval."""
+JUMP_SIZES = (2 * 86400, 5 * 86400, 30 * 86400)
+"""How far one node's clock jumps ahead (far past every + grace, and past every tolerance)."""
+HOSTILE_PEER_MODES = ("drip", "stall", "huge", "garbage")
 CHECKIN_GAP = 1800
 """The reporter always checks in once this long has passed since the last attempt, so two of
 its heartbeats are never more than CHECKIN_GAP + max(STEP_SIZES) = 3000 s < every apart."""
@@ -36,6 +39,13 @@ class Plan:
     kill_in_advance: tuple[str, float] | None = None
     """SIGKILL this node this many seconds after it read its new clock: it may be sweeping,
     syncing with peers before a release, releasing, or delivering."""
+    hostile_case: bool = False
+    """A stranger registers a case at some nodes naming fake nodes that drip (a tarpit) and
+    subscribes a webhook to the tarpit: it must not delay any other case's release."""
+    jump: tuple[str, int, int] | None = None
+    """(node, seconds, steps): this node's clock jumps that far ahead for that many steps, then
+    the node is restarted on the right time. A node whose clock is ahead of its reachable peers
+    must not release a case whose reporter checks in."""
 
     @property
     def faults(self) -> int:
@@ -48,17 +58,29 @@ class Plan:
             + len(self.skews)
             + (self.kill_in_checkin is not None)
             + (self.kill_in_advance is not None)
+            + self.hostile_case
+            + (self.jump is not None)
         )
 
 
 class Planner:
-    def __init__(self, seed: int, nodes: list[str], clients: list[str], max_skew: int) -> None:
+    def __init__(
+        self,
+        seed: int,
+        nodes: list[str],
+        clients: list[str],
+        max_skew: int,
+        hostile_rate: float = 0.15,
+    ) -> None:
         self.rng = random.Random(f"{seed}:faults")
+        self.hostile_rate = hostile_rate
         self.nodes = nodes
         self.clients = clients
         self.max_skew = max_skew
 
-    def plan(self, alive: set[str], partitioned: bool, must_start_all: bool) -> Plan:
+    def plan(
+        self, alive: set[str], partitioned: bool, must_start_all: bool, jumped: bool = False
+    ) -> Plan:
         r = self.rng
         p = Plan()
         up = [n for n in self.nodes if n in alive]
@@ -81,6 +103,17 @@ class Planner:
             for dst in self.nodes:
                 if src != dst and r.random() < 0.04:
                     p.links[(src, dst)] = r.choice(("up", "up", "slow", "flaky"))
+        # Adversarial faults (drawn every step, so the stream never depends on the processes).
+        roll_peer, roll_case, roll_jump = r.random(), r.random(), r.random()
+        src, dst = r.sample(self.nodes, 2)
+        hostile_mode = r.choice(HOSTILE_PEER_MODES)
+        jump = (r.choice(self.nodes), r.choice(JUMP_SIZES), r.randint(1, 3))
+        if roll_peer < self.hostile_rate:
+            p.links[(src, dst)] = hostile_mode
+        if roll_case < self.hostile_rate / 2:
+            p.hostile_case = True
+        if roll_jump < self.hostile_rate / 3 and not jumped and not must_start_all:
+            p.jump = jump
         for src in self.clients:
             for dst in self.nodes:
                 if r.random() < 0.04:
@@ -119,6 +152,10 @@ class Script:
     def lifetime(self) -> int:
         """How many steps the reporter of a new case keeps checking in."""
         return self.rng.randint(3, 16)
+
+    def duress(self, rate: float) -> bool:
+        """Whether this check-in is made with the duress passphrase (policy duress = alert)."""
+        return self.rng.random() < rate
 
     def checks_in(self, since_last: int) -> bool:
         roll = self.rng.random()  # drawn every time, so the stream does not depend on the gap

@@ -80,6 +80,28 @@ Invariants, asserted at every CHECK (a violation stops the run and prints the se
     editors) and `released` (every address of every audience).
 (f) Every node's audit chain verifies: `velador node audit --data DIR --verify` exits 0 (in
     process after every step; as a real subprocess at the end).
+
+Adversarial faults (issue 11; tests/chaos/adversary.py, faults.py, proxy.py), seeded like the
+rest: node-to-node links turn hostile (the "peer" drips one byte a second, stalls, answers
+without end, or answers garbage); a stranger registers cases at two nodes naming two fake nodes
+whose URL is a tarpit that drips, with a webhook at the tarpit; one node's clock jumps 2, 5 or
+30 days ahead for 1-3 steps, then the node is restarted on the right time; the reporter checks
+in with the duress passphrase (policy duress = "alert"). (b) above is what catches a node that
+waits on a hostile peer: every live node must settle within SETTLE_BOUND real seconds, the
+stranger's cases included. Two more invariants:
+
+(g) No release on a jumped clock. A node whose clock is days ahead must not release a case whose
+    reporter still checks in while it can ask a majority of its peers (alive, clean link) for
+    the time. While jumped it is exempt from the settle bound and from (b) (it may rightly hold
+    a due case), and is held to both again once restarted on the right time.
+(h) No tell of duress. A receipt for a duress check-in has the fields of a normal receipt, a
+    live state and the normal deadline; /v1/health and /v1/card (less the clock) answer the same
+    before and after it; and no node serves /metrics on its public port.
+
+Not injected here (covered by their own end-to-end tests): rotations that reach only some nodes
+(tests/e2e/test_rotate.py) and nodes restored from old backups (tests/node/test_restore.py,
+tests/e2e/test_rotate.py). A restored node forgets acknowledged heartbeats and queued notices by
+design, so invariants (c) and (e) would need a model of which backup it came from.
 """
 
 from __future__ import annotations
@@ -112,6 +134,7 @@ from vault.nodeproto.client import NodeClient
 from vault.nodeproto.messages import custody_digest, make_heartbeat
 from vault.shares import combine
 
+from . import adversary as adv
 from . import invariants as inv
 from .cluster import REPO, Clocks, Node
 from .faults import Plan, Planner, Script
@@ -157,6 +180,11 @@ class Settings:
     subprocess_audit: bool = True
     """End with `velador node audit --verify` as a real process per node (the same click
     command also runs in process after every step)."""
+    hostile_rate: float = 0.15
+    """Per step: the chance of a hostile peer link; half of it, a hostile registrant; a third
+    of it, one node's clock jumping days ahead (tests/chaos/faults.py)."""
+    duress_rate: float = 0.1
+    """The chance that a check-in is made with the duress passphrase."""
 
 
 @dataclass
@@ -217,7 +245,13 @@ class Harness:
             timeout=s.client_timeout, limits=httpx.Limits(max_keepalive_connections=0)
         )
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="chaos")
-        self.planner = Planner(s.seed, NODES, CLIENTS, s.max_skew)
+        self.planner = Planner(s.seed, NODES, CLIENTS, s.max_skew, s.hostile_rate)
+        self.tarpit: adv.Tarpit | None = None
+        self.hostile_ids: set[str] = set()
+        self.hostile_people: dict[str, Any] = {}
+        self.jump: tuple[str, int, int] | None = None
+        """(node, seconds ahead, the step at which it ends) while one node's clock is ahead."""
+        self.receipt_keys: frozenset[str] | None = None
         self.script = Script(s.seed, NODES)
 
     # --- set-up and tear-down -----------------------------------------------------------------
@@ -230,6 +264,10 @@ class Harness:
             for name in NODES:
                 self.nodes[name] = Node(self.root / "nodes", name, self.s.tick, self.clocks)
         self.proxy = Proxy(self.s.seed, self.s.long_hold)
+        # The tarpit: a link that always drips, behind fake node cards (tests/chaos/adversary.py).
+        self.proxy.add("tarpit", "void", self.nodes[NODES[0]].port)
+        self.proxy.set_mode("tarpit", "void", "drip")
+        self.tarpit = adv.make_tarpit(self.root / "fake", self.proxy.url("tarpit", "void"))
         for src in CLIENTS + NODES:
             for dst in NODES:
                 if src != dst:
@@ -296,6 +334,13 @@ class Harness:
         return NodeClient(node.card, identity, self.clock, self.s.client_timeout, http=self.http,
                           url=url)  # fmt: skip
 
+    def ahead(self, name: str) -> int:
+        """How far this node's clock is ahead because of a jump fault (0 without one)."""
+        return self.jump[1] if self.jump is not None and self.jump[0] == name else 0
+
+    def jumped(self) -> set[str]:
+        return {self.jump[0]} if self.jump is not None else set()
+
     def effective_mode(self, src: str, dst: str) -> str:
         if self.partition is not None and src in NODES and dst in NODES:
             side = self.partition[0]
@@ -322,7 +367,9 @@ class Harness:
     def settle(self, names: set[str], where: str) -> None:
         """Wait until no live node has a case due at its clock (bound: SETTLE_BOUND s)."""
         t0 = time.monotonic()
-        pending = set(names)
+        # A node whose clock jumped ahead may hold a due case it must not release: (g) checks
+        # it instead; it is held to the bound again once it runs on the right time.
+        pending = set(names) - self.jumped()
         late: dict[str, list] = {}
         while pending:
             for name in sorted(pending):
@@ -425,7 +472,12 @@ class Harness:
         self.apply_modes()
         case.seq += 1
         now = self.clock.now()
-        doc = make_heartbeat(case.policy, case.world.reporter.sign_key, case.seq, now)
+        duress = self.script.duress(self.s.duress_rate)
+        watch = sorted(self.alive()) if duress else []
+        public_before = {n: adv.public_view(self.nodes[n].url) for n in watch}
+        doc = make_heartbeat(case.policy, case.world.reporter.sign_key, case.seq, now, duress)
+        if duress:
+            self.counts["duress_checkins"] += 1
         ref = hashlib.blake2b(canonical_json(doc), digest_size=32).hexdigest()
         case.last_try = case.t_last = now
         self.counts["heartbeats_sent"] += 1
@@ -454,8 +506,25 @@ class Harness:
                     [inv.Violation("c", f"{name}: receipt {receipt} for a heartbeat at {now}")],
                     "ack",
                 )
+            if duress:
+                self.checks["h"] += 1
+                self.fail(
+                    adv.check_receipt_alike(name, receipt, self.receipt_keys, now, self.s.every),
+                    "duress receipt",
+                )
+            elif self.receipt_keys is None:
+                self.receipt_keys = frozenset(receipt)
             self.order += 1
             self.acks.append(inv.Ack(name, case.case_id, case.seq, now, ref, self.order))
+        bad = []
+        for name in watch:
+            if not self.nodes[name].alive:
+                continue  # killed while the check-in was in flight
+            with contextlib.suppress(httpx.HTTPError):
+                after = adv.public_view(self.nodes[name].url)
+                self.checks["h"] += 1
+                bad += adv.check_public_views(name, public_before[name], after)
+        self.fail(bad, "duress check-in")
 
     def fetch(self, case: CaseModel) -> None:
         """Recipients fetch from nodes seen RELEASED, through their own (faulty) links."""
@@ -495,11 +564,21 @@ class Harness:
         alive = self.alive()
         # Phase 1: faults.
         if faults:
-            plan = self.planner.plan(alive, self.partition is not None, need_case)
+            plan = self.planner.plan(
+                alive, self.partition is not None, need_case, jumped=self.jump is not None
+            )
         else:
             # One jump past every deadline: the reporter stops now, so every node is due.
             jump = self.s.every + self.s.grace + self.s.max_skew
             plan = Plan(restarts=sorted(set(NODES) - alive), step=jump)
+        if self.jump is not None and (self.step_no >= self.jump[2] or not faults):
+            # The jump ends: the node's FileClock never goes back while it runs (as a real
+            # clock's monotonic reading would not), so it is restarted on the right time.
+            name = self.jump[0]
+            self.jump = None
+            if self.nodes[name].alive and name not in plan.kills + plan.crash_restarts:
+                plan.crash_restarts.append(name)
+            self.clocks.write({n: self.clock.now() + self.skew[n] for n in NODES})
         for name in plan.kills + plan.crash_restarts:
             self.nodes[name].kill()
             self.counts["kills"] += 1
@@ -529,14 +608,18 @@ class Harness:
         with self.timed("check"):
             self.check("after restarts", before, up_before, windowed=set(restarts))
         with self.timed("parties"):
-            self.parties(need_case, faults, plan.kill_in_checkin)
+            self.parties(need_case, faults, plan.kill_in_checkin, plan.hostile_case)
         before = self.views()
         # Phase 3: time moves, skews change, every clock file switches at once.
         self.clock.t += plan.step
         for name, skew in plan.skews.items():
             self.skew[name] = skew
             self.counts["clock_skews"] += 1
-        self.clocks.write({n: self.clock.now() + self.skew[n] for n in NODES})
+        if plan.jump is not None:
+            name, ahead, steps = plan.jump
+            self.jump = (name, ahead, self.step_no + steps)
+            self.counts["clock_jumps"] += 1
+        self.clocks.write({n: self.clock.now() + self.skew[n] + self.ahead(n) for n in NODES})
         alive = self.alive()
         for name in alive:
             self.nodes[name].read_clock()
@@ -587,10 +670,33 @@ class Harness:
         if timer is not None:
             timer.join()
 
-    def parties(self, need_case: bool, faults: bool, kill: tuple[str, float] | None = None) -> None:
+    def hostile_case(self) -> None:
+        alive = sorted(self.alive())
+        if len(alive) < 2:
+            return
+        cid, accepted = adv.register_hostile_case(
+            self.root / "hostile", self.nodes, alive, self.tarpit, self.clock,
+            self.hostile_people, self.s.every, self.s.grace,
+        )  # fmt: skip
+        self.counts["hostile_registrations"] += 1
+        self.counts["hostile_registrations_accepted_at_nodes"] += accepted
+        if cid is not None:
+            self.hostile_ids.add(cid)
+
+    def parties(
+        self,
+        need_case: bool,
+        faults: bool,
+        kill: tuple[str, float] | None = None,
+        hostile_case: bool = False,
+    ) -> None:
         """Phase 2: the reporter, the recipients, a new case."""
-        if need_case and len(self.alive()) == len(NODES):
+        # Registration is a signed request: a node whose clock jumped days ahead refuses it
+        # (timestamp tolerance), so a new case waits until the jump is over.
+        if need_case and len(self.alive()) == len(NODES) and self.jump is None:
             self.new_case()
+        if hostile_case:
+            self.hostile_case()
         for case in self.cases:
             if case.stopped:
                 continue
@@ -653,11 +759,17 @@ class Harness:
                             self.counts["sync_timeouts_on_clean_links"] += 1
                     self.checks["a"] += 1
                     bad += inv.check_release(name, cv, self.rules, peers, self.acks)
+                    if name in self.jumped():
+                        self.checks["g"] += 1
+                        bad += adv.check_jumped_release(
+                            name, cid, case.stopped,
+                            sum(1 for k in peers.values() if k.reachable), len(peers),
+                        )  # fmt: skip
                     if not case.stopped:
                         self.counts["releases_while_reporter_checks_in"] += 1
                     if any(k.reachable and not k.sync_failed for k in peers.values()):
                         self.counts["releases_with_askable_peers"] += 1
-                if case.stopped and name in alive:
+                if case.stopped and name in alive and name not in self.jumped():
                     self.checks["b"] += 1
                     bad += inv.check_liveness(name, cv, self.nodes[name].clock, case.t_last,
                                               self.rules)  # fmt: skip
@@ -667,8 +779,15 @@ class Harness:
             bad += v
         complete = {c.case_id for c in self.cases if c.complete}
         received = self.recv.record.counts()
+        # A stranger's cases notify the tarpit (or nobody): (e) is about the reporters' cases.
+        honest = [
+            inv.NodeView(
+                v.name, v.cases, [r for r in v.outbox if r.case_id not in self.hostile_ids]
+            )
+            for v in views.values()
+        ]
         n, v = inv.check_notifications(
-            views.values(), received, {c.case_id: self.rules for c in self.cases},
+            honest, received, {c.case_id: self.rules for c in self.cases},
             self.targets, complete, received_before,
         )  # fmt: skip
         self.checks["e"] += n
@@ -685,7 +804,7 @@ class Harness:
             if case.complete:  # its rows are still compared every CHECK; spare the API calls
                 continue
             editor = case.world.editors[0]
-            for name in sorted(alive):
+            for name in sorted(alive - self.jumped()):  # a jumped node refuses signed requests
                 nonce = secrets.token_bytes(32)
                 try:
                     with self.client(name, editor) as c:
@@ -817,6 +936,15 @@ class Harness:
             "partitions": self.counts["partitions"],
             "link_changes": self.counts["link_changes"],
             "clock_skews": self.counts["clock_skews"],
+            "clock_jumps": self.counts["clock_jumps"],
+            "hostile_peer_answers": {
+                m: p[f"conn_{m}"] for m in ("drip", "stall", "huge", "garbage")
+            },
+            "hostile_registrations": self.counts["hostile_registrations"],
+            "hostile_registrations_accepted_at_nodes": self.counts[
+                "hostile_registrations_accepted_at_nodes"
+            ],
+            "duress_checkins": self.counts["duress_checkins"],
             "cases": self.counts["cases"],
             "cases_complete": self.counts["cases_complete"],
             "heartbeats_sent": self.counts["heartbeats_sent"],

@@ -13,6 +13,18 @@ Modes (`clean` ones are those through which a request is certain to arrive in ti
     flaky   per connection, seeded: pass | refuse | cut | long hold
     down    refuse every connection (a partition)
 
+Hostile modes (issue 11, adversarial chaos): the "peer" behind the link lies about being a node.
+The request never reaches the real node; the proxy answers in its place:
+
+    drip     a 200 head with a large Content-Length, then one body byte a second, forever
+    stall    read the request and never answer
+    huge     a 200 answer whose body never ends (64 KiB writes as fast as the reader takes them)
+    garbage  a prompt, complete answer that is not what the protocol allows (seeded: junk
+             bytes, JSON of the wrong shape, a 200 with a signature that does not verify)
+
+None of them is clean: a node must give up on such a peer within its own wall-clock deadline,
+and never let it delay a release (docs/protocol.md, client limits).
+
     refuse     close the client connection at once; the node never sees the request
     cut        forward the request, let the node answer, and close the client connection
                instead of relaying the answer: the request took effect, the sender cannot know
@@ -32,8 +44,18 @@ import re
 import threading
 from dataclasses import dataclass, field
 
-MODES = ("up", "slow", "flaky", "down")
+MODES = ("up", "slow", "flaky", "down", "drip", "stall", "huge", "garbage")
 CLEAN = ("up", "slow")
+HOSTILE = ("drip", "stall", "huge", "garbage")
+HOSTILE_LIMIT = 600.0
+"""Seconds after which the proxy itself ends a hostile answer (so no task outlives a run)."""
+GARBAGE = (
+    b"\x00\xff not json at all \x13\x37",
+    b'{"v": 1, "body": "a string where an object belongs"}',
+    b"[1, 2, 3]",
+    b'{"signed": {"alg": "ed25519", "sig": "AAAA", "key": "AAAA"}, "body": {"seq": 99}}',
+    b"{" * 5000,
+)
 SHORT_HOLD = (0.02, 0.25)
 """A 'slow' link's hold, far below every client timeout."""
 
@@ -61,6 +83,8 @@ class Link:
             return "short"
         if self.mode == "down":
             return "refuse"
+        if self.mode in HOSTILE:
+            return self.mode
         return self.rng.choices(["pass", "refuse", "cut", "long"], [4, 2, 2, 2])[0]
 
 
@@ -162,6 +186,17 @@ class Proxy:
             return
         link.conns.add(writer)
         up_w: asyncio.StreamWriter | None = None
+        if action in HOSTILE:
+            try:
+                await asyncio.wait_for(self._hostile(link, action, reader, writer), HOSTILE_LIMIT)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+                pass  # the node gave up on us, as it must
+            except asyncio.CancelledError:
+                pass
+            finally:
+                link.conns.discard(writer)
+                writer.transport.abort()
+            return
         try:
             if action == "short":
                 await asyncio.sleep(link.rng.uniform(*SHORT_HOLD))
@@ -194,6 +229,39 @@ class Proxy:
                 writer.close()  # flushes the answer, then closes
             if up_w is not None:
                 up_w.transport.abort()
+
+    async def _hostile(
+        self, link: Link, action: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer in the real node's place, as a lying or hostile peer would."""
+        await reader.readuntil(b"\r\n\r\n")  # the request head; the body is never read
+        if action == "stall":
+            await asyncio.sleep(HOSTILE_LIMIT)
+            return
+        if action == "garbage":
+            body = link.rng.choice(GARBAGE)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
+            )
+            await writer.drain()
+            return
+        if action == "drip":
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: 1000000\r\n\r\n{"
+            )
+            while True:
+                await writer.drain()
+                await asyncio.sleep(1.0)
+                writer.write(b" ")
+        # huge: an answer without an end, as fast as the reader takes it
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n[")
+        chunk = b"1," * 32768
+        while True:
+            writer.write(chunk)
+            await writer.drain()
+            self._count("huge_bytes_64k")
 
     @staticmethod
     async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

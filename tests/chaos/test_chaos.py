@@ -16,6 +16,7 @@ import pytest
 
 from escrow_node import audit
 from escrow_node.db import Store
+from tests.chaos import adversary as adv
 from tests.chaos import invariants as inv
 from tests.chaos.harness import Settings, audit_check, run_chaos
 
@@ -47,7 +48,14 @@ def test_short_chaos_run_holds_every_invariant():
     # When the run winds down (heal, restart, reporter silent) so every case completes,
     # Then no invariant was violated and every kind of check actually ran.
     summary = run_chaos(
-        Settings(seed=20261123, cycles=4, subprocess_audit=False, lose_answer=0.0),
+        Settings(
+            seed=20261123,
+            cycles=4,
+            subprocess_audit=False,
+            lose_answer=0.0,
+            hostile_rate=0.0,
+            duress_rate=0.0,
+        ),
         say=lambda m: None,
     )
     assert summary["fault_cycles"] == 4
@@ -59,6 +67,64 @@ def test_short_chaos_run_holds_every_invariant():
     assert set(summary["invariant_checks_passed"]) == set("abcdef")
     assert summary["orphans_killed"] == 0  # every node stopped on SIGTERM
     assert summary["processes_still_running"] == 0
+
+
+@pytest.mark.integration
+def test_short_adversarial_run_holds_every_invariant():
+    # Given the same cluster where every cycle brings an adversarial fault: peers that drip,
+    # stall, answer without end or answer garbage, strangers registering cases that name fake
+    # (tarpit) nodes, one node's clock jumping days ahead, and duress check-ins,
+    # When the run winds down,
+    # Then every honest case still completed (released everywhere, recovered, notified), no
+    # node released on a jumped clock, and nothing public told a duress check-in apart.
+    summary = run_chaos(
+        Settings(
+            seed=20261203,
+            cycles=6,
+            subprocess_audit=False,
+            lose_answer=0.0,
+            hostile_rate=1.0,
+            duress_rate=0.5,
+        ),
+        say=lambda m: None,
+    )
+    assert summary["cases_complete"] == summary["cases"] >= 1
+    assert sum(summary["hostile_peer_answers"].values()) > 0
+    assert summary["hostile_registrations_accepted_at_nodes"] > 0
+    assert summary["clock_jumps"] >= 1
+    assert summary["duress_checkins"] >= 1
+    assert {"a", "b", "h"} <= set(summary["invariant_checks_passed"])
+    assert summary["processes_still_running"] == 0
+
+
+# --- (g), (h): the adversarial checkers catch fabricated violations ---------------------------
+
+
+def test_release_on_a_jumped_clock_with_reachable_peers_is_caught():
+    assert adv.check_jumped_release("node-a", "case-1", False, reachable_peers=3, peers=4)
+    # Not while the reporter is silent, and not when the node could ask no majority of peers
+    # (a release must not be preventable by taking peers down).
+    assert not adv.check_jumped_release("node-a", "case-1", True, reachable_peers=4, peers=4)
+    assert not adv.check_jumped_release("node-a", "case-1", False, reachable_peers=2, peers=4)
+
+
+def test_a_public_tell_of_duress_is_caught():
+    calm = {"/v1/health": (200, {"status": "ok"}), "/v1/card": (200, {"card": "c"}),
+            "/metrics": (404, False)}  # fmt: skip
+    assert not adv.check_public_views("node-a", calm, dict(calm))
+    told = dict(calm, **{"/v1/health": (200, {"status": "ok", "alarm": True})})
+    assert adv.check_public_views("node-a", calm, told)
+    exposed = dict(calm, **{"/metrics": (200, True)})
+    assert adv.check_public_views("node-a", exposed, exposed)
+
+
+def test_a_duress_receipt_unlike_a_normal_one_is_caught():
+    normal = {"ref": "r", "state": "ARMED", "deadline": T + 3600, "release_at": T + 4200}
+    keys = frozenset(normal)
+    assert not adv.check_receipt_alike("node-a", normal, keys, T, 3600)
+    assert adv.check_receipt_alike("node-a", dict(normal, duress=True), keys, T, 3600)
+    assert adv.check_receipt_alike("node-a", dict(normal, state="RELEASED"), keys, T, 3600)
+    assert adv.check_receipt_alike("node-a", dict(normal, deadline=T + 60), keys, T, 3600)
 
 
 # --- (a) false release: the checker catches fabricated early releases --------------------------
