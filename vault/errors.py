@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def N_(message: str) -> str:  # noqa: N802 - the name gettext's tools look for
+def N_(message: str) -> str:  # the name gettext tools look for
     """Mark a message for translation without translating it (the CLI translates on display)."""
     return message
 
