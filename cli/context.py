@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vault.clock import Clock, SystemClock
-from vault.errors import AuthenticationError
+from vault.errors import N_, AuthenticationError
 from vault.identity import Identity, unlock_identity
 from vault.state import LocalState
 
@@ -53,8 +53,9 @@ def get_passphrase(
         return value_env
     if not sys.stdin.isatty():
         raise AuthenticationError(
-            "no passphrase available",
-            hint=f"run in a terminal, or set {env or PASSPHRASE_ENV} for scripts",
+            N_("no passphrase available"),
+            hint=N_("run in a terminal, or set %(variable)s for scripts"),
+            variable=env or PASSPHRASE_ENV,
         )
     value = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
     return str(value)

@@ -18,9 +18,11 @@ from pathlib import Path
 import click
 
 from vault import __version__
-from vault.errors import VeladorError
+from vault.errors import N_, VeladorError
 
+from . import i18n
 from .context import Ctx, default_home
+from .i18n import _
 
 _COMMANDS: dict[str, tuple[str, str]] = {
     "id": ("id_cmds", "id_group"),
@@ -69,8 +71,26 @@ class _LazyGroup(click.Group):
         return self.commands.get(cmd_name)
 
 
+ROOT_HELP = N_(
+    "Velador: a dead-man's-switch vault for journalists.\n"
+    "\n"
+    "\b\n"
+    "A case is one investigation: your files, encrypted on this laptop and copied to stores,\n"
+    "  and a key split into pieces held by escrow nodes that partner outlets run.\n"
+    "A check-in (velador checkin) tells the nodes you are fine; do it before every deadline.\n"
+    "The grace period is the extra time after a missed deadline before anything happens.\n"
+    "The threshold is how many nodes must agree to hand over their pieces of the key.\n"
+    "A release hands the pieces to your recipient outlets when you stay silent past the\n"
+    "  deadline and the grace period, or when your editors request it and you do not object.\n"
+    "\n"
+    "Guides: docs/guide-reporter.md, docs/guide-outlet.md, docs/guide-editor.md and\n"
+    "docs/guide-operator.md in the Velador source (Spanish: the same names ending in .es.md)."
+)
+
+
 @click.group(
     cls=_LazyGroup,
+    help=ROOT_HELP,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.option(
@@ -86,37 +106,57 @@ class _LazyGroup(click.Group):
     default=None,
     help="Endpoint URL for S3-compatible stores (MinIO, Ceph, Garage...).",
 )
+@click.option(
+    "--lang",
+    type=click.Choice(["es", "en"]),
+    envvar="VELADOR_LANG",
+    default=None,
+    help="Language of messages: es (Mexican Spanish) or en. Default: from LANGUAGE/LC_ALL/LANG.",
+)
 @click.version_option(__version__, prog_name="velador")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, s3_endpoint: str | None) -> None:
-    """Velador: a dead-man's-switch vault for journalists.
-
-    Deposit your work encrypted; escrow nodes or share holders keep the key in pieces; if you go
-    silent, your partner outlets recover it and publish.
-    """
+def cli(ctx: click.Context, home: Path | None, s3_endpoint: str | None, lang: str | None) -> None:
     ctx.obj = Ctx(home=(home or default_home()).expanduser(), s3_endpoint=s3_endpoint)
 
 
 def report_error(exc: VeladorError) -> int:
-    click.echo(f"velador: error: {exc.message}", err=True)
-    if exc.hint:
-        click.echo(f"velador: hint: {exc.hint}", err=True)
+    message, hint = i18n.error_text(exc)
+    click.echo(_("velador: error: %(message)s") % {"message": message}, err=True)
+    if hint:
+        click.echo(_("velador: hint: %(hint)s") % {"hint": hint}, err=True)
     return exc.exit_code
 
 
+def _lang_from_argv(argv: list[str]) -> str | None:
+    """--lang is read before click parses, so that help texts are in the right language."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--lang" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--lang="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    i18n.setup(_lang_from_argv(args))
+    cli.help = _(ROOT_HELP)
     try:
-        rv = cli.main(args=argv, prog_name="velador", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="velador", standalone_mode=False)
     except VeladorError as exc:
         sys.exit(report_error(exc))
     except click.exceptions.Abort:
-        click.echo("velador: error: aborted", err=True)
+        click.echo(_("velador: error: aborted"), err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("\nvelador: error: interrupted; run the command again to resume", err=True)
+        click.echo(
+            "\n" + _("velador: error: interrupted; run the command again to resume"), err=True
+        )
         sys.exit(130)
     except BrokenPipeError:
         os._exit(0)

@@ -313,7 +313,8 @@ def confirm(what: str, yes: bool) -> None:
     "--until",
     "until",
     required=True,
-    help="When deadlines start again: YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC) or a duration (3d).",
+    help="When deadlines start again: YYYY-MM-DD, YYYY-MM-DDTHH:MM (your local time) or a "
+    "duration (3d).",
 )
 @timeout_option
 @json_option

@@ -14,6 +14,9 @@ import pytest
 
 # Test-only: identities made in tests use libsodium's minimum Argon2id cost (docs/format.md §3).
 os.environ["VELADOR_INSECURE_FAST_KDF"] = "1"
+# Tests read English messages unless they choose Spanish themselves (tests/cli/test_i18n.py):
+# a developer's es_MX locale must not change what the suite sees.
+os.environ["VELADOR_LANG"] = "en"
 
 
 def free_port() -> int:

@@ -3,8 +3,9 @@
     parse_duration("90s") == 90          units: s, m, h, d, w; several may follow each other
     parse_duration("1d12h") == 129600    ("1d12h" = 36 hours); no sign, no fractions, no spaces
     parse_durations("12h,2h") == (43200, 7200)
-    parse_when("2026-12-20", now)        00:00 UTC that day; also "2026-12-20T08:30" (UTC),
-                                         "...Z", "...+02:00", or a duration from now ("3d")
+    parse_when("2026-12-20", now)        00:00 local time that day; also "2026-12-20T08:30"
+                                         (local), "...Z" (UTC), "...-06:00", or a duration
+                                         from now ("3d")
     human(129600) == "1d 12h"
 
 Every error is a PolicyError whose message quotes what was typed and shows the expected form, so
@@ -14,7 +15,7 @@ the CLI prints one line the user can act on.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 
 from .errors import PolicyError
 
@@ -58,8 +59,11 @@ def parse_durations(text: str, what: str = "duration") -> tuple[int, ...]:
 
 
 def parse_when(text: str, now: int, what: str = "date") -> int:
-    """A moment in the future: an ISO date or date-time (UTC unless an offset is given), or a
-    duration from `now`."""
+    """A moment in the future: an ISO date or date-time, or a duration from `now`.
+
+    A date or time without an offset is the user's local time (the machine's zone, or TZ):
+    a reporter in Culiacán who types 2026-12-24T09:00 means nine in the morning there, not in
+    London. `Z` or an explicit offset (-06:00) is taken as written."""
     raw = text.strip()
     if raw and raw[0].isdigit() and raw[-1].lower() in UNITS and "-" not in raw:
         return now + parse_duration(raw, what)
@@ -68,10 +72,10 @@ def parse_when(text: str, now: int, what: str = "date") -> int:
     except ValueError:
         raise PolicyError(
             f"{what} {text!r} is not a date",
-            hint="use YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC) or a duration such as 3d",
+            hint="use YYYY-MM-DD, YYYY-MM-DDTHH:MM (your local time) or a duration such as 3d",
         ) from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.astimezone()  # naive: local time, with the offset the zone has on that date
     when = int(dt.timestamp())
     if when <= now:
         raise PolicyError(f"{what} {text!r} is in the past")

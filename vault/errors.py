@@ -13,9 +13,30 @@
 Each error carries a one-line message (what failed and why) and an optional hint (what to do).
 Messages never contain secrets: no passphrase, key, mnemonic or file content is ever formatted
 into one. `ValueError`/`TypeError` are kept for programmer mistakes.
+
+Languages. The library stays in English (logs, --json, other programs); a message is translated
+where it is shown (cli/i18n.py). For that, a message is a whole sentence with named
+placeholders, marked with `N_` so the catalog tools find it, and its values are passed apart:
+
+    raise NodeError(N_("node %(node)s did not answer in %(seconds)d s"), node=name, seconds=10)
+
+`message` and `hint` are the English texts with the values filled in; `template`,
+`hint_template` and `params` let the CLI look the sentence up and fill in the same values.
+Messages written as plain (f-)strings still work; they are shown untranslated.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+
+def N_(message: str) -> str:  # the name gettext tools look for
+    """Mark a message for translation without translating it (the CLI translates on display)."""
+    return message
+
+
+def _fill(template: str, params: dict[str, Any]) -> str:
+    return template % params if params else template
 
 
 class VeladorError(Exception):
@@ -23,21 +44,29 @@ class VeladorError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+    def __init__(self, message: str, *, hint: str | None = None, **params: Any) -> None:
+        self.template = message
+        self.hint_template = hint
+        self.params = params
+        self.message = _fill(message, params)
+        self.hint = _fill(hint, params) if hint is not None else None
+        super().__init__(self.message)
 
     def __str__(self) -> str:
         return self.message
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        # Errors cross process boundaries (deposit workers); keep the hint when pickled.
-        return (_rebuild, (type(self), self.message, self.hint))
+        # Errors cross process boundaries (deposit workers); keep the hint and the values.
+        return (_rebuild, (type(self), self.template, self.hint_template, self.params))
 
 
-def _rebuild(cls: type[VeladorError], message: str, hint: str | None) -> VeladorError:
-    return cls(message, hint=hint)
+def _rebuild(
+    cls: type[VeladorError],
+    message: str,
+    hint: str | None,
+    params: dict[str, Any] | None = None,
+) -> VeladorError:
+    return cls(message, hint=hint, **(params or {}))
 
 
 class FormatError(VeladorError):
@@ -87,6 +116,7 @@ class NotFoundError(VeladorError):
 
 
 __all__ = [
+    "N_",
     "AuthenticationError",
     "FormatError",
     "NodeError",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from vault.durations import human, parse_duration, parse_durations, parse_when
@@ -56,7 +59,39 @@ def test_lists():
     assert e.value.message == "--remind is empty"
 
 
-def test_when():
+@pytest.fixture
+def local_zone():
+    """Run with the process's local zone set by TZ (as a reporter's laptop has one)."""
+    old = os.environ.get("TZ")
+
+    def use(zone: str) -> None:
+        os.environ["TZ"] = zone
+        time.tzset()
+
+    yield use
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def test_when_without_an_offset_is_local_time(local_zone):
+    # Given a laptop in Mexico City (UTC-6, no daylight saving since 2022),
+    local_zone("America/Mexico_City")
+    # When the reporter types a date or time without an offset, it is her local time,
+    assert parse_when("2026-12-20", NOW) == 1_797_724_800 + 6 * 3600
+    assert parse_when("2026-01-02T08:30", NOW) == NOW + 86400 + 14 * 3600 + 1800
+    # and an explicit offset or Z is taken as written.
+    assert parse_when("2026-01-02T08:30Z", NOW) == NOW + 86400 + 8 * 3600 + 1800
+    assert parse_when("2026-01-02T02:30-06:00", NOW) == NOW + 86400 + 8 * 3600 + 1800
+    # In Tijuana (UTC-8 in winter) the same words mean two hours later.
+    local_zone("America/Tijuana")
+    assert parse_when("2026-01-02T08:30", NOW) == NOW + 86400 + 16 * 3600 + 1800
+
+
+def test_when(local_zone):
+    local_zone("UTC")
     assert parse_when("2026-12-20", NOW) == 1_797_724_800
     assert parse_when("2026-01-02T08:30", NOW) == NOW + 86400 + 8 * 3600 + 1800
     assert parse_when("2026-01-02T08:30Z", NOW) == NOW + 86400 + 8 * 3600 + 1800
