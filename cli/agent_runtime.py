@@ -145,9 +145,9 @@ class Agent:
         self.worker = DepositWorker(self.home, self.clock, self._deposit_done)
         old = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            say(self._banner(unlocked=identity is not None))
             if identity is not None:
                 self._unlocked(identity)
-            say(self._banner())
             next_round = 0.0
             while not self.stopping:
                 if time.monotonic() >= next_round:
@@ -200,10 +200,10 @@ class Agent:
         rnd.resent = kept
         return rnd
 
-    def _banner(self) -> str:
+    def _banner(self, unlocked: bool) -> str:
         lock = (
             "unlocked: watched folders are deposited when they change"
-            if not self.key.locked
+            if unlocked
             else "locked: watched folders are not deposited until 'velador agent unlock'"
         )
         return (
@@ -242,11 +242,11 @@ class Agent:
         mono, boot = time.monotonic(), _boottime()
         last, self._last = self._last, (now, mono, boot)
         if last is not None:
-            gone = max(now - last[0], boot - last[2]) - (mono - last[1])
-            if gone > self.opts.suspend_jump:
+            apart = int(max(now - last[0], boot - last[2]))
+            if apart - (mono - last[1]) > self.opts.suspend_jump:
                 self._lock_now(
-                    f"the computer was asleep, or its clock jumped, for {human(int(gone))}; "
-                    "the agent locked itself."
+                    f"the computer was asleep, or its clock jumped: {human(apart)} between two "
+                    "rounds; the agent locked itself."
                 )
         if not self.key.locked and now - self.key.active >= self.opts.lock_after:
             self._lock_now(
@@ -357,6 +357,8 @@ class Agent:
         if due is None:
             return
         case_id, reason = due
+        if reason == "changed":
+            self.key.active = max(self.key.active, now)  # the reporter is at work: not idle
         with self._lock:
             self._changes.pop(case_id, None)  # changes from now on ask for the next deposit
         self._catch_up.discard(case_id)
