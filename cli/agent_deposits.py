@@ -13,11 +13,16 @@ reads it) are ignored, or every deposit would start the next one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import click
 
 from vault.clock import Clock
 from vault.deposit import DepositResult
@@ -28,6 +33,35 @@ from vault.state import LocalState
 from vault.watches import mark_escrowed
 
 _IGNORED_EVENTS = {"opened", "closed_no_write"}
+DEPOSIT_LOCK = "deposit.lock"
+
+
+@contextlib.contextmanager
+def deposit_lock(home: Path, wait: bool) -> Iterator[bool]:
+    """The home's deposit lock (flock on `deposit.lock`): one deposit at a time per home, the
+    agent's or a `velador deposit`. Yields False when `wait` is False and another holds it."""
+    fd = os.open(home / DEPOSIT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def one_deposit_at_a_time(home: Path) -> Iterator[None]:
+    """For `velador deposit`: wait (saying so) while the agent deposits into this home."""
+    with deposit_lock(home, wait=False) as held:
+        if held:
+            yield
+            return
+    click.echo("velador: waiting for the agent's deposit to finish...", err=True)
+    with deposit_lock(home, wait=True):
+        yield
 
 
 @dataclass
@@ -49,6 +83,8 @@ class Outcome:
     error: str | None = None
     missing: list[int] = field(default_factory=list)
     """Watch ids whose folder was not there (deleted, or on a disk not mounted)."""
+    busy: bool = False
+    """Another command (`velador deposit`) held the home's deposit lock: nothing was done."""
 
 
 class DepositWorker:
@@ -82,8 +118,8 @@ class DepositWorker:
                     outcome = self._deposit(state, job)
                 finally:
                     job.identity = None  # type: ignore[assignment]  # no reference kept here
+                self._done(outcome)  # before clearing busy: the outcome is seen first
                 self._busy.clear()
-                self._done(outcome)
         finally:
             state.db.conn.close()
 
@@ -99,9 +135,13 @@ class DepositWorker:
         if not present:
             return out
         try:
-            out.result = do_deposit(
-                state, job.identity, rec, [p for _, p in present], self.clock, jobs=1
-            )
+            with deposit_lock(self.home, wait=False) as held:
+                if not held:
+                    out.busy = True
+                    return out
+                out.result = do_deposit(
+                    state, job.identity, rec, [p for _, p in present], self.clock, jobs=1
+                )
         except VeladorError as exc:
             out.error = exc.message
             return out

@@ -109,6 +109,7 @@ class Agent:
         self._retry_at: dict[str, int] = {}
         self._catch_up: set[str] = set()
         self._told_locked: set[str] = set()
+        self._told_missing: set[int] = set()
         self._last: tuple[int, float, float] | None = None
         self.rounds = 0
         self._retrying: set[tuple[str, str, int]] = set()
@@ -370,10 +371,17 @@ class Agent:
             done, self._outcomes = self._outcomes, []
         for out in done:
             now = self.clock.now()
+            self._retry_at.pop(out.case_id, None)
             for wid in out.missing:
-                say(
-                    f"{out.case}: watched folder #{wid} is missing; it was left out of the deposit."
-                )
+                if wid not in self._told_missing:  # once per agent run, not every round
+                    self._told_missing.add(wid)
+                    say(f"{out.case}: watched folder #{wid} is missing; it is not deposited.")
+            if out.missing:
+                # Not marked escrowed, so due again at once: look again in a while instead.
+                self._retry_at[out.case_id] = now + min(self.opts.deposit_every, 3600)
+            if out.busy:
+                self._retry_at[out.case_id] = now + 60
+                continue
             if out.error is not None:
                 retry = min(self.opts.deposit_every, 300)
                 self._retry_at[out.case_id] = now + retry
@@ -382,7 +390,6 @@ class Agent:
                     f"it is tried again in {human(retry)}."
                 )
                 continue
-            self._retry_at.pop(out.case_id, None)
             r = out.result
             if r is None:
                 continue
@@ -391,6 +398,7 @@ class Agent:
                     f"{out.case}: {len(r.changed)} file(s) changed while being read; they are "
                     "deposited once they stay unchanged."
                 )
+                self._retry_at[out.case_id] = now + 60
                 with self._lock:  # deposit again once quiet, even if no event comes
                     m = time.monotonic()
                     self._changes.setdefault(out.case_id, (m, m))

@@ -133,3 +133,44 @@ def test_watch_refuses_what_cannot_be_deposited(v, armed, tmp_path):
     assert v.json(armed.r, "case", "watch", "inv") == []
     first, _ = v.fails(armed.r, "agent", "lock", code=66, passphrase=None)
     assert "no agent is running for this home" in first
+
+
+def test_a_deposit_waits_for_the_agents_deposit(armed, tmp_path):
+    # The agent holds the home's deposit lock while it deposits; `velador deposit` waits.
+    import os
+    import subprocess
+    import sys
+
+    from cli.agent_deposits import deposit_lock
+    from tests.node.conftest import REPO
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    env = dict(os.environ, VELADOR_PASSPHRASE=PW)
+    err = tmp_path / "deposit.err"
+    with deposit_lock(armed.r, wait=False) as held:
+        assert held
+        with deposit_lock(armed.r, wait=False) as again:
+            assert not again  # the agent's own second deposit would not start either
+        with open(err, "w") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cli.main",
+                    "--home",
+                    str(armed.r),
+                    "deposit",
+                    "inv",
+                    folder,
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+            )
+        wait_for(lambda: "waiting for the agent's deposit" in err.read_text(), 30, "the wait")
+        assert proc.poll() is None
+    assert proc.wait(60) == 0, err.read_text()
+    assert "Snapshot 1" in err.read_text()
