@@ -239,7 +239,9 @@ def agent(
         else:
             show(rnd, notify)
         return
-    from .agent_runtime import Agent, AgentOptions
+    from .agent_runtime import Agent, AgentOptions, harden_process
+
+    harden_process()  # before the key is in memory
 
     opts = AgentOptions(
         interval=interval,

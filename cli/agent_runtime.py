@@ -67,6 +67,20 @@ def _boottime() -> float:
     return time.clock_gettime(clk) if clk is not None else time.monotonic()
 
 
+def harden_process() -> None:
+    """No core file and, on Linux, not dumpable: other processes of the same user can neither
+    ptrace the agent nor read /proc/PID/mem, where an unlocked key lives."""
+    import resource
+
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        pr_set_dumpable = 4
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+
+
 def say(text: str) -> None:
     click.echo(f"velador agent: {text}", err=True)
 

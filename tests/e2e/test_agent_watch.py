@@ -174,3 +174,22 @@ def test_a_deposit_waits_for_the_agents_deposit(armed, tmp_path):
         assert proc.poll() is None
     assert proc.wait(60) == 0, err.read_text()
     assert "Snapshot 1" in err.read_text()
+
+
+def test_harden_process_makes_it_not_dumpable():
+    # What the agent calls before the key is in memory (docs/threat-model.md §5.1).
+    import subprocess
+    import sys
+
+    from tests.node.conftest import REPO
+
+    code = (
+        "import ctypes, resource\n"
+        "from cli.agent_runtime import harden_process\n"
+        "harden_process()\n"
+        "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), resource.getrlimit(resource.RLIMIT_CORE))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split(None, 1) == ["0", "(0, 0)\n"]
