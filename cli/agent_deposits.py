@@ -116,6 +116,9 @@ class DepositWorker:
             while (job := self._jobs.get()) is not None:
                 try:
                     outcome = self._deposit(state, job)
+                except Exception as exc:  # the thread must outlive one failed deposit
+                    outcome = Outcome(job.case_id, job.case_id, job.reason, self.clock.now())
+                    outcome.error = type(exc).__name__
                 finally:
                     job.identity = None  # type: ignore[assignment]  # no reference kept here
                 self._done(outcome)  # before clearing busy: the outcome is seen first

@@ -81,6 +81,15 @@ def harden_process() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
 
 
+def _describe(exc: Exception) -> str:
+    """One line about an error, without a file name (the output may be kept in a log)."""
+    if isinstance(exc, VeladorError):
+        return exc.message
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or 'system error'}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def say(text: str) -> None:
     click.echo(f"velador agent: {text}", err=True)
 
@@ -165,30 +174,12 @@ class Agent:
                 self._unlocked(identity)
             next_round = 0.0
             while not self.stopping:
-                if time.monotonic() >= next_round:
-                    now = self.clock.now()
-                    self._check_lock(now)
-                    show(
-                        self._quieter(run_round(self.state, self.clock, self.opts.timeout)),
-                        self.opts.notify,
-                    )
-                    self._look_at_folders(now)
-                    self.rounds += 1
-                    if self.opts.test_rounds:
-                        say(f"round {self.rounds} done at {now}")
-                    next_round = time.monotonic() + self.opts.interval
-                self._collect()
-                self._maybe_deposit()
-                timeout = max(0.0, min(next_round, self._next_settle()) - time.monotonic())
                 try:
-                    ready, _, _ = select.select([self._wake_r, server], [], [], timeout)
-                except InterruptedError:  # pragma: no cover - PEP 475 retries select itself
-                    ready = []
-                if self._wake_r in ready:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-                if server in ready and not self.stopping:
-                    server.serve_one(self.control)
+                    next_round = self._iteration(server, next_round, run_round, show)
+                except Exception as exc:  # the agent must outlive one bad round
+                    say(f"this round failed ({_describe(exc)}); the next round tries again.")
+                    next_round = time.monotonic() + self.opts.interval
+                    self._sleep_until(server, next_round)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -199,6 +190,37 @@ class Agent:
             if self.worker.busy:
                 say("a deposit was under way; the next start resumes it where it stopped.")
             self.state.db.conn.close()
+
+    def _iteration(
+        self, server: ControlServer, next_round: float, run_round: Any, show: Any
+    ) -> float:
+        if time.monotonic() >= next_round:
+            now = self.clock.now()
+            self._check_lock(now)
+            show(
+                self._quieter(run_round(self.state, self.clock, self.opts.timeout)),
+                self.opts.notify,
+            )
+            self._look_at_folders(now)
+            self.rounds += 1
+            if self.opts.test_rounds:
+                say(f"round {self.rounds} done at {now}")
+            next_round = time.monotonic() + self.opts.interval
+        self._collect()
+        self._maybe_deposit()
+        self._sleep_until(server, min(next_round, self._next_settle()))
+        return next_round
+
+    def _sleep_until(self, server: ControlServer, when: float) -> None:
+        """Wait until `when` (monotonic), or less if woken (a signal, a change, a finished
+        deposit) or asked something on the control socket."""
+        timeout = max(0.0, when - time.monotonic())
+        ready, _, _ = select.select([self._wake_r, server], [], [], timeout)
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 4096)
+        if server in ready and not self.stopping:
+            server.serve_one(self.control)
 
     def _quieter(self, rnd: Any) -> Any:
         """A node down for hours would print "retry" every round: say it once per check-in."""
@@ -324,11 +346,14 @@ class Agent:
             self._refresh_folders()
             return
         # Locked: the paths are sealed, but when each case was last escrowed is not.
+        active = {r.case_id: r.name for r in self.state.cases() if r.status == "active"}
         for w in watches(self.state):
+            if w.case_id not in active:
+                continue
             due = w.escrowed is None or now - w.escrowed >= self.opts.deposit_every
             if due and w.case_id not in self._told_locked:
                 self._told_locked.add(w.case_id)
-                name = self.state.case(w.case_id).name
+                name = active[w.case_id]
                 say(
                     f"{name}: its watched folders are due for a deposit, but the agent is "
                     "locked; run 'velador agent unlock'."
@@ -344,8 +369,14 @@ class Agent:
         return min(last + self.opts.debounce, first + max(10 * self.opts.debounce, 300.0))
 
     def _next_settle(self) -> float:
+        """When a changed folder will have settled: the loop wakes then. Never while a deposit
+        runs or the key is locked (its end, or the unlock, wakes the loop), nor for a case
+        waiting to retry (rounds look at it), or the loop would spin on a time already past."""
+        if self.key.locked or self.worker.busy:
+            return float("inf")
+        now = self.clock.now()
         with self._lock:
-            cases = list(self._changes)
+            cases = [c for c in self._changes if self._retry_at.get(c, 0) <= now]
         times = [t for c in cases if (t := self._settle_at(c)) is not None]
         return min(times, default=float("inf"))
 

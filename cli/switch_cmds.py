@@ -220,7 +220,7 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
         if s.local == "arming":
             con.print(f"warning: not every node has the case yet: run 'velador case arm {s.case}'")
         for line in freshness_lines(ctx.state, ctx.state.case(s.case), now, ident):
-            con.print(line)
+            con.print(line, markup=False)
 
 
 def _pending_release(results: list[Any]) -> tuple[str, int] | None:
