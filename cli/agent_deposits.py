@@ -7,8 +7,8 @@ when each folder was escrowed (vault/watches.py).
 
 The watcher (the watchdog library: inotify on Linux, FSEvents on macOS) only notes *which case*
 saw a change and when, and wakes the main loop; the main loop decides when a change has settled.
-Events that are not changes (a file opened, or closed without writing, as the deposit itself
-reads it) are ignored, or every deposit would start the next one.
+Events that are not changes (a file opened, closed without writing, or its access time moved,
+as the deposit itself reads it) are ignored, or every deposit would start the next one.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from vault.identity import Identity
 from vault.state import LocalState
 from vault.watches import mark_escrowed
 
-_IGNORED_EVENTS = {"opened", "closed_no_write"}
+_IGNORED_EVENTS = {"opened", "closed_no_write", "attrib"}
+"""Not changes of content: the deposit's own reading opens files, closes them unwritten and
+moves their access time (attrib); a mode change alone waits for the scheduled deposit."""
 DEPOSIT_LOCK = "deposit.lock"
 
 

@@ -193,3 +193,42 @@ def test_harden_process_makes_it_not_dumpable():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     assert out.split(None, 1) == ["0", "(0, 0)\n"]
+
+
+def test_agent_outlives_a_failed_deposit(v, armed, clock, tmp_path):
+    # A store the deposit cannot write (its folder replaced by a file) fails one deposit; the
+    # agent says so in one line, keeps going, and deposits once the store is back.
+    work = tmp_path / "carpeta"
+    work.mkdir()
+    (work / "a.txt").write_text("uno")
+    v.ok(armed.r, "case", "watch", "inv", work)
+    store = tmp_path / "storeB"
+    aside = tmp_path / "storeB.aside"
+    had = store.exists()
+    if had:
+        store.rename(aside)
+    store.write_text("not a folder")
+    agent = AgentProc(
+        armed.r,
+        clock,
+        tmp_path / "agent.log",
+        "--unlock",
+        "--no-notify",
+        "--suspend-jump",
+        "1h",
+        passphrase=PW,
+    )
+    try:
+        wait_for(lambda: agent.lines("inv: the deposit failed ("), 60, "the failed deposit")
+        assert "it is tried again in 5m" in agent.lines("inv: the deposit failed (")[0]
+        assert snapshot_sizes(v, armed.r) == []
+        store.unlink()
+        if had:
+            aside.rename(store)
+        agent.step(300)
+        wait_for(lambda: snapshot_sizes(v, armed.r) == [3], 60, "the deposit after the retry")
+        assert agent.proc.poll() is None
+    finally:
+        code = agent.stop()
+    assert code == 0 and "Traceback" not in agent.text(), agent.text()
+    assert "carpeta" not in agent.text()
