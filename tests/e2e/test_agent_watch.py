@@ -9,6 +9,7 @@ checked with `velador snapshots` and `velador verify`.
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 
 from .agentproc import AgentProc
@@ -35,8 +36,15 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
     assert [(w["path"], w["max_age"], w["escrowed"]) for w in listed] == [
         (str(work.resolve()), 6 * H, None)
     ]
-    raw = b"".join(p.read_bytes() for p in armed.r.glob("state.db*"))
-    assert b"reportaje" not in raw
+    # Read through SQLite, not as raw bytes: closing a plain descriptor on the database would
+    # drop this process's SQLite locks (POSIX locks are per process), and the agent, thinking
+    # itself alone, would reset the shared-memory index under the connections of this process.
+    conn = sqlite3.connect(f"file:{armed.r / 'state.db'}?mode=ro", uri=True)
+    try:
+        dump = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    assert "reportaje" not in dump and "watches" in dump
     assert status_lines(v, armed.r, "watched folder") == [
         f"inv: watched folder #1 ({work.resolve()}): not escrowed yet (limit 6h)"
     ]
