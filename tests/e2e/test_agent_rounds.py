@@ -9,6 +9,7 @@ created in a thread can only be used in that same thread": no reminder after the
 from __future__ import annotations
 
 from .agentproc import AgentProc
+from .conftest import wait_for
 
 H = 3600
 DAY = 86400
@@ -76,3 +77,31 @@ def test_agent_process_runs_many_rounds_through_outage_and_sleep(v, armed, clock
     text = agent.text()
     assert code == 0, text
     assert "Traceback" not in text and "ProgrammingError" not in text
+
+
+def test_superseded_resend_updates_the_view_the_reminders_use(v, armed, clock, monkeypatch):
+    # A node cut off from the laptop only gets the check-in from its peers (gossip); the agent's
+    # re-send then finds it "superseded". Before the fix the agent kept that node's previous
+    # deadline and reminded "check in within 1h" of a deadline the check-in had already moved.
+    import vault.switch
+
+    from .test_partition import CutOff
+
+    t0 = clock.now()
+    v.ok(armed.r, "checkin")  # every node: deadline t0+3d
+    cut = armed.nodes[2]
+    monkeypatch.setattr(vault.switch, "NodeClient", CutOff)
+    monkeypatch.setattr(CutOff, "blocked", {cut.card.fingerprint})
+    clock.advance(DAY)
+    out = v.json(armed.r, "checkin")
+    seq = out["cases"][0]["seq"]
+    assert [n.get("queued", False) for n in out["cases"][0]["nodes"]] == [False, False, True]
+    wait_for(
+        lambda: cut.query("SELECT seq FROM cases WHERE case_id = ?", armed.case_id)[0][0] == seq,
+        what="gossip to the cut-off node",
+    )
+    res = v.json(armed.r, "agent", "--once", "--no-notify", passphrase=None)
+    assert [r["outcome"] for r in res["resent"]] == ["superseded"]
+    # One hour before the OLD deadline: the deadline is a day later now, nothing to remind.
+    clock.set(t0 + 3 * DAY - H)
+    assert v.json(armed.r, "agent", "--once", "--no-notify", passphrase=None)["reminders"] == []
