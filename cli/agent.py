@@ -239,7 +239,8 @@ def agent(
         else:
             show(rnd, notify)
         return
-    from .agent_runtime import Agent, AgentOptions, harden_process
+    from .agent_keys import harden_process
+    from .agent_runtime import Agent, AgentOptions
 
     harden_process()  # before the key is in memory
 

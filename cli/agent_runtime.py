@@ -45,6 +45,7 @@ from vault.watches import Watch, watches
 
 from .agent_control import ControlServer
 from .agent_deposits import DepositWorker, FolderWatcher, Job, Outcome
+from .agent_keys import KeyHolder
 
 
 @dataclass(frozen=True)
@@ -67,20 +68,6 @@ def _boottime() -> float:
     return time.clock_gettime(clk) if clk is not None else time.monotonic()
 
 
-def harden_process() -> None:
-    """No core file and, on Linux, not dumpable: other processes of the same user can neither
-    ptrace the agent nor read /proc/PID/mem, where an unlocked key lives."""
-    import resource
-
-    with contextlib.suppress(OSError, ValueError):
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        pr_set_dumpable = 4
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
-
-
 def _describe(exc: Exception) -> str:
     """One line about an error, without a file name (the output may be kept in a log)."""
     if isinstance(exc, VeladorError):
@@ -92,29 +79,6 @@ def _describe(exc: Exception) -> str:
 
 def say(text: str) -> None:
     click.echo(f"velador agent: {text}", err=True)
-
-
-class KeyHolder:
-    """The unlocked identity, or nothing. Only the main thread reads or changes it."""
-
-    def __init__(self) -> None:
-        self.identity: Identity | None = None
-        self.active = 0
-        """Clock time of the last sign of the reporter (unlock, change in a watched folder)."""
-
-    @property
-    def locked(self) -> bool:
-        return self.identity is None
-
-    def unlock(self, identity: Identity, now: int) -> None:
-        self.identity, self.active = identity, now
-
-    def lock(self) -> bool:
-        """Drop the key; True if it was held. (Python cannot promise the bytes are wiped; the
-        threat model says so.)"""
-        was = self.identity is not None
-        self.identity = None
-        return was
 
 
 class Agent:

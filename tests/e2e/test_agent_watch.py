@@ -193,7 +193,7 @@ def test_harden_process_makes_it_not_dumpable():
 
     code = (
         "import ctypes, resource\n"
-        "from cli.agent_runtime import harden_process\n"
+        "from cli.agent_keys import harden_process\n"
         "harden_process()\n"
         "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), resource.getrlimit(resource.RLIMIT_CORE))"
     )
