@@ -11,26 +11,32 @@ it:
    `notify-send` exists, a desktop notification. Deadlines come from the last signed answers
    the nodes gave (`node_views`), so reminders need no network and no passphrase.
 
-Time comes from the injected clock (Ctx.clock), never from the system directly, so tests move
-through days with `--once`.
+3. once unlocked (`velador agent unlock`), deposits the folders each case watches
+   (`velador case watch`) when they change and on a schedule (cli/agent_runtime.py).
+
+Time comes from the injected clock (Ctx.clock, or a test's clock file), never from the system
+directly, so tests move through days with `--once` or with the long-running process.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
 
 from vault.checkin import resend_queued
 from vault.clock import Clock, iso
-from vault.durations import human
+from vault.durations import human, parse_duration
+from vault.errors import AuthenticationError, PolicyError
 from vault.state import LocalState
 from vault.switch import DEFAULT_TIMEOUT, arming_state
 
-from .context import Ctx, emit_json
+from .context import PASSPHRASE_ENV, Ctx, emit_json, get_passphrase
 
 DEFAULT_REMIND = (86400, 3600)
 """Offsets used when the policy sets none: a day and an hour before the deadline."""
@@ -90,14 +96,16 @@ def desktop_notify(text: str) -> bool:
     return True
 
 
-def run_round(ctx: Ctx, timeout: float, notify: bool) -> Round:
-    rnd = Round(ctx.clock.now())
-    for r in resend_queued(ctx.state, ctx.clock, timeout):
+def run_round(state: LocalState, clock: Clock, timeout: float) -> Round:
+    """One round: re-send queued check-ins, then the reminders due. `state` must have been
+    opened in the calling thread (vault/state.py)."""
+    rnd = Round(clock.now())
+    for r in resend_queued(state, clock, timeout):
         item = {"case_id": r.case_id, "node": r.node, "seq": r.seq, "outcome": r.outcome}
         if r.detail:
             item["detail"] = r.detail
         rnd.resent.append(item)
-    rnd.reminders = due_reminders(ctx.state, ctx.clock)
+    rnd.reminders = due_reminders(state, clock)
     return rnd
 
 
@@ -118,11 +126,31 @@ def show(rnd: Round, notify: bool) -> None:
             desktop_notify("A check-in is due soon: run 'velador status', then 'velador checkin'.")
 
 
-@click.command("agent")
+TEST_CLOCK_ENV = "VELADOR_AGENT_TEST_CLOCK"
+"""TEST-ONLY: with this set to 1, the hidden --test-clock-file option is accepted (as for nodes,
+escrow_node/testclock.py): the agent reads the time from a file a test writes."""
+
+
+def _test_clock(path: Path | None) -> Clock | None:
+    if path is None:
+        return None
+    if os.environ.get(TEST_CLOCK_ENV) != "1":
+        raise PolicyError(f"--test-clock-file is for tests only (set {TEST_CLOCK_ENV}=1)")
+    from escrow_node.testclock import FileClock
+
+    click.echo(f"velador agent: WARNING: test clock from {path}", err=True)
+    return FileClock(path)
+
+
+def _duration(text: str, what: str) -> int:
+    return parse_duration(text, what)
+
+
+@click.group("agent", invoke_without_command=True)
 @click.option("--once", is_flag=True, help="Run one round (re-send, remind) and exit.")
 @click.option(
     "--interval",
-    type=click.FloatRange(1, 86400),
+    type=click.FloatRange(0.05, 86400),
     default=60.0,
     show_default=True,
     help="Seconds between rounds.",
@@ -140,51 +168,141 @@ def show(rnd: Round, notify: bool) -> None:
     show_default=True,
     help="Seconds to wait for each node.",
 )
+@click.option(
+    "--unlock",
+    "unlock_now",
+    is_flag=True,
+    help="Ask for the passphrase now, so watched folders are deposited from the start.",
+)
+@click.option(
+    "--debounce",
+    type=click.FloatRange(0.1, 86400),
+    default=30.0,
+    show_default=True,
+    help="Seconds a watched folder must stay unchanged before it is deposited.",
+)
+@click.option(
+    "--deposit-every",
+    default="6h",
+    show_default=True,
+    help="Deposit every watched folder at least this often, changed or not.",
+)
+@click.option(
+    "--lock-after",
+    default="2h",
+    show_default=True,
+    help="Forget the key after this long with no unlock and no change in a watched folder.",
+)
+@click.option(
+    "--suspend-jump",
+    default="2m",
+    show_default=True,
+    help="Forget the key when the clock jumps this much between rounds (the computer slept).",
+)
 @click.option("--json", "as_json", is_flag=True, help="With --once: print the round as JSON.")
-@click.pass_obj
+@click.option(
+    "--test-clock-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    hidden=True,
+    help="TEST-ONLY: read the time from this file (needs VELADOR_AGENT_TEST_CLOCK=1).",
+)
+@click.pass_context
 def agent(
-    ctx: Ctx, once: bool, interval: float, notify: bool, timeout: float, as_json: bool
+    cctx: click.Context,
+    once: bool,
+    interval: float,
+    notify: bool,
+    timeout: float,
+    unlock_now: bool,
+    debounce: float,
+    deposit_every: str,
+    lock_after: str,
+    suspend_jump: str,
+    as_json: bool,
+    test_clock_file: Path | None,
 ) -> None:
-    """Remind you before deadlines and re-send queued check-ins. Never checks in by itself.
+    """Remind you before deadlines, re-send queued check-ins, deposit watched folders.
 
-    Needs no passphrase: queued check-ins were signed when you ran 'velador checkin'."""
+    It never checks in by itself. Reminders and queued check-ins need no passphrase (a queued
+    check-in was signed when you ran 'velador checkin'). Deposits of the folders named with
+    'velador case watch' need the key: 'velador agent unlock' (or --unlock) hands it to the
+    running agent, which keeps it in memory only and forgets it after --lock-after idle, when the
+    computer sleeps, or on 'velador agent lock'."""
+    if cctx.invoked_subcommand is not None:
+        return
+    ctx: Ctx = cctx.obj
+    clock = _test_clock(test_clock_file) or ctx.clock
     if once:
-        rnd = run_round(ctx, timeout, notify)
+        rnd = run_round(ctx.state, clock, timeout)
         if as_json:
             emit_json({"time": rnd.time, "resent": rnd.resent, "reminders": rnd.reminders})
         else:
             show(rnd, notify)
         return
-    import signal
-    import threading
+    from .agent_keys import harden_process
+    from .agent_runtime import Agent, AgentOptions
 
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    harden_process()  # before the key is in memory
 
-    sched = BlockingScheduler()
-    stopping = threading.Event()
+    opts = AgentOptions(
+        interval=interval,
+        notify=notify,
+        timeout=timeout,
+        debounce=debounce,
+        deposit_every=_duration(deposit_every, "--deposit-every"),
+        lock_after=_duration(lock_after, "--lock-after"),
+        suspend_jump=_duration(suspend_jump, "--suspend-jump"),
+        test_rounds=test_clock_file is not None,
+    )
+    identity = None
+    if unlock_now:
+        identity = ctx.unlock()
+        os.environ.pop(PASSPHRASE_ENV, None)  # not inherited by anything the agent starts
+    Agent(ctx.home, clock, opts).run(identity)
 
-    def stop(signum: int, frame: Any) -> None:
-        # Ctrl-C or SIGTERM at any moment (even during a round) ends the agent cleanly, exit 0.
-        stopping.set()
-        if sched.running:
-            sched.shutdown(wait=False)
 
-    def job() -> None:
-        if not stopping.is_set():
-            show(run_round(ctx, timeout, notify), notify)
+@agent.command("lock")
+@click.pass_obj
+def agent_lock(ctx: Ctx) -> None:
+    """Make the running agent forget the key now (it keeps reminding)."""
+    from .agent_control import request
 
-    old_int = signal.signal(signal.SIGINT, stop)
-    old_term = signal.signal(signal.SIGTERM, stop)
-    try:
-        sched.add_job(job, "interval", seconds=interval, max_instances=1, coalesce=True)
-        click.echo(
-            f"velador agent: every {human(int(interval))}; Ctrl-C to stop. "
-            "It never checks in for you.",
-            err=True,
+    request(ctx.home, {"op": "lock"})
+    click.echo("The agent is locked: it no longer holds your key.", err=True)
+
+
+@agent.command("unlock")
+@click.pass_obj
+def agent_unlock(ctx: Ctx) -> None:
+    """Hand the key to the running agent so it deposits watched folders."""
+    from .agent_control import request
+
+    answer = request(ctx.home, {"op": "ping"}, timeout=5.0)  # before asking for the passphrase
+    answer = request(ctx.home, {"op": "unlock", "passphrase": get_passphrase()})
+    if not answer.get("ok"):
+        raise AuthenticationError(
+            str(answer.get("error") or "the agent refused the passphrase"),
+            hint=answer.get("hint"),
         )
-        job()
-        if not stopping.is_set():
-            sched.start()
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+    click.echo("The agent is unlocked: it deposits your watched folders.", err=True)
+
+
+@agent.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def agent_status(ctx: Ctx, as_json: bool) -> None:
+    """Say whether the running agent holds the key, and until when."""
+    from .agent_control import request
+
+    answer = request(ctx.home, {"op": "status"}, timeout=10.0)
+    if as_json:
+        emit_json(answer)
+        return
+    if answer.get("locked"):
+        click.echo("The agent is running and locked: it reminds, but does not deposit.")
+    else:
+        lock_at = answer.get("lock_at")
+        until = f" It locks again at {iso(lock_at)} if idle." if lock_at else ""
+        click.echo(f"The agent is running and unlocked: it deposits watched folders.{until}")
+    if answer.get("depositing"):
+        click.echo("A deposit is under way.")

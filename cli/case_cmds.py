@@ -23,6 +23,7 @@ from vault.switch import ArmReport, act, arm, arming_state, make_case_card, mark
 
 from .context import Ctx, emit_json, out_console
 from .switch_cmds import confirm, json_option, node_table, require_all, timeout_option
+from .watch_cmds import case_unwatch, case_watch
 
 
 def share_spec(
@@ -488,3 +489,8 @@ def case_rotate(
             print_arm(rep, False)
     if rep is not None:
         finish_arming(rep)
+
+
+# Watched folders (cli/watch_cmds.py): what `velador agent` deposits by itself.
+case.add_command(case_watch)
+case.add_command(case_unwatch)

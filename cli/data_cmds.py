@@ -60,9 +60,11 @@ def deposit(
 
     Safe to interrupt: run it again and it uploads only what is missing.
     """
+    from .agent_deposits import one_deposit_at_a_time
+
     rec = ctx.state.case(case_name)
     ident = ctx.unlock()
-    with byte_progress("Depositing", quiet=as_json) as progress:
+    with one_deposit_at_a_time(ctx.home), byte_progress("Depositing", quiet=as_json) as progress:
         result = do_deposit(
             ctx.state,
             ident,

@@ -187,6 +187,8 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
     Nodes that disagree (state, check-in number, deadline, policy version) are flagged."""
     from vault.switch import arming_state
 
+    from .watch_cmds import freshness_lines
+
     if case and not ctx.state.has_case(case):
         _remote_status(ctx, case, timeout, as_json)
         return
@@ -217,6 +219,8 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
             con.print(f"warning: {line}")
         if s.local == "arming":
             con.print(f"warning: not every node has the case yet: run 'velador case arm {s.case}'")
+        for line in freshness_lines(ctx.state, ctx.state.case(s.case), now, ident):
+            con.print(line, markup=False)
 
 
 def _pending_release(results: list[Any]) -> tuple[str, int] | None:

@@ -266,6 +266,14 @@ def resend_queued(
             state.unqueue(case_id, row["node"], seq)
             if (case_id, seq) in receipts:
                 state.record_view(case_id, row["node"], receipts[(case_id, seq)])
+            else:
+                # The node had it from a peer and no other node answered in this round: its
+                # view follows from the heartbeat's signed time, or the agent kept reminding
+                # of the previous deadline (a false "check in within 1h" after a check-in).
+                policy = switch_policy(state.case(case_id))
+                state.record_view(
+                    case_id, row["node"], _cover_receipt([], policy, row["heartbeat"])
+                )
             out.append(Resent(case_id, card.name, seq, "superseded"))
         elif isinstance(err, NodeError) or getattr(err, "code", None) in (
             "replay",

@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS node_views (
 CREATE TABLE IF NOT EXISTS reminders (
   case_id TEXT NOT NULL, deadline INTEGER NOT NULL, offset INTEGER NOT NULL, sent INTEGER NOT NULL,
   PRIMARY KEY (case_id, deadline, offset));
+CREATE TABLE IF NOT EXISTS watches (
+  watch_id INTEGER PRIMARY KEY, case_id TEXT NOT NULL, sealed TEXT NOT NULL,
+  max_age INTEGER, added INTEGER NOT NULL, escrowed INTEGER);
 """
 
 
@@ -142,6 +145,12 @@ def open_db(path: Path) -> Db:
 
 
 class LocalState:
+    """The home's database through one SQLite connection.
+
+    A connection belongs to the thread that opened it (sqlite3's check_same_thread): a
+    long-running process opens one LocalState per thread that needs it (cli/agent_runtime.py:
+    the rounds in the main thread, deposits in the deposit thread), never shares one."""
+
     def __init__(self, home: Path) -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
