@@ -191,6 +191,20 @@ class LocalState:
             raise NotFoundError(f"no contact named {alias!r}", hint="see 'velador contact list'")
         return parse_card(row[0])
 
+    def contact_added(self, alias: str) -> int:
+        """When the contact was added (seconds since the epoch)."""
+        row = self.db.execute("SELECT added FROM contacts WHERE alias = ?", [alias]).fetchone()
+        if row is None:
+            raise NotFoundError(f"no contact named {alias!r}", hint="see 'velador contact list'")
+        return int(row[0])
+
+    def remove_contact(self, alias: str) -> Card:
+        """Forget a contact. Cases keep the cards their signed policies carry."""
+        card = self.contact(alias)
+        with self.tx():
+            self.db.execute("DELETE FROM contacts WHERE alias = ?", [alias])
+        return card
+
     def alias_of(self, card: Card) -> str | None:
         row = self.db.execute(
             "SELECT alias FROM contacts WHERE fingerprint = ?", [card.fingerprint]
