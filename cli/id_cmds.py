@@ -8,13 +8,14 @@ import click
 
 from vault.cards import Card, parse_card
 from vault.clock import iso
-from vault.errors import PolicyError
+from vault.errors import FormatError
 from vault.identity import (
     IDENTITY_FILE,
     change_passphrase,
     create_identity,
     load_card,
     set_duress_passphrase,
+    unlock_identity,
 )
 
 from .context import (
@@ -57,7 +58,7 @@ def id_new(ctx: Ctx, name: str, role: str) -> None:
     The passphrase must be hard to guess (several random words); a weak one is refused with a
     suggestion."""
     if (ctx.home / IDENTITY_FILE).exists():  # before asking for a passphrase (issue 12 §9)
-        raise PolicyError(
+        raise FormatError(
             f"an identity already exists in {ctx.home}",
             hint="keep using it, or give another folder with --home to make a second identity",
         )
@@ -122,7 +123,7 @@ def id_passphrase(ctx: Ctx) -> None:
     Scripts give the current one in VELADOR_PASSPHRASE and the new one in
     VELADOR_NEW_PASSPHRASE; people type both at hidden prompts."""
     current = get_passphrase("Current passphrase")
-    card = load_card(ctx.home)
+    card = unlock_identity(ctx.home, current).card  # a wrong one fails before asking for more
     new = get_new_passphrase("New passphrase", NEW_PASSPHRASE_ENV, [card.name])
     change_passphrase(ctx.home, current, new)
     click.echo("Passphrase changed. Use the new one from now on.", err=True)

@@ -188,6 +188,7 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
     from vault.switch import arming_state
 
     if case and not ctx.state.has_case(case):
+        _refuse_typo(ctx, case)
         _remote_status(ctx, case, timeout, as_json)
         return
     if case:
@@ -217,6 +218,21 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
             con.print(f"warning: {line}")
         if s.local == "arming":
             con.print(f"warning: not every node has the case yet: run 'velador case arm {s.case}'")
+
+
+def _refuse_typo(ctx: Ctx, text: str) -> None:
+    """A word that is neither a case card nor a case id is a mistyped case name (issue 12 §8)."""
+    import difflib
+
+    from vault.netrecover import is_case_id
+    from vault.switch import CASE_CARD_PREFIX
+
+    text = text.strip()
+    if text.startswith(CASE_CARD_PREFIX):
+        return
+    names = [r.name for r in ctx.state.cases()]
+    if not is_case_id(text) or difflib.get_close_matches(text, names, n=1, cutoff=0.8):
+        raise ctx.state.no_case(text)
 
 
 def _pending_release(results: list[Any]) -> tuple[str, int] | None:

@@ -13,6 +13,7 @@ by a keyed hash of the path.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -245,9 +246,17 @@ class LocalState:
             [name_or_id, name_or_id],
         ).fetchone()
         if row is None:
-            raise NotFoundError(f"no case named {name_or_id!r}", hint="see 'velador case list'")
+            raise self.no_case(name_or_id)
         policy = parse_policy(parse_json(row[2], "stored policy"))
         return CaseRecord(row[0], row[1], policy, row[3], row[4], row[5], json.loads(row[6]))
+
+    def no_case(self, name: str) -> NotFoundError:
+        """The error for a case this home does not have, suggesting the closest name (a typo
+        such as "puerta" for "puerto" should not send the reporter looking for case cards)."""
+        names = [r[0] for r in self.db.execute("SELECT name FROM cases ORDER BY name")]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "see 'velador case list'"
+        return NotFoundError(f"no case named {name!r}", hint=hint)
 
     def cases(self) -> list[CaseRecord]:
         names = [r[0] for r in self.db.execute("SELECT name FROM cases ORDER BY created, name")]
