@@ -316,11 +316,20 @@ def run_action(
 
 
 def confirm(what: str, yes: bool) -> None:
+    """Ask before an action that cannot be undone. Answering no is a choice, not an error: a
+    calm line and exit status 0 (issue 12 §9)."""
     if yes:
         return
     if not sys.stdin.isatty():
         raise PolicyError(f"refusing to {what} without confirmation", hint="add --yes")
-    click.confirm(f"Really {what}? This cannot be undone", abort=True, err=True)
+    if not click.confirm(f"Really {what}? This cannot be undone", default=False, err=True):
+        declined()
+
+
+def declined() -> None:
+    """The person answered no: say that nothing happened, and stop with exit status 0."""
+    click.echo("Nothing was sent; nothing changed.", err=True)
+    raise click.exceptions.Exit(0)
 
 
 @click.command("pause")
