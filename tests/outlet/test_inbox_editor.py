@@ -31,7 +31,8 @@ def test_inbox_shows_release_notices_once_then_keeps_a_cursor(armed, v):
     assert out == "" and err.strip() == "No new notices."
     # And --all shows them again without moving the cursor
     out, _ = v.ok(home, "inbox", "--all")
-    assert out.count("the case was released") == 1 and "reported by 2 of 2 nodes (node-a, node-b)." in out
+    assert out.count("the case was released") == 1
+    assert "reported by 2 of 2 nodes (node-a, node-b)." in out
 
 
 def test_inbox_json(armed, v):
