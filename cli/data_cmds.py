@@ -180,8 +180,8 @@ def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
     "--shares",
     "shares_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder of share files from offline holders (USB sticks); alone, or beside the "
-    "escrow nodes of CASE_CARD_OR_ID.",
+    help="Folder of offline share files (USB sticks); alone, or beside the escrow nodes of "
+    "CASE_CARD_OR_ID.",
 )
 @click.option(
     "--out",

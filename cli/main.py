@@ -91,8 +91,8 @@ class _LazyGroup(click.Group):
 def cli(ctx: click.Context, home: Path | None, s3_endpoint: str | None) -> None:
     """Velador: a dead-man's-switch vault for journalists.
 
-    Deposit your work encrypted; escrow nodes or share holders keep the key in pieces; if you go
-    silent, your partner outlets recover it and publish.
+    Deposit your work encrypted; escrow nodes (and any share files you keep offline) hold the key
+    in pieces; if you go silent, your partner outlets recover it and publish.
     """
     ctx.obj = Ctx(home=(home or default_home()).expanduser(), s3_endpoint=s3_endpoint)
 

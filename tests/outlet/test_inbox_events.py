@@ -6,6 +6,7 @@ reporter's own case by its name, and a suggested command that works when run as 
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import time
@@ -119,3 +120,41 @@ def test_a_reporter_not_in_contacts_is_named_by_fingerprint(armed, v):
             "the case was released"
         )
     )
+
+
+class Terminal(io.StringIO):
+    """Standard input that says it is a terminal, with the person's answers in it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_release_request_asks_first_and_no_sends_nothing(armed, v, monkeypatch):
+    # Given an editor who knows the case's nodes, the reason in a file
+    case = armed(n=2, threshold=2)
+    home = case.homes["editor"]
+    case.add_nodes_as_contacts(v, home, case.nodes)
+    reason = home.parent / "motivo.txt"
+    reason.write_text("no llegó a la cita\n", encoding="utf-8")
+    ask = ("release", "request", case.case_id, "--reason-file", reason)
+    # Without a terminal and without --yes: refused before anything is sent
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = v(home, *ask)
+    assert code == 75
+    assert err.splitlines() == [
+        "velador: error: refusing to ask for a release without confirmation",
+        "velador: hint: add --yes once you are sure of the case id",
+    ]
+    # At a terminal, answering "n": exit 0, a calm line, and the nodes are still watching
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    code, _, err = v(home, *ask)
+    assert code == 0, err
+    assert f"Send a release request for case {case.case_id} to 2 escrow node(s)?" in err
+    assert err.rstrip().endswith("[y/N]: Nothing was sent.")
+    assert [n.state(case.case_id) for n in case.nodes] == ["ARMED", "ARMED"]
+    # Answering "y" sends it
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    code, _, err = v(home, *ask)
+    assert code == 0, err
+    for node in case.nodes:
+        node.wait_state(case.case_id, "EDITOR_PENDING")
