@@ -51,3 +51,22 @@ def test_without_a_terminal_yes_is_required(v, world, monkeypatch):
         "velador: error: refusing to release inv to your recipients now without confirmation",
         "velador: hint: add --yes",
     ]
+
+
+def test_messages_use_no_internal_words(v, world):
+    """Jargon (issue 12 §9): people keep share files, nobody is a "share holder"."""
+    from .test_cli import OPW, share_subset
+
+    v.ok(world.r, "deposit", "inv", world.data)
+    shares = share_subset(world, 1, "one")
+    code, _, err = v(
+        world.o, "recover", "--shares", shares, "--out", world.tmp / "o", passphrase=OPW
+    )
+    assert code == 66
+    assert err.splitlines()[-1] == (
+        "velador: hint: more escrow nodes must release the case, or add offline share files "
+        "with --shares"
+    )
+    assert "holder" not in err and "envelope" not in err
+    top = v(world.r, "--help")[1]
+    assert "share holders" not in top
