@@ -78,6 +78,13 @@ REPORTER = {
 }
 
 
+# Which nodes said so: a sentence of its own after the event's sentence.
+SEEN = "Case {case_id}, reported by {count} of {total} nodes ({nodes})."
+SEEN_UNCOUNTED = "Case {case_id}, reported by {count} node(s) ({nodes})."
+SEEN_OWN = "Reported by {count} of {total} nodes ({nodes})."
+SEEN_OWN_UNCOUNTED = "Reported by {count} node(s) ({nodes})."
+
+
 @dataclass
 class Event:
     """The notices several nodes sent about one thing that happened to one case."""
@@ -161,19 +168,22 @@ def describe(ev: Event, names: Names) -> tuple[str, str | None]:
         "reason": RELEASE_REASONS.get(str(ev.value("release_reason")), "the nodes released it"),
     }
     total = _int(ev.value("nodes"))
-    count = len(ev.notices)
-    seen = f"{count} of {total} nodes" if total and total >= count else f"{count} node(s)"
-    nodes = ", ".join(ev.nodes)
+    seen = {
+        "count": len(ev.notices),
+        "total": total if total and total >= len(ev.notices) else None,
+        "nodes": ", ".join(ev.nodes),
+        "case_id": ev.case_id,
+    }
     if ev.to == "reporter" and ev.event in REPORTER and own:
         reason = REPORTER_REASONS.get(str(ev.value("release_reason")), values["reason"])
         line = REPORTER[ev.event].format(case=own, **{**values, "reason": reason})
-        where = f"Reported by {seen} ({nodes})."
-    elif ev.event in OTHERS:
-        line = OTHERS[ev.event].format(who=names.who(ev.value("reporter")), **values)
-        where = f"Case {ev.case_id}, reported by {seen} ({nodes})."
-    else:  # an event this CLI does not know: the node's own words
-        line = str(ev.value("text") or ev.event)
-        where = f"Case {ev.case_id}, reported by {seen} ({nodes})."
+        where = (SEEN_OWN if seen["total"] else SEEN_OWN_UNCOUNTED).format(**seen)
+    else:
+        if ev.event in OTHERS:
+            line = OTHERS[ev.event].format(who=names.who(ev.value("reporter")), **values)
+        else:  # an event this CLI does not know: the node's own words
+            line = str(ev.value("text") or ev.event)
+        where = (SEEN if seen["total"] else SEEN_UNCOUNTED).format(**seen)
     return f"{line} {where}", _next(ev, names, own)
 
 

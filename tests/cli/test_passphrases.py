@@ -31,6 +31,7 @@ def v(capsys):
 
 
 def run(v: Velador, home: Path, *args: str, passphrase: str = PW, **env: str):
+    """(code, stdout, stderr) of one command with extra environment variables."""
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -41,6 +42,12 @@ def run(v: Velador, home: Path, *args: str, passphrase: str = PW, **env: str):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = val
+
+
+def ok(v: Velador, home: Path, *args: str, passphrase: str = PW, **env: str) -> str:
+    code, _, err = run(v, home, *args, passphrase=passphrase, **env)
+    assert code == 0, err
+    return err
 
 
 def suggestion(err: str) -> str:
@@ -94,14 +101,14 @@ def test_weak_duress_passphrase_is_refused(v, tmp_path):
     v.ok(home, "id", "new", "--name", "Rita Reporter")
     code, _, err = run(v, home, "id", "duress", VELADOR_DURESS_PASSPHRASE="rita")
     assert code == 75 and "too easy to guess" in err
-    run(v, home, "id", "duress", VELADOR_DURESS_PASSPHRASE="tulip orbit gravel cement")
+    ok(v, home, "id", "duress", VELADOR_DURESS_PASSPHRASE="tulip orbit gravel cement")
     assert unlock_identity(home, "tulip orbit gravel cement").duress
 
 
 def test_passphrase_change(v, tmp_path):
     home = tmp_path / "r"
     v.ok(home, "id", "new", "--name", "Rita Reporter")
-    run(v, home, "id", "duress", VELADOR_DURESS_PASSPHRASE="tulip orbit gravel cement")
+    ok(v, home, "id", "duress", VELADOR_DURESS_PASSPHRASE="tulip orbit gravel cement")
     # A weak new passphrase is refused and the old one still opens
     code, _, err = run(v, home, "id", "passphrase", VELADOR_NEW_PASSPHRASE="password1")
     assert code == 75 and "too easy to guess" in err
@@ -113,7 +120,7 @@ def test_passphrase_change(v, tmp_path):
     assert code == 77 and "cannot be used" in err
     # A strong one replaces the normal passphrase; the duress one is kept
     new = "lantern quarry mosaic heron"
-    run(v, home, "id", "passphrase", VELADOR_NEW_PASSPHRASE=new)
+    ok(v, home, "id", "passphrase", VELADOR_NEW_PASSPHRASE=new)
     assert not unlock_identity(home, new).duress
     assert unlock_identity(home, "tulip orbit gravel cement").duress
     code, _, err = v(home, "id", "passphrase", passphrase=PW)
@@ -126,7 +133,7 @@ def test_decomposed_accents_open_with_composed(v, tmp_path):
     assert NFC != NFD
     v.ok(home, "id", "new", "--name", "Rita Reporter", passphrase=NFD)
     # When she types it composed (NFC) on another keyboard, it opens
-    run(
+    ok(
         v,
         home,
         "id",
@@ -138,7 +145,7 @@ def test_decomposed_accents_open_with_composed(v, tmp_path):
     # And the other way round: made composed, opened decomposed
     other = tmp_path / "o"
     v.ok(other, "id", "new", "--name", "Diario Sur", "--role", "outlet", passphrase=NFC)
-    run(
+    ok(
         v,
         other,
         "id",
@@ -163,7 +170,7 @@ def test_identity_sealed_before_normalization_still_opens(v, tmp_path):
     (home / IDENTITY_FILE).write_text(json.dumps(doc))
     # Then it opens typed decomposed (as made) and composed
     assert unlock_identity(home, NFD).fingerprint == unlock_identity(home, NFC).fingerprint
-    run(
+    ok(
         v,
         home,
         "id",
