@@ -129,9 +129,9 @@ def snapshots(ctx: Ctx, case_name: str, as_json: bool) -> None:
             err=True,
         )
         return
-    from rich.table import Table
+    from .context import table as folding_table
 
-    table = Table("#", "id", "created", "files", "size")
+    table = folding_table("#", "id", "created", "files", "size")  # times wrap, never cut
     for r in rows:
         table.add_row(
             str(r["seq"]), r["id"][:16], r["created"], str(r["files"]), _human(r["bytes"])
