@@ -177,7 +177,7 @@ def main() -> None:
         raise SystemExit("the baseline needs 'tar' and the stock 'age' (apt-get install age)")
     root = Path(args.dir or tempfile.mkdtemp(prefix="velador-dedup-"))
     root.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, VELADOR_PASSPHRASE="bench", VELADOR_INSECURE_FAST_KDF="1")
+    env = dict(os.environ, VELADOR_PASSPHRASE="bench run passphrase", VELADOR_INSECURE_FAST_KDF="1")
     load_before = load()
     rep, outlet, store, usb = root / "rep", root / "o1", root / "store", root / "usb"
     tree = root / "investigation"

@@ -247,7 +247,7 @@ def main() -> None:
         raise SystemExit("the stock 'age' binary is needed for the baseline (apt-get install age)")
     root = Path(args.dir or tempfile.mkdtemp(prefix="velador-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, VELADOR_PASSPHRASE="bench", VELADOR_INSECURE_FAST_KDF="1")
+    env = dict(os.environ, VELADOR_PASSPHRASE="bench run passphrase", VELADOR_INSECURE_FAST_KDF="1")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
     load_before = load()

@@ -185,7 +185,7 @@ def finish_arming(rep: ArmReport) -> None:
 @click.option(
     "--offline-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder for the share files of offline holders (USB stick, printout).",
+    help="Folder for the share files you keep offline (USB stick, printout).",
 )
 @click.option(
     "--store",
@@ -441,7 +441,7 @@ def case_show(ctx: Ctx, name: str, as_json: bool) -> None:
 @click.option(
     "--offline-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder for the new share files of offline holders (the old ones must be destroyed).",
+    help="Folder for the new offline share files (destroy the old ones).",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @timeout_option

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vault.clock import Clock, SystemClock
-from vault.errors import N_, AuthenticationError
-from vault.identity import Identity, unlock_identity
+from vault.errors import N_, AuthenticationError, NotFoundError
+from vault.identity import IDENTITY_FILE, Identity, unlock_identity
+from vault.passphrase import WeakPassphraseError, require_strong
 from vault.state import LocalState
 
 if TYPE_CHECKING:  # rich is imported by the commands that print with it, not by every command
@@ -37,8 +38,19 @@ class Ctx:
     @property
     def state(self) -> LocalState:
         if self._state is None:
+            self.require_identity()
             self._state = LocalState(self.home)
         return self._state
+
+    def require_identity(self) -> None:
+        """Refuse a home folder without an identity (issue 12 §8): a mistyped --home must not be
+        created empty and then answer "No cases yet" as if all were well."""
+        if not (self.home / IDENTITY_FILE).is_file():
+            raise NotFoundError(
+                f"there is no Velador identity in {self.home}",
+                hint="check --home (or VELADOR_HOME) for a typo; "
+                "to start a new identity there, run 'velador id new --name NAME'",
+            )
 
     def unlock(self, prompt: str = "Passphrase") -> Identity:
         return unlock_identity(self.home, get_passphrase(prompt))
@@ -61,6 +73,37 @@ def get_passphrase(
     return str(value)
 
 
+NEW_TRIES = 3
+"""How many times a person at a terminal may retry a new passphrase that is too weak."""
+
+
+def get_new_passphrase(prompt: str, env: str | None, user_inputs: list[str] | None = None) -> str:
+    """A new passphrase, refused when zxcvbn scores it weak (vault/passphrase.py).
+
+    From the environment variable `env` (scripts, tests) it must be strong at once; at a terminal
+    the person is told why and shown a suggestion, and asked again."""
+    value_env = os.environ.get(env) if env else None
+    if value_env is not None:
+        require_strong(value_env, user_inputs)
+        return value_env
+    if not sys.stdin.isatty():
+        raise AuthenticationError(
+            "no passphrase available",
+            hint=f"run in a terminal, or set {env} for scripts" if env else "run in a terminal",
+        )
+    for attempt in range(NEW_TRIES):
+        value = get_passphrase(prompt, confirm=True, env=None)
+        try:
+            require_strong(value, user_inputs)
+            return value
+        except WeakPassphraseError as exc:
+            if attempt == NEW_TRIES - 1:
+                raise
+            click.echo(f"velador: {exc.message}", err=True)
+            click.echo(f"velador: hint: {exc.hint}", err=True)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def err_console() -> Console:
     from rich.console import Console
 
@@ -75,3 +118,17 @@ def out_console() -> Console:
 
 def emit_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True))
+
+
+def table(*headers: str, **kwargs: Any) -> Any:
+    """A rich Table whose cells wrap instead of being cut with '…' (issue 12 §6).
+
+    People read fingerprints aloud and copy times: a narrow terminal must never hide part of
+    one. Every column folds (breaks a long word across lines) rather than truncating."""
+    from rich.table import Table
+
+    t = Table(*headers, **kwargs)
+    for column in t.columns:
+        column.overflow = "fold"
+        column.no_wrap = False
+    return t

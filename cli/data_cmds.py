@@ -131,9 +131,9 @@ def snapshots(ctx: Ctx, case_name: str, as_json: bool) -> None:
             err=True,
         )
         return
-    from rich.table import Table
+    from .context import table as folding_table
 
-    table = Table("#", "id", "created", "files", "size")
+    table = folding_table("#", "id", "created", "files", "size")  # times wrap, never cut
     for r in rows:
         table.add_row(
             str(r["seq"]), r["id"][:16], r["created"], str(r["files"]), _human(r["bytes"])
@@ -182,8 +182,8 @@ def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
     "--shares",
     "shares_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder of share files from offline holders (USB sticks); alone, or beside the "
-    "escrow nodes of CASE_CARD_OR_ID.",
+    help="Folder of offline share files (USB sticks); alone, or beside the escrow nodes of "
+    "CASE_CARD_OR_ID.",
 )
 @click.option(
     "--out",

@@ -298,7 +298,9 @@ def story(d: Demo) -> None:
     first = time.monotonic()
     d.v("ana", "checkin", "puerto")
     print("\n   A false alarm: the editor asks for a release; Ana objects inside the window")
-    d.v("editora", "release", "request", case_id, "--reason", "Ana no llegó a la reunión")
+    why = root / "motivo.txt"  # the reason goes in a file, never on the command line
+    why.write_text("Ana no llegó a la reunión\n", encoding="utf-8")
+    d.v("editora", "release", "request", case_id, "--reason-file", str(why), "--yes")
     d.v("ana", "release", "object", "puerto")
     d.mark("editor's release request cancelled by Ana's objection")
     for i in (1, 2):

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
 import click
 
-from vault.cards import parse_card
+from vault.cards import Card, parse_card
 from vault.clock import iso
-from vault.identity import create_identity, load_card, set_duress_passphrase
+from vault.errors import FormatError
+from vault.identity import (
+    IDENTITY_FILE,
+    change_passphrase,
+    create_identity,
+    load_card,
+    set_duress_passphrase,
+    unlock_identity,
+)
 
-from .context import Ctx, emit_json, get_passphrase, out_console
+from .context import (
+    PASSPHRASE_ENV,
+    Ctx,
+    emit_json,
+    get_new_passphrase,
+    get_passphrase,
+    out_console,
+    table,
+)
+
+DURESS_ENV = "VELADOR_DURESS_PASSPHRASE"
+NEW_PASSPHRASE_ENV = "VELADOR_NEW_PASSPHRASE"  # noqa: S105 - the name of a variable
+FINGERPRINT_WIDTH = 19
+"""Characters in a fingerprint (four groups of four and three dashes): its column never folds
+narrower than this."""
+NARROW = 70
+"""Below this many columns the contact list is printed as blocks instead of a table."""
 
 
 @click.group("id")
@@ -29,8 +53,16 @@ def id_group() -> None:
 )
 @click.pass_obj
 def id_new(ctx: Ctx, name: str, role: str) -> None:
-    """Create a new identity in the home folder."""
-    passphrase = get_passphrase("New passphrase", confirm=True)
+    """Create a new identity in the home folder.
+
+    The passphrase must be hard to guess (several random words); a weak one is refused with a
+    suggestion."""
+    if (ctx.home / IDENTITY_FILE).exists():  # before asking for a passphrase (issue 12 §9)
+        raise FormatError(
+            f"an identity already exists in {ctx.home}",
+            hint="keep using it, or give another folder with --home to make a second identity",
+        )
+    passphrase = get_new_passphrase("New passphrase", PASSPHRASE_ENV, [name, role])
     ident = create_identity(ctx.home, name, role, passphrase, ctx.clock.now())
     click.echo(f"Created {role} identity for {ident.name}", err=True)
     click.echo(f"Fingerprint: {ident.fingerprint}", err=True)
@@ -75,13 +107,26 @@ def id_duress(ctx: Ctx) -> None:
     """Set a duress passphrase: it unlocks normally but makes check-ins raise a silent alarm."""
     current = get_passphrase("Current passphrase")
     # Scripts and tests give it in VELADOR_DURESS_PASSPHRASE; people type it at a hidden prompt.
-    duress = os.environ.get("VELADOR_DURESS_PASSPHRASE") or get_passphrase(
-        "Duress passphrase", confirm=True, env=None
-    )
+    card = load_card(ctx.home)
+    duress = get_new_passphrase("Duress passphrase", DURESS_ENV, [card.name])
     set_duress_passphrase(ctx.home, current, duress)
     click.echo(
         "Duress passphrase set. Using it looks normal; your nodes act as your cases say.", err=True
     )
+
+
+@id_group.command("passphrase")
+@click.pass_obj
+def id_passphrase(ctx: Ctx) -> None:
+    """Change the passphrase you unlock with (the new one must be hard to guess).
+
+    Scripts give the current one in VELADOR_PASSPHRASE and the new one in
+    VELADOR_NEW_PASSPHRASE; people type both at hidden prompts."""
+    current = get_passphrase("Current passphrase")
+    card = unlock_identity(ctx.home, current).card  # a wrong one fails before asking for more
+    new = get_new_passphrase("New passphrase", NEW_PASSPHRASE_ENV, [card.name])
+    change_passphrase(ctx.home, current, new)
+    click.echo("Passphrase changed. Use the new one from now on.", err=True)
 
 
 @click.group()
@@ -102,15 +147,25 @@ def contact_add(ctx: Ctx, card: str, alias: str) -> None:
     )
 
 
+def _row(alias: str, card: Card, added: int | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "alias": alias,
+        "name": card.name,
+        "role": card.role,
+        "fingerprint": card.fingerprint,
+        "url": card.url,
+    }
+    if added is not None:
+        row["added"] = iso(added)
+    return row
+
+
 @contact.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def contact_list(ctx: Ctx, as_json: bool) -> None:
     """List your contacts."""
-    rows = [
-        {"alias": a, "name": c.name, "role": c.role, "fingerprint": c.fingerprint, "url": c.url}
-        for a, c in ctx.state.contacts()
-    ]
+    rows = [_row(a, c) for a, c in ctx.state.contacts()]
     if as_json:
         emit_json(rows)
         return
@@ -119,9 +174,64 @@ def contact_list(ctx: Ctx, as_json: bool) -> None:
             "No contacts yet. Add one with 'velador contact add CARD --alias NAME'.", err=True
         )
         return
-    from rich.table import Table
-
-    table = Table("alias", "name", "role", "fingerprint", "url")
+    con = out_console()
+    if con.width < NARROW:  # a table this narrow is unreadable: one block per contact
+        for r in rows:
+            _print_block(r)
+        return
+    t = table("alias", "name", "role", "fingerprint", "url")
+    t.columns[3].min_width = FINGERPRINT_WIDTH
     for r in rows:
-        table.add_row(r["alias"], r["name"], r["role"], r["fingerprint"], r["url"] or "")
-    out_console().print(table)
+        t.add_row(r["alias"], r["name"], r["role"], r["fingerprint"], r["url"] or "")
+    con.print(t)
+
+
+def _print_block(row: dict[str, Any]) -> None:
+    click.echo(row["alias"])
+    for key in ("name", "role", "fingerprint", "url", "added"):
+        if row.get(key):
+            click.echo(f"  {key:12} {row[key]}")
+
+
+@contact.command("show")
+@click.argument("alias")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def contact_show(ctx: Ctx, alias: str, as_json: bool) -> None:
+    """Show one contact: name, role, fingerprint (to compare aloud), address and card."""
+    card = ctx.state.contact(alias)
+    row = _row(alias, card, ctx.state.contact_added(alias))
+    cases = [r.name for r in ctx.state.cases() if _names(r.policy, card)]
+    if as_json:
+        emit_json({**row, "card": card.text, "cases": cases})
+        return
+    _print_block(row)
+    if cases:
+        click.echo(f"  {'cases':12} {', '.join(cases)}")
+    click.echo(f"  {'card':12} {card.text}")
+
+
+def _names(policy: Any, card: Card) -> bool:
+    """Whether a case policy names this card (as reporter, recipient, node or editor)."""
+    cards = [policy.reporter, *policy.recipients, *policy.nodes]
+    if policy.switch is not None:
+        cards += list(policy.switch.editors)
+    return any(c.fingerprint == card.fingerprint for c in cards)
+
+
+@contact.command("remove")
+@click.argument("alias")
+@click.pass_obj
+def contact_remove(ctx: Ctx, alias: str) -> None:
+    """Forget the contact ALIAS (cases that name it keep their own signed copy of its card)."""
+    card = ctx.state.remove_contact(alias)
+    click.echo(
+        f"Removed {alias}: {card.name} ({card.role}), fingerprint {card.fingerprint}.", err=True
+    )
+    cases = [r.name for r in ctx.state.cases() if _names(r.policy, card)]
+    if cases:
+        click.echo(
+            f"Your cases {', '.join(cases)} still name this contact; they keep working, "
+            "because each case keeps its own signed copy of the card.",
+            err=True,
+        )

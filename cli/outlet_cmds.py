@@ -115,17 +115,27 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
         ),
         key=lambda n: (n.get("time", 0), n.get("node_alias", "")),
     )
+    from .context import default_home
+    from .inbox_view import Names, group, home_args
+
+    events = group(rows)
+    names = Names(
+        ctx.state.contacts(),
+        {r.case_id: r.name for r in ctx.state.cases()},
+        home_args(ctx.home, default_home()),
+    )
     if as_json:
         emit_json(
             {
                 "notices": rows,
+                "events": [_event_json(ev, names) for ev in events],
                 "unreachable": [{"node": alias, "error": str(a.error)} for alias, a in failed],
             }
         )
     else:
         for _, a in failed:
             click.echo(f"velador: warning: {a.error}; its notices come on the next run", err=True)
-        _print_notices(rows, show_all)
+        _print_events(events, names, show_all)
     if not show_all:
         for a in answers:
             if a.ok and a.body and a.body["last"] > after[a.fingerprint]:
@@ -138,20 +148,33 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
         )
 
 
-def _print_notices(rows: list[dict[str, Any]], show_all: bool) -> None:
-    if not rows:
+def _event_json(ev: Any, names: Any) -> dict[str, Any]:
+    from .inbox_view import describe
+
+    line, next_cmd = describe(ev, names)
+    return {
+        "case_id": ev.case_id,
+        "event": ev.event,
+        "time": ev.time,
+        "nodes": ev.nodes,
+        "text": line,
+        "next": next_cmd,
+    }
+
+
+def _print_events(events: list[Any], names: Any, show_all: bool) -> None:
+    """One line per event (the notices of all nodes that report it), then what to run."""
+    from .inbox_view import describe
+
+    if not events:
         click.echo("No new notices." if not show_all else "No notices.", err=True)
         return
     con = out_console()
-    for n in rows:
-        con.print(
-            f"{iso(int(n.get('time', 0)))}  {n['node_alias']:<12} case {n.get('case_id')}  "
-            f"[bold]{n.get('event')}[/bold] ({n.get('state')})",
-            markup=True,
-        )
-        con.print(f"    {n.get('text', '')}", markup=False)
-        if n.get("next"):
-            con.print(f"    next: {n['next']}", markup=False)
+    for ev in events:
+        line, next_cmd = describe(ev, names)
+        con.print(f"{iso(ev.time)}  {line}", markup=False)
+        if next_cmd:
+            con.print(f"    next: {next_cmd}", markup=False)
 
 
 # --- release request ---------------------------------------------------------------------------
@@ -198,6 +221,7 @@ class _Asked:
     help="Why you ask, given on the command line (it stays in your shell history and is "
     "visible to other programs while it runs: prefer --reason-file or the prompt).",
 )
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -206,6 +230,7 @@ def release_request(
     case: str,
     reason_file: IO[str] | None,
     reason: str | None,
+    yes: bool,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -216,6 +241,7 @@ def release_request(
     """
     reason = _release_reason(reason_file, reason)
     ref = case_ref(case, [card for _, card in known_nodes(ctx)])
+    _confirm_request(ref.case_id, len(ref.nodes), yes)
     ident = ctx.unlock()
 
     answers = fan_out(
@@ -268,6 +294,24 @@ def release_request(
         click.echo(
             f"Release requested at all {len(accepted)} nodes of case {ref.case_id}.", err=True
         )
+
+
+def _confirm_request(case_id: str, n_nodes: int, yes: bool) -> None:
+    """Ask before sending, as `release now` does: a request counts toward a release at once."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise PolicyError(
+            "refusing to ask for a release without confirmation",
+            hint="add --yes once you are sure of the case id",
+        )
+    question = (
+        f"Send a release request for case {case_id} to {n_nodes} escrow node(s)? It counts "
+        "toward a release to the recipient outlets; the reporter can still object in time"
+    )
+    if not click.confirm(question, default=False, err=True):
+        click.echo("Nothing was sent.", err=True)
+        raise click.exceptions.Exit(0)
 
 
 def _release_reason(reason_file: IO[str] | None, reason: str | None) -> str:

@@ -190,6 +190,7 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
     from .watch_cmds import freshness_lines
 
     if case and not ctx.state.has_case(case):
+        _refuse_typo(ctx, case)
         _remote_status(ctx, case, timeout, as_json)
         return
     if case:
@@ -221,6 +222,21 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
             con.print(f"warning: not every node has the case yet: run 'velador case arm {s.case}'")
         for line in freshness_lines(ctx.state, ctx.state.case(s.case), now, ident):
             con.print(line, markup=False)
+
+
+def _refuse_typo(ctx: Ctx, text: str) -> None:
+    """A word that is neither a case card nor a case id is a mistyped case name (issue 12 §8)."""
+    import difflib
+
+    from vault.netrecover import is_case_id
+    from vault.switch import CASE_CARD_PREFIX
+
+    text = text.strip()
+    if text.startswith(CASE_CARD_PREFIX):
+        return
+    names = [r.name for r in ctx.state.cases()]
+    if not is_case_id(text) or difflib.get_close_matches(text, names, n=1, cutoff=0.8):
+        raise ctx.state.no_case(text)
 
 
 def _pending_release(results: list[Any]) -> tuple[str, int] | None:
@@ -304,11 +320,20 @@ def run_action(
 
 
 def confirm(what: str, yes: bool) -> None:
+    """Ask before an action that cannot be undone. Answering no is a choice, not an error: a
+    calm line and exit status 0 (issue 12 §9)."""
     if yes:
         return
     if not sys.stdin.isatty():
         raise PolicyError(f"refusing to {what} without confirmation", hint="add --yes")
-    click.confirm(f"Really {what}? This cannot be undone", abort=True, err=True)
+    if not click.confirm(f"Really {what}? This cannot be undone", default=False, err=True):
+        declined()
+
+
+def declined() -> None:
+    """The person answered no: say that nothing happened, and stop with exit status 0."""
+    click.echo("Nothing was sent; nothing changed.", err=True)
+    raise click.exceptions.Exit(0)
 
 
 @click.command("pause")

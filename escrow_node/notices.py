@@ -125,6 +125,12 @@ def make_notice(
         "release_at": release_time(cs, rules),
         "text": text,
         "next": next_step,
+        # What the reader's CLI needs to name the person and count the nodes (issue 12 §7)
+        "reporter": policy.reporter.fingerprint,
+        "nodes": len(policy.nodes),
+        "release_reason": cs.release_reason,
+        "paused_until": cs.paused_until,
+        "destroy_at": cs.destroy_at,
     }
     return sign_document("notice", body, identity.sign_key)
 

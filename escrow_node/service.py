@@ -101,6 +101,17 @@ def _state_values(cs: CaseState) -> list[Any]:
     return values
 
 
+ACTION_WORDS = {
+    "release_request": "request a release",
+    "release_now": "release the case",
+    "pause": "pause the case",
+    "resume": "resume the case",
+    "destroy": "destroy the case",
+    "object": "object to a release",
+}
+"""Internal action names (audit log, receipts) as the words a refused person reads."""
+
+
 class NodeService:
     def __init__(
         self,
@@ -379,7 +390,8 @@ class NodeService:
                 policy = self.policy_of(row)
                 roles = self.roles(policy, req.signer)
                 if not roles.keys() & allowed:
-                    raise Forbidden(f"the case policy does not allow this signer to {action}")
+                    what = ACTION_WORDS.get(action, action.replace("_", " "))
+                    raise Forbidden(f"the case policy does not allow you to {what}")
                 rules = self.rules_of(policy)
                 old = state_of(row)
                 new, effects = op(old, rules, now, roles)
@@ -412,7 +424,7 @@ class NodeService:
                 policy = self.policy_of(row)
                 roles = self.roles(policy, req.signer)
                 if not roles.keys() & allowed:
-                    raise Forbidden(f"the case policy does not allow this signer to {what}")
+                    raise Forbidden(f"the case policy does not allow you to {what}")
                 return fn(conn, row, policy, roles, now)
         except Replay:
             raise

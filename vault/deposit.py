@@ -337,8 +337,14 @@ def deposit(
             entries.append(_file_entry(item, chunks))
         for _, item, _ in changed:
             result.changed.append(str(item.abs_path))
-            # Reported to the user by the caller from `result.changed` (cli/data_cmds.py).
-            log.info("%s changed while it was being read; left out of this snapshot", item.abs_path)
+        if changed:
+            # Reported to the user, with the paths, by the caller from `result.changed`
+            # (cli/data_cmds.py). Logs may be kept or collected (the agent runs for days): a
+            # path names the reporter's folders and sources, so the log says only how many.
+            log.info(
+                "%d file(s) changed while being read and were left out of this snapshot",
+                len(changed),
+            )
         cache_rows = [
             {
                 "case_id": policy.case_id,

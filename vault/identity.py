@@ -8,6 +8,10 @@ Two slots always exist. Until the reporter sets a duress passphrase the second s
 filler of the same shape, so a captor who reads the file cannot tell whether a duress passphrase
 exists. Unlocking always runs the KDF for both slots so the time taken does not say which slot
 opened.
+
+Passphrases reach the KDF in Unicode NFC, UTF-8 encoded (format.md §3.1, vault/passphrase.py), so
+an identity made with decomposed accents opens with composed ones; unlocking also tries the raw
+and NFD forms, which opens identities sealed before normalization.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from .constants import (
 from .encoding import b64d, b64e, parse_json, require
 from .errors import AuthenticationError, FormatError, NotFoundError
 from .fsutil import atomic_write
+from .passphrase import normalize, unlock_forms
 
 IDENTITY_FILE = "identity.json"
 _PLAIN_LEN = 1 + 32 + 32  # duress flag, Ed25519 seed, X25519 secret
@@ -66,6 +71,8 @@ def _kdf_params() -> tuple[int, int]:
 
 
 def _derive(passphrase: str, salt: bytes, ops: int, mem: int) -> bytes:
+    """Argon2id over the passphrase's exact UTF-8 bytes: callers pass normalize()d text when
+    sealing, and each of unlock_forms() when opening."""
     return nacl.pwhash.argon2id.kdf(
         nacl.secret.SecretBox.KEY_SIZE, passphrase.encode("utf-8"), salt, opslimit=ops, memlimit=mem
     )
@@ -77,7 +84,7 @@ def _seal_slot(plain: bytes, passphrase: str | None) -> dict[str, Any]:
     if passphrase is None:
         key = nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE)  # filler nobody can open
     else:
-        key = _derive(passphrase, salt, ops, mem)
+        key = _derive(normalize(passphrase), salt, ops, mem)
     box = nacl.secret.SecretBox(key).encrypt(plain)
     return {
         "kdf": "argon2id13",
@@ -159,8 +166,12 @@ def unlock_identity(home: Path, passphrase: str) -> Identity:
 
     doc = _load_doc(home)
     card = parse_card(require(doc, "card", str, "identity file"))
-    opened = [_try_slot(slot, passphrase) for slot in doc["slots"]]
-    plain = next((p for p in opened if p is not None), None)
+    plain = None
+    for form in unlock_forms(passphrase):  # how many forms are tried depends on the text only
+        opened = [_try_slot(slot, form) for slot in doc["slots"]]
+        plain = next((p for p in opened if p is not None), None)
+        if plain is not None:
+            break
     if plain is None:
         raise AuthenticationError(
             "wrong passphrase for this identity", hint="check the keyboard layout and caps lock"
@@ -176,7 +187,7 @@ def unlock_identity(home: Path, passphrase: str) -> Identity:
 
 def set_duress_passphrase(home: Path, passphrase: str, duress_passphrase: str) -> None:
     """Fill the second slot so `duress_passphrase` opens the same keys, flagged as duress."""
-    if duress_passphrase == passphrase:
+    if normalize(duress_passphrase) == normalize(passphrase):
         raise AuthenticationError("the duress passphrase must differ from the normal one")
     ident = unlock_identity(home, passphrase)
     if ident.duress:
@@ -186,4 +197,24 @@ def set_duress_passphrase(home: Path, passphrase: str, duress_passphrase: str) -
         _seal_slot(_plain(ident.sign_key, ident.box_key, False), passphrase),
         _seal_slot(_plain(ident.sign_key, ident.box_key, True), duress_passphrase),
     ]
+    atomic_write(home / IDENTITY_FILE, json.dumps(doc, indent=1).encode(), mode=0o600)
+
+
+def change_passphrase(home: Path, passphrase: str, new_passphrase: str) -> None:
+    """Re-seal the slot that `passphrase` opens with `new_passphrase`; the other slot is kept.
+
+    Whichever slot opens (normal or duress) is the one changed, and the answer is the same
+    either way, so changing a passphrase does not say which kind it was. A new passphrase that
+    already opens the other slot is refused: both slots would then open with one passphrase."""
+    ident = unlock_identity(home, passphrase)
+    doc = _load_doc(home)
+    slots = doc["slots"]
+    forms = unlock_forms(passphrase)
+    mine = next(i for i, slot in enumerate(slots) if any(_try_slot(slot, f) for f in forms))
+    others = [i for i in range(len(slots)) if i != mine]
+    if any(_try_slot(slots[i], f) for i in others for f in unlock_forms(new_passphrase)):
+        raise AuthenticationError(
+            "this passphrase cannot be used for this identity", hint="choose another passphrase"
+        )
+    slots[mine] = _seal_slot(_plain(ident.sign_key, ident.box_key, ident.duress), new_passphrase)
     atomic_write(home / IDENTITY_FILE, json.dumps(doc, indent=1).encode(), mode=0o600)

@@ -54,6 +54,9 @@ class Report:
     out: str = ""
 
 
+_MORE_SHARES = "more escrow nodes must release the case, or add offline share files with --shares"
+
+
 def recover_key(policy: Policy, mnemonics: list[str], report: Report) -> bytes:
     """Combine the opened shares into the release secret or say exactly what is missing."""
     if not mnemonics:
@@ -73,11 +76,11 @@ def recover_key(policy: Policy, mnemonics: list[str], report: Report) -> bytes:
             raise ShareError(
                 f"only {have} valid share{'s' if have != 1 else ''} of the {k} needed "
                 f"({k - have} missing)",
-                hint="ask more share holders to release their envelopes",
+                hint=_MORE_SHARES,
             )
     raise ShareError(
         f"the {len(mnemonics)} valid shares are not enough for {policy.spec.describe()}",
-        hint="ask more share holders to release their envelopes",
+        hint=_MORE_SHARES,
     )
 
 

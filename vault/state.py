@@ -13,6 +13,7 @@ by a keyed hash of the path.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -200,6 +201,20 @@ class LocalState:
             raise NotFoundError(f"no contact named {alias!r}", hint="see 'velador contact list'")
         return parse_card(row[0])
 
+    def contact_added(self, alias: str) -> int:
+        """When the contact was added (seconds since the epoch)."""
+        row = self.db.execute("SELECT added FROM contacts WHERE alias = ?", [alias]).fetchone()
+        if row is None:
+            raise NotFoundError(f"no contact named {alias!r}", hint="see 'velador contact list'")
+        return int(row[0])
+
+    def remove_contact(self, alias: str) -> Card:
+        """Forget a contact. Cases keep the cards their signed policies carry."""
+        card = self.contact(alias)
+        with self.tx():
+            self.db.execute("DELETE FROM contacts WHERE alias = ?", [alias])
+        return card
+
     def alias_of(self, card: Card) -> str | None:
         row = self.db.execute(
             "SELECT alias FROM contacts WHERE fingerprint = ?", [card.fingerprint]
@@ -240,9 +255,17 @@ class LocalState:
             [name_or_id, name_or_id],
         ).fetchone()
         if row is None:
-            raise NotFoundError(f"no case named {name_or_id!r}", hint="see 'velador case list'")
+            raise self.no_case(name_or_id)
         policy = parse_policy(parse_json(row[2], "stored policy"))
         return CaseRecord(row[0], row[1], policy, row[3], row[4], row[5], json.loads(row[6]))
+
+    def no_case(self, name: str) -> NotFoundError:
+        """The error for a case this home does not have, suggesting the closest name (a typo
+        such as "puerta" for "puerto" should not send the reporter looking for case cards)."""
+        names = [r[0] for r in self.db.execute("SELECT name FROM cases ORDER BY name")]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "see 'velador case list'"
+        return NotFoundError(f"no case named {name!r}", hint=hint)
 
     def cases(self) -> list[CaseRecord]:
         names = [r[0] for r in self.db.execute("SELECT name FROM cases ORDER BY created, name")]

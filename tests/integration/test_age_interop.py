@@ -33,7 +33,7 @@ def ok(env, home, *args) -> str:
 
 
 def test_stock_age_opens_chunks_and_snapshots(tmp_path):
-    env = dict(os.environ, VELADOR_PASSPHRASE="pw")
+    env = dict(os.environ, VELADOR_PASSPHRASE="integration test passphrase")
     r, o = tmp_path / "r", tmp_path / "o"
     ok(env, r, "id", "new", "--name", "Rita")
     ok(env, o, "id", "new", "--name", "Diario", "--role", "outlet")

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 VELADOR = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "velador"
 MIB = 1024 * 1024
-PW = "resume pw"
+PW = "resume test passphrase"
 
 
 def run(env, home: Path, *args: object, check: bool = True) -> str:

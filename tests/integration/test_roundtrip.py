@@ -93,7 +93,7 @@ def deposited(tmp_path_factory, big_file, moto_server):
     base = tmp_path_factory.mktemp("rt")
     env = dict(
         os.environ,
-        VELADOR_PASSPHRASE="pw",
+        VELADOR_PASSPHRASE="integration test passphrase",
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",

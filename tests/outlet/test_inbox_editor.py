@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+from tests.node.builders import person
+
 
 def test_inbox_shows_release_notices_once_then_keeps_a_cursor(armed, v):
     # Given a case released at both nodes, and an outlet that knows both nodes
@@ -14,16 +16,23 @@ def test_inbox_shows_release_notices_once_then_keeps_a_cursor(armed, v):
     case.add_nodes_as_contacts(v, home, case.nodes)
     # When the outlet reads its inbox
     out, err = v.ok(home, "inbox")
-    # Then one released notice per node, with what to do next
-    assert out.count(f"case {case.case_id}  released (RELEASED)") == 2
-    assert f"next: Recipients: recover with 'velador recover {case.case_id}'." in out
+    # Then one line for the release both nodes report, with the command to run next
+    [line, nxt] = out.splitlines()
+    assert line.endswith(
+        "the case was released because the reporter released it. "
+        f"Case {case.case_id}, reported by 2 of 2 nodes (node-a, node-b)."
+    )
+    assert nxt == (
+        f"    next: velador --home {home} recover {case.case_id} --out recovered-{case.case_id[:8]}"
+    )
     assert err == ""
     # And the next run shows nothing new (the cursor is durable: a new process, same home)
     out, err = v.ok(home, "inbox")
     assert out == "" and err.strip() == "No new notices."
     # And --all shows them again without moving the cursor
     out, _ = v.ok(home, "inbox", "--all")
-    assert out.count("released (RELEASED)") == 2
+    assert out.count("the case was released") == 1
+    assert "reported by 2 of 2 nodes (node-a, node-b)." in out
 
 
 def test_inbox_json(armed, v):
@@ -47,7 +56,7 @@ def test_inbox_with_one_node_down_warns_and_shows_the_others(armed, v):
     down.kill()
     code, out, err = v(home, "inbox", "--timeout", "3")
     assert code == 0, err
-    assert out.count("released (RELEASED)") == 1
+    assert out.count("the case was released") == 1 and "reported by 1 of 2 nodes (node-a)." in out
     assert err.strip() == (
         "velador: warning: node node-b is unreachable (ConnectError); its notices come on "
         "the next run"
@@ -55,7 +64,7 @@ def test_inbox_with_one_node_down_warns_and_shows_the_others(armed, v):
     # When the node comes back, its notice is still new (its cursor did not move)
     down.start()
     out, _ = v.ok(home, "inbox")
-    assert out.count("released (RELEASED)") == 1 and "node-b" in out
+    assert out.count("the case was released") == 1 and "reported by 1 of 2 nodes (node-b)." in out
 
 
 def test_inbox_from_unreachable_nodes_only_is_an_error(armed, v):
@@ -73,6 +82,7 @@ def test_inbox_from_unreachable_nodes_only_is_an_error(armed, v):
 
 
 def test_inbox_without_known_nodes(v, tmp_path):
+    person(tmp_path / "h", "Diario", "outlet")
     code, _, err = v(tmp_path / "h", "inbox")
     assert code == 66
     assert err.strip().splitlines() == [
@@ -89,7 +99,7 @@ def test_editor_release_request_reaches_every_node_and_the_editor_is_told(armed,
     # When the editor asks for a release, the reason in a file (out of shell history)
     reason = case.homes["editor"].parent / "motivo.txt"
     reason.write_text("detenida desde ayer\n", encoding="utf-8")
-    out, err = v.ok(home, "release", "request", case.case_id, "--reason-file", reason)
+    out, err = v.ok(home, "release", "request", case.case_id, "--reason-file", reason, "--yes")
     # Then every node accepted it and the window is open
     assert f"Release requested at all 2 nodes of case {case.case_id}." in err
     assert err.count("accepted (state EDITOR_PENDING, release at ") == 2
@@ -97,7 +107,8 @@ def test_editor_release_request_reaches_every_node_and_the_editor_is_told(armed,
         node.wait_state(case.case_id, "EDITOR_PENDING")
     # And the editor's inbox shows the pending release
     out, _ = v.ok(home, "inbox")
-    assert out.count("editor_pending (EDITOR_PENDING)") == 2
+    assert out.count("editors asked for a release; it happens at") == 1
+    assert "reported by 2 of 2 nodes (node-a, node-b)." in out
     # And `velador status` (a case the editor does not own) shows the quorum and the window
     out, _ = v.ok(home, "status", case.case_id)
     assert f"({case.case_id}): you are not its reporter" in out
@@ -125,11 +136,11 @@ def test_an_editor_not_in_the_policy_is_refused(armed, v):
     case = armed(n=2, threshold=2)
     home = case.homes["outsider"]
     case.add_nodes_as_contacts(v, home, case.nodes)
-    code, _, err = v(home, "release", "request", case.case_id, "--reason", "x")
+    code, _, err = v(home, "release", "request", case.case_id, "--reason", "x", "--yes")
     assert code == 75
     assert err.strip().splitlines()[-2:] == [
         f"velador: error: every node of case {case.case_id} refused your request: the case "
-        "policy does not allow this signer to release_request",
+        "policy does not allow you to request a release",
         f"velador: hint: only the editors the reporter named may ask; your fingerprint is "
         f"{case.outsider.fingerprint}",
     ]
@@ -142,7 +153,9 @@ def test_release_request_with_a_node_down_counts_where_it_arrived(armed, v):
     home = case.homes["editor"]
     case.add_nodes_as_contacts(v, home, case.nodes)
     case.nodes[1].kill()
-    code, _, err = v(home, "release", "request", case.case_id, "--reason", "x", "--timeout", "3")
+    code, _, err = v(
+        home, "release", "request", case.case_id, "--reason", "x", "--yes", "--timeout", "3"
+    )
     assert code == 69
     assert err.strip().splitlines()[-2:] == [
         f"velador: error: your request reached 1 of the 2 nodes of case {case.case_id}; "
@@ -156,7 +169,7 @@ def test_release_request_for_an_unknown_case(armed, v):
     case = armed(n=1, threshold=1)
     home = case.homes["editor"]
     case.add_nodes_as_contacts(v, home, case.nodes)
-    code, _, err = v(home, "release", "request", "ffffffffffffffff", "--reason", "x")
+    code, _, err = v(home, "release", "request", "ffffffffffffffff", "--reason", "x", "--yes")
     assert code == 66
     assert err.strip().splitlines()[0] == (
         "velador: error: none of the 1 node(s) asked holds case ffffffffffffffff"
@@ -165,6 +178,7 @@ def test_release_request_for_an_unknown_case(armed, v):
 
 def test_release_request_reason_from_standard_input_and_its_bad_forms(v, tmp_path, monkeypatch):
     home = tmp_path / "h"
+    person(home, "Editora", "editor")
     cid = "ffffffffffffffff"
     # Both ways at once: refused before anything is sent
     f = tmp_path / "why.txt"

@@ -205,3 +205,27 @@ def test_replicas_of_a_chunk_staged_twice_are_made_identical(tmp_path):
         "csize": len(b"first ciphertext"),
         "chash": D.cipher_hash(b"first ciphertext"),
     }
+
+
+def test_the_deposit_log_names_no_path(setup, monkeypatch, caplog):
+    # Given a file that keeps changing under a folder whose name says too much (issue 11 §6)
+    src = setup.tmp / "fuentes-fiscalia"
+    src.mkdir()
+    (src / "testigo-protegido.log").write_bytes(os.urandom(3 * MIB))
+
+    def mutate(path: Path, n: int) -> None:
+        with open(path, "ab") as fh:
+            fh.write(b"another line\n")
+
+    monkeypatch.setattr(D, "chunk_file", _chunk_file_that(mutate))
+    # When it is deposited with every log record kept
+    with caplog.at_level(logging.DEBUG):
+        res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=1)
+    # Then the caller still gets the path to show, but no log record names the folder or file
+    assert res.changed == [str(src / "testigo-protegido.log")]
+    assert caplog.messages == [
+        "1 file(s) changed while being read and were left out of this snapshot"
+    ]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "fuentes-fiscalia" not in logged and "testigo" not in logged
+    assert str(setup.tmp) not in logged
