@@ -50,7 +50,7 @@ def checkin_rounds(v, armed, clock, watched, expect_warning: str | None):
 def test_a_rotation_that_misses_a_node_never_releases_it_while_the_reporter_checks_in(
     v, armed, clock
 ):
-    a, b, c = armed.nodes
+    c = armed.nodes[2]
     v.ok(armed.r, "checkin")
     old = LocalState(armed.r).case("inv").policy
     # Given node c is down while the case is rotated
@@ -78,7 +78,7 @@ def test_a_rotation_that_misses_a_node_never_releases_it_while_the_reporter_chec
 def test_a_node_restored_from_a_backup_before_the_rotation_does_not_release(
     v, armed, clock, tmp_path
 ):
-    a, b, c = armed.nodes
+    c = armed.nodes[2]
     v.ok(armed.r, "checkin")
     old = LocalState(armed.r).case("inv").policy
     # Given a backup of node c taken before a rotation that reached every node
@@ -111,7 +111,7 @@ def test_a_node_restored_from_a_backup_before_the_rotation_does_not_release(
 
 def test_a_case_not_armed_at_every_node_warns_at_checkin_and_status(v, people, net, tmp_path):
     """Issue 12 item 9: which nodes, and the command that fixes it."""
-    a, b, c = net(3)
+    c = net(3)[2]
     c.term()
     code, _, err = v(people.r, *create_args(3, tmp_path))
     assert code != 0 and "NOT armed" in err
