@@ -13,7 +13,7 @@ from vault.encoding import b64d, b64e, canonical_json, require
 from vault.envelope import check_envelope
 from vault.errors import FormatError, VeladorError
 from vault.nodeproto.messages import Heartbeat, custody_digest
-from vault.policy import Policy, parse_policy
+from vault.policy import MAX_CHAIN, Policy, parse_policy, replacement_path
 
 from . import audit, engine
 from .auth import SignedRequest, consume_nonce
@@ -139,11 +139,6 @@ def _stored_envelopes(conn: sqlite3.Connection, case_id: str) -> list[dict[str, 
     return [json.loads(r[0]) for r in rows]
 
 
-MAX_CHAIN = 32
-"""Intermediate policies a registration may carry (docs/protocol.md §4.1): a node that missed
-up to this many rotations in a row is brought up to date by one registration."""
-
-
 def _chain_of(payload: Any, policy: Policy) -> list[Policy]:
     """The optional "chain": the policies between the one this node holds and `policy`, newest
     first. Each MUST be signed by the same reporter and be of the same case; the links
@@ -161,25 +156,6 @@ def _chain_of(payload: Any, policy: Policy) -> list[Policy]:
             raise BadRequest("registration: a chain policy belongs to another case")
         out.append(p)
     return out
-
-
-def _links_to(policy: Policy, held: str, chain: list[Policy]) -> list[Policy] | None:
-    """The policies from `policy` back to the held hash (excluding both ends), following
-    `replaces` through `chain`; None when the chain does not reach `held`."""
-    by_hash = {p.hash: p for p in chain}
-    between: list[Policy] = []
-    cur = policy
-    for _ in range(MAX_CHAIN + 1):
-        if cur.replaces is None:
-            return None
-        if cur.replaces == held:
-            return between
-        nxt = by_hash.get(cur.replaces)
-        if nxt is None:
-            return None
-        between.append(nxt)
-        cur = nxt
-    return None
 
 
 def _remember_policy(conn: sqlite3.Connection, p: Policy, now: int) -> None:
@@ -217,7 +193,8 @@ def _reregister(svc, conn, row, policy, envs, rules, now, chain) -> dict[str, An
             raise Conflict("this case is already registered with different envelopes")
         return svc.receipt(policy, cs, rules, "register", policy.hash, now)
     old = svc.policy_of(row)
-    between = _links_to(policy, old.hash, chain)
+    path = replacement_path(policy, old.hash, [*chain, old], MAX_CHAIN + 1)
+    between = path[:-1] if path is not None else None
     if between is None or policy.reporter.sign_pk != old.reporter.sign_pk:
         raise Conflict(
             "this case is already registered with a different policy",

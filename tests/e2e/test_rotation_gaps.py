@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from cli.node_cmds import node as node_cli
 from vault.state import LocalState
 
-from .conftest import DAY, create_args, wait_for
+from .conftest import DAY, OPW, create_args, wait_for
 
 ROUNDS = 4
 """Check-ins two days apart: 8 days, twice the 3d + 1d a silent node waits before releasing."""
@@ -127,3 +127,40 @@ def test_a_case_not_armed_at_every_node_warns_at_checkin_and_status(v, people, n
     v.ok(people.r, "case", "arm", "inv")
     code, _, err = v(people.r, "checkin")
     assert code == 0 and "WARNING" not in err, err
+
+
+def test_the_original_case_card_recovers_after_two_rotations(v, armed, tmp_path):
+    """Issue 11 finding 5: a card pins one policy; every honest node serves the chain of the
+    reporter's replacements back to it, so the first card still works after two rotations,
+    here with a node that missed both and was brought up to date with the chain."""
+    c = armed.nodes[2]
+    first = tmp_path / "data" / "antes"
+    first.mkdir(parents=True)
+    (first / "old.txt").write_text("deposited under the first key\n")
+    v.ok(armed.r, "deposit", "inv", first)
+    card = v.ok(armed.r, "case", "card", "inv").strip()
+    p0 = LocalState(armed.r).case("inv").policy
+    # Given two rotations that node c missed, finished later with `case arm`
+    c.term()
+    for _ in range(2):
+        code, _, err = v(armed.r, "case", "rotate", "inv", "--yes")
+        assert code != 0 and "NOT armed" in err
+    p2 = LocalState(armed.r).case("inv").policy
+    assert p2.replaces != p0.hash
+    c.start()
+    assert node_row(c, armed.case_id)["policy_hash"] == p0.hash
+    v.ok(armed.r, "case", "arm", "inv")
+    assert node_row(c, armed.case_id)["policy_hash"] == p2.hash
+    later = tmp_path / "data" / "despues"
+    later.mkdir(parents=True)
+    (later / "new.txt").write_text("deposited under the third key\n")
+    v.ok(armed.r, "deposit", "inv", later)
+    v.ok(armed.r, "release", "now", "inv", "--yes")
+    # When an outlet recovers with the ORIGINAL card
+    out = tmp_path / "recovered"
+    code, stdout, err = v(armed.outlets[0], "recover", card, "--out", out, passphrase=OPW)
+    # Then every node counts and both eras of deposits come back
+    assert code == 0, err
+    assert "lying" not in stdout + err
+    assert (out / "antes" / "old.txt").read_text() == "deposited under the first key\n"
+    assert (out / "despues" / "new.txt").read_text() == "deposited under the third key\n"

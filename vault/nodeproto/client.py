@@ -38,7 +38,7 @@ from vault.errors import (
     VeladorError,
 )
 from vault.identity import Identity
-from vault.policy import Policy, parse_policy
+from vault.policy import MAX_CHAIN, Policy, parse_policy
 from vault.signing import verify_document
 
 from .auth import sign_request
@@ -58,9 +58,6 @@ class Release:
     chain: tuple[Policy, ...] = ()
     """Earlier versions of the policy the node knows, newest first, each signed by the same
     reporter (docs/protocol.md §4.6); vault.netrecover checks the links to a case card's pin."""
-
-
-MAX_CHAIN = 32
 
 
 class NodeClient:
