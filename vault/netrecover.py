@@ -102,6 +102,24 @@ class Gathered:
         keys = {c.sign_pk for c in self.policy.nodes}
         return [r for r in self.results if r.node.sign_pk in keys]
 
+    @property
+    def chosen_by(self) -> str:
+        """Why this policy is trusted (decisions.md (10), issue 11 finding 6): "card" (pinned
+        by the case card, or reached through the reporter's replacements), "contact" (signed by
+        a reporter in your contacts) or "majority" (a bare case id and an unknown reporter: the
+        version most nodes serve, which the reader must check by the reporter's fingerprint)."""
+        if self.ref.policy_hash:
+            return "card"
+        if self.policy is not None and self.policy.reporter.sign_pk in self.ref.reporters:
+            return "contact"
+        return "majority"
+
+    def serving(self) -> tuple[int, int]:
+        """(nodes serving the chosen policy, nodes that served a released policy at all)."""
+        served = [r for r in self.results if r.policy is not None]
+        same = [r for r in served if self.policy is not None and r.policy.hash == self.policy.hash]
+        return len(same), len(served)
+
     def released(self) -> list[NodeResult]:
         return [r for r in self.of_case() if r.outcome == RELEASED and r.shares]
 

@@ -52,6 +52,9 @@ class Report:
     bytes: int = 0
     instructions: str | None = None
     out: str = ""
+    policy_choice: dict[str, Any] | None = None
+    """Network recovery: why the policy was trusted ({"by": "card" | "contact" | "majority",
+    "agreeing": n, "serving": m}, vault.netrecover.Gathered.chosen_by)."""
 
 
 def recover_key(policy: Policy, mnemonics: list[str], report: Report) -> bytes:
