@@ -342,18 +342,30 @@ def coverage_warnings(state: LocalState, rec: CaseRecord) -> list[str]:
     behind = [c.name for c in todo if c.fingerprint in forms]
     missing = [c.name for c in todo if c.fingerprint not in forms]
     lines = []
-    if behind:
+    arm = f"velador case arm {rec.name}"
+    if len(behind) == 1:
         lines.append(
-            f"The rotation of case {rec.name} is NOT finished: {', '.join(behind)} still "
-            f"hold(s) an earlier version of the case policy and a share of the OLD key. "
-            f"Your check-ins still reach them, but run 'velador case arm {rec.name}' to finish "
-            "the rotation as soon as they are reachable."
+            f"The rotation of case {rec.name} is NOT finished: node {behind[0]} still holds an "
+            "earlier version of the case policy and a share of the OLD key. Your check-ins "
+            f"still reach it; run '{arm}' to finish the rotation as soon as it is reachable."
         )
-    if missing:
+    elif behind:
         lines.append(
-            f"Case {rec.name} is NOT armed at every node: {', '.join(missing)} do(es) not hold "
-            f"it and cannot release it if you fall silent. Run 'velador case arm {rec.name}' "
-            "when they are reachable."
+            f"The rotation of case {rec.name} is NOT finished: nodes {', '.join(behind)} still "
+            "hold an earlier version of the case policy and shares of the OLD key. Your "
+            f"check-ins still reach them; run '{arm}' to finish the rotation as soon as they "
+            "are reachable."
+        )
+    if len(missing) == 1:
+        lines.append(
+            f"Case {rec.name} is NOT armed at every node: node {missing[0]} does not hold it "
+            f"and cannot release it if you fall silent. Run '{arm}' when it is reachable."
+        )
+    elif missing:
+        lines.append(
+            f"Case {rec.name} is NOT armed at every node: nodes {', '.join(missing)} do not "
+            f"hold it and cannot release it if you fall silent. Run '{arm}' when they are "
+            "reachable."
         )
     return lines
 

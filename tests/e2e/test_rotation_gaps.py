@@ -117,12 +117,12 @@ def test_a_case_not_armed_at_every_node_warns_at_checkin_and_status(v, people, n
     assert code != 0 and "NOT armed" in err
     code, _, err = v(people.r, "checkin")
     assert code == 0, err
-    assert "Case inv is NOT armed at every node: node-c" in err
+    assert "Case inv is NOT armed at every node: node node-c" in err
     assert "velador case arm inv" in err
     st = v.json(people.r, "status", "inv")
-    assert any("NOT armed at every node: node-c" in w for w in st["cases"][0]["warnings"])
+    assert any("NOT armed at every node: node node-c" in w for w in st["cases"][0]["warnings"])
     code, _, err = v(people.r, "status", "inv")
-    assert "NOT armed at every node: node-c" in err
+    assert "NOT armed at every node: node node-c" in err
     c.start()
     v.ok(people.r, "case", "arm", "inv")
     code, _, err = v(people.r, "checkin")
