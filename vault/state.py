@@ -343,6 +343,17 @@ class LocalState:
             )
         }
 
+    def registered_under_other_versions(self, policy: Policy) -> set[str]:
+        """Fingerprints of nodes registered under some other version of the case than `policy`
+        (rows kept even when that version's document is not, e.g. a rotation made before the
+        laptop kept `policy_history`)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT node FROM node_regs WHERE case_id = ? AND policy_hash != ?"
+            " AND state = 'registered'",
+            [policy.case_id, policy.hash],
+        )
+        return {r[0] for r in rows}
+
     def next_heartbeat_seq(self, case_id: str, now: int) -> int:
         """Allocate the next heartbeat sequence number and make it durable before it is used.
 

@@ -277,8 +277,9 @@ def node_forms(state: LocalState, rec: CaseRecord) -> list[tuple[Card, Policy]]:
     rotations gets the newest earlier version it is registered under, so heartbeats in a form
     every node version accepts keep reaching it until `velador case arm` finishes the rotation;
     a node known to be behind on an unknown version gets the current one (nodes accept a
-    reporter-signed heartbeat of any version of the case, protocol.md §3.1). A node that holds
-    no version (never armed) is left out."""
+    reporter-signed heartbeat of any version of the case, protocol.md §3.1), as does a node
+    registered under a version whose document this laptop did not keep. A node that holds no
+    version (never armed) is left out."""
     policy = rec.policy
     if policy.switch is None:
         return []
@@ -297,7 +298,7 @@ def node_forms(state: LocalState, rec: CaseRecord) -> list[tuple[Card, Policy]]:
         )
         if form is not None:
             out.append((card, form))
-        elif st == BEHIND:
+        elif st == BEHIND or card.fingerprint in state.registered_under_other_versions(policy):
             out.append((card, policy))
     return out
 
