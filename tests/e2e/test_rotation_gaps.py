@@ -166,9 +166,7 @@ def test_the_original_case_card_recovers_after_two_rotations(v, armed, tmp_path)
     assert (out / "despues" / "new.txt").read_text() == "deposited under the third key\n"
 
 
-def test_a_laptop_that_kept_no_earlier_version_still_checks_in_at_the_behind_node(
-    v, armed, clock
-):
+def test_a_laptop_that_kept_no_earlier_version_still_checks_in_at_the_behind_node(v, armed, clock):
     """A rotation made before this laptop kept earlier policies (an upgrade): the node that
     missed it is still checked in, with the current version (which it accepts)."""
     c = armed.nodes[2]
