@@ -179,3 +179,15 @@ def test_a_laptop_that_kept_no_earlier_version_still_checks_in_at_the_behind_nod
         state.db.execute("DELETE FROM policy_history")
     c.start()
     checkin_rounds(v, armed, clock, c, "rotation of case inv is NOT finished")
+
+
+def test_a_pause_reaches_the_node_that_missed_the_rotation(v, armed, clock):
+    """A paused reporter stops checking in: a node left out of the pause would release."""
+    c = armed.nodes[2]
+    c.term()
+    code, _, _ = v(armed.r, "case", "rotate", "inv", "--yes")
+    assert code != 0
+    c.start()
+    out = v.json(armed.r, "pause", "inv", "--until", "30d")
+    assert [n["node"] for n in out["nodes"]] == ["node-a", "node-b", "node-c"]
+    assert c.state(armed.case_id) == "PAUSED"
