@@ -444,19 +444,35 @@ def case_show(ctx: Ctx, name: str, as_json: bool) -> None:
     help="Folder for the new offline share files (destroy the old ones).",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Make no new key: finish the last rotation at the nodes that missed it "
+    "(the same as 'velador case arm').",
+)
 @timeout_option
 @json_option
 @click.pass_obj
 def case_rotate(
-    ctx: Ctx, name: str, offline_dir: Path | None, yes: bool, timeout: float, as_json: bool
+    ctx: Ctx,
+    name: str,
+    offline_dir: Path | None,
+    yes: bool,
+    resume: bool,
+    timeout: float,
+    as_json: bool,
 ) -> None:
     """Give CASE a new key: split it again, replace the shares at every node.
 
     Deposits made before stay readable after a release: the previous policy and its sealed
     shares are stored, encrypted to the new key, beside the data (a keyring). The next deposit
-    uploads your files again under the new key."""
+    uploads your files again under the new key. A node that cannot be reached keeps the
+    previous version (your check-ins still reach it) until '--resume' or 'velador case arm'."""
     from vault.case import rotate_case
 
+    if resume:
+        click.get_current_context().invoke(case_arm, name=name, timeout=timeout, as_json=as_json)
+        return
     ctx.state.case(name)
     confirm(f"rotate the key of case {name}", yes)
     ident = ctx.unlock()

@@ -351,7 +351,27 @@ def _network_secret(
     for line in skipped_files:
         click.echo(f"velador: warning: skipped {line}", err=True)
     assert found.policy is not None
+    agreeing, serving = found.serving()
+    found.report.policy_choice = {
+        "by": found.chosen_by,
+        "agreeing": agreeing,
+        "serving": serving,
+    }
     return found.policy, secret, found.report, node_summary(found), ident.box_key
+
+
+def _print_choice(choice: dict[str, Any] | None, fingerprint: str) -> None:
+    """Say plainly when the case policy was chosen by a majority of nodes (issue 11 finding 6):
+    a bare case id and a reporter who is not a contact leave nothing else to trust."""
+    if not choice or choice["by"] != "majority":
+        return
+    out_console().print(
+        f"[bold]The case policy was chosen by majority[/bold]: {choice['agreeing']} of the "
+        f"{choice['serving']} nodes that released serve it, and nothing else vouches for it "
+        "(no case card, and the reporter is not in your contacts). Verify the reporter's "
+        f"fingerprint {fingerprint} with them, aloud or over a channel you trust, before you "
+        "rely on this material."
+    )
 
 
 def _print_report(prov: dict[str, object], report: Report, key_path: Path | None) -> None:
@@ -369,6 +389,7 @@ def _print_report(prov: dict[str, object], report: Report, key_path: Path | None
             f"Signed by {who}. [bold]Not in your contacts[/bold]: compare this fingerprint "
             "with one you trust before publishing."
         )
+    _print_choice(report.policy_choice, str(prov["reporter_fingerprint"]))
     if report.snapshots:
         first, last = report.snapshots[0], report.snapshots[-1]
         con.print(

@@ -90,6 +90,13 @@ def require_all(action: str, results: list[NodeResult], case: str) -> None:
     )
 
 
+def show_coverage_warnings(lines: list[str]) -> None:
+    """The coverage warnings of vault.switch.coverage_warnings (a rotation not finished, nodes
+    without the case), on stderr where they cannot scroll past unseen in a table."""
+    for line in lines:
+        click.secho(f"WARNING: {line}", err=True, fg="yellow", bold=True)
+
+
 # --- checkin ----------------------------------------------------------------------------------
 
 
@@ -129,6 +136,7 @@ def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool)
                     "and the nodes you reached pass it on",
                     err=True,
                 )
+            show_coverage_warnings(c.warnings)
     unreached = [c for c in done if c.reached == 0]
     if unreached:
         names = ", ".join(c.case for c in unreached)
@@ -218,8 +226,7 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
             )
         for line in s.disagreements:
             con.print(f"warning: {line}")
-        if s.local == "arming":
-            con.print(f"warning: not every node has the case yet: run 'velador case arm {s.case}'")
+        show_coverage_warnings(s.warnings)
         for line in freshness_lines(ctx.state, ctx.state.case(s.case), now, ident):
             con.print(line, markup=False)
 

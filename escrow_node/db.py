@@ -24,7 +24,7 @@ from typing import TypeVar
 import sqlite_utils
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,7 +112,20 @@ CREATE TABLE notices (
 CREATE INDEX notices_audience ON notices(audience, id);
 """
 
-MIGRATIONS = {1: _SCHEMA_V1}
+_SCHEMA_V2_POLICY_HISTORY = """
+CREATE TABLE policy_history (
+    case_id     TEXT NOT NULL,
+    policy_hash TEXT NOT NULL,
+    policy      TEXT NOT NULL,
+    replaced    INTEGER NOT NULL,
+    PRIMARY KEY (case_id, policy_hash)
+) WITHOUT ROWID;
+"""
+"""Earlier versions of each case's policy (docs/protocol.md §4.1): a release serves them so a
+recipient holding a case card from before several rotations can follow the chain of
+reporter-signed replacements back to the policy it pins (docs/format.md §9.5)."""
+
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2_POLICY_HISTORY}
 """user_version N -> script that brings the schema from N-1 to N."""
 
 

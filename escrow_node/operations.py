@@ -13,7 +13,7 @@ from vault.encoding import b64d, b64e, canonical_json, require
 from vault.envelope import check_envelope
 from vault.errors import FormatError, VeladorError
 from vault.nodeproto.messages import Heartbeat, custody_digest
-from vault.policy import Policy, parse_policy
+from vault.policy import MAX_CHAIN, Policy, parse_policy, replacement_path
 
 from . import audit, engine
 from .auth import SignedRequest, consume_nonce
@@ -72,6 +72,7 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
             raise BadRequest("the request signature names another case")
         rules = Rules.from_switch(policy.switch)  # type: ignore[arg-type]
         policy_json = json.dumps(policy.doc)
+        chain = _chain_of(payload, policy)  # verified outside the write lock
         with svc.store.tx() as conn:
             now = svc.clock.now()
             consume_nonce(conn, req, svc.config.timestamp_tolerance)
@@ -79,7 +80,7 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
                 "SELECT * FROM cases WHERE case_id = ?", (policy.case_id,)
             ).fetchone()
             if row is not None:
-                receipt = _reregister(svc, conn, row, policy, envs, rules, now, req)
+                receipt = _reregister(svc, conn, row, policy, envs, rules, now, chain)
                 wake = svc.load(conn, policy.case_id)["next_wake"]
             else:
                 cs, _ = engine.register(rules, now)
@@ -138,7 +139,52 @@ def _stored_envelopes(conn: sqlite3.Connection, case_id: str) -> list[dict[str, 
     return [json.loads(r[0]) for r in rows]
 
 
-def _reregister(svc, conn, row, policy, envs, rules, now, req) -> dict[str, Any]:
+def _chain_of(payload: Any, policy: Policy) -> list[Policy]:
+    """The optional "chain": the policies between the one this node holds and `policy`, newest
+    first. Each MUST be signed by the same reporter and be of the same case; the links
+    themselves are checked against the stored policy in `_reregister`."""
+    raw = payload.get("chain", []) if isinstance(payload, dict) else []
+    if not isinstance(raw, list) or len(raw) > MAX_CHAIN:
+        raise BadRequest(f"registration: chain must be a list of at most {MAX_CHAIN} policies")
+    out = []
+    for doc in raw:
+        try:
+            p = parse_policy(doc, policy.reporter.sign_pk)
+        except VeladorError as exc:
+            raise as_bad_request(exc) from exc
+        if p.case_id != policy.case_id:
+            raise BadRequest("registration: a chain policy belongs to another case")
+        out.append(p)
+    return out
+
+
+def _remember_policy(conn: sqlite3.Connection, p: Policy, now: int) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO policy_history (case_id, policy_hash, policy, replaced)"
+        " VALUES (?,?,?,?)",
+        (p.case_id, p.hash, json.dumps(p.doc), now),
+    )
+
+
+def policy_chain(conn: sqlite3.Connection, policy: Policy) -> list[dict[str, Any]]:
+    """The earlier versions this node knows, following `replaces` from `policy`, newest first
+    (at most MAX_CHAIN): served with a release for case cards pinned before several rotations."""
+    out: list[dict[str, Any]] = []
+    want = policy.replaces
+    while want is not None and len(out) < MAX_CHAIN:
+        row = conn.execute(
+            "SELECT policy FROM policy_history WHERE case_id = ? AND policy_hash = ?",
+            (policy.case_id, want),
+        ).fetchone()
+        if row is None:
+            break
+        doc = json.loads(row[0])
+        out.append(doc)
+        want = doc["body"].get("replaces")
+    return out
+
+
+def _reregister(svc, conn, row, policy, envs, rules, now, chain) -> dict[str, Any]:
     cs = state_of(row)
     if row["policy_hash"] == policy.hash:
         # Idempotent: the same policy and the same envelopes give the same answer.
@@ -147,10 +193,13 @@ def _reregister(svc, conn, row, policy, envs, rules, now, req) -> dict[str, Any]
             raise Conflict("this case is already registered with different envelopes")
         return svc.receipt(policy, cs, rules, "register", policy.hash, now)
     old = svc.policy_of(row)
-    if policy.replaces != old.hash or policy.reporter.sign_pk != old.reporter.sign_pk:
+    path = replacement_path(policy, old.hash, [*chain, old], MAX_CHAIN + 1)
+    between = path[:-1] if path is not None else None
+    if between is None or policy.reporter.sign_pk != old.reporter.sign_pk:
         raise Conflict(
             "this case is already registered with a different policy",
-            hint="a new policy must name the current one in 'replaces'",
+            hint="a new policy must name the current one in 'replaces' (directly, or through"
+            " the policies given in 'chain')",
         )
     if cs.state in engine.TERMINAL:
         raise Conflict(f"cannot replace the policy: the case is {cs.state}")
@@ -161,6 +210,8 @@ def _reregister(svc, conn, row, policy, envs, rules, now, req) -> dict[str, Any]
         new = replace(cs, deadline=cs.last_beat + rules.every, reminded=0)
     conn.execute("DELETE FROM envelopes WHERE case_id = ?", (policy.case_id,))
     _store_envelopes(conn, policy.case_id, envs)
+    for p in [old, *between]:
+        _remember_policy(conn, p, now)
     conn.execute(
         "UPDATE cases SET policy_hash = ?, policy = ?, version = version + 1 WHERE case_id = ?",
         (policy.hash, json.dumps(policy.doc), policy.case_id),
@@ -168,7 +219,10 @@ def _reregister(svc, conn, row, policy, envs, rules, now, req) -> dict[str, Any]
     row = svc.load(conn, policy.case_id)
     new, effects = engine.advance(new, rules, now)
     svc.apply(conn, row, policy, cs, new, effects, now, "rotate", {"policy_hash": policy.hash})
-    audit.append(conn, now, policy.case_id, "rotate_policy", {"from": old.hash, "to": policy.hash})
+    detail: dict[str, Any] = {"from": old.hash, "to": policy.hash}
+    if between:
+        detail["through"] = [p.hash for p in between]
+    audit.append(conn, now, policy.case_id, "rotate_policy", detail)
     return svc.receipt(policy, new, rules, "register", policy.hash, now)
 
 
@@ -372,6 +426,7 @@ def fetch_release(svc: NodeService, req: SignedRequest, case_id: str) -> dict[st
             "node": svc.fingerprint,
             "released_at": row["released_at"],
             "policy": json.loads(row["policy"]),
+            "chain": policy_chain(conn, policy),
             "envelopes": envs,
         }
 

@@ -43,7 +43,9 @@ def check_backup(path: Path) -> None:
     if ok != "ok":
         raise ConfigError(f"{path} fails SQLite's integrity check")
     if not 1 <= version <= SCHEMA_VERSION:
-        raise ConfigError(f"{path} has node schema version {version}; this software reads 1")
+        raise ConfigError(
+            f"{path} has node schema version {version}; this software reads 1 to {SCHEMA_VERSION}"
+        )
 
 
 def copy_in(backup: Path, db_path: Path) -> None:

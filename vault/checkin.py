@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -75,6 +75,8 @@ class CaseCheckin:
     case_id: str
     seq: int
     results: list[NodeResult]
+    warnings: list[str] = field(default_factory=list)
+    """switch.coverage_warnings after this check-in: an unfinished rotation, missing nodes."""
 
     @property
     def next_deadline(self) -> int | None:
@@ -92,6 +94,7 @@ class CaseCheckin:
             "seq": self.seq,
             "next_deadline": self.next_deadline,
             "nodes": [r.to_json() for r in self.results],
+            "warnings": self.warnings,
         }
 
 
@@ -111,27 +114,37 @@ def checkin(
     tasks: list[tuple[Card, Callable[[NodeClient], dict[str, Any]]]] = []
     for rec in cases:
         policy = switch_policy(rec)
-        regs = state.node_regs(policy)
-        targets = [c for c in policy.nodes if regs.get(c.fingerprint, ("",))[0] == "registered"]
-        if not targets:
+        # Each node is addressed in the version it holds: a node that missed a rotation gets
+        # a heartbeat naming the version it has, which every node version accepts, until
+        # `velador case arm` finishes the rotation (issue 11, finding 2).
+        forms = switch.node_forms(state, rec)
+        if not forms:
             raise PolicyError(
                 f"case {rec.name} is not registered at any node yet",
                 hint=f"run 'velador case arm {rec.name}' first",
             )
         seq = state.next_heartbeat_seq(policy.case_id, now)  # durable before it is signed
-        hb = make_heartbeat(policy, identity.sign_key, seq, now, duress=identity.duress)
-        plans.append((rec, policy, seq, hb, targets))
-        tasks += [(c, lambda client, hb=hb: client.heartbeat(hb)) for c in targets]
+        docs: dict[str, dict[str, Any]] = {}
+        targets = []
+        for card, form in forms:
+            if form.hash not in docs:
+                docs[form.hash] = make_heartbeat(
+                    form, identity.sign_key, seq, now, duress=identity.duress
+                )
+            targets.append((card, docs[form.hash]))
+        plans.append((rec, policy, seq, docs.get(policy.hash), targets))
+        tasks += [(c, lambda client, hb=hb: client.heartbeat(hb)) for c, hb in targets]
     results = iter(switch.run_parallel(tasks, identity, clock, timeout))
     out: list[CaseCheckin] = []
-    for rec, policy, seq, hb, targets in plans:
+    for rec, policy, seq, main_hb, targets in plans:
         assert policy.switch is not None
         horizon = policy.switch.every + policy.switch.grace
         mine = [next(results) for _ in targets]
-        for card, r in zip(targets, mine, strict=True):
+        for (card, hb), r in zip(targets, mine, strict=True):
             if r.ok and r.body is not None:
                 state.unqueue(policy.case_id, r.fingerprint)
                 state.record_view(policy.case_id, r.fingerprint, r.body)
+                switch.note_node_version(state, policy, card, r.body.get("policy_hash"), now)
             elif getattr(r.error, "code", None) == "stale_heartbeat":
                 # A peer forwarded this heartbeat to the node before we reached it (gossip is
                 # fast): the node has it. Show what its receipt would have said.
@@ -139,20 +152,21 @@ def checkin(
                 # knows, and a view left at the previous deadline silenced every reminder.
                 state.unqueue(policy.case_id, r.fingerprint)
                 r.error = None
-                r.body = _cover_receipt(mine, policy, hb)
+                r.body = _cover_receipt(mine, policy, main_hb or hb)
                 state.record_view(policy.case_id, r.fingerprint, r.body)
             elif identity.duress and not r.unreachable:
                 # Under duress a node that acted on the marker (a "release" policy, possibly
                 # told first by a peer's gossip) refuses the direct copy; the captor watching
                 # the screen must see the same rows as for a normal check-in.
                 r.error = None
-                r.body = _cover_receipt(mine, policy, hb)
+                r.body = _cover_receipt(mine, policy, main_hb or hb)
                 state.record_view(policy.case_id, r.fingerprint, r.body)
             elif r.unreachable:
                 tickets = make_tickets(identity, card, hb, now, horizon)
                 state.queue_heartbeat(policy.case_id, r.fingerprint, hb, tickets, now)
                 r.queued = True
-        out.append(CaseCheckin(rec.name, policy.case_id, seq, mine))
+        warnings = switch.coverage_warnings(state, rec)
+        out.append(CaseCheckin(rec.name, policy.case_id, seq, mine, warnings))
     return out
 
 

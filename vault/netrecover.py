@@ -34,7 +34,7 @@ from .errors import (
     VeladorError,
 )
 from .identity import Identity
-from .policy import Policy
+from .policy import Policy, replacement_path
 from .recover import Report, recover_key
 
 DEFAULT_TIMEOUT = 10.0
@@ -74,6 +74,8 @@ class NodeResult:
     """Holder ids whose share from this node opened and verified."""
     state: str | None = None
     """The case state a node that has not released reported (ARMED, OVERDUE, DESTROYED...)."""
+    chain: tuple[Policy, ...] = ()
+    """Earlier versions of its policy the node served, newest first (format.md §9.5)."""
 
     @property
     def name(self) -> str:
@@ -99,6 +101,24 @@ class Gathered:
             return list(self.results)
         keys = {c.sign_pk for c in self.policy.nodes}
         return [r for r in self.results if r.node.sign_pk in keys]
+
+    @property
+    def chosen_by(self) -> str:
+        """Why this policy is trusted (decisions.md (10), issue 11 finding 6): "card" (pinned
+        by the case card, or reached through the reporter's replacements), "contact" (signed by
+        a reporter in your contacts) or "majority" (a bare case id and an unknown reporter: the
+        version most nodes serve, which the reader must check by the reporter's fingerprint)."""
+        if self.ref.policy_hash:
+            return "card"
+        if self.policy is not None and self.policy.reporter.sign_pk in self.ref.reporters:
+            return "contact"
+        return "majority"
+
+    def serving(self) -> tuple[int, int]:
+        """(nodes serving the chosen policy, nodes that served a released policy at all)."""
+        served = [r for r in self.results if r.policy is not None]
+        same = [r for r in served if self.policy is not None and r.policy.hash == self.policy.hash]
+        return len(same), len(served)
 
     def released(self) -> list[NodeResult]:
         return [r for r in self.of_case() if r.outcome == RELEASED and r.shares]
@@ -145,7 +165,15 @@ def _judge(card: Card, error: VeladorError | None, body: dict[str, Any] | None) 
     if error is None:
         assert body is not None
         rel = body["release"]
-        return NodeResult(card, RELEASED, "", rel.released_at, rel.policy, list(rel.envelopes))
+        return NodeResult(
+            card,
+            RELEASED,
+            "",
+            rel.released_at,
+            rel.policy,
+            list(rel.envelopes),
+            chain=tuple(rel.chain),
+        )
     message = _short(error.message, card)
     if isinstance(error, NotFoundError):
         return NodeResult(card, NO_CASE)
@@ -190,7 +218,9 @@ def _pick_policy(ref: CaseRef, results: list[NodeResult], me: Card) -> Policy | 
         assert r.policy is not None
         if r.policy.case_id != ref.case_id:
             r.outcome, r.detail = BAD, "serves the policy of another case"
-        elif ref.policy_hash and ref.policy_hash not in (r.policy.hash, r.policy.replaces):
+        elif ref.policy_hash and replacement_path(r.policy, ref.policy_hash, r.chain) is None:
+            # The pinned policy, or a chain of replacements signed by its reporter back to it
+            # (format.md §9.5): a card stays good through any number of rotations.
             r.outcome, r.detail = BAD, "serves a policy that is not the one on the case card"
         elif not r.policy.holders_of(r.node.sign_pk):
             r.outcome, r.detail = BAD, "is not a share holder in the policy it serves"

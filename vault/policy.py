@@ -9,6 +9,7 @@ the BLAKE2b-256 of the canonical JSON of the whole signed document. It deliberat
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +162,40 @@ class Policy:
             "switch": self.switch.to_json() if self.switch else None,
             "replaces": self.replaces,
         }
+
+
+MAX_CHAIN = 32
+"""Longest chain of replacements followed (docs/format.md §9.5): 32 rotations of one case."""
+
+
+def replacement_path(
+    newest: Policy, pinned: str, chain: Iterable[Policy], limit: int = MAX_CHAIN
+) -> list[Policy] | None:
+    """The earlier versions from `newest` back to the policy whose hash is `pinned`, newest
+    first and ending with that policy, or None when `chain` holds no such path (docs/format.md
+    §9.5). [] when `newest` is the pinned policy itself.
+
+    Every link is verified: each policy of `chain` was parsed (so signed by the reporter it
+    names), each step's `replaces` names the next one's hash, and every policy on the path has
+    the case id and the reporter key of `newest`. The pinned policy must itself be in `chain`:
+    its hash ties it to the pin, and its signature ties the reporter key to it, so a policy
+    signed by anybody else can never claim to replace it."""
+    if newest.hash == pinned:
+        return []
+    by_hash = {p.hash: p for p in chain}
+    path: list[Policy] = []
+    cur = newest
+    for _ in range(limit):
+        prev = by_hash.get(cur.replaces) if cur.replaces else None
+        if prev is None or prev.hash != cur.replaces:
+            return None
+        if prev.case_id != newest.case_id or prev.reporter.sign_pk != newest.reporter.sign_pk:
+            return None
+        path.append(prev)
+        if prev.hash == pinned:
+            return path
+        cur = prev
+    return None
 
 
 def sign_policy(policy: Policy, key: SigningKey) -> Policy:

@@ -52,6 +52,9 @@ class Report:
     bytes: int = 0
     instructions: str | None = None
     out: str = ""
+    policy_choice: dict[str, Any] | None = None
+    """Network recovery: why the policy was trusted ({"by": "card" | "contact" | "majority",
+    "agreeing": n, "serving": m}, vault.netrecover.Gathered.chosen_by)."""
 
 
 _MORE_SHARES = "more escrow nodes must release the case, or add offline share files with --shares"

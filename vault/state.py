@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS node_views (
   case_id TEXT NOT NULL, node TEXT NOT NULL, state TEXT NOT NULL, seq INTEGER NOT NULL,
   deadline INTEGER, release_at INTEGER, paused_until INTEGER, time INTEGER NOT NULL,
   PRIMARY KEY (case_id, node));
+CREATE TABLE IF NOT EXISTS policy_history (
+  case_id TEXT NOT NULL, policy_hash TEXT NOT NULL, policy TEXT NOT NULL,
+  PRIMARY KEY (case_id, policy_hash));
 CREATE TABLE IF NOT EXISTS reminders (
   case_id TEXT NOT NULL, deadline INTEGER NOT NULL, offset INTEGER NOT NULL, sent INTEGER NOT NULL,
   PRIMARY KEY (case_id, deadline, offset));
@@ -301,11 +304,36 @@ class LocalState:
         """A rotation: the case keeps its id and name; new policy, new deposit secrets, and a
         file cache emptied so no new snapshot reuses a chunk encrypted to the old key."""
         with self.tx():
+            # The replaced version is kept (signed, public to the case's parties): nodes that
+            # missed the rotation still hold it, and heartbeats in their form and the chain of
+            # replacements that brings them up to date are made from it (docs/format.md §8).
+            self.db.execute(
+                "INSERT OR IGNORE INTO policy_history (case_id, policy_hash, policy)"
+                " SELECT case_id, policy_hash, policy FROM cases WHERE name = ?",
+                [name],
+            )
             self.db.execute(
                 "UPDATE cases SET policy = ?, policy_hash = ?, secrets = ? WHERE name = ?",
                 [json.dumps(policy.doc), policy.hash, sealed_secrets, name],
             )
             self.db.execute("DELETE FROM filecache WHERE case_id = ?", [policy.case_id])
+
+    def policy_history(self, policy: Policy) -> list[Policy]:
+        """The versions `policy` replaced, newest first, following its `replaces` chain through
+        the kept versions (stops at the first one this laptop does not have)."""
+        out: list[Policy] = []
+        want = policy.replaces
+        while want is not None and len(out) < 256:
+            row = self.db.execute(
+                "SELECT policy FROM policy_history WHERE case_id = ? AND policy_hash = ?",
+                [policy.case_id, want],
+            ).fetchone()
+            if row is None:
+                break
+            p = parse_policy(parse_json(row[0], "stored policy"), policy.reporter.sign_pk)
+            out.append(p)
+            want = p.replaces
+        return out
 
     def forget_envelopes(self, policy: Policy) -> None:
         with self.tx():
@@ -346,6 +374,17 @@ class LocalState:
                 got, key=lambda f: (f not in order, order.index(f) if f in order else 0, f)
             )
         }
+
+    def registered_under_other_versions(self, policy: Policy) -> set[str]:
+        """Fingerprints of nodes registered under some other version of the case than `policy`
+        (rows kept even when that version's document is not, e.g. a rotation made before the
+        laptop kept `policy_history`)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT node FROM node_regs WHERE case_id = ? AND policy_hash != ?"
+            " AND state = 'registered'",
+            [policy.case_id, policy.hash],
+        )
+        return {r[0] for r in rows}
 
     def next_heartbeat_seq(self, case_id: str, now: int) -> int:
         """Allocate the next heartbeat sequence number and make it durable before it is used.

@@ -205,8 +205,14 @@ def arm(
     todo = [c for c in policy.nodes if regs.get(c.fingerprint, ("pending",))[0] != "registered"]
     by_fp = {c.fingerprint: c for c in policy.nodes}
 
+    # Earlier versions, newest first: a node that missed rotations (down, or restored from an
+    # old backup) follows `replaces` through them to the version it holds (protocol.md §4.1).
+    chain = state.policy_history(policy)
+
     def register(client: NodeClient) -> dict[str, Any]:
-        return client.register_case(policy, node_envelopes(policy, envelopes, client.card))
+        return client.register_case(
+            policy, node_envelopes(policy, envelopes, client.card), chain or None
+        )
 
     results = fan_out(todo, identity, clock, register, timeout)
     now = clock.now()
@@ -250,10 +256,119 @@ def switch_cases(state: LocalState, names: Iterable[str] = ()) -> list[CaseRecor
     out = []
     for r in state.cases():
         st = arming_state(state, r)
-        regs = state.node_regs(r.policy).values() if st == "arming" else ()
-        if st == "armed" or any(reg == "registered" for reg, _ in regs):
+        # A case whose rotation reached no node yet is still checked in: its nodes hold the
+        # previous version and release it if the check-ins stop (issue 11, finding 2).
+        if st == "armed" or (st == "arming" and node_forms(state, r)):
             out.append(r)
     return out
+
+
+# --- which version each node holds (docs/protocol.md §4.1, "Rotation completion") --------------
+
+BEHIND = "behind"
+"""node_regs state of a node that answered with an older version of the policy (restored from a
+backup taken before a rotation): it is registered again by `velador case arm`."""
+
+
+def node_forms(state: LocalState, rec: CaseRecord) -> list[tuple[Card, Policy]]:
+    """Every node that holds some version of the case, with the version to address it with.
+
+    A node registered under the current policy gets it; a node that missed the last
+    rotations gets the newest earlier version it is registered under, so heartbeats in a form
+    every node version accepts keep reaching it until `velador case arm` finishes the rotation;
+    a node known to be behind on an unknown version gets the current one (nodes accept a
+    reporter-signed heartbeat of any version of the case, protocol.md §3.1), as does a node
+    registered under a version whose document this laptop did not keep. A node that holds no
+    version (never armed) is left out."""
+    policy = rec.policy
+    if policy.switch is None:
+        return []
+    regs = state.node_regs(policy)
+    older: list[tuple[Policy, dict[str, tuple[str, str | None]]]] | None = None
+    out: list[tuple[Card, Policy]] = []
+    for card in policy.nodes:
+        st = regs.get(card.fingerprint, ("pending", None))[0]
+        if st == "registered":
+            out.append((card, policy))
+            continue
+        if older is None:
+            older = [(p, state.node_regs(p)) for p in state.policy_history(policy)]
+        form = next(
+            (p for p, r in older if r.get(card.fingerprint, ("", None))[0] == "registered"), None
+        )
+        if form is not None:
+            out.append((card, form))
+        elif st == BEHIND or card.fingerprint in state.registered_under_other_versions(policy):
+            out.append((card, policy))
+    return out
+
+
+def note_node_version(
+    state: LocalState, policy: Policy, card: Card, node_hash: Any, now: int
+) -> None:
+    """Record which version a node said it holds (in a receipt or a status).
+
+    A node we took as registered that names an older version was restored from a backup (or
+    lost the registration): it is marked `behind`, so the warnings name it and `case arm`
+    registers it again; a node that names the current version is registered."""
+    if not isinstance(node_hash, str):
+        return
+    st = state.node_regs(policy).get(card.fingerprint, ("pending", None))[0]
+    if node_hash == policy.hash:
+        if st != "registered":
+            state.set_node_reg(policy, card, "registered", None, now)
+        return
+    for p in state.policy_history(policy):
+        if p.hash == node_hash:
+            state.set_node_reg(p, card, "registered", None, now)
+            break
+    if st == "registered":
+        state.set_node_reg(
+            policy, card, BEHIND, "it holds an older version of the case policy", now
+        )
+
+
+def coverage_warnings(state: LocalState, rec: CaseRecord) -> list[str]:
+    """Loud lines for `checkin` and `status` when the case is not at every node in its current
+    version: a rotation some nodes missed, or nodes that never got the case (issue 11
+    finding 2, issue 12 item 9). Empty when all is well."""
+    if rec.status in ("destroyed", "released") or rec.policy.switch is None:
+        return []
+    policy = rec.policy
+    regs = state.node_regs(policy)
+    forms = {c.fingerprint: p for c, p in node_forms(state, rec)}
+    todo = [
+        c for c in policy.nodes if regs.get(c.fingerprint, ("pending", None))[0] != "registered"
+    ]
+    behind = [c.name for c in todo if c.fingerprint in forms]
+    missing = [c.name for c in todo if c.fingerprint not in forms]
+    lines = []
+    arm = f"velador case arm {rec.name}"
+    if len(behind) == 1:
+        lines.append(
+            f"The rotation of case {rec.name} is NOT finished: node {behind[0]} still holds an "
+            "earlier version of the case policy and a share of the OLD key. Your check-ins "
+            f"still reach it; run '{arm}' to finish the rotation as soon as it is reachable."
+        )
+    elif behind:
+        lines.append(
+            f"The rotation of case {rec.name} is NOT finished: nodes {', '.join(behind)} still "
+            "hold an earlier version of the case policy and shares of the OLD key. Your "
+            f"check-ins still reach them; run '{arm}' to finish the rotation as soon as they "
+            "are reachable."
+        )
+    if len(missing) == 1:
+        lines.append(
+            f"Case {rec.name} is NOT armed at every node: node {missing[0]} does not hold it "
+            f"and cannot release it if you fall silent. Run '{arm}' when it is reachable."
+        )
+    elif missing:
+        lines.append(
+            f"Case {rec.name} is NOT armed at every node: nodes {', '.join(missing)} do not "
+            f"hold it and cannot release it if you fall silent. Run '{arm}' when they are "
+            "reachable."
+        )
+    return lines
 
 
 # --- status and actions ---------------------------------------------------------------------
@@ -268,6 +383,8 @@ class CaseStatus:
     local: str
     policy_hash: str
     results: list[NodeResult]
+    warnings: list[str] = field(default_factory=list)
+    """coverage_warnings: a rotation not finished, nodes that do not hold the case."""
 
     @property
     def disagreements(self) -> list[str]:
@@ -297,6 +414,7 @@ class CaseStatus:
             "local": self.local,
             "nodes": [r.to_json() for r in self.results],
             "disagreements": self.disagreements,
+            "warnings": self.warnings,
         }
 
 
@@ -315,6 +433,8 @@ def gather_status(
     policy = switch_policy(rec)
     results = fan_out(policy.nodes, identity, clock, lambda c: c.status(policy.case_id), timeout)
     views = {v["node"]: v for v in state.node_views(policy.case_id)}
+    by_fp = {c.fingerprint: c for c in policy.nodes}
+    now = clock.now()
     for r in results:
         if not r.ok or r.body is None:
             continue
@@ -330,7 +450,15 @@ def gather_status(
             )
             continue
         state.record_view(policy.case_id, r.fingerprint, r.body)
-    return CaseStatus(rec.name, policy.case_id, arming_state(state, rec), policy.hash, results)
+        note_node_version(state, policy, by_fp[r.fingerprint], r.body.get("policy_hash"), now)
+    return CaseStatus(
+        rec.name,
+        policy.case_id,
+        arming_state(state, rec),
+        policy.hash,
+        results,
+        coverage_warnings(state, rec),
+    )
 
 
 ACTIONS: dict[str, Callable[..., Callable[[NodeClient], dict[str, Any]]]] = {
@@ -355,8 +483,9 @@ def act(
     policy = switch_policy(rec)
     if action != "destroy":
         _refuse_closed(rec, action)
-    regs = state.node_regs(policy)
-    targets = [c for c in policy.nodes if regs.get(c.fingerprint, ("",))[0] == "registered"]
+    # Every node that holds some version: a node that missed a rotation must be paused (or
+    # told of a release) too, or it releases the old key while the reporter is paused.
+    targets = [c for c, _ in node_forms(state, rec)]
     if not targets:
         raise PolicyError(
             f"case {rec.name} is not registered at any node",

@@ -15,7 +15,10 @@ CaseId = Path(pattern=r"^[A-Za-z0-9-]{8,64}$", description="case id from the pol
     "",
     summary="Register a case (reporter)",
     responses=ok("receipt (action register)"),
-    openapi_extra=body_doc("{policy: signed policy, envelopes: [this node's envelopes]}"),
+    openapi_extra=body_doc(
+        "{policy: signed policy, envelopes: [this node's envelopes],"
+        " chain?: [earlier policies, newest first, at most 32]}"
+    ),
 )
 async def register(request: Request):
     svc = request.app.state.service

@@ -18,6 +18,7 @@ RELEASE = {
         "node": {"type": "string"},
         "released_at": {"type": "integer"},
         "policy": {"type": "object"},
+        "chain": {"type": "array", "items": {"type": "object"}, "maxItems": 32},
         "envelopes": {"type": "array", "items": {"type": "object"}},
     },
 }

@@ -76,9 +76,23 @@ def test_policy_rotation_keeps_state_and_sequence(inproc, case, world_for):
     r = c.register_case(new.policy, new.envs_for(inproc.card))
     assert r["policy_hash"] == new.policy.hash and r["seq"] == 1
     assert r["deadline"] == inproc.clock.now() + 7200
-    with pytest.raises(FormatError):  # heartbeats must now name the new policy
-        c.heartbeat(hb(case, 2, inproc.clock.now()))
-    c.heartbeat(hb(new, 2, inproc.clock.now()))
+    # A heartbeat naming the previous version is still the reporter's proof of life (a node
+    # that missed the rotation, or the reporter's laptop that did, issue 11 finding 2) ...
+    assert c.heartbeat(hb(case, 2, inproc.clock.now()))["seq"] == 2
+    c.heartbeat(hb(new, 3, inproc.clock.now()))
+    # ... but never a replay (the sequence must still grow, whatever version it names) ...
+    with pytest.raises(PolicyError) as stale:
+        c.heartbeat(hb(case, 3, inproc.clock.now()))
+    assert stale.value.code == "stale_heartbeat"
+    # ... nor one signed by anybody but the reporter, whatever version it names.
+    from vault.signing import sign_document
+
+    forged = sign_document(
+        "heartbeat", hb(case, 9, inproc.clock.now())["body"], case.outsider.sign_key
+    )
+    with pytest.raises(FormatError):
+        c.heartbeat(forged)
+    assert inproc.query("SELECT seq FROM cases")[0][0] == 3
 
 
 def test_heartbeat_receipt_and_status_are_signed_by_the_node(inproc, case):
@@ -265,3 +279,35 @@ def test_openapi_and_metrics(inproc, case):
     card = httpx.get(inproc.url + "/v1/card").json()["card"]
     assert card == inproc.card.text
     assert verify_document
+
+
+def test_a_node_that_missed_two_rotations_follows_the_chain(inproc, case, world_for):
+    """Issue 11 finding 2 / 5: registration brings a node two versions behind up to date when
+    every link is the reporter's; the release then serves the chain back to the first policy."""
+    from types import SimpleNamespace
+
+    from vault.signing import sign_document
+
+    people = {"reporter": case.reporter, "outsider": case.outsider}
+    people.update({f"editor{i}": e for i, e in enumerate(case.editors)})
+    people.update({f"outlet{i}": r for i, r in enumerate(case.recipients)})
+    p1 = world_for(inproc.card, people=people, replaces=case.policy)
+    p2 = world_for(inproc.card, people=people, replaces=p1.policy)
+    c = inproc.client(case.reporter)
+    envs = p2.envs_for(inproc.card)
+    before = inproc.snapshot()
+    # Without the missing link: refused.
+    with pytest.raises(PolicyError, match="different policy"):
+        c.register_case(p2.policy, envs)
+    # With a forged link (the right body, signed by somebody else): refused, nothing changed.
+    forged = sign_document("policy", p1.policy.body(), case.outsider.sign_key)
+    with pytest.raises((FormatError, AuthenticationError)):
+        c.register_case(p2.policy, envs, [SimpleNamespace(doc=forged)])
+    assert inproc.snapshot()["cases"] == before["cases"]
+    # With the reporter's link: the node now holds the newest version.
+    r = c.register_case(p2.policy, envs, [p1.policy])
+    assert r["policy_hash"] == p2.policy.hash
+    c.release_now(case.policy.case_id)
+    rel = inproc.client(case.recipients[0]).fetch_release(case.policy.case_id)
+    assert rel.policy.hash == p2.policy.hash
+    assert [p.hash for p in rel.chain] == [p1.policy.hash, case.policy.hash]

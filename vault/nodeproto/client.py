@@ -38,7 +38,7 @@ from vault.errors import (
     VeladorError,
 )
 from vault.identity import Identity
-from vault.policy import Policy, parse_policy
+from vault.policy import MAX_CHAIN, Policy, parse_policy
 from vault.signing import verify_document
 
 from .auth import sign_request
@@ -55,6 +55,9 @@ class Release:
     released_at: int
     policy: Policy
     envelopes: list[dict[str, Any]]
+    chain: tuple[Policy, ...] = ()
+    """Earlier versions of the policy the node knows, newest first, each signed by the same
+    reporter (docs/protocol.md §4.6); vault.netrecover checks the links to a case card's pin."""
 
 
 class NodeClient:
@@ -206,12 +209,21 @@ class NodeClient:
         return self._send("GET", "/v1/health", signed=False)
 
     def register_case(
-        self, policy: Policy | dict[str, Any], envelopes: list[dict[str, Any]]
+        self,
+        policy: Policy | dict[str, Any],
+        envelopes: list[dict[str, Any]],
+        chain: list[Policy] | None = None,
     ) -> dict[str, Any]:
-        """POST /v1/cases: the signed policy plus this node's envelopes; the receipt body."""
+        """POST /v1/cases: the signed policy plus this node's envelopes; the receipt body.
+
+        `chain`: earlier versions, newest first, so a node that missed rotations can follow
+        `replaces` from `policy` to the version it holds (docs/protocol.md §4.1)."""
         doc = policy.doc if isinstance(policy, Policy) else policy
         case_id = doc["body"]["case_id"]
-        data = self._send("POST", "/v1/cases", {"policy": doc, "envelopes": envelopes}, case_id)
+        payload: dict[str, Any] = {"policy": doc, "envelopes": envelopes}
+        if chain:
+            payload["chain"] = [p.doc for p in chain[:MAX_CHAIN]]
+        data = self._send("POST", "/v1/cases", payload, case_id)
         return self._verified(data, "receipt", case_id)
 
     def heartbeat(self, heartbeat: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +281,13 @@ class NodeClient:
                 raise FormatError("envelopes must be a list")
             for env in envs:
                 check_envelope(env, policy)
-            return Release(case_id, str(data.get("node")), int(data["released_at"]), policy, envs)
+            raw = data.get("chain") or []
+            if not isinstance(raw, list) or len(raw) > MAX_CHAIN:
+                raise FormatError(f"chain must be a list of at most {MAX_CHAIN} policies")
+            chain = tuple(parse_policy(d, policy.reporter.sign_pk) for d in raw)
+            return Release(
+                case_id, str(data.get("node")), int(data["released_at"]), policy, envs, chain
+            )
         except (KeyError, TypeError, ValueError, FormatError, AuthenticationError) as exc:
             raise NodeError(f"node {self.name} sent an invalid release ({exc})") from exc
 

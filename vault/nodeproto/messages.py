@@ -32,6 +32,7 @@ MARKER_BYTES = 32
 SEALED_MARKER_BYTES = MARKER_BYTES + 48
 """A sealed box adds an ephemeral X25519 key (32) and a Poly1305 tag (16)."""
 CUSTODY_LABEL = b"velador/v1/custody-digest\n"
+_HEX = frozenset("0123456789abcdef")
 
 
 def _marker(box_pk: bytes, duress: bool) -> str:
@@ -64,6 +65,11 @@ class Heartbeat:
     markers: dict[str, str]
     doc: dict[str, Any]
 
+    @property
+    def policy_hash(self) -> str:
+        """The policy version the reporter signed it under (may differ from the node's)."""
+        return str(self.doc["body"]["policy_hash"])
+
     @functools.cached_property
     def hash(self) -> str:
         # Cached: the audit entry, the receipt and gossip all name the heartbeat by it.
@@ -71,14 +77,23 @@ class Heartbeat:
 
 
 def check_heartbeat(doc: Any, policy: Policy) -> Heartbeat:
-    """Verify a heartbeat against the case policy (reporter signature, case, policy version)."""
+    """Verify a heartbeat against the case policy this node holds (docs/protocol.md §3.1).
+
+    Proof of life is the reporter's signature on a heartbeat for this case id, checked with the
+    reporter key of `policy`; the policy version the heartbeat names is NOT required to be
+    `policy`'s. A rotation that missed this node (it was down, or was restored from a backup
+    taken before the rotation) must not make it refuse every later heartbeat and release the
+    old key while the reporter checks in (issue 11, finding 2). A rotation never changes the
+    reporter key (§4.1), and replays are stopped as before: request nonces and the strictly
+    increasing sequence number."""
     body = verify_document(doc, "heartbeat", policy.reporter.sign_pk, what="heartbeat")
     if require(body, "v", int, "heartbeat") != 1:
         raise FormatError("unsupported heartbeat version")
     if require(body, "case_id", str, "heartbeat") != policy.case_id:
         raise FormatError("heartbeat belongs to another case")
-    if require(body, "policy_hash", str, "heartbeat") != policy.hash:
-        raise FormatError("heartbeat refers to another version of the case policy")
+    named = require(body, "policy_hash", str, "heartbeat")
+    if len(named) != 64 or not set(named) <= _HEX:
+        raise FormatError("heartbeat policy_hash must be 64 lowercase hex characters")
     seq = require(body, "seq", int, "heartbeat")
     t = require(body, "time", int, "heartbeat")
     if not (0 < seq < 2**62 and 0 <= t < 2**40):
