@@ -153,6 +153,8 @@ class NodeService:
         """The heartbeat's checks before its write (hbcheck.py; also run by verifier.py)."""
         self.verifiers: VerifierPool | None = None
         """Heartbeat check worker processes, while `node serve` runs them (verifier.py)."""
+        self.clock_alarms: dict[str, int] = {}
+        """case id -> when a release was last refused by the clock check (clockcheck.py)."""
         self.committer = LoopCommitter(store)
         """The heartbeat path's group commit, driven by the event loop (loopcommit.py)."""
 
