@@ -20,12 +20,16 @@ CLOCK = {
 }
 
 
+# Unpadded base64url of 32 bytes, canonical (the last character carries 4 bits).
+NONCE = r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"
+
+
 @router.get(
     "/v1/clock",
     summary="The node's time, signed with the asker's nonce",
     responses={200: {"description": "clock", "content": {"application/json": {"schema": CLOCK}}}},
 )
-async def clock(request: Request, nonce: str = Query(..., max_length=64)):
+async def clock(request: Request, nonce: str = Query(..., pattern=NONCE)):
     # Unsigned on purpose: a peer whose clock is far off has every signed request refused
     # (timestamp tolerance, §2.3), and it is exactly that peer which needs this answer.
     try:
