@@ -319,18 +319,21 @@ def heartbeat(
     # Nodes compute the deadline from the reporter's signed time, not from when the heartbeat
     # arrived, so every node of the case agrees on it even when gossip is late.
     last = max(cs.last_beat, beat_time)
+    # Never earlier than the deadline in force: after a pause ended (deadline = end + every) or
+    # a resume, a heartbeat signed before that moment (late gossip) must not shorten it.
+    deadline = max(cs.deadline, last + rules.every)
     effects: list[Effect] = []
     new = replace(cs, seq=seq, last_beat=last)
     if cs.state in WATCHING:
         if cs.state == OVERDUE:
             effects += notify("checked_in", "editors")
-        new = replace(new, state=ARMED, deadline=last + rules.every, reminded=0, warned=False)
+        new = replace(new, state=ARMED, deadline=deadline, reminded=0, warned=False)
     elif cs.state == EDITOR_PENDING and cs.prior in WATCHING:
         # A heartbeat does not cancel an editor release (a captor can force a check-in); only
         # a signed objection does. It does move the deadline that runs underneath.
         if cs.prior == OVERDUE:
             effects += notify("checked_in", "editors")
-        new = replace(new, deadline=last + rules.every, reminded=0, warned=False, prior=ARMED)
+        new = replace(new, deadline=deadline, reminded=0, warned=False, prior=ARMED)
     # PAUSED: the sequence is recorded; the pause keeps running.
     if duress:
         new = replace(new, duress_at=now)

@@ -171,3 +171,20 @@ def test_requests_without_a_recorded_time_count_as_lapsed():
     legacy = E.replace(cs, editors=("ed1",), editor_times=())
     cs2, _ = E.editor_request(legacy, R, "ed2", T + 1)
     assert cs2.state == E.ARMED and cs2.editors == ("ed2",)
+
+
+# --- found by the model-based test (tests/node/test_engine_model.py) ------------------------
+
+
+@pytest.mark.parametrize("how", ["pause ends", "resume"])
+def test_a_heartbeat_signed_before_a_pause_ended_does_not_shorten_the_deadline(how):
+    cs, _ = E.register(R, T)
+    cs, _ = E.pause(cs, R, T + 10, T)
+    if how == "resume":
+        cs, _ = E.resume(cs, R, T + 10)
+    else:
+        cs, _ = E.advance(cs, R, T + 10)
+    assert cs.state == E.ARMED and cs.deadline == T + 110
+    # A heartbeat signed at T + 5 (during the pause) arrives late, by gossip.
+    cs, _ = E.heartbeat(cs, R, 1, T + 5, T + 10)
+    assert cs.deadline == T + 110  # it was T + 105: a release 5 s before the model's
