@@ -8,8 +8,9 @@ of a strict majority of the peers that answered. Peers that do not answer do not
 answers the release goes ahead, because a release must not be preventable by taking peers down.
 
 The refusal is an alarm, not a silent wait: logged at ERROR (by the sweep), counted in
-`velador_node_clock_alarms_total`, shown in the `velador_node_clock_alarm` gauge, and written to
-the audit log (`clock_alarm`, once per case until the check passes again).
+`velador_node_clock_alarms_total`, shown in the `velador_node_clock_alarm` gauge, written to the
+audit log (`clock_alarm`) and sent to the operator's [notify] addresses, once per case until the
+check passes again.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from vault.cards import Card
 from vault.errors import VeladorError
 from vault.policy import Policy
 
-from . import audit, gossip
+from . import audit, gossip, notices
+from .engine import CaseState
 
 log = logging.getLogger("velador.node.clock")
 
@@ -105,10 +107,16 @@ def check(svc: Any, policy: Policy) -> ClockVerdict:
 
 
 def raise_alarm(
-    svc: Any, conn: sqlite3.Connection, case_id: str, verdict: ClockVerdict, now: int
+    svc: Any,
+    conn: sqlite3.Connection,
+    policy: Policy,
+    cs: CaseState,
+    verdict: ClockVerdict,
+    now: int,
 ) -> None:
     """Record a refused release (inside the caller's transaction); the caller then raises
-    ClockAlarm so the sweep logs it at ERROR and retries at its next tick."""
+    ClockAlarm so the sweep retries at its next tick."""
+    case_id = policy.case_id
     log.error(
         "CLOCK ALARM: case %s: %s; check NTP, retried every sweep: %s",
         case_id,
@@ -120,6 +128,9 @@ def raise_alarm(
     svc.clock_alarms[case_id] = now
     svc.metrics.set("velador_node_clock_alarm", len(svc.clock_alarms))
     if first:
+        notices.emit_operator(
+            conn, svc.identity, svc.config, policy, cs, svc.rules_of(policy), "clock_alarm", now
+        )
         audit.append(
             conn,
             now,

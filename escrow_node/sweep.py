@@ -174,7 +174,7 @@ def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list[Effect]:
         old = state_of(row)
         new, more = engine.advance(old, rules, now, synced=True)
         if not verdict.ok and any(e.kind == "release" for e in more):
-            clockcheck.raise_alarm(svc, conn, case_id, verdict, now)
+            clockcheck.raise_alarm(svc, conn, policy, old, verdict, now)
             refused = True
         else:
             clockcheck.clear_alarm(svc, case_id)

@@ -58,10 +58,16 @@ def test_the_clock_endpoint_signs_the_askers_nonce(nodes):
 
 
 @pytest.fixture
-def pair(tmp_path, nodes, clock, world_for):
-    """Node A with its own clock, node B on the shared one; one case held by both."""
+def pair(tmp_path, nodes, clock, world_for, webhooks):
+    """Node A with its own clock (and its operator's webhook), node B on the shared one; one
+    case held by both."""
     clock_a = SharedClock(tmp_path / "clock-a")
-    a = RealNode(tmp_path / "nodes", "node-a", clock_a)
+    a = RealNode(
+        tmp_path / "nodes",
+        "node-a",
+        clock_a,
+        notify={"operator_webhook": f"{webhooks.url}/operator"},
+    )
     a.start()
     b = nodes("node-b")
     w = world_for(a.card, b.card, every=3600, grace=600, remind=())
@@ -71,7 +77,7 @@ def pair(tmp_path, nodes, clock, world_for):
     a.stop()
 
 
-def test_a_node_whose_clock_jumps_ahead_does_not_release(pair, clock):
+def test_a_node_whose_clock_jumps_ahead_does_not_release(pair, clock, webhooks):
     a, b, clock_a, cid = pair
     # Given node A's clock jumps three days ahead while B's stays right
     clock_a.advance(3 * DAYS)
@@ -85,6 +91,9 @@ def test_a_node_whose_clock_jumps_ahead_does_not_release(pair, clock):
     wait_for(lambda: a.log_text().count("CLOCK ALARM") >= 3, what="more sweeps")
     assert a.state(cid) == "OVERDUE"
     assert len(a.query(alarms, cid)) == 1
+    # And the operator was told, once
+    wait_for(lambda: webhooks.for_("/operator", "clock_alarm"), what="the operator's notice")
+    assert len(webhooks.for_("/operator", "clock_alarm")) == 1
     # When the peers agree with A's time (B's clock is there too), A releases
     clock.set(clock_a.now())
     a.wait_state(cid, "RELEASED")
