@@ -84,3 +84,55 @@ def test_an_editor_release_is_synced_and_tells_the_recipients(nodes, world_for, 
         assert hook_events(webhooks, f"/recipient{i}").get("released") == 1
     reason = n.query("SELECT release_reason FROM cases")[0][0]
     assert reason == "editors"
+
+
+# --- the request rules over the API (docs/protocol.md §4.5), on an in-thread node -----------
+
+
+@pytest.fixture
+def icase(inproc, world_for):
+    w = world_for(inproc.card, every=3600, grace=600, objection_window=300)
+    inproc.client(w.reporter).register_case(w.policy, w.envs_for(inproc.card))
+    return w
+
+
+def test_requests_while_paused_wait_for_the_pause_to_end(inproc, icase):
+    cid = icase.policy.case_id
+    reporter = inproc.client(icase.reporter)
+    until = inproc.clock.now() + 7 * 86400
+    reporter.pause(cid, until)
+    e0, e1 = (inproc.client(e) for e in icase.editors)
+    e0.release_request(cid)
+    r = e1.release_request(cid)
+    # The quorum is recorded and the reporter told, but the window ends after the pause.
+    assert r["state"] == "EDITOR_PENDING"
+    assert reporter.status(cid)["pending_until"] == until + 300
+    assert "editor_pending" in [n["notice"]["event"] for n in reporter.inbox()]
+    inproc.clock.set(until - 1)
+    inproc.sweep()
+    assert reporter.status(cid)["state"] == "EDITOR_PENDING"
+    # The reporter, alive, objects during the pause: back to the pause.
+    assert reporter.object(cid)["state"] == "PAUSED"
+
+
+def test_an_objection_before_the_quorum_makes_the_next_quorum_fresh(inproc, icase):
+    cid = icase.policy.case_id
+    reporter = inproc.client(icase.reporter)
+    e0, e1 = (inproc.client(e) for e in icase.editors)
+    e0.release_request(cid)
+    # The reporter objects (this node had only one request): accepted, the request is cleared.
+    assert reporter.object(cid)["state"] == "ARMED"
+    assert reporter.status(cid)["editor_requests"] == 0
+    assert e1.release_request(cid)["state"] == "ARMED"  # one fresh request is not a quorum
+
+
+def test_a_request_lapses_after_every_plus_grace(inproc, icase):
+    cid = icase.policy.case_id
+    reporter = inproc.client(icase.reporter)
+    e0, e1 = (inproc.client(e) for e in icase.editors)
+    e0.release_request(cid)
+    reporter.pause(cid, inproc.clock.now() + 86400)  # so the deadline does not release first
+    inproc.clock.advance(3600 + 600)
+    inproc.sweep()
+    assert reporter.status(cid)["editor_requests"] == 0
+    assert e1.release_request(cid)["state"] == "PAUSED"
