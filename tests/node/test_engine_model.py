@@ -1,11 +1,12 @@
 """Model-based test of the deadline engine (docs/protocol.md §4.5, §5; issue 11).
 
 A hypothesis RuleBasedStateMachine drives the real engine (escrow_node/engine.py) with an
-injected clock, through random heartbeats (some signed a little in the past), time jumps (the
-scheduler's exact wake-ups, or one jump as after a node was down), editor requests, objections,
-pauses, resumes, reporter releases and restarts (the state written to a real `cases` row with the
-node's own schema and write path, and read back). Beside it runs a small reference model that
-knows only what the reporter and the editors did and when. After every step:
+injected clock, through random heartbeats (some signed a little in the past, some under
+duress), time jumps (the scheduler's exact wake-ups, or one jump as after a node was down),
+editor requests, objections, pauses, resumes, reporter releases and restarts (the state written
+to a real `cases` row with the node's own schema and write path, and read back). Beside it runs
+a small reference model that knows only what the reporter and the editors did and when. After
+every step:
 
 - a deadline release happened only if the model says the reporter has been silent for
   every + grace outside any pause; an editor release only if the model's objection window ended;
@@ -141,8 +142,9 @@ class EngineMachine(RuleBasedStateMachine):
         self.clock.set(target)
         self.advance(target)
 
-    @rule(back=st.one_of(st.just(0), st.integers(0, 60)))
-    def heartbeat(self, back):
+    @rule(back=st.one_of(st.just(0), st.integers(0, 60)), duress=st.booleans())
+    def heartbeat(self, back, duress):
+        """A check-in; under duress (`duress = alert`) it must act exactly as a normal one."""
         now = self.clock.now()
         self.seq += 1
         m = self.model
@@ -152,7 +154,7 @@ class EngineMachine(RuleBasedStateMachine):
             if m.paused_until is None:
                 m.basis = max(m.basis, m.last_beat)  # a deadline is never shortened
 
-        self.act(E.heartbeat, self.seq, now - back, now, then=then)
+        self.act(E.heartbeat, self.seq, now - back, now, duress, then=then)
 
     @rule(length=st.one_of(st.integers(1, 40), st.integers(1, 600)))
     def pause(self, length):
