@@ -4,8 +4,10 @@ A node whose clock jumps ahead (a bad NTP source, a hand-set date, a restored VM
 attacker who controls its time) would release every case early. Before a deadline or editor
 release, the node asks each peer of the case for its time, signed over a fresh nonce
 (GET /v1/clock, §4.8), and refuses to release while its own clock is more than TOLERANCE ahead
-of a strict majority of the peers that answered. Peers that do not answer do not count: if none
-answers the release goes ahead, because a release must not be preventable by taking peers down.
+of a strict majority of the peers that answered, unless the release is due by the peers' time
+too (this node's clock minus its median lead over them): a wrong clock then delays nothing.
+Peers that do not answer do not count: if none answers the release goes ahead, because a
+release must not be preventable by taking peers down.
 
 The refusal is an alarm, not a silent wait: logged at ERROR (by the sweep), counted in
 `velador_node_clock_alarms_total`, shown in the `velador_node_clock_alarm` gauge, written to the
@@ -55,7 +57,7 @@ class ClockVerdict:
     def text(self) -> str:
         return (
             f"this node's clock is about {self.lead} s ahead of {self.behind} of the "
-            f"{self.answered} peer(s) that answered ({self.asked} asked); release refused"
+            f"{self.answered} peer(s) that answered ({self.asked} asked)"
         )
 
 
@@ -70,6 +72,14 @@ def judge(
     behind = sum(1 for d in leads if d > tolerance)
     median = leads[len(leads) // 2] if leads else 0
     return ClockVerdict(asked, len(leads), behind, max(0, median))
+
+
+def holds(verdict: ClockVerdict, due: int | None, now: int) -> bool:
+    """Whether a release due at `due` is held: the clock is ahead of most peers (not ok) and,
+    by the peers' time (`now - lead`), the release is not due yet."""
+    if verdict.ok:
+        return False
+    return due is None or due > now - verdict.lead
 
 
 def _ask(svc: Any, card: Card) -> int | None:
@@ -113,16 +123,25 @@ def raise_alarm(
     cs: CaseState,
     verdict: ClockVerdict,
     now: int,
+    held: bool = True,
 ) -> None:
-    """Record a refused release (inside the caller's transaction); the caller then raises
-    ClockAlarm so the sweep retries at its next tick."""
+    """Record the alarm (inside the caller's transaction). `held`: the release is refused, and
+    the caller raises ClockAlarm so the sweep retries at its next tick; otherwise the release is
+    due by the peers' time too and goes ahead, but the clock is still wrong."""
     case_id = policy.case_id
-    log.error(
-        "CLOCK ALARM: case %s: %s; check NTP, retried every sweep: %s",
-        case_id,
-        verdict.text(),
-        "first refusal" if case_id not in svc.clock_alarms else "still refused",
-    )
+    if held:
+        log.error(
+            "CLOCK ALARM: case %s: %s; release refused, retried every sweep; check NTP",
+            case_id,
+            verdict.text(),
+        )
+    else:
+        log.error(
+            "CLOCK ALARM: case %s: %s; the release is due by the peers' time too, so it goes "
+            "ahead; check NTP",
+            case_id,
+            verdict.text(),
+        )
     svc.metrics.inc("velador_node_clock_alarms_total")
     first = case_id not in svc.clock_alarms
     svc.clock_alarms[case_id] = now
@@ -141,6 +160,7 @@ def raise_alarm(
                 "answered": verdict.answered,
                 "behind": verdict.behind,
                 "lead": verdict.lead,
+                "held": held,
             },
         )
 

@@ -143,7 +143,8 @@ def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list[Effect]:
     """The pre-release step (docs/protocol.md §4.3, §7.1) of one case, then its advance.
 
     Raises ClockAlarm, after committing the alarm's audit entry and any newer heartbeat a peer
-    had, when the release it would write is refused by the clock check."""
+    had, when the release it would write is refused by the clock check: this node's clock is
+    ahead of most peers and, by their time, the release is not due yet."""
     with svc.store.read() as conn:
         policy = svc.policy_of(svc.load(conn, case_id))
     newest = gossip.newest_from_peers(svc, policy)
@@ -174,15 +175,16 @@ def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list[Effect]:
         old = state_of(row)
         new, more = engine.advance(old, rules, now, synced=True)
         if not verdict.ok and any(e.kind == "release" for e in more):
-            clockcheck.raise_alarm(svc, conn, policy, old, verdict, now)
-            refused = True
-        else:
+            refused = clockcheck.holds(verdict, engine.release_time(old, rules), now)
+            clockcheck.raise_alarm(svc, conn, policy, old, verdict, now, refused)
+        if not refused:
             clockcheck.clear_alarm(svc, case_id)
             svc.apply(conn, row, policy, old, new, more, now, "advance", {"synced": True})
     if refused:
         if effects:
             svc.after_commit(effects, queued=True)
         raise ClockAlarm(
-            verdict.text(), hint="check this node's clock (NTP) against the peers' and fix it"
+            f"{verdict.text()}; release refused",
+            hint="check this node's clock (NTP) against the peers' and fix it",
         )
     return effects + more

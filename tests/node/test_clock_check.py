@@ -11,7 +11,7 @@ import secrets
 import httpx
 import pytest
 
-from escrow_node.clockcheck import TOLERANCE, judge
+from escrow_node.clockcheck import TOLERANCE, holds, judge
 from tests.node.conftest import RealNode, SharedClock, wait_for
 from vault.encoding import b64e
 from vault.errors import AuthenticationError
@@ -20,6 +20,14 @@ from vault.nodeproto.client import NodeClient
 pytestmark = pytest.mark.integration
 
 DAYS = 86400
+
+
+def test_holds_only_while_the_release_is_not_due_by_the_peers_time():
+    now = 10**9
+    ahead = judge(now, [now - DAYS], 1)
+    assert holds(ahead, now - 10, now)  # due by this clock only
+    assert not holds(ahead, now - DAYS, now)  # due by the peer's clock too
+    assert not holds(judge(now, [now], 1), now + 5, now)  # the clocks agree
 
 
 def test_judge_counts_a_strict_majority_of_the_peers_that_answered():
@@ -106,3 +114,18 @@ def test_with_no_peer_reachable_the_release_goes_ahead(pair):
     clock_a.advance(3 * DAYS)
     a.wait_state(cid, "RELEASED")
     assert not a.query("SELECT 1 FROM audit WHERE event = 'clock_alarm'")
+
+
+def test_a_node_ahead_still_releases_when_the_peers_time_says_it_is_due(pair, clock):
+    a, b, clock_a, cid = pair
+    # Given A's clock is three days ahead and stays so: its release is held
+    clock_a.advance(3 * DAYS)
+    wait_for(lambda: "CLOCK ALARM" in a.log_text(), what="the alarm")
+    assert a.state(cid) == "OVERDUE"
+    # When real time (the peers' clocks) reaches the case's deadline + grace
+    clock.advance(3600 + 600)
+    clock_a.advance(3600 + 600)
+    # Then A releases too: a wrong clock delays nothing (and released nothing early)
+    a.wait_state(cid, "RELEASED")
+    b.wait_state(cid, "RELEASED")
+    assert "due by the peers' time too" in a.log_text()
