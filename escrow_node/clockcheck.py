@@ -167,5 +167,5 @@ def raise_alarm(
 
 def clear_alarm(svc: Any, case_id: str) -> None:
     if svc.clock_alarms.pop(case_id, None) is not None:
-        log.info("clock check: case %s: the clock agrees with the peers again", case_id)
+        log.info("clock check: case %s: its release is no longer held", case_id)
         svc.metrics.set("velador_node_clock_alarm", len(svc.clock_alarms))

@@ -32,7 +32,7 @@ HELP = {
     "velador_node_cases": ("gauge", "Cases by state."),
     "velador_node_clock_alarms_total": (
         "counter",
-        "Releases refused because this node's clock is ahead of most of its peers.",
+        "Releases due by this node's clock while it was ahead of most of the case's peers.",
     ),
     "velador_node_clock_alarm": (
         "gauge",
