@@ -10,7 +10,9 @@ States:
     ARMED           waiting for the next heartbeat; no reminder sent for this deadline yet
     REMINDED        at least one reminder for this deadline was sent
     OVERDUE         deadline passed; reporter warned and editors alerted; release at deadline+grace
-    EDITOR_PENDING  editor quorum reached; release at the end of the objection window
+    EDITOR_PENDING  editor quorum reached; release at the end of the objection window. The state
+                    the case was in (`prior`) keeps running underneath: its reminders, overdue
+                    warning, pause end and deadline release happen as they would have (§5.2)
     PAUSED          no deadline until `paused_until` (or a resume)
     DESTROYING      destroy requested with a delay; editors told; envelopes deleted at destroy_at
     RELEASED        terminal: envelopes are served to the recipients
@@ -60,6 +62,13 @@ class Rules:
     duress: str = "alert"
     destroy_delay: int = 0
 
+    @property
+    def request_lifetime(self) -> int:
+        """How long an editor's release request counts towards the quorum (docs/protocol.md
+        §4.5): one check-in interval plus its grace, the time in which silence alone would
+        release. Older requests lapse; a quorum needs requests made within one such period."""
+        return self.every + self.grace
+
     def __post_init__(self) -> None:
         # A reminder at or before the start of the interval would fire right after every
         # heartbeat; such offsets are ignored. Largest offset first.
@@ -92,6 +101,9 @@ class CaseState:
     destroy_at: int | None = None
     prior: str | None = None
     editors: tuple[str, ...] = ()
+    editor_times: tuple[int, ...] = ()
+    """When each request in `editors` was counted (same order); requests lapse
+    `Rules.request_lifetime` after it."""
     released_at: int | None = None
     release_reason: str | None = None
     duress_at: int | None = None
@@ -135,6 +147,10 @@ def release_time(cs: CaseState, rules: Rules) -> int | None:
         assert cs.pending_until is not None
         if cs.prior in WATCHING:
             return min(cs.pending_until, cs.deadline + rules.grace)
+        if cs.prior == PAUSED:
+            # After the pause ends underneath, the deadline runs again (pause_ended below).
+            assert cs.paused_until is not None
+            return min(cs.pending_until, cs.paused_until + rules.every + rules.grace)
         return cs.pending_until
     return None
 
@@ -148,6 +164,7 @@ def _released(cs: CaseState, now: int, reason: str, audiences: tuple[str, ...]) 
         pending_until=None,
         destroy_at=None,
         paused_until=None,
+        prior=None,
     )
     return new, [Effect("release", reason), *notify("released", *audiences)]
 
@@ -161,17 +178,43 @@ def register(rules: Rules, now: int) -> Result:
 def advance(cs: CaseState, rules: Rules, now: int, synced: bool = False) -> Result:
     """Apply every transition that time alone causes, up to `now`. Idempotent."""
     effects: list[Effect] = []
-    for _ in range(8):  # each pass moves at least one step; 8 bounds any chain
-        cs, step = _step(cs, rules, now, synced)
-        if not step:
+    for _ in range(12):  # each pass moves at least one step; 12 bounds any chain
+        new, step = _step(cs, rules, now, synced)
+        if new == cs and not step:
             return cs, effects
+        cs = new
         effects += step
         if any(e.kind == "sync_peers" for e in step):
             return cs, effects
     return cs, effects
 
 
+def _lapse_requests(cs: CaseState, rules: Rules, now: int) -> CaseState:
+    """Drop editor requests older than their lifetime (not once a quorum was reached)."""
+    if not cs.editors or cs.state == EDITOR_PENDING or cs.state in TERMINAL:
+        return cs
+    live = rules.request_lifetime
+    keep = [(fp, t) for fp, t in zip(cs.editors, _times(cs), strict=True) if now < t + live]
+    if len(keep) == len(cs.editors):
+        return cs
+    return replace(cs, editors=tuple(k[0] for k in keep), editor_times=tuple(k[1] for k in keep))
+
+
+def _times(cs: CaseState) -> tuple[int, ...]:
+    # A state written before request times were kept has none: its requests count as lapsed.
+    if len(cs.editor_times) == len(cs.editors):
+        return cs.editor_times
+    return (0,) * len(cs.editors)
+
+
 def _step(cs: CaseState, rules: Rules, now: int, synced: bool) -> Result:
+    lapsed = _lapse_requests(cs, rules, now)
+    if lapsed != cs:
+        return lapsed, []
+    return _time_step(cs, rules, now, synced)
+
+
+def _time_step(cs: CaseState, rules: Rules, now: int, synced: bool) -> Result:
     st = cs.state
     if st == PAUSED:
         assert cs.paused_until is not None
@@ -202,9 +245,20 @@ def _step(cs: CaseState, rules: Rules, now: int, synced: bool) -> Result:
             return _released(cs, now, "deadline", ("recipients", "editors", "reporter"))
         return cs, []
     if st == EDITOR_PENDING:
-        due = release_time(cs, rules)
-        if due is not None and now >= due:
+        assert cs.pending_until is not None
+        if now >= cs.pending_until:
+            # Every release caused by time goes through the same pre-release sync and clock
+            # check as a deadline release (docs/protocol.md §4.3): issue 11, finding 5.
+            if not synced:
+                return cs, [Effect("sync_peers")]
             return _released(cs, now, "editors", ("recipients", "editors", "reporter"))
+        if cs.prior in WATCHING or cs.prior == PAUSED:
+            # The prior state runs underneath: reminders, the overdue warning, the end of a
+            # pause and a deadline release happen exactly as they would without the request.
+            inner, step = _time_step(replace(cs, state=cs.prior), rules, now, synced)
+            if inner.state == RELEASED:
+                return inner, step
+            return replace(inner, state=EDITOR_PENDING, prior=inner.state), step
         return cs, []
     if st == DESTROYING:
         assert cs.destroy_at is not None
@@ -217,6 +271,14 @@ def _step(cs: CaseState, rules: Rules, now: int, synced: bool) -> Result:
 
 def next_wake(cs: CaseState, rules: Rules) -> int | None:
     """The next time at which `advance` may change something (None: never by itself)."""
+    wake = _next_wake(cs, rules)
+    if cs.editors and cs.state != EDITOR_PENDING and cs.state not in TERMINAL:
+        lapse = min(_times(cs)) + rules.request_lifetime
+        wake = lapse if wake is None else min(wake, lapse)
+    return wake
+
+
+def _next_wake(cs: CaseState, rules: Rules) -> int | None:
     st = cs.state
     if st == PAUSED:
         return cs.paused_until
@@ -224,8 +286,15 @@ def next_wake(cs: CaseState, rules: Rules) -> int | None:
         times = [cs.deadline]
         times += [cs.deadline - r for i, r in enumerate(rules.remind) if i >= cs.reminded]
         return min(times)
-    if st in (OVERDUE, EDITOR_PENDING):
+    if st == OVERDUE:
         return release_time(cs, rules)
+    if st == EDITOR_PENDING:
+        assert cs.pending_until is not None
+        if cs.prior in WATCHING or cs.prior == PAUSED:
+            inner = _next_wake(replace(cs, state=cs.prior), rules)
+            if inner is not None:
+                return min(cs.pending_until, inner)
+        return cs.pending_until
     if st == DESTROYING:
         return cs.destroy_at
     return None
@@ -250,16 +319,21 @@ def heartbeat(
     # Nodes compute the deadline from the reporter's signed time, not from when the heartbeat
     # arrived, so every node of the case agrees on it even when gossip is late.
     last = max(cs.last_beat, beat_time)
+    # Never earlier than the deadline in force: after a pause ended (deadline = end + every) or
+    # a resume, a heartbeat signed before that moment (late gossip) must not shorten it.
+    deadline = max(cs.deadline, last + rules.every)
     effects: list[Effect] = []
     new = replace(cs, seq=seq, last_beat=last)
     if cs.state in WATCHING:
         if cs.state == OVERDUE:
             effects += notify("checked_in", "editors")
-        new = replace(new, state=ARMED, deadline=last + rules.every, reminded=0, warned=False)
+        new = replace(new, state=ARMED, deadline=deadline, reminded=0, warned=False)
     elif cs.state == EDITOR_PENDING and cs.prior in WATCHING:
         # A heartbeat does not cancel an editor release (a captor can force a check-in); only
-        # a signed objection does. It does move the deadline that applies after an objection.
-        new = replace(new, deadline=last + rules.every, reminded=0, warned=False, prior=ARMED)
+        # a signed objection does. It does move the deadline that runs underneath.
+        if cs.prior == OVERDUE:
+            effects += notify("checked_in", "editors")
+        new = replace(new, deadline=deadline, reminded=0, warned=False, prior=ARMED)
     # PAUSED: the sequence is recorded; the pause keeps running.
     if duress:
         new = replace(new, duress_at=now)
@@ -310,20 +384,35 @@ def destroy(cs: CaseState, rules: Rules, now: int) -> Result:
 
 
 def editor_request(cs: CaseState, rules: Rules, editor_fp: str, now: int) -> Result:
+    """One editor's release request (docs/protocol.md §4.5).
+
+    Requests count per distinct editor and lapse after `rules.request_lifetime`; an objection
+    clears them, so a quorum after an objection is made of new requests only. A quorum reached
+    while the case is PAUSED is held: the reporter paused on purpose and is presumed alive, so
+    the objection window ends `objection_window` after the pause ends, never during it."""
     if rules.editor_quorum <= 0:
         raise Forbidden("this case's policy does not allow editor releases")
     _refuse_terminal(cs, "request a release")
-    if cs.state == EDITOR_PENDING or editor_fp in cs.editors:
+    if cs.state == EDITOR_PENDING:
         return cs, []  # idempotent
+    cs = _lapse_requests(cs, rules, now)
+    if editor_fp in cs.editors:
+        return cs, []  # idempotent (a lapsed request is counted again, from now)
     editors = (*cs.editors, editor_fp)
+    times = (*_times(cs), now)
     if len(editors) < rules.editor_quorum:
-        return replace(cs, editors=editors), notify("editor_request", "editors")
+        return replace(cs, editors=editors, editor_times=times), notify("editor_request", "editors")
+    opens = now
+    if cs.state == PAUSED:
+        assert cs.paused_until is not None
+        opens = max(now, cs.paused_until)
     new = replace(
         cs,
         state=EDITOR_PENDING,
         prior=cs.state,
         editors=editors,
-        pending_until=now + rules.objection_window,
+        editor_times=times,
+        pending_until=opens + rules.objection_window,
     )
     effects = notify("editor_pending", "reporter", "editors")
     new, more = advance(new, rules, now)
@@ -331,14 +420,20 @@ def editor_request(cs: CaseState, rules: Rules, editor_fp: str, now: int) -> Res
 
 
 def objection(cs: CaseState, rules: Rules, now: int) -> Result:
+    """The reporter's objection: cancels a pending editor release, and also clears requests
+    that have not reached the quorum yet (at a node where they had not, when the reporter
+    objected at another): after an objection, a release needs a fresh quorum."""
+    _refuse_terminal(cs, "object")
     if cs.state != EDITOR_PENDING:
-        raise Conflict(f"nothing to object to: the case is {cs.state}")
+        live = _lapse_requests(cs, rules, now)
+        if not live.editors:
+            raise Conflict(f"nothing to object to: the case is {cs.state}")
+        new = replace(live, editors=(), editor_times=())
+        return new, notify("objection", "editors")
     assert cs.pending_until is not None and cs.prior is not None
     if now >= cs.pending_until:
         raise Conflict("the objection window has closed")
-    prior = ARMED if cs.prior in WATCHING else cs.prior
-    new = replace(cs, state=prior, prior=None, editors=(), pending_until=None)
-    if prior == ARMED:
-        new = replace(new, warned=False)
+    # `prior` is current: it kept running underneath (reminders, overdue, pause end).
+    new = replace(cs, state=cs.prior, prior=None, editors=(), editor_times=(), pending_until=None)
     new, more = advance(new, rules, now)
     return new, notify("objection", "editors") + more

@@ -125,3 +125,11 @@ __all__ = [
     "UnknownCase",
     "status_of",
 ]
+
+
+class ClockAlarm(PolicyError):
+    """This node's clock is ahead of most of its reachable peers: a release is refused until
+    it is fixed (docs/protocol.md §7.1). Never an API answer; the sweep logs it."""
+
+    status = 409
+    code = "clock_alarm"

@@ -30,6 +30,14 @@ HELP = {
         "Cases a sweep could not advance (logged by case id; retried by the next sweep).",
     ),
     "velador_node_cases": ("gauge", "Cases by state."),
+    "velador_node_clock_alarms_total": (
+        "counter",
+        "Releases due by this node's clock while it was ahead of most of the case's peers.",
+    ),
+    "velador_node_clock_alarm": (
+        "gauge",
+        "Cases whose release is held now because this node's clock is ahead of its peers.",
+    ),
     "velador_node_outbox_pending": (
         "gauge",
         "Notifications and gossip messages not yet delivered.",

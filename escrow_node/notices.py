@@ -67,9 +67,15 @@ _TEXT = {
         "The case was released ({reason}). This node serves its envelopes to the recipients.",
         "Recipients: recover with 'velador recover {case}'.",
     ),
+    "clock_alarm": (
+        "This node refused a release because its clock is ahead of most of the case's peers.",
+        "Operator: check this node's clock and NTP; the release happens once the clock is right.",
+    ),
 }
+OPERATOR_ONLY = {"clock_alarm"}
+"""Events only the operator is told of (not part of the case's audiences)."""
 
-EVENTS = tuple(_TEXT)
+EVENTS = tuple(e for e in _TEXT if e not in OPERATOR_ONLY)
 
 
 def _fmt(ts: int | None) -> str:
@@ -200,3 +206,23 @@ def emit(
         if config.operator_webhook:
             _enqueue(conn, notice, "webhook", config.operator_webhook, now)
     return n
+
+
+def emit_operator(
+    conn: sqlite3.Connection,
+    identity: Identity,
+    config: NodeConfig,
+    policy: Policy,
+    cs: CaseState,
+    rules: Rules,
+    event: str,
+    now: int,
+) -> None:
+    """Queue one notice of `event` to the operator's own [notify] addresses only."""
+    if not (config.operator_email or config.operator_webhook):
+        return
+    notice = make_notice(identity, config, policy, cs, rules, event, "operator", None, now)
+    if config.operator_email:
+        _enqueue(conn, notice, "email", config.operator_email, now)
+    if config.operator_webhook:
+        _enqueue(conn, notice, "webhook", config.operator_webhook, now)

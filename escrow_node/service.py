@@ -70,7 +70,23 @@ _UPDATE_STATE = (
 )
 
 
+def _editor_requests(text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The `editors` column: a JSON list of [fingerprint, time counted] pairs. Rows written
+    before request times were kept hold bare fingerprints; they get no time (engine._times
+    treats those requests as lapsed)."""
+    fps: list[str] = []
+    times: list[int] = []
+    for item in json.loads(text):
+        if isinstance(item, list):
+            fps.append(item[0])
+            times.append(item[1])
+        else:
+            fps.append(item)
+    return tuple(fps), tuple(times) if len(times) == len(fps) else ()
+
+
 def state_of(row: sqlite3.Row) -> CaseState:
+    editors, editor_times = _editor_requests(row["editors"])
     return CaseState(
         state=row["state"],
         seq=row["seq"],
@@ -82,7 +98,8 @@ def state_of(row: sqlite3.Row) -> CaseState:
         pending_until=row["pending_until"],
         destroy_at=row["destroy_at"],
         prior=row["prior"],
-        editors=tuple(json.loads(row["editors"])),
+        editors=editors,
+        editor_times=editor_times,
         released_at=row["released_at"],
         release_reason=row["release_reason"],
         duress_at=row["duress_at"],
@@ -94,7 +111,8 @@ def _state_values(cs: CaseState) -> list[Any]:
     for col in _STATE_COLS:
         v = getattr(cs, col)
         if col == "editors":
-            v = json.dumps(list(v))
+            times = cs.editor_times if len(cs.editor_times) == len(v) else (0,) * len(v)
+            v = json.dumps([[fp, t] for fp, t in zip(v, times, strict=True)])
         elif col == "warned":
             v = int(v)
         values.append(v)
@@ -146,6 +164,8 @@ class NodeService:
         """The heartbeat's checks before its write (hbcheck.py; also run by verifier.py)."""
         self.verifiers: VerifierPool | None = None
         """Heartbeat check worker processes, while `node serve` runs them (verifier.py)."""
+        self.clock_alarms: dict[str, int] = {}
+        """case id -> when a release was last refused by the clock check (clockcheck.py)."""
         self.committer = LoopCommitter(store)
         """The heartbeat path's group commit, driven by the event loop (loopcommit.py)."""
 

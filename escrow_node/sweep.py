@@ -6,9 +6,11 @@ logged by case id and skipped, and the rest of the batch is still committed. The
 keeps its `next_wake` in the past, so the next periodic sweep retries it (the exact-time job
 does not: see EngineScheduler.rearm). One bad case must never hold up another case's release.
 
-A case whose grace period is over first goes through the pre-release peer sync
-(gossip.newest_from_peers) outside any transaction, then is advanced again with `synced=True` in
-its own transaction, which re-reads the state: a heartbeat that arrived meanwhile wins.
+A case whose release is due by time (a deadline past its grace, or the end of an editor
+objection window) first goes through the pre-release peer sync (gossip.newest_from_peers) and
+the clock check (clockcheck.py) outside any transaction, then is advanced again with
+`synced=True` in its own transaction, which re-reads the state: a heartbeat that arrived
+meanwhile wins, and a release the clock check refused is not written (ClockAlarm).
 
 Batches are read with a keyset cursor on (next_wake, rowid), which the `cases_wake` index
 serves in order, so a sweep over N due cases reads each index entry once.
@@ -23,8 +25,9 @@ from dataclasses import dataclass, field
 
 from vault.errors import VeladorError
 
-from . import engine, gossip
+from . import clockcheck, engine, gossip
 from .engine import Effect
+from .errors import ClockAlarm
 from .operations import apply_heartbeat, verify_heartbeat
 from .service import NodeService, state_of
 
@@ -101,7 +104,8 @@ def sweep(svc: NodeService, now: int | None = None) -> SweepResult:
             all_effects += sync_and_advance(svc, case_id, now)
         except Exception as exc:
             failed.append(case_id)
-            _log_failure(case_id, "pre-release step", exc)
+            if not isinstance(exc, ClockAlarm):  # clockcheck logged it, in its own words
+                _log_failure(case_id, "pre-release step", exc)
             continue
         advanced += 1
         synced += 1
@@ -136,10 +140,17 @@ def _advance_one(
 
 
 def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list[Effect]:
+    """The pre-release step (docs/protocol.md §4.3, §7.1) of one case, then its advance.
+
+    Raises ClockAlarm, after committing the alarm's audit entry and any newer heartbeat a peer
+    had, when the release it would write is refused by the clock check: this node's clock is
+    ahead of most peers and, by their time, the release is not due yet."""
     with svc.store.read() as conn:
         policy = svc.policy_of(svc.load(conn, case_id))
     newest = gossip.newest_from_peers(svc, policy)
+    verdict = clockcheck.check(svc, policy)
     effects: list[Effect] = []
+    refused = False
     with svc.store.tx() as conn:
         row = svc.load(conn, case_id)
         if newest is not None and row["state"] not in engine.TERMINAL:
@@ -163,5 +174,17 @@ def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list[Effect]:
         rules = svc.rules_of(policy)
         old = state_of(row)
         new, more = engine.advance(old, rules, now, synced=True)
-        svc.apply(conn, row, policy, old, new, more, now, "advance", {"synced": True})
+        if not verdict.ok and any(e.kind == "release" for e in more):
+            refused = clockcheck.holds(verdict, engine.release_time(old, rules), now)
+            clockcheck.raise_alarm(svc, conn, policy, old, verdict, now, refused)
+        if not refused:
+            clockcheck.clear_alarm(svc, case_id)
+            svc.apply(conn, row, policy, old, new, more, now, "advance", {"synced": True})
+    if refused:
+        if effects:
+            svc.after_commit(effects, queued=True)
+        raise ClockAlarm(
+            f"{verdict.text()}; release refused",
+            hint="check this node's clock (NTP) against the peers' and fix it",
+        )
     return effects + more

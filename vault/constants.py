@@ -24,6 +24,7 @@ SIG_LABELS = {
     "status": b"velador/v1/status",
     "notice": b"velador/v1/notice",
     "custody": b"velador/v1/custody",
+    "clock": b"velador/v1/clock",
 }
 
 CARD_PREFIX = "velador:card:v1:"

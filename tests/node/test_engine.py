@@ -170,8 +170,16 @@ def test_editor_quorum_objection_and_release():
     assert events(eff) == [("notify", "objection", "editors")]
     with pytest.raises(Conflict):
         E.objection(cs, R, T + 18)  # window closed
-    rel, eff = E.advance(cs, R, T + 18)
+    # The end of the window goes through the pre-release sync, like a deadline release.
+    same, eff = E.advance(cs, R, T + 18)
+    assert same == cs and events(eff) == [("sync_peers", "", "")]
+    rel, eff = E.advance(cs, R, T + 18, synced=True)
     assert rel.state == E.RELEASED and rel.release_reason == "editors"
+    assert {a for k, ev, a in events(eff) if ev == "released"} == {
+        "recipients",
+        "editors",
+        "reporter",
+    }
 
 
 def test_editor_release_disabled_and_zero_window():
@@ -179,7 +187,9 @@ def test_editor_release_disabled_and_zero_window():
     with pytest.raises(Forbidden):
         E.editor_request(armed(rules=no), no, "ed", T)
     now = E.Rules(every=100, grace=20, editor_quorum=1, objection_window=0)
-    cs, _eff = E.editor_request(armed(rules=now), now, "ed", T)
+    cs, eff = E.editor_request(armed(rules=now), now, "ed", T)
+    assert cs.state == E.EDITOR_PENDING and ("sync_peers", "", "") in events(eff)
+    cs, _eff = E.advance(cs, now, T, synced=True)
     assert cs.state == E.RELEASED
 
 

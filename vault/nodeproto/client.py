@@ -301,6 +301,15 @@ class NodeClient:
             raise AuthenticationError(f"custody proof from node {self.name} is for another nonce")
         return body
 
+    def signed_time(self, nonce: bytes) -> dict[str, Any]:
+        """GET /v1/clock?nonce=... (unsigned request): the node's time, signed over our nonce,
+        so an old answer cannot be replayed as a fresh one (docs/protocol.md §4.8)."""
+        data = self._send("GET", "/v1/clock", params={"nonce": b64e(nonce)}, signed=False)
+        body = self._verified(data, "clock")
+        if body.get("nonce") != b64e(nonce) or not isinstance(body.get("time"), int):
+            raise AuthenticationError(f"clock from node {self.name} is for another nonce")
+        return body
+
     def subscribe(self, case_id: str, channel: str, target: str) -> dict[str, Any]:
         """Register an email address or webhook URL for this signer's notices on the case."""
         return self._send(
