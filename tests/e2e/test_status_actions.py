@@ -79,7 +79,9 @@ def test_pause_bad_inputs(v, armed):
     assert line == "velador: error: --until '2025-01-01' is in the past"
     line, hint = v.fails(armed.r, "pause", "inv", "--until", "soon", code=75)
     assert line == "velador: error: --until 'soon' is not a date"
-    assert hint == "velador: hint: use YYYY-MM-DD, YYYY-MM-DDTHH:MM (your local time) or a duration such as 3d"
+    assert hint == (
+        "velador: hint: use YYYY-MM-DD, YYYY-MM-DDTHH:MM (your local time) or a duration such as 3d"
+    )
     line, _ = v.fails(armed.r, "pause", "nope", "--until", "3d", code=66)
     assert line == "velador: error: no case named 'nope'"
     line, hint = v.fails(armed.r, "resume", "inv", code=75)
