@@ -38,6 +38,7 @@ from .encoding import canonical_json
 from .errors import NodeError, PolicyError, VeladorError
 from .identity import Identity
 from .policy import Policy
+from .released import ReleaseInfo
 from .state import CaseRecord, LocalState
 from .switch import DEFAULT_TIMEOUT, NodeResult, switch_policy
 
@@ -75,6 +76,7 @@ class CaseCheckin:
     case_id: str
     seq: int
     results: list[NodeResult]
+    release: ReleaseInfo | None = None  # learned when some node refused (vault/released.py)
 
     @property
     def next_deadline(self) -> int | None:
@@ -92,6 +94,7 @@ class CaseCheckin:
             "seq": self.seq,
             "next_deadline": self.next_deadline,
             "nodes": [r.to_json() for r in self.results],
+            "release": self.release.to_json() if self.release else None,
         }
 
 
@@ -153,7 +156,25 @@ def checkin(
                 state.queue_heartbeat(policy.case_id, r.fingerprint, hb, tickets, now)
                 r.queued = True
         out.append(CaseCheckin(rec.name, policy.case_id, seq, mine))
+        if not identity.duress and any(not r.ok and not r.unreachable for r in mine):
+            out[-1].release = rel = _learn_why(state, identity, clock, rec, timeout)
+            if rel is not None and rel.complete:
+                for r in mine:
+                    r.queued = False
     return out
+
+
+def _learn_why(
+    state: LocalState, identity: Identity, clock: Clock, rec: CaseRecord, timeout: float
+) -> ReleaseInfo | None:
+    """A node refused the heartbeat: ask every node's status, which records a release (when,
+    by which rule) so the check-in can say so instead of a bare refusal. Once the release is
+    complete, queued copies of heartbeats are dropped: checking in no longer changes anything."""
+    st = switch.gather_status(state, identity, clock, rec, timeout)
+    if st.release is not None and st.release.complete:
+        for card in rec.policy.nodes:
+            state.unqueue(rec.case_id, card.fingerprint)
+    return st.release
 
 
 def _cover_receipt(results: list[NodeResult], policy: Policy, hb: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from .encoding import b64d, b64e, canonical_json, parse_json, require
 from .errors import FormatError, NodeError, PolicyError, VeladorError
 from .identity import Identity
 from .policy import Policy
+from .released import ReleaseInfo, learn_release
 from .state import CaseRecord, LocalState
 
 CASE_CARD_PREFIX = "velador:case:v1:"
@@ -268,6 +269,7 @@ class CaseStatus:
     local: str
     policy_hash: str
     results: list[NodeResult]
+    release: ReleaseInfo | None = None  # what this laptop knows of a release (vault/released.py)
 
     @property
     def disagreements(self) -> list[str]:
@@ -297,6 +299,7 @@ class CaseStatus:
             "local": self.local,
             "nodes": [r.to_json() for r in self.results],
             "disagreements": self.disagreements,
+            "release": self.release.to_json() if self.release else None,
         }
 
 
@@ -330,7 +333,12 @@ def gather_status(
             )
             continue
         state.record_view(policy.case_id, r.fingerprint, r.body)
-    return CaseStatus(rec.name, policy.case_id, arming_state(state, rec), policy.hash, results)
+    # A release learned here is recorded so every later view shows it, offline too; never under
+    # duress, where the rows above keep the cover view.
+    release = None if identity.duress else learn_release(state, rec, results, clock.now())
+    rec = state.case(rec.case_id)
+    local = arming_state(state, rec)
+    return CaseStatus(rec.name, policy.case_id, local, policy.hash, results, release)
 
 
 ACTIONS: dict[str, Callable[..., Callable[[NodeClient], dict[str, Any]]]] = {
@@ -370,6 +378,8 @@ def act(
             r.error, r.body = None, {"state": done_state}
         if r.ok and r.body is not None and "time" in r.body:
             state.record_view(policy.case_id, r.fingerprint, r.body)
+    if action == "release" and not identity.duress:
+        learn_release(state, rec, results, clock.now(), rule="reporter")
     if action in ("release", "destroy") and all(r.ok for r in results):
         state.set_case_status(policy.case_id, "released" if action == "release" else "destroyed")
     return results
