@@ -449,7 +449,7 @@ def audit_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
             "store", "objects", "missing", title=f"{rec.name}: stores", title_justify="left"
         )
         for s in rep.stores:
-            stt.add_row(s["store"], str(s["objects"]), s["error"] or str(s["n_missing"]))
+            stt.add_row(s["store"], str(s["objects"]), s["error"] or _missing_cell(s))
         con.print(stt)
         if rep.offline_shares:
             con.print(f"{rep.offline_shares} offline share(s) counted as held (not checkable here)")
@@ -457,8 +457,28 @@ def audit_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
             con.print(f"warning: {w}")
         if rep.recoverable:
             con.print("yes: if you went silent now, your recipients could recover everything")
+        if any(s["n_missing"] for s in rep.stores):
+            con.print(f"'velador verify {rec.name} --repair' copies good replicas where needed")
     if not rep.recoverable:
         raise NotRecoverable(
             "no: your recipients could not recover everything: " + " / ".join(rep.reasons),
-            hint="fix what is named (re-arm the case, run 'velador deposit' again to re-upload)",
+            hint=_audit_hint(rep, rec.name),
         )
+
+
+def _missing_cell(s: dict[str, Any]) -> str:
+    if s.get("n_damaged"):
+        return f"{s['n_missing']} ({s['n_damaged']} damaged)"
+    return str(s["n_missing"])
+
+
+def _audit_hint(rep: Any, case: str) -> str:
+    """What to do about the first reason the answer is no."""
+    if not any(s["objects"] for s in rep.stores):
+        return f"deposit your material: velador deposit {case} PATH..."
+    if any(s["n_missing"] for s in rep.stores):
+        return (
+            f"run 'velador verify {case} --repair' (it copies good replicas, and names what only "
+            "a new deposit can restore)"
+        )
+    return f"fix what is named (re-arm the case with 'velador case arm {case}')"

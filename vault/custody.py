@@ -5,8 +5,11 @@ and must answer with BLAKE2b(label || nonce || its envelopes), which this laptop
 envelopes it made (`messages.custody_digest`); a node that lost, altered or swapped an envelope
 cannot answer right, and a fresh nonce stops it answering from a digest it kept. Every store is
 checked for every object and snapshot the local index records (sizes only: the reporter cannot
-decrypt). The answer is "no" when the healthy share holders no longer meet the split's thresholds
-or when some object is in no store; problems that other holders or replicas cover are warnings.
+decrypt), and copies that the last `velador verify --deep` found damaged count as missing until
+`verify --repair` or a clean deep check clears them. The answer is "no" when the healthy share
+holders no longer meet the split's thresholds, when some object is in no store, or when the case
+holds nothing yet (recipients would recover an empty case); problems that other holders or
+replicas cover are warnings.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def _audit_nodes(
 
 
 def _audit_stores(
-    state: LocalState, policy: Policy, s3_endpoint: str | None
+    state: LocalState, policy: Policy, s3_endpoint: str | None, damaged: dict[str, list[str]]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Presence and size of every recorded object and snapshot in every store.
 
@@ -138,11 +141,12 @@ def _audit_stores(
     for url in policy.stores:
         missing: list[str] = []
         error = None
+        known_bad = set(damaged.get(url, ()))
         try:
             store = open_store(url, s3_endpoint=s3_endpoint)
             for key, csize in items:
                 size = store.size(key)
-                if size is None or (csize and size != csize):
+                if size is None or (csize and size != csize) or key in known_bad:
                     missing.append(key)
         except VeladorError as exc:
             error = exc.message
@@ -155,6 +159,7 @@ def _audit_stores(
                 "objects": len(items),
                 "missing": missing[:20],
                 "n_missing": len(missing),
+                "n_damaged": len(known_bad & set(missing)),
                 "error": error,
             }
         )
@@ -171,9 +176,11 @@ def audit(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> AuditReport:
     """ "If I went silent now, could my recipients recover everything?" with the reasons."""
+    from .verify import known_damage
+
     policy = switch_policy(rec)
     nodes, healthy = _audit_nodes(state, identity, clock, policy, timeout)
-    stores, lost = _audit_stores(state, policy, s3_endpoint)
+    stores, lost = _audit_stores(state, policy, s3_endpoint, known_damage(rec))
     node_problems = [n["problem"] for n in nodes if n["problem"]]
     store_problems = [
         f"store {s['store']} "
@@ -181,6 +188,11 @@ def audit(
             f"is unreachable ({s['error']})"
             if s["error"]
             else f"misses {s['n_missing']} object(s), e.g. {s['missing'][0]}"
+            + (
+                f" ({s['n_damaged']} found damaged by 'velador verify --deep')"
+                if s["n_damaged"]
+                else ""
+            )
         )
         for s in stores
         if s["n_missing"] or s["error"]
@@ -195,6 +207,8 @@ def audit(
             f"only {n_ok} of {len(nodes)} nodes hold their shares intact and live; the split is "
             f"{policy.spec.describe()}: " + "; ".join(node_problems)
         )
+    if not state.snapshots(policy.case_id):
+        reasons.append("the case holds nothing yet: no deposit has been made")
     if lost:
         reasons.append(
             f"{len(lost)} object(s) are in no store (e.g. {lost[0]}): " + "; ".join(store_problems)

@@ -157,6 +157,8 @@ def test_duress_checkin_looks_normal_and_alerts(v, armed, clock):
 def test_duress_release_policy(v, people, net, tmp_path, clock):
     net(3)
     info = v.json(people.r, *create_args(3, tmp_path, "--duress", "release"))
+    (tmp_path / "notas.md").write_text("contratos\n")
+    v.ok(people.r, "deposit", "inv", tmp_path / "notas.md")  # audit: a case holding something
     normal = v.json(people.r, "checkin")
     clock.advance(60)
     duress = v.json(people.r, "checkin", passphrase=DURESS)
