@@ -142,13 +142,36 @@ def snapshots(ctx: Ctx, case_name: str, as_json: bool) -> None:
 @click.command()
 @click.argument("case_name", metavar="CASE")
 @click.option("--deep", is_flag=True, help="Download every object and compare its hash.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Check deeply, then copy a good replica (checked by hash) over every missing or "
+    "damaged copy.",
+)
+@click.option(
+    "--from",
+    "sources",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="With --repair: the files or folders you deposited, to make again what no store holds "
+    "intact (repeatable; asks for your passphrase).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
-    """Check that every store of CASE holds every object; name what is missing."""
+def verify(
+    ctx: Ctx, case_name: str, deep: bool, repair: bool, sources: tuple[Path, ...], as_json: bool
+) -> None:
+    """Check that every store of CASE holds every object; name what is missing.
+
+    With --repair, put back what is missing or damaged from a healthy replica."""
     from vault.verify import verify_case
 
     rec = ctx.state.case(case_name)
+    if sources and not repair:
+        raise PolicyError("--from is only used with --repair", hint="add --repair")
+    if repair:
+        _repair(ctx, case_name, sources, as_json)
+        return
     report = verify_case(ctx.state, rec, deep=deep, s3_endpoint=ctx.s3_endpoint)
     if as_json:
         emit_json({"ok": report.ok, **report.__dict__})
@@ -170,8 +193,75 @@ def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
         raise StoreError(
             f"{n} object cop{'y is' if n == 1 else 'ies are'} missing or damaged"
             + (f"; {len(report.unreachable)} store(s) unreachable" if report.unreachable else ""),
-            hint=f"deposit again to re-upload missing objects: velador deposit {case_name} PATH...",
+            hint=f"repair them from a healthy replica: velador verify {case_name} --repair",
         )
+
+
+def _repair(ctx: Ctx, case_name: str, sources: tuple[Path, ...], as_json: bool) -> None:
+    """`verify --repair` (vault/repair.py), then a deposit from --from for what no store holds."""
+    from vault.repair import prepare_redeposit, repair_case
+
+    rec = ctx.state.case(case_name)
+    rep = repair_case(ctx.state, rec, s3_endpoint=ctx.s3_endpoint)
+    for line in rep.repaired:
+        if not as_json:
+            click.echo(f"repaired  {line}", err=True)
+    redeposited = 0
+    if rep.objects_needing_sources() and sources:
+        ident = ctx.unlock()
+        redeposited = prepare_redeposit(ctx.state, rec, rep, s3_endpoint=ctx.s3_endpoint)
+        with byte_progress("Depositing", quiet=as_json) as progress:
+            do_deposit(
+                ctx.state,
+                ident,
+                ctx.state.case(case_name),
+                list(sources),
+                ctx.clock,
+                progress=progress,
+                s3_endpoint=ctx.s3_endpoint,
+            )
+        rep = repair_case(ctx.state, ctx.state.case(case_name), s3_endpoint=ctx.s3_endpoint)
+    if as_json:
+        emit_json(
+            {
+                "ok": rep.ok,
+                "repaired": rep.repaired,
+                "redeposited": redeposited,
+                "unrepaired": [f"{u}: {k}" for u, k in rep.unrepaired],
+                "unreachable": rep.found.unreachable,
+            }
+        )
+    elif rep.ok:
+        click.echo(
+            f"OK: every store of {case_name} holds a good copy of all {rep.found.objects} "
+            f"objects ({len(rep.repaired)} repaired"
+            + (f", {redeposited} made again from your files" if redeposited else "")
+            + ").",
+            err=True,
+        )
+    if rep.ok:
+        return
+    for url, key in rep.unrepaired:
+        if not as_json:
+            click.echo(f"not repaired  {url}: {key}", err=True)
+    need = rep.objects_needing_sources()
+    lost = rep.snapshots_lost()
+    if rep.found.unreachable:
+        raise StoreError(
+            f"{len(rep.found.unreachable)} store(s) could not be reached and were not repaired",
+            hint=f"run 'velador verify {case_name} --repair' again when they are back",
+        )
+    if need:
+        raise StoreError(
+            f"{len(need)} object(s) have no intact copy in any store",
+            hint=f"make them again from your files: velador verify {case_name} --repair --from "
+            "FOLDER (the folders you deposited; this laptop keeps no file names, by design)",
+        )
+    raise StoreError(
+        f"{len(lost)} snapshot record(s) have no intact copy in any store",
+        hint=f"deposit again (velador deposit {case_name} PATH...) so that a new snapshot lists "
+        "everything",
+    )
 
 
 @click.command()
