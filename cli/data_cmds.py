@@ -17,7 +17,7 @@ from vault.deposit import deposit as do_deposit
 from vault.errors import NotFoundError, PolicyError, StoreError, VeladorError
 
 from .context import Ctx, emit_json, out_console
-from .progress import byte_progress
+from .progress import byte_progress, human_bytes
 
 if TYPE_CHECKING:
     from vault.policy import Policy
@@ -29,12 +29,14 @@ NODE_TIMEOUT = 10.0
 
 
 def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    """The bar's units (cli/progress.py), so the summary and the bar agree."""
+    return human_bytes(n)
+
+
+class DepositInterrupted(VeladorError):
+    """Ctrl-C during `velador deposit`: nothing is lost, and the same command resumes."""
+
+    exit_code = 130  # 128 + SIGINT, as shells report an interrupted command
 
 
 @click.command()
@@ -62,18 +64,24 @@ def deposit(
     """
     rec = ctx.state.case(case_name)
     ident = ctx.unlock()
-    with byte_progress("Depositing", quiet=as_json) as progress:
-        result = do_deposit(
-            ctx.state,
-            ident,
-            rec,
-            list(paths),
-            ctx.clock,
-            instructions=instructions,
-            progress=progress,
-            jobs=jobs,
-            s3_endpoint=ctx.s3_endpoint,
-        )
+    try:
+        with byte_progress("Depositing", quiet=as_json) as progress:
+            result = do_deposit(
+                ctx.state,
+                ident,
+                rec,
+                list(paths),
+                ctx.clock,
+                instructions=instructions,
+                progress=progress,
+                jobs=jobs,
+                s3_endpoint=ctx.s3_endpoint,
+            )
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        raise DepositInterrupted(
+            "deposit interrupted; what was already uploaded is kept",
+            hint="run the same command again: it resumes and uploads only what is missing",
+        ) from None
     if as_json:
         emit_json(result.to_json())
         return
