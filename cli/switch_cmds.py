@@ -228,14 +228,23 @@ def _release_cell(b: dict[str, Any], now: int) -> str:
 
 @click.command("status")
 @click.argument("case", required=False)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Show what the nodes last said, kept on this laptop: no network, no passphrase.",
+)
 @timeout_option
 @json_option
 @click.pass_obj
-def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> None:
+def status_cmd(ctx: Ctx, case: str | None, offline: bool, timeout: float, as_json: bool) -> None:
     """Each node's view of CASE (or of every case with nodes): state, last check-in, deadline.
 
-    Nodes that disagree (state, check-in number, deadline, policy version) are flagged."""
+    Nodes that disagree (state, check-in number, deadline, policy version) are flagged. The
+    passphrase is asked only to contact the nodes: with --offline, or when you press Enter at
+    the prompt, you see their last answers kept on this laptop."""
     from vault.switch import arming_state
+
+    from .status_local import show_local, unlock_to_ask
 
     if case and not ctx.state.has_case(case):
         _remote_status(ctx, case, timeout, as_json)
@@ -248,7 +257,10 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
             raise PolicyError(
                 "no case has escrow nodes", hint="see 'velador case create --help' (--node)"
             )
-    ident = ctx.unlock()
+    ident = unlock_to_ask(ctx, offline)
+    if ident is None:
+        show_local(ctx, recs, as_json)
+        return
     stats = [gather_status(ctx.state, ident, ctx.clock, r, timeout) for r in recs]
     now = ctx.clock.now()
     if as_json:

@@ -92,3 +92,37 @@ def test_checkin_with_one_node_down_learns_the_release(v, armed, clock, mexico_t
     code, out, err = v(armed.r, "status", "inv")
     assert code == 0, err
     says_released(out)
+
+
+def test_status_reads_without_the_passphrase(v, armed, clock, mexico_time):
+    # Given a check-in (its receipts are kept on the laptop), when the reporter runs status
+    # with no passphrase available (no terminal, no VELADOR_PASSPHRASE) or with --offline, then
+    # status shows what the nodes last said, with how old each answer is, and asks nothing.
+    v.ok(armed.r, "checkin")
+    clock.advance(3600)
+    for args in (("status", "inv"), ("status", "inv", "--offline")):
+        code, out, err = v(armed.r, *args, passphrase=None)
+        assert code == 0, err
+        flat = " ".join(out.split())
+        assert "as the nodes last said" in flat
+        assert out.count("ARMED") == 3
+        assert "1 hour ago" in flat  # when each node answered
+        assert "the nodes were not asked now" in flat
+    st = v.json(armed.r, "status", "--offline", passphrase=None)
+    assert st["offline"] is True
+    assert [n["state"] for n in st["cases"][0]["nodes"]] == ["ARMED"] * 3
+    # --offline never contacts a node, even with the passphrase at hand: every node is down.
+    for node in armed.nodes:
+        node.kill()
+    code, out, _ = v(armed.r, "status", "--offline")
+    assert code == 0 and "unreachable" not in out
+    # After a release learned earlier, the offline view says it too.
+    for node in armed.nodes:
+        node.start()
+    silence_until_released(armed, clock)
+    v.ok(armed.r, "status", "inv")
+    code, out, _ = v(armed.r, "status", "inv", "--offline", passphrase=None)
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "Case inv was RELEASED on Sun 4 Jan 19:00 CST (now): you did not check in" in flat
+    assert "inv (" + armed.case_id + "): RELEASED, as the nodes last said" in flat
