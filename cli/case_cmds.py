@@ -31,6 +31,7 @@ from .release_view import (
     switch_label,
 )
 from .switch_cmds import confirm, json_option, node_table, require_all, timeout_option
+from .timefmt import when
 
 
 def share_spec(
@@ -429,7 +430,7 @@ def case_list(ctx: Ctx, as_json: bool) -> None:
             str(r["split"]),
             label,
             str(r["snapshots"]),
-            str(r["last_deposit"] or "-"),
+            _last_deposit(ctx, str(r["case_id"]), now),
         )
     con = out_console()
     con.print(table)
@@ -438,6 +439,12 @@ def case_list(ctx: Ctx, as_json: bool) -> None:
         if when_due := due.get(rec.name):
             for line in due_lines(rec.name, when_due, now):
                 con.print(line, markup=False, highlight=False)
+
+
+def _last_deposit(ctx: Ctx, case_id: str, now: int) -> str:
+    """Local time and age of the newest snapshot (UTC stays for --json)."""
+    last = ctx.state.last_snapshot(case_id)
+    return when(last["created"], now) if last else "-"
 
 
 @case.command("show")

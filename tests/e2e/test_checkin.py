@@ -55,6 +55,9 @@ def test_checkin_table_and_next_deadline(v, armed, clock, mexico_time):
         assert name in out
     assert out.count(" ok ") == 3
     assert "inv: next deadline Sat 3 Jan 2026 18:00 CST (in 3 days)" in err
+    # The table is titled with the check-in's local time, not its raw sequence number.
+    assert "inv: check-in of Wed 31 Dec 18:00 CST" in out
+    assert str(T0) not in out and "#" not in out
 
 
 def test_sequence_is_durable_and_strictly_increasing(armed):
