@@ -23,7 +23,7 @@ UNDER_WAY = re.compile(rb"(\d+(?:\.\d)?)/(\d+(?:\.\d)?) MiB")
 
 def run_on_pty(home: Path, args: list[str], interrupt: bool) -> tuple[int, bytes, bytes]:
     """Run velador with stderr on a pseudo-terminal (so the bar is drawn); SIGINT it once the
-    bar shows some but not all bytes. Returns (exit code, stdout, terminal output)."""
+    bar shows some but not all bytes, and a rate. Returns (exit code, stdout, terminal output)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "--home", str(home), *args],
@@ -46,7 +46,8 @@ def run_on_pty(home: Path, args: list[str], interrupt: bool) -> tuple[int, bytes
             break
         seen += chunk
         m = UNDER_WAY.findall(seen)
-        if interrupt and not sent and m and 0 < float(m[-1][0]) < float(m[-1][1]):
+        under_way = m and 0 < float(m[-1][0]) < float(m[-1][1]) and b"MiB/s" in seen
+        if interrupt and not sent and under_way:
             proc.send_signal(signal.SIGINT)
             sent = True
     out = proc.stdout.read() if proc.stdout else b""
