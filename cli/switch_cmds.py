@@ -453,6 +453,7 @@ def audit_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
         from rich.table import Table
 
         con = out_console()
+        print_release(con, rec.name, rep.release, ctx.clock.now())
         nt = Table("node", "state", "custody", title=f"{rec.name}: nodes", title_justify="left")
         for n in rep.nodes:
             nt.add_row(n["node"], str(n["state"] or "-"), "ok" if n["ok"] else n["problem"])
@@ -467,7 +468,9 @@ def audit_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
             con.print(f"{rep.offline_shares} offline share(s) counted as held (not checkable here)")
         for w in rep.warnings:
             con.print(f"warning: {w}")
-        if rep.recoverable:
+        if rep.recoverable and rep.release is not None and rep.release.complete:
+            con.print("yes: the case was released, and every object is in some store")
+        elif rep.recoverable:
             con.print("yes: if you went silent now, your recipients could recover everything")
         if any(s["n_missing"] for s in rep.stores):
             con.print(f"'velador verify {rec.name} --repair' copies good replicas where needed")

@@ -26,6 +26,7 @@ from .clock import Clock
 from .errors import VeladorError
 from .identity import Identity
 from .policy import Policy
+from .released import ReleaseInfo, learn_release
 from .state import CaseRecord, LocalState
 from .switch import DEFAULT_TIMEOUT, LIVE_STATES, node_envelopes, switch_policy
 
@@ -39,6 +40,7 @@ class AuditReport:
     reasons: list[str]  # why the answer is "no" (empty: yes)
     warnings: list[str]  # problems that the other holders or replicas cover
     offline_shares: int
+    release: ReleaseInfo | None = None  # the nodes already released (vault/released.py)
 
     @property
     def recoverable(self) -> bool:
@@ -54,6 +56,7 @@ class AuditReport:
             "nodes": self.nodes,
             "stores": self.stores,
             "offline_shares": self.offline_shares,
+            "release": self.release.to_json() if self.release else None,
         }
 
 
@@ -68,7 +71,7 @@ def _enough(policy: Policy, healthy: set[str]) -> bool:
 
 def _audit_nodes(
     state: LocalState, identity: Identity, clock: Clock, policy: Policy, timeout: float
-) -> tuple[list[dict[str, Any]], set[str]]:
+) -> tuple[list[dict[str, Any]], set[str], list[switch.NodeResult]]:
     envelopes = state.envelopes_of(policy)
     nonce = secrets.token_bytes(32)  # fresh: a node cannot answer from a digest it kept
 
@@ -117,7 +120,11 @@ def _audit_nodes(
                 "problem": problem,
             }
         )
-    return out, healthy
+    statuses = [
+        switch.NodeResult(r.node, r.fingerprint, body=r.body["status"] if r.body else None)
+        for r in results
+    ]
+    return out, healthy, statuses
 
 
 def _audit_stores(
@@ -179,9 +186,18 @@ def audit(
     from .verify import known_damage
 
     policy = switch_policy(rec)
-    nodes, healthy = _audit_nodes(state, identity, clock, policy, timeout)
+    nodes, healthy, statuses = _audit_nodes(state, identity, clock, policy, timeout)
+    # Under duress the released rows above are already shown as armed: nothing is learned.
+    release = None if identity.duress else learn_release(state, rec, statuses, clock.now())
+    if release is not None and release.complete:
+        # The shares are out: the recipients hold them. Whether they can read everything now
+        # depends on the stores alone.
+        healthy = {h.id for h in policy.holders}
     stores, lost = _audit_stores(state, policy, s3_endpoint, known_damage(rec))
-    node_problems = [n["problem"] for n in nodes if n["problem"]]
+    released = release is not None and release.complete
+    node_problems = [
+        n["problem"] for n in nodes if n["problem"] and not (released and n["state"] == "RELEASED")
+    ]
     store_problems = [
         f"store {s['store']} "
         + (
@@ -223,4 +239,5 @@ def audit(
         reasons,
         warnings,
         sum(1 for h in policy.holders if h.kind == "offline"),
+        release,
     )

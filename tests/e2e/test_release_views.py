@@ -63,6 +63,13 @@ def test_silence_release_shown_by_case_list_status_and_checkin(v, armed, clock, 
     info = v.json(armed.r, "case", "list", passphrase=None)[0]
     assert info["release"]["released_at_utc"] == "2026-01-05T00:00:01Z"
 
+    # audit says it too; its "no" is only about what was deposited (nothing here), not about
+    # nodes that are "RELEASED".
+    code, out, err = v(armed.r, "audit", "inv")
+    assert code == 3
+    says_released(out, rel="1 day ago")
+    assert "the case holds nothing yet" in err and "RELEASED" not in err
+
     # checkin: not "failed: cannot check in", but the release, and a non-zero exit code.
     code, out, err = v(armed.r, "checkin")
     assert code == 75, err
