@@ -175,10 +175,15 @@ def _released_json(recs: list[Any]) -> list[dict[str, Any]]:
 
 
 def _checkin_refused(recs: list[Any]) -> PolicyError:
-    names = ", ".join(r.name for r in recs)
+    unique = list(dict.fromkeys(r.name for r in recs))
+    names = ", ".join(unique)
+    hint = f"'velador status {unique[0]}' shows when and by which rule"
+    if len(unique) == 1:
+        return PolicyError(
+            f"case {names} was released; checking in no longer changes anything", hint=hint
+        )
     return PolicyError(
-        f"case {names} was released; checking in no longer changes anything",
-        hint=f"'velador status {recs[0].name}' shows when and by which rule",
+        f"cases {names} were released; checking in no longer changes anything", hint=hint
     )
 
 
