@@ -17,12 +17,21 @@ from vault.clock import iso
 from vault.durations import parse_duration, parse_durations
 from vault.errors import NodeError, NotFoundError, PolicyError
 from vault.policy import Switch
+from vault.released import known_release
 from vault.shares import ShareSpec, parse_groups
 from vault.state import CaseRecord
 from vault.switch import ArmReport, act, arm, arming_state, make_case_card, mark_arming
 
 from .context import Ctx, emit_json, out_console
+from .release_view import (
+    due_lines,
+    due_release,
+    print_release,
+    release_json,
+    switch_label,
+)
 from .switch_cmds import confirm, json_option, node_table, require_all, timeout_option
+from .timefmt import when
 from .watch_cmds import case_unwatch, case_watch
 
 
@@ -379,6 +388,7 @@ def case_info(rec: CaseRecord, ctx: Ctx) -> dict[str, object]:
         "created": iso(rec.created),
         "status": rec.status,
         "switch": arming_state(ctx.state, rec),
+        "release": release_json(known_release(rec)),
         "policy_hash": p.hash,
         "split": p.spec.describe(),
         "recipients": [f"{c.name} ({c.fingerprint})" for c in p.recipients],
@@ -404,16 +414,38 @@ def case_list(ctx: Ctx, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table("case", "id", "split", "switch", "snapshots", "last deposit")
+    recs = {r.name: r for r in ctx.state.cases()}
+    now = ctx.clock.now()
+    due = {
+        rec.name: due_release(ctx.state.node_views(rec.case_id), now)
+        for rec in recs.values()
+        if rec.status == "active" and known_release(rec) is None
+    }
     for r in rows:
+        label = switch_label(known_release(recs[str(r["case"])]), str(r["switch"]))
+        if due.get(str(r["case"])):
+            label += ", release time passed"
         table.add_row(
             str(r["case"]),
             str(r["case_id"]),
             str(r["split"]),
-            str(r["switch"]),
+            label,
             str(r["snapshots"]),
-            str(r["last_deposit"] or "-"),
+            _last_deposit(ctx, str(r["case_id"]), now),
         )
-    out_console().print(table)
+    con = out_console()
+    con.print(table)
+    for rec in recs.values():  # the table says RELEASED; these lines say when, why, what next
+        print_release(con, rec.name, known_release(rec), now)
+        if when_due := due.get(rec.name):
+            for line in due_lines(rec.name, when_due, now):
+                con.print(line, markup=False, highlight=False)
+
+
+def _last_deposit(ctx: Ctx, case_id: str, now: int) -> str:
+    """Local time and age of the newest snapshot (UTC stays for --json)."""
+    last = ctx.state.last_snapshot(case_id)
+    return when(last["created"], now) if last else "-"
 
 
 @case.command("show")

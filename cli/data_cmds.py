@@ -17,7 +17,7 @@ from vault.deposit import deposit as do_deposit
 from vault.errors import NotFoundError, PolicyError, StoreError, VeladorError
 
 from .context import Ctx, emit_json, out_console
-from .progress import byte_progress
+from .progress import byte_progress, human_bytes
 
 if TYPE_CHECKING:
     from vault.policy import Policy
@@ -29,12 +29,14 @@ NODE_TIMEOUT = 10.0
 
 
 def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    """The bar's units (cli/progress.py), so the summary and the bar agree."""
+    return human_bytes(n)
+
+
+class DepositInterrupted(VeladorError):
+    """Ctrl-C during `velador deposit`: nothing is lost, and the same command resumes."""
+
+    exit_code = 130  # 128 + SIGINT, as shells report an interrupted command
 
 
 @click.command()
@@ -64,18 +66,27 @@ def deposit(
 
     rec = ctx.state.case(case_name)
     ident = ctx.unlock()
-    with one_deposit_at_a_time(ctx.home), byte_progress("Depositing", quiet=as_json) as progress:
-        result = do_deposit(
-            ctx.state,
-            ident,
-            rec,
-            list(paths),
-            ctx.clock,
-            instructions=instructions,
-            progress=progress,
-            jobs=jobs,
-            s3_endpoint=ctx.s3_endpoint,
-        )
+    try:
+        with (
+            one_deposit_at_a_time(ctx.home),
+            byte_progress("Depositing", quiet=as_json) as progress,
+        ):
+            result = do_deposit(
+                ctx.state,
+                ident,
+                rec,
+                list(paths),
+                ctx.clock,
+                instructions=instructions,
+                progress=progress,
+                jobs=jobs,
+                s3_endpoint=ctx.s3_endpoint,
+            )
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        raise DepositInterrupted(
+            "deposit interrupted; what was already uploaded is kept",
+            hint="run the same command again: it resumes and uploads only what is missing",
+        ) from None
     if as_json:
         emit_json(result.to_json())
         return
@@ -144,13 +155,36 @@ def snapshots(ctx: Ctx, case_name: str, as_json: bool) -> None:
 @click.command()
 @click.argument("case_name", metavar="CASE")
 @click.option("--deep", is_flag=True, help="Download every object and compare its hash.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Check deeply, then copy a good replica (checked by hash) over every missing or "
+    "damaged copy.",
+)
+@click.option(
+    "--from",
+    "sources",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="With --repair: the files or folders you deposited, to make again what no store holds "
+    "intact (repeatable; asks for your passphrase).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
-    """Check that every store of CASE holds every object; name what is missing."""
+def verify(
+    ctx: Ctx, case_name: str, deep: bool, repair: bool, sources: tuple[Path, ...], as_json: bool
+) -> None:
+    """Check that every store of CASE holds every object; name what is missing.
+
+    With --repair, put back what is missing or damaged from a healthy replica."""
     from vault.verify import verify_case
 
     rec = ctx.state.case(case_name)
+    if sources and not repair:
+        raise PolicyError("--from is only used with --repair", hint="add --repair")
+    if repair:
+        _repair(ctx, case_name, sources, as_json)
+        return
     report = verify_case(ctx.state, rec, deep=deep, s3_endpoint=ctx.s3_endpoint)
     if as_json:
         emit_json({"ok": report.ok, **report.__dict__})
@@ -172,8 +206,75 @@ def verify(ctx: Ctx, case_name: str, deep: bool, as_json: bool) -> None:
         raise StoreError(
             f"{n} object cop{'y is' if n == 1 else 'ies are'} missing or damaged"
             + (f"; {len(report.unreachable)} store(s) unreachable" if report.unreachable else ""),
-            hint=f"deposit again to re-upload missing objects: velador deposit {case_name} PATH...",
+            hint=f"repair them from a healthy replica: velador verify {case_name} --repair",
         )
+
+
+def _repair(ctx: Ctx, case_name: str, sources: tuple[Path, ...], as_json: bool) -> None:
+    """`verify --repair` (vault/repair.py), then a deposit from --from for what no store holds."""
+    from vault.repair import prepare_redeposit, repair_case
+
+    rec = ctx.state.case(case_name)
+    rep = repair_case(ctx.state, rec, s3_endpoint=ctx.s3_endpoint)
+    for line in rep.repaired:
+        if not as_json:
+            click.echo(f"repaired  {line}", err=True)
+    redeposited = 0
+    if rep.objects_needing_sources() and sources:
+        ident = ctx.unlock()
+        redeposited = prepare_redeposit(ctx.state, rec, rep, s3_endpoint=ctx.s3_endpoint)
+        with byte_progress("Depositing", quiet=as_json) as progress:
+            do_deposit(
+                ctx.state,
+                ident,
+                ctx.state.case(case_name),
+                list(sources),
+                ctx.clock,
+                progress=progress,
+                s3_endpoint=ctx.s3_endpoint,
+            )
+        rep = repair_case(ctx.state, ctx.state.case(case_name), s3_endpoint=ctx.s3_endpoint)
+    if as_json:
+        emit_json(
+            {
+                "ok": rep.ok,
+                "repaired": rep.repaired,
+                "redeposited": redeposited,
+                "unrepaired": [f"{u}: {k}" for u, k in rep.unrepaired],
+                "unreachable": rep.found.unreachable,
+            }
+        )
+    elif rep.ok:
+        click.echo(
+            f"OK: every store of {case_name} holds a good copy of all {rep.found.objects} "
+            f"objects ({len(rep.repaired)} repaired"
+            + (f", {redeposited} made again from your files" if redeposited else "")
+            + ").",
+            err=True,
+        )
+    if rep.ok:
+        return
+    for url, key in rep.unrepaired:
+        if not as_json:
+            click.echo(f"not repaired  {url}: {key}", err=True)
+    need = rep.objects_needing_sources()
+    lost = rep.snapshots_lost()
+    if rep.found.unreachable:
+        raise StoreError(
+            f"{len(rep.found.unreachable)} store(s) could not be reached and were not repaired",
+            hint=f"run 'velador verify {case_name} --repair' again when they are back",
+        )
+    if need:
+        raise StoreError(
+            f"{len(need)} object(s) have no intact copy in any store",
+            hint=f"make them again from your files: velador verify {case_name} --repair --from "
+            "FOLDER (the folders you deposited; this laptop keeps no file names, by design)",
+        )
+    raise StoreError(
+        f"{len(lost)} snapshot record(s) have no intact copy in any store",
+        hint=f"deposit again (velador deposit {case_name} PATH...) so that a new snapshot lists "
+        "everything",
+    )
 
 
 @click.command()

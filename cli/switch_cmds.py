@@ -16,13 +16,15 @@ from typing import Any
 import click
 
 from vault.checkin import checkin
-from vault.clock import iso
 from vault.custody import audit
-from vault.durations import human, parse_when
+from vault.durations import parse_when
 from vault.errors import NodeError, PolicyError, VeladorError
+from vault.released import known_release
 from vault.switch import DEFAULT_TIMEOUT, NodeResult, act, gather_status
 
 from .context import Ctx, emit_json, out_console
+from .release_view import print_release, release_json, switch_label
+from .timefmt import local_time, when
 
 TIMEOUT_HELP = f"Seconds to wait for each node (default {DEFAULT_TIMEOUT:g})."
 
@@ -39,14 +41,6 @@ def timeout_option(f: Any) -> Any:
 
 def json_option(f: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
-
-
-def when(ts: int | None, now: int) -> str:
-    if not ts:
-        return "-"
-    delta = ts - now
-    rel = f"in {human(delta)}" if delta > 0 else f"{human(-delta)} ago" if delta < 0 else "now"
-    return f"{iso(ts)} ({rel})"
 
 
 def result_text(r: NodeResult) -> str:
@@ -111,7 +105,17 @@ def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool)
     Nodes you cannot reach get the signed heartbeat queued; 'velador agent' re-sends it."""
     from vault.switch import switch_cases
 
-    recs = switch_cases(ctx.state, cases)
+    closed = _released_cases(ctx, cases)
+    still = [c for c in cases if c not in {r.name for r in closed} | {r.case_id for r in closed}]
+    recs = switch_cases(ctx.state, still) if still or not cases else []
+    if closed and not recs:
+        now = ctx.clock.now()
+        if as_json:
+            emit_json({"time": now, "cases": [], "released": _released_json(closed)})
+        else:
+            for rec in closed:
+                print_release(out_console(), rec.name, known_release(rec), now)
+        raise _checkin_refused(closed)
     if not recs:
         raise PolicyError(
             "no armed case to check in",
@@ -123,27 +127,72 @@ def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool)
     if as_json:
         emit_json({"time": now, "cases": [c.to_json() for c in done]})
     else:
-        con = out_console()
-        for c in done:
-            con.print(node_table(f"{c.case} (check-in #{c.seq})", c.results, now))
-        for c in done:
-            queued = [r.node for r in c.results if r.queued]
-            if c.next_deadline:
-                click.echo(f"{c.case}: next deadline {when(c.next_deadline, now)}", err=True)
-            if queued:
-                click.echo(
-                    f"{c.case}: queued for {', '.join(queued)}; 'velador agent' re-sends it, "
-                    "and the nodes you reached pass it on",
-                    err=True,
-                )
-            show_coverage_warnings(c.warnings)
-    unreached = [c for c in done if c.reached == 0]
+        _print_checkins(done, closed, now)
+    released = [c for c in done if c.release is not None and c.release.complete]
+    if released or (closed and cases):
+        # A case named on the command line, or found released now, was not checked in: say so
+        # with a non-zero exit code (the other cases were checked in above).
+        raise _checkin_refused([*closed, *(ctx.state.case(c.case_id) for c in released)])
+    unreached = [c for c in done if c.reached == 0 and c.release is None]
     if unreached:
         names = ", ".join(c.case for c in unreached)
         raise NodeError(
             f"no node of {names} could be reached; the check-in is queued",
             hint="check your connection; 'velador agent' re-sends queued check-ins",
         )
+
+
+def _print_checkins(done: list[Any], closed: list[Any], now: int) -> None:
+    """One table per case, titled with the check-in's local time (its sequence number is a
+    timestamp-sized counter nobody should have to read), then deadlines, queues, releases."""
+    con = out_console()
+    for c in done:
+        print_release(con, c.case, c.release, now)
+        con.print(node_table(f"{c.case}: check-in of {local_time(now, now)}", c.results, now))
+    for c in done:
+        if c.release is not None and c.release.complete:
+            continue
+        queued = [r.node for r in c.results if r.queued]
+        if c.next_deadline:
+            click.echo(f"{c.case}: next deadline {when(c.next_deadline, now)}", err=True)
+        if queued:
+            click.echo(
+                f"{c.case}: queued for {', '.join(queued)}; 'velador agent' re-sends it, "
+                "and the nodes you reached pass it on",
+                err=True,
+            )
+        show_coverage_warnings(c.warnings)
+    for rec in closed:
+        info = known_release(rec)
+        click.echo(
+            f"{rec.name}: not checked in, the case was released "
+            f"{'on ' + when(info.released_at, now) if info and info.released_at else 'earlier'}"
+            f" (see 'velador status {rec.name}')",
+            err=True,
+        )
+
+
+def _released_cases(ctx: Ctx, names: tuple[str, ...]) -> list[Any]:
+    """The cases (named, or all) this laptop knows were released: a check-in skips them."""
+    recs = [ctx.state.case(n) for n in names] if names else ctx.state.cases()
+    return [r for r in recs if r.status == "released"]
+
+
+def _released_json(recs: list[Any]) -> list[dict[str, Any]]:
+    return [{"case": r.name, "release": release_json(known_release(r))} for r in recs]
+
+
+def _checkin_refused(recs: list[Any]) -> PolicyError:
+    unique = list(dict.fromkeys(r.name for r in recs))
+    names = ", ".join(unique)
+    hint = f"'velador status {unique[0]}' shows when and by which rule"
+    if len(unique) == 1:
+        return PolicyError(
+            f"case {names} was released; checking in no longer changes anything", hint=hint
+        )
+    return PolicyError(
+        f"cases {names} were released; checking in no longer changes anything", hint=hint
+    )
 
 
 # --- status -----------------------------------------------------------------------------------
@@ -159,7 +208,7 @@ def status_rows(st: Any, now: int) -> Any:
         "next deadline",
         "releases at",
         "editors",
-        title=f"{st.case} ({st.case_id}): {st.local}",
+        title=f"{st.case} ({st.case_id}): {switch_label(st.release, st.local)}",
         title_justify="left",
     )
     for r in st.results:
@@ -178,23 +227,37 @@ def status_rows(st: Any, now: int) -> Any:
             str(b.get("state")),
             when(b.get("last_beat"), now),
             when(deadline, now),
-            when(b.get("release_at"), now),
+            _release_cell(b, now),
             editors,
         )
     return table
 
 
+def _release_cell(b: dict[str, Any], now: int) -> str:
+    if b.get("state") == "RELEASED" and b.get("released_at"):
+        return f"released {when(b['released_at'], now)}"
+    return when(b.get("release_at"), now)
+
+
 @click.command("status")
 @click.argument("case", required=False)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Show what the nodes last said, kept on this laptop: no network, no passphrase.",
+)
 @timeout_option
 @json_option
 @click.pass_obj
-def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> None:
+def status_cmd(ctx: Ctx, case: str | None, offline: bool, timeout: float, as_json: bool) -> None:
     """Each node's view of CASE (or of every case with nodes): state, last check-in, deadline.
 
-    Nodes that disagree (state, check-in number, deadline, policy version) are flagged."""
+    Nodes that disagree (state, check-in number, deadline, policy version) are flagged. The
+    passphrase is asked only to contact the nodes: with --offline, or when you press Enter at
+    the prompt, you see their last answers kept on this laptop."""
     from vault.switch import arming_state
 
+    from .status_local import show_local, unlock_to_ask
     from .watch_cmds import freshness_lines
 
     if case and not ctx.state.has_case(case):
@@ -209,7 +272,10 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
             raise PolicyError(
                 "no case has escrow nodes", hint="see 'velador case create --help' (--node)"
             )
-    ident = ctx.unlock()
+    ident = unlock_to_ask(ctx, offline)
+    if ident is None:
+        show_local(ctx, recs, as_json)
+        return
     stats = [gather_status(ctx.state, ident, ctx.clock, r, timeout) for r in recs]
     now = ctx.clock.now()
     if as_json:
@@ -217,6 +283,7 @@ def status_cmd(ctx: Ctx, case: str | None, timeout: float, as_json: bool) -> Non
         return
     con = out_console()
     for s in stats:
+        print_release(con, s.case, s.release, now)
         con.print(status_rows(s, now))
         if pending := _pending_release(s.results):
             asked, until = pending
@@ -427,6 +494,7 @@ def audit_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
         from rich.table import Table
 
         con = out_console()
+        print_release(con, rec.name, rep.release, ctx.clock.now())
         nt = Table("node", "state", "custody", title=f"{rec.name}: nodes", title_justify="left")
         for n in rep.nodes:
             nt.add_row(n["node"], str(n["state"] or "-"), "ok" if n["ok"] else n["problem"])
@@ -435,16 +503,38 @@ def audit_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
             "store", "objects", "missing", title=f"{rec.name}: stores", title_justify="left"
         )
         for s in rep.stores:
-            stt.add_row(s["store"], str(s["objects"]), s["error"] or str(s["n_missing"]))
+            stt.add_row(s["store"], str(s["objects"]), s["error"] or _missing_cell(s))
         con.print(stt)
         if rep.offline_shares:
             con.print(f"{rep.offline_shares} offline share(s) counted as held (not checkable here)")
         for w in rep.warnings:
             con.print(f"warning: {w}")
-        if rep.recoverable:
+        if rep.recoverable and rep.release is not None and rep.release.complete:
+            con.print("yes: the case was released, and every object is in some store")
+        elif rep.recoverable:
             con.print("yes: if you went silent now, your recipients could recover everything")
+        if any(s["n_missing"] for s in rep.stores):
+            con.print(f"'velador verify {rec.name} --repair' copies good replicas where needed")
     if not rep.recoverable:
         raise NotRecoverable(
             "no: your recipients could not recover everything: " + " / ".join(rep.reasons),
-            hint="fix what is named (re-arm the case, run 'velador deposit' again to re-upload)",
+            hint=_audit_hint(rep, rec.name),
         )
+
+
+def _missing_cell(s: dict[str, Any]) -> str:
+    if s.get("n_damaged"):
+        return f"{s['n_missing']} ({s['n_damaged']} damaged)"
+    return str(s["n_missing"])
+
+
+def _audit_hint(rep: Any, case: str) -> str:
+    """What to do about the first reason the answer is no."""
+    if not any(s["objects"] for s in rep.stores):
+        return f"deposit your material: velador deposit {case} PATH..."
+    if any(s["n_missing"] for s in rep.stores):
+        return (
+            f"run 'velador verify {case} --repair' (it copies good replicas, and names what only "
+            "a new deposit can restore)"
+        )
+    return f"fix what is named (re-arm the case with 'velador case arm {case}')"

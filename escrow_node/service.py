@@ -85,6 +85,15 @@ def _editor_requests(text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     return tuple(fps), tuple(times) if len(times) == len(fps) else ()
 
 
+PUBLIC_RELEASE_REASONS = ("deadline", "editors", "reporter")
+
+
+def public_release_reason(reason: str | None) -> str | None:
+    """The rule that released the case, as status shows it (docs/protocol.md §3.4): a release
+    the duress marker caused shows no reason, since status never shows duress."""
+    return reason if reason in PUBLIC_RELEASE_REASONS else None
+
+
 def state_of(row: sqlite3.Row) -> CaseState:
     editors, editor_times = _editor_requests(row["editors"])
     return CaseState(
@@ -316,6 +325,7 @@ class NodeService:
                 "editor_quorum": rules.editor_quorum,
                 "envelopes": n_env,
                 "released_at": cs.released_at,
+                "release_reason": public_release_reason(cs.release_reason),
             },
         )
 

@@ -38,6 +38,7 @@ from .encoding import canonical_json
 from .errors import NodeError, PolicyError, VeladorError
 from .identity import Identity
 from .policy import Policy
+from .released import ReleaseInfo
 from .state import CaseRecord, LocalState
 from .switch import DEFAULT_TIMEOUT, NodeResult, switch_policy
 
@@ -77,6 +78,7 @@ class CaseCheckin:
     results: list[NodeResult]
     warnings: list[str] = field(default_factory=list)
     """switch.coverage_warnings after this check-in: an unfinished rotation, missing nodes."""
+    release: ReleaseInfo | None = None  # learned when some node refused (vault/released.py)
 
     @property
     def next_deadline(self) -> int | None:
@@ -95,6 +97,7 @@ class CaseCheckin:
             "next_deadline": self.next_deadline,
             "nodes": [r.to_json() for r in self.results],
             "warnings": self.warnings,
+            "release": self.release.to_json() if self.release else None,
         }
 
 
@@ -167,7 +170,25 @@ def checkin(
                 r.queued = True
         warnings = switch.coverage_warnings(state, rec)
         out.append(CaseCheckin(rec.name, policy.case_id, seq, mine, warnings))
+        if not identity.duress and any(not r.ok and not r.unreachable for r in mine):
+            out[-1].release = rel = _learn_why(state, identity, clock, rec, timeout)
+            if rel is not None and rel.complete:
+                for r in mine:
+                    r.queued = False
     return out
+
+
+def _learn_why(
+    state: LocalState, identity: Identity, clock: Clock, rec: CaseRecord, timeout: float
+) -> ReleaseInfo | None:
+    """A node refused the heartbeat: ask every node's status, which records a release (when,
+    by which rule) so the check-in can say so instead of a bare refusal. Once the release is
+    complete, queued copies of heartbeats are dropped: checking in no longer changes anything."""
+    st = switch.gather_status(state, identity, clock, rec, timeout)
+    if st.release is not None and st.release.complete:
+        for card in rec.policy.nodes:
+            state.unqueue(rec.case_id, card.fingerprint)
+    return st.release
 
 
 def _cover_receipt(results: list[NodeResult], policy: Policy, hb: dict[str, Any]) -> dict[str, Any]:

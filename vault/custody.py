@@ -5,8 +5,11 @@ and must answer with BLAKE2b(label || nonce || its envelopes), which this laptop
 envelopes it made (`messages.custody_digest`); a node that lost, altered or swapped an envelope
 cannot answer right, and a fresh nonce stops it answering from a digest it kept. Every store is
 checked for every object and snapshot the local index records (sizes only: the reporter cannot
-decrypt). The answer is "no" when the healthy share holders no longer meet the split's thresholds
-or when some object is in no store; problems that other holders or replicas cover are warnings.
+decrypt), and copies that the last `velador verify --deep` found damaged count as missing until
+`verify --repair` or a clean deep check clears them. The answer is "no" when the healthy share
+holders no longer meet the split's thresholds, when some object is in no store, or when the case
+holds nothing yet (recipients would recover an empty case); problems that other holders or
+replicas cover are warnings.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .clock import Clock
 from .errors import VeladorError
 from .identity import Identity
 from .policy import Policy
+from .released import ReleaseInfo, learn_release
 from .state import CaseRecord, LocalState
 from .switch import DEFAULT_TIMEOUT, LIVE_STATES, node_envelopes, switch_policy
 
@@ -36,6 +40,7 @@ class AuditReport:
     reasons: list[str]  # why the answer is "no" (empty: yes)
     warnings: list[str]  # problems that the other holders or replicas cover
     offline_shares: int
+    release: ReleaseInfo | None = None  # the nodes already released (vault/released.py)
 
     @property
     def recoverable(self) -> bool:
@@ -51,6 +56,7 @@ class AuditReport:
             "nodes": self.nodes,
             "stores": self.stores,
             "offline_shares": self.offline_shares,
+            "release": self.release.to_json() if self.release else None,
         }
 
 
@@ -65,7 +71,7 @@ def _enough(policy: Policy, healthy: set[str]) -> bool:
 
 def _audit_nodes(
     state: LocalState, identity: Identity, clock: Clock, policy: Policy, timeout: float
-) -> tuple[list[dict[str, Any]], set[str]]:
+) -> tuple[list[dict[str, Any]], set[str], list[switch.NodeResult]]:
     envelopes = state.envelopes_of(policy)
     nonce = secrets.token_bytes(32)  # fresh: a node cannot answer from a digest it kept
 
@@ -114,11 +120,15 @@ def _audit_nodes(
                 "problem": problem,
             }
         )
-    return out, healthy
+    statuses = [
+        switch.NodeResult(r.node, r.fingerprint, body=r.body["status"] if r.body else None)
+        for r in results
+    ]
+    return out, healthy, statuses
 
 
 def _audit_stores(
-    state: LocalState, policy: Policy, s3_endpoint: str | None
+    state: LocalState, policy: Policy, s3_endpoint: str | None, damaged: dict[str, list[str]]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Presence and size of every recorded object and snapshot in every store.
 
@@ -138,11 +148,12 @@ def _audit_stores(
     for url in policy.stores:
         missing: list[str] = []
         error = None
+        known_bad = set(damaged.get(url, ()))
         try:
             store = open_store(url, s3_endpoint=s3_endpoint)
             for key, csize in items:
                 size = store.size(key)
-                if size is None or (csize and size != csize):
+                if size is None or (csize and size != csize) or key in known_bad:
                     missing.append(key)
         except VeladorError as exc:
             error = exc.message
@@ -155,6 +166,7 @@ def _audit_stores(
                 "objects": len(items),
                 "missing": missing[:20],
                 "n_missing": len(missing),
+                "n_damaged": len(known_bad & set(missing)),
                 "error": error,
             }
         )
@@ -171,16 +183,32 @@ def audit(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> AuditReport:
     """ "If I went silent now, could my recipients recover everything?" with the reasons."""
+    from .verify import known_damage
+
     policy = switch_policy(rec)
-    nodes, healthy = _audit_nodes(state, identity, clock, policy, timeout)
-    stores, lost = _audit_stores(state, policy, s3_endpoint)
-    node_problems = [n["problem"] for n in nodes if n["problem"]]
+    nodes, healthy, statuses = _audit_nodes(state, identity, clock, policy, timeout)
+    # Under duress the released rows above are already shown as armed: nothing is learned.
+    release = None if identity.duress else learn_release(state, rec, statuses, clock.now())
+    if release is not None and release.complete:
+        # The shares are out: the recipients hold them. Whether they can read everything now
+        # depends on the stores alone.
+        healthy = {h.id for h in policy.holders}
+    stores, lost = _audit_stores(state, policy, s3_endpoint, known_damage(rec))
+    released = release is not None and release.complete
+    node_problems = [
+        n["problem"] for n in nodes if n["problem"] and not (released and n["state"] == "RELEASED")
+    ]
     store_problems = [
         f"store {s['store']} "
         + (
             f"is unreachable ({s['error']})"
             if s["error"]
             else f"misses {s['n_missing']} object(s), e.g. {s['missing'][0]}"
+            + (
+                f" ({s['n_damaged']} found damaged by 'velador verify --deep')"
+                if s["n_damaged"]
+                else ""
+            )
         )
         for s in stores
         if s["n_missing"] or s["error"]
@@ -195,6 +223,8 @@ def audit(
             f"only {n_ok} of {len(nodes)} nodes hold their shares intact and live; the split is "
             f"{policy.spec.describe()}: " + "; ".join(node_problems)
         )
+    if not state.snapshots(policy.case_id):
+        reasons.append("the case holds nothing yet: no deposit has been made")
     if lost:
         reasons.append(
             f"{len(lost)} object(s) are in no store (e.g. {lost[0]}): " + "; ".join(store_problems)
@@ -209,4 +239,5 @@ def audit(
         reasons,
         warnings,
         sum(1 for h in policy.holders if h.kind == "offline"),
+        release,
     )

@@ -346,6 +346,18 @@ class LocalState:
         with self.tx():
             self.db.execute("UPDATE cases SET status = ? WHERE case_id = ?", [status, case_id])
 
+    def set_case_extra(self, case_id: str, key: str, value: Any) -> None:
+        """Set one key of the case's `extra` JSON (e.g. "release", vault/released.py)."""
+        with self.tx():
+            row = self.db.execute("SELECT extra FROM cases WHERE case_id = ?", [case_id]).fetchone()
+            if row is None:
+                return
+            extra = json.loads(row[0] or "{}")
+            extra[key] = value
+            self.db.execute(
+                "UPDATE cases SET extra = ? WHERE case_id = ?", [json.dumps(extra), case_id]
+            )
+
     # --- the switch: node registrations, heartbeat sequence, queue, last known views ---------
     # Tables of docs/format.md §8 added for issue 4; none holds anything a captor can use to
     # check in (queued heartbeats are already signed and carry their own time).

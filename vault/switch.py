@@ -44,6 +44,7 @@ from .encoding import b64d, b64e, canonical_json, parse_json, require
 from .errors import FormatError, NodeError, PolicyError, VeladorError
 from .identity import Identity
 from .policy import Policy
+from .released import ReleaseInfo, learn_release
 from .state import CaseRecord, LocalState
 
 CASE_CARD_PREFIX = "velador:case:v1:"
@@ -385,6 +386,7 @@ class CaseStatus:
     results: list[NodeResult]
     warnings: list[str] = field(default_factory=list)
     """coverage_warnings: a rotation not finished, nodes that do not hold the case."""
+    release: ReleaseInfo | None = None  # what this laptop knows of a release (vault/released.py)
 
     @property
     def disagreements(self) -> list[str]:
@@ -415,6 +417,7 @@ class CaseStatus:
             "nodes": [r.to_json() for r in self.results],
             "disagreements": self.disagreements,
             "warnings": self.warnings,
+            "release": self.release.to_json() if self.release else None,
         }
 
 
@@ -451,13 +454,19 @@ def gather_status(
             continue
         state.record_view(policy.case_id, r.fingerprint, r.body)
         note_node_version(state, policy, by_fp[r.fingerprint], r.body.get("policy_hash"), now)
+    # A release learned here is recorded so every later view shows it, offline too; never under
+    # duress, where the rows above keep the cover view.
+    release = None if identity.duress else learn_release(state, rec, results, clock.now())
+    rec = state.case(rec.case_id)
+    local = arming_state(state, rec)
     return CaseStatus(
         rec.name,
         policy.case_id,
-        arming_state(state, rec),
+        local,
         policy.hash,
         results,
         coverage_warnings(state, rec),
+        release,
     )
 
 
@@ -499,6 +508,8 @@ def act(
             r.error, r.body = None, {"state": done_state}
         if r.ok and r.body is not None and "time" in r.body:
             state.record_view(policy.case_id, r.fingerprint, r.body)
+    if action == "release" and not identity.duress:
+        learn_release(state, rec, results, clock.now(), rule="reporter")
     if action in ("release", "destroy") and all(r.ok for r in results):
         state.set_case_status(policy.case_id, "released" if action == "release" else "destroyed")
     return results

@@ -176,3 +176,16 @@ def armed(v, people, net, tmp_path):
     )
     assert info["armed"] is True
     return SimpleNamespace(nodes=ns, case_id=info["case_id"], info=info, **vars(people))
+
+
+@pytest.fixture
+def mexico_time(monkeypatch):
+    """Views print local time (cli/timefmt.py): run them in Mexico City's zone (CST, UTC-6, no
+    daylight saving time since 2022), whatever the machine's zone."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/Mexico_City")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

@@ -59,7 +59,10 @@ def test_audit_store_replica_missing_then_lost(v, deposited):
         f"no store (e.g. {key}): store file://{a} misses 1 object(s), e.g. {key}; "
         f"store file://{b} misses 1 object(s), e.g. {key}"
     )
-    assert hint.startswith("velador: hint: fix what is named")
+    assert hint == (
+        "velador: hint: run 'velador verify inv --repair' (it copies good replicas, and names "
+        "what only a new deposit can restore)"
+    )
 
 
 def test_audit_lying_and_silent_nodes(v, deposited):
@@ -108,3 +111,47 @@ def test_audit_node_deleted_envelopes(v, deposited):
     line, _ = v.fails(deposited.r, "audit", "inv", code=3)
     assert "node node-a does not hold its 2 envelope(s) intact (it holds 1)" in line
     assert "node node-b does not hold its 2 envelope(s) intact (it holds 1)" in line
+
+
+def test_audit_empty_case_is_not_yes(v, armed):
+    # Given an armed case with nothing deposited, audit does not say "yes": the case holds
+    # nothing yet, exit 3, and the hint says how to deposit.
+    code, out, err = v(armed.r, "audit", "inv")
+    assert code == 3, (out, err)
+    assert "yes:" not in out
+    assert (
+        "velador: error: no: your recipients could not recover everything: the case holds "
+        "nothing yet: no deposit has been made"
+    ) in err
+    assert "velador: hint: deposit your material: velador deposit inv PATH..." in err
+
+
+def flip_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only a hash finds it
+    path.write_bytes(bytes(data))
+
+
+def test_audit_counts_damage_that_verify_deep_found(v, deposited):
+    a, b = deposited.stores
+    victim = objects_in(a)[0]
+    key = str(victim.relative_to(a))
+    flip_byte(victim)
+    assert v.json(deposited.r, "audit", "inv")["recoverable"] is True  # sizes alone look fine
+    code, _, err = v(deposited.r, "verify", "inv", "--deep", passphrase=None)
+    assert code == 74 and f"damaged  file://{a}: {key}" in err
+    # One replica damaged: still yes, but audit names it and points at the repair.
+    rep = v.json(deposited.r, "audit", "inv")
+    assert rep["recoverable"] is True
+    assert rep["warnings"] == [
+        f"store file://{a} misses 1 object(s), e.g. {key} (1 found damaged by 'velador verify "
+        "--deep')"
+    ]
+    out = v.ok(deposited.r, "audit", "inv")
+    assert "'velador verify inv --repair' copies good replicas where needed" in out
+    # The other replica damaged too: audit now says no, where it said yes before.
+    flip_byte(b / key)
+    v(deposited.r, "verify", "inv", "--deep", passphrase=None)
+    line, _ = v.fails(deposited.r, "audit", "inv", code=3)
+    assert line.startswith("velador: error: no: your recipients could not recover everything: 1 ")
+    assert "found damaged by 'velador verify --deep'" in line

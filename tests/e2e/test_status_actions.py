@@ -95,7 +95,7 @@ def test_pause_bad_inputs(v, armed):
     )
 
 
-def test_editor_quorum_objection_then_release(v, armed, clock):
+def test_editor_quorum_objection_then_release(v, armed, clock, mexico_time):
     v.ok(armed.r, "checkin")
     editor_requests(armed, clock)
     st = v.json(armed.r, "status", "inv")["cases"][0]
@@ -106,7 +106,7 @@ def test_editor_quorum_objection_then_release(v, armed, clock):
     out = v.ok(armed.r, "status", "inv")
     assert (
         "inv: editor release pending (2 of 2 editors asked); you can object until "
-        "2026-01-01T12:00:00Z (in 12h) with 'velador release object inv'"
+        "Thu 1 Jan 2026 06:00 CST (in 12 hours) with 'velador release object inv'"
     ) in out
     # The reporter objects inside the window: every node goes back to ARMED.
     out = v.json(armed.r, "release", "object", "inv")
@@ -119,6 +119,9 @@ def test_editor_quorum_objection_then_release(v, armed, clock):
     clock.advance(12 * 3600 + 1)
     for node in armed.nodes:
         node.wait_state(armed.case_id, "RELEASED")
+    # The reporter's status says it was released, and by the editors' rule.
+    out = " ".join(v.ok(armed.r, "status", "inv").split())
+    assert "Case inv was RELEASED on Thu 1 Jan 06:00 CST (now): your editors asked" in out
 
 
 def test_release_now(v, armed, clock):
@@ -134,10 +137,14 @@ def test_release_now(v, armed, clock):
     outlet = unlock_identity(armed.outlets[0], OPW)
     with NodeClient(armed.nodes[0].card, outlet, clock) as c:
         assert len(c.fetch_release(armed.case_id).envelopes) == 1
+    released = "velador: error: case inv was released; checking in no longer changes anything"
     line, _ = v.fails(armed.r, "checkin", code=75)
-    assert line == "velador: error: no armed case to check in"
+    assert line == released
     line, _ = v.fails(armed.r, "checkin", "inv", code=75)
-    assert line == "velador: error: cannot check in: case inv was released"
+    assert line == released
+    # Every view names the rule: the reporter released it.
+    out = v.ok(armed.r, "case", "list", passphrase=None)
+    assert "you released it yourself ('velador release now')" in " ".join(out.split())
 
 
 def test_destroy_with_a_node_down_then_again(v, armed, clock):
