@@ -81,6 +81,8 @@ def init_node(root: Path, name: str) -> tuple[Path, str]:
             url,
             "--port",
             str(port),
+            "--registration",
+            "open",
         ],
         cwd=REPO,
         check=True,

@@ -274,6 +274,17 @@ def story(d: Demo) -> None:
         d.wait_healthy(url)
     d.mark(f"{NODES} nodes answer on loopback")
 
+    d.step("The node operators admit Ana's key (registration is closed by default)")
+    from vault.cards import parse_card
+
+    ana_fp = parse_card(ana_card).fingerprint
+    for i, (name, _) in enumerate(nodes):
+        args = ["node", "admit", "--data", str(root / "nodes" / name), ana_fp]
+        if i == 0:
+            print(f"$ velador node admit --data nodes/{name} {ana_fp}", flush=True)
+        d.quiet("operators", *args)
+    print("   (each operator checked the fingerprint with Ana over a call first)", flush=True)
+
     d.step(f"Ana creates the case: every {EVERY}s, grace {GRACE}s, 3 of 5 nodes, 2 outlets")
     store = f"file://{root / 'store'}"
     node_args = [a for name, _ in nodes for a in ("--node", name)]

@@ -24,7 +24,7 @@ from typing import TypeVar
 import sqlite_utils
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,7 +112,25 @@ CREATE TABLE notices (
 CREATE INDEX notices_audience ON notices(audience, id);
 """
 
-MIGRATIONS = {1: _SCHEMA_V1}
+_SCHEMA_V2 = """
+CREATE TABLE admitted (
+    fingerprint TEXT PRIMARY KEY,
+    added       INTEGER NOT NULL,
+    how         TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE invitations (
+    id       TEXT PRIMARY KEY,
+    verifier TEXT NOT NULL,
+    created  INTEGER NOT NULL,
+    expires  INTEGER NOT NULL,
+    used     INTEGER,
+    used_by  TEXT
+) WITHOUT ROWID;
+"""
+"""Registration control (admission.py, docs/protocol.md §4.1.1): admitted reporter keys and
+invitation codes (the code's id and the SHA-256 of its secret half, never the code)."""
+
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 """user_version N -> script that brings the schema from N-1 to N."""
 
 

@@ -15,7 +15,7 @@ from vault.errors import FormatError, VeladorError
 from vault.nodeproto.messages import Heartbeat, custody_digest
 from vault.policy import Policy, parse_policy
 
-from . import audit, engine
+from . import admission, audit, engine, targets
 from .auth import SignedRequest, consume_nonce
 from .engine import CaseState, Rules
 from .errors import BadRequest, Conflict, Forbidden, Replay
@@ -64,9 +64,18 @@ def _check_registration(svc: NodeService, req: SignedRequest, payload: Any) -> t
     return policy, [got[k] for k in sorted(got)]
 
 
+def _invitation(payload: Any) -> str | None:
+    """The optional invitation code of a registration (never logged, never echoed)."""
+    code = payload.get("invitation") if isinstance(payload, dict) else None
+    if code is not None and (not isinstance(code, str) or len(code) > admission.MAX_CODE):
+        raise BadRequest("registration: invitation must be a string of at most 128 characters")
+    return code
+
+
 def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any]:
     try:
         payload = parse_body(body, "registration")
+        invitation = _invitation(payload)
         policy, envs = _check_registration(svc, req, payload)
         if req.case_id not in (None, policy.case_id):
             raise BadRequest("the request signature names another case")
@@ -78,6 +87,14 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
             row = conn.execute(
                 "SELECT * FROM cases WHERE case_id = ?", (policy.case_id,)
             ).fetchone()
+            admitted = None
+            if row is None or row["reporter"] != b64e(req.signer):
+                # A new case (or someone else's case id: answered as for a new one, so a
+                # stranger cannot learn that it exists). The case's own reporter is never
+                # gated again: rotations and re-registrations of her case always go through.
+                admitted = admission.gate(
+                    conn, svc.config.registration, policy.reporter.fingerprint, invitation, now
+                )
             if row is not None:
                 receipt = _reregister(svc, conn, row, policy, envs, rules, now, req)
                 wake = svc.load(conn, policy.case_id)["next_wake"]
@@ -111,7 +128,12 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
                     now,
                     policy.case_id,
                     "register",
-                    {"policy_hash": policy.hash, "envelopes": len(envs), "to": cs.state},
+                    {
+                        "policy_hash": policy.hash,
+                        "envelopes": len(envs),
+                        "to": cs.state,
+                        "admission": admitted,
+                    },
                 )
                 receipt = svc.receipt(policy, cs, rules, "register", policy.hash, now)
                 wake = engine.next_wake(cs, rules)
@@ -429,6 +451,10 @@ def subscribe(
     svc: NodeService, req: SignedRequest, case_id: str, body: bytes, on: bool
 ) -> dict[str, Any]:
     channel, target = _check_target(parse_body(body, "subscription"))
+    if on and channel == "webhook":
+        # Before the transaction: resolving a name may take seconds, and must not hold the
+        # write lock. It says nothing about the case, so strangers learn nothing from it.
+        targets.check_webhook(target, svc.config.registration, targets.operator_targets(svc.config))
 
     def fn(conn, row, policy, roles, now):
         role = next(r for r in ("reporter", "editor", "recipient") if r in roles)

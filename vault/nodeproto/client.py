@@ -206,12 +206,21 @@ class NodeClient:
         return self._send("GET", "/v1/health", signed=False)
 
     def register_case(
-        self, policy: Policy | dict[str, Any], envelopes: list[dict[str, Any]]
+        self,
+        policy: Policy | dict[str, Any],
+        envelopes: list[dict[str, Any]],
+        invitation: str | None = None,
     ) -> dict[str, Any]:
-        """POST /v1/cases: the signed policy plus this node's envelopes; the receipt body."""
+        """POST /v1/cases: the signed policy plus this node's envelopes; the receipt body.
+
+        `invitation` is this node's single-use code when its registration is closed
+        (docs/protocol.md §4.1.1); it travels only in the signed request body."""
         doc = policy.doc if isinstance(policy, Policy) else policy
         case_id = doc["body"]["case_id"]
-        data = self._send("POST", "/v1/cases", {"policy": doc, "envelopes": envelopes}, case_id)
+        payload: dict[str, Any] = {"policy": doc, "envelopes": envelopes}
+        if invitation is not None:
+            payload["invitation"] = invitation
+        data = self._send("POST", "/v1/cases", payload, case_id)
         return self._verified(data, "receipt", case_id)
 
     def heartbeat(self, heartbeat: dict[str, Any]) -> dict[str, Any]:
