@@ -300,9 +300,7 @@ class InprocNode:
         self.identity = person(root / "inproc-node", "inproc-node", "node", self.url)
         self.card = self.identity.card
         self.clock = FakeClock(T0)
-        cfg.setdefault(
-            "registration", RegistrationConfig(mode="open", allow_private_targets=True)
-        )
+        cfg.setdefault("registration", RegistrationConfig(mode="open", allow_private_targets=True))
         self.config = NodeConfig(
             data_dir=root / "inproc-node", name="inproc-node", url=self.url, **cfg
         )
