@@ -247,3 +247,29 @@ def test_a_stranger_gets_the_unknown_case_answer_for_a_known_case(inproc, world_
             answers.append((r.status_code, r.headers["content-type"], r.text.replace(cid, "ID")))
         assert answers[0] == answers[1], (method, tail, answers)
         assert answers[0][0] == 404 and '"unknown_case"' in answers[0][2]
+
+
+def test_a_version_1_database_gains_the_registration_tables_and_is_closed(tmp_path):
+    # A node database from before this release (schema 1) opens, migrates, and its node.toml
+    # (no [registration] section) means closed registration.
+    import sqlite3
+
+    from escrow_node import admission
+    from escrow_node.config import RegistrationConfig, load_config
+    from escrow_node.db import _SCHEMA_V1, Store
+    from escrow_node.errors import RegistrationClosed
+
+    path = tmp_path / "node.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA_V1 + "; PRAGMA user_version=1;")
+    conn.close()
+    store = Store(path)
+    try:
+        with store.tx() as c:
+            assert c.execute("PRAGMA user_version").fetchone()[0] == 2
+            with pytest.raises(RegistrationClosed):
+                admission.gate(c, RegistrationConfig(), "ABCD-EFGH-IJKL-MNOP", None, 0)
+    finally:
+        store.close()
+    (tmp_path / "node.toml").write_text('[node]\nname = "n"\nurl = "https://n.example"\n')
+    assert load_config(tmp_path).registration == RegistrationConfig(mode="closed")
