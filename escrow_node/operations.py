@@ -72,6 +72,15 @@ def _invitation(payload: Any) -> str | None:
     return code
 
 
+def _is_new_to(svc: NodeService, case_id: str, signer: bytes) -> bool:
+    """Whether this registration is gated (§4.1.1): a case id the node does not hold, or one
+    another reporter key registered. Rotations of a registered case are never refused for
+    their peers' URLs (a half-done rotation is worse than the risk)."""
+    with svc.store.snapshot() as conn:
+        row = conn.execute("SELECT reporter FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+    return row is None or row[0] != b64e(signer)
+
+
 def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any]:
     try:
         payload = parse_body(body, "registration")
@@ -79,6 +88,9 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
         policy, envs = _check_registration(svc, req, payload)
         if req.case_id not in (None, policy.case_id):
             raise BadRequest("the request signature names another case")
+        if _is_new_to(svc, policy.case_id, req.signer):
+            # Outside the transaction: resolving names may take seconds (protocol §4.1.1).
+            targets.check_peers(svc.config, svc.identity.card.sign_pk, policy.nodes)
         rules = Rules.from_switch(policy.switch)  # type: ignore[arg-type]
         policy_json = json.dumps(policy.doc)
         with svc.store.tx() as conn:

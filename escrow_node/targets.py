@@ -29,6 +29,8 @@ import socket
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
+from vault.cards import Card
+
 from .config import NodeConfig, RegistrationConfig
 from .errors import BadRequest
 
@@ -94,8 +96,10 @@ def check_webhook(
     reg: RegistrationConfig,
     trusted: frozenset[str] = frozenset(),
     resolve: Resolver = system_resolver,
+    what: str = "the webhook target",
 ) -> None:
-    """Raise TargetRefused unless the node may POST to `url` (see the module docstring)."""
+    """Raise TargetRefused unless the node may POST to `url` (see the module docstring).
+    `what` names the URL in messages (never the URL itself)."""
     if url in trusted or reg.allow_private_targets:
         return
     try:
@@ -103,28 +107,28 @@ def check_webhook(
         host = parts.hostname
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise TargetRefused("the webhook target is not a valid URL") from None
+        raise TargetRefused(f"{what} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not host:
-        raise TargetRefused("the webhook target must be an http(s) URL with a host name")
+        raise TargetRefused(f"{what} must be an http(s) URL with a host name")
     if host.endswith(".onion"):
         return
     try:
         found = list(resolve(host, port))
     except (OSError, UnicodeError):
         raise TargetRefused(
-            "the webhook target's host name does not resolve",
+            f"the host name of {what} does not resolve",
             hint="check the address, or try again when its DNS works",
         ) from None
     if not found:
-        raise TargetRefused("the webhook target's host name does not resolve")
+        raise TargetRefused(f"the host name of {what} does not resolve")
     for text in found:
         try:
             addr = ipaddress.ip_address(text)
         except ValueError:
-            raise TargetRefused("the webhook target resolves to an unreadable address") from None
+            raise TargetRefused(f"{what} resolves to an unreadable address") from None
         if not allowed(addr, reg):
             raise TargetRefused(
-                "the webhook target is a loopback, private or other non-public address, "
+                f"{what} is a loopback, private or other non-public address, "
                 "which this node does not send to",
                 hint="use a public address, or ask the node's operator to allow that network "
                 "([registration] allowed_networks in node.toml)",
@@ -134,3 +138,14 @@ def check_webhook(
 def check_delivery(config: NodeConfig, url: str) -> None:
     """The delivery-time check (outbox.py): the same rules, with the node's own settings."""
     check_webhook(url, config.registration, operator_targets(config))
+
+
+def check_peers(config: NodeConfig, own_pk: bytes, cards: Iterable[Card]) -> None:
+    """The same rules for the other node cards a NEW case names (docs/protocol.md §4.1.1): the
+    node gossips heartbeats to them and asks them before a release, so a hostile policy could
+    otherwise aim those requests inside the operator's network. A peer URL the operator set in
+    [peers] urls is trusted."""
+    for card in cards:
+        if card.sign_pk == own_pk or card.fingerprint in config.peer_urls:
+            continue
+        check_webhook(card.url or "", config.registration, what=f"the URL of node {card.name}")

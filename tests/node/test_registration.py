@@ -273,3 +273,29 @@ def test_a_version_1_database_gains_the_registration_tables_and_is_closed(tmp_pa
         store.close()
     (tmp_path / "node.toml").write_text('[node]\nname = "n"\nurl = "https://n.example"\n')
     assert load_config(tmp_path).registration == RegistrationConfig(mode="closed")
+
+
+def test_a_new_case_naming_a_private_peer_url_is_refused_but_its_rotation_is_not(nodes, world_for):
+    # Given a node that may not reach private addresses, and a second node card on loopback
+    strict = {"mode": "open", "allow_private_targets": False}
+    n = nodes("n", registration=strict)
+    other = nodes("other", start=False)
+    w = world_for(n.card, other.card)
+    # When a reporter registers a case naming that peer, it is refused without naming the URL
+    with pytest.raises(FormatError) as info:
+        register(n, w)
+    assert info.value.code == "target_refused"  # type: ignore[attr-defined]
+    assert info.value.message.startswith("node n: the URL of node other is a loopback, private")
+    assert other.url not in info.value.message and n.state(w.policy.case_id) is None
+    # A peer URL the operator set in [peers] urls is trusted
+    n.term()
+    n.configure(peers={"urls": {other.card.fingerprint: other.url}})
+    n.start()
+    assert register(n, w)["state"] == "ARMED"
+    # and once the case is registered, a rotation naming the same peers is never refused for it
+    n.term()
+    n.configure(peers={"urls": {}})
+    n.start()
+    people = {"reporter": w.reporter}
+    rot = make_world(n.dir.parent / "rot", [n.card, other.card], people=people, replaces=w.policy)
+    assert register(n, rot)["policy_hash"] == rot.policy.hash
