@@ -81,6 +81,8 @@ def init_node(root: Path, name: str) -> tuple[Path, str]:
             url,
             "--port",
             str(port),
+            "--registration",
+            "open",
         ],
         cwd=REPO,
         check=True,
@@ -88,6 +90,7 @@ def init_node(root: Path, name: str) -> tuple[Path, str]:
     )
     cfg = tomllib.loads((data / "node.toml").read_text())
     cfg["limits"].update({"rate_per_key": 100000, "rate_burst": 100000})
+    cfg["registration"]["allow_private_targets"] = True  # peers on loopback
     (data / "node.toml").write_text(tomli_w.dumps(cfg))
     return data, url
 

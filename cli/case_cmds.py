@@ -7,6 +7,7 @@ refuses or cannot be reached leaves the case "arming", which `velador case arm C
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -113,6 +114,44 @@ def build_switch(
     )
 
 
+INVITE_OPTION = click.option(
+    "--invite",
+    "invites",
+    multiple=True,
+    metavar="NODE",
+    help="Node (contact alias) whose invitation code you have; asked for without echo "
+    "(or read one per line from standard input); repeat per node.",
+)
+
+
+def read_invitations(ctx: Ctx, aliases: tuple[str, ...], nodes: list[Card]) -> dict[str, str]:
+    """Invitation codes by node fingerprint (docs/guide-reporter.md, "Invitations").
+
+    Codes are secrets, so never taken from the command line (shell history, `ps`): asked for
+    without echo on a terminal, otherwise read one per line from standard input in the order
+    of the --invite options. They are kept in memory only."""
+    out: dict[str, str] = {}
+    fps = {c.fingerprint for c in nodes}
+    for alias in aliases:
+        card = _cards(ctx, (alias,), ("node",), "a node")[0]
+        if card.fingerprint not in fps:
+            raise PolicyError(
+                f"node {alias} does not hold a share of this case",
+                hint="--invite takes a node also given with --node",
+            )
+        if sys.stdin.isatty():
+            code = click.prompt(f"Invitation code for node {alias}", hide_input=True, err=True)
+        else:
+            code = sys.stdin.readline()
+            if not code:
+                raise PolicyError(
+                    f"no invitation code for node {alias} on standard input",
+                    hint="give one code per line, in the order of the --invite options",
+                )
+        out[card.fingerprint] = str(code).strip()
+    return out
+
+
 def print_arm(rep: ArmReport, as_json: bool) -> None:
     if as_json:
         emit_json(rep.to_json())
@@ -137,9 +176,15 @@ def finish_arming(rep: ArmReport) -> None:
         if st != "registered"
     ]
     ok = sum(1 for st, _ in rep.regs.values() if st == "registered")
+    hint = f"run 'velador case arm {rep.case}' to finish when the node is back"
+    if rep.needs_invite:
+        hint = (
+            f"ask the operator of {', '.join(rep.needs_invite)} for an invitation code, then "
+            f"run 'velador case arm {rep.case} --invite NODE'"
+        )
     raise NodeError(
         f"case {rep.case} is NOT armed: {ok} of {len(rep.regs)} nodes have it; " + "; ".join(bad),
-        hint=f"run 'velador case arm {rep.case}' to finish when the node is back",
+        hint=hint,
     )
 
 
@@ -196,6 +241,7 @@ def finish_arming(rep: ArmReport) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Folder for the share files you keep offline (USB stick, printout).",
 )
+@INVITE_OPTION
 @click.option(
     "--store",
     "stores",
@@ -223,6 +269,7 @@ def case_create(
     duress: str,
     offline_dir: Path | None,
     stores: tuple[str, ...],
+    invites: tuple[str, ...],
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -240,7 +287,8 @@ def case_create(
         click.echo(
             f"Case {name} exists and is not armed yet; finishing its registration.", err=True
         )
-        rep = arm(ctx.state, ctx.unlock(), existing, ctx.clock, timeout)
+        codes = read_invitations(ctx, invites, list(existing.policy.nodes))
+        rep = arm(ctx.state, ctx.unlock(), existing, ctx.clock, timeout, codes)
         print_arm(rep, as_json)
         finish_arming(rep)
         return
@@ -258,6 +306,7 @@ def case_create(
         )
     spec = share_spec(threshold, shares, groups, group_threshold)
     cards = _cards(ctx, recipients, ("outlet", "editor"), "an outlet recipient")
+    codes = read_invitations(ctx, invites, node_cards)
     store_urls = list(stores) or [f"file://{(ctx.home / 'store').resolve()}"]
     ident = ctx.unlock()
     new = create_case(
@@ -287,7 +336,7 @@ def case_create(
     rep = None
     if node_cards:
         mark_arming(ctx.state, new.policy, ctx.clock.now())  # durable before any node is asked
-        rep = arm(ctx.state, ident, ctx.state.case(name), ctx.clock, timeout)
+        rep = arm(ctx.state, ident, ctx.state.case(name), ctx.clock, timeout, codes)
         info["armed"] = rep.armed
         info["node_states"] = rep.to_json()["nodes"]
     if as_json:
@@ -310,12 +359,14 @@ def case_create(
 
 @case.command("arm")
 @click.argument("name")
+@INVITE_OPTION
 @timeout_option
 @json_option
 @click.pass_obj
-def case_arm(ctx: Ctx, name: str, timeout: float, as_json: bool) -> None:
+def case_arm(ctx: Ctx, name: str, invites: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Finish registering case NAME at the nodes that do not have it yet."""
     rec = ctx.state.case(name)
+    codes = read_invitations(ctx, invites, list(rec.policy.nodes))
     if arming_state(ctx.state, rec) == "armed":
         rep = ArmReport(
             rec.name,
@@ -325,7 +376,7 @@ def case_arm(ctx: Ctx, name: str, timeout: float, as_json: bool) -> None:
             {c.fingerprint: c.name for c in rec.policy.nodes},
         )
     else:
-        rep = arm(ctx.state, ctx.unlock(), rec, ctx.clock, timeout)
+        rep = arm(ctx.state, ctx.unlock(), rec, ctx.clock, timeout, codes)
     print_arm(rep, as_json)
     finish_arming(rep)
 

@@ -1,6 +1,11 @@
 """`velador node ...`: run and inspect an escrow node (docs/guide-operator.md).
 
     velador node init   --data DIR --name NAME --url URL [--host H] [--port P]
+                        [--registration closed|open]
+    velador node admit  --data DIR FINGERPRINT
+    velador node invite --data DIR [--ttl 7d]
+    velador node access --data DIR
+    velador node revoke --data DIR FINGERPRINT_OR_INVITATION_ID
     velador node serve  --data DIR [--host 127.0.0.1] [--port 8700] [--tick SECONDS]
     velador node card   --data DIR
     velador node status --data DIR [--json]
@@ -13,12 +18,14 @@ and does not use the click context object.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -50,15 +57,27 @@ def node() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Use the passphrase in this file instead of generating one.",
 )
+@click.option(
+    "--registration",
+    type=click.Choice(["closed", "open"]),
+    default="closed",
+    show_default=True,
+    help="closed: only reporters you admit or invite may register cases; open: anyone (demos).",
+)
 def init(
-    data_dir: Path, name: str, url: str, host: str, port: int, passphrase_file: Path | None
+    data_dir: Path,
+    name: str,
+    url: str,
+    host: str,
+    port: int,
+    passphrase_file: Path | None,
+    registration: str,
 ) -> None:
     """Create the node identity and a default node.toml in DIR."""
     from escrow_node.config import CONFIG_FILE, PASSPHRASE_FILE, write_default_config
     from vault.identity import create_identity
 
-    if not url.startswith(("http://", "https://")):
-        raise FormatError("--url must start with https:// (or http:// for loopback and onion)")
+    check_public_url(url)
     if (data_dir / CONFIG_FILE).exists():
         raise FormatError(f"{data_dir} already holds a node", hint="use another --data folder")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -72,7 +91,7 @@ def init(
         with os.fdopen(fd, "w") as fh:
             fh.write(passphrase + "\n")
     ident = create_identity(data_dir, name, "node", passphrase, int(time.time()), url)
-    write_default_config(data_dir, ident.card.name, url, host, port)
+    write_default_config(data_dir, ident.card.name, url, host, port, registration)
     click.echo(f"node identity created in {data_dir}")
     click.echo(f"fingerprint: {ident.fingerprint}")
     if passphrase_file is None:
@@ -81,6 +100,40 @@ def init(
             "docs/guide-operator.md for moving it into a systemd credential"
         )
     click.echo(ident.card.text)
+    if registration == "open":
+        click.echo("registration is OPEN: any key may register cases at this node", err=True)
+    else:
+        click.echo(
+            "registration is closed: admit reporters with 'velador node admit' or "
+            "'velador node invite'",
+            err=True,
+        )
+
+
+def check_public_url(url: str) -> None:
+    """https://, or plain http:// only for a loopback or onion host (nobody can read or change
+    a loopback connection, and Tor encrypts an onion one end to end)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = None, ""
+    if parts is not None and host and parts.scheme == "https":
+        return
+    if parts is not None and host and parts.scheme == "http":
+        if host == "localhost" or host.endswith(".onion"):
+            return
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return
+        except ValueError:
+            pass
+    raise FormatError(
+        f"--url must start with https:// (plain http:// is allowed only for loopback and "
+        f"onion addresses), not {url!r}",
+        hint="put the node behind a TLS reverse proxy (docs/guide-operator.md) and give its "
+        "https:// address",
+    )
 
 
 @node.command()
@@ -216,6 +269,135 @@ def audit_cmd(data_dir: Path, verify: bool, case_id: str | None, limit: int) -> 
         store.close()
 
 
+def _registry(data_dir: Path):  # type: ignore[no-untyped-def]
+    """The node database for the access commands; created if the node never ran (admitting
+    reporters before the first start is normal), safe while the node serves (SQLite WAL)."""
+    from escrow_node.config import DB_FILE, load_config
+    from escrow_node.db import Store
+
+    config = load_config(data_dir)
+    return config, Store(data_dir / DB_FILE)
+
+
+@node.command()
+@DATA
+@click.argument("fingerprint")
+def admit(data_dir: Path, fingerprint: str) -> None:
+    """Let the reporter with this key FINGERPRINT register new cases (closed registration).
+
+    The reporter reads her fingerprint with 'velador id show'; check it with her over a channel
+    you trust (in person, a call), as you would a contact card."""
+    from escrow_node import admission
+
+    _, store = _registry(data_dir)
+    try:
+        with store.tx() as conn:
+            fp = admission.check_fingerprint(fingerprint)
+            new = admission.admit(conn, fp, int(time.time()))
+    finally:
+        store.close()
+    click.echo(f"admitted {fp}" if new else f"{fp} was already admitted")
+
+
+@node.command()
+@DATA
+@click.option(
+    "--ttl",
+    default=None,
+    help="How long the code stays valid, e.g. 2d (default: [registration] invite_ttl, 7 days).",
+)
+def invite(data_dir: Path, ttl: str | None) -> None:
+    """Print a single-use invitation code for one reporter (closed registration).
+
+    Give the code to the reporter over a private channel; she enters it with
+    'velador case create ... --invite NODE'. Her first registration uses it up and admits her
+    key. Only the code's hash is stored: it cannot be shown again."""
+    from escrow_node import admission
+    from vault.durations import parse_duration
+
+    config, store = _registry(data_dir)
+    seconds = parse_duration(ttl, "--ttl") if ttl else config.registration.invite_ttl
+    try:
+        with store.tx() as conn:
+            code, expires = admission.invite(conn, int(time.time()), seconds)
+    finally:
+        store.close()
+    click.echo(code)
+    click.echo(
+        f"single-use invitation {code.split('.', 1)[0]}, valid until {iso(expires)}; "
+        "send it to the reporter over a private channel",
+        err=True,
+    )
+    if config.registration.open:
+        click.echo("note: registration at this node is open, so nobody needs a code", err=True)
+
+
+@node.command()
+@DATA
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def access(data_dir: Path, as_json: bool) -> None:
+    """List the admitted reporter keys and the invitation codes (ids only, never the codes)."""
+    from escrow_node import admission
+
+    config, store = _registry(data_dir)
+    try:
+        with store.read() as conn:
+            keys = admission.admitted(conn)
+            invites = admission.invitations(conn)
+    finally:
+        store.close()
+    now = int(time.time())
+
+    def state(i: admission.Invitation) -> str:
+        if i.used is not None:
+            return f"used {iso(i.used)} by {i.used_by}"
+        return "expired" if i.expires <= now else f"valid until {iso(i.expires)}"
+
+    if as_json:
+        out = {
+            "registration": config.registration.mode,
+            "admitted": [{"fingerprint": f, "added": a, "how": h} for f, a, h in keys],
+            "invitations": [{"id": i.id, "state": state(i)} for i in invites],
+        }
+        click.echo(json.dumps(out, indent=2, sort_keys=True))
+        return
+    click.echo(f"registration: {config.registration.mode}")
+    click.echo(f"admitted keys: {len(keys)}")
+    for fp, added, how in keys:
+        click.echo(f"  {fp}  since {iso(added)}  ({how})")
+    click.echo(f"invitations: {len(invites)}")
+    for i in invites:
+        click.echo(f"  {i.id}  {state(i)}")
+
+
+class NothingToRevoke(FormatError):
+    """Neither an admitted key nor an unused invitation matches."""
+
+
+@node.command()
+@DATA
+@click.argument("what", metavar="FINGERPRINT_OR_INVITATION_ID")
+def revoke(data_dir: Path, what: str) -> None:
+    """Withdraw an admitted key or an unused invitation code.
+
+    Only NEW cases are refused afterwards: the reporter's registered cases keep running, since
+    refusing her check-ins would release her material."""
+    from escrow_node import admission
+
+    _, store = _registry(data_dir)
+    try:
+        with store.tx() as conn:
+            kind = admission.revoke(conn, what)
+    finally:
+        store.close()
+    if kind is None:
+        raise NothingToRevoke(
+            f"no admitted key or unused invitation matches {what!r}",
+            hint="see 'velador node access --data DIR'",
+        )
+    click.echo(f"revoked {kind} {what}")
+
+
 @node.command()
 @DATA
 @click.argument("backup", type=click.Path(dir_okay=False, exists=True, path_type=Path))
@@ -226,18 +408,20 @@ def restore(data_dir: Path, backup: Path) -> None:
     with the newer database cannot cause a release (docs/protocol.md §6.3).
     """
     from escrow_node.config import DB_FILE, load_config
+    from escrow_node.datalock import data_dir_locked
     from escrow_node.db import Store
     from escrow_node.restore import check_backup, copy_in, rearm
 
     load_config(data_dir)  # a clear error if DIR is not a node
     check_backup(backup)
     db_path = data_dir / DB_FILE
-    copy_in(backup, db_path)
-    store = Store(db_path)
-    try:
-        done = rearm(store, int(time.time()))
-    finally:
-        store.close()
+    with data_dir_locked(data_dir, "restoring"):  # refused while a node serves this folder
+        copy_in(backup, db_path)
+        store = Store(db_path)
+        try:
+            done = rearm(store, int(time.time()))
+        finally:
+            store.close()
     click.echo(f"restored {db_path} from {backup}")
     click.echo(f"re-armed {len(done)} case(s) to a full interval from now")
     for case_id, old, deadline in done:

@@ -250,9 +250,13 @@ def release_request(
     results = [_Asked.of(card, a.error, a.body) for card, a in zip(ref.nodes, answers, strict=True)]
     holding = [r for r in results if r.outcome != "does not hold the case"]
     if not holding:
+        # A node answers the same for a case it does not hold and for a key the case does not
+        # name (docs/protocol.md §2.4), so both are possible here.
         raise NotFoundError(
             f"none of the {len(results)} node(s) asked holds case {ref.case_id}",
-            hint="check the case id, or use the case card the reporter gave you",
+            hint="check the case id, or use the case card the reporter gave you; nodes answer "
+            "the same way to an editor the reporter did not name (your fingerprint is "
+            f"{ident.fingerprint})",
         )
     rows = [
         {

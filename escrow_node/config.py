@@ -7,6 +7,7 @@ notifications.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,8 @@ CREDENTIAL_NAME = "velador-node-passphrase"
 """systemd credential (LoadCredential=, LoadCredentialEncrypted=) holding the passphrase."""
 
 SMTP_SECURITY = ("plain", "starttls", "ssl")
+REGISTRATION_MODES = ("closed", "open")
+DEFAULT_INVITE_TTL = 7 * 86400
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,25 @@ class Contact:
 
     email: str = ""
     webhook: str = ""
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """Who may register new cases, and where the node may send webhooks ([registration];
+    docs/protocol.md §4.1.1, docs/security.md "Hostile registrants")."""
+
+    mode: str = "closed"
+    """closed: only admitted reporters or holders of an invitation code; open: any key."""
+    allow_private_targets: bool = False
+    """Let webhooks reach loopback, private and other special addresses (tests, intranets)."""
+    allowed_networks: tuple[str, ...] = ()
+    """CIDRs webhooks may reach even though they are special (e.g. an intranet relay)."""
+    invite_ttl: int = DEFAULT_INVITE_TTL
+    """Default lifetime of an invitation code in seconds (`velador node invite --ttl`)."""
+
+    @property
+    def open(self) -> bool:
+        return self.mode == "open"
 
 
 @dataclass(frozen=True)
@@ -82,6 +104,7 @@ class NodeConfig:
     webhook_timeout: float = 10.0
     verify_processes: int = 1
     """Heartbeat check worker processes ([workers] verify; 0 checks in the serving process)."""
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
 
     @property
     def db_path(self) -> Path:
@@ -118,6 +141,12 @@ _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "metrics": {"enabled": bool},
     "contacts": {},
     "workers": {"verify": int},
+    "registration": {
+        "mode": str,
+        "allow_private_targets": bool,
+        "allowed_networks": list,
+        "invite_ttl": int,
+    },
 }
 MAX_VERIFY_PROCESSES = 16
 
@@ -178,6 +207,7 @@ def load_config(data_dir: Path) -> NodeConfig:
         )
     peers = doc.get("peers", {})
     notify = doc.get("notify", {})
+    registration = _registration(doc.get("registration", {}))
     return NodeConfig(
         data_dir=data_dir,
         name=node["name"],
@@ -201,10 +231,39 @@ def load_config(data_dir: Path) -> NodeConfig:
         webhook_timeout=float(notify.get("webhook_timeout", 10.0)),
         contacts=contacts,
         verify_processes=verify,
+        registration=registration,
     )
 
 
-def write_default_config(data_dir: Path, name: str, url: str, host: str, port: int) -> Path:
+def _registration(section: dict[str, Any]) -> RegistrationConfig:
+    """[registration]; a missing section means closed registration and public targets only."""
+    mode = section.get("mode", "closed")
+    if mode not in REGISTRATION_MODES:
+        raise ConfigError(
+            f"node.toml: [registration] mode must be one of {', '.join(REGISTRATION_MODES)}"
+        )
+    nets = []
+    for net in section.get("allowed_networks", []):
+        try:
+            nets.append(str(ipaddress.ip_network(net, strict=False)))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"node.toml: [registration] allowed_networks holds {net!r}, which is not a CIDR"
+            ) from None
+    ttl = section.get("invite_ttl", DEFAULT_INVITE_TTL)
+    if ttl <= 0:
+        raise ConfigError("node.toml: [registration] invite_ttl must be positive")
+    return RegistrationConfig(
+        mode=mode,
+        allow_private_targets=section.get("allow_private_targets", False),
+        allowed_networks=tuple(nets),
+        invite_ttl=ttl,
+    )
+
+
+def write_default_config(
+    data_dir: Path, name: str, url: str, host: str, port: int, registration: str = "closed"
+) -> Path:
     doc = {
         "node": {"name": name, "url": url},
         "listen": {"host": host, "port": port},
@@ -214,6 +273,7 @@ def write_default_config(data_dir: Path, name: str, url: str, host: str, port: i
         "smtp": {"host": "", "port": 587, "security": "starttls", "from": "velador-node@localhost"},
         "notify": {"operator_email": "", "operator_webhook": ""},
         "metrics": {"enabled": True},
+        "registration": {"mode": registration, "allow_private_targets": False},
     }
     path = data_dir / CONFIG_FILE
     path.write_text(tomli_w.dumps(doc), "utf-8")

@@ -24,7 +24,7 @@ from typing import TypeVar
 import sqlite_utils
 
 T = TypeVar("T")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,7 +125,26 @@ CREATE TABLE policy_history (
 recipient holding a case card from before several rotations can follow the chain of
 reporter-signed replacements back to the policy it pins (docs/format.md §9.5)."""
 
-MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2_POLICY_HISTORY}
+
+_SCHEMA_V3_REGISTRATION = """
+CREATE TABLE admitted (
+    fingerprint TEXT PRIMARY KEY,
+    added       INTEGER NOT NULL,
+    how         TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE invitations (
+    id       TEXT PRIMARY KEY,
+    verifier TEXT NOT NULL,
+    created  INTEGER NOT NULL,
+    expires  INTEGER NOT NULL,
+    used     INTEGER,
+    used_by  TEXT
+) WITHOUT ROWID;
+"""
+"""Registration control (admission.py, docs/protocol.md §4.1.1): admitted reporter keys and
+invitation codes (the code's id and the SHA-256 of its secret half, never the code)."""
+
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2_POLICY_HISTORY, 3: _SCHEMA_V3_REGISTRATION}
 """user_version N -> script that brings the schema from N-1 to N."""
 
 

@@ -6,6 +6,8 @@ Each class carries the HTTP status the API answers with and a short machine-read
     ├── FormatError ─────── BadRequest (400 bad_request), BodyTooLarge (413 too_large)
     ├── AuthenticationError Unauthenticated (401 unauthenticated), Replay (409 replay)
     ├── PolicyError ─────── Forbidden (403 forbidden), Conflict (409 conflict),
+    │                       RegistrationClosed (403 registration_closed),
+    │                       InvitationRefused (403 invitation_refused),
     │                       StaleHeartbeat (409 stale_heartbeat), RateLimited (429 rate_limited)
     └── NotFoundError ───── UnknownCase (404 unknown_case)
 
@@ -59,6 +61,19 @@ class Forbidden(PolicyError):
     code = "forbidden"
 
 
+class RegistrationClosed(Forbidden):
+    """Registration is closed and the reporter's key is neither admitted nor invited
+    (docs/protocol.md §4.1.1)."""
+
+    code = "registration_closed"
+
+
+class InvitationRefused(Forbidden):
+    """The invitation code is unknown, wrong, already used or expired (one answer for all)."""
+
+    code = "invitation_refused"
+
+
 class Conflict(PolicyError):
     """The action is not allowed in the case's current state, or contradicts what is stored."""
 
@@ -84,6 +99,13 @@ class UnknownCase(NotFoundError):
 
     status = 404
     code = "unknown_case"
+
+
+def no_case(case_id: str) -> UnknownCase:
+    """The one answer for an unknown case id AND for a caller the case's policy does not name
+    (docs/protocol.md §2.4): the same status and body, so a key outside a case cannot confirm
+    that the case exists."""
+    return UnknownCase(f"this node holds no case {case_id}")
 
 
 class ConfigError(VeladorError):
@@ -118,11 +140,14 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Forbidden",
+    "InvitationRefused",
     "RateLimited",
+    "RegistrationClosed",
     "Replay",
     "StaleHeartbeat",
     "Unauthenticated",
     "UnknownCase",
+    "no_case",
     "status_of",
 ]
 

@@ -24,7 +24,7 @@ from vault.nodeproto.messages import Heartbeat, check_heartbeat, read_duress
 from vault.policy import Policy
 
 from .auth import SignedRequest, verify_request
-from .errors import BadRequest, Forbidden
+from .errors import BadRequest, Forbidden, no_case
 from .policies import CachedPolicy, PolicyCache, roles_of
 
 
@@ -80,6 +80,8 @@ class HeartbeatChecker:
         with self._snapshot() as conn:
             policy = self.policies.current(conn, case_id)
         roles = roles_of(policy, req.signer, self.node_pk)
+        if not roles:
+            raise no_case(case_id)  # a stranger gets the unknown-case answer (protocol §2.4)
         if not roles.keys() & {"reporter", "node"}:
             raise Forbidden("only the reporter or a peer node of the case may send heartbeats")
         hb, duress = self.verify(policy, doc)

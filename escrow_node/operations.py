@@ -15,7 +15,7 @@ from vault.errors import FormatError, VeladorError
 from vault.nodeproto.messages import Heartbeat, custody_digest
 from vault.policy import MAX_CHAIN, Policy, parse_policy, replacement_path
 
-from . import audit, engine
+from . import admission, audit, engine, targets
 from .auth import SignedRequest, consume_nonce
 from .engine import CaseState, Rules
 from .errors import BadRequest, Conflict, Forbidden, Replay
@@ -64,12 +64,33 @@ def _check_registration(svc: NodeService, req: SignedRequest, payload: Any) -> t
     return policy, [got[k] for k in sorted(got)]
 
 
+def _invitation(payload: Any) -> str | None:
+    """The optional invitation code of a registration (never logged, never echoed)."""
+    code = payload.get("invitation") if isinstance(payload, dict) else None
+    if code is not None and (not isinstance(code, str) or len(code) > admission.MAX_CODE):
+        raise BadRequest("registration: invitation must be a string of at most 128 characters")
+    return code
+
+
+def _is_new_to(svc: NodeService, case_id: str, signer: bytes) -> bool:
+    """Whether this registration is gated (§4.1.1): a case id the node does not hold, or one
+    another reporter key registered. Rotations of a registered case are never refused for
+    their peers' URLs (a half-done rotation is worse than the risk)."""
+    with svc.store.snapshot() as conn:
+        row = conn.execute("SELECT reporter FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+    return row is None or row[0] != b64e(signer)
+
+
 def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any]:
     try:
         payload = parse_body(body, "registration")
+        invitation = _invitation(payload)
         policy, envs = _check_registration(svc, req, payload)
         if req.case_id not in (None, policy.case_id):
             raise BadRequest("the request signature names another case")
+        if _is_new_to(svc, policy.case_id, req.signer):
+            # Outside the transaction: resolving names may take seconds (protocol §4.1.1).
+            targets.check_peers(svc.config, svc.identity.card.sign_pk, policy.nodes)
         rules = Rules.from_switch(policy.switch)  # type: ignore[arg-type]
         policy_json = json.dumps(policy.doc)
         chain = _chain_of(payload, policy)  # verified outside the write lock
@@ -79,6 +100,14 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
             row = conn.execute(
                 "SELECT * FROM cases WHERE case_id = ?", (policy.case_id,)
             ).fetchone()
+            admitted = None
+            if row is None or row["reporter"] != b64e(req.signer):
+                # A new case (or someone else's case id: answered as for a new one, so a
+                # stranger cannot learn that it exists). The case's own reporter is never
+                # gated again: rotations and re-registrations of her case always go through.
+                admitted = admission.gate(
+                    conn, svc.config.registration, policy.reporter.fingerprint, invitation, now
+                )
             if row is not None:
                 receipt = _reregister(svc, conn, row, policy, envs, rules, now, chain)
                 wake = svc.load(conn, policy.case_id)["next_wake"]
@@ -112,7 +141,12 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
                     now,
                     policy.case_id,
                     "register",
-                    {"policy_hash": policy.hash, "envelopes": len(envs), "to": cs.state},
+                    {
+                        "policy_hash": policy.hash,
+                        "envelopes": len(envs),
+                        "to": cs.state,
+                        "admission": admitted,
+                    },
                 )
                 receipt = svc.receipt(policy, cs, rules, "register", policy.hash, now)
                 wake = engine.next_wake(cs, rules)
@@ -484,6 +518,10 @@ def subscribe(
     svc: NodeService, req: SignedRequest, case_id: str, body: bytes, on: bool
 ) -> dict[str, Any]:
     channel, target = _check_target(parse_body(body, "subscription"))
+    if on and channel == "webhook":
+        # Before the transaction: resolving a name may take seconds, and must not hold the
+        # write lock. It says nothing about the case, so strangers learn nothing from it.
+        targets.check_webhook(target, svc.config.registration, targets.operator_targets(svc.config))
 
     def fn(conn, row, policy, roles, now):
         role = next(r for r in ("reporter", "editor", "recipient") if r in roles)

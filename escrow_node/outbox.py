@@ -33,7 +33,7 @@ from vault.cards import parse_card
 from vault.encoding import canonical_json
 from vault.errors import VeladorError
 
-from . import gossip
+from . import gossip, targets
 from .config import SmtpConfig
 
 log = logging.getLogger("velador.node.outbox")
@@ -196,6 +196,7 @@ class Outbox:
             )
         elif row["channel"] == "webhook":
             notice = payload["notice"]
+            targets.check_delivery(self.svc.config, row["target"])  # DNS may have changed
             resp = self._http.post(
                 row["target"],
                 content=canonical_json(notice),

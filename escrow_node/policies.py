@@ -18,7 +18,7 @@ from vault.encoding import doc_hash
 from vault.policy import Policy, parse_policy
 
 from .engine import Rules
-from .errors import UnknownCase
+from .errors import no_case
 
 POLICY_CACHE = 4096
 """Parsed policies kept in memory (LRU), keyed by policy hash."""
@@ -109,7 +109,7 @@ class PolicyCache:
         heartbeat path: a SELECT * copied the whole policy text out of SQLite every time)."""
         row = conn.execute("SELECT policy_hash FROM cases WHERE case_id = ?", (case_id,)).fetchone()
         if row is None:
-            raise UnknownCase(f"this node holds no case {case_id}")
+            raise no_case(case_id)
         p = self.get(row[0])
         if p is not None:
             return p
@@ -117,5 +117,5 @@ class PolicyCache:
             "SELECT policy_hash, policy FROM cases WHERE case_id = ?", (case_id,)
         ).fetchone()
         if row is None:
-            raise UnknownCase(f"this node holds no case {case_id}")
+            raise no_case(case_id)
         return self.of_row(row)

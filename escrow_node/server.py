@@ -20,6 +20,7 @@ from vault.identity import unlock_identity
 
 from .app import create_app
 from .config import load_config, read_passphrase
+from .datalock import lock_data_dir
 from .errors import ConfigError
 from .testclock import TEST_CLOCK_ENV, FileClock, test_clock_allowed
 
@@ -44,6 +45,7 @@ def serve(
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = load_config(data_dir).with_overrides(host=host, port=port, tick=tick)
+    lock_data_dir(data_dir)  # before the database is opened: one process per folder
     clock: Clock = SystemClock()
     if test_clock_file is not None:
         if not test_clock_allowed():

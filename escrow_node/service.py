@@ -24,7 +24,7 @@ from .auth import SignedRequest, consume_nonce, verify_request
 from .config import NodeConfig
 from .db import Store
 from .engine import CaseState, Effect, Rules
-from .errors import BadRequest, Conflict, Forbidden, Replay, UnknownCase
+from .errors import BadRequest, Conflict, Forbidden, Replay, no_case
 from .hbcheck import HeartbeatChecker
 from .loopcommit import LoopCommitter
 from .metrics import Metrics
@@ -240,7 +240,7 @@ class NodeService:
     def load(conn: sqlite3.Connection, case_id: str) -> sqlite3.Row:
         row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,)).fetchone()
         if row is None:
-            raise UnknownCase(f"this node holds no case {case_id}")
+            raise no_case(case_id)
         return row
 
     @staticmethod
@@ -249,7 +249,7 @@ class NodeService:
         last heartbeat texts."""
         row = conn.execute(_LOAD_STATE, (case_id,)).fetchone()
         if row is None:
-            raise UnknownCase(f"this node holds no case {case_id}")
+            raise no_case(case_id)
         return row
 
     def roles(self, policy: Policy, signer: bytes) -> dict[str, str]:
@@ -419,6 +419,8 @@ class NodeService:
                 row = self.load(conn, case_id)
                 policy = self.policy_of(row)
                 roles = self.roles(policy, req.signer)
+                if not roles:
+                    raise no_case(case_id)
                 if not roles.keys() & allowed:
                     what = ACTION_WORDS.get(action, action.replace("_", " "))
                     raise Forbidden(f"the case policy does not allow you to {what}")
@@ -453,6 +455,8 @@ class NodeService:
                 row = self.load(conn, case_id)
                 policy = self.policy_of(row)
                 roles = self.roles(policy, req.signer)
+                if not roles:
+                    raise no_case(case_id)
                 if not roles.keys() & allowed:
                     raise Forbidden(f"the case policy does not allow you to {what}")
                 return fn(conn, row, policy, roles, now)

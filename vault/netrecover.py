@@ -381,9 +381,13 @@ def _raise_nothing(found: Gathered, identity: Identity) -> None:
     results = found.results
     holding = [r for r in results if r.outcome != NO_CASE]
     if not holding:
+        # A node answers the same for a case it does not hold and for a key the case does not
+        # name (docs/protocol.md §2.4), so both are possible here.
         raise NotFoundError(
             f"none of the {len(results)} node(s) asked holds case {ref.case_id}",
-            hint="check the case id, or recover with the case card the reporter gave you",
+            hint="check the case id, or recover with the case card the reporter gave you; "
+            "nodes answer the same way to a key that is not a recipient of the case (yours is "
+            f"{identity.fingerprint})",
         )
     if all(r.outcome == REFUSED for r in holding):
         raise AuthenticationError(

@@ -49,6 +49,8 @@ from .state import CaseRecord, LocalState
 
 CASE_CARD_PREFIX = "velador:case:v1:"
 DEFAULT_TIMEOUT = 10.0
+CLOSED_CODES = ("registration_closed", "invitation_refused")
+"""A node's answer when its registration is closed to this key (docs/protocol.md §4.1.1)."""
 LIVE_STATES = ("ARMED", "REMINDED", "OVERDUE", "PAUSED", "EDITOR_PENDING")
 """Node states in which the node still holds its envelopes and can release."""
 
@@ -173,6 +175,8 @@ class ArmReport:
     results: list[NodeResult]  # nodes contacted this time
     regs: dict[str, tuple[str, str | None]]  # every node: (state, detail)
     names: dict[str, str] = field(default_factory=dict)  # fingerprint -> node name
+    needs_invite: list[str] = field(default_factory=list)
+    """Names of nodes that refused because their registration is closed to this key."""
 
     @property
     def armed(self) -> bool:
@@ -196,8 +200,13 @@ def arm(
     rec: CaseRecord,
     clock: Clock,
     timeout: float = DEFAULT_TIMEOUT,
+    invitations: dict[str, str] | None = None,
 ) -> ArmReport:
-    """Register the policy and each node's envelopes at every node not yet registered."""
+    """Register the policy and each node's envelopes at every node not yet registered.
+
+    `invitations` maps a node fingerprint to its invitation code (closed registration,
+    docs/protocol.md §4.1.1); codes are held in memory only."""
+    invitations = invitations or {}
     policy = switch_policy(rec)
     _refuse_closed(rec, "arm")
     mark_arming(state, policy, clock.now())
@@ -212,11 +221,15 @@ def arm(
 
     def register(client: NodeClient) -> dict[str, Any]:
         return client.register_case(
-            policy, node_envelopes(policy, envelopes, client.card), chain or None
+            policy,
+            node_envelopes(policy, envelopes, client.card),
+            chain or None,
+            invitations.get(client.card.fingerprint),
         )
 
     results = fan_out(todo, identity, clock, register, timeout)
     now = clock.now()
+    closed: list[str] = []
     for r in results:
         card = by_fp[r.fingerprint]
         if r.ok and r.body is not None:
@@ -225,12 +238,15 @@ def arm(
         else:
             what = "unreachable" if r.unreachable else "refused"
             state.set_node_reg(policy, card, what, r.error.message if r.error else None, now)
+            if getattr(r.error, "code", None) in CLOSED_CODES:
+                closed.append(card.name)
     return ArmReport(
         rec.name,
         policy.case_id,
         results,
         state.node_regs(policy),
         {c.fingerprint: c.name for c in policy.nodes},
+        closed,
     )
 
 

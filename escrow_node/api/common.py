@@ -44,8 +44,8 @@ def _err(desc: str) -> dict[str, Any]:
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: _err("malformed request"),
     401: _err("missing, invalid or stale request signature"),
-    403: _err("signer not allowed by the case policy"),
-    404: _err("unknown case"),
+    403: _err("signer's role does not allow the action, or registration is closed to it"),
+    404: _err("unknown case, or a signer with no role in it (one answer for both)"),
     409: _err("state conflict, stale heartbeat or replayed nonce"),
     413: _err("body too large"),
     429: _err("rate limited"),

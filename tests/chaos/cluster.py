@@ -92,10 +92,11 @@ class Node:
         res = CliRunner().invoke(
             node_cli,
             ["init", "--data", str(self.dir), "--name", name, "--url", self.url,
-             "--port", str(self.port)],
+             "--port", str(self.port), "--registration", "open"],
         )  # fmt: skip
         assert res.exit_code == 0, res.output
         self.card = load_card(self.dir)
+        self.configure(registration={"allow_private_targets": True})  # loopback receivers
         self.proc: subprocess.Popen | None = None
         self.log = self.dir / "serve.log"
         self.skew = 0

@@ -405,9 +405,10 @@ def run_life(root: Path, bucket: str) -> Life:
             name = f"node-{chr(97 + i)}"
             node = Node(name, root / "nodes" / name, free_port())
             v("operator", "node", "init", "--data", node.dir, "--name", name, "--url", node.url,
-              "--port", node.port)  # fmt: skip
+              "--port", node.port, "--registration", "open")  # fmt: skip
             cfg_path = node.dir / "node.toml"
             doc = tomllib.loads(cfg_path.read_text())
+            doc["registration"]["allow_private_targets"] = True  # the loopback webhook receiver
             doc["smtp"] = {
                 "host": "127.0.0.1",
                 "port": smtp.port,

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from cli.node_cmds import node as node_cli
 from escrow_node.app import create_app
-from escrow_node.config import NodeConfig
+from escrow_node.config import NodeConfig, RegistrationConfig
 from escrow_node.testclock import write_clock
 from tests.conftest import free_port, wait_http
 from tests.node.builders import T0, make_world, person
@@ -92,10 +92,15 @@ class RealNode:
                 self.url,
                 "--port",
                 str(self.port),
+                "--registration",
+                "open",
             ],
         )
         assert res.exit_code == 0, res.output
         self.card = load_card(self.dir)
+        # Open registration, and webhooks on loopback (the test receivers); a test of closed
+        # registration or of the SSRF guard passes registration={...} to override.
+        self.configure(registration={"allow_private_targets": True})
         self.configure(**cfg)
         self.proc: subprocess.Popen | None = None
         self.log = self.dir / "serve.log"
@@ -295,6 +300,7 @@ class InprocNode:
         self.identity = person(root / "inproc-node", "inproc-node", "node", self.url)
         self.card = self.identity.card
         self.clock = FakeClock(T0)
+        cfg.setdefault("registration", RegistrationConfig(mode="open", allow_private_targets=True))
         self.config = NodeConfig(
             data_dir=root / "inproc-node", name="inproc-node", url=self.url, **cfg
         )

@@ -103,10 +103,11 @@ def test_heartbeat_receipt_and_status_are_signed_by_the_node(inproc, case):
     assert r["deadline"] == inproc.clock.now() + 3600 and r["release_at"] == r["deadline"] + 600
     s = c.status(case.policy.case_id)
     assert s["seq"] == 1 and s["envelopes"] == 2 and s["editor_quorum"] == 2
-    # Recipients and editors may read the status; outsiders may not.
+    # Recipients and editors may read the status; outsiders may not, and are told what an
+    # unknown case id gets (protocol §2.4).
     inproc.client(case.recipients[0]).status(case.policy.case_id)
     inproc.client(case.editors[1]).status(case.policy.case_id)
-    with pytest.raises(PolicyError):
+    with pytest.raises(NotFoundError):
         inproc.client(case.outsider).status(case.policy.case_id)
 
 
@@ -181,9 +182,11 @@ def test_release_now_and_fetch(inproc, case):
 
     share = open_envelope(rel.envelopes[0], rel.policy, case.recipients[0].box_key)
     assert share.mnemonic == case.mnemonics[0]
-    for who in (case.editors[0], case.outsider, case.reporter):
+    for who in (case.editors[0], case.reporter):
         with pytest.raises(PolicyError):
             inproc.client(who).fetch_release(cid)
+    with pytest.raises(NotFoundError):
+        inproc.client(case.outsider).fetch_release(cid)
 
 
 def test_editor_quorum_objection_and_release(inproc, case):
@@ -191,7 +194,7 @@ def test_editor_quorum_objection_and_release(inproc, case):
     e0, e1 = (inproc.client(e) for e in case.editors)
     assert e0.release_request(cid, "not heard from her")["state"] == "ARMED"
     assert e0.release_request(cid)["state"] == "ARMED"  # one editor counts once
-    with pytest.raises(PolicyError):
+    with pytest.raises(NotFoundError):
         inproc.client(case.outsider).release_request(cid)
     r = e1.release_request(cid)
     assert r["state"] == "EDITOR_PENDING" and r["release_at"] == inproc.clock.now() + 300
@@ -230,7 +233,7 @@ def test_subscribe_and_inbox(inproc, case):
         rec.subscribe(cid, "email", "not an address")
     with pytest.raises(FormatError):
         rec.subscribe(cid, "sms", "+52 55 0000")
-    with pytest.raises(PolicyError):
+    with pytest.raises(NotFoundError):
         inproc.client(case.outsider).subscribe(cid, "email", "x@y.example")
     inproc.client(case.reporter).release_now(cid)
     rows = inproc.query("SELECT channel, target FROM outbox ORDER BY id")

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from escrow_node import engine
 from escrow_node.api.fastpath import NodeApp
 from escrow_node.app import create_app
-from escrow_node.config import NodeConfig
+from escrow_node.config import NodeConfig, RegistrationConfig
 from escrow_node.service import CachedPolicy
 from tests.node.builders import T0, make_world, person
 from vault.clock import FakeClock
@@ -63,7 +63,12 @@ class AsgiClient:
 def node(tmp_path):
     ident = person(tmp_path / "node", "node", "node", "http://127.0.0.1:9")
     clock = FakeClock(T0)
-    config = NodeConfig(data_dir=tmp_path / "node", name="node", url="http://127.0.0.1:9")
+    config = NodeConfig(
+        data_dir=tmp_path / "node",
+        name="node",
+        url="http://127.0.0.1:9",
+        registration=RegistrationConfig(mode="open"),
+    )
     app = create_app(config, ident, clock, engine=False)
     assert isinstance(app, NodeApp)
     yield app, ident, clock

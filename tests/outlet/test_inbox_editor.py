@@ -137,12 +137,13 @@ def test_an_editor_not_in_the_policy_is_refused(armed, v):
     home = case.homes["outsider"]
     case.add_nodes_as_contacts(v, home, case.nodes)
     code, _, err = v(home, "release", "request", case.case_id, "--reason", "x", "--yes")
-    assert code == 75
+    # The nodes give a key outside the case the unknown-case answer (protocol §2.4).
+    assert code == 66
     assert err.strip().splitlines()[-2:] == [
-        f"velador: error: every node of case {case.case_id} refused your request: the case "
-        "policy does not allow you to request a release",
-        f"velador: hint: only the editors the reporter named may ask; your fingerprint is "
-        f"{case.outsider.fingerprint}",
+        f"velador: error: none of the 2 node(s) asked holds case {case.case_id}",
+        "velador: hint: check the case id, or use the case card the reporter gave you; nodes "
+        "answer the same way to an editor the reporter did not name (your fingerprint is "
+        f"{case.outsider.fingerprint})",
     ]
     for node in case.nodes:
         assert node.state(case.case_id) == "ARMED"

@@ -242,7 +242,9 @@ def test_unknown_case_id(armed, v, tmp_path):
     assert code == 66
     assert stderr.strip().splitlines() == [
         "velador: error: none of the 2 node(s) asked holds case 0123456789abcdef",
-        "velador: hint: check the case id, or recover with the case card the reporter gave you",
+        "velador: hint: check the case id, or recover with the case card the reporter gave you; "
+        "nodes answer the same way to a key that is not a recipient of the case (yours is "
+        f"{case.outlets[0].fingerprint})",
     ]
 
 
@@ -308,12 +310,13 @@ def test_a_non_recipient_cannot_fetch(armed, v, tmp_path):
     case.release(*case.nodes)
     case.add_nodes_as_contacts(v, case.homes["outsider"], case.nodes)
     code, _, stderr = recover(v, case, "outsider", tmp_path / "o")
-    assert code == 77
+    # The nodes give a key outside the case the unknown-case answer (protocol §2.4).
+    assert code == 66
     assert stderr.strip().splitlines() == [
-        f"velador: error: you are not a recipient of case {case.case_id}: 2 node(s) refused to "
-        "serve you its envelopes",
-        f"velador: hint: your fingerprint is {case.outsider.fingerprint}; only the outlets the "
-        "reporter named can recover this case",
+        f"velador: error: none of the 2 node(s) asked holds case {case.case_id}",
+        "velador: hint: check the case id, or recover with the case card the reporter gave you; "
+        "nodes answer the same way to a key that is not a recipient of the case (yours is "
+        f"{case.outsider.fingerprint})",
     ]
 
 

@@ -213,16 +213,21 @@ class NodeClient:
         policy: Policy | dict[str, Any],
         envelopes: list[dict[str, Any]],
         chain: list[Policy] | None = None,
+        invitation: str | None = None,
     ) -> dict[str, Any]:
         """POST /v1/cases: the signed policy plus this node's envelopes; the receipt body.
 
         `chain`: earlier versions, newest first, so a node that missed rotations can follow
-        `replaces` from `policy` to the version it holds (docs/protocol.md §4.1)."""
+        `replaces` from `policy` to the version it holds (docs/protocol.md §4.1).
+        `invitation` is this node's single-use code when its registration is closed
+        (docs/protocol.md §4.1.1); it travels only in the signed request body."""
         doc = policy.doc if isinstance(policy, Policy) else policy
         case_id = doc["body"]["case_id"]
         payload: dict[str, Any] = {"policy": doc, "envelopes": envelopes}
         if chain:
             payload["chain"] = [p.doc for p in chain[:MAX_CHAIN]]
+        if invitation is not None:
+            payload["invitation"] = invitation
         data = self._send("POST", "/v1/cases", payload, case_id)
         return self._verified(data, "receipt", case_id)
 
