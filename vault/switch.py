@@ -224,7 +224,7 @@ def arm(
             policy,
             node_envelopes(policy, envelopes, client.card),
             chain or None,
-            invitations.get(client.card.fingerprint),
+            invitation=invitations.get(client.card.fingerprint),
         )
 
     results = fan_out(todo, identity, clock, register, timeout)

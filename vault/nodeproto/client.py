@@ -213,6 +213,7 @@ class NodeClient:
         policy: Policy | dict[str, Any],
         envelopes: list[dict[str, Any]],
         chain: list[Policy] | None = None,
+        *,
         invitation: str | None = None,
     ) -> dict[str, Any]:
         """POST /v1/cases: the signed policy plus this node's envelopes; the receipt body.
