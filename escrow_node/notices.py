@@ -70,6 +70,9 @@ _TEXT = {
 }
 
 EVENTS = tuple(_TEXT)
+SILENT_EVENTS = frozenset({"duress"})
+"""Silent alarms: nothing the reporter or a captor can see may move because of them, not even
+the operator's metrics (metrics.py leaves their deliveries out; docs/protocol.md §8.6)."""
 
 
 def _fmt(ts: int | None) -> str:

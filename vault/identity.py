@@ -108,9 +108,7 @@ def _filler() -> dict[str, Any]:
     return _seal_slot(secrets.token_bytes(_PLAIN_LEN), None)
 
 
-def _write_slots(
-    home: Path, doc: dict[str, Any], normal: dict[str, Any], make: list[Any]
-) -> None:
+def _write_slots(home: Path, doc: dict[str, Any], normal: dict[str, Any], make: list[Any]) -> None:
     """Write `normal` (an already sealed slot, kept byte for byte) and one slot per item of
     `make` in a fresh random order. Each item is a function of the normal slot's final index
     returning a sealed slot, so duress slots can name it (their flag byte)."""
