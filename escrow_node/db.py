@@ -24,7 +24,7 @@ from typing import TypeVar
 import sqlite_utils
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,7 +112,17 @@ CREATE TABLE notices (
 CREATE INDEX notices_audience ON notices(audience, id);
 """
 
-MIGRATIONS = {1: _SCHEMA_V1}
+_SCHEMA_V2 = """
+CREATE TABLE covers (
+    case_id     TEXT PRIMARY KEY,
+    policy_hash TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    updated     INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+"""Version 2: what a captor was shown under duress (escrow_node/cover.py, protocol.md §4.4)."""
+
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 """user_version N -> script that brings the schema from N-1 to N."""
 
 

@@ -19,7 +19,7 @@ from vault.identity import Identity
 from vault.policy import Policy
 from vault.signing import sign_document
 
-from . import audit, engine, notices
+from . import audit, cover, engine, notices
 from .auth import SignedRequest, consume_nonce, verify_request
 from .config import NodeConfig
 from .db import Store
@@ -258,19 +258,27 @@ class NodeService:
             },
         )
 
-    def status_doc(self, conn: sqlite3.Connection, row: sqlite3.Row, now: int) -> dict[str, Any]:
+    def status_doc(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, now: int, duress: bool = False
+    ) -> dict[str, Any]:
+        """The signed status; from the cover state when the reporter's request carried the
+        duress marker (cover.py), so a captor sees what a normal request would show."""
         policy = self.policy_of(row)
         rules = self.rules_of(policy)
         cs = state_of(row)
+        policy_hash = policy.hash
         n_env = conn.execute(
             "SELECT count(*) FROM envelopes WHERE case_id = ?", (policy.case_id,)
         ).fetchone()[0]
+        if duress:
+            cs, policy_hash = cover.shown(conn, cs, policy.hash, policy.case_id, rules, now)
+            n_env = 0 if cs.state == engine.DESTROYED else n_env
         return self._sign(
             "status",
             {
                 "v": 1,
                 "case_id": policy.case_id,
-                "policy_hash": policy.hash,
+                "policy_hash": policy_hash,
                 "node": self.fingerprint,
                 "time": now,
                 "state": cs.state,
@@ -369,8 +377,15 @@ class NodeService:
         allowed: set[str],
         action: str,
         op: Callable[[CaseState, Rules, int, dict[str, str]], tuple[CaseState, list[Effect]]],
+        duress: bool | None = None,
     ) -> dict[str, Any]:
-        """Run one signed state-changing request."""
+        """Run one signed state-changing request.
+
+        `duress`: the reporter's marker (None: the request had none, or it is not the
+        reporter's). True: the action is applied to the cover state and answered from it, the
+        real case gets engine.duress_signal instead (docs/protocol.md §4.4); a refusal the cover
+        gives is raised only after the alarm is committed."""
+        refusal: VeladorError | None = None
         try:
             with self.store.tx() as conn:
                 now = self.clock.now()
@@ -382,18 +397,69 @@ class NodeService:
                     raise Forbidden(f"the case policy does not allow this signer to {action}")
                 rules = self.rules_of(policy)
                 old = state_of(row)
-                new, effects = op(old, rules, now, roles)
                 by = {r: fp for r, fp in roles.items() if r in allowed}
-                self.apply(conn, row, policy, old, new, effects, now, action, {"by": by})
-                receipt = self.receipt(policy, new, rules, action, req.nonce, now)
-                wake = engine.next_wake(new, rules)
+                if duress and "reporter" in roles:
+                    receipt, effects, wake, refusal = self._mutate_under_duress(
+                        conn, row, policy, rules, old, op, roles, by, action, req, now
+                    )
+                else:
+                    new, effects = op(old, rules, now, roles)
+                    self.apply(conn, row, policy, old, new, effects, now, action, {"by": by})
+                    receipt = self.receipt(policy, new, rules, action, req.nonce, now)
+                    wake = engine.next_wake(new, rules)
+                    self._follow_cover(conn, old, policy, rules, op, roles, now, duress)
         except Replay:
             raise
         except VeladorError:
             self.burn_nonce(req)
             raise
         self.after_commit(effects, wake=wake)
+        if refusal is not None:
+            raise refusal
         return receipt
+
+    def _mutate_under_duress(self, conn, row, policy, rules, old, op, roles, by, action, req, now):
+        """The duress half of mutate: the cover moves, the real case raises the alarm."""
+        basis, policy_hash = cover.basis(conn, old, policy.hash, policy.case_id)
+        basis, _ = engine.advance(basis, rules, now, synced=True)
+        refusal: VeladorError | None = None
+        try:
+            shown, _ = op(basis, rules, now, roles)
+        except VeladorError as exc:
+            refusal, shown = exc, basis
+        real, effects = old, []
+        if action == "resume" and old.state == engine.PAUSED:
+            # Ending a real pause only brings a release closer: it is done for real.
+            real, effects = engine.resume(old, rules, now)
+        real, more = engine.duress_signal(real, rules, now)
+        effects += more
+        detail = {"by": by, "duress": True}
+        if old.state in engine.TERMINAL:
+            audit.append(conn, now, policy.case_id, action, {**detail, "to": old.state})
+        else:
+            self.apply(conn, row, policy, old, real, effects, now, action, detail)
+        cover.save(conn, policy.case_id, shown, policy_hash, now)
+        body = self.receipt_body(policy, shown, rules, action, req.nonce, now)
+        receipt = self._sign("receipt", dict(body, policy_hash=policy_hash))
+        return receipt, effects, engine.next_wake(real, rules), refusal
+
+    def _follow_cover(self, conn, old, policy, rules, op, roles, now, marker) -> None:
+        """Keep a stored cover in step with what others do (an editor's request shows in the
+        captor's view as it would have); a reporter request with the normal marker drops it."""
+        if "reporter" in roles and marker is False:
+            cover.clear(conn, policy.case_id)
+            return
+        if "reporter" in roles:
+            return
+        row = conn.execute("SELECT 1 FROM covers WHERE case_id = ?", (policy.case_id,)).fetchone()
+        if row is None:
+            return
+        basis, policy_hash = cover.basis(conn, old, policy.hash, policy.case_id)
+        try:
+            shown, _ = op(basis, rules, now, roles)
+        except VeladorError:
+            return
+        cover.save(conn, policy.case_id, shown, policy_hash, now)
 
     def read(
         self,

@@ -25,8 +25,8 @@ async def register(request: Request):
 @router.get(
     "/{case_id}", summary="Case status (any party)", responses=ok("status"), openapi_extra=SIGNED
 )
-async def status(request: Request, case_id: str = CaseId):
-    return await signed(request, lambda svc, req, body: ops.status(svc, req, case_id))
+async def status(request: Request, case_id: str = CaseId, marker: str | None = None):
+    return await signed(request, lambda svc, req, body: ops.status(svc, req, case_id, marker))
 
 
 @router.post(
@@ -43,7 +43,7 @@ async def pause(request: Request, case_id: str = CaseId):
     "/{case_id}/resume", summary="Resume (reporter)", responses=ok("receipt"), openapi_extra=SIGNED
 )
 async def resume(request: Request, case_id: str = CaseId):
-    return await signed(request, lambda svc, req, body: ops.resume(svc, req, case_id))
+    return await signed(request, lambda svc, req, body: ops.resume(svc, req, case_id, body))
 
 
 @router.post(
@@ -53,7 +53,7 @@ async def resume(request: Request, case_id: str = CaseId):
     openapi_extra=SIGNED,
 )
 async def destroy(request: Request, case_id: str = CaseId):
-    return await signed(request, lambda svc, req, body: ops.destroy(svc, req, case_id))
+    return await signed(request, lambda svc, req, body: ops.destroy(svc, req, case_id, body))
 
 
 @router.post(
@@ -63,7 +63,7 @@ async def destroy(request: Request, case_id: str = CaseId):
     openapi_extra=SIGNED,
 )
 async def release_now(request: Request, case_id: str = CaseId):
-    return await signed(request, lambda svc, req, body: ops.release_now(svc, req, case_id))
+    return await signed(request, lambda svc, req, body: ops.release_now(svc, req, case_id, body))
 
 
 @router.get(

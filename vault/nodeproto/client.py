@@ -42,6 +42,7 @@ from vault.policy import Policy, parse_policy
 from vault.signing import verify_document
 
 from .auth import sign_request
+from .messages import make_marker
 
 MAX_ANSWER = 32 * 1024 * 1024
 
@@ -199,6 +200,11 @@ class NodeClient:
             raise NodeError(f"{self.base} is not an escrow node")
         return card
 
+    def _marker(self) -> str:
+        """This identity's duress marker for this node (docs/protocol.md §3.2), on every status
+        and action request, normal or not, so that both look alike on the wire."""
+        return make_marker(self.card.box_pk, bool(self.identity and self.identity.duress))
+
     # --- endpoints ----------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -211,7 +217,8 @@ class NodeClient:
         """POST /v1/cases: the signed policy plus this node's envelopes; the receipt body."""
         doc = policy.doc if isinstance(policy, Policy) else policy
         case_id = doc["body"]["case_id"]
-        data = self._send("POST", "/v1/cases", {"policy": doc, "envelopes": envelopes}, case_id)
+        payload = {"policy": doc, "envelopes": envelopes, "marker": self._marker()}
+        data = self._send("POST", "/v1/cases", payload, case_id)
         return self._verified(data, "receipt", case_id)
 
     def heartbeat(self, heartbeat: dict[str, Any]) -> dict[str, Any]:
@@ -230,10 +237,12 @@ class NodeClient:
         return hb if isinstance(hb, dict) else None
 
     def status(self, case_id: str) -> dict[str, Any]:
-        data = self._send("GET", f"/v1/cases/{case_id}", case_id=case_id)
+        params = {"marker": self._marker()} if self.identity is not None else None
+        data = self._send("GET", f"/v1/cases/{case_id}", case_id=case_id, params=params)
         return self._verified(data, "status", case_id)
 
     def _action(self, case_id: str, action: str, payload: Any = None) -> dict[str, Any]:
+        payload = dict(payload or {}, marker=self._marker())
         data = self._send("POST", f"/v1/cases/{case_id}/{action}", payload, case_id)
         return self._verified(data, "receipt", case_id)
 
