@@ -141,7 +141,7 @@ def test_a_forced_objection_does_not_cancel_the_editor_release(inproc, world_for
 
 
 def test_a_normal_request_drops_the_cover(inproc, world_for):
-    a, b = twins(inproc, world_for, every=DAY, grace=3600)
+    _a, b = twins(inproc, world_for, every=DAY, grace=3600)
     b.client.pause(b.cid, inproc.clock.now() + 30 * DAY)
     assert b.client.status(b.cid)["state"] == "PAUSED"
     # The reporter, free again, checks in with the normal passphrase: the truth from then on.
