@@ -200,7 +200,7 @@ def arm(
     policy = switch_policy(rec)
     _refuse_closed(rec, "arm")
     mark_arming(state, policy, clock.now())
-    envelopes = state.envelopes_of(policy)
+    envelopes = state.envelopes_of(policy, identity.box_key)
     regs = state.node_regs(policy)
     todo = [c for c in policy.nodes if regs.get(c.fingerprint, ("pending",))[0] != "registered"]
     by_fp = {c.fingerprint: c for c in policy.nodes}
