@@ -7,9 +7,13 @@ row of the raw file, and a node that was down at creation can still be armed lat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sqlite3
+
+from nacl.exceptions import CryptoError
+from nacl.public import SealedBox
 
 from vault.encoding import b64d
 from vault.envelope import open_envelope
@@ -32,33 +36,25 @@ def raw_rows(home, tmp_path) -> tuple[list[tuple], bytes]:
     conn = sqlite3.connect(copy / DB_FILE)
     rows = []
     for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-        rows += conn.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 - names from the file
+        rows += conn.execute(f"SELECT * FROM {table}").fetchall()
     conn.close()
     return rows, raw
 
 
 def opens_with(value, policy, box_key) -> bool:
     """Does this stored value open, as an envelope or as a bare sealed box, with box_key?"""
-    from nacl.public import SealedBox
-
     candidates = [value]
-    try:
+    with contextlib.suppress(TypeError, ValueError):
         candidates.append(json.loads(value))
-    except (TypeError, ValueError):
-        pass
     for c in candidates:
-        try:
+        with contextlib.suppress(VeladorError, KeyError, TypeError, ValueError, AttributeError):
             open_envelope(c, policy, box_key)
             return True
-        except (VeladorError, KeyError, TypeError, ValueError, AttributeError):
-            pass
         if isinstance(c, str):
             for text in (c, c.split(":", 1)[-1]):
-                try:
+                with contextlib.suppress(VeladorError, CryptoError, ValueError, TypeError):
                     SealedBox(box_key).decrypt(b64d(text, "value"))
                     return True
-                except Exception:  # noqa: BLE001, S110 - any failure means "does not open"
-                    pass
     return False
 
 
