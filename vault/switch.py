@@ -330,6 +330,17 @@ def gather_status(
             )
             continue
         state.record_view(policy.case_id, r.fingerprint, r.body)
+    answered = [r.body for r in results if r.ok and r.body is not None]
+    if (
+        not identity.duress
+        and rec.status in ("destroyed", "released")
+        and len(answered) == len(results)
+        and all(b.get("state") in LIVE_STATES for b in answered)
+    ):
+        # Closed on this laptop but live at every node: only a destroy or release forced under
+        # duress does that (docs/protocol.md §4.4). The reporter, free again, gets it back.
+        state.set_case_status(policy.case_id, "active")
+        rec = state.case(rec.name)
     return CaseStatus(rec.name, policy.case_id, arming_state(state, rec), policy.hash, results)
 
 

@@ -63,3 +63,20 @@ def test_forced_commands_after_a_duress_release_print_what_the_normal_passphrase
     for node in nodes:
         assert node.state(ids[DURESS]) == "RELEASED"
         wait_for(lambda node=node: node.state(ids[PW]) == "DESTROYED", what="twin destroyed")
+
+
+def test_a_case_destroyed_under_duress_comes_back_with_the_normal_passphrase(
+    v, people, net, tmp_path
+):
+    # Given a case whose destruction the captor forced with the duress passphrase
+    nodes = net(2)
+    case_id = v.json(people.r, *create_args(2, tmp_path))["case_id"]
+    v.ok(people.r, "case", "destroy", "inv", "--yes", passphrase=DURESS)
+    assert v.json(people.r, "status", "inv", passphrase=DURESS)["cases"][0]["local"] == "destroyed"
+    assert [n.state(case_id) for n in nodes] == ["ARMED"] * 2
+    # When the reporter, free again, asks for the status with the normal passphrase
+    st = v.json(people.r, "status", "inv")["cases"][0]
+    # Then the laptop takes the case back, and check-ins work again
+    assert st["local"] == "armed"
+    assert [n["state"] for n in st["nodes"]] == ["ARMED"] * 2
+    v.ok(people.r, "checkin", "inv")
