@@ -79,5 +79,9 @@ def save(conn: sqlite3.Connection, case_id: str, cs: CaseState, policy_hash: str
     )
 
 
+def exists(conn: sqlite3.Connection, case_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM covers WHERE case_id = ?", (case_id,)).fetchone() is not None
+
+
 def clear(conn: sqlite3.Connection, case_id: str) -> None:
     conn.execute("DELETE FROM covers WHERE case_id = ?", (case_id,))

@@ -149,13 +149,13 @@ def _rotate_under_duress(svc, conn, row, policy, rules, now) -> dict[str, Any]:
     current = svc.policy_of(row)
     new, effects = engine.duress_signal(real, svc.rules_of(current), now)
     detail = {"by": {"reporter": policy.reporter.fingerprint}, "duress": True}
+    cover.save(conn, policy.case_id, shown, policy.hash, now)  # first: no reporter notice
     if real.state in engine.TERMINAL:
         audit.append(conn, now, policy.case_id, "rotate", {**detail, "to": real.state})
     else:
         svc.apply(
             conn, svc.load(conn, policy.case_id), current, real, new, effects, now, "rotate", detail
         )
-    cover.save(conn, policy.case_id, shown, policy.hash, now)
     return svc.receipt(policy, shown, rules, "register", policy.hash, now)
 
 
@@ -293,13 +293,13 @@ def apply_heartbeat(
         shown, _ = engine.heartbeat(basis, rules, hb.seq, hb.time, now, duress=False)
         detail["duress"] = True
         new, effects = old, []
+        cover.save(conn, policy.case_id, shown, policy_hash, now)  # first: no reporter notice
         if old.state in engine.TERMINAL:
             # Released on an earlier duress request: nothing more to do than note it.
             audit.append(conn, now, policy.case_id, "heartbeat", {**detail, "to": old.state})
         else:
             new, effects = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=True)
             svc.apply(conn, row, policy, old, new, effects, now, "heartbeat", detail, hb_json)
-        cover.save(conn, policy.case_id, shown, policy_hash, now)
     else:
         # engine.heartbeat is pure: without duress the real transition IS the shown one.
         new, effects = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=False)

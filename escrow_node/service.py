@@ -335,8 +335,13 @@ class NodeService:
             if e.kind == "delete_envelopes":
                 conn.execute("DELETE FROM envelopes WHERE case_id = ?", (policy.case_id,))
         seen: set[str] = set()
+        # While the case is under a duress cover (cover.py), the reporter gets no notice: the
+        # captor holds their devices, and an "overdue" after a forced pause would tell.
+        quiet = any(e.kind == "notify" and e.audience == "reporter" for e in effects) and (
+            cover.exists(conn, policy.case_id)
+        )
         for e in effects:
-            if e.kind == "notify":
+            if e.kind == "notify" and not (quiet and e.audience == "reporter"):
                 notices.emit(
                     conn,
                     self.identity,
@@ -434,11 +439,12 @@ class NodeService:
         real, more = engine.duress_signal(real, rules, now)
         effects += more
         detail = {"by": by, "duress": True}
+        # Saved first: while a cover exists, apply() sends the reporter no notice.
+        cover.save(conn, policy.case_id, shown, policy_hash, now)
         if old.state in engine.TERMINAL:
             audit.append(conn, now, policy.case_id, action, {**detail, "to": old.state})
         else:
             self.apply(conn, row, policy, old, real, effects, now, action, detail)
-        cover.save(conn, policy.case_id, shown, policy_hash, now)
         body = self.receipt_body(policy, shown, rules, action, req.nonce, now)
         receipt = self._sign("receipt", dict(body, policy_hash=policy_hash))
         return receipt, effects, engine.next_wake(real, rules), refusal
@@ -455,6 +461,7 @@ class NodeService:
         if row is None:
             return
         basis, policy_hash = cover.basis(conn, old, policy.hash, policy.case_id)
+        basis, _ = engine.advance(basis, rules, now, synced=True)
         try:
             shown, _ = op(basis, rules, now, roles)
         except VeladorError:

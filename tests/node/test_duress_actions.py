@@ -86,6 +86,9 @@ def test_a_forced_pause_answers_like_a_pause_but_raises_the_alarm_and_does_not_p
     inproc.sweep()
     assert real_state(inproc, b) == "RELEASED"
     assert real_state(inproc, a) == "PAUSED"
+    # Nothing reached the reporter's inbox that a paused case would not send ("overdue",
+    # "released"...): the captor holds the reporter's devices.
+    assert reporter_events(inproc, b) == reporter_events(inproc, a) == []
     # The captor still sees the pause.
     normal, forced = both(a, b, lambda w: w.client.status(w.cid))
     assert forced == normal and forced["state"] == "PAUSED"
