@@ -310,8 +310,12 @@ class NodeService:
         action: str,
         detail: dict[str, Any],
         last_heartbeat: str | None = None,
+        reporter_events: set[str] | None = None,
     ) -> None:
-        """Persist a transition with its audit entry and notices, inside the caller's tx."""
+        """Persist a transition with its audit entry and notices, inside the caller's tx.
+
+        `reporter_events`: the only events the reporter may be told of (None: all of them,
+        unless the case is under a duress cover, which tells the reporter nothing)."""
         if new == old and not effects and last_heartbeat is None:
             return
         case_id = row["case_id"]
@@ -335,26 +339,34 @@ class NodeService:
             if e.kind == "delete_envelopes":
                 conn.execute("DELETE FROM envelopes WHERE case_id = ?", (policy.case_id,))
         seen: set[str] = set()
-        # While the case is under a duress cover (cover.py), the reporter gets no notice: the
-        # captor holds their devices, and an "overdue" after a forced pause would tell.
-        quiet = any(e.kind == "notify" and e.audience == "reporter" for e in effects) and (
-            cover.exists(conn, policy.case_id)
-        )
+        # While the case is under a duress cover (cover.py), the reporter is told only what the
+        # cover's own transition gives: the captor holds their devices, and an "overdue" after
+        # a forced pause would tell.
+        allowed = reporter_events
+        if (
+            allowed is None
+            and any(e.kind == "notify" and e.audience == "reporter" for e in effects)
+            and cover.exists(conn, policy.case_id)
+        ):
+            allowed = set()
         for e in effects:
-            if e.kind == "notify" and not (quiet and e.audience == "reporter"):
-                notices.emit(
-                    conn,
-                    self.identity,
-                    self.config,
-                    policy,
-                    new,
-                    rules,
-                    e.event,
-                    e.audience,
-                    now,
-                    operator_copy=e.event in OPERATOR_EVENTS and e.event not in seen,
-                )
-                seen.add(e.event)
+            if e.kind != "notify":
+                continue
+            if e.audience == "reporter" and allowed is not None and e.event not in allowed:
+                continue
+            notices.emit(
+                conn,
+                self.identity,
+                self.config,
+                policy,
+                new,
+                rules,
+                e.event,
+                e.audience,
+                now,
+                operator_copy=e.event in OPERATOR_EVENTS and e.event not in seen,
+            )
+            seen.add(e.event)
         entry = {
             "action": action,
             "from": old.state,
@@ -409,10 +421,12 @@ class NodeService:
                     )
                 else:
                     new, effects = op(old, rules, now, roles)
-                    self.apply(conn, row, policy, old, new, effects, now, action, {"by": by})
+                    shown = self._follow_cover(conn, old, policy, rules, op, roles, now, duress)
+                    self.apply(
+                        conn, row, policy, old, new, effects, now, action, {"by": by}, None, shown
+                    )
                     receipt = self.receipt(policy, new, rules, action, req.nonce, now)
                     wake = engine.next_wake(new, rules)
-                    self._follow_cover(conn, old, policy, rules, op, roles, now, duress)
         except Replay:
             raise
         except VeladorError:
@@ -449,24 +463,24 @@ class NodeService:
         receipt = self._sign("receipt", dict(body, policy_hash=policy_hash))
         return receipt, effects, engine.next_wake(real, rules), refusal
 
-    def _follow_cover(self, conn, old, policy, rules, op, roles, now, marker) -> None:
+    def _follow_cover(self, conn, old, policy, rules, op, roles, now, marker) -> set[str] | None:
         """Keep a stored cover in step with what others do (an editor's request shows in the
-        captor's view as it would have); a reporter request with the normal marker drops it."""
+        captor's view as it would have); a reporter request with the normal marker drops it.
+        Returns the events the reporter may be told of (those the cover's own transition
+        gives), or None when there is no cover."""
         if "reporter" in roles and marker is False:
             cover.clear(conn, policy.case_id)
-            return
-        if "reporter" in roles:
-            return
-        row = conn.execute("SELECT 1 FROM covers WHERE case_id = ?", (policy.case_id,)).fetchone()
-        if row is None:
-            return
+            return None
+        if "reporter" in roles or not cover.exists(conn, policy.case_id):
+            return None
         basis, policy_hash = cover.basis(conn, old, policy.hash, policy.case_id)
         basis, _ = engine.advance(basis, rules, now, synced=True)
         try:
-            shown, _ = op(basis, rules, now, roles)
+            shown, effects = op(basis, rules, now, roles)
         except VeladorError:
-            return
+            return set()
         cover.save(conn, policy.case_id, shown, policy_hash, now)
+        return {e.event for e in effects if e.kind == "notify" and e.audience == "reporter"}
 
     def read(
         self,

@@ -203,7 +203,7 @@ class NodeClient:
     def _marker(self) -> str:
         """This identity's duress marker for this node (docs/protocol.md §3.2), on every status
         and action request, normal or not, so that both look alike on the wire."""
-        return make_marker(self.card.box_pk, bool(self.identity and self.identity.duress))
+        return make_marker(self.card.box_pk, bool(getattr(self.identity, "duress", False)))
 
     # --- endpoints ----------------------------------------------------------------------------
 
