@@ -42,7 +42,7 @@ WORKER_THREADS = 4
 
 
 class StatusCounter:
-    """ASGI middleware counting answers by status class for /metrics."""
+    """ASGI middleware counting answers by status class for the metrics."""
 
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
@@ -76,6 +76,7 @@ def create_app(
     store = store or Store(config.db_path)
     metrics = Metrics()
     svc = NodeService(config, identity, store, clock, metrics)
+    metrics.attach_db(store.read, clock.now)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,6 +92,8 @@ def create_app(
             sched.start()
         app.state.scheduler = sched
         app.state.outbox = outbox
+        if config.metrics:
+            app.state.metrics_address = metrics.serve(config.metrics_listen)
         if config.verify_processes:
             pool = VerifierPool(svc, config.verify_processes)
             await pool.start()
@@ -104,6 +107,7 @@ def create_app(
             if sched is not None:
                 sched.shutdown()
             outbox.close()
+            metrics.close()
             svc.close()
             store.close()
             log.info("node stopped cleanly")

@@ -93,7 +93,10 @@ class NodeConfig:
     rate_burst: int = 100
     peer_rate_per_key: float = 500.0
     timestamp_tolerance: int = 300
-    metrics: bool = True
+    metrics: bool = False
+    """[metrics] enabled: off by default (docs/guide-operator.md §8)."""
+    metrics_listen: str = "127.0.0.1:9464"
+    """[metrics] listen: loopback HOST:PORT of the metrics listener, never the API port."""
     peer_timeout: float = 5.0
     peer_urls: dict[str, str] = field(default_factory=dict)
     """Override of peer node URLs by node fingerprint (e.g. an internal or onion address)."""
@@ -138,7 +141,7 @@ _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "notify": {"operator_email": str, "operator_webhook": str, "webhook_timeout": (int, float)},
     "peers": {"timeout": (int, float), "urls": dict},
-    "metrics": {"enabled": bool},
+    "metrics": {"enabled": bool, "listen": str},
     "contacts": {},
     "workers": {"verify": int},
     "registration": {
@@ -222,7 +225,8 @@ def load_config(data_dir: Path) -> NodeConfig:
         rate_burst=lim.get("rate_burst", 100),
         peer_rate_per_key=float(lim.get("peer_rate_per_key", 500.0)),
         timestamp_tolerance=lim.get("timestamp_tolerance", 300),
-        metrics=doc.get("metrics", {}).get("enabled", True),
+        metrics=doc.get("metrics", {}).get("enabled", False),
+        metrics_listen=_metrics_listen(doc.get("metrics", {})),
         peer_timeout=float(peers.get("timeout", 5.0)),
         peer_urls={str(k): str(v) for k, v in peers.get("urls", {}).items()},
         smtp=smtp,
@@ -261,6 +265,15 @@ def _registration(section: dict[str, Any]) -> RegistrationConfig:
     )
 
 
+def _metrics_listen(section: dict[str, Any]) -> str:
+    """[metrics] listen, checked to be a loopback address (metrics.parse_listen)."""
+    from .metrics import DEFAULT_LISTEN, parse_listen
+
+    listen = section.get("listen", DEFAULT_LISTEN)
+    parse_listen(listen)
+    return listen
+
+
 def write_default_config(
     data_dir: Path, name: str, url: str, host: str, port: int, registration: str = "closed"
 ) -> Path:
@@ -272,7 +285,7 @@ def write_default_config(
         "limits": {"rate_per_key": 20, "rate_burst": 100, "timestamp_tolerance": 300},
         "smtp": {"host": "", "port": 587, "security": "starttls", "from": "velador-node@localhost"},
         "notify": {"operator_email": "", "operator_webhook": ""},
-        "metrics": {"enabled": True},
+        "metrics": {"enabled": False, "listen": "127.0.0.1:9464"},
         "registration": {"mode": registration, "allow_private_targets": False},
     }
     path = data_dir / CONFIG_FILE

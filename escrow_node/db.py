@@ -24,7 +24,7 @@ from typing import TypeVar
 import sqlite_utils
 
 T = TypeVar("T")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -144,7 +144,23 @@ CREATE TABLE invitations (
 """Registration control (admission.py, docs/protocol.md §4.1.1): admitted reporter keys and
 invitation codes (the code's id and the SHA-256 of its secret half, never the code)."""
 
-MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2_POLICY_HISTORY, 3: _SCHEMA_V3_REGISTRATION}
+
+_SCHEMA_V4_COVERS = """
+CREATE TABLE covers (
+    case_id     TEXT PRIMARY KEY,
+    policy_hash TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    updated     INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+"""Version 4: what a captor was shown under duress (escrow_node/cover.py, protocol.md §4.4)."""
+
+MIGRATIONS = {
+    1: _SCHEMA_V1,
+    2: _SCHEMA_V2_POLICY_HISTORY,
+    3: _SCHEMA_V3_REGISTRATION,
+    4: _SCHEMA_V4_COVERS,
+}
 """user_version N -> script that brings the schema from N-1 to N."""
 
 

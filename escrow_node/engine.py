@@ -345,6 +345,22 @@ def heartbeat(
     return new, effects + more
 
 
+def duress_signal(cs: CaseState, rules: Rules, now: int) -> Result:
+    """A reporter action (pause, destroy, objection, rotation...) that carried the duress marker.
+
+    The action is NOT done: the case keeps running as it was, the editors get the same silent
+    alarm a duress check-in raises, and a "release" policy releases. The captor is answered from
+    the cover state instead (escrow_node/cover.py), so a pause forced under duress can never
+    hold a case quietly for a year (docs/protocol.md §4.4)."""
+    if cs.state in TERMINAL:
+        return cs, []
+    new = replace(cs, duress_at=now)
+    if rules.duress == "release":
+        return _released(new, now, "duress", ("recipients", "editors"))
+    new, more = advance(new, rules, now)
+    return new, notify("duress", "editors") + more
+
+
 def pause(cs: CaseState, rules: Rules, until: int, now: int) -> Result:
     _refuse_terminal(cs, "pause")
     if cs.state not in (*WATCHING, PAUSED):

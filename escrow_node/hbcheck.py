@@ -79,23 +79,48 @@ class HeartbeatChecker:
         doc = parse_body(body, "heartbeat")
         with self._snapshot() as conn:
             policy = self.policies.current(conn, case_id)
+            shown = _shown_policy(conn, policy, doc)
         roles = roles_of(policy, req.signer, self.node_pk)
         if not roles:
             raise no_case(case_id)  # a stranger gets the unknown-case answer (protocol §2.4)
         if not roles.keys() & {"reporter", "node"}:
             raise Forbidden("only the reporter or a peer node of the case may send heartbeats")
-        hb, duress = self.verify(policy, doc)
+        hb, duress = self.verify(shown or policy, doc)
         hb_json = json.dumps(hb.doc)
         hb.hash  # noqa: B018 - a cached property; computing it here is the point
         return CheckedHeartbeat(req, case_id, policy, roles, hb, duress, hb_json)
 
-    def verify(self, policy: Policy, doc: Any) -> tuple[Heartbeat, bool]:
+    def verify(self, policy: Policy | ShownPolicy, doc: Any) -> tuple[Heartbeat, bool]:
         """The reporter's signature and this node's duress marker (no database)."""
         try:
-            hb = check_heartbeat(doc, policy)
+            hb = check_heartbeat(doc, policy)  # type: ignore[arg-type]
         except AuthenticationError as exc:
             raise BadRequest(str(exc)) from exc
         return hb, read_duress(hb, self.fingerprint, self._box_key) is True
+
+
+@dataclass(frozen=True)
+class ShownPolicy:
+    """The policy a rotation sent under duress named, which the node did not apply but shows
+    the captor (cover.py, docs/protocol.md §4.4): a heartbeat the reporter signs over it is
+    checked against it (same case, same reporter key)."""
+
+    reporter: Any
+    case_id: str
+    hash: str
+
+
+def _shown_policy(conn: sqlite3.Connection, policy: Policy, doc: Any) -> Any:
+    body = doc.get("body") if isinstance(doc, dict) else None
+    named = body.get("policy_hash") if isinstance(body, dict) else None
+    if not isinstance(named, str) or named == policy.hash:
+        return None
+    row = conn.execute(
+        "SELECT policy_hash FROM covers WHERE case_id = ?", (policy.case_id,)
+    ).fetchone()
+    if row is None or row[0] != named:
+        return None
+    return ShownPolicy(policy.reporter, policy.case_id, named)
 
 
 @dataclass(frozen=True)

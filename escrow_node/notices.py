@@ -76,6 +76,9 @@ OPERATOR_ONLY = {"clock_alarm"}
 """Events only the operator is told of (not part of the case's audiences)."""
 
 EVENTS = tuple(e for e in _TEXT if e not in OPERATOR_ONLY)
+SILENT_EVENTS = frozenset({"duress"})
+"""Silent alarms: nothing the reporter or a captor can see may move because of them, not even
+the operator's metrics (metrics.py leaves their deliveries out; docs/protocol.md §8.6)."""
 
 
 def _fmt(ts: int | None) -> str:

@@ -12,10 +12,10 @@ from typing import Any
 from vault.encoding import b64d, b64e, canonical_json, require
 from vault.envelope import check_envelope
 from vault.errors import FormatError, VeladorError
-from vault.nodeproto.messages import Heartbeat, custody_digest
+from vault.nodeproto.messages import Heartbeat, custody_digest, open_marker
 from vault.policy import MAX_CHAIN, Policy, parse_policy, replacement_path
 
-from . import admission, audit, engine, targets
+from . import admission, audit, cover, engine, targets
 from .auth import SignedRequest, consume_nonce
 from .engine import CaseState, Rules
 from .errors import BadRequest, Conflict, Forbidden, Replay
@@ -108,7 +108,11 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
                 admitted = admission.gate(
                     conn, svc.config.registration, policy.reporter.fingerprint, invitation, now
                 )
-            if row is not None:
+            duress = marker_of(svc, payload) is True
+            if row is not None and duress and row["policy_hash"] != policy.hash:
+                receipt = _rotate_under_duress(svc, conn, row, policy, rules, now)
+                wake = svc.load(conn, policy.case_id)["next_wake"]
+            elif row is not None:
                 receipt = _reregister(svc, conn, row, policy, envs, rules, now, chain)
                 wake = svc.load(conn, policy.case_id)["next_wake"]
             else:
@@ -155,8 +159,39 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
     except VeladorError:
         svc.burn_nonce(req)
         raise
-    svc.on_change(wake, False)
+    svc.on_change(wake, True)
     return receipt
+
+
+def _rotate_under_duress(svc, conn, row, policy, rules, now) -> dict[str, Any]:
+    """A rotation sent with the duress marker (docs/protocol.md §4.4): the policy is NOT
+    replaced; the real case gets the silent alarm (engine.duress_signal), and the captor is
+    answered, now and in later duress-marked requests, as if it had been (cover.py)."""
+    real = state_of(row)
+    basis, shown_hash = cover.basis(conn, real, row["policy_hash"], policy.case_id)
+    if policy.hash != shown_hash:
+        # The checks a normal rotation makes, against what the captor was shown.
+        if policy.replaces != shown_hash or b64e(policy.reporter.sign_pk) != row["reporter"]:
+            raise Conflict(
+                "this case is already registered with a different policy",
+                hint="a new policy must name the current one in 'replaces'",
+            )
+        if basis.state in engine.TERMINAL:
+            raise Conflict(f"cannot replace the policy: the case is {basis.state}")
+        if basis.state in engine.WATCHING:
+            basis = engine.replace(basis, deadline=basis.last_beat + rules.every, reminded=0)
+    shown, _ = engine.advance(basis, rules, now, synced=True)
+    current = svc.policy_of(row)
+    new, effects = engine.duress_signal(real, svc.rules_of(current), now)
+    detail = {"by": {"reporter": policy.reporter.fingerprint}, "duress": True}
+    cover.save(conn, policy.case_id, shown, policy.hash, now)  # first: no reporter notice
+    if real.state in engine.TERMINAL:
+        audit.append(conn, now, policy.case_id, "rotate", {**detail, "to": real.state})
+    else:
+        svc.apply(
+            conn, svc.load(conn, policy.case_id), current, real, new, effects, now, "rotate", detail
+        )
+    return svc.receipt(policy, shown, rules, "register", policy.hash, now)
 
 
 def _store_envelopes(conn: sqlite3.Connection, case_id: str, envs: list[dict[str, Any]]) -> None:
@@ -334,21 +369,33 @@ def apply_heartbeat(
     `hb_json` is json.dumps(hb.doc) when the caller already has it."""
     rules = svc.rules_of(policy)
     old = state_of(row)
-    # The receipt is always the one a normal heartbeat would get, so a captor watching the
-    # reporter's screen cannot tell a duress check-in from a normal one.
-    cover, cover_effects = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=False)
-    # engine.heartbeat is pure: without duress the real transition IS the cover one, so it is
-    # computed once (the writer thread is the one every heartbeat queues for).
-    if duress:
-        new, effects = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=True)
-    else:
-        new, effects = cover, cover_effects
     detail: dict[str, Any] = {"by": roles, "heartbeat": hb.hash, "beat_time": hb.time}
-    if duress:
-        detail["duress"] = True
     if hb_json is None:
         hb_json = json.dumps(hb.doc)
-    svc.apply(conn, row, policy, old, new, effects, now, "heartbeat", detail, hb_json)
+    policy_hash = policy.hash
+    if duress:
+        # The receipt is the one a normal heartbeat would get from what the captor was shown
+        # so far (the cover state, cover.py): the reporter's screen cannot tell a duress
+        # check-in from a normal one, even after earlier duress requests.
+        basis, policy_hash = cover.basis(conn, old, policy.hash, policy.case_id)
+        shown, _ = engine.heartbeat(basis, rules, hb.seq, hb.time, now, duress=False)
+        detail["duress"] = True
+        new, effects = old, []
+        cover.save(conn, policy.case_id, shown, policy_hash, now)  # first: no reporter notice
+        if old.state in engine.TERMINAL:
+            # Released on an earlier duress request: nothing more to do than note it.
+            audit.append(conn, now, policy.case_id, "heartbeat", {**detail, "to": old.state})
+        else:
+            new, effects = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=True)
+            svc.apply(conn, row, policy, old, new, effects, now, "heartbeat", detail, hb_json)
+    else:
+        # engine.heartbeat is pure: without duress the real transition IS the shown one.
+        new, effects = engine.heartbeat(old, rules, hb.seq, hb.time, now, duress=False)
+        shown = new
+        svc.apply(conn, row, policy, old, new, effects, now, "heartbeat", detail, hb_json)
+        if old.duress_at is not None:
+            # A normal check-in after duress: the reporter is free again, the cover goes.
+            cover.clear(conn, policy.case_id)
     # Gossip: forward to every other node of the case except the one that sent it to us.
     for card in policy.nodes:
         if card.sign_pk == svc.identity.card.sign_pk or roles.get("node") == card.fingerprint:
@@ -365,7 +412,9 @@ def apply_heartbeat(
                 now,
             ),
         )
-    body = svc.receipt_body(policy, cover, rules, "heartbeat", hb.hash, now)
+    body = svc.receipt_body(policy, shown, rules, "heartbeat", hb.hash, now)
+    if policy_hash != policy.hash:
+        body["policy_hash"] = policy_hash
     return body, effects, engine.next_wake(new, rules)
 
 
@@ -378,6 +427,23 @@ def latest_heartbeat(svc: NodeService, req: SignedRequest, case_id: str) -> dict
 
 
 # --- reporter actions ------------------------------------------------------------------------
+# Each carries the reporter's duress marker in its body (docs/protocol.md §3.2, §4.4); a body
+# without one (an older client) is a normal request. A body that is not JSON is ignored as it
+# always was, except for pause, which needs its `until`.
+
+
+def marker_of(svc: NodeService, payload: Any) -> bool | None:
+    """This node's reading of the request's duress marker (None: none or unreadable)."""
+    if not isinstance(payload, dict):
+        return None
+    return open_marker(payload.get("marker"), svc.identity.box_key)
+
+
+def _lenient_marker(svc: NodeService, body: bytes) -> bool | None:
+    try:
+        return marker_of(svc, parse_body(body, "request"))
+    except VeladorError:
+        return None
 
 
 def pause(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -> dict[str, Any]:
@@ -387,35 +453,62 @@ def pause(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -> di
     except FormatError as exc:
         raise BadRequest(str(exc)) from exc
     return svc.mutate(
-        req, case_id, {"reporter"}, "pause", lambda cs, r, now, _: engine.pause(cs, r, until, now)
+        req,
+        case_id,
+        {"reporter"},
+        "pause",
+        lambda cs, r, now, _: engine.pause(cs, r, until, now),
+        marker_of(svc, payload),
     )
 
 
-def resume(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+def resume(svc: NodeService, req: SignedRequest, case_id: str, body: bytes = b"") -> dict[str, Any]:
     return svc.mutate(
-        req, case_id, {"reporter"}, "resume", lambda cs, r, now, _: engine.resume(cs, r, now)
+        req,
+        case_id,
+        {"reporter"},
+        "resume",
+        lambda cs, r, now, _: engine.resume(cs, r, now),
+        _lenient_marker(svc, body),
     )
 
 
-def destroy(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+def destroy(
+    svc: NodeService, req: SignedRequest, case_id: str, body: bytes = b""
+) -> dict[str, Any]:
     return svc.mutate(
-        req, case_id, {"reporter"}, "destroy", lambda cs, r, now, _: engine.destroy(cs, r, now)
+        req,
+        case_id,
+        {"reporter"},
+        "destroy",
+        lambda cs, r, now, _: engine.destroy(cs, r, now),
+        _lenient_marker(svc, body),
     )
 
 
-def release_now(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+def release_now(
+    svc: NodeService, req: SignedRequest, case_id: str, body: bytes = b""
+) -> dict[str, Any]:
     return svc.mutate(
         req,
         case_id,
         {"reporter"},
         "release_now",
         lambda cs, r, now, _: engine.release_now(cs, r, now),
+        _lenient_marker(svc, body),
     )
 
 
-def objection(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+def objection(
+    svc: NodeService, req: SignedRequest, case_id: str, body: bytes = b""
+) -> dict[str, Any]:
     return svc.mutate(
-        req, case_id, {"reporter"}, "object", lambda cs, r, now, _: engine.objection(cs, r, now)
+        req,
+        case_id,
+        {"reporter"},
+        "object",
+        lambda cs, r, now, _: engine.objection(cs, r, now),
+        _lenient_marker(svc, body),
     )
 
 
@@ -438,13 +531,18 @@ def release_request(
 # --- reads ---------------------------------------------------------------------------------
 
 
-def status(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, Any]:
+def status(
+    svc: NodeService, req: SignedRequest, case_id: str, marker: str | None = None
+) -> dict[str, Any]:
+    """`marker` (query parameter): the reporter's duress marker; under duress the answer comes
+    from the cover state (cover.py)."""
+    duress = open_marker(marker, svc.identity.box_key) is True
+
+    def fn(conn, row, policy, roles, now):
+        return svc.status_doc(conn, row, now, duress=duress and "reporter" in roles)
+
     return svc.read(
-        req,
-        case_id,
-        {"reporter", "editor", "recipient", "node"},
-        "read the case status",
-        lambda conn, row, policy, roles, now: svc.status_doc(conn, row, now),
+        req, case_id, {"reporter", "editor", "recipient", "node"}, "read the case status", fn
     )
 
 

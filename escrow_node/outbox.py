@@ -35,6 +35,7 @@ from vault.errors import VeladorError
 
 from . import gossip, targets
 from .config import SmtpConfig
+from .notices import SILENT_EVENTS
 
 log = logging.getLogger("velador.node.outbox")
 MAX_ATTEMPTS = 40
@@ -169,18 +170,20 @@ class Outbox:
                     " WHERE id = ?",
                     (attempts, now + backoff(attempts), failed, str(exc)[:500], row["id"]),
                 )
-            self.svc.metrics.inc(
-                "velador_node_notifications_total", channel=row["channel"], result="error"
-            )
+            if not _silent(row):
+                self.svc.metrics.inc(
+                    "velador_node_notifications_total", channel=row["channel"], result="error"
+                )
             return
         with self.svc.store.tx() as conn:
             conn.execute(
                 "UPDATE outbox SET delivered = ?, attempts = attempts + 1 WHERE id = ?",
                 (time.time(), row["id"]),
             )
-        self.svc.metrics.inc(
-            "velador_node_notifications_total", channel=row["channel"], result="ok"
-        )
+        if not _silent(row):
+            self.svc.metrics.inc(
+                "velador_node_notifications_total", channel=row["channel"], result="ok"
+            )
 
     def _send(self, row: dict[str, Any]) -> None:
         payload = json.loads(row["payload"])
@@ -210,3 +213,13 @@ class Outbox:
                 raise DeliveryError(f"webhook answered {resp.status_code}")
         else:
             raise DeliveryError(f"unknown channel {row['channel']!r}")
+
+
+def _silent(row: dict[str, Any]) -> bool:
+    """A delivery of a silent-alarm notice: left out of the metrics (notices.SILENT_EVENTS)."""
+    if row["channel"] == "peer":
+        return False
+    try:
+        return json.loads(row["payload"])["notice"]["body"]["event"] in SILENT_EVENTS
+    except (ValueError, KeyError, TypeError):
+        return False

@@ -19,7 +19,7 @@ from vault.identity import Identity
 from vault.policy import Policy
 from vault.signing import sign_document
 
-from . import audit, engine, notices
+from . import audit, cover, engine, notices
 from .auth import SignedRequest, consume_nonce, verify_request
 from .config import NodeConfig
 from .db import Store
@@ -298,19 +298,27 @@ class NodeService:
             },
         )
 
-    def status_doc(self, conn: sqlite3.Connection, row: sqlite3.Row, now: int) -> dict[str, Any]:
+    def status_doc(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, now: int, duress: bool = False
+    ) -> dict[str, Any]:
+        """The signed status; from the cover state when the reporter's request carried the
+        duress marker (cover.py), so a captor sees what a normal request would show."""
         policy = self.policy_of(row)
         rules = self.rules_of(policy)
         cs = state_of(row)
+        policy_hash = policy.hash
         n_env = conn.execute(
             "SELECT count(*) FROM envelopes WHERE case_id = ?", (policy.case_id,)
         ).fetchone()[0]
+        if duress:
+            cs, policy_hash = cover.shown(conn, cs, policy.hash, policy.case_id, rules, now)
+            n_env = 0 if cs.state == engine.DESTROYED else n_env
         return self._sign(
             "status",
             {
                 "v": 1,
                 "case_id": policy.case_id,
-                "policy_hash": policy.hash,
+                "policy_hash": policy_hash,
                 "node": self.fingerprint,
                 "time": now,
                 "state": cs.state,
@@ -343,8 +351,12 @@ class NodeService:
         action: str,
         detail: dict[str, Any],
         last_heartbeat: str | None = None,
+        reporter_events: set[str] | None = None,
     ) -> None:
-        """Persist a transition with its audit entry and notices, inside the caller's tx."""
+        """Persist a transition with its audit entry and notices, inside the caller's tx.
+
+        `reporter_events`: the only events the reporter may be told of (None: all of them,
+        unless the case is under a duress cover, which tells the reporter nothing)."""
         if new == old and not effects and last_heartbeat is None:
             return
         case_id = row["case_id"]
@@ -368,21 +380,34 @@ class NodeService:
             if e.kind == "delete_envelopes":
                 conn.execute("DELETE FROM envelopes WHERE case_id = ?", (policy.case_id,))
         seen: set[str] = set()
+        # While the case is under a duress cover (cover.py), the reporter is told only what the
+        # cover's own transition gives: the captor holds their devices, and an "overdue" after
+        # a forced pause would tell.
+        allowed = reporter_events
+        if (
+            allowed is None
+            and any(e.kind == "notify" and e.audience == "reporter" for e in effects)
+            and cover.exists(conn, policy.case_id)
+        ):
+            allowed = set()
         for e in effects:
-            if e.kind == "notify":
-                notices.emit(
-                    conn,
-                    self.identity,
-                    self.config,
-                    policy,
-                    new,
-                    rules,
-                    e.event,
-                    e.audience,
-                    now,
-                    operator_copy=e.event in OPERATOR_EVENTS and e.event not in seen,
-                )
-                seen.add(e.event)
+            if e.kind != "notify":
+                continue
+            if e.audience == "reporter" and allowed is not None and e.event not in allowed:
+                continue
+            notices.emit(
+                conn,
+                self.identity,
+                self.config,
+                policy,
+                new,
+                rules,
+                e.event,
+                e.audience,
+                now,
+                operator_copy=e.event in OPERATOR_EVENTS and e.event not in seen,
+            )
+            seen.add(e.event)
         entry = {
             "action": action,
             "from": old.state,
@@ -410,8 +435,15 @@ class NodeService:
         allowed: set[str],
         action: str,
         op: Callable[[CaseState, Rules, int, dict[str, str]], tuple[CaseState, list[Effect]]],
+        duress: bool | None = None,
     ) -> dict[str, Any]:
-        """Run one signed state-changing request."""
+        """Run one signed state-changing request.
+
+        `duress`: the reporter's marker (None: the request had none, or it is not the
+        reporter's). True: the action is applied to the cover state and answered from it, the
+        real case gets engine.duress_signal instead (docs/protocol.md §4.4); a refusal the cover
+        gives is raised only after the alarm is committed."""
+        refusal: VeladorError | None = None
         try:
             with self.store.tx() as conn:
                 now = self.clock.now()
@@ -426,18 +458,73 @@ class NodeService:
                     raise Forbidden(f"the case policy does not allow you to {what}")
                 rules = self.rules_of(policy)
                 old = state_of(row)
-                new, effects = op(old, rules, now, roles)
                 by = {r: fp for r, fp in roles.items() if r in allowed}
-                self.apply(conn, row, policy, old, new, effects, now, action, {"by": by})
-                receipt = self.receipt(policy, new, rules, action, req.nonce, now)
-                wake = engine.next_wake(new, rules)
+                if duress and "reporter" in roles:
+                    receipt, effects, wake, refusal = self._mutate_under_duress(
+                        conn, row, policy, rules, old, op, roles, by, action, req, now
+                    )
+                else:
+                    new, effects = op(old, rules, now, roles)
+                    shown = self._follow_cover(conn, old, policy, rules, op, roles, now, duress)
+                    self.apply(
+                        conn, row, policy, old, new, effects, now, action, {"by": by}, None, shown
+                    )
+                    receipt = self.receipt(policy, new, rules, action, req.nonce, now)
+                    wake = engine.next_wake(new, rules)
         except Replay:
             raise
         except VeladorError:
             self.burn_nonce(req)
             raise
         self.after_commit(effects, wake=wake)
+        if refusal is not None:
+            raise refusal
         return receipt
+
+    def _mutate_under_duress(self, conn, row, policy, rules, old, op, roles, by, action, req, now):
+        """The duress half of mutate: the cover moves, the real case raises the alarm."""
+        basis, policy_hash = cover.basis(conn, old, policy.hash, policy.case_id)
+        basis, _ = engine.advance(basis, rules, now, synced=True)
+        refusal: VeladorError | None = None
+        try:
+            shown, _ = op(basis, rules, now, roles)
+        except VeladorError as exc:
+            refusal, shown = exc, basis
+        real, effects = old, []
+        if action == "resume" and old.state == engine.PAUSED:
+            # Ending a real pause only brings a release closer: it is done for real.
+            real, effects = engine.resume(old, rules, now)
+        real, more = engine.duress_signal(real, rules, now)
+        effects += more
+        detail = {"by": by, "duress": True}
+        # Saved first: while a cover exists, apply() sends the reporter no notice.
+        cover.save(conn, policy.case_id, shown, policy_hash, now)
+        if old.state in engine.TERMINAL:
+            audit.append(conn, now, policy.case_id, action, {**detail, "to": old.state})
+        else:
+            self.apply(conn, row, policy, old, real, effects, now, action, detail)
+        body = self.receipt_body(policy, shown, rules, action, req.nonce, now)
+        receipt = self._sign("receipt", dict(body, policy_hash=policy_hash))
+        return receipt, effects, engine.next_wake(real, rules), refusal
+
+    def _follow_cover(self, conn, old, policy, rules, op, roles, now, marker) -> set[str] | None:
+        """Keep a stored cover in step with what others do (an editor's request shows in the
+        captor's view as it would have); a reporter request with the normal marker drops it.
+        Returns the events the reporter may be told of (those the cover's own transition
+        gives), or None when there is no cover."""
+        if "reporter" in roles and marker is False:
+            cover.clear(conn, policy.case_id)
+            return None
+        if "reporter" in roles or not cover.exists(conn, policy.case_id):
+            return None
+        basis, policy_hash = cover.basis(conn, old, policy.hash, policy.case_id)
+        basis, _ = engine.advance(basis, rules, now, synced=True)
+        try:
+            shown, effects = op(basis, rules, now, roles)
+        except VeladorError:
+            return set()
+        cover.save(conn, policy.case_id, shown, policy_hash, now)
+        return {e.event for e in effects if e.kind == "notify" and e.audience == "reporter"}
 
     def read(
         self,

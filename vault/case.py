@@ -291,7 +291,7 @@ def rotate_case(
     old = rec.policy
     if rec.status in ("destroyed", "released"):
         raise PolicyError(f"cannot rotate: case {name} was {rec.status}")
-    old_envs = state.envelopes_of(old)
+    old_envs = state.envelopes_of(old, identity.box_key)
     if len(old_envs) != len(old.holders):
         raise PolicyError(
             "this laptop does not have every envelope of the current policy",

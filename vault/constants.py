@@ -38,9 +38,11 @@ ROLES = ("reporter", "outlet", "editor", "node")
 
 # --- Identity files (format.md §3) --------------------------------------------------------------
 IDENTITY_KIND = "velador-identity"
-IDENTITY_SLOTS = 2
-"""Every identity file has two key slots, so the file never shows whether a duress
-passphrase is set (the second slot is random filler until `velador id duress`)."""
+IDENTITY_SLOTS = 3
+"""Every version 2 identity file has three key slots in random order, so the file never shows
+whether a duress passphrase is set nor which slot is which (filler until `velador id duress`;
+three so that `id duress` under the duress passphrase can keep every passphrase the captor
+knows working, format.md §3). Version 1 files (two slots, normal first) are still read."""
 
 KDF_OPSLIMIT = 3
 KDF_MEMLIMIT = 128 * 1024 * 1024

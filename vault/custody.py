@@ -72,7 +72,7 @@ def _enough(policy: Policy, healthy: set[str]) -> bool:
 def _audit_nodes(
     state: LocalState, identity: Identity, clock: Clock, policy: Policy, timeout: float
 ) -> tuple[list[dict[str, Any]], set[str], list[switch.NodeResult]]:
-    envelopes = state.envelopes_of(policy)
+    envelopes = state.envelopes_of(policy, identity.box_key)
     nonce = secrets.token_bytes(32)  # fresh: a node cannot answer from a digest it kept
 
     def challenge(client: NodeClient) -> dict[str, Any]:

@@ -1,13 +1,20 @@
 """Identities at rest (docs/format.md §3).
 
 An identity is an Ed25519 signing key and an X25519 box key. The private halves are stored in
-`identity.json` (mode 0600) under one of two *slots*, each sealed with a key derived from a
+`identity.json` (mode 0600) under one of several *slots*, each sealed with a key derived from a
 passphrase by Argon2id (nacl.pwhash) and encrypted with SecretBox (XSalsa20-Poly1305).
 
-Two slots always exist. Until the reporter sets a duress passphrase the second slot is random
-filler of the same shape, so a captor who reads the file cannot tell whether a duress passphrase
-exists. Unlocking always runs the KDF for both slots so the time taken does not say which slot
-opened.
+Version 2 files hold three slots in random order (version 1 files, still read, hold two with the
+normal slot first). Until the reporter sets a duress passphrase the other slots are random filler
+of the same shape, so a captor who reads the file cannot tell whether a duress passphrase exists
+or which slot is which. Unlocking always runs the KDF for every slot so the time taken does not
+say which slot opened.
+
+`velador id duress` run with the duress passphrase must look exactly like a run with the normal
+one (docs/threat-model.md, "Finding 3"): it keeps the normal slot byte for byte, and the
+captor's "current" passphrase and the new one both open duress slots. A duress slot's flag byte
+names the normal slot's index (flag - 1), so that rewrite knows which slot to keep without the
+normal passphrase.
 
 Passphrases reach the KDF in Unicode NFC, UTF-8 encoded (format.md §3.1, vault/passphrase.py), so
 an identity made with decomposed accents opens with composed ones; unlocking also tries the raw
@@ -45,6 +52,9 @@ from .passphrase import normalize, unlock_forms
 
 IDENTITY_FILE = "identity.json"
 _PLAIN_LEN = 1 + 32 + 32  # duress flag, Ed25519 seed, X25519 secret
+_READ_VERSIONS = {1: 2, 2: IDENTITY_SLOTS}
+"""File version -> its number of slots (format.md §3); version 1 is read, never written."""
+_WRITE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -95,8 +105,29 @@ def _seal_slot(plain: bytes, passphrase: str | None) -> dict[str, Any]:
     }
 
 
-def _plain(sign_key: SigningKey, box_key: PrivateKey, duress: bool) -> bytes:
-    return bytes([1 if duress else 0]) + bytes(sign_key) + bytes(box_key)
+def _plain(sign_key: SigningKey, box_key: PrivateKey, normal_index: int | None) -> bytes:
+    """flag 0 = normal; flag n >= 1 = duress, the normal slot being slot n - 1 (format.md §3)."""
+    flag = 0 if normal_index is None else normal_index + 1
+    return bytes([flag]) + bytes(sign_key) + bytes(box_key)
+
+
+def _filler() -> dict[str, Any]:
+    return _seal_slot(secrets.token_bytes(_PLAIN_LEN), None)
+
+
+def _write_slots(home: Path, doc: dict[str, Any], normal: dict[str, Any], make: list[Any]) -> None:
+    """Write `normal` (an already sealed slot, kept byte for byte) and one slot per item of
+    `make` in a fresh random order. Each item is a function of the normal slot's final index
+    returning a sealed slot, so duress slots can name it (their flag byte)."""
+    order = list(range(len(make) + 1))
+    secrets.SystemRandom().shuffle(order)
+    slots: list[dict[str, Any]] = [{}] * len(order)
+    normal_at = order[0]
+    slots[normal_at] = normal
+    for pos, fn in zip(order[1:], make, strict=True):
+        slots[pos] = fn(normal_at)
+    doc = dict(doc, v=_WRITE_VERSION, slots=slots)
+    atomic_write(home / IDENTITY_FILE, json.dumps(doc, indent=1).encode(), mode=0o600)
 
 
 def create_identity(
@@ -114,11 +145,10 @@ def create_identity(
     sign_key = SigningKey.generate()
     box_key = PrivateKey.generate()
     card = make_card(name, role, sign_key, bytes(box_key.public_key), created, url)
-    slots = [_seal_slot(_plain(sign_key, box_key, False), passphrase)]
-    slots += [_seal_slot(secrets.token_bytes(_PLAIN_LEN), None) for _ in range(IDENTITY_SLOTS - 1)]
-    doc = {"v": 1, "kind": IDENTITY_KIND, "card": card.text, "slots": slots}
+    normal = _seal_slot(_plain(sign_key, box_key, None), passphrase)
+    doc = {"v": _WRITE_VERSION, "kind": IDENTITY_KIND, "card": card.text}
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    atomic_write(path, json.dumps(doc, indent=1).encode(), mode=0o600)
+    _write_slots(home, doc, normal, [lambda _i: _filler()] * (IDENTITY_SLOTS - 1))
     return Identity(card.name, role, sign_key, box_key, card)
 
 
@@ -131,10 +161,15 @@ def _load_doc(home: Path) -> dict[str, Any]:
             f"no identity in {home}", hint="create one with 'velador id new --name NAME'"
         ) from None
     doc = parse_json(raw, "identity file")
-    if require(doc, "kind", str, "identity file") != IDENTITY_KIND or doc.get("v") != 1:
+    version = doc.get("v")
+    if (
+        require(doc, "kind", str, "identity file") != IDENTITY_KIND
+        or type(version) is not int
+        or version not in _READ_VERSIONS
+    ):
         raise FormatError("identity file has an unsupported version")
     slots = require(doc, "slots", list, "identity file")
-    if len(slots) != IDENTITY_SLOTS:
+    if len(slots) != _READ_VERSIONS[version]:
         raise FormatError("identity file is damaged (wrong number of key slots)")
     return doc
 
@@ -160,61 +195,89 @@ def _try_slot(slot: Any, passphrase: str) -> bytes | None:
         return None
 
 
-def unlock_identity(home: Path, passphrase: str) -> Identity:
-    """Open the identity. Every slot is tried so timing does not reveal which one matched."""
+def _open(home: Path, passphrase: str) -> tuple[dict[str, Any], Identity, int]:
+    """The file, the unlocked identity and the index of the slot that opened."""
     from .cards import parse_card
 
     doc = _load_doc(home)
     card = parse_card(require(doc, "card", str, "identity file"))
-    plain = None
+    hits: list[tuple[int, bytes]] = []
     for form in unlock_forms(passphrase):  # how many forms are tried depends on the text only
         opened = [_try_slot(slot, form) for slot in doc["slots"]]
-        plain = next((p for p in opened if p is not None), None)
-        if plain is not None:
+        hits = [(i, p) for i, p in enumerate(opened) if p is not None]
+        if hits:
             break
-    if plain is None:
+    if not hits:
         raise AuthenticationError(
             "wrong passphrase for this identity", hint="check the keyboard layout and caps lock"
         )
-    if len(plain) != _PLAIN_LEN:
+    # One passphrase opening two slots only happens if a duress passphrase was set equal to
+    # the normal one without knowing it (a captor who already knows it): prefer the alarm.
+    index, plain = max(hits, key=lambda h: h[1][0] != 0)
+    if len(plain) != _PLAIN_LEN or plain[0] > len(doc["slots"]):
         raise FormatError("identity file is damaged (key slot has the wrong size)")
     sign_key = SigningKey(plain[1:33])
     box_key = PrivateKey(plain[33:65])
     if bytes(sign_key.verify_key) != card.sign_pk or bytes(box_key.public_key) != card.box_pk:
         raise FormatError("identity file is damaged (keys do not match the card)")
-    return Identity(card.name, card.role, sign_key, box_key, card, duress=plain[0] == 1)
+    ident = Identity(card.name, card.role, sign_key, box_key, card, duress=plain[0] != 0)
+    if ident.duress:
+        index = -plain[0]  # -(normal index + 1): see set_duress_passphrase
+    return doc, ident, index
+
+
+def unlock_identity(home: Path, passphrase: str) -> Identity:
+    """Open the identity. Every slot is tried so timing does not reveal which one matched."""
+    return _open(home, passphrase)[1]
 
 
 def set_duress_passphrase(home: Path, passphrase: str, duress_passphrase: str) -> None:
-    """Fill the second slot so `duress_passphrase` opens the same keys, flagged as duress."""
+    """Make `duress_passphrase` open the same keys, flagged as duress (format.md §3).
+
+    Under the normal passphrase: the normal slot is kept byte for byte, a fresh duress slot
+    and a fresh filler slot join it, in a new random order. Under a duress passphrase the
+    answer and the file's shape are the same (a captor who was given the duress passphrase
+    and tries to set "their own" must see nothing unusual): the normal slot, found through the
+    duress slot's flag, is kept byte for byte, and the passphrase given and the new one both
+    get fresh duress slots, so both keep opening, as the captor expects."""
     if normalize(duress_passphrase) == normalize(passphrase):
         raise AuthenticationError("the duress passphrase must differ from the normal one")
-    ident = unlock_identity(home, passphrase)
+    doc, ident, index = _open(home, passphrase)
+    sk, bk = ident.sign_key, ident.box_key
+
+    def duress_slot(pp: str) -> Any:
+        return lambda normal_at: _seal_slot(_plain(sk, bk, normal_at), pp)
+
     if ident.duress:
-        raise AuthenticationError("unlock with the normal passphrase to change the duress one")
-    doc = _load_doc(home)
-    doc["slots"] = [
-        _seal_slot(_plain(ident.sign_key, ident.box_key, False), passphrase),
-        _seal_slot(_plain(ident.sign_key, ident.box_key, True), duress_passphrase),
-    ]
-    atomic_write(home / IDENTITY_FILE, json.dumps(doc, indent=1).encode(), mode=0o600)
+        normal = doc["slots"][-index - 1]
+        _write_slots(home, doc, normal, [duress_slot(passphrase), duress_slot(duress_passphrase)])
+    else:
+        normal = doc["slots"][index]
+        _write_slots(home, doc, normal, [duress_slot(duress_passphrase), lambda _i: _filler()])
 
 
 def change_passphrase(home: Path, passphrase: str, new_passphrase: str) -> None:
-    """Re-seal the slot that `passphrase` opens with `new_passphrase`; the other slot is kept.
+    """Re-seal the slot that `passphrase` opens with `new_passphrase`; the others are kept.
 
     Whichever slot opens (normal or duress) is the one changed, and the answer is the same
-    either way, so changing a passphrase does not say which kind it was. A new passphrase that
-    already opens the other slot is refused: both slots would then open with one passphrase."""
-    ident = unlock_identity(home, passphrase)
+    either way, so changing a passphrase does not say which kind it was. A duress slot keeps its
+    flag (which names the normal slot), since the slots stay where they are. A new passphrase
+    that already opens another slot is refused: two slots would then open with one passphrase."""
+    _open(home, passphrase)  # checks the passphrase and that the keys match the card
     doc = _load_doc(home)
     slots = doc["slots"]
-    forms = unlock_forms(passphrase)
-    mine = next(i for i, slot in enumerate(slots) if any(_try_slot(slot, f) for f in forms))
-    others = [i for i in range(len(slots)) if i != mine]
+    mine: tuple[int, bytes] | None = None
+    for form in unlock_forms(passphrase):
+        opened = [_try_slot(slot, form) for slot in slots]
+        hits = [(i, p) for i, p in enumerate(opened) if p is not None]
+        if hits:
+            mine = max(hits, key=lambda h: h[1][0] != 0)  # the same slot _open chose
+            break
+    assert mine is not None  # _open succeeded with the same forms
+    others = [i for i in range(len(slots)) if i != mine[0]]
     if any(_try_slot(slots[i], f) for i in others for f in unlock_forms(new_passphrase)):
         raise AuthenticationError(
             "this passphrase cannot be used for this identity", hint="choose another passphrase"
         )
-    slots[mine] = _seal_slot(_plain(ident.sign_key, ident.box_key, ident.duress), new_passphrase)
+    slots[mine[0]] = _seal_slot(mine[1], new_passphrase)
     atomic_write(home / IDENTITY_FILE, json.dumps(doc, indent=1).encode(), mode=0o600)

@@ -9,6 +9,13 @@ What is kept here is chosen for a seized laptop: no file names, no plaintext has
 secret. Per-case secrets needed for deposits (the chunk key and the chunker seed) are sealed to the
 owner's own X25519 key, so they open only with the identity passphrase; the file cache is indexed
 by a keyed hash of the path.
+
+Share envelopes (kept for `case arm` at nodes that missed the registration, `velador audit` and
+`case rotate`, which carries them into the keyring) are sealed to the owner's key too, each one
+(`sealed1:` || b64(SealedBox(owner box key).encrypt(envelope JSON)), docs/format.md §8), so no
+recipient's key opens anything in this file: a recipient's key AND the reporter's passphrase are
+needed (docs/threat-model.md, "Finding 4"). Homes written before are sealed when next opened;
+`secure_delete` and a VACUUM scrub the plain copies from the file.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from .errors import AuthenticationError, FormatError, NotFoundError
 from .policy import Policy, parse_policy
 
 DB_FILE = "state.db"
+SEALED_ENVELOPE = "sealed1:"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS contacts (
@@ -160,8 +168,45 @@ class LocalState:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = home / DB_FILE
         self.db = open_db(self.path)
+        # Deleted and overwritten rows are zeroed in the file, not left in free pages.
+        self.db.conn.execute("PRAGMA secure_delete=ON")
         self.db.conn.executescript(_SCHEMA)
         self.path.chmod(0o600)
+        self._seal_plain_envelopes()
+
+    def _seal_plain_envelopes(self) -> None:
+        """Migration: envelopes stored in plain JSON by earlier versions are sealed to the
+        reporter's key (the case policy names it), then the file is scrubbed."""
+        rows = self.db.execute(
+            "SELECT e.case_id, e.policy_hash, e.holder, e.recipient, e.envelope, c.policy"
+            " FROM envelopes e JOIN cases c ON c.case_id = e.case_id"
+            " WHERE e.envelope NOT LIKE ?",
+            [SEALED_ENVELOPE + "%"],
+        ).fetchall()
+        if not rows:
+            return
+        owners: dict[str, bytes] = {}
+        with self.tx():
+            for case_id, ph, holder, recipient, env, policy in rows:
+                if case_id not in owners:
+                    owners[case_id] = parse_policy(json.loads(policy)).reporter.box_pk
+                self.db.execute(
+                    "UPDATE envelopes SET envelope = ? WHERE case_id = ? AND policy_hash = ?"
+                    " AND holder = ? AND recipient = ?",
+                    [
+                        _seal_envelope(json.loads(env), owners[case_id]),
+                        case_id,
+                        ph,
+                        holder,
+                        recipient,
+                    ],
+                )
+        self.scrub()
+
+    def scrub(self) -> None:
+        """Rewrite the file and empty the write-ahead log: no old page keeps a plain copy."""
+        self.db.conn.execute("VACUUM")
+        self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextmanager
     def tx(self) -> Iterator[None]:
@@ -275,6 +320,8 @@ class LocalState:
         return [self.case(n) for n in names]
 
     def save_envelopes(self, policy: Policy, envelopes: dict[str, list[dict[str, Any]]]) -> None:
+        """Store every envelope sealed to the reporter's own box key (the owner of this home);
+        only the public key is needed, so no passphrase."""
         with self.tx():
             for holder, envs in envelopes.items():
                 for env in envs:
@@ -284,20 +331,21 @@ class LocalState:
                             "policy_hash": policy.hash,
                             "holder": holder,
                             "recipient": env["body"]["recipient"],
-                            "envelope": json.dumps(env),
+                            "envelope": _seal_envelope(env, policy.reporter.box_pk),
                         },
                         replace=True,
                     )
 
-    def envelopes_of(self, policy: Policy) -> dict[str, list[dict[str, Any]]]:
-        """holder id -> its envelopes (one per recipient) for this version of the policy."""
+    def envelopes_of(self, policy: Policy, box_key: PrivateKey) -> dict[str, list[dict[str, Any]]]:
+        """holder id -> its envelopes (one per recipient) for this version of the policy,
+        opened with the owner's box key (an unlocked identity's `box_key`)."""
         out: dict[str, list[dict[str, Any]]] = {}
         for holder, env in self.db.execute(
             "SELECT holder, envelope FROM envelopes WHERE case_id = ? AND policy_hash = ?"
             " ORDER BY holder, recipient",
             [policy.case_id, policy.hash],
         ):
-            out.setdefault(holder, []).append(json.loads(env))
+            out.setdefault(holder, []).append(_open_envelope(env, box_key))
         return out
 
     def replace_policy(self, name: str, policy: Policy, sealed_secrets: str) -> None:
@@ -523,6 +571,23 @@ class LocalState:
                 "SELECT oid, csize, chash FROM objects WHERE case_id = ? ORDER BY oid", [case_id]
             )
         )
+
+
+def _seal_envelope(env: dict[str, Any], box_pk: bytes) -> str:
+    return SEALED_ENVELOPE + b64e(SealedBox(PublicKey(box_pk)).encrypt(canonical_json(env)))
+
+
+def _open_envelope(stored: str, box_key: PrivateKey) -> dict[str, Any]:
+    if not stored.startswith(SEALED_ENVELOPE):
+        raise FormatError("a stored envelope is not sealed (the local state is damaged)")
+    try:
+        plain = SealedBox(box_key).decrypt(b64d(stored[len(SEALED_ENVELOPE) :], "envelope"))
+    except CryptoError as exc:
+        raise AuthenticationError("this case's envelopes do not open with this identity") from exc
+    value = parse_json(plain, "stored envelope")
+    if not isinstance(value, dict):
+        raise FormatError("a stored envelope is damaged")
+    return value
 
 
 def seal_to_self(secrets: dict[str, Any], box_pk: bytes) -> str:

@@ -210,7 +210,7 @@ def arm(
     policy = switch_policy(rec)
     _refuse_closed(rec, "arm")
     mark_arming(state, policy, clock.now())
-    envelopes = state.envelopes_of(policy)
+    envelopes = state.envelopes_of(policy, identity.box_key)
     regs = state.node_regs(policy)
     todo = [c for c in policy.nodes if regs.get(c.fingerprint, ("pending",))[0] != "registered"]
     by_fp = {c.fingerprint: c for c in policy.nodes}
@@ -470,6 +470,17 @@ def gather_status(
             continue
         state.record_view(policy.case_id, r.fingerprint, r.body)
         note_node_version(state, policy, by_fp[r.fingerprint], r.body.get("policy_hash"), now)
+    answered = [r.body for r in results if r.ok and r.body is not None]
+    if (
+        not identity.duress
+        and rec.status in ("destroyed", "released")
+        and len(answered) == len(results)
+        and all(b.get("state") in LIVE_STATES for b in answered)
+    ):
+        # Closed on this laptop but live at every node: only a destroy or release forced under
+        # duress does that (docs/protocol.md §4.4). The reporter, free again, gets it back.
+        state.set_case_status(policy.case_id, "active")
+        rec = state.case(rec.name)
     # A release learned here is recorded so every later view shows it, offline too; never under
     # duress, where the rows above keep the cover view.
     release = None if identity.duress else learn_release(state, rec, results, clock.now())

@@ -28,8 +28,8 @@ async def register(request: Request):
 @router.get(
     "/{case_id}", summary="Case status (any party)", responses=ok("status"), openapi_extra=SIGNED
 )
-async def status(request: Request, case_id: str = CaseId):
-    return await signed(request, lambda svc, req, body: ops.status(svc, req, case_id))
+async def status(request: Request, case_id: str = CaseId, marker: str | None = None):
+    return await signed(request, lambda svc, req, body: ops.status(svc, req, case_id, marker))
 
 
 @router.post(
@@ -46,7 +46,7 @@ async def pause(request: Request, case_id: str = CaseId):
     "/{case_id}/resume", summary="Resume (reporter)", responses=ok("receipt"), openapi_extra=SIGNED
 )
 async def resume(request: Request, case_id: str = CaseId):
-    return await signed(request, lambda svc, req, body: ops.resume(svc, req, case_id))
+    return await signed(request, lambda svc, req, body: ops.resume(svc, req, case_id, body))
 
 
 @router.post(
@@ -56,7 +56,7 @@ async def resume(request: Request, case_id: str = CaseId):
     openapi_extra=SIGNED,
 )
 async def destroy(request: Request, case_id: str = CaseId):
-    return await signed(request, lambda svc, req, body: ops.destroy(svc, req, case_id))
+    return await signed(request, lambda svc, req, body: ops.destroy(svc, req, case_id, body))
 
 
 @router.post(
@@ -66,7 +66,7 @@ async def destroy(request: Request, case_id: str = CaseId):
     openapi_extra=SIGNED,
 )
 async def release_now(request: Request, case_id: str = CaseId):
-    return await signed(request, lambda svc, req, body: ops.release_now(svc, req, case_id))
+    return await signed(request, lambda svc, req, body: ops.release_now(svc, req, case_id, body))
 
 
 @router.get(

@@ -30,4 +30,4 @@ async def release_request(request: Request, case_id: str = CaseId):
     openapi_extra=SIGNED,
 )
 async def objection(request: Request, case_id: str = CaseId):
-    return await signed(request, lambda svc, req, body: ops.objection(svc, req, case_id))
+    return await signed(request, lambda svc, req, body: ops.objection(svc, req, case_id, body))

@@ -1,10 +1,12 @@
-"""Unsigned endpoints: health, the node card, metrics (docs/protocol.md §4.7)."""
+"""Unsigned endpoints: health and the node card (docs/protocol.md §4.7).
+
+Metrics are not served here: they have their own loopback-only listener (escrow_node/metrics.py),
+so nothing that publishes this port publishes them."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 
 import vault
 
@@ -61,29 +63,3 @@ async def health(request: Request):
 )
 async def card(request: Request):
     return JSONResponse({"card": request.app.state.service.identity.card.text})
-
-
-@router.get(
-    "/metrics",
-    summary="Prometheus metrics",
-    responses={
-        200: {
-            "description": "text exposition",
-            "content": {"text/plain": {"schema": {"type": "string"}}},
-        },
-        404: {"description": "metrics disabled"},
-    },
-    include_in_schema=True,
-)
-async def metrics(request: Request):
-    svc = request.app.state.service
-    if not svc.config.metrics:
-        return PlainTextResponse("metrics disabled\n", status_code=404)
-
-    def render() -> str:
-        with svc.store.read() as conn:
-            return svc.metrics.render(conn, svc.clock.now())
-
-    return PlainTextResponse(
-        await run_in_threadpool(render), media_type="text/plain; version=0.0.4"
-    )

@@ -560,3 +560,23 @@ def test_recover_timeout_default_is_the_node_client_default():
     from vault.netrecover import DEFAULT_TIMEOUT
 
     assert NODE_TIMEOUT == DEFAULT_TIMEOUT
+
+
+def test_id_duress_answers_the_same_under_the_duress_passphrase(v, homes, monkeypatch):
+    # Finding 3 (a): a captor given the duress passphrase runs `id duress` to set "their own":
+    # the answer and exit code are those of a run with the normal passphrase.
+    r = homes("duress-id")
+    v.ok(r, "id", "new", "--name", "Rita Reporter")
+    monkeypatch.setenv("VELADOR_DURESS_PASSPHRASE", "the real duress one")
+    normal = v(r, "id", "duress")
+    monkeypatch.setenv("VELADOR_DURESS_PASSPHRASE", "the captor's duress one")
+    forced = v(r, "id", "duress", passphrase="the real duress one")
+    assert forced == normal
+    assert normal[0] == 0
+    # Both passphrases the captor knows keep working; the real one still unlocks normally.
+    for pw in ("the real duress one", "the captor's duress one", PW):
+        assert v(r, "id", "show", passphrase=pw)[0] == 0
+    from vault.identity import unlock_identity
+
+    assert unlock_identity(r, PW).duress is False
+    assert unlock_identity(r, "the captor's duress one").duress is True

@@ -277,8 +277,9 @@ def test_openapi_and_metrics(inproc, case):
 
     spec = httpx.get(inproc.url + "/v1/openapi.json").json()
     assert "/v1/cases/{case_id}/heartbeat" in spec["paths"]
-    text = httpx.get(inproc.url + "/metrics").text
-    assert 'velador_node_cases{state="ARMED"} 1' in text
+    # Finding 3 (d): metrics are off by default and never on the API port.
+    assert httpx.get(inproc.url + "/metrics").status_code == 404
+    assert 'velador_node_cases{state="ARMED"} 1.0' in inproc.svc.metrics.render()
     card = httpx.get(inproc.url + "/v1/card").json()["card"]
     assert card == inproc.card.text
     assert verify_document

@@ -179,8 +179,9 @@ def test_the_fast_path_is_taken_and_only_for_exact_heartbeat_posts(node, registe
     assert client.post("/v1/cases/short/heartbeat", content=b"{}").status_code == 400
     assert client.get("/v1/health").status_code == 200
     assert entered == [path, "/v1/cases/short/heartbeat", "/v1/health"]
-    metrics = client.get("/metrics").text
-    assert "velador_node_heartbeats_total 2" in metrics
+    assert client.get("/metrics").status_code == 404  # never on the API port
+    metrics = app.state.service.metrics.render()
+    assert "velador_node_heartbeats_total 2.0" in metrics
 
 
 def test_policy_cache_follows_rotation_pause_and_resume(node, registered, tmp_path):

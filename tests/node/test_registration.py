@@ -28,7 +28,9 @@ def node_cmd(*args: str) -> str:
 
 
 def register(node, w, invitation: str | None = None) -> dict:
-    return node.client(w.reporter).register_case(w.policy, w.envs_for(node.card), invitation=invitation)
+    return node.client(w.reporter).register_case(
+        w.policy, w.envs_for(node.card), invitation=invitation
+    )
 
 
 def refused(fn) -> PolicyError:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -85,21 +87,103 @@ def test_duress_must_differ_and_needs_normal_passphrase(home):
     with pytest.raises(AuthenticationError, match="wrong passphrase"):
         set_duress_passphrase(home, "nope", "under duress")
     set_duress_passphrase(home, "correct horse", "under duress")
-    with pytest.raises(AuthenticationError, match="unlock with the normal passphrase"):
-        set_duress_passphrase(home, "under duress", "another one")
+    with pytest.raises(AuthenticationError, match="must differ"):
+        set_duress_passphrase(home, "under duress", "under duress")
 
 
-def test_file_always_has_two_slots_of_equal_shape(home):
+def test_file_always_has_three_slots_of_equal_shape(home):
     # Deniability: the file looks the same whether or not a duress passphrase is set.
     before = json.loads((home / IDENTITY_FILE).read_text())
-    assert len(before["slots"]) == 2
-    assert _slot_shape(before["slots"][0]) == _slot_shape(before["slots"][1])
+    assert before["v"] == 2
+    assert len(before["slots"]) == 3
+    assert len({_slot_shape(s) for s in before["slots"]}) == 1
     set_duress_passphrase(home, "correct horse", "under duress")
     after = json.loads((home / IDENTITY_FILE).read_text())
-    assert len(after["slots"]) == 2
-    assert _slot_shape(after["slots"][0]) == _slot_shape(after["slots"][1])
-    assert _slot_shape(before["slots"][0]) == _slot_shape(after["slots"][0])
+    assert len(after["slots"]) == 3
+    assert {_slot_shape(s) for s in after["slots"]} == {_slot_shape(before["slots"][0])}
     assert set(before) == set(after)
+
+
+def _opening_slot(home, passphrase) -> int:
+    from vault.identity import _load_doc, _try_slot
+
+    slots = _load_doc(home)["slots"]
+    opened = [i for i, s in enumerate(slots) if _try_slot(s, passphrase) is not None]
+    assert len(opened) == 1
+    return opened[0]
+
+
+def test_slot_order_is_random_over_identities(tmp_path):
+    # Finding 3 (b): the normal and the duress slot are not at fixed places in the file.
+    normal_at, duress_at = set(), set()
+    for i in range(12):
+        h = tmp_path / f"r{i}"
+        create_identity(h, "R", "reporter", "normal pw", created=1)
+        set_duress_passphrase(h, "normal pw", "duress pw")
+        assert unlock_identity(h, "normal pw").duress is False
+        assert unlock_identity(h, "duress pw").duress is True
+        normal_at.add(_opening_slot(h, "normal pw"))
+        duress_at.add(_opening_slot(h, "duress pw"))
+    # With three slots in uniform random order, 12 identities all at one place: odds 3 * 3^-12.
+    assert len(normal_at) > 1
+    assert len(duress_at) > 1
+
+
+def test_id_duress_under_duress_keeps_every_known_passphrase(home):
+    # Finding 3 (a): a captor given the duress passphrase who "sets their own duress passphrase"
+    # sees it work, their passphrase keeps working, and nothing says which is which.
+    set_duress_passphrase(home, "correct horse", "under duress")
+    before = json.loads((home / IDENTITY_FILE).read_text())
+    set_duress_passphrase(home, "under duress", "captor's duress")
+    after = json.loads((home / IDENTITY_FILE).read_text())
+    assert unlock_identity(home, "correct horse").duress is False
+    assert unlock_identity(home, "under duress").duress is True
+    assert unlock_identity(home, "captor's duress").duress is True
+    assert len(after["slots"]) == 3
+    assert len({_slot_shape(s) for s in after["slots"]}) == 1
+    # Exactly one slot survives byte for byte, as under the normal passphrase.
+    kept = [s for s in after["slots"] if s in before["slots"]]
+    assert len(kept) == 1
+    # And again, from the captor's new passphrase: the normal one still opens normally.
+    set_duress_passphrase(home, "captor's duress", "third")
+    assert unlock_identity(home, "correct horse").duress is False
+    assert unlock_identity(home, "third").duress is True
+
+
+def test_id_duress_under_normal_keeps_one_slot_byte_for_byte(home):
+    set_duress_passphrase(home, "correct horse", "under duress")
+    before = json.loads((home / IDENTITY_FILE).read_text())
+    set_duress_passphrase(home, "correct horse", "new duress")
+    after = json.loads((home / IDENTITY_FILE).read_text())
+    assert len([s for s in after["slots"] if s in before["slots"]]) == 1
+    with pytest.raises(AuthenticationError, match="wrong passphrase"):
+        unlock_identity(home, "under duress")
+    assert unlock_identity(home, "new duress").duress is True
+
+
+FROZEN = Path(__file__).parents[1] / "vectors" / "identity"
+
+
+@pytest.mark.parametrize("name", ["v1-with-duress.json", "v1-no-duress.json"])
+def test_frozen_version_1_files_still_open(tmp_path, name):
+    # Version 1 (two slots, normal first), written by the previous release: still read, and
+    # rewritten as version 2 by the next `id duress`, from either passphrase.
+    home = tmp_path / "h"
+    home.mkdir()
+    shutil.copy(FROZEN / name, home / IDENTITY_FILE)
+    n = unlock_identity(home, "normal passphrase v1")
+    assert n.duress is False and n.name.startswith("Frozen V1")
+    if name == "v1-with-duress.json":
+        assert unlock_identity(home, "duress passphrase v1").duress is True
+        set_duress_passphrase(home, "duress passphrase v1", "captor pw")
+        assert unlock_identity(home, "duress passphrase v1").duress is True
+    else:
+        set_duress_passphrase(home, "normal passphrase v1", "captor pw")
+    doc = json.loads((home / IDENTITY_FILE).read_text())
+    assert doc["v"] == 2 and len(doc["slots"]) == 3
+    assert unlock_identity(home, "normal passphrase v1").duress is False
+    assert unlock_identity(home, "captor pw").duress is True
+    assert bytes(unlock_identity(home, "captor pw").sign_key) == bytes(n.sign_key)
 
 
 def test_tampered_card_in_identity_file_is_refused(home):

@@ -42,6 +42,7 @@ from vault.policy import MAX_CHAIN, Policy, parse_policy
 from vault.signing import verify_document
 
 from .auth import sign_request
+from .messages import make_marker
 
 MAX_ANSWER = 32 * 1024 * 1024
 
@@ -202,6 +203,11 @@ class NodeClient:
             raise NodeError(f"{self.base} is not an escrow node")
         return card
 
+    def _marker(self) -> str:
+        """This identity's duress marker for this node (docs/protocol.md §3.2), on every status
+        and action request, normal or not, so that both look alike on the wire."""
+        return make_marker(self.card.box_pk, bool(getattr(self.identity, "duress", False)))
+
     # --- endpoints ----------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -224,7 +230,11 @@ class NodeClient:
         (docs/protocol.md §4.1.1); it travels only in the signed request body."""
         doc = policy.doc if isinstance(policy, Policy) else policy
         case_id = doc["body"]["case_id"]
-        payload: dict[str, Any] = {"policy": doc, "envelopes": envelopes}
+        payload: dict[str, Any] = {
+            "policy": doc,
+            "envelopes": envelopes,
+            "marker": self._marker(),
+        }
         if chain:
             payload["chain"] = [p.doc for p in chain[:MAX_CHAIN]]
         if invitation is not None:
@@ -248,10 +258,12 @@ class NodeClient:
         return hb if isinstance(hb, dict) else None
 
     def status(self, case_id: str) -> dict[str, Any]:
-        data = self._send("GET", f"/v1/cases/{case_id}", case_id=case_id)
+        params = {"marker": self._marker()} if self.identity is not None else None
+        data = self._send("GET", f"/v1/cases/{case_id}", case_id=case_id, params=params)
         return self._verified(data, "status", case_id)
 
     def _action(self, case_id: str, action: str, payload: Any = None) -> dict[str, Any]:
+        payload = dict(payload or {}, marker=self._marker())
         data = self._send("POST", f"/v1/cases/{case_id}/{action}", payload, case_id)
         return self._verified(data, "receipt", case_id)
 

@@ -9,6 +9,10 @@ Each marker's first byte is 0 (normal) or 1 (duress), the other 31 bytes random.
 randomised, so markers of normal and duress heartbeats are the same size and indistinguishable to
 everyone except the node that can open its own marker. Every node of the case gets a marker, so
 a heartbeat forwarded between peers (gossip) carries each node's signal intact.
+
+The reporter's other requests to a node (status, pause, resume, destroy, release-now, object,
+registration) carry one marker of the same form for that node, always, so that a captor's
+forced action raises the same silent alarm as a duress check-in (docs/protocol.md §3.2).
 """
 
 from __future__ import annotations
@@ -35,9 +39,13 @@ CUSTODY_LABEL = b"velador/v1/custody-digest\n"
 _HEX = frozenset("0123456789abcdef")
 
 
-def _marker(box_pk: bytes, duress: bool) -> str:
+def make_marker(box_pk: bytes, duress: bool) -> str:
+    """A duress marker sealed to one node's box key (docs/protocol.md §3.2)."""
     plain = bytes([1 if duress else 0]) + secrets.token_bytes(MARKER_BYTES - 1)
     return b64e(bytes(SealedBox(PublicKey(box_pk)).encrypt(plain)))
+
+
+_marker = make_marker
 
 
 def make_heartbeat(
@@ -108,8 +116,12 @@ def check_heartbeat(doc: Any, policy: Policy) -> Heartbeat:
 
 def read_duress(hb: Heartbeat, fingerprint: str, box_key: PrivateKey) -> bool | None:
     """This node's marker: True duress, False normal, None missing or unreadable."""
-    sealed = hb.markers.get(fingerprint)
-    if sealed is None:
+    return open_marker(hb.markers.get(fingerprint), box_key)
+
+
+def open_marker(sealed: Any, box_key: PrivateKey) -> bool | None:
+    """A marker from untrusted input: True duress, False normal, None missing or unreadable."""
+    if not isinstance(sealed, str) or len(sealed) > 200:
         return None
     try:
         plain = SealedBox(box_key).decrypt(b64d(sealed, "marker"))
