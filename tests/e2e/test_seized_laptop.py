@@ -78,7 +78,10 @@ def test_no_row_of_the_seized_state_opens_with_a_recipients_key_and_arm_later_wo
     ns[2].start()
     assert v.json(people.r, "case", "arm", "inv")["armed"] is True
     assert len(ns[2].query("SELECT * FROM envelopes WHERE case_id = ?", policy.case_id)) == 2
-    # And after arming and an audit, still nothing in the file opens with a recipient's key.
+    # And after a deposit, arming and an audit, still nothing in the file opens with a
+    # recipient's key.
+    (tmp_path / "notas.md").write_text("contratos\n")
+    v.ok(people.r, "deposit", "inv", tmp_path / "notas.md")  # audit: a case holding something
     assert v.json(people.r, "audit", "inv")["recoverable"] is True
     rows, raw = raw_rows(people.r, tmp_path)
     for o in outlets:
