@@ -82,6 +82,8 @@ class NodeConfig:
     webhook_timeout: float = 10.0
     verify_processes: int = 1
     """Heartbeat check worker processes ([workers] verify; 0 checks in the serving process)."""
+    proxy: str | None = None
+    """[network] proxy: SOCKS5 URL (Tor) for every outbound peer and webhook connection."""
 
     @property
     def db_path(self) -> Path:
@@ -118,6 +120,7 @@ _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "metrics": {"enabled": bool},
     "contacts": {},
     "workers": {"verify": int},
+    "network": {"proxy": str},
 }
 MAX_VERIFY_PROCESSES = 16
 
@@ -178,6 +181,7 @@ def load_config(data_dir: Path) -> NodeConfig:
         )
     peers = doc.get("peers", {})
     notify = doc.get("notify", {})
+    proxy = _network_proxy(doc.get("network", {}), peers.get("urls", {}))
     return NodeConfig(
         data_dir=data_dir,
         name=node["name"],
@@ -201,7 +205,24 @@ def load_config(data_dir: Path) -> NodeConfig:
         webhook_timeout=float(notify.get("webhook_timeout", 10.0)),
         contacts=contacts,
         verify_processes=verify,
+        proxy=proxy,
     )
+
+
+def _network_proxy(network: dict[str, Any], peer_urls: dict[str, Any]) -> str | None:
+    """[network] proxy, checked; an onion peer URL without a proxy is refused at start-up."""
+    from vault.nodeproto.transport import check_proxy, is_onion
+
+    try:
+        proxy = check_proxy(network.get("proxy"))
+    except ValueError as exc:
+        raise ConfigError(f"node.toml: [network] proxy: {exc}") from exc
+    if proxy is None and any(is_onion(str(u)) for u in peer_urls.values()):
+        raise ConfigError(
+            "node.toml: [peers] urls names an onion address but [network] proxy is not set",
+            hint='add [network] proxy = "socks5h://127.0.0.1:9050" (the Tor SOCKS port)',
+        )
+    return proxy
 
 
 def write_default_config(data_dir: Path, name: str, url: str, host: str, port: int) -> Path:
