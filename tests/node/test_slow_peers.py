@@ -65,9 +65,7 @@ def test_a_hostile_peer_does_not_stop_releases(nodes, world_for, evil_card, cloc
     assert "pre-release sync: peer evil" in a.log_text()
 
 
-def test_a_restart_with_a_hostile_case_due_serves_and_releases(
-    nodes, world_for, evil_card, clock
-):
+def test_a_restart_with_a_hostile_case_due_serves_and_releases(nodes, world_for, evil_card, clock):
     # Given a node whose hostile-peer case and an unrelated case came due while it was down
     a = nodes("node-a", peers={"timeout": 30})  # the sync alone would take 30 s or more
     card, _ = evil_card("drip")
