@@ -20,7 +20,7 @@ import click
 from vault import __version__
 from vault.errors import VeladorError
 
-from .context import Ctx, default_home
+from .context import Ctx, apply_proxy, default_home
 
 _COMMANDS: dict[str, tuple[str, str]] = {
     "id": ("id_cmds", "id_group"),
@@ -86,15 +86,24 @@ class _LazyGroup(click.Group):
     default=None,
     help="Endpoint URL for S3-compatible stores (MinIO, Ceph, Garage...).",
 )
+@click.option(
+    "--proxy",
+    envvar="VELADOR_PROXY",
+    default=None,
+    metavar="URL",
+    help="SOCKS5 proxy for every connection to escrow nodes, e.g. socks5h://127.0.0.1:9050 "
+    "for Tor (env VELADOR_PROXY; or [network] proxy in HOME/config.toml).",
+)
 @click.version_option(__version__, prog_name="velador")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, s3_endpoint: str | None) -> None:
+def cli(ctx: click.Context, home: Path | None, s3_endpoint: str | None, proxy: str | None) -> None:
     """Velador: a dead-man's-switch vault for journalists.
 
     Deposit your work encrypted; escrow nodes or share holders keep the key in pieces; if you go
     silent, your partner outlets recover it and publish.
     """
-    ctx.obj = Ctx(home=(home or default_home()).expanduser(), s3_endpoint=s3_endpoint)
+    home = (home or default_home()).expanduser()
+    ctx.obj = Ctx(home=home, s3_endpoint=s3_endpoint, proxy=apply_proxy(home, proxy))
 
 
 def report_error(exc: VeladorError) -> int:
