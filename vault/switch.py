@@ -128,7 +128,7 @@ def run_parallel(
         try:
             # Each request is bounded by `timeout`; the task as a whole (a custody challenge
             # makes two requests) by TASK_TIMEOUTS of them, so a node that drips or stalls
-            # cannot hold the fan-out longer than that (docs/protocol.md §4.7).
+            # cannot hold the fan-out longer than that (docs/protocol.md §4.8).
             with (
                 transport.deadline(timeout * TASK_TIMEOUTS),
                 NodeClient(card, identity, clock, timeout) as client,

@@ -1,4 +1,4 @@
-"""Client limits (docs/protocol.md §4.7): every request ends within its wall-clock deadline and
+"""Client limits (docs/protocol.md §4.8): every request ends within its wall-clock deadline and
 refuses an answer over the size cap, however a hostile node drips, stalls or floods.
 
 Regression (issue 11, finding 1): httpx timeouts bound each read, not the whole answer, so a

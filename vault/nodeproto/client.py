@@ -16,7 +16,7 @@ key before it is returned. Errors are always vault errors, never httpx ones:
     FormatError           400, 413 (the request was malformed or too large)
 
 `timeout` bounds each whole request, from connecting to the last byte of the answer, however
-slowly a node drips (vault.nodeproto.transport; docs/protocol.md §4.7). Connections go through
+slowly a node drips (vault.nodeproto.transport; docs/protocol.md §4.8). Connections go through
 `proxy` (a SOCKS5 URL such as Tor's), by default the process-wide one the CLI sets from
 --proxy / VELADOR_PROXY (docs/protocol.md §4.8).
 

@@ -1,6 +1,6 @@
 """Bounded HTTP for every outbound call: a wall-clock deadline, a size cap, an optional proxy.
 
-Implements docs/protocol.md §4.7 (client limits) and §4.8 (proxies and onion addresses).
+Implements docs/protocol.md §4.8 (outbound calls: deadlines, size caps, proxies, onions).
 
 httpx timeouts bound each network operation (connect, one read, one write), not a whole answer:
 a peer that drips one byte a second never trips a 5 s read timeout and keeps its caller forever
