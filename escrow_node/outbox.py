@@ -12,7 +12,8 @@ MAX_ATTEMPTS; failed rows stay visible in `velador node status` and the metrics.
 real clock, not the case clock: it is about the network, not about the case.
 
 Fairness (issue 11, finding 5): deliveries run on WORKERS threads, at most PER_CASE of them for
-one case at a time, and free slots go round-robin across cases (each case's oldest due row
+one case at a time (its gossip to peers counts apart from its notices), and free slots go
+round-robin across cases (each case's oldest due row
 first, then each case's second...). Every delivery is bounded by a wall-clock deadline
 (vault.nodeproto.transport), so a case whose webhooks stall or drip holds at most PER_CASE
 slots for at most that long, and another case's `editor_pending`, `overdue` or `released` notice
@@ -167,6 +168,12 @@ def send_email(
             server.close()
 
 
+def _lane(row: dict[str, Any]) -> str:
+    """The fairness key: a case's gossip and its notices are separate lanes, so a party's
+    stalling webhooks cannot slow the forwarding of the case's heartbeats to its peers."""
+    return f"{row['case_id'] or ''}:{'peer' if row['channel'] == 'peer' else 'notice'}"
+
+
 class Outbox:
     def __init__(self, svc: Any) -> None:
         self.svc = svc
@@ -226,7 +233,8 @@ class Outbox:
                 dict(r)
                 for r in conn.execute(
                     "SELECT id, key, case_id, channel, target, payload, attempts FROM ("
-                    " SELECT *, row_number() OVER (PARTITION BY case_id ORDER BY id) AS rn"
+                    " SELECT *, row_number()"
+                    " OVER (PARTITION BY case_id, channel = 'peer' ORDER BY id) AS rn"
                     " FROM outbox INDEXED BY outbox_due"
                     " WHERE delivered IS NULL AND failed IS NULL AND next_attempt <= ?)"
                     " WHERE rn <= ? ORDER BY rn, id",
@@ -244,7 +252,7 @@ class Outbox:
             for row in rows:
                 if len(self._inflight) >= WORKERS or self.stopping:
                     break
-                case = row["case_id"] or ""
+                case = _lane(row)
                 if row["id"] in self._inflight or per_case.get(case, 0) >= PER_CASE:
                     continue
                 self._inflight[row["id"]] = case
