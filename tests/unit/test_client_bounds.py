@@ -122,6 +122,7 @@ def test_an_onion_address_is_refused_without_a_proxy(card_for):
     [
         ("socks5h://127.0.0.1:9050", "socks5h://127.0.0.1:9050"),
         ("socks5://127.0.0.1:9050", "socks5h://127.0.0.1:9050"),
+        ("socks5h://case1:x@127.0.0.1:9050", "socks5h://case1:x@127.0.0.1:9050"),
         ("", None),
         ("http://127.0.0.1:8080", ValueError),
         ("socks5h://127.0.0.1", ValueError),

@@ -212,12 +212,13 @@ def check_proxy(proxy: str | None) -> str | None:
     try:
         url = httpx.URL(proxy)
     except httpx.InvalidURL as exc:
-        raise ValueError(f"the proxy {proxy!r} is not a URL") from exc
+        raise ValueError("the proxy is not a URL") from exc
     if url.scheme not in PROXY_SCHEMES:
         raise ValueError("the proxy must be a SOCKS5 URL such as socks5h://127.0.0.1:9050 (Tor)")
     if not url.host or url.port is None:
         raise ValueError("the proxy URL must name a host and a port, e.g. socks5h://127.0.0.1:9050")
-    return f"socks5h://{url.netloc.decode()}"
+    userinfo = url.userinfo.decode()  # Tor isolates circuits by SOCKS user name: keep it
+    return f"socks5h://{userinfo + '@' if userinfo else ''}{url.netloc.decode()}"
 
 
 def host_of(url: str) -> str:
