@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench chaos fuzz clean catalogs
+.PHONY: demo test tools lint format bench chaos fuzz clean catalogs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,7 +15,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m cli.demo
 
-test: $(STAMP)
+# System tools the tests run for real: the stock `age` binary (escape hatch) and `microsocks`
+# (a SOCKS5 server standing in for Tor). Installed with apt-get when we are root on Debian or
+# Ubuntu; otherwise the package to install is printed, and the tests that need it fail saying so.
+TOOLS := age microsocks
+tools:
+	@for t in $(TOOLS); do \
+		command -v $$t >/dev/null 2>&1 && continue; \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			apt-get install -y -qq $$t >/dev/null 2>&1 || \
+			{ apt-get update -qq >/dev/null && apt-get install -y -qq $$t >/dev/null; } || \
+			echo "make: could not install $$t; install the package '$$t'"; \
+		else \
+			echo "make: $$t is missing; install the package '$$t' (e.g. sudo apt-get install $$t)"; \
+		fi; \
+	done
+
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

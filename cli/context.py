@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vault.clock import Clock, SystemClock
-from vault.errors import N_, AuthenticationError, NotFoundError
+from vault.errors import N_, AuthenticationError, FormatError, NotFoundError
 from vault.identity import IDENTITY_FILE, Identity, unlock_identity
 from vault.passphrase import WeakPassphraseError, require_strong
 from vault.state import LocalState
@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # rich is imported by the commands that print with it, not by
     from rich.console import Console
 
 PASSPHRASE_ENV = "VELADOR_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
+CONFIG_FILE = "config.toml"
+"""HOME/config.toml: settings of this home; today only [network] proxy."""
+_TRANSPORT = "vault.nodeproto.transport"
 
 
 def default_home() -> Path:
@@ -33,6 +36,8 @@ class Ctx:
     home: Path
     clock: Clock = field(default_factory=SystemClock)
     s3_endpoint: str | None = None
+    proxy: str | None = None
+    """The SOCKS5 proxy every node connection of this command uses (docs/protocol.md §4.9)."""
     _state: LocalState | None = None
 
     @property
@@ -132,3 +137,42 @@ def table(*headers: str, **kwargs: Any) -> Any:
         column.overflow = "fold"
         column.no_wrap = False
     return t
+
+
+def _home_proxy(home: Path) -> str | None:
+    path = home / CONFIG_FILE
+    if not path.is_file():
+        return None
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    try:
+        doc = tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path} is not valid TOML ({exc})") from exc
+    value = doc.get("network", {}).get("proxy") if isinstance(doc.get("network"), dict) else None
+    if value is not None and not isinstance(value, str):
+        raise FormatError(f"{path}: [network] proxy must be a string")
+    return value
+
+
+def apply_proxy(home: Path, given: str | None) -> str | None:
+    """The proxy for this command: --proxy / VELADOR_PROXY, else HOME/config.toml [network]
+    proxy; set as the default of every node client (vault.nodeproto.transport).
+
+    The HTTP client is imported only when a proxy is set (or was imported already), so that
+    commands that never reach a node do not pay for it."""
+    value = given if given is not None else _home_proxy(home)
+    if not value and _TRANSPORT not in sys.modules:
+        return None
+    from vault.nodeproto import transport
+
+    try:
+        transport.set_default_proxy(value or None)
+    except ValueError as exc:
+        raise FormatError(
+            f"invalid proxy: {exc}", hint="for Tor use --proxy socks5h://127.0.0.1:9050"
+        ) from exc
+    return transport.default_proxy()

@@ -21,7 +21,7 @@ from vault import __version__
 from vault.errors import N_, VeladorError
 
 from . import i18n
-from .context import Ctx, default_home
+from .context import Ctx, apply_proxy, default_home
 from .i18n import _
 
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -107,6 +107,14 @@ ROOT_HELP = N_(
     help="Endpoint URL for S3-compatible stores (MinIO, Ceph, Garage...).",
 )
 @click.option(
+    "--proxy",
+    envvar="VELADOR_PROXY",
+    default=None,
+    metavar="URL",
+    help="SOCKS5 proxy for every connection to escrow nodes, e.g. socks5h://127.0.0.1:9050 "
+    "for Tor (env VELADOR_PROXY; or [network] proxy in HOME/config.toml).",
+)
+@click.option(
     "--lang",
     type=click.Choice(["es", "en"]),
     envvar="VELADOR_LANG",
@@ -115,8 +123,15 @@ ROOT_HELP = N_(
 )
 @click.version_option(__version__, prog_name="velador")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, s3_endpoint: str | None, lang: str | None) -> None:
-    ctx.obj = Ctx(home=(home or default_home()).expanduser(), s3_endpoint=s3_endpoint)
+def cli(
+    ctx: click.Context,
+    home: Path | None,
+    s3_endpoint: str | None,
+    proxy: str | None,
+    lang: str | None,
+) -> None:
+    home = (home or default_home()).expanduser()
+    ctx.obj = Ctx(home=home, s3_endpoint=s3_endpoint, proxy=apply_proxy(home, proxy))
 
 
 def report_error(exc: VeladorError) -> int:

@@ -3,7 +3,8 @@
 The application owns the NodeService (storage, identity, clock) and, unless `engine=False`
 (unit tests drive the sweep by hand), the APScheduler engine and the outbox worker, started in
 the lifespan after a catch-up sweep: a release that came due while the node was down happens
-before the first request is served.
+before the first request is served, unless its pre-release peer sync takes longer than
+STARTUP_SYNC_WAIT (a slow or hostile peer), in which case it completes while the node serves.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from .verifier import VerifierPool
 
 log = logging.getLogger("velador.node")
 WORKER_THREADS = 4
+STARTUP_SYNC_WAIT = 5.0
+"""Seconds serving may wait for the start-up sweep's peer syncs (they go on afterwards)."""
 
 
 class StatusCounter:
@@ -86,9 +89,16 @@ def create_app(
         outbox = Outbox(svc)
         sched = None
         if engine:
-            result = sweep(svc)  # catch up on everything that came due while we were down
-            log.info("start-up sweep: %d case(s) advanced", result.advanced)
             sched = EngineScheduler(svc, outbox, config.tick)
+            # Catch up on everything that came due while we were down. Pre-release syncs run on
+            # the scheduler's PeerSync pool: serving waits for them at most STARTUP_SYNC_WAIT,
+            # so a peer that drips or stalls cannot keep the node from serving.
+            result = sweep(svc, syncer=sched.syncer)
+            if result.deferred:
+                await anyio.to_thread.run_sync(
+                    sched.syncer.wait_idle, min(STARTUP_SYNC_WAIT, config.peer_timeout + 1)
+                )
+            log.info("start-up sweep: %d case(s) advanced", result.advanced + result.deferred)
             sched.start()
         app.state.scheduler = sched
         app.state.outbox = outbox

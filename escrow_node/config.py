@@ -108,6 +108,8 @@ class NodeConfig:
     verify_processes: int = 1
     """Heartbeat check worker processes ([workers] verify; 0 checks in the serving process)."""
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    proxy: str | None = None
+    """[network] proxy: SOCKS5 URL (Tor) for every outbound peer and webhook connection."""
 
     @property
     def db_path(self) -> Path:
@@ -150,6 +152,7 @@ _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "allowed_networks": list,
         "invite_ttl": int,
     },
+    "network": {"proxy": str},
 }
 MAX_VERIFY_PROCESSES = 16
 
@@ -211,6 +214,7 @@ def load_config(data_dir: Path) -> NodeConfig:
     peers = doc.get("peers", {})
     notify = doc.get("notify", {})
     registration = _registration(doc.get("registration", {}))
+    proxy = _network_proxy(doc.get("network", {}), peers.get("urls", {}))
     return NodeConfig(
         data_dir=data_dir,
         name=node["name"],
@@ -236,7 +240,24 @@ def load_config(data_dir: Path) -> NodeConfig:
         contacts=contacts,
         verify_processes=verify,
         registration=registration,
+        proxy=proxy,
     )
+
+
+def _network_proxy(network: dict[str, Any], peer_urls: dict[str, Any]) -> str | None:
+    """[network] proxy, checked; an onion peer URL without a proxy is refused at start-up."""
+    from vault.nodeproto.transport import check_proxy, is_onion
+
+    try:
+        proxy = check_proxy(network.get("proxy"))
+    except ValueError as exc:
+        raise ConfigError(f"node.toml: [network] proxy: {exc}") from exc
+    if proxy is None and any(is_onion(str(u)) for u in peer_urls.values()):
+        raise ConfigError(
+            "node.toml: [peers] urls names an onion address but [network] proxy is not set",
+            hint='add [network] proxy = "socks5h://127.0.0.1:9050" (the Tor SOCKS port)',
+        )
+    return proxy
 
 
 def _registration(section: dict[str, Any]) -> RegistrationConfig:

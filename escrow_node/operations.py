@@ -619,7 +619,12 @@ def subscribe(
     if on and channel == "webhook":
         # Before the transaction: resolving a name may take seconds, and must not hold the
         # write lock. It says nothing about the case, so strangers learn nothing from it.
-        targets.check_webhook(target, svc.config.registration, targets.operator_targets(svc.config))
+        targets.check_webhook(
+            target,
+            svc.config.registration,
+            targets.operator_targets(svc.config),
+            proxied=svc.config.proxy is not None,
+        )
 
     def fn(conn, row, policy, roles, now):
         role = next(r for r in ("reporter", "editor", "recipient") if r in roles)

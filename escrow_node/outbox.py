@@ -10,6 +10,18 @@ change is answered.
 Retries back off exponentially (5 s, 10 s, 20 s ... capped at 1 h) and give up after
 MAX_ATTEMPTS; failed rows stay visible in `velador node status` and the metrics. Backoff uses the
 real clock, not the case clock: it is about the network, not about the case.
+
+Fairness (issue 11, finding 5): deliveries run on WORKERS threads, at most PER_CASE of them for
+one case at a time (its gossip to peers counts apart from its notices), and free slots go
+round-robin across cases (each case's oldest due row
+first, then each case's second...). Every delivery is bounded by a wall-clock deadline
+(vault.nodeproto.transport), so a case whose webhooks stall or drip holds at most PER_CASE
+slots for at most that long, and another case's `editor_pending`, `overdue` or `released` notice
+goes out at once.
+
+Privacy (protocol §8.5): delivery errors are logged and stored with the target reduced to
+`a***@example.org` or the webhook's scheme and host; the full address never reaches the log.
+Webhooks go through [network] proxy when one is set; onion webhooks need it.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import httpx
 from vault.cards import parse_card
 from vault.encoding import canonical_json
 from vault.errors import VeladorError
+from vault.nodeproto import transport
 
 from . import gossip, targets
 from .config import SmtpConfig
@@ -40,6 +53,12 @@ from .notices import SILENT_EVENTS
 log = logging.getLogger("velador.node.outbox")
 MAX_ATTEMPTS = 40
 BATCH = 64
+"""Due rows looked at per case and per round (rows beyond wait for the next round)."""
+WORKERS = 8
+PER_CASE = 2
+"""Deliveries of one case in flight at once: its slow targets can hold no more slots."""
+WEBHOOK_ANSWER_MAX = 64 * 1024
+"""A webhook's answer body is not used; more than this is refused."""
 
 
 def backoff(attempts: int) -> float:
@@ -48,6 +67,54 @@ def backoff(attempts: int) -> float:
 
 class DeliveryError(Exception):
     pass
+
+
+def redact_target(channel: str, target: str) -> str:
+    """What a log may say about a target: `a***@example.org`, `https://host:port`."""
+    if channel == "email":
+        local, _, domain = target.rpartition("@")
+        return f"{local[:1]}***@{domain}" if local else "***"
+    if channel == "webhook":
+        return transport.safe_url(target)
+    return channel
+
+
+def redact_error(text: str, channel: str, target: str) -> str:
+    """An error text without the target (smtplib's errors quote the refused address)."""
+    if channel in ("email", "webhook") and target:
+        text = text.replace(target, redact_target(channel, target))
+        if channel == "email" and "@" in target:
+            text = text.replace(target.rpartition("@")[0], "***")
+    return text
+
+
+def post_webhook(
+    http: httpx.Client,
+    target: str,
+    content: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    proxy: str | None,
+) -> None:
+    """POST one notice to a webhook: the one place a webhook target is contacted, so checks
+    on the target (where it may point) belong here. Bounded by `timeout` (wall clock)."""
+    try:
+        transport.route(target, proxy)
+        status, _ = transport.fetch(
+            http,
+            "POST",
+            target,
+            content=content,
+            headers=headers,
+            timeout=timeout,
+            max_bytes=WEBHOOK_ANSWER_MAX,
+        )
+    except transport.ProxyRequired as exc:
+        raise DeliveryError("an onion webhook needs [network] proxy") from exc
+    except transport.TransportError as exc:
+        raise DeliveryError(f"webhook {exc}") from exc
+    if not 200 <= status < 300:
+        raise DeliveryError(f"webhook answered {status}")
 
 
 def send_email(
@@ -102,51 +169,108 @@ def send_email(
             server.close()
 
 
+def _lane(row: dict[str, Any]) -> str:
+    """The fairness key: a case's gossip and its notices are separate lanes, so a party's
+    stalling webhooks cannot slow the forwarding of the case's heartbeats to its peers."""
+    return f"{row['case_id'] or ''}:{'peer' if row['channel'] == 'peer' else 'notice'}"
+
+
 class Outbox:
     def __init__(self, svc: Any) -> None:
         self.svc = svc
         self._lock = threading.Lock()
         self._again = threading.Event()
-        self._http = httpx.Client(timeout=svc.config.webhook_timeout, follow_redirects=False)
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outbox")
+        self._cv = threading.Condition()
+        self._inflight: dict[int, str] = {}
+        """Row id -> case id of the deliveries running now."""
+        self.proxy: str | None = getattr(svc.config, "proxy", None)
+        self._http = transport.make_http(self.proxy, svc.config.webhook_timeout)
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="outbox")
         self.stopping = False
 
     def close(self) -> None:
         self.stopping = True
+        self._wake()
         self._pool.shutdown(wait=True)
         self._http.close()
 
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
     def deliver_due(self) -> int:
-        """Deliver every due row; if already running, ask the running pass to loop once more."""
+        """Deliver every due row, fairly across cases; returns how many were attempted.
+
+        One caller runs the loop; another call meanwhile only asks it to look again. The loop
+        ends when nothing is due and nothing is in flight."""
         if not self._lock.acquire(blocking=False):
             self._again.set()
+            self._wake()
             return 0
         total = 0
         try:
             while not self.stopping:
                 self._again.clear()
-                n = self._pass()
-                total += n
-                if n < BATCH and not self._again.is_set():
-                    break
+                started = self._start_due()
+                total += started
+                with self._cv:
+                    if not started and not self._inflight and not self._again.is_set():
+                        break
+                    if not started and not self._again.is_set():
+                        # Every slot is busy, or each case with due rows is at PER_CASE, or
+                        # nothing is due: wait for a delivery to end (or a kick).
+                        self._cv.wait(timeout=1.0)
+            with self._cv:  # on shutdown: let running deliveries record their outcome
+                while self._inflight:
+                    self._cv.wait(timeout=1.0)
         finally:
             self._lock.release()
         return total
 
-    def _pass(self) -> int:
+    def _due(self) -> list[dict[str, Any]]:
+        """Due rows in round-robin order: each case's oldest, then each case's second..."""
         with self.svc.store.read() as conn:
-            rows = [
+            return [
                 dict(r)
                 for r in conn.execute(
-                    "SELECT id, key, channel, target, payload, attempts FROM outbox"
-                    " WHERE delivered IS NULL AND failed IS NULL AND next_attempt <= ?"
-                    " ORDER BY id LIMIT ?",
+                    "SELECT id, key, case_id, channel, target, payload, attempts FROM ("
+                    " SELECT *, row_number()"
+                    " OVER (PARTITION BY case_id, channel = 'peer' ORDER BY id) AS rn"
+                    " FROM outbox INDEXED BY outbox_due"
+                    " WHERE delivered IS NULL AND failed IS NULL AND next_attempt <= ?)"
+                    " WHERE rn <= ? ORDER BY rn, id",
                     (time.time(), BATCH),
                 )
             ]
-        if rows:
-            list(self._pool.map(self._deliver, rows))
-        return len(rows)
+
+    def _start_due(self) -> int:
+        started = 0
+        rows = self._due()
+        with self._cv:
+            per_case: dict[str, int] = {}
+            for case in self._inflight.values():
+                per_case[case] = per_case.get(case, 0) + 1
+            for row in rows:
+                if len(self._inflight) >= WORKERS or self.stopping:
+                    break
+                case = _lane(row)
+                if row["id"] in self._inflight or per_case.get(case, 0) >= PER_CASE:
+                    continue
+                self._inflight[row["id"]] = case
+                per_case[case] = per_case.get(case, 0) + 1
+                self._pool.submit(self._run, row)
+                started += 1
+        return started
+
+    def _run(self, row: dict[str, Any]) -> None:
+        try:
+            self._deliver(row)
+        except Exception:  # pragma: no cover - a bug; the row is retried by the next pass
+            log.exception("delivery %s: unexpected error", row["id"])
+        finally:
+            with self._cv:
+                self._inflight.pop(row["id"], None)
+                self._cv.notify_all()
 
     def _deliver(self, row: dict[str, Any]) -> None:
         try:
@@ -161,14 +285,20 @@ class Outbox:
             attempts = row["attempts"] + 1
             now = time.time()
             failed = now if attempts >= MAX_ATTEMPTS else None
+            error = redact_error(str(exc), row["channel"], row["target"])
             log.warning(
-                "delivery %s (%s) failed (attempt %d): %s", row["id"], row["channel"], attempts, exc
+                "delivery %s (%s to %s) failed (attempt %d): %s",
+                row["id"],
+                row["channel"],
+                redact_target(row["channel"], row["target"]),
+                attempts,
+                error,
             )
             with self.svc.store.tx() as conn:
                 conn.execute(
                     "UPDATE outbox SET attempts = ?, next_attempt = ?, failed = ?, last_error = ?"
                     " WHERE id = ?",
-                    (attempts, now + backoff(attempts), failed, str(exc)[:500], row["id"]),
+                    (attempts, now + backoff(attempts), failed, error[:500], row["id"]),
                 )
             if not _silent(row):
                 self.svc.metrics.inc(
@@ -200,17 +330,18 @@ class Outbox:
         elif row["channel"] == "webhook":
             notice = payload["notice"]
             targets.check_delivery(self.svc.config, row["target"])  # DNS may have changed
-            resp = self._http.post(
+            post_webhook(
+                self._http,
                 row["target"],
-                content=canonical_json(notice),
-                headers={
+                canonical_json(notice),
+                {
                     "Content-Type": "application/json",
                     "Velador-Delivery": row["key"],
                     "Velador-Event": notice["body"]["event"],
                 },
+                self.svc.config.webhook_timeout,
+                self.proxy,
             )
-            if not 200 <= resp.status_code < 300:
-                raise DeliveryError(f"webhook answered {resp.status_code}")
         else:
             raise DeliveryError(f"unknown channel {row['channel']!r}")
 

@@ -12,6 +12,15 @@ Jobs:
 
 Times for the case engine come from the injected clock; APScheduler only needs "how long from
 now", so a wake-up at case time T is scheduled at real time now_real + (T - clock.now()).
+
+Pre-release peer syncs run on the `PeerSync` pool (escrow_node/sweep.py), never under the sweep
+lock: a sweep only queues them, so a peer that drips or stalls cannot hold up any other case.
+
+A job that fires while its previous run is still going is skipped (max_instances=1, coalesce):
+that is the intent, as the running pass picks up the new work. APScheduler logs each such skip
+as a WARNING ("maximum number of running instances reached"), which buried real warnings in
+busy logs (issue 12 §10): `_QuietSkips` drops that one message, and the skips are counted in
+`skipped_runs` instead.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -32,9 +42,20 @@ from vault.clock import SystemClock
 from .auth import prune_nonces
 from .outbox import Outbox
 from .service import NodeService
-from .sweep import sweep
+from .sweep import PeerSync, sweep
 
 log = logging.getLogger("velador.node.scheduler")
+SKIP_MESSAGE = "maximum number of running instances reached"
+
+
+class _QuietSkips(logging.Filter):
+    """Drop APScheduler's warning for a run skipped because the previous one is still going."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return SKIP_MESSAGE not in str(record.msg)
+
+
+_quiet = _QuietSkips()
 
 
 class EngineScheduler:
@@ -51,6 +72,12 @@ class EngineScheduler:
             timezone=timezone.utc,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
+        logger = logging.getLogger("apscheduler.scheduler")
+        if _quiet not in logger.filters:
+            logger.addFilter(_quiet)
+        self.skipped_runs = 0
+        self.sched.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
+        self.syncer = PeerSync(svc)
 
     def start(self) -> None:
         self.sched.add_job(self.run_sweep, IntervalTrigger(seconds=self.tick), id="sweep")
@@ -67,6 +94,11 @@ class EngineScheduler:
         self.svc.on_change = lambda wake, queued: None
         self.outbox.stopping = True
         self.sched.shutdown(wait=True)
+        self.syncer.close()
+
+    def _skipped(self, event: JobSubmissionEvent) -> None:
+        self.skipped_runs += 1
+        log.debug("job %s skipped: its previous run is still going", event.job_id)
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -74,10 +106,12 @@ class EngineScheduler:
         after: int | None = None
         with self._sweep_lock:
             try:
-                result = sweep(self.svc)
+                result = sweep(self.svc, syncer=self.syncer)
                 if result.advanced:
                     log.info("sweep advanced %d case(s) in %.3f s", result.advanced, result.seconds)
-                if result.failed:
+                if result.failed or self.syncer.busy():
+                    # Cases being synced keep their past wake-up until the sync commits (which
+                    # re-arms through on_change); re-arming at them now would spin.
                     after = result.now
             except Exception:  # pragma: no cover - a job must never die silently
                 log.exception("sweep failed")

@@ -12,6 +12,14 @@ the clock check (clockcheck.py) outside any transaction, then is advanced again 
 `synced=True` in its own transaction, which re-reads the state: a heartbeat that arrived
 meanwhile wins, and a release the clock check refused is not written (ClockAlarm).
 
+The sync talks to peers, which may be hostile (issue 11, finding 1), so it never runs inside the
+sweep: the sweep hands each such case to `PeerSync`, a fixed pool of threads, and returns. The
+scheduler's sweep lock is therefore never held while waiting on the network, the start-up sweep
+does not hold up serving, each sync is bounded (gossip.CASE_SYNC_TIMEOUTS x peer_timeout), a
+case already being synced is not queued twice, and a peer that ran out of time is skipped by
+the other syncs for a while (gossip.SlowPeers). Without a `PeerSync` (tests, benchmarks) the
+sweep makes a private one and waits for it.
+
 Batches are read with a keyset cursor on (next_wake, rowid), which the `cases_wake` index
 serves in order, so a sweep over N due cases reads each index entry once.
 """
@@ -20,7 +28,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from vault.errors import VeladorError
@@ -33,6 +43,8 @@ from .service import NodeService, state_of
 
 log = logging.getLogger("velador.node.sweep")
 BATCH = 256
+SYNC_WORKERS = 16
+"""Pre-release syncs in flight at once; each ends within its bound, so threads never pile up."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,8 @@ class SweepResult:
     """The case time the sweep ran at."""
     failed: tuple[str, ...] = field(default=())
     """Ids of the cases that could not be advanced (logged; retried by the next sweep)."""
+    deferred: int = 0
+    """Cases handed to the PeerSync pool (their sync runs after the sweep returns)."""
 
 
 def _log_failure(case_id: str, step: str, exc: Exception) -> None:
@@ -55,7 +69,9 @@ def _log_failure(case_id: str, step: str, exc: Exception) -> None:
         log.exception("case %s: %s failed, retried next sweep", case_id, step)
 
 
-def sweep(svc: NodeService, now: int | None = None) -> SweepResult:
+def sweep(svc: NodeService, now: int | None = None, syncer: PeerSync | None = None) -> SweepResult:
+    """Advance every due case. With `syncer`, pre-release syncs are queued there and the sweep
+    returns at once; without, they run on a private pool and the sweep waits for them."""
     t0 = time.perf_counter()
     now = svc.clock.now() if now is None else now
     seen: set[str] = set()
@@ -98,25 +114,89 @@ def sweep(svc: NodeService, now: int | None = None) -> SweepResult:
                 if changed:
                     advanced += 1
                     all_effects += effects
-    synced = 0
-    for case_id in to_sync:
-        try:
-            all_effects += sync_and_advance(svc, case_id, now)
-        except Exception as exc:
-            failed.append(case_id)
-            if not isinstance(exc, ClockAlarm):  # clockcheck logged it, in its own words
-                _log_failure(case_id, "pre-release step", exc)
-            continue
-        advanced += 1
-        synced += 1
     if advanced or all_effects:
         svc.after_commit(all_effects, queued=True)
+    synced = deferred = 0
+    if syncer is not None:
+        deferred = sum(syncer.submit(case_id, now) is not None for case_id in to_sync)
+    elif to_sync:
+        own = PeerSync(svc)
+        try:
+            futures = [(c, own.submit(c, now)) for c in to_sync]
+            for case_id, fut in futures:
+                if fut is not None and fut.result():
+                    synced += 1
+                    advanced += 1
+                else:
+                    failed.append(case_id)
+        finally:
+            own.close()
     dt = time.perf_counter() - t0
     svc.metrics.inc("velador_node_sweeps_total")
     svc.metrics.set("velador_node_sweep_seconds", dt)
     if failed:
         svc.metrics.inc("velador_node_sweep_errors_total", len(failed))
-    return SweepResult(advanced, synced, dt, now, tuple(failed))
+    return SweepResult(advanced, synced, dt, now, tuple(failed), deferred)
+
+
+class PeerSync:
+    """Runs pre-release syncs on a fixed pool, outside the sweep and its lock (see above)."""
+
+    def __init__(self, svc: NodeService, workers: int = SYNC_WORKERS) -> None:
+        self.svc = svc
+        self.slow = gossip.SlowPeers()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peer-sync")
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+
+    def submit(self, case_id: str, now: int) -> Future[bool] | None:
+        """Queue the sync of one case (None: it is already queued or running)."""
+        with self._lock:
+            if case_id in self._busy:
+                return None
+            self._busy.add(case_id)
+        try:
+            return self._pool.submit(self._run, case_id, now)
+        except RuntimeError:  # shutting down: the next start-up sweep finds the case again
+            self._done(case_id)
+            return None
+
+    def _run(self, case_id: str, now: int) -> bool:
+        try:
+            effects = sync_and_advance(self.svc, case_id, now, self.slow)
+            with self.svc.store.read() as conn:
+                row = conn.execute(
+                    "SELECT next_wake FROM cases WHERE case_id = ?", (case_id,)
+                ).fetchone()
+            self.svc.after_commit(effects, queued=True, wake=row[0] if row else None)
+            return True
+        except Exception as exc:
+            # Its wake-up stays in the past: the periodic sweep queues it again.
+            if not isinstance(exc, ClockAlarm):  # clockcheck logged it, in its own words
+                _log_failure(case_id, "pre-release step", exc)
+            self.svc.metrics.inc("velador_node_sweep_errors_total")
+            return False
+        finally:
+            self._done(case_id)
+
+    def _done(self, case_id: str) -> None:
+        with self._lock:
+            self._busy.discard(case_id)
+            if not self._busy:
+                self._idle.notify_all()
+
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._busy)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no sync is queued or running, at most `timeout` seconds."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._busy, timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _advance_one(
@@ -139,7 +219,9 @@ def _advance_one(
     return False, [], sync
 
 
-def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list[Effect]:
+def sync_and_advance(
+    svc: NodeService, case_id: str, now: int, slow: gossip.SlowPeers | None = None
+) -> list[Effect]:
     """The pre-release step (docs/protocol.md §4.3, §7.1) of one case, then its advance.
 
     Raises ClockAlarm, after committing the alarm's audit entry and any newer heartbeat a peer
@@ -147,7 +229,7 @@ def sync_and_advance(svc: NodeService, case_id: str, now: int) -> list[Effect]:
     ahead of most peers and, by their time, the release is not due yet."""
     with svc.store.read() as conn:
         policy = svc.policy_of(svc.load(conn, case_id))
-    newest = gossip.newest_from_peers(svc, policy)
+    newest = gossip.newest_from_peers(svc, policy, slow)
     verdict = clockcheck.check(svc, policy)
     effects: list[Effect] = []
     refused = False

@@ -97,9 +97,15 @@ def check_webhook(
     trusted: frozenset[str] = frozenset(),
     resolve: Resolver = system_resolver,
     what: str = "the webhook target",
+    proxied: bool = False,
 ) -> None:
     """Raise TargetRefused unless the node may POST to `url` (see the module docstring).
-    `what` names the URL in messages (never the URL itself)."""
+    `what` names the URL in messages (never the URL itself).
+
+    `proxied`: the node reaches it through its SOCKS proxy ([network] proxy, socks5h), which
+    resolves the name itself. A local lookup would then leak the name to this machine's DNS,
+    so only literal addresses (and `localhost`) are checked; the proxy decides where a name
+    goes (Tor exits refuse private addresses)."""
     if url in trusted or reg.allow_private_targets:
         return
     try:
@@ -112,6 +118,11 @@ def check_webhook(
         raise TargetRefused(f"{what} must be an http(s) URL with a host name")
     if host.endswith(".onion"):
         return
+    if proxied and host.lower() != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return  # a name: resolved by the proxy, never here
     try:
         found = list(resolve(host, port))
     except (OSError, UnicodeError):
@@ -137,7 +148,9 @@ def check_webhook(
 
 def check_delivery(config: NodeConfig, url: str) -> None:
     """The delivery-time check (outbox.py): the same rules, with the node's own settings."""
-    check_webhook(url, config.registration, operator_targets(config))
+    check_webhook(
+        url, config.registration, operator_targets(config), proxied=config.proxy is not None
+    )
 
 
 def check_peers(config: NodeConfig, own_pk: bytes, cards: Iterable[Card]) -> None:
@@ -148,4 +161,9 @@ def check_peers(config: NodeConfig, own_pk: bytes, cards: Iterable[Card]) -> Non
     for card in cards:
         if card.sign_pk == own_pk or card.fingerprint in config.peer_urls:
             continue
-        check_webhook(card.url or "", config.registration, what=f"the URL of node {card.name}")
+        check_webhook(
+            card.url or "",
+            config.registration,
+            what=f"the URL of node {card.name}",
+            proxied=config.proxy is not None,
+        )

@@ -25,8 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from vault.nodeproto.auth import TOLERANCE, sign_request
 from vault.nodeproto.client import NodeClient
 from vault.nodeproto.messages import make_heartbeat
@@ -222,16 +220,10 @@ def _post_with_ticket(client: NodeClient, heartbeat: dict[str, Any], header: str
         "Content-Type": "application/json",
         "Authorization": header,
     }
-    try:
-        resp = client._http.request(
-            "POST",
-            client.base + heartbeat_path(case_id),
-            content=canonical_json(heartbeat),
-            headers=headers,
-        )
-    except httpx.HTTPError as exc:
-        raise NodeError(f"node {client.name} is unreachable ({type(exc).__name__})") from exc
-    body = client._verified(client._answer(resp), "receipt", case_id)
+    answer = client.exchange(
+        "POST", client.base + heartbeat_path(case_id), canonical_json(heartbeat), headers
+    )
+    body = client._verified(client._answer(*answer), "receipt", case_id)
     if body.get("seq") != heartbeat["body"]["seq"]:
         raise NodeError(f"receipt from node {client.name} is for another heartbeat")
     return body

@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from vault.nodeproto import transport
 from vault.nodeproto.client import NodeClient
 
 from .cards import Card, parse_card
@@ -51,6 +52,8 @@ CASE_CARD_PREFIX = "velador:case:v1:"
 DEFAULT_TIMEOUT = 10.0
 CLOSED_CODES = ("registration_closed", "invitation_refused")
 """A node's answer when its registration is closed to this key (docs/protocol.md §4.1.1)."""
+TASK_TIMEOUTS = 2
+"""A fan-out task may take this many `timeout`s in all (the longest task makes two requests)."""
 LIVE_STATES = ("ARMED", "REMINDED", "OVERDUE", "PAUSED", "EDITOR_PENDING")
 """Node states in which the node still holds its envelopes and can release."""
 
@@ -126,7 +129,13 @@ def run_parallel(
         card, fn = task
         res = NodeResult(card.name, card.fingerprint)
         try:
-            with NodeClient(card, identity, clock, timeout) as client:
+            # Each request is bounded by `timeout`; the task as a whole (a custody challenge
+            # makes two requests) by TASK_TIMEOUTS of them, so a node that drips or stalls
+            # cannot hold the fan-out longer than that (docs/protocol.md §4.9).
+            with (
+                transport.deadline(timeout * TASK_TIMEOUTS),
+                NodeClient(card, identity, clock, timeout) as client,
+            ):
                 res.body = fn(client)
         except VeladorError as exc:
             res.error = exc

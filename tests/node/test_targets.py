@@ -83,6 +83,20 @@ def test_operator_targets_are_trusted_and_onions_are_not_resolved():
     check_webhook("http://abcdefghijklmnop.onion/hook", STRICT, resolve=never)
 
 
+def test_behind_a_proxy_names_are_not_resolved_here_but_literal_addresses_are_checked():
+    # A node with [network] proxy = socks5h://... lets the proxy resolve names: a local lookup
+    # would leak the name to this machine's DNS. Literal private addresses are still refused.
+    def never(host: str, port: int) -> list[str]:
+        raise AssertionError("resolved locally")
+
+    check_webhook("https://hooks.example/x", STRICT, resolve=never, proxied=True)
+    for url in ("http://127.0.0.1:9/x", "http://10.0.0.1/x", "http://[::1]/x"):
+        with pytest.raises(TargetRefused):
+            check_webhook(url, STRICT, resolve=fixed("127.0.0.1"), proxied=True)
+    with pytest.raises(TargetRefused):
+        check_webhook("http://localhost/x", STRICT, resolve=fixed("127.0.0.1"), proxied=True)
+
+
 def test_unresolvable_and_malformed_targets_are_refused_without_echoing_them():
     def fails(host: str, port: int) -> list[str]:
         raise OSError("no such host")

@@ -7,11 +7,18 @@ Every request is signed (auth.sign_request) with the caller's identity and bound
 key; every signed answer (receipt, status, custody, notice) is verified against the node card's
 key before it is returned. Errors are always vault errors, never httpx ones:
 
-    NodeError             the node is unreachable, times out, or answers 5xx / garbage
+    NodeError             the node is unreachable, times out, or answers 5xx / garbage; an
+                          answer not complete within `timeout` seconds (wall clock) or larger
+                          than `max_answer` bytes; an onion URL with no proxy
     AuthenticationError   401, or an answer not signed by the node's key
     PolicyError           403, 409, 429 (the node's error text is the message)
     NotFoundError         404 (unknown case)
     FormatError           400, 413 (the request was malformed or too large)
+
+`timeout` bounds each whole request, from connecting to the last byte of the answer, however
+slowly a node drips (vault.nodeproto.transport; docs/protocol.md §4.9). Connections go through
+`proxy` (a SOCKS5 URL such as Tor's), by default the process-wide one the CLI sets from
+--proxy / VELADOR_PROXY (docs/protocol.md §4.9).
 
 One instance may be shared by threads (httpx.Client is thread-safe); the CLI fans out to nodes
 with a ThreadPoolExecutor, one client per node.
@@ -41,10 +48,16 @@ from vault.identity import Identity
 from vault.policy import MAX_CHAIN, Policy, parse_policy
 from vault.signing import verify_document
 
+from . import transport
 from .auth import sign_request
 from .messages import make_marker
 
-MAX_ANSWER = 32 * 1024 * 1024
+MAX_ANSWER = transport.DEFAULT_MAX_ANSWER
+_DEFAULT: Any = object()
+PROXY_HINT = (
+    "set a SOCKS5 proxy such as Tor: 'velador --proxy socks5h://127.0.0.1:9050' or "
+    "VELADOR_PROXY for the command line, [network] proxy in node.toml for a node"
+)
 
 
 @dataclass(frozen=True)
@@ -71,15 +84,22 @@ class NodeClient:
         *,
         http: httpx.Client | None = None,
         url: str | None = None,
+        proxy: str | None = _DEFAULT,
+        max_answer: int = MAX_ANSWER,
     ) -> None:
         """`card_or_url`: the node's card (keys pinned) or a bare URL (the card is fetched from
         GET /v1/card and trusted on first use; compare `client.card.fingerprint` aloud).
-        `url` overrides the card's URL (e.g. an onion or internal address)."""
+        `url` overrides the card's URL (e.g. an onion or internal address). `proxy`: a SOCKS5
+        URL, None for direct connections, or (left out) the process default."""
         self.identity = identity
         self.clock = clock or SystemClock()
+        self.proxy = (
+            transport.default_proxy() if proxy is _DEFAULT else transport.check_proxy(proxy)
+        )
         self._own_http = http is None
-        self._http = http or httpx.Client(timeout=timeout, follow_redirects=False)
+        self._http = http or transport.make_http(self.proxy, timeout)
         self.timeout = timeout
+        self.max_answer = max_answer
         if isinstance(card_or_url, Card):
             self.card: Card = card_or_url
             base = url or card_or_url.url
@@ -134,36 +154,60 @@ class NodeClient:
                 query,
             )
         url = self.base + path + (f"?{query}" if query else "")
-        try:
-            resp = self._http.request(method, url, content=body or None, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise NodeError(f"node {self.name} did not answer in time", hint=self.base) from exc
-        except httpx.HTTPError as exc:
-            raise NodeError(
-                f"node {self.name} is unreachable ({type(exc).__name__})", hint=self.base
-            ) from exc
-        return self._answer(resp)
+        return self._answer(*self.exchange(method, url, body or None, headers))
 
-    def _answer(self, resp: httpx.Response) -> Any:
+    def exchange(
+        self, method: str, url: str, content: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """One bounded round trip (status, body): the only place this client touches the
+        network. Errors are NodeError, naming the node but not the URL's path."""
+        try:
+            transport.route(url, self.proxy)
+            return transport.fetch(
+                self._http,
+                method,
+                url,
+                content=content,
+                headers=headers,
+                timeout=self.timeout,
+                max_bytes=self.max_answer,
+            )
+        except transport.ProxyRequired as exc:
+            raise NodeError(
+                f"node {self.name} has an onion address and no Tor proxy is set", hint=PROXY_HINT
+            ) from exc
+        except transport.DeadlineExceeded as exc:
+            raise NodeError(
+                f"node {self.name} did not answer completely within {self.timeout:g} s",
+                hint=transport.safe_url(self.base),
+            ) from exc
+        except transport.AnswerTooLarge as exc:
+            raise NodeError(f"node {self.name} sent an oversized answer") from exc
+        except transport.TransportError as exc:
+            via = " through the proxy" if self.proxy else ""
+            raise NodeError(
+                f"node {self.name} is unreachable{via} ({exc.__cause__.__class__.__name__})",
+                hint=transport.safe_url(self.base),
+            ) from exc
+
+    def _answer(self, status: int, content: bytes) -> Any:
         data: Any = None
-        if len(resp.content) > MAX_ANSWER:
+        if len(content) > self.max_answer:
             raise NodeError(f"node {self.name} sent an oversized answer")
         try:
-            data = (
-                parse_json(resp.content, f"answer from node {self.name}") if resp.content else None
-            )
+            data = parse_json(content, f"answer from node {self.name}") if content else None
         except FormatError:
             data = None
-        if resp.status_code < 300:
+        if status < 300:
             if data is None:
                 raise NodeError(f"node {self.name} sent an answer that is not JSON")
             return data
-        message = f"node {self.name} answered {resp.status_code}"
+        message = f"node {self.name} answered {status}"
         hint = None
         if isinstance(data, dict) and isinstance(data.get("message"), str):
             message = f"node {self.name}: {data['message']}"
             hint = data.get("hint") if isinstance(data.get("hint"), str) else None
-        code = resp.status_code
+        code = status
         err: type[VeladorError]
         if code == 401:
             err = AuthenticationError

@@ -6,10 +6,16 @@
 - ``s3://bucket/prefix?endpoint=...&region=...``: an S3-compatible bucket (vault.stores.s3).
 
 ``describe(url)`` is the form of a URL that may appear in logs and error messages.
+
+S3 and proxies (docs/protocol.md §4.9): boto3 cannot send its connections through a SOCKS
+proxy. When the command runs with a proxy (--proxy, VELADOR_PROXY), an ``s3://`` store is
+refused rather than contacted directly, behind the user's back; ``VELADOR_S3_DIRECT=1`` accepts
+direct S3 connections explicitly.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 from vault.errors import StoreError
@@ -19,6 +25,23 @@ from .local import FileStore, parse_file_url
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 STORE_URL_HINT = "use file:///path or s3://bucket/prefix"
+S3_DIRECT_ENV = "VELADOR_S3_DIRECT"
+
+
+def _refuse_s3_around_proxy(url: str) -> None:
+    import sys
+
+    transport = sys.modules.get("vault.nodeproto.transport")
+    if transport is None or transport.default_proxy() is None:
+        return
+    if os.environ.get(S3_DIRECT_ENV) == "1":
+        return
+    raise StoreError(
+        f"the S3 store {describe(url)} cannot be reached through the SOCKS proxy "
+        "(boto3 has no SOCKS support), and Velador does not connect around a proxy you set",
+        hint=f"set {S3_DIRECT_ENV}=1 to let S3 connections go direct (the store's operator "
+        "and the network then see your address), or run this command without the proxy",
+    )
 
 
 def open_store(url: str, *, s3_endpoint: str | None = None) -> Store:
@@ -35,6 +58,7 @@ def open_store(url: str, *, s3_endpoint: str | None = None) -> Store:
     if scheme == "file":
         return FileStore(parse_file_url(url))
     if scheme == "s3":
+        _refuse_s3_around_proxy(url)
         from .s3 import S3Store  # boto3 is slow to import; only s3 users pay for it
 
         return S3Store(url, endpoint=s3_endpoint)
