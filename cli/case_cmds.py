@@ -24,6 +24,7 @@ from vault.state import CaseRecord
 from vault.switch import ArmReport, act, arm, arming_state, make_case_card, mark_arming
 
 from .context import Ctx, emit_json, out_console
+from .context import table as wrapping_table
 from .release_view import (
     due_lines,
     due_release,
@@ -156,9 +157,7 @@ def print_arm(rep: ArmReport, as_json: bool) -> None:
     if as_json:
         emit_json(rep.to_json())
         return
-    from rich.table import Table
-
-    table = Table(
+    table = wrapping_table(
         "node", "registration", "detail", title=f"{rep.case}: nodes", title_justify="left"
     )
     for fp, (st, detail) in rep.regs.items():
@@ -462,9 +461,7 @@ def case_list(ctx: Ctx, as_json: bool) -> None:
     if not rows:
         click.echo("No cases yet. Create one with 'velador case create NAME ...'.", err=True)
         return
-    from rich.table import Table
-
-    table = Table("case", "id", "split", "switch", "snapshots", "last deposit")
+    table = wrapping_table("case", "id", "split", "switch", "snapshots", "last deposit")
     recs = {r.name: r for r in ctx.state.cases()}
     now = ctx.clock.now()
     due = {

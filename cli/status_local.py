@@ -45,11 +45,11 @@ def unlock_to_ask(ctx: Ctx, offline: bool) -> Identity | None:
 
 
 def local_rows(ctx: Ctx, rec: CaseRecord, now: int) -> Any:
-    from rich.table import Table
+    from .context import table as wrapping_table
 
     views = {v["node"]: v for v in ctx.state.node_views(rec.case_id)}
     label = switch_label(known_release(rec), arming_state(ctx.state, rec))
-    table = Table(
+    table = wrapping_table(
         "node",
         "state",
         "next deadline",

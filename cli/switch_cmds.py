@@ -23,6 +23,7 @@ from vault.released import known_release
 from vault.switch import DEFAULT_TIMEOUT, NodeResult, act, gather_status
 
 from .context import Ctx, emit_json, out_console
+from .context import table as wrapping_table
 from .release_view import print_release, release_json, switch_label
 from .timefmt import local_time, when
 
@@ -51,9 +52,9 @@ def result_text(r: NodeResult) -> str:
 
 
 def node_table(title: str | None, results: list[NodeResult], now: int) -> Any:
-    from rich.table import Table
-
-    table = Table("node", "result", "state", "next deadline", title=title, title_justify="left")
+    table = wrapping_table(
+        "node", "result", "state", "next deadline", title=title, title_justify="left"
+    )
     for r in results:
         body = r.body or {}
         deadline = body.get("deadline")
@@ -199,9 +200,7 @@ def _checkin_refused(recs: list[Any]) -> PolicyError:
 
 
 def status_rows(st: Any, now: int) -> Any:
-    from rich.table import Table
-
-    table = Table(
+    table = wrapping_table(
         "node",
         "state",
         "last check-in",
@@ -491,15 +490,15 @@ def audit_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
     if as_json:
         emit_json(rep.to_json())
     else:
-        from rich.table import Table
-
         con = out_console()
         print_release(con, rec.name, rep.release, ctx.clock.now())
-        nt = Table("node", "state", "custody", title=f"{rec.name}: nodes", title_justify="left")
+        nt = wrapping_table(
+            "node", "state", "custody", title=f"{rec.name}: nodes", title_justify="left"
+        )
         for n in rep.nodes:
             nt.add_row(n["node"], str(n["state"] or "-"), "ok" if n["ok"] else n["problem"])
         con.print(nt)
-        stt = Table(
+        stt = wrapping_table(
             "store", "objects", "missing", title=f"{rec.name}: stores", title_justify="left"
         )
         for s in rep.stores:
