@@ -104,11 +104,16 @@ def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool)
     """Check in: one signed heartbeat for every armed case (or the CASES named), to every node.
 
     Nodes you cannot reach get the signed heartbeat queued; 'velador agent' re-sends it."""
-    from vault.switch import switch_cases
+    from vault.switch import closed_unconfirmed, switch_cases
 
-    closed = _released_cases(ctx, cases)
+    ident = ctx.unlock()
+    # Under the normal passphrase a case closed on this laptop that no node confirmed closed
+    # (a release or destroy forced under duress) is still checked in; under duress the cover
+    # holds: such a case is skipped, as after a real release (vault.switch.closed_unconfirmed).
+    revive = not ident.duress
+    closed = [r for r in _released_cases(ctx, cases) if not (revive and closed_unconfirmed(r))]
     still = [c for c in cases if c not in {r.name for r in closed} | {r.case_id for r in closed}]
-    recs = switch_cases(ctx.state, still) if still or not cases else []
+    recs = switch_cases(ctx.state, still, revive=revive) if still or not cases else []
     if closed and not recs:
         now = ctx.clock.now()
         if as_json:
@@ -122,7 +127,6 @@ def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool)
             "no armed case to check in",
             hint="create one with 'velador case create NAME --node ALIAS ...'",
         )
-    ident = ctx.unlock()
     done = checkin(ctx.state, ident, ctx.clock, recs, timeout)
     now = ctx.clock.now()
     if as_json:
@@ -134,7 +138,9 @@ def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool)
         # A case named on the command line, or found released now, was not checked in: say so
         # with a non-zero exit code (the other cases were checked in above).
         raise _checkin_refused([*closed, *(ctx.state.case(c.case_id) for c in released)])
-    unreached = [c for c in done if c.reached == 0 and c.release is None]
+    unreached = [
+        c for c in done if c.reached == 0 and (c.release is None or not c.release.complete)
+    ]
     if unreached:
         names = ", ".join(c.case for c in unreached)
         raise NodeError(

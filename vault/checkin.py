@@ -166,6 +166,14 @@ def checkin(
                 tickets = make_tickets(identity, card, hb, now, horizon)
                 state.queue_heartbeat(policy.case_id, r.fingerprint, hb, tickets, now)
                 r.queued = True
+        if (
+            not identity.duress
+            and rec.status in ("released", "destroyed")
+            and any(r.ok for r in mine)
+        ):
+            # A node took the heartbeat: the case is live there, so its local "closed" came
+            # from a cover shown under duress (switch.closed_unconfirmed). Take it back.
+            state.set_case_status(policy.case_id, "active")
         warnings = switch.coverage_warnings(state, rec)
         out.append(CaseCheckin(rec.name, policy.case_id, seq, mine, warnings))
         if not identity.duress and any(not r.ok and not r.unreachable for r in mine):

@@ -270,17 +270,50 @@ def arming_state(state: LocalState, rec: CaseRecord) -> str:
     return "armed" if ok else "arming"
 
 
-def switch_cases(state: LocalState, names: Iterable[str] = ()) -> list[CaseRecord]:
-    """The cases a check-in covers: named ones, or every case with a live switch."""
+def closed_unconfirmed(rec: CaseRecord) -> bool:
+    """Closed on this laptop (released or destroyed) without any node having said so for real.
+
+    A `release now` or `case destroy` forced under the duress passphrase is answered by the
+    nodes from a cover state: the laptop marks the case closed, while the nodes keep it armed
+    (docs/protocol.md §4.4). If the reporter's later check-ins skipped it, the nodes would
+    release it: a false release. So under the normal passphrase such a case is still checked
+    in; a node that really released or destroyed it refuses, and the refusal is recorded."""
+    from .released import known_release
+
+    if rec.status == "destroyed":
+        return not rec.extra.get("destroy_confirmed", False)
+    if rec.status == "released":
+        info = known_release(rec)
+        confirmed = rec.extra.get("release_confirmed", False)
+        return not confirmed and (info is None or not info.complete)
+    return False
+
+
+def switch_cases(
+    state: LocalState, names: Iterable[str] = (), revive: bool = False
+) -> list[CaseRecord]:
+    """The cases a check-in covers: named ones, or every case with a live switch.
+
+    `revive` (a normal, not duress, identity): also the cases closed on this laptop that no
+    node confirmed closed (closed_unconfirmed)."""
     names = list(names)
     if names:
         recs = [state.case(n) for n in names]
         for r in recs:
             switch_policy(r)
-            _refuse_closed(r, "check in")
+            if not (revive and closed_unconfirmed(r) and node_forms(state, r)):
+                _refuse_closed(r, "check in")
         return recs
     out = []
     for r in state.cases():
+        if (
+            revive
+            and closed_unconfirmed(r)
+            and r.policy.switch is not None
+            and node_forms(state, r)
+        ):
+            out.append(r)
+            continue
         st = arming_state(state, r)
         # A case whose rotation reached no node yet is still checked in: its nodes hold the
         # previous version and release it if the check-ins stop (issue 11, finding 2).
@@ -548,6 +581,10 @@ def act(
         learn_release(state, rec, results, clock.now(), rule="reporter")
     if action in ("release", "destroy") and all(r.ok for r in results):
         state.set_case_status(policy.case_id, "released" if action == "release" else "destroyed")
+        if not identity.duress:
+            # Done for real: later check-ins skip the case (closed_unconfirmed). Under duress the
+            # nodes only showed a cover, and the normal passphrase's check-ins keep it alive.
+            state.set_case_extra(policy.case_id, f"{action}_confirmed", True)
     return results
 
 

@@ -80,3 +80,27 @@ def test_a_case_destroyed_under_duress_comes_back_with_the_normal_passphrase(
     assert st["local"] == "armed"
     assert [n["state"] for n in st["nodes"]] == ["ARMED"] * 2
     v.ok(people.r, "checkin", "inv")
+
+
+def test_checkin_with_the_normal_passphrase_keeps_a_case_closed_under_duress_alive(
+    v, people, net, tmp_path
+):
+    # Given a case whose release (and then destruction) the captor forced under duress: the
+    # nodes answered from their cover and keep the case armed, the laptop marked it closed
+    nodes = net(2)
+    case_id = v.json(people.r, *create_args(2, tmp_path))["case_id"]
+    v.ok(people.r, "release", "now", "inv", "--yes", passphrase=DURESS)
+    assert [n.state(case_id) for n in nodes] == ["ARMED"] * 2
+    seq_before = [n.query("SELECT seq FROM cases WHERE case_id = ?", case_id)[0][0] for n in nodes]
+    # When the reporter, free again, runs a plain `velador checkin` (no status first)
+    v.ok(people.r, "checkin")
+    # Then the heartbeat reached every node (a skipped case would be released at its deadline)
+    seq_after = [n.query("SELECT seq FROM cases WHERE case_id = ?", case_id)[0][0] for n in nodes]
+    assert all(a > b for a, b in zip(seq_after, seq_before, strict=True))
+    assert v.json(people.r, "status", "inv")["cases"][0]["local"] == "armed"
+    # And the same after a destruction forced under duress
+    v.ok(people.r, "case", "destroy", "inv", "--yes", passphrase=DURESS)
+    assert [n.state(case_id) for n in nodes] == ["ARMED"] * 2
+    v.ok(people.r, "checkin", "inv")
+    seq_final = [n.query("SELECT seq FROM cases WHERE case_id = ?", case_id)[0][0] for n in nodes]
+    assert all(a > b for a, b in zip(seq_final, seq_after, strict=True))

@@ -258,7 +258,7 @@ def test_a_version_1_database_gains_the_registration_tables_and_is_closed(tmp_pa
 
     from escrow_node import admission
     from escrow_node.config import RegistrationConfig, load_config
-    from escrow_node.db import _SCHEMA_V1, Store
+    from escrow_node.db import _SCHEMA_V1, SCHEMA_VERSION, Store
     from escrow_node.errors import RegistrationClosed
 
     path = tmp_path / "node.db"
@@ -268,7 +268,7 @@ def test_a_version_1_database_gains_the_registration_tables_and_is_closed(tmp_pa
     store = Store(path)
     try:
         with store.tx() as c:
-            assert c.execute("PRAGMA user_version").fetchone()[0] == 3
+            assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             with pytest.raises(RegistrationClosed):
                 admission.gate(c, RegistrationConfig(), "ABCD-EFGH-IJKL-MNOP", None, 0)
     finally:
