@@ -116,10 +116,10 @@ ROOT_HELP = N_(
 )
 @click.option(
     "--lang",
-    type=click.Choice(["es", "en"]),
-    envvar="VELADOR_LANG",
     default=None,
-    help="Language of messages: es (Mexican Spanish) or en. Default: from LANGUAGE/LC_ALL/LANG.",
+    metavar="es|en",
+    help="Language of messages: es (Mexican Spanish) or en; also VELADOR_LANG. Default: from "
+    "LANGUAGE/LC_ALL/LANG. Values such as es_MX.UTF-8 work too; anything else means English.",
 )
 @click.version_option(__version__, prog_name="velador")
 @click.pass_context

@@ -167,3 +167,17 @@ def test_a_translation_with_broken_placeholders_falls_back_to_english():
     i18n.setup("en")
     exc = NotFoundError(N_("node %(node)s is gone"), node="cdmx")
     assert i18n.error_text(exc) == ("node cdmx is gone", None)
+
+
+@pytest.mark.parametrize("value", ["es_MX", "es_MX.UTF-8", "fr", ""])
+def test_any_velador_lang_value_leaves_every_command_working(value, tmp_path):
+    # A locale-style value (or garbage) in VELADOR_LANG must never stop a command: a check-in
+    # refused over a language setting would end in a false release. (`id card` in an empty
+    # home fails for its own reason, not with click's usage error, exit 2.)
+    for res in (
+        _velador(["--home", str(tmp_path), "id", "card"], VELADOR_LANG=value),
+        _velador(["--lang", value or "xx", "--home", str(tmp_path), "id", "card"]),
+    ):
+        assert res.returncode not in (0, 2), res.stderr
+        assert "Invalid value" not in res.stderr
+        assert "velador: error:" in res.stderr
