@@ -90,6 +90,9 @@ def _ask(svc: Any, card: Card) -> int | None:
     except VeladorError as exc:
         log.warning("clock check: peer %s: %s", card.name, exc)
         return None
+    except Exception:  # a hostile peer is a silent one, never a failed release
+        log.exception("clock check: peer %s: unexpected error; ignored", card.name)
+        return None
 
 
 def peer_times(svc: Any, policy: Policy) -> tuple[int, list[int], int]:

@@ -141,6 +141,11 @@ def newest_from_peers(
         except VeladorError as exc:
             log.warning("pre-release sync: peer %s: %s", card.name, exc)
             return None
+        except Exception:
+            # Whatever a hostile peer or its card makes the client do, it is a peer that did
+            # not answer: a release must never fail because of one (issue 11, finding 1).
+            log.exception("pre-release sync: peer %s: unexpected error; ignored", card.name)
+            return None
 
     best: dict[str, Any] | None = None
     best_seq = -1

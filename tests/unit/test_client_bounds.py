@@ -117,6 +117,16 @@ def test_an_onion_address_is_refused_without_a_proxy(card_for):
     client.close()
 
 
+def test_a_node_card_url_that_cannot_be_connected_to_is_a_node_error(card_for):
+    # Regression (review of issue 11): a host name that is not valid IDNA made httpx raise
+    # UnicodeError out of the client, past the pre-release sync's `except VeladorError`, so a
+    # hostile card in a case's policy failed that case's release at every sweep.
+    client = NodeClient(card_for("http://xn--a.com"), None, FakeClock(T0), 2.0)
+    with pytest.raises(NodeError):
+        client.health()
+    client.close()
+
+
 @pytest.mark.parametrize(
     "text, ok",
     [

@@ -224,7 +224,7 @@ def check_proxy(proxy: str | None) -> str | None:
 def host_of(url: str) -> str:
     try:
         return (httpx.URL(url).host or "").rstrip(".").lower()
-    except httpx.InvalidURL:
+    except (httpx.InvalidURL, ValueError):  # UnicodeError (bad IDNA) is a ValueError
         return ""
 
 
@@ -242,10 +242,10 @@ def safe_url(url: str) -> str:
     """Scheme and host (and port) only: paths and queries of webhooks often carry tokens."""
     try:
         u = httpx.URL(url)
-    except httpx.InvalidURL:
+        port = f":{u.port}" if u.port else ""
+        return f"{u.scheme}://{u.host}{port}"
+    except (httpx.InvalidURL, ValueError):  # UnicodeError (bad IDNA) is a ValueError
         return "<invalid URL>"
-    port = f":{u.port}" if u.port else ""
-    return f"{u.scheme}://{u.host}{port}"
 
 
 def make_http(proxy: str | None = None, timeout: float = 10.0) -> httpx.Client:
@@ -304,6 +304,13 @@ def fetch(
             raise Unreachable(f"unreachable ({type(exc).__name__})") from exc
         except OSError as exc:  # socksio / socket errors httpcore does not map
             raise Unreachable(f"unreachable ({type(exc).__name__})") from exc
+        except ValueError as exc:
+            # A URL httpx accepts but cannot connect to, e.g. a host name that is not valid
+            # IDNA (UnicodeError): a hostile node card must cost a refusal, never an exception
+            # that stops a release (issue 11, finding 1).
+            raise Unreachable(
+                f"unreachable: the address is not usable ({type(exc).__name__})"
+            ) from exc
 
 
 # --- the process-wide default proxy of a client program ------------------------------------------
