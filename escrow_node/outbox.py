@@ -275,13 +275,14 @@ class Outbox:
     def _deliver(self, row: dict[str, Any]) -> None:
         try:
             self._send(row)
-        except (
-            DeliveryError,
-            VeladorError,
-            OSError,
-            smtplib.SMTPException,
-            httpx.HTTPError,
-        ) as exc:
+        except Exception as exc:
+            # Any failure, expected or not, counts as an attempt with its back-off: a target
+            # that raises something unforeseen (a URL that is not valid IDNA raises
+            # UnicodeError) must not be retried in a tight loop (review of issue 11).
+            if not isinstance(
+                exc, (DeliveryError, VeladorError, OSError, smtplib.SMTPException, httpx.HTTPError)
+            ):
+                log.error("delivery %s: unexpected %s", row["id"], type(exc).__name__)
             attempts = row["attempts"] + 1
             now = time.time()
             failed = now if attempts >= MAX_ATTEMPTS else None

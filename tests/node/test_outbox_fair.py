@@ -75,3 +75,27 @@ def test_delivery_errors_do_not_log_addresses(nodes, world_for, clock):
         assert stored and not any("secret.person" in r[0] for r in stored)
     finally:
         ctl.stop()
+
+
+def test_a_target_that_raises_the_unforeseen_is_retried_with_back_off(nodes, world_for, clock):
+    # Given a webhook whose host name is not valid IDNA (httpx raises UnicodeError for it)
+    a = nodes("node-a")
+    w = world_for(a.card, every=EVERY, grace=GRACE)
+    cid = w.policy.case_id
+    a.client(w.reporter).register_case(w.policy, w.envs_for(a.card))
+    a.client(w.reporter).subscribe(cid, "webhook", "http://xn--a.com/hook")
+    # When a notice for it falls due
+    clock.set(T0 + EVERY + 1)
+    wait_for(
+        lambda: a.query("SELECT attempts FROM outbox WHERE channel = 'webhook' AND attempts > 0"),
+        BOUND,
+        "a first delivery attempt",
+    )
+    # Then it counts as a failed attempt with a back-off, not a tight loop of retries
+    # (review of issue 11: about 4,600 attempts in 2 s, each with a traceback)
+    first = a.query("SELECT max(attempts) FROM outbox WHERE channel = 'webhook'")[0][0]
+    clock.advance(1)
+    wait_for(lambda: "failed (attempt" in a.log_text(), BOUND, "the failure logged")
+    later = a.query("SELECT max(attempts) FROM outbox WHERE channel = 'webhook'")[0][0]
+    assert later <= first + 2
+    assert a.log_text().count("Traceback") == 0
