@@ -91,6 +91,23 @@ def operator_targets(config: NodeConfig) -> frozenset[str]:
     return frozenset(u for u in urls if u)
 
 
+def _local_or_numeric(host: str) -> bool:
+    """A host a proxy would take to a local or numeric address whatever DNS says: `localhost`
+    and its subdomains (with or without the final dot), and the legacy numeric spellings
+    `inet_aton` accepts (`127.1`, `2130706433`, `0x7f.1`). Such hosts are checked here even
+    behind a proxy, as addresses (numeric ones through inet_aton)."""
+    import socket
+
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        socket.inet_aton(name)
+    except OSError:
+        return False
+    return True
+
+
 def check_webhook(
     url: str,
     reg: RegistrationConfig,
@@ -118,7 +135,7 @@ def check_webhook(
         raise TargetRefused(f"{what} must be an http(s) URL with a host name")
     if host.endswith(".onion"):
         return
-    if proxied and host.lower() != "localhost":
+    if proxied and not _local_or_numeric(host):
         try:
             ipaddress.ip_address(host)
         except ValueError:

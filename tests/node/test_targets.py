@@ -90,7 +90,17 @@ def test_behind_a_proxy_names_are_not_resolved_here_but_literal_addresses_are_ch
         raise AssertionError("resolved locally")
 
     check_webhook("https://hooks.example/x", STRICT, resolve=never, proxied=True)
-    for url in ("http://127.0.0.1:9/x", "http://10.0.0.1/x", "http://[::1]/x"):
+    for url in (
+        "http://127.0.0.1:9/x",
+        "http://10.0.0.1/x",
+        "http://[::1]/x",
+        # numeric spellings and localhost forms the proxy would also take to this machine
+        "http://127.1:9464/",
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://localhost./",
+        "http://foo.localhost/",
+    ):
         with pytest.raises(TargetRefused):
             check_webhook(url, STRICT, resolve=fixed("127.0.0.1"), proxied=True)
     with pytest.raises(TargetRefused):
