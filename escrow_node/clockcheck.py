@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import secrets
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,35 @@ def holds(verdict: ClockVerdict, due: int | None, now: int) -> bool:
     return due is None or due > now - verdict.lead
 
 
+MONOTONIC = time.monotonic
+"""This node's own elapsed-time source (tests replace it); never its wall clock, the suspect."""
+
+
+def hold_expired(svc: Any, case_id: str, last_beat: int, longest: int) -> bool:
+    """Whether this case's release has been held long enough that it goes ahead anyway.
+
+    Peers' times are their word: a peer that lies (a co-node of the case, compromised) could
+    otherwise hold a release for ever, since peers that answer decide the verdict (review of
+    issue 11). Real time passes at the same rate whatever the clocks say, and the release was
+    due at most `longest` (every + grace) after the reporter's last check-in, which happened
+    before the hold began: so once this node has held the release for `longest` seconds of its
+    own elapsed time, the release is due in real time too, and goes ahead (with the alarm).
+    A wrong clock then releases nothing early, and a lying peer delays a release by at most one
+    interval plus grace. A new check-in (`last_beat`) starts a new hold; a restart forgets
+    holds, so it can restart one (logged)."""
+    holds: dict[str, tuple[int, float]] = svc.clock_holds
+    now = MONOTONIC()
+    beat, started = holds.get(case_id, (None, None))
+    if beat != last_beat or started is None:
+        holds[case_id] = (last_beat, now)
+        return False
+    return now - started >= longest
+
+
+def forget_hold(svc: Any, case_id: str) -> None:
+    svc.clock_holds.pop(case_id, None)
+
+
 def _ask(svc: Any, card: Card) -> int | None:
     nonce = secrets.token_bytes(32)
     try:
@@ -95,12 +125,18 @@ def _ask(svc: Any, card: Card) -> int | None:
         return None
 
 
-def peer_times(svc: Any, policy: Policy) -> tuple[int, list[int], int]:
+def peer_times(
+    svc: Any, policy: Policy, slow: gossip.SlowPeers | None = None
+) -> tuple[int, list[int], int]:
     """(local time before asking, the signed times that came back, peers asked).
 
     Bounded in wall-clock time: peers still silent after `peer_timeout` (+1 s) are left behind
-    (their threads end with their own timeouts), so a dripping peer cannot hold the sweep."""
+    (their threads end with their own timeouts), so a dripping peer cannot hold the sweep.
+    Peers the pre-release sync found too slow just now (`slow`) are not asked again: one
+    hostile peer then costs one timeout per cool-down, not one per case."""
     peers = [c for c in policy.nodes if c.sign_pk != svc.identity.card.sign_pk]
+    if slow is not None:
+        peers = [c for c in peers if not slow.is_slow(gossip.peer_key(svc, c))]
     local = svc.clock.now()
     if not peers:
         return local, [], 0
@@ -114,8 +150,8 @@ def peer_times(svc: Any, policy: Policy) -> tuple[int, list[int], int]:
     return local, times, len(peers)
 
 
-def check(svc: Any, policy: Policy) -> ClockVerdict:
-    local, times, asked = peer_times(svc, policy)
+def check(svc: Any, policy: Policy, slow: gossip.SlowPeers | None = None) -> ClockVerdict:
+    local, times, asked = peer_times(svc, policy, slow)
     return judge(local, times, asked)
 
 

@@ -49,6 +49,12 @@ def peer_client(svc: Any, card: Card) -> NodeClient:
     )
 
 
+def peer_key(svc: Any, card: Card) -> str:
+    """The key SlowPeers uses for a peer: the base URL its client talks to."""
+    url = svc.config.peer_urls.get(card.fingerprint) or card.url or ""
+    return url.rstrip("/")
+
+
 def forward(svc: Any, card: Card, doc: dict[str, Any]) -> None:
     """Deliver one heartbeat to a peer. A peer that already has it (or a newer one) is done."""
     with peer_client(svc, card) as client:
@@ -87,6 +93,11 @@ class SlowPeers:
             self._probing.add(key)
             return "probe"
 
+    def is_slow(self, key: str) -> bool:
+        """Still inside its cool-down (other callers, e.g. the clock check, skip it)."""
+        with self._lock:
+            return time.monotonic() < self._until.get(key, 0.0)
+
     def end(self, key: str, how: str, slow: bool) -> None:
         with self._lock:
             if how == "probe":
@@ -95,10 +106,6 @@ class SlowPeers:
                 self._until[key] = time.monotonic() + self.cooldown
             else:
                 self._until.pop(key, None)
-
-    def is_slow(self, key: str) -> bool:
-        with self._lock:
-            return time.monotonic() < self._until.get(key, 0.0)
 
 
 def newest_from_peers(

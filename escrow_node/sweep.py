@@ -230,7 +230,7 @@ def sync_and_advance(
     with svc.store.read() as conn:
         policy = svc.policy_of(svc.load(conn, case_id))
     newest = gossip.newest_from_peers(svc, policy, slow)
-    verdict = clockcheck.check(svc, policy)
+    verdict = clockcheck.check(svc, policy, slow)
     effects: list[Effect] = []
     refused = False
     with svc.store.tx() as conn:
@@ -258,9 +258,14 @@ def sync_and_advance(
         new, more = engine.advance(old, rules, now, synced=True)
         if not verdict.ok and any(e.kind == "release" for e in more):
             refused = clockcheck.holds(verdict, engine.release_time(old, rules), now)
+            if refused and clockcheck.hold_expired(
+                svc, case_id, old.last_beat, rules.every + rules.grace
+            ):
+                refused = False  # held as long as a wrong clock could need: due in real time
             clockcheck.raise_alarm(svc, conn, policy, old, verdict, now, refused)
         if not refused:
             clockcheck.clear_alarm(svc, case_id)
+            clockcheck.forget_hold(svc, case_id)
             svc.apply(conn, row, policy, old, new, more, now, "advance", {"synced": True})
     if refused:
         if effects:

@@ -30,6 +30,28 @@ def test_holds_only_while_the_release_is_not_due_by_the_peers_time():
     assert not holds(judge(now, [now], 1), now + 5, now)  # the clocks agree
 
 
+def test_a_held_release_goes_ahead_after_one_interval_and_grace_of_elapsed_time(monkeypatch):
+    # Regression (review of issue 11): peers' times are only their word, so a lying co-node
+    # could hold a release for ever. The hold is bounded by this node's own elapsed time.
+    from types import SimpleNamespace
+
+    from escrow_node import clockcheck
+
+    now = [1000.0]
+    monkeypatch.setattr(clockcheck, "MONOTONIC", lambda: now[0])
+    svc = SimpleNamespace(clock_holds={})
+    longest = 3600 + 600
+    assert not clockcheck.hold_expired(svc, "c", 500, longest)  # the hold begins
+    now[0] += longest - 1
+    assert not clockcheck.hold_expired(svc, "c", 500, longest)
+    now[0] += 1
+    assert clockcheck.hold_expired(svc, "c", 500, longest)  # due in real time by now
+    # A newer check-in starts a new hold; forgetting it (release done) starts afresh too.
+    assert not clockcheck.hold_expired(svc, "c", 900, longest)
+    clockcheck.forget_hold(svc, "c")
+    assert "c" not in svc.clock_holds
+
+
 def test_judge_counts_a_strict_majority_of_the_peers_that_answered():
     now = 10**9
     far = now - TOLERANCE - 1
