@@ -223,3 +223,24 @@ def test_missing_identity(tmp_path):
 
     with pytest.raises(NotFoundError, match="no identity in"):
         unlock_identity(tmp_path, "x")
+
+
+def test_id_duress_runs_the_kdf_as_often_under_either_passphrase(tmp_path, monkeypatch):
+    # Review of issue 11, finding 3: a filler slot was sealed without the KDF, so `id duress`
+    # under the duress passphrase (two duress slots) ran Argon2id once more than under the
+    # normal one (a duress slot and a filler): a captor timing it could tell.
+    from vault import identity as idm
+
+    calls = []
+    real = idm._derive
+    monkeypatch.setattr(idm, "_derive", lambda *a: calls.append(1) or real(*a))
+    counts = []
+    for which in ("normal", "duress"):
+        home = tmp_path / which
+        create_identity(home, "Ana", "reporter", "una frase de paso larga 1", 0)
+        set_duress_passphrase(home, "una frase de paso larga 1", "otra frase distinta 22")
+        calls.clear()
+        given = "una frase de paso larga 1" if which == "normal" else "otra frase distinta 22"
+        set_duress_passphrase(home, given, "una tercera frase 333")
+        counts.append(len(calls))
+    assert counts[0] == counts[1], counts
