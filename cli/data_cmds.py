@@ -212,9 +212,22 @@ def verify(
 
 def _repair(ctx: Ctx, case_name: str, sources: tuple[Path, ...], as_json: bool) -> None:
     """`verify --repair` (vault/repair.py), then a deposit from --from for what no store holds."""
-    from vault.repair import prepare_redeposit, repair_case
+
+    from .agent_deposits import one_deposit_at_a_time
 
     rec = ctx.state.case(case_name)
+    # Repair rewrites store objects and, with --from, forgets index rows and the file cache: it
+    # must not run beside a deposit (the agent's or another command's) that relies on them.
+    with one_deposit_at_a_time(ctx.home):
+        rep, redeposited = _repair_locked(ctx, case_name, rec, sources, as_json)
+    _report_repair(case_name, rep, redeposited, as_json)
+
+
+def _repair_locked(
+    ctx: Ctx, case_name: str, rec: Any, sources: tuple[Path, ...], as_json: bool
+) -> tuple[Any, int]:
+    from vault.repair import prepare_redeposit, repair_case
+
     rep = repair_case(ctx.state, rec, s3_endpoint=ctx.s3_endpoint)
     for line in rep.repaired:
         if not as_json:
@@ -223,17 +236,27 @@ def _repair(ctx: Ctx, case_name: str, sources: tuple[Path, ...], as_json: bool) 
     if rep.objects_needing_sources() and sources:
         ident = ctx.unlock()
         redeposited = prepare_redeposit(ctx.state, rec, rep, s3_endpoint=ctx.s3_endpoint)
-        with byte_progress("Depositing", quiet=as_json) as progress:
-            do_deposit(
-                ctx.state,
-                ident,
-                ctx.state.case(case_name),
-                list(sources),
-                ctx.clock,
-                progress=progress,
-                s3_endpoint=ctx.s3_endpoint,
-            )
+        try:
+            with byte_progress("Depositing", quiet=as_json) as progress:
+                do_deposit(
+                    ctx.state,
+                    ident,
+                    ctx.state.case(case_name),
+                    list(sources),
+                    ctx.clock,
+                    progress=progress,
+                    s3_endpoint=ctx.s3_endpoint,
+                )
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            raise DepositInterrupted(
+                "repair interrupted; what was already uploaded is kept",
+                hint="run the same command again: it resumes and uploads only what is missing",
+            ) from None
         rep = repair_case(ctx.state, ctx.state.case(case_name), s3_endpoint=ctx.s3_endpoint)
+    return rep, redeposited
+
+
+def _report_repair(case_name: str, rep: Any, redeposited: int, as_json: bool) -> None:
     if as_json:
         emit_json(
             {
