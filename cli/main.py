@@ -162,8 +162,14 @@ def main(argv: list[str] | None = None) -> None:
         rv = cli.main(args=args, prog_name="velador", standalone_mode=False)
     except VeladorError as exc:
         sys.exit(report_error(exc))
-    except click.exceptions.Abort:
-        click.echo(_("velador: error: aborted"), err=True)
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C (KeyboardInterrupt) into Abort when not in standalone mode.
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            click.echo(
+                "\n" + _("velador: error: interrupted; run the command again to resume"), err=True
+            )
+        else:
+            click.echo(_("velador: error: aborted"), err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

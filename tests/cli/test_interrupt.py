@@ -78,3 +78,25 @@ def test_ctrl_c_during_deposit_says_run_again_then_resumes(v, world):
     assert code == 0, text[-800:]
     assert re.search(r"Snapshot 1 \(\w+\): 4 files, 160\.3 MiB; read 160\.3 MiB", text), text
     assert v(world.r, "verify", "inv")[0] == 0
+
+
+def test_ctrl_c_at_any_prompt_says_interrupted_not_aborted(tmp_path, monkeypatch, capsys):
+    # click turns a KeyboardInterrupt into Abort outside standalone mode, so the CLI used to say
+    # "aborted" for every Ctrl-C (review of issue 12): it now says what happened and what to do.
+    import pytest as _pytest
+
+    from cli import id_cmds, main
+    from vault.identity import create_identity
+
+    create_identity(tmp_path, "Ana", "reporter", "una frase de paso larga 1", 0)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(id_cmds, "get_passphrase", interrupted)
+    with _pytest.raises(SystemExit) as e:
+        main.main(["--home", str(tmp_path), "id", "duress"])
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted; run the command again to resume" in err
+    assert "aborted" not in err
