@@ -148,7 +148,9 @@ class DepositWorker:
                     state, job.identity, rec, [p for _, p in present], self.clock, jobs=1
                 )
         except VeladorError as exc:
-            out.error = exc.message
+            # The kind of failure and what to do, never its text: some deposit errors quote a
+            # file name, and the agent's output may end up in a log on a seized laptop.
+            out.error = f"{type(exc).__name__}; 'velador deposit' run by hand shows the details"
             return out
         except OSError as exc:
             # No file name: the agent's output may end up in a log file on a seized laptop.
