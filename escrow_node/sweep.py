@@ -117,6 +117,7 @@ def sweep(svc: NodeService, now: int | None = None, syncer: PeerSync | None = No
     if advanced or all_effects:
         svc.after_commit(all_effects, queued=True)
     synced = deferred = 0
+    counted = len(failed)  # PeerSync._run counts the failures of the syncs themselves
     if syncer is not None:
         deferred = sum(syncer.submit(case_id, now) is not None for case_id in to_sync)
     elif to_sync:
@@ -134,8 +135,8 @@ def sweep(svc: NodeService, now: int | None = None, syncer: PeerSync | None = No
     dt = time.perf_counter() - t0
     svc.metrics.inc("velador_node_sweeps_total")
     svc.metrics.set("velador_node_sweep_seconds", dt)
-    if failed:
-        svc.metrics.inc("velador_node_sweep_errors_total", len(failed))
+    if counted:
+        svc.metrics.inc("velador_node_sweep_errors_total", counted)
     return SweepResult(advanced, synced, dt, now, tuple(failed), deferred)
 
 
