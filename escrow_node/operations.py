@@ -110,7 +110,7 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
                 )
             duress = marker_of(svc, payload) is True
             if row is not None and duress and row["policy_hash"] != policy.hash:
-                receipt = _rotate_under_duress(svc, conn, row, policy, rules, now)
+                receipt = _rotate_under_duress(svc, conn, row, policy, rules, now, chain)
                 wake = svc.load(conn, policy.case_id)["next_wake"]
             elif row is not None:
                 receipt = _reregister(svc, conn, row, policy, envs, rules, now, chain)
@@ -163,15 +163,21 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
     return receipt
 
 
-def _rotate_under_duress(svc, conn, row, policy, rules, now) -> dict[str, Any]:
+def _rotate_under_duress(svc, conn, row, policy, rules, now, chain=()) -> dict[str, Any]:
     """A rotation sent with the duress marker (docs/protocol.md §4.4): the policy is NOT
     replaced; the real case gets the silent alarm (engine.duress_signal), and the captor is
     answered, now and in later duress-marked requests, as if it had been (cover.py)."""
     real = state_of(row)
     basis, shown_hash = cover.basis(conn, real, row["policy_hash"], policy.case_id)
     if policy.hash != shown_hash:
-        # The checks a normal rotation makes, against what the captor was shown.
-        if policy.replaces != shown_hash or b64e(policy.reporter.sign_pk) != row["reporter"]:
+        # The checks a normal rotation makes (_reregister), against what the captor was shown:
+        # the same `chain` of intermediate versions is accepted, or a node that missed a
+        # rotation would refuse under duress what it accepts normally (a tell).
+        follows = policy.replaces == shown_hash or (
+            replacement_path(policy, shown_hash, [*chain, svc.policy_of(row)], MAX_CHAIN + 1)
+            is not None
+        )
+        if not follows or b64e(policy.reporter.sign_pk) != row["reporter"]:
             raise Conflict(
                 "this case is already registered with a different policy",
                 hint="a new policy must name the current one in 'replaces'",
