@@ -392,10 +392,12 @@ class NodeService:
             and cover.exists(conn, policy.case_id)
         ):
             allowed = set()
+        withheld: list[str] = []
         for e in effects:
             if e.kind != "notify":
                 continue
             if e.audience == "reporter" and allowed is not None and e.event not in allowed:
+                withheld.append(f"notify:{e.event}:{e.audience}")
                 continue
             notices.emit(
                 conn,
@@ -416,8 +418,16 @@ class NodeService:
             "to": new.state,
             "seq": new.seq,
             **detail,
-            "effects": [f"{e.kind}:{e.event}:{e.audience}".rstrip(":") for e in effects],
+            # The effects carried out: a notice withheld under a duress cover is listed apart,
+            # so the audit log and the outbox agree (chaos invariant (e)).
+            "effects": [
+                name
+                for e in effects
+                if (name := f"{e.kind}:{e.event}:{e.audience}".rstrip(":")) not in withheld
+            ],
         }
+        if withheld:
+            entry["withheld"] = withheld
         audit.append(conn, now, policy.case_id, action, entry)
 
     def after_commit(

@@ -135,9 +135,11 @@ def relayed_node(root, name: str, clock, **cfg):
     node.tick = 0.1
     node.relay = Relay(node.port)
     args = ["init", "--data", str(node.dir), "--name", name, "--url", node.relay.url()]
-    res = CliRunner().invoke(node_cli, [*args, "--port", str(node.port)])
+    res = CliRunner().invoke(node_cli, [*args, "--port", str(node.port), "--registration", "open"])
     assert res.exit_code == 0, res.output
     node.card = load_card(node.dir)
+    # Peers and webhooks on loopback (the relays, the test receivers), as the other fixtures.
+    node.configure(registration={"allow_private_targets": True})
     node.configure(**cfg)
     node.proc = None
     node.log = node.dir / "serve.log"

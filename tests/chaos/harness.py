@@ -474,7 +474,10 @@ class Harness:
         now = self.clock.now()
         duress = self.script.duress(self.s.duress_rate)
         watch = sorted(self.alive()) if duress else []
-        public_before = {n: adv.public_view(self.nodes[n].url) for n in watch}
+        public_before = {}
+        for n in watch:  # a node may be SIGKILLed at any moment here (kill_in_checkin)
+            with contextlib.suppress(httpx.HTTPError):
+                public_before[n] = adv.public_view(self.nodes[n].url)
         doc = make_heartbeat(case.policy, case.world.reporter.sign_key, case.seq, now, duress)
         if duress:
             self.counts["duress_checkins"] += 1
@@ -518,7 +521,7 @@ class Harness:
             self.acks.append(inv.Ack(name, case.case_id, case.seq, now, ref, self.order))
         bad = []
         for name in watch:
-            if not self.nodes[name].alive:
+            if not self.nodes[name].alive or name not in public_before:
                 continue  # killed while the check-in was in flight
             with contextlib.suppress(httpx.HTTPError):
                 after = adv.public_view(self.nodes[name].url)

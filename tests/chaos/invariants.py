@@ -53,6 +53,9 @@ class CaseView:
     envelopes: list[dict[str, Any]] = field(default_factory=list)
     notify: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     """(event, audience) -> how many times the audit log says it was notified."""
+    withheld: set[tuple[str, str]] = field(default_factory=set)
+    """(event, audience) the node withheld under a duress cover (audit entries' `withheld`):
+    the reporter is told nothing while a captor may hold their devices (protocol §4.4)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class AuditCache:
         self.notify: dict[str, collections.Counter[tuple[str, str]]] = collections.defaultdict(
             collections.Counter
         )
+        self.withheld: dict[str, set[tuple[str, str]]] = collections.defaultdict(set)
 
     def update(self, conn: sqlite3.Connection) -> None:
         for seq, case_id, event, detail in conn.execute(
@@ -118,6 +122,10 @@ class AuditCache:
                 parts = eff.split(":")
                 if parts[0] == "notify" and len(parts) == 3:
                     self.notify[case_id][(parts[1], parts[2])] += 1
+            for eff in d.get("withheld", []) if isinstance(d, dict) else []:
+                parts = eff.split(":")
+                if parts[0] == "notify" and len(parts) == 3:
+                    self.withheld[case_id].add((parts[1], parts[2]))
 
 
 def read_node(name: str, conn: sqlite3.Connection, cache: AuditCache) -> NodeView:
@@ -148,6 +156,7 @@ def _read_node(name: str, conn: sqlite3.Connection, cache: AuditCache) -> NodeVi
             hb_time=hb["body"]["time"] if hb else None,
             hb_hashes=set(cache.hb_hashes.get(r["case_id"], ())),
             notify=collections.Counter(cache.notify.get(r["case_id"], {})),
+            withheld=set(cache.withheld.get(r["case_id"], ())),
         )
     for r in conn.execute("SELECT case_id, envelope FROM envelopes ORDER BY holder, recipient"):
         if r[0] in cases:
@@ -436,6 +445,8 @@ def released_notices_complete(
                 if r.case_id == case_id and r.event == event
             }
             for audience in audiences:
+                if (event, audience) in case.withheld:
+                    continue  # withheld under a duress cover, and recorded as such
                 for ct in targets.get(audience, []):
                     if ct not in have:
                         out.append(
