@@ -102,7 +102,10 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         assert len(unlocked) == 2 and unlocked[0] == unlocked[1]
         assert "duress" not in agent.text().lower()
 
-        # The laptop sleeps (the clock jumps 5h between two rounds): it locks itself.
+        # The laptop sleeps (the clock jumps 5h between two rounds): it locks itself. (One
+        # round first: the first round after an unlock does not judge the time since the last.)
+        last = max(n for n, _ in agent.rounds())
+        wait_for(lambda: any(n > last for n, _ in agent.rounds()), 30, "a round after unlock")
         agent.step(5 * H)
         assert agent.lines("the computer was asleep, or its clock jumped: 5h between two rounds")
         assert "locked" in v.ok(armed.r, "agent", "status", passphrase=None)
