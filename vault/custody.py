@@ -93,10 +93,7 @@ def _audit_nodes(
         else:
             proof, status = r.body["proof"], r.body["status"]
             node_state = status.get("state")
-            if identity.duress and node_state == "RELEASED":
-                # As in `velador status`: under duress a release the marker caused stays hidden.
-                node_state = "ARMED"
-            else:
+            if not identity.duress:  # duress answers come from the nodes' cover: not kept
                 state.record_view(policy.case_id, card.fingerprint, status)
             if node_state not in LIVE_STATES:
                 problem = f"node {card.name} is {node_state}"
@@ -187,8 +184,8 @@ def audit(
 
     policy = switch_policy(rec)
     nodes, healthy, statuses = _audit_nodes(state, identity, clock, policy, timeout)
-    # Under duress the released rows above are already shown as armed: nothing is learned.
-    release = None if identity.duress else learn_release(state, rec, statuses, clock.now())
+    # Under duress the nodes answered from their cover: shown alike, nothing recorded.
+    release = learn_release(state, rec, statuses, clock.now(), record=not identity.duress)
     if release is not None and release.complete:
         # The shares are out: the recipients hold them. Whether they can read everything now
         # depends on the stores alone.

@@ -98,10 +98,12 @@ def learn_release(
     results: list[Any],
     now: int,
     rule: str | None = None,
+    record: bool = True,
 ) -> ReleaseInfo | None:
     """Merge what these node answers say about a release into the local record and return it
     (None when no node ever said RELEASED). `rule` names the rule when the caller knows it (the
-    reporter's own `release now`)."""
+    reporter's own `release now`). `record=False` (under duress): the same answer, nothing
+    written, so the normal passphrase later sees only what the nodes really did."""
     old = known_release(rec)
     found = released_bodies(results)
     if not found:
@@ -121,6 +123,8 @@ def learn_release(
         complete=meets_threshold(policy, nodes),
         learned=old.learned if old else now,
     )
+    if not record:
+        return info
     state.set_case_extra(rec.case_id, "release", info.to_json())
     if info.complete and rec.status != "destroyed":
         state.set_case_status(rec.case_id, "released")

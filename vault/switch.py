@@ -488,27 +488,19 @@ def gather_status(
 ) -> CaseStatus:
     """Each node's signed status.
 
-    Under duress (identity unlocked with the duress passphrase) a node that released shows the
-    view its last receipt gave instead: after a duress check-in under a "release" policy the
-    captor may ask for the status too, and must see what a normal check-in would have led to."""
+    Under duress (identity unlocked with the duress passphrase) the request carries the duress
+    marker and each node answers from its cover state (docs/protocol.md §4.4): the captor sees
+    what the normal passphrase would show, and nothing learned then is kept on this laptop."""
     policy = switch_policy(rec)
     results = fan_out(policy.nodes, identity, clock, lambda c: c.status(policy.case_id), timeout)
-    views = {v["node"]: v for v in state.node_views(policy.case_id)}
     by_fp = {c.fingerprint: c for c in policy.nodes}
     now = clock.now()
     for r in results:
         if not r.ok or r.body is None:
             continue
-        view = views.get(r.fingerprint)
-        if identity.duress and r.body.get("state") == "RELEASED" and view is not None:
-            r.body = dict(
-                r.body,
-                state=view["state"],
-                deadline=view["deadline"],
-                release_at=view["release_at"],
-                paused_until=view["paused_until"],
-                released_at=None,
-            )
+        if identity.duress:
+            # Duress-marked requests are answered from the node's cover state (protocol §4.4):
+            # shown as they come, as the normal passphrase would show them; nothing recorded.
             continue
         state.record_view(policy.case_id, r.fingerprint, r.body)
         note_node_version(state, policy, by_fp[r.fingerprint], r.body.get("policy_hash"), now)
@@ -525,7 +517,7 @@ def gather_status(
         rec = state.case(rec.name)
     # A release learned here is recorded so every later view shows it, offline too; never under
     # duress, where the rows above keep the cover view.
-    release = None if identity.duress else learn_release(state, rec, results, clock.now())
+    release = learn_release(state, rec, results, clock.now(), record=not identity.duress)
     rec = state.case(rec.case_id)
     local = arming_state(state, rec)
     return CaseStatus(

@@ -104,3 +104,23 @@ def test_checkin_with_the_normal_passphrase_keeps_a_case_closed_under_duress_ali
     v.ok(people.r, "checkin", "inv")
     seq_final = [n.query("SELECT seq FROM cases WHERE case_id = ?", case_id)[0][0] for n in nodes]
     assert all(a > b for a, b in zip(seq_final, seq_after, strict=True))
+
+
+def test_status_and_audit_after_a_forced_release_now_look_like_a_real_one(v, people, net, tmp_path):
+    # Review of issue 11, finding 3: after `release now` under duress the status showed the
+    # rows as armed and no release banner, while a real `release now` shows both: a tell.
+    net(2)
+    for name in NAMES.values():
+        args = create_args(2, tmp_path / name)
+        args[2] = name
+        v.json(people.r, *args)
+        (tmp_path / f"{name}.md").write_text("notas\n")
+        v.ok(people.r, "deposit", name, tmp_path / f"{name}.md")
+    for pw, name in NAMES.items():
+        v.ok(people.r, "release", "now", name, "--yes", passphrase=pw)
+    for step in (("status", "{}"), ("audit", "{}")):
+        seen = []
+        for pw, name in NAMES.items():
+            code, out, err = v(people.r, *[a.format(name) for a in step], passphrase=pw)
+            seen.append((code, normalize(out, name), normalize(err, name)))
+        assert seen[1] == seen[0], (step, *seen)
