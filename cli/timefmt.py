@@ -4,31 +4,58 @@
     relative(ts, now)    -> "in 2 days", "3 hours ago", "now"
     when(ts, now)        -> "Tue 3 Dec 14:05 CST (in 2 days)";  "-" for no time
 
-Every time the CLI shows a person goes through this module, so that a later message catalog
-(Spanish, Mexico) translates the day and month names and the relative phrases in one place. The
-zone is the process's local one (TZ, /etc/localtime), read through the C library like `date`.
-UTC is used only in `--json` output and logs (vault.clock.iso).
+Every time the CLI shows a person goes through this module, so the message catalog (cli/i18n.py)
+translates the day and month names and the relative phrases in one place: in Spanish,
+"mar 3 dic 14:05 CST (dentro de 2 días)". The zone is the process's local one (TZ,
+/etc/localtime), read through the C library like `date`. UTC is used only in `--json` output and
+logs (vault.clock.iso).
 """
 
 from __future__ import annotations
 
 import time
 
-DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-UNITS = (
-    (7 * 86400, "week", "weeks"),
-    (86400, "day", "days"),
-    (3600, "hour", "hours"),
-    (60, "minute", "minutes"),
-    (1, "second", "seconds"),
+from vault.errors import N_
+
+from .i18n import _, ngettext
+
+DAYS = (N_("Mon"), N_("Tue"), N_("Wed"), N_("Thu"), N_("Fri"), N_("Sat"), N_("Sun"))
+MONTHS = (
+    N_("Jan"),
+    N_("Feb"),
+    N_("Mar"),
+    N_("Apr"),
+    N_("May"),
+    N_("Jun"),
+    N_("Jul"),
+    N_("Aug"),
+    N_("Sep"),
+    N_("Oct"),
+    N_("Nov"),
+    N_("Dec"),
 )
+
+
+def _unit(size: int, n: int) -> str:
+    # One ngettext call per unit, written out, so the catalog tools see every plural pair.
+    if size == 7 * 86400:
+        return ngettext("%(n)d week", "%(n)d weeks", n) % {"n": n}
+    if size == 86400:
+        return ngettext("%(n)d day", "%(n)d days", n) % {"n": n}
+    if size == 3600:
+        return ngettext("%(n)d hour", "%(n)d hours", n) % {"n": n}
+    if size == 60:
+        return ngettext("%(n)d minute", "%(n)d minutes", n) % {"n": n}
+    return ngettext("%(n)d second", "%(n)d seconds", n) % {"n": n}
+
+
+UNITS = (7 * 86400, 86400, 3600, 60, 1)
 
 
 def local_time(ts: int, now: int | None = None) -> str:
     """'Tue 3 Dec 14:05 CST' in the local zone; the year is shown when it differs from now's."""
     t = time.localtime(ts)
-    text = f"{DAYS[t.tm_wday]} {t.tm_mday} {MONTHS[t.tm_mon - 1]}"
+    text = f"{_(DAYS[t.tm_wday])} {t.tm_mday} {_(MONTHS[t.tm_mon - 1])}"
     if now is None or time.localtime(now).tm_year != t.tm_year:
         text += f" {t.tm_year}"
     zone = t.tm_zone or time.strftime("%z", t)
@@ -39,24 +66,24 @@ def span(seconds: int) -> str:
     """A length of time in words, at most two units: '2 days', '1 day 3 hours', '45 seconds'."""
     seconds = abs(int(seconds))
     parts: list[str] = []
-    for size, one, many in UNITS:
+    for size in UNITS:
         if seconds >= size and len(parts) < 2:
             n = seconds // size
-            parts.append(f"{n} {one if n == 1 else many}")
+            parts.append(_unit(size, n))
             seconds -= n * size
         elif parts:
             break  # "1 day 3 hours", never "1 day 0 hours 5 minutes"
-    return " ".join(parts) or "0 seconds"
+    return " ".join(parts) or _unit(1, 0)
 
 
 def relative(ts: int, now: int) -> str:
     """'in 2 days', '3 hours ago' or 'now' (within a minute)."""
     delta = int(ts) - int(now)
     if abs(delta) < 60:
-        return "now"
+        return _("now")
     if delta > 0:
-        return f"in {span(delta)}"
-    return f"{span(delta)} ago"
+        return _("in %(span)s") % {"span": span(delta)}
+    return _("%(span)s ago") % {"span": span(delta)}
 
 
 def when(ts: int | None, now: int) -> str:

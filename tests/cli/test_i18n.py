@@ -32,10 +32,10 @@ def _source_messages() -> dict[str, str]:
         for filename, lineno, message, _comments, _ctx in extract_from_dir(
             REPO / folder, method_map=[("**.py", "python")]
         ):
-            ids = message if isinstance(message, tuple) else (message,)
-            for mid in ids:
-                if mid:
-                    out.setdefault(mid, f"{folder}/{filename}:{lineno}")
+            # A plural pair is one catalog entry, keyed by its singular.
+            mid = message[0] if isinstance(message, tuple) else message
+            if mid:
+                out.setdefault(mid, f"{folder}/{filename}:{lineno}")
     return out
 
 
@@ -47,13 +47,13 @@ def _catalog() -> dict[str, object]:
 
 def test_every_marked_message_has_a_spanish_translation():
     source = _source_messages()
-    assert len(source) >= 7  # the scan found the marked messages (guards an empty pass)
+    assert len(source) >= 30  # the scan found the marked messages (guards an empty pass)
     cat = _catalog()
     missing = []
     for mid, where in sorted(source.items(), key=lambda kv: kv[1]):
         m = cat.get(mid)
-        text = None if m is None else (m.string if isinstance(m.string, str) else m.string[0])
-        if not text or (m is not None and "fuzzy" in m.flags):
+        texts = [] if m is None else ([m.string] if isinstance(m.string, str) else list(m.string))
+        if not texts or not all(texts) or (m is not None and "fuzzy" in m.flags):
             missing.append(f"{where}: {mid!r}")
     assert not missing, "messages without Spanish (run `make catalogs`, then translate):\n" + (
         "\n".join(missing)
@@ -181,3 +181,26 @@ def test_any_velador_lang_value_leaves_every_command_working(value, tmp_path):
         assert res.returncode not in (0, 2), res.stderr
         assert "Invalid value" not in res.stderr
         assert "velador: error:" in res.stderr
+
+
+def test_times_read_in_spanish(monkeypatch):
+    # Issue 12: "mar 3 dic 14:05 CST (dentro de 2 días)" for a reader in Mexico City.
+    import time as _time
+
+    from cli import timefmt
+
+    monkeypatch.setenv("TZ", "America/Mexico_City")
+    _time.tzset()
+    try:
+        i18n.setup("es")
+        now = 1_764_792_300  # Wed 3 Dec 2025 14:05 CST
+        assert timefmt.local_time(now - 86400, now) == "mar 2 dic 14:05 CST"
+        assert timefmt.when(now + 2 * 86400, now) == "vie 5 dic 14:05 CST (dentro de 2 días)"
+        assert timefmt.relative(now - 3 * 3600 - 60, now) == "hace 3 horas 1 minuto"
+        assert timefmt.relative(now + 30, now) == "ahora"
+        i18n.setup("en")
+        assert timefmt.when(now + 2 * 86400, now) == "Fri 5 Dec 14:05 CST (in 2 days)"
+    finally:
+        i18n.setup("en")
+        monkeypatch.delenv("TZ")
+        _time.tzset()
