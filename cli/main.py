@@ -165,9 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort as exc:
         # click turns Ctrl-C (KeyboardInterrupt) into Abort when not in standalone mode.
         if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
-            click.echo(
-                "\n" + _("velador: error: interrupted; run the command again to resume"), err=True
-            )
+            click.echo("\n" + _("velador: error: interrupted"), err=True)
         else:
             click.echo(_("velador: error: aborted"), err=True)
         sys.exit(130)
@@ -175,9 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo(
-            "\n" + _("velador: error: interrupted; run the command again to resume"), err=True
-        )
+        click.echo("\n" + _("velador: error: interrupted"), err=True)
         sys.exit(130)
     except BrokenPipeError:
         os._exit(0)

@@ -190,7 +190,7 @@ def test_interrupted_create_is_recorded_as_arming(v, people, net, tmp_path, monk
     monkeypatch.setattr(cli.case_cmds, "arm", crash)
     code, _, err = v(people.r, *create_args(2, tmp_path))
     assert code == 130
-    assert err.strip() == "velador: error: aborted"
+    assert err.strip() == "velador: error: interrupted"
     monkeypatch.setattr(cli.case_cmds, "arm", real)
     assert v.json(people.r, "case", "show", "inv")["switch"] == "arming"
     assert v.json(people.r, "case", "arm", "inv")["armed"] is True
