@@ -66,27 +66,10 @@ def deposit(
 
     rec = ctx.state.case(case_name)
     ident = ctx.unlock()
-    try:
-        with (
-            one_deposit_at_a_time(ctx.home),
-            byte_progress("Depositing", quiet=as_json) as progress,
-        ):
-            result = do_deposit(
-                ctx.state,
-                ident,
-                rec,
-                list(paths),
-                ctx.clock,
-                instructions=instructions,
-                progress=progress,
-                jobs=jobs,
-                s3_endpoint=ctx.s3_endpoint,
-            )
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        raise DepositInterrupted(
-            "deposit interrupted; what was already uploaded is kept",
-            hint="run the same command again: it resumes and uploads only what is missing",
-        ) from None
+    with one_deposit_at_a_time(ctx.home):
+        result = _interruptible_deposit(
+            ctx, ident, rec, paths, "deposit", as_json, instructions=instructions, jobs=jobs
+        )
     if as_json:
         emit_json(result.to_json())
         return
@@ -210,6 +193,36 @@ def verify(
         )
 
 
+def _interruptible_deposit(
+    ctx: Ctx,
+    ident: Any,
+    rec: Any,
+    paths: tuple[Path, ...],
+    what: str,
+    as_json: bool,
+    **kwargs: Any,
+) -> Any:
+    """A deposit with its progress bar; Ctrl-C says that running the command again resumes
+    (the caller holds the home's deposit lock)."""
+    try:
+        with byte_progress("Depositing", quiet=as_json) as progress:
+            return do_deposit(
+                ctx.state,
+                ident,
+                rec,
+                list(paths),
+                ctx.clock,
+                progress=progress,
+                s3_endpoint=ctx.s3_endpoint,
+                **kwargs,
+            )
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        raise DepositInterrupted(
+            f"{what} interrupted; what was already uploaded is kept",
+            hint="run the same command again: it resumes and uploads only what is missing",
+        ) from None
+
+
 def _repair(ctx: Ctx, case_name: str, sources: tuple[Path, ...], as_json: bool) -> None:
     """`verify --repair` (vault/repair.py), then a deposit from --from for what no store holds."""
 
@@ -236,22 +249,7 @@ def _repair_locked(
     if rep.objects_needing_sources() and sources:
         ident = ctx.unlock()
         redeposited = prepare_redeposit(ctx.state, rec, rep, s3_endpoint=ctx.s3_endpoint)
-        try:
-            with byte_progress("Depositing", quiet=as_json) as progress:
-                do_deposit(
-                    ctx.state,
-                    ident,
-                    ctx.state.case(case_name),
-                    list(sources),
-                    ctx.clock,
-                    progress=progress,
-                    s3_endpoint=ctx.s3_endpoint,
-                )
-        except (KeyboardInterrupt, click.exceptions.Abort):
-            raise DepositInterrupted(
-                "repair interrupted; what was already uploaded is kept",
-                hint="run the same command again: it resumes and uploads only what is missing",
-            ) from None
+        _interruptible_deposit(ctx, ident, ctx.state.case(case_name), sources, "repair", as_json)
         rep = repair_case(ctx.state, ctx.state.case(case_name), s3_endpoint=ctx.s3_endpoint)
     return rep, redeposited
 
