@@ -27,6 +27,9 @@ def run_on_pty(home: Path, args: list[str], interrupt: bool) -> tuple[int, bytes
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "--home", str(home), *args],
+        # SIGINT at its default, as in a terminal: a test run started in the background (CI,
+        # nohup) hands SIGINT down ignored, and the deposit then never sees the Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
