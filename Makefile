@@ -15,19 +15,24 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m cli.demo
 
-# System tools the tests run for real: the stock `age` binary (escape hatch) and `microsocks`
-# (a SOCKS5 server standing in for Tor). Installed with apt-get when we are root on Debian or
+# System tools the tests run for real: the stock `age` binary (escape hatch), `microsocks` (a
+# SOCKS5 server standing in for Tor), Chromium and its WebDriver (the browser app's tests),
+# restic and borg (the peers the benchmarks compare with), `zstd` (the escape hatch of compressed
+# chunks). Each entry is command:package. Installed with apt-get when we are root on Debian or
 # Ubuntu; otherwise the package to install is printed, and the tests that need it fail saying so.
-TOOLS := age microsocks
+TOOLS := age:age microsocks:microsocks chromium:chromium chromedriver:chromium-driver \
+	restic:restic borg:borgbackup zstd:zstd
 tools:
-	@for t in $(TOOLS); do \
+	@for pair in $(TOOLS); do \
+		t=$${pair%%:*}; p=$${pair#*:}; \
 		command -v $$t >/dev/null 2>&1 && continue; \
 		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-			apt-get install -y -qq $$t >/dev/null 2>&1 || \
-			{ apt-get update -qq >/dev/null && apt-get install -y -qq $$t >/dev/null; } || \
-			echo "make: could not install $$t; install the package '$$t'"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p >/dev/null 2>&1 || \
+			{ apt-get update -qq >/dev/null && \
+			  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p >/dev/null; } || \
+			echo "make: could not install $$t; install the package '$$p'"; \
 		else \
-			echo "make: $$t is missing; install the package '$$t' (e.g. sudo apt-get install $$t)"; \
+			echo "make: $$t is missing; install the package '$$p' (e.g. sudo apt-get install $$p)"; \
 		fi; \
 	done
 
