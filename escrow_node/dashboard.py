@@ -201,9 +201,17 @@ def _table(headers: list[str], rows: list[list[str]], empty: str) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _t(message: str, **params: Any) -> str:
-    """A translated, escaped sentence with its values filled in."""
-    return _e(_(message) % params if params else _(message))
+def _t(text: str, **params: Any) -> str:
+    """A sentence already translated (`_t(_("..."), name=...)`), escaped, values filled in."""
+    return _e(text % params if params else text)
+
+
+def _h2(text: str) -> str:
+    return f"<h2>{_e(text)}</h2>"
+
+
+def _span(css: str, text: str) -> str:
+    return f'<span class="{css}">{_e(text)}</span>'
 
 
 def _audit_line(chain: dict[str, Any]) -> str:
@@ -214,50 +222,52 @@ def _audit_line(chain: dict[str, Any]) -> str:
         )
         return f'<p class="ok">{_e(text % {"n": n})}</p>'
     broken = _t(
-        "The audit chain is BROKEN at entry %(seq)s: %(reason)s.",
+        _("The audit chain is BROKEN at entry %(seq)s: %(reason)s."),
         seq=chain["first_bad"],
         reason=chain["reason"],
     )
-    todo = _t("Stop the node and restore the database from a backup; see the operator guide.")
+    todo = _t(_("Stop the node and restore the database from a backup; see the operator guide."))
     return f'<p class="bad">{broken} {todo}</p>'
 
 
 def _peer_status(p: dict[str, Any]) -> str:
     if p["slow"]:
-        return f'<span class="bad">{_t("too slow: skipped for a while")}</span>'
+        return _span("bad", _("too slow: skipped for a while"))
     if p["last_failed"] and (not p["last_ok"] or p["last_failed"] > p["last_ok"]):
-        return f'<span class="bad">{_t("unreachable")}</span>'
+        return _span("bad", _("unreachable"))
     if p["last_ok"]:
-        return f'<span class="ok">{_t("reachable")}</span>'
-    return _t("not tried yet")
+        return _span("ok", _("reachable"))
+    return _t(_("not tried yet"))
 
 
 def render(data: dict[str, Any], node_name: str) -> str:
     """The page, in the process's language (cli/i18n.py) and local time zone."""
     now = data["now"]
-    title = _t("Velador node %(name)s", name=node_name)
-    refresh = _t("Read-only. Refreshed every %(seconds)d seconds.", seconds=REFRESH_SECONDS)
-    shown = _t("Shown at %(time)s.", time=when(now, now))
+    title = _t(_("Velador node %(name)s"), name=node_name)
+    refresh = _t(_("Read-only. Refreshed every %(seconds)d seconds."), seconds=REFRESH_SECONDS)
+    shown = _t(_("Shown at %(time)s."), time=when(now, now))
     parts = [f"<h1>{title}</h1>", f'<p class="note">{refresh} {shown}</p>']
     # Warnings first: they are the operator's next step.
     if not data["audit"]["ok"]:
         parts.append(_audit_line(data["audit"]))
     if data["clock_alarms"]:
         clock = _t(
-            "This node's clock is ahead of its peers for %(n)d case(s): check its time "
-            "synchronisation (NTP).",
+            _(
+                "This node's clock is ahead of its peers for %(n)d case(s): check its time "
+                "synchronisation (NTP)."
+            ),
             n=data["clock_alarms"],
         )
         parts.append(f'<p class="bad">{clock}</p>')
-    parts.append(f"<h2>{_t('Cases')}</h2>")
+    parts.append(_h2(_("Cases")))
     rows = [[_e(_state(s)), str(n)] for s, n in data["cases"].items() if n]
     parts.append(_table([_("State"), _("Cases")], rows, _("No cases yet.")))
-    parts.append(f"<h2>{_t('Next deadlines')}</h2>")
+    parts.append(_h2(_("Next deadlines")))
     rows = [[_e(when(u["deadline"], now)), _e(_state(u["state"]))] for u in data["upcoming"]]
     parts.append(_table([_("Deadline"), _("State")], rows, _("No case is waiting for a check-in.")))
-    parts.append(f"<h2>{_t('Deliveries')}</h2>")
+    parts.append(_h2(_("Deliveries")))
     summary = _t(
-        "%(pending)d waiting, %(failed)d given up after every retry.",
+        _("%(pending)d waiting, %(failed)d given up after every retry."),
         pending=sum(data["outbox_pending"].values()),
         failed=data["outbox_failed"],
     )
@@ -274,7 +284,7 @@ def render(data: dict[str, Any], node_name: str) -> str:
     ]
     headers = [_("Channel"), _("To"), _("Attempts"), _("Given up"), _("Last error")]
     parts.append(_table(headers, rows, _("No failed deliveries.")))
-    parts.append(f"<h2>{_t('Peer nodes')}</h2>")
+    parts.append(_h2(_("Peer nodes")))
     rows = [
         [
             _e(p["peer"]),
@@ -287,12 +297,14 @@ def render(data: dict[str, Any], node_name: str) -> str:
     ]
     headers = [_("Node"), _("Status"), _("Last delivery"), _("Waiting"), _("Last error")]
     parts.append(_table(headers, rows, _("No delivery to another node yet.")))
-    parts.append(f"<h2>{_t('Audit log')}</h2>")
+    parts.append(_h2(_("Audit log")))
     parts.append(_audit_line(data["audit"]))
-    parts.append(f"<h2>{_t('Registrations waiting')}</h2>")
+    parts.append(_h2(_("Registrations waiting")))
     note = _t(
-        "Reporters this node refused because registration is closed, since it started. "
-        "Admit one with: velador node admit FINGERPRINT"
+        _(
+            "Reporters this node refused because registration is closed, since it started. "
+            "Admit one with: velador node admit FINGERPRINT"
+        )
     )
     parts.append(f'<p class="note">{note}</p>')
     rows = [
