@@ -1,4 +1,4 @@
-"""The operator's dashboard: a read-only page on a loopback listener (docs/guide-operator.md §9).
+"""The operator's dashboard: a read-only page on a loopback listener (docs/guide-operator.md §8.2).
 
 Why a separate listener, as for the metrics (docs/threat-model.md, "Finding 3"): whatever
 publishes the node's API (a reverse proxy, an onion service) must not publish what the operator
@@ -177,10 +177,17 @@ main{max-width:64rem;margin:auto}
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{border:1px solid #ccc;padding:.35rem .5rem;text-align:left;vertical-align:top;
-overflow-wrap:anywhere}
+overflow-wrap:break-word}
 .ok{color:#14532d;font-weight:600}.bad{color:#991b1b;font-weight:600}
 .fp{font-family:ui-monospace,monospace}
 p.note{color:#444;font-size:.9rem}
+@media (max-width:40rem){
+thead{position:absolute;left:-10000px}
+table,tbody,tr,td{display:block;width:auto}
+tr{border:1px solid #ccc;margin-bottom:.6rem;background:#fff}
+td{border:0;border-bottom:1px solid #eee;display:grid;grid-template-columns:8.5rem 1fr;gap:.5rem}
+td::before{content:attr(data-label);font-weight:600}
+}
 """
 STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
 CSP = (
@@ -197,7 +204,13 @@ def _table(headers: list[str], rows: list[list[str]], empty: str) -> str:
     if not rows:
         return f"<p>{_e(empty)}</p>"
     head = "".join(f'<th scope="col">{_e(h)}</th>' for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    # Each cell carries its column's name: on a phone the rows stack as label/value pairs.
+    labels = [_e(h) for h in headers]
+    cells = (zip(labels, row, strict=True) for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f'<td data-label="{h}">{c}</td>' for h, c in row) + "</tr>"
+        for row in cells
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
