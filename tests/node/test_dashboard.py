@@ -39,9 +39,7 @@ def register(n, w):
     return n.client(w.reporter).register_case(w.policy, w.envs_for(n.card))
 
 
-def test_the_page_shows_cases_deadlines_and_refused_registrations_but_no_case_id(
-    board, world_for
-):
+def test_the_page_shows_cases_deadlines_and_refused_registrations_but_no_case_id(board, world_for):
     # Given a closed node that refused one reporter and then admitted her
     w = world_for(board.card, every=86400, grace=3600)
     with pytest.raises(PolicyError):
