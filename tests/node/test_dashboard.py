@@ -133,3 +133,49 @@ def test_a_real_node_serves_it_when_enabled_and_not_by_default(nodes):
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
     assert load_config(n.dir).dashboard is False
+
+
+def _chromium():
+    """Headless Debian Chromium via chromedriver; a missing package fails the test, naming it."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser = shutil.which("chromium")
+    driver = shutil.which("chromedriver")
+    assert browser, "the browser tests need Chromium: install the package 'chromium'"
+    assert driver, "the browser tests need chromedriver: install the package 'chromium-driver'"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+@pytest.mark.integration
+def test_in_a_real_browser_it_fits_a_phone_and_a_desktop_in_spanish(board, world_for, tmp_path):
+    # Given a node that refused a registration, showing its page in Spanish
+    w = world_for(board.card, every=86400, grace=3600)
+    with pytest.raises(PolicyError):
+        register(board, w)
+    i18n.setup("es")
+    browser = _chromium()
+    try:
+        for width in (360, 1280):
+            browser.set_window_size(width, 900)
+            browser.get(board.board + "/")
+            # Then nothing is wider than the screen (no sideways scrolling on a phone)...
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth"
+            )
+            assert overflow <= 0, f"{overflow}px wider than a {width}px window"
+            # ...the page is in Spanish, and the browser ran no script and loaded nothing else
+            text = browser.find_element("tag name", "main").text
+            assert "Registros en espera" in text and w.reporter.fingerprint in text
+            browser.save_screenshot(str(tmp_path / f"dashboard-{width}.png"))
+            errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+            assert not errors, errors  # e.g. a CSP violation by the page's own style
+    finally:
+        browser.quit()
+        i18n.setup("en")
