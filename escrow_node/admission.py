@@ -23,7 +23,9 @@ import hmac
 import re
 import secrets
 import sqlite3
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from typing import Any
 
 from .config import RegistrationConfig
 from .errors import BadRequest, InvitationRefused, RegistrationClosed
@@ -154,3 +156,35 @@ def gate(
         )
     _consume(conn, invitation, fingerprint, now)
     return "invitation"
+
+
+@dataclass
+class RegistrationRequests:
+    """Reporters refused because registration is closed (the operator's dashboard lists them),
+    newest last, kept in memory.
+
+    In memory on purpose: a refused registration writes nothing (its transaction rolls back), so
+    a stranger cannot grow the database by making keys; the list is bounded and starts empty at
+    each restart (the reporter's tool retries, and the refusal told them whom to ask)."""
+
+    kept: int = 50
+    _items: dict[str, list[int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, fingerprint: str, now: int) -> None:
+        with self._lock:
+            first, _last, count = self._items.pop(fingerprint, [now, now, 0])
+            self._items[fingerprint] = [first, now, count + 1]
+            while len(self._items) > self.kept:
+                self._items.pop(next(iter(self._items)))
+
+    def forget(self, fingerprint: str) -> None:
+        with self._lock:
+            self._items.pop(fingerprint, None)
+
+    def items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {"fingerprint": fp, "first": v[0], "last": v[1], "attempts": v[2]}
+                for fp, v in reversed(self._items.items())
+            ]

@@ -29,6 +29,7 @@ from .api import cases, editors, heartbeats, release, subscriptions, system
 from .api import clock as clock_api
 from .api.fastpath import NodeApp
 from .config import NodeConfig
+from .dashboard import Dashboard
 from .db import Store
 from .errors import status_of
 from .metrics import Metrics
@@ -104,6 +105,11 @@ def create_app(
         app.state.outbox = outbox
         if config.metrics:
             app.state.metrics_address = metrics.serve(config.metrics_listen)
+        dashboard = None
+        if config.dashboard:
+            slow = sched.syncer.slow.is_slow if sched is not None else None
+            dashboard = Dashboard(svc, slow)
+            app.state.dashboard_address = dashboard.serve(config.dashboard_listen)
         if config.verify_processes:
             pool = VerifierPool(svc, config.verify_processes)
             await pool.start()
@@ -118,6 +124,8 @@ def create_app(
                 sched.shutdown()
             outbox.close()
             metrics.close()
+            if dashboard is not None:
+                dashboard.close()
             svc.close()
             store.close()
             log.info("node stopped cleanly")

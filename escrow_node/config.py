@@ -97,6 +97,11 @@ class NodeConfig:
     """[metrics] enabled: off by default (docs/guide-operator.md §8)."""
     metrics_listen: str = "127.0.0.1:9464"
     """[metrics] listen: loopback HOST:PORT of the metrics listener, never the API port."""
+    dashboard: bool = False
+    """[dashboard] enabled: the operator's read-only page (escrow_node/dashboard.py); off by
+    default."""
+    dashboard_listen: str = "127.0.0.1:9465"
+    """[dashboard] listen: loopback HOST:PORT, never the API port (like the metrics)."""
     peer_timeout: float = 5.0
     peer_urls: dict[str, str] = field(default_factory=dict)
     """Override of peer node URLs by node fingerprint (e.g. an internal or onion address)."""
@@ -144,6 +149,7 @@ _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "notify": {"operator_email": str, "operator_webhook": str, "webhook_timeout": (int, float)},
     "peers": {"timeout": (int, float), "urls": dict},
     "metrics": {"enabled": bool, "listen": str},
+    "dashboard": {"enabled": bool, "listen": str},
     "contacts": {},
     "workers": {"verify": int},
     "registration": {
@@ -231,6 +237,8 @@ def load_config(data_dir: Path) -> NodeConfig:
         timestamp_tolerance=lim.get("timestamp_tolerance", 300),
         metrics=doc.get("metrics", {}).get("enabled", False),
         metrics_listen=_metrics_listen(doc.get("metrics", {})),
+        dashboard=doc.get("dashboard", {}).get("enabled", False),
+        dashboard_listen=_dashboard_listen(doc.get("dashboard", {})),
         peer_timeout=float(peers.get("timeout", 5.0)),
         peer_urls={str(k): str(v) for k, v in peers.get("urls", {}).items()},
         smtp=smtp,
@@ -295,6 +303,15 @@ def _metrics_listen(section: dict[str, Any]) -> str:
     return listen
 
 
+def _dashboard_listen(section: dict[str, Any]) -> str:
+    """[dashboard] listen, checked to be a loopback address (dashboard.parse_listen)."""
+    from .dashboard import DEFAULT_LISTEN, parse_listen
+
+    listen = section.get("listen", DEFAULT_LISTEN)
+    parse_listen(listen)
+    return listen
+
+
 def write_default_config(
     data_dir: Path, name: str, url: str, host: str, port: int, registration: str = "closed"
 ) -> Path:
@@ -307,6 +324,7 @@ def write_default_config(
         "smtp": {"host": "", "port": 587, "security": "starttls", "from": "velador-node@localhost"},
         "notify": {"operator_email": "", "operator_webhook": ""},
         "metrics": {"enabled": False, "listen": "127.0.0.1:9464"},
+        "dashboard": {"enabled": False, "listen": "127.0.0.1:9465"},
         "registration": {"mode": registration, "allow_private_targets": False},
     }
     path = data_dir / CONFIG_FILE

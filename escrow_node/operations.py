@@ -18,7 +18,7 @@ from vault.policy import MAX_CHAIN, Policy, parse_policy, replacement_path
 from . import admission, audit, cover, engine, targets
 from .auth import SignedRequest, consume_nonce
 from .engine import CaseState, Rules
-from .errors import BadRequest, Conflict, Forbidden, Replay
+from .errors import BadRequest, Conflict, Forbidden, RegistrationClosed, Replay
 from .hbcheck import CheckedHeartbeat, Outcome, parse_body
 from .service import NodeService, as_bad_request, state_of
 
@@ -105,9 +105,13 @@ def register(svc: NodeService, req: SignedRequest, body: bytes) -> dict[str, Any
                 # A new case (or someone else's case id: answered as for a new one, so a
                 # stranger cannot learn that it exists). The case's own reporter is never
                 # gated again: rotations and re-registrations of her case always go through.
-                admitted = admission.gate(
-                    conn, svc.config.registration, policy.reporter.fingerprint, invitation, now
-                )
+                try:
+                    admitted = admission.gate(
+                        conn, svc.config.registration, policy.reporter.fingerprint, invitation, now
+                    )
+                except RegistrationClosed:
+                    svc.registration_requests.record(policy.reporter.fingerprint, now)
+                    raise
             duress = marker_of(svc, payload) is True
             if row is not None and duress and row["policy_hash"] != policy.hash:
                 receipt = _rotate_under_duress(svc, conn, row, policy, rules, now, chain)

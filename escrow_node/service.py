@@ -20,6 +20,7 @@ from vault.policy import Policy
 from vault.signing import sign_document
 
 from . import audit, cover, engine, notices
+from .admission import RegistrationRequests
 from .auth import SignedRequest, consume_nonce, verify_request
 from .config import NodeConfig
 from .db import Store
@@ -174,6 +175,8 @@ class NodeService:
         self.verifiers: VerifierPool | None = None
         """Heartbeat check worker processes, while `node serve` runs them (verifier.py)."""
         self.clock_alarms: dict[str, int] = {}
+        self.registration_requests = RegistrationRequests()
+        """Reporters refused by closed registration, for the operator's dashboard."""
         self.clock_holds: dict[str, tuple[int, float]] = {}
         """case id -> (last check-in, monotonic start) of a release the clock check holds."""
         """case id -> when a release was last refused by the clock check (clockcheck.py)."""
