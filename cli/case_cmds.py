@@ -8,7 +8,6 @@ refuses or cannot be reached leaves the case "arming", which `velador case arm C
 from __future__ import annotations
 
 import dataclasses
-
 import sys
 from pathlib import Path
 

@@ -14,9 +14,9 @@ import pytest
 from escrow_node import drills
 from tests.node.conftest import InprocNode
 from vault import drill as vdrill
+from vault.errors import FormatError, NotFoundError, PolicyError
 from vault.nodeproto.auth import sign_request
 from vault.nodeproto.messages import make_drill_answer, make_drill_request
-from vault.errors import FormatError, NotFoundError, PolicyError, AuthenticationError
 
 REAL = "SELECT * FROM cases"
 
