@@ -64,7 +64,9 @@ def test_drills_end_to_end(v, drilled, smtp, webhooks, clock, homes):
     d = drilled
     answerers = [(d.outlets[0], OPW), (d.outlets[1], OPW), (d.editors[0], EPW), (d.editors[1], EPW)]
     # Given a drill where everything works
-    out = v.ok(d.r, "drill", "inv")
+    code, _, err = v(d.r, "drill", "inv")
+    assert code == 0, err
+    assert "started at 3 of 3 nodes. Nothing was released." in err
     # Then every party got a notice marked as a drill, by email and webhook, from every node
     for name in ("sur", "norte", "ed1", "ed2"):
         wait_for(lambda n=name: len(webhooks.for_(f"/{n}", "drill")) == 3, what=f"{name} hooks")
