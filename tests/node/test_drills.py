@@ -233,3 +233,55 @@ def test_a_scheduled_drill_starts_once_per_interval(tmp_path, world_for):
         assert [r[0] for r in node.query("SELECT drill_id FROM drills")] == ["s1"]
     finally:
         node.stop()
+
+
+def test_the_clock_alarm_notice_says_whether_the_release_is_held(tmp_path, world_for):
+    # Regression (issue 13, D4): the notice said "refused a release" even when the release went
+    # ahead (due by the peers' time too, or held as long as a wrong clock could need).
+    from escrow_node import clockcheck
+    from escrow_node.clockcheck import ClockVerdict
+    from escrow_node.service import state_of
+
+    node = InprocNode(tmp_path / "n", operator_webhook="https://ops.example.org/hook")
+    try:
+        w = world_for(node.card)
+        cid = w.policy.case_id
+        node.client(w.reporter).register_case(w.policy, w.envs_for(node.card))
+        svc = node.svc
+        verdict = ClockVerdict(asked=2, answered=2, behind=2, lead=3 * 86400)
+
+        def texts():
+            rows = node.query("SELECT payload FROM outbox WHERE target LIKE 'https://ops%'")
+            return [json.loads(r[0])["notice"]["body"]["text"] for r in rows]
+
+        def alarm(held: bool) -> None:
+            with svc.store.tx() as conn:
+                row = svc.load(conn, cid)
+                policy = svc.policy_of(row)
+                clockcheck.raise_alarm(svc, conn, policy, state_of(row), verdict, 0, held)
+
+        alarm(True)
+        assert texts() == [texts()[0]] and "holds a release" in texts()[0]
+        alarm(True)  # still held: told once
+        assert len(texts()) == 1
+        alarm(False)  # the hold bound passed: the release goes ahead, and the operator is told
+        assert len(texts()) == 2 and "went ahead" in texts()[1]
+        clockcheck.clear_alarm(svc, cid)
+        alarm(False)  # a first alarm whose release goes ahead says so from the start
+        assert len(texts()) == 3 and "went ahead" in texts()[2]
+        assert not any("refused" in t for t in texts())
+    finally:
+        node.stop()
+
+
+def test_every_operator_copy_goes_through_one_path(monkeypatch, inproc, case):
+    # D4: emit() no longer carries its own copy of emit_operator()'s block.
+    from escrow_node import notices
+
+    calls = []
+    real = notices.emit_operator
+    monkeypatch.setattr(
+        notices, "emit_operator", lambda *a, **k: calls.append(a[6]) or real(*a, **k)
+    )
+    inproc.client(case.reporter).release_now(case.policy.case_id)
+    assert "released" in calls
