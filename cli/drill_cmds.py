@@ -20,7 +20,7 @@ from vault.errors import NodeError, NotFoundError, PolicyError
 from vault.policy import Policy
 
 from .context import Ctx, emit_json, out_console
-from .i18n import _
+from .i18n import _, ngettext
 from .switch_cmds import json_option, timeout_option
 from .timefmt import when
 
@@ -111,7 +111,12 @@ def start_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
         )
     if len(started) < len(results):
         raise NodeError(
-            _("%(n)s node(s) did not start the drill") % {"n": len(results) - len(started)},
+            ngettext(
+                "%(n)s node did not start the drill",
+                "%(n)s nodes did not start the drill",
+                len(results) - len(started),
+            )
+            % {"n": len(results) - len(started)},
             hint=_("a node that did not start it shows in the report as broken"),
         )
 
@@ -197,7 +202,11 @@ def _failed_proofs(rep: vdrill.AnswerReport) -> list[str]:
             )
         if not p.get("reach"):
             out.append(
-                _("you reached %(n)s node(s); a recovery needs %(k)s")
+                ngettext(
+                    "you reached %(n)s node; a recovery needs %(k)s",
+                    "you reached %(n)s nodes; a recovery needs %(k)s",
+                    len(rep.reached),
+                )
                 % {"n": len(rep.reached), "k": rep.needed}
             )
         if not p.get("stores") and n.role == "recipient":
@@ -276,7 +285,10 @@ def report_cmd(ctx: Ctx, case: str, drill_id: str | None, timeout: float, as_jso
         )
     if not v.ok:
         raise PolicyError(
-            _("the drill found %(n)s problem(s)") % {"n": len(v.problems)}
+            ngettext(
+                "the drill found %(n)s problem", "the drill found %(n)s problems", len(v.problems)
+            )
+            % {"n": len(v.problems)}
             if v.problems
             else _("not every recipient has answered yet"),
             hint=_("each line above says who must fix what; run a new drill once they did"),
@@ -355,7 +367,11 @@ def verdict_lines(v: vdrill.Verdict) -> list[str]:
         lines.append(_("  broken: %(what)s") % {"what": _(p.template) % p.values})
     if v.pending:
         lines.append(
-            _("  %(n)s notice delivery(ies) are still being tried; look again later")
+            ngettext(
+                "  %(n)s notice delivery is still being tried; look again later",
+                "  %(n)s notice deliveries are still being tried; look again later",
+                v.pending,
+            )
             % {"n": v.pending}
         )
     return lines
@@ -395,7 +411,7 @@ def inbox_line(ev: Any, names: Any, own: str | None, seen: dict[str, Any]) -> tu
     if ev.to == "reporter":
         line = (
             _(
-                "SIMULACRO / DRILL: %(case)s: your drill started at %(count)s node(s) (%(nodes)s). "
+                "SIMULACRO / DRILL: %(case)s: your drill started at these nodes: %(nodes)s. "
                 "Nothing was released."
             )
             % values
@@ -404,7 +420,7 @@ def inbox_line(ev: Any, names: Any, own: str | None, seen: dict[str, Any]) -> tu
     line = (
         _(
             "SIMULACRO / DRILL: %(who)s is testing the release of case %(case)s; nothing was "
-            "released. Answer before %(ends)s (%(count)s node(s): %(nodes)s)."
+            "released. Answer before %(ends)s (nodes that sent it: %(nodes)s)."
         )
         % values
     )

@@ -398,8 +398,8 @@ def _party_problems(who, role, key, answered_any, failed_proof, at, needed, name
         out.append(
             Problem(
                 N_(
-                    "recipient %(who)s answered through %(n)s node(s), fewer than the %(k)s "
-                    "a recovery needs: %(who)s must check it can reach the case's nodes"
+                    "recipient %(who)s answered at fewer nodes (%(n)s) than a recovery needs "
+                    "(%(k)s): %(who)s must check it can reach the case's nodes"
                 ),
                 values,
             )
