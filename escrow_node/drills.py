@@ -88,23 +88,32 @@ def start(svc: NodeService, req: SignedRequest, case_id: str, body: bytes) -> di
         raise BadRequest(exc.message) from exc
     duress = marker_of(svc, payload) is True
     effects: list[engine.Effect] = []
+    refusal: list[VeladorError] = []
 
     def run(conn, row, policy, roles, now):
         nonlocal effects
-        if duress:
-            # The reporter's silent alarm, as on every other reporter request (§3.2); the
-            # drill still starts, so a captor sees an ordinary drill.
-            rules = svc.rules_of(policy)
-            old = state_of(row)
-            real, effects = engine.duress_signal(old, rules, now)
-            svc.apply(conn, row, policy, old, real, effects, now, "drill", {"duress": True})
+        rules = svc.rules_of(policy)
+        shown = state_of(row)
+        if duress and shown.state not in engine.TERMINAL:
+            # The reporter's silent alarm, as on every other reporter request (§3.2). It is
+            # committed whatever happens to the drill, and the answer shows the state from
+            # before it, so a captor sees an ordinary drill (or an ordinary refusal).
+            real, effects = engine.duress_signal(shown, rules, now)
+            svc.apply(conn, row, policy, shown, real, effects, now, "drill", {"duress": True})
             row = svc.load(conn, case_id)
-        begin(svc, conn, row, policy, drill_id, "reporter", now)
-        cs = state_of(row)
-        return svc.receipt(policy, cs, svc.rules_of(policy), "drill", drill_id, now)
+            try:
+                if row["state"] not in engine.TERMINAL:
+                    begin(svc, conn, row, policy, drill_id, "reporter", now)
+            except VeladorError as exc:
+                refusal.append(exc)
+        else:
+            begin(svc, conn, row, policy, drill_id, "reporter", now)
+        return svc.receipt(policy, shown, rules, "drill", drill_id, now)
 
     receipt = svc.read(req, case_id, {"reporter"}, "start a drill", run)
     svc.after_commit(effects, queued=True)
+    if refusal:
+        raise refusal[0]
     return receipt
 
 

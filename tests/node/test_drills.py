@@ -285,3 +285,24 @@ def test_every_operator_copy_goes_through_one_path(monkeypatch, inproc, case):
     )
     inproc.client(case.reporter).release_now(case.policy.case_id)
     assert "released" in calls
+
+
+def test_a_drill_started_under_duress_raises_the_silent_alarm(inproc, case):
+    from vault.encoding import canonical_json
+    from vault.nodeproto.messages import make_marker
+
+    cid = case.policy.case_id
+    path = f"/v1/cases/{cid}/drill"
+    body = canonical_json({"drill": "d1", "marker": make_marker(inproc.card.box_pk, True)})
+    auth = sign_request(
+        case.reporter.sign_key, inproc.card.sign_pk, "POST", path, body, inproc.clock.now(), cid, ""
+    )
+    r = httpx.post(inproc.url + path, content=body, headers={"Authorization": auth})
+    # The captor sees an ordinary drill; the editors got the silent alarm
+    assert r.status_code == 200 and r.json()["body"]["state"] == "ARMED"
+    assert inproc.query("SELECT 1 FROM drills WHERE drill_id = 'd1'")
+    assert inproc.query("SELECT duress_at FROM cases")[0][0] is not None
+    duress = [n for n in inproc.client(case.editors[0]).inbox() if n["notice"]["event"] == "duress"]
+    assert duress
+    mine = [n["notice"]["event"] for n in inproc.client(case.reporter).inbox()]
+    assert "duress" not in mine
