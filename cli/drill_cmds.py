@@ -42,7 +42,7 @@ class DrillGroup(click.Group):
     """`velador drill CASE` starts a drill; `velador drill answer|report ...` are subcommands."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["start", *args]
         return super().resolve_command(ctx, args)
 
@@ -50,7 +50,11 @@ class DrillGroup(click.Group):
         formatter.write_usage(ctx.command_path, "CASE | answer CASE_CARD_OR_ID | report CASE")
 
 
-@click.group("drill", cls=DrillGroup)
+@click.group(
+    "drill",
+    cls=DrillGroup,
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
 def drill() -> None:
     """Drills (simulacros): prove that a release would reach every recipient, without one.
 
