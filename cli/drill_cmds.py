@@ -171,6 +171,13 @@ def answer_cmd(ctx: Ctx, case: str, stores: tuple[str, ...], timeout: float, as_
         )
     else:
         _print_answer(rep)
+    if not answered and rep.already:
+        if not as_json:
+            click.echo(
+                _("You had already answered this drill at those nodes; nothing more to do."),
+                err=True,
+            )
+        return
     if not answered:
         raise NotFoundError(
             _("no node of case %(case)s has a drill open for you") % {"case": ref.case_id},

@@ -76,6 +76,8 @@ class AnswerReport:
     stores: dict[str, int] | None = None
     store_problems: list[str] = field(default_factory=list)
     nodes: list[NodeAnswer] = field(default_factory=list)
+    already: int = 0
+    """Challenges this party had answered before (a second run answers nothing again)."""
 
     @property
     def ok(self) -> bool:
@@ -141,7 +143,10 @@ def answer(
     tasks: list[tuple[Card, Callable[[Any], dict[str, Any]]]] = []
     for card, offer in offers:
         for ch in offer.get("challenges") or []:
-            if ch.get("role") not in ("recipient", "editor") or ch.get("answered"):
+            if ch.get("role") not in ("recipient", "editor"):
+                continue
+            if ch.get("answered"):
+                rep.already += 1
                 continue
             doc = _answer_doc(identity, case_id, card, offer, ch, rep, clock.now())
             tasks.append((card, _sender(case_id, doc, ch["role"], offer["drill"])))

@@ -63,6 +63,8 @@ def test_answers_prove_the_key_and_are_recorded_signed_in_the_audit_chain(inproc
     proofs = out.nodes[0].proofs
     assert proofs["key"] and proofs["reach"] and proofs["software"]
     assert not proofs["stores"]  # no store given: not proven
+    again = vdrill.answer(case.recipients[0], cid, [inproc.card], [], inproc.clock, 10)
+    assert again.nodes == [] and again.already == 1  # a second run sends nothing again
     ed = vdrill.answer(case.editors[0], cid, [inproc.card], [], inproc.clock, 10)
     assert ed.nodes[0].proofs["key"]
     rows = inproc.query("SELECT detail FROM audit WHERE event = 'drill_answer'")
