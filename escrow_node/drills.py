@@ -234,19 +234,35 @@ def start_scheduled(svc: NodeService, now: int | None = None) -> int:
         ).fetchall()
     for (case_id,) in rows:
         try:
-            with svc.store.tx() as conn:
-                row = svc.load(conn, case_id)
-                policy = svc.policy_of(row)
-                every = policy.switch.drill_every if policy.switch else 0
-                n = (now - policy.created) // every if every else 0
-                if n < 1 or _open_drill(conn, case_id, now) is not None:
+            # Read first: a write transaction only for a case whose drill is due and not begun.
+            with svc.store.read() as conn:
+                if not _due(svc, conn, case_id, now):
                     continue
-                started += begin(svc, conn, row, policy, f"s{n}", "schedule", now)
+            with svc.store.tx() as conn:
+                drill_id = _due(svc, conn, case_id, now)
+                if drill_id:
+                    row = svc.load(conn, case_id)
+                    policy = svc.policy_of(row)
+                    started += begin(svc, conn, row, policy, drill_id, "schedule", now)
         except VeladorError:
             continue
     if started:
         svc.after_commit([], queued=True)
     return started
+
+
+def _due(svc: NodeService, conn: sqlite3.Connection, case_id: str, now: int) -> str | None:
+    """The id of the scheduled drill due now and not yet begun (None: nothing to do)."""
+    policy = svc.policy_of(svc.load(conn, case_id))
+    every = policy.switch.drill_every if policy.switch else 0
+    n = (now - policy.created) // every if every else 0
+    if n < 1 or _open_drill(conn, case_id, now) is not None:
+        return None
+    drill_id = f"s{n}"
+    done = conn.execute(
+        "SELECT 1 FROM drills WHERE case_id = ? AND drill_id = ?", (case_id, drill_id)
+    ).fetchone()
+    return None if done else drill_id
 
 
 # --- a party fetches its challenges ------------------------------------------------------------
