@@ -287,6 +287,8 @@ def report_cmd(ctx: Ctx, case: str, drill_id: str | None, timeout: float, as_jso
         )
     else:
         _print_report(rec.policy, reports, name, now)
+        for line in answer_lines(rec.policy, reports, name, now):
+            click.echo(line)
         for line in verdict_lines(v):
             click.echo(line)
     if v.drill is None:
@@ -363,6 +365,20 @@ def _role(role: str) -> str:
     )
 
 
+def answer_lines(policy: Policy, reports: list[Any], name: Any, now: int) -> list[str]:
+    """Per recipient and editor: when, and through which nodes, it answered."""
+    lines = []
+    for card, role, at in vdrill.answers_by_party(policy, reports):
+        values = {"role": _role(role), "who": name(card.fingerprint)}
+        if at:
+            values["nodes"] = ", ".join(node for node, _t in at)
+            values["when"] = when(min(t for _n, t in at), now)
+            lines.append(_("%(role)s %(who)s answered %(when)s through %(nodes)s") % values)
+        else:
+            lines.append(_("%(role)s %(who)s has not answered") % values)
+    return lines
+
+
 def verdict_line(v: vdrill.Verdict) -> str:
     """The one-line verdict of issue 13, in the reader's language."""
     return _(
@@ -397,7 +413,8 @@ def status_lines(ctx: Ctx, rec: Any, ident: Any, timeout: float) -> list[str]:
     v = vdrill.verdict(rec.policy, reports, _names(ctx, rec.policy))
     if v.drill is None:
         return []
-    lines = verdict_lines(v)
+    lines = [*answer_lines(rec.policy, reports, _names(ctx, rec.policy), ctx.clock.now())]
+    lines += verdict_lines(v)
     if not v.ok:
         lines.append(
             _("  details: velador drill report %(case)s") % {"case": shlex.quote(rec.name)}

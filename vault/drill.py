@@ -313,6 +313,24 @@ def verdict(
     )
 
 
+def answers_by_party(
+    policy: Policy, reports: list[NodeResult]
+) -> list[tuple[Card, str, list[tuple[str, int]]]]:
+    """Per recipient and editor: (card, role, [(node name, when it answered there)])."""
+    drill = _drill_of(reports)
+    seen: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for card, res in zip(policy.nodes, reports, strict=True):
+        body = res.body if res.ok else None
+        if body is None or body.get("drill") != drill:
+            continue
+        for p in body["parties"]:
+            if p["answered"] is not None:
+                seen.setdefault((p["party"], p["role"]), []).append((card.name, p["answered"]))
+    editors = policy.switch.editors if policy.switch else ()
+    people = [(c, "recipient") for c in policy.recipients] + [(c, "editor") for c in editors]
+    return [(c, role, sorted(seen.get((c.fingerprint, role), []))) for c, role in people]
+
+
 def _channel_problem(card: Card, p: dict[str, Any], ch: dict[str, Any], name) -> Problem:
     values = {
         "node": card.name,

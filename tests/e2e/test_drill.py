@@ -87,8 +87,10 @@ def test_drills_end_to_end(v, drilled, smtp, webhooks, clock, homes):
     assert rep["verdict"] == (
         "A release now would reach 2 of 2 recipients through 3 of 3 nodes."
     ), rep["problems"]
-    # and `status` shows the same verdict
-    assert "A release now would reach 2 of 2 recipients" in v.ok(d.r, "status", "inv")
+    # and `status` shows the same verdict, and who answered through which nodes
+    status = v.ok(d.r, "status", "inv")
+    assert "A release now would reach 2 of 2 recipients" in status
+    assert "recipient sur answered" in status and "through node-a, node-b, node-c" in status
     # Nothing real moved: every node is still ARMED, no editor request counted
     assert all(n.state(d.case_id) == "ARMED" for n in d.nodes)
 
