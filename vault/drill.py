@@ -165,7 +165,15 @@ def answer(
     return rep
 
 
-def _answer_doc(identity, case_id, card, offer, ch, rep, now) -> dict[str, Any]:
+def _answer_doc(
+    identity: Identity,
+    case_id: str,
+    card: Card,
+    offer: dict[str, Any],
+    ch: dict[str, Any],
+    rep: AnswerReport,
+    now: int,
+) -> dict[str, Any]:
     if ch["role"] == "recipient":
         proof: Any = open_challenge(identity, ch["challenge"])
     else:
@@ -186,7 +194,9 @@ def _answer_doc(identity, case_id, card, offer, ch, rep, now) -> dict[str, Any]:
     )
 
 
-def _sender(case_id: str, doc: dict[str, Any], role: str, drill: str):
+def _sender(
+    case_id: str, doc: dict[str, Any], role: str, drill: str
+) -> Callable[[Any], dict[str, Any]]:
     def send(client: Any) -> dict[str, Any]:
         receipt = client.drill_answer(case_id, doc)
         return {"drill": drill, "role": role, "proofs": receipt.get("proofs")}
@@ -331,7 +341,9 @@ def answers_by_party(
     return [(c, role, sorted(seen.get((c.fingerprint, role), []))) for c, role in people]
 
 
-def _channel_problem(card: Card, p: dict[str, Any], ch: dict[str, Any], name) -> Problem:
+def _channel_problem(
+    card: Card, p: dict[str, Any], ch: dict[str, Any], name: Callable[[str], str]
+) -> Problem:
     values = {
         "node": card.name,
         "channel": ch["channel"],
@@ -357,8 +369,17 @@ def _channel_problem(card: Card, p: dict[str, Any], ch: dict[str, Any], name) ->
     )
 
 
-def _party_problems(who, role, key, answered_any, failed_proof, at, needed, name) -> list[Problem]:
-    values = {"who": name(who.fingerprint), "n": len(at), "k": needed}
+def _party_problems(
+    who: Card,
+    role: str,
+    key: str,
+    answered_any: dict[str, set[str]],
+    failed_proof: dict[tuple[str, str], set[str]],
+    at: set[str],
+    needed: int,
+    name: Callable[[str], str],
+) -> list[Problem]:
+    values: dict[str, Any] = {"who": name(who.fingerprint), "n": len(at), "k": needed}
     if key not in answered_any:
         if role == "recipient":
             return [
