@@ -7,6 +7,7 @@ refuses or cannot be reached leaves the case "arming", which `velador case arm C
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -236,6 +237,10 @@ def finish_arming(rep: ArmReport) -> None:
     help="What a check-in with the duress passphrase does: alert editors, or release at once.",
 )
 @click.option(
+    "--drill-every",
+    help="Run a drill (simulacro) of the whole release path this often, e.g. 90d (at least 1d).",
+)
+@click.option(
     "--offline-dir",
     type=click.Path(path_type=Path, file_okay=False),
     help="Folder for the share files you keep offline (USB stick, printout).",
@@ -266,6 +271,7 @@ def case_create(
     grace: str | None,
     remind: str | None,
     duress: str,
+    drill_every: str | None,
     offline_dir: Path | None,
     stores: tuple[str, ...],
     invites: tuple[str, ...],
@@ -299,7 +305,11 @@ def case_create(
         )
         if shares is None and not groups:
             shares = len(node_cards)
-    elif editors or every or grace or remind or editor_quorum or objection_window:
+        if drill_every:
+            from .drill_cmds import drill_interval
+
+            switch = dataclasses.replace(switch, drill_every=drill_interval(drill_every))
+    elif editors or every or grace or remind or editor_quorum or objection_window or drill_every:
         raise PolicyError(
             "deadlines and editors need escrow nodes", hint="add --node ALIAS for each node"
         )

@@ -160,6 +160,10 @@ def home_args(home: Path, default: Path) -> str:
 def describe(ev: Event, names: Names) -> tuple[str, str | None]:
     """(the event's line, the command to run next or None)."""
     own = names.own_cases.get(ev.case_id)
+    if ev.event == "drill":  # issue 13: marked as a drill, with what to run (drill_cmds.py)
+        from .drill_cmds import inbox_line
+
+        return inbox_line(ev, names, own, {"count": len(ev.notices), "nodes": ", ".join(ev.nodes)})
     values = {
         "deadline": _when(ev.value("deadline")),
         "release_at": _when(ev.value("release_at")),

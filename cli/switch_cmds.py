@@ -301,6 +301,10 @@ def status_cmd(ctx: Ctx, case: str | None, offline: bool, timeout: float, as_jso
         show_coverage_warnings(s.warnings)
         for line in freshness_lines(ctx.state, ctx.state.case(s.case), now, ident):
             con.print(line, markup=False)
+        from .drill_cmds import status_lines  # issue 13: the newest drill's verdict
+
+        for line in status_lines(ctx, ctx.state.case(s.case), ident, timeout):
+            con.print(line, markup=False)
 
 
 def _refuse_typo(ctx: Ctx, text: str) -> None:

@@ -25,7 +25,7 @@ from vault.clock import Clock, SystemClock
 from vault.errors import VeladorError
 from vault.identity import Identity
 
-from .api import cases, editors, heartbeats, release, subscriptions, system
+from .api import cases, drills, editors, heartbeats, release, subscriptions, system
 from .api import clock as clock_api
 from .api.fastpath import NodeApp
 from .config import NodeConfig
@@ -143,7 +143,7 @@ def create_app(
     app.state.service = svc
     app.state.test_clock = test_clock
     # The heartbeat router first: it is the hot path, and routes are matched in order.
-    for module in (heartbeats, system, clock_api, cases, editors, release, subscriptions):
+    for module in (heartbeats, system, clock_api, cases, editors, release, subscriptions, drills):
         app.include_router(module.router)
 
     @app.exception_handler(VeladorError)

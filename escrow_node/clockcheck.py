@@ -183,11 +183,28 @@ def raise_alarm(
         )
     svc.metrics.inc("velador_node_clock_alarms_total")
     first = case_id not in svc.clock_alarms
+    # A hold that ends with the release going ahead is told again: the first notice said the
+    # release was held, and the operator must not believe that any longer.
+    was_held = case_id in svc.clock_alarms_held
     svc.clock_alarms[case_id] = now
+    if held:
+        svc.clock_alarms_held.add(case_id)
+    else:
+        svc.clock_alarms_held.discard(case_id)
     svc.metrics.set("velador_node_clock_alarm", len(svc.clock_alarms))
-    if first:
+    if first or (was_held and not held):
+        # The text says what happens: held, or gone ahead (the peers' time agreed, or the hold
+        # bound every + grace passed, docs/protocol.md §7.1 step 5).
         notices.emit_operator(
-            conn, svc.identity, svc.config, policy, cs, svc.rules_of(policy), "clock_alarm", now
+            conn,
+            svc.identity,
+            svc.config,
+            policy,
+            cs,
+            svc.rules_of(policy),
+            "clock_alarm",
+            now,
+            variant=None if held else "clock_alarm:ahead",
         )
         audit.append(
             conn,
@@ -205,6 +222,7 @@ def raise_alarm(
 
 
 def clear_alarm(svc: Any, case_id: str) -> None:
+    svc.clock_alarms_held.discard(case_id)
     if svc.clock_alarms.pop(case_id, None) is not None:
         log.info("clock check: case %s: its release is no longer held", case_id)
         svc.metrics.set("velador_node_clock_alarm", len(svc.clock_alarms))

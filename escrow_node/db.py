@@ -24,7 +24,7 @@ from typing import TypeVar
 import sqlite_utils
 
 T = TypeVar("T")
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -155,11 +155,38 @@ CREATE TABLE covers (
 """
 """Version 4: what a captor was shown under duress (escrow_node/cover.py, protocol.md §4.4)."""
 
+_SCHEMA_V5_DRILLS = """
+CREATE TABLE drills (
+    case_id  TEXT NOT NULL,
+    drill_id TEXT NOT NULL,
+    started  INTEGER NOT NULL,
+    ends     INTEGER NOT NULL,
+    by       TEXT NOT NULL,
+    PRIMARY KEY (case_id, drill_id)
+) WITHOUT ROWID;
+CREATE TABLE drill_parties (
+    case_id   TEXT NOT NULL,
+    drill_id  TEXT NOT NULL,
+    party     TEXT NOT NULL,
+    role      TEXT NOT NULL,
+    challenge TEXT NOT NULL,
+    digest    TEXT NOT NULL,
+    notice    TEXT,
+    answered  INTEGER,
+    answer    TEXT,
+    proofs    TEXT,
+    PRIMARY KEY (case_id, drill_id, party, role)
+) WITHOUT ROWID;
+"""
+"""Version 5: drills (escrow_node/drills.py, protocol.md §11). Apart from `cases` on purpose: a
+drill is its own state machine and no drill row is ever read by the deadline engine."""
+
 MIGRATIONS = {
     1: _SCHEMA_V1,
     2: _SCHEMA_V2_POLICY_HISTORY,
     3: _SCHEMA_V3_REGISTRATION,
     4: _SCHEMA_V4_COVERS,
+    5: _SCHEMA_V5_DRILLS,
 }
 """user_version N -> script that brings the schema from N-1 to N."""
 

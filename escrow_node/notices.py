@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from vault.cards import Card
@@ -68,14 +69,32 @@ _TEXT = {
         "Recipients: recover with 'velador recover {case}'.",
     ),
     "clock_alarm": (
-        "This node refused a release because its clock is ahead of most of the case's peers.",
-        "Operator: check this node's clock and NTP; the release happens once the clock is right.",
+        "This node holds a release because its clock is ahead of most of the case's peers.",
+        "Operator: check this node's clock and NTP. The release happens once the clock agrees "
+        "with the peers, or at the latest one check-in interval plus grace from now.",
+    ),
+    "drill": (
+        "SIMULACRO / DRILL. This is a drill of case {case}: nothing was released and nothing "
+        "changes in the case. Esto es un simulacro del caso {case}: no se liberó nada y el caso "
+        "sigue igual.",
+        "Recipients and editors: answer with 'velador drill answer {case}' before {ends}. "
+        "Outlets y editores: respondan con 'velador drill answer {case}' antes de {ends}.",
     ),
 }
+VARIANTS = {
+    "clock_alarm:ahead": (
+        "This node's clock is ahead of most of the case's peers, but the release was due by "
+        "their time too (or was held as long as a wrong clock could need), so it went ahead.",
+        "Operator: check this node's clock and NTP; times this node writes may be wrong.",
+    ),
+}
+"""Other texts for an event (the event name stays): make_notice(..., variant=KEY)."""
 OPERATOR_ONLY = {"clock_alarm"}
 """Events only the operator is told of (not part of the case's audiences)."""
 
 EVENTS = tuple(e for e in _TEXT if e not in OPERATOR_ONLY)
+DRILL_EVENTS = frozenset({"drill"})
+"""Drill notices (escrow_node/drills.py): marked SIMULACRO / DRILL wherever they are shown."""
 SILENT_EVENTS = frozenset({"duress"})
 """Silent alarms: nothing the reporter or a captor can see may move because of them, not even
 the operator's metrics (metrics.py leaves their deliveries out; docs/protocol.md §8.6)."""
@@ -105,7 +124,12 @@ def make_notice(
     role: str,
     party: Card | None,
     now: int,
+    extra: dict[str, Any] | None = None,
+    variant: str | None = None,
 ) -> dict[str, Any]:
+    """The node-signed notice of `event` (docs/protocol.md §3.6). `extra`: members added to
+    the body (a drill's id and end, §11); `variant`: another text for the same event."""
+    drill = (extra or {}).get("drill") or {}
     values = {
         "case": policy.case_id,
         "deadline": _fmt(cs.deadline),
@@ -116,8 +140,9 @@ def make_notice(
         "count": len(cs.editors),
         "quorum": rules.editor_quorum,
         "reason": cs.release_reason or "-",
+        "ends": _fmt(drill.get("ends")),
     }
-    text, next_step = (t.format(**values) for t in _TEXT[event])
+    text, next_step = (t.format(**values) for t in VARIANTS.get(variant or "", _TEXT[event]))
     body = {
         "v": 1,
         "id": secrets.token_hex(16),
@@ -141,6 +166,7 @@ def make_notice(
         "paused_until": cs.paused_until,
         "destroy_at": cs.destroy_at,
     }
+    body.update(extra or {})
     return sign_document("notice", body, identity.sign_key)
 
 
@@ -149,6 +175,8 @@ def _enqueue(
 ) -> None:
     body = notice["body"]
     subject = f"[velador] case {body['case_id']}: {body['event']} ({body['node_name']})"
+    if body["event"] in DRILL_EVENTS:
+        subject = "[velador] SIMULACRO / DRILL" + subject.removeprefix("[velador]")
     payload = {"subject": subject, "notice": notice}
     conn.execute(
         "INSERT OR IGNORE INTO outbox"
@@ -176,39 +204,51 @@ def emit(
     audience: str,
     now: int,
     operator_copy: bool,
+    extra: Callable[[Card], dict[str, Any]] | None = None,
+    ids: dict[str, str] | None = None,
 ) -> int:
-    """Store the notices of one event for one audience and queue their deliveries."""
+    """Store the notices of one event for one audience and queue their deliveries.
+
+    `extra(party)`: members added to that party's notice; `ids`, when given, receives each
+    party's notice id by fingerprint (a drill reports per notice, drills.py)."""
     role = ROLE_OF_AUDIENCE[audience]
     n = 0
     for party in _parties(policy, audience):
-        notice = make_notice(identity, config, policy, cs, rules, event, role, party, now)
+        more = extra(party) if extra else None
+        notice = make_notice(identity, config, policy, cs, rules, event, role, party, now, more)
+        if ids is not None:
+            ids[party.fingerprint] = notice["body"]["id"]
         party_key = b64e(party.sign_pk)
         conn.execute(
             "INSERT INTO notices (case_id, audience, notice, created) VALUES (?,?,?,?)",
             (policy.case_id, party_key, json.dumps(notice), now),
         )
-        targets = {
-            (r["channel"], r["target"])
-            for r in conn.execute(
-                "SELECT channel, target FROM subscriptions WHERE case_id=? AND party=?",
-                (policy.case_id, party_key),
-            )
-        }
-        contact = config.contacts.get(party.fingerprint)
-        if contact and contact.email:
-            targets.add(("email", contact.email))
-        if contact and contact.webhook:
-            targets.add(("webhook", contact.webhook))
-        for channel, target in sorted(targets):
+        for channel, target in party_targets(conn, config, policy.case_id, party):
             _enqueue(conn, notice, channel, target, now)
             n += 1
-    if operator_copy and (config.operator_email or config.operator_webhook):
-        notice = make_notice(identity, config, policy, cs, rules, event, "operator", None, now)
-        if config.operator_email:
-            _enqueue(conn, notice, "email", config.operator_email, now)
-        if config.operator_webhook:
-            _enqueue(conn, notice, "webhook", config.operator_webhook, now)
+    if operator_copy:
+        emit_operator(conn, identity, config, policy, cs, rules, event, now)
     return n
+
+
+def party_targets(
+    conn: sqlite3.Connection, config: NodeConfig, case_id: str, party: Card
+) -> list[tuple[str, str]]:
+    """Every (channel, target) a party's notices go to: its own addresses and the operator's
+    [contacts] entry for its fingerprint (docs/protocol.md §8)."""
+    targets = {
+        (r["channel"], r["target"])
+        for r in conn.execute(
+            "SELECT channel, target FROM subscriptions WHERE case_id=? AND party=?",
+            (case_id, b64e(party.sign_pk)),
+        )
+    }
+    contact = config.contacts.get(party.fingerprint)
+    if contact and contact.email:
+        targets.add(("email", contact.email))
+    if contact and contact.webhook:
+        targets.add(("webhook", contact.webhook))
+    return sorted(targets)
 
 
 def emit_operator(
@@ -220,11 +260,16 @@ def emit_operator(
     rules: Rules,
     event: str,
     now: int,
+    variant: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Queue one notice of `event` to the operator's own [notify] addresses only."""
+    """Queue one notice of `event` to the operator's own [notify] addresses only: the one path
+    for every operator copy (emit's included)."""
     if not (config.operator_email or config.operator_webhook):
         return
-    notice = make_notice(identity, config, policy, cs, rules, event, "operator", None, now)
+    notice = make_notice(
+        identity, config, policy, cs, rules, event, "operator", None, now, extra, variant
+    )
     if config.operator_email:
         _enqueue(conn, notice, "email", config.operator_email, now)
     if config.operator_webhook:

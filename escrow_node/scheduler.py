@@ -9,6 +9,7 @@ Jobs:
     outbox   IntervalTrigger every min(tick, 5) s, plus an immediate run after commits that
              queued deliveries.
     prune    every 10 minutes: expired request nonces.
+    drills   every max(tick, 60 s): start the drills the case policies schedule.
 
 Times for the case engine come from the injected clock; APScheduler only needs "how long from
 now", so a wake-up at case time T is scheduled at real time now_real + (T - clock.now()).
@@ -40,12 +41,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 from vault.clock import SystemClock
 
 from .auth import prune_nonces
+from .drills import start_scheduled
 from .outbox import Outbox
 from .service import NodeService
 from .sweep import PeerSync, sweep
 
 log = logging.getLogger("velador.node.scheduler")
 SKIP_MESSAGE = "maximum number of running instances reached"
+DRILL_TICK = 60.0
+"""Seconds between looks for scheduled drills (at least; the sweep's tick when longer)."""
 
 
 class _QuietSkips(logging.Filter):
@@ -85,6 +89,9 @@ class EngineScheduler:
             self.run_outbox, IntervalTrigger(seconds=max(0.1, min(self.tick, 5.0))), id="outbox"
         )
         self.sched.add_job(self.run_prune, IntervalTrigger(seconds=600), id="prune")
+        self.sched.add_job(
+            self.run_drills, IntervalTrigger(seconds=max(self.tick, DRILL_TICK)), id="drills"
+        )
         self.svc.on_change = self.on_change
         self.sched.start()
         self.rearm()
@@ -123,6 +130,13 @@ class EngineScheduler:
             self.outbox.deliver_due()
         except Exception:  # pragma: no cover
             log.exception("outbox delivery failed")
+
+    def run_drills(self) -> None:
+        """Start the drills the policies schedule (drills.start_scheduled, protocol.md §11.1)."""
+        try:
+            start_scheduled(self.svc)
+        except Exception:  # pragma: no cover - a job must never die silently
+            log.exception("scheduled drills failed")
 
     def run_prune(self) -> None:
         with self.svc.store.tx() as conn:

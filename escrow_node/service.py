@@ -175,11 +175,13 @@ class NodeService:
         self.verifiers: VerifierPool | None = None
         """Heartbeat check worker processes, while `node serve` runs them (verifier.py)."""
         self.clock_alarms: dict[str, int] = {}
+        """case id -> when a release was last refused by the clock check (clockcheck.py)."""
+        self.clock_alarms_held: set[str] = set()
+        """Cases whose last clock alarm held the release (its notice said so)."""
         self.registration_requests = RegistrationRequests()
         """Reporters refused by closed registration, for the operator's dashboard."""
         self.clock_holds: dict[str, tuple[int, float]] = {}
         """case id -> (last check-in, monotonic start) of a release the clock check holds."""
-        """case id -> when a release was last refused by the clock check (clockcheck.py)."""
         self.committer = LoopCommitter(store)
         """The heartbeat path's group commit, driven by the event loop (loopcommit.py)."""
 

@@ -25,6 +25,12 @@ SIG_LABELS = {
     "notice": b"velador/v1/notice",
     "custody": b"velador/v1/custody",
     "clock": b"velador/v1/clock",
+    # Drills (docs/protocol.md §11): their own labels, so no drill document can pass as a real
+    # request, receipt or release request, nor a real one as a drill's.
+    "drill": b"velador/v1/drill",
+    "drill-answer": b"velador/v1/drill-answer",
+    "drill-request": b"velador/v1/drill-request",
+    "drill-report": b"velador/v1/drill-report",
 }
 
 CARD_PREFIX = "velador:card:v1:"

@@ -51,6 +51,7 @@ _SWITCH_FIELDS = {
     "objection_window",
     "duress",
     "destroy_delay",
+    "drill_every",
 }
 
 
@@ -96,9 +97,11 @@ class Switch:
     objection_window: int = 0
     duress: str = "alert"
     destroy_delay: int = 0
+    drill_every: int = 0
+    """Seconds between scheduled drills (docs/format.md §4, protocol.md §11.1); 0: none."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "every": self.every,
             "grace": self.grace,
             "remind": list(self.remind),
@@ -108,6 +111,12 @@ class Switch:
             "duress": self.duress,
             "destroy_delay": self.destroy_delay,
         }
+        # Written only when set: a policy without scheduled drills stays byte-identical to
+        # one written before the member existed, so nodes of that release still accept it
+        # (they refuse unknown members, which is right for a policy that asks for drills).
+        if self.drill_every:
+            out["drill_every"] = self.drill_every
+        return out
 
 
 @dataclass(frozen=True)
@@ -245,6 +254,9 @@ def _parse_switch(sw: Any) -> Switch | None:
         objection_window=_int(sw, "objection_window", 0, year, "switch"),
         duress=require(sw, "duress", str, "switch"),
         destroy_delay=_int(sw, "destroy_delay", 0, year, "switch"),
+        drill_every=_int(sw, "drill_every", 86400, 5 * year, "switch")
+        if "drill_every" in sw
+        else 0,
     )
     if sw_obj.duress not in DURESS_ACTIONS:
         raise FormatError("switch: unknown duress action")

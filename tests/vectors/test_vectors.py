@@ -76,7 +76,7 @@ def load(path: Path) -> tuple[dict[str, str], bytes]:
     return headers, body.removesuffix(b"\n")
 
 
-VECTORS = sorted(HERE.glob("*/*.txt"))
+VECTORS = sorted(p for p in HERE.glob("*/*.txt") if p.parent.name != "drill")  # own runner
 
 
 def _id(path: Path) -> str:

@@ -403,6 +403,30 @@ class NodeClient:
             out.append({"id": item["id"], "notice": body})
         return out
 
+    # --- drills (docs/protocol.md §11) -------------------------------------------------------
+
+    def drill_start(self, case_id: str, drill: str) -> dict[str, Any]:
+        """POST /v1/cases/{id}/drill (reporter): start drill `drill` at this node."""
+        return self._action(case_id, "drill", {"drill": drill})
+
+    def drill_challenge(self, case_id: str) -> dict[str, Any]:
+        """GET /v1/cases/{id}/drill: the open drill and this signer's challenges (verified)."""
+        data = self._send("GET", f"/v1/cases/{case_id}/drill", case_id=case_id)
+        return self._verified(data, "drill", case_id)
+
+    def drill_answer(self, case_id: str, answer: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/cases/{id}/drill/answer: the receipt, with the proofs as recorded."""
+        data = self._send("POST", f"/v1/cases/{case_id}/drill/answer", answer, case_id)
+        return self._verified(data, "receipt", case_id)
+
+    def drill_report(self, case_id: str, drill: str | None = None) -> dict[str, Any]:
+        """GET /v1/cases/{id}/drill/report (reporter): this node's drill report (verified)."""
+        params = {"drill": drill} if drill else None
+        data = self._send(
+            "GET", f"/v1/cases/{case_id}/drill/report", case_id=case_id, params=params
+        )
+        return self._verified(data, "drill-report", case_id)
+
 
 def answer_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True)

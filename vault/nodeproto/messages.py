@@ -140,3 +140,143 @@ def custody_digest(nonce: bytes, envelopes: list[dict[str, Any]]) -> str:
     h.update(nonce)
     h.update(canonical_json(ordered))
     return h.hexdigest()
+
+
+# --- drills (docs/protocol.md §11) ---------------------------------------------------------------
+
+DRILL_CHALLENGE_BYTES = 32
+DRILL_DIGEST_LABEL = b"velador/v1/drill-challenge\n"
+DRILL_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+MAX_DRILL_ID = 40
+SUPPORTED_FORMATS = {"protocol": [1], "policy": [1], "envelope": [1], "snapshot": [1], "card": [1]}
+"""The versions of each format this software reads: a drill answer says so (proof 4, §11.3)."""
+_ANSWER_FIELDS = {
+    "v",
+    "case_id",
+    "drill",
+    "node",
+    "role",
+    "time",
+    "proof",
+    "reached",
+    "stores",
+    "software",
+}
+
+
+def check_drill_id(value: Any) -> str:
+    """A drill id: 1 to 40 characters of a-z, 0-9 and '-', not starting with '-'."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_DRILL_ID
+        or not set(value) <= DRILL_ID_CHARS
+        or value.startswith("-")
+    ):
+        raise FormatError("a drill id is 1 to 40 characters of a-z, 0-9 and '-'")
+    return value
+
+
+def new_drill_id() -> str:
+    """A fresh id for a drill the reporter starts (scheduled ones are `s{n}`, §11.1)."""
+    return "d" + secrets.token_hex(8)
+
+
+def drill_digest(challenge: bytes) -> str:
+    """What a node keeps of a challenge: hex BLAKE2b-256(label || challenge)."""
+    return hashlib.blake2b(DRILL_DIGEST_LABEL + challenge, digest_size=32).hexdigest()
+
+
+def make_drill_request(
+    sign_key: SigningKey, case_id: str, drill: str, node: str, challenge: str, now: int
+) -> dict[str, Any]:
+    """An editor's drill-only release request (§11.4): signed under its own label
+    (`velador/v1/drill-request`), so it can never be taken for a request (`velador/v1/request`)
+    and never counts toward a real quorum."""
+    body = {
+        "v": 1,
+        "case_id": case_id,
+        "drill": drill,
+        "node": node,
+        "challenge": challenge,
+        "time": now,
+    }
+    return sign_document("drill-request", body, sign_key)
+
+
+def make_drill_answer(
+    sign_key: SigningKey,
+    *,
+    case_id: str,
+    drill: str,
+    node: str,
+    role: str,
+    proof: Any,
+    reached: list[str],
+    stores: dict[str, int] | None,
+    version: str,
+    now: int,
+) -> dict[str, Any]:
+    """A recipient's or editor's answer to one node's drill challenge (§11.3)."""
+    body = {
+        "v": 1,
+        "case_id": case_id,
+        "drill": drill,
+        "node": node,
+        "role": role,
+        "time": now,
+        "proof": proof,
+        "reached": sorted(set(reached)),
+        "stores": stores,
+        "software": {"version": version, "formats": SUPPORTED_FORMATS},
+    }
+    return sign_document("drill-answer", body, sign_key)
+
+
+def check_drill_answer(doc: Any, signer: bytes) -> dict[str, Any]:
+    """Verify an answer's signature and shape (not its proofs: the node judges those)."""
+    body = verify_document(doc, "drill-answer", signer, what="drill answer")
+    if require(body, "v", int, "drill answer") != 1:
+        raise FormatError("unsupported drill answer version")
+    if set(body) != _ANSWER_FIELDS:
+        raise FormatError("drill answer has missing or unexpected fields")
+    require(body, "case_id", str, "drill answer")
+    check_drill_id(body["drill"])
+    require(body, "node", str, "drill answer")
+    if body["role"] not in ("recipient", "editor"):
+        raise FormatError("drill answer role must be recipient or editor")
+    if not isinstance(body["time"], int) or isinstance(body["time"], bool):
+        raise FormatError("drill answer time must be an integer")
+    reached = body["reached"]
+    if not isinstance(reached, list) or len(reached) > 64:
+        raise FormatError("drill answer 'reached' must be a list of at most 64 nodes")
+    if not all(isinstance(r, str) and len(r) < 64 for r in reached):
+        raise FormatError("drill answer 'reached' must list node fingerprints")
+    stores = body["stores"]
+    if stores is not None and not (
+        isinstance(stores, dict)
+        and set(stores) == {"checked", "ok"}
+        and all(isinstance(v, int) and 0 <= v < 1000 for v in stores.values())
+    ):
+        raise FormatError("drill answer 'stores' must be {checked, ok} or null")
+    sw = body["software"]
+    if not (
+        isinstance(sw, dict)
+        and set(sw) == {"version", "formats"}
+        and isinstance(sw["version"], str)
+        and len(sw["version"]) <= 32
+        and isinstance(sw["formats"], dict)
+        and len(sw["formats"]) <= 32
+    ):
+        raise FormatError("drill answer 'software' is malformed")
+    return body  # type: ignore[no-any-return]
+
+
+def formats_current(formats: Any) -> bool:
+    """Proof 4: the answering software reads every format version this case uses."""
+    if not isinstance(formats, dict):
+        return False
+    for name, versions in SUPPORTED_FORMATS.items():
+        have = formats.get(name)
+        if not isinstance(have, list) or not set(versions) <= set(have):
+            return False
+    return True
