@@ -9,6 +9,7 @@ What it shows, and what it never shows:
   case to anyone holding its card) and never anything sealed;
 - the outbox and the failed deliveries, with addresses redacted as in the logs (protocol §8.5);
 - each peer node's reachability, from the node's own deliveries to it;
+- the newest drills (protocol.md §11): when, and how many of those drilled answered;
 - whether the audit chain verifies;
 - reporters refused because registration is closed, for the operator to admit (`velador node
   admit FINGERPRINT`) or ignore;
@@ -57,6 +58,7 @@ log = logging.getLogger("velador.node")
 DEFAULT_LISTEN = "127.0.0.1:9465"
 UPCOMING = 10
 FAILED_SHOWN = 20
+DRILLS_SHOWN = 10
 REFRESH_SECONDS = 30
 
 STATE_NAMES = {
@@ -143,6 +145,26 @@ def collect(svc: Any, now: int, is_slow: Callable[[str], bool] | None = None) ->
                     "error": (last_error[0] if last_error else "")[:200],
                 }
             )
+        drills = [
+            {
+                "started": r["started"],
+                "ends": r["ends"],
+                "recipients": r["recipients"] or 0,
+                "recipients_answered": r["recipients_answered"] or 0,
+                "editors": r["editors"] or 0,
+                "editors_answered": r["editors_answered"] or 0,
+            }
+            for r in conn.execute(
+                "SELECT d.started, d.ends, sum(p.role = 'recipient') AS recipients,"
+                " sum(p.role = 'recipient' AND p.answered IS NOT NULL) AS recipients_answered,"
+                " sum(p.role = 'editor') AS editors,"
+                " sum(p.role = 'editor' AND p.answered IS NOT NULL) AS editors_answered"
+                " FROM drills d LEFT JOIN drill_parties p"
+                " ON p.case_id = d.case_id AND p.drill_id = d.drill_id"
+                " GROUP BY d.case_id, d.drill_id ORDER BY d.started DESC LIMIT ?",
+                (DRILLS_SHOWN,),
+            )
+        ]
         chain = audit.verify(conn)
         registrations = [
             r
@@ -166,6 +188,7 @@ def collect(svc: Any, now: int, is_slow: Callable[[str], bool] | None = None) ->
             "first_bad": chain.first_bad,
             "reason": chain.reason,
         },
+        "drills": drills,
         "clock_alarms": len(getattr(svc, "clock_alarms", {}) or {}),
         "registrations": registrations,
     }
@@ -310,6 +333,18 @@ def render(data: dict[str, Any], node_name: str) -> str:
     ]
     headers = [_("Node"), _("Status"), _("Last delivery"), _("Waiting"), _("Last error")]
     parts.append(_table(headers, rows, _("No delivery to another node yet.")))
+    parts.append(_h2(_("Drills")))
+    rows = [
+        [
+            _e(when(d["started"], now)),
+            _e(when(d["ends"], now)),
+            _e(_("%(n)d of %(total)d") % {"n": d["recipients_answered"], "total": d["recipients"]}),
+            _e(_("%(n)d of %(total)d") % {"n": d["editors_answered"], "total": d["editors"]}),
+        ]
+        for d in data["drills"]
+    ]
+    headers = [_("Started"), _("Answers due by"), _("Outlets answered"), _("Editors answered")]
+    parts.append(_table(headers, rows, _("No drills yet.")))
     parts.append(_h2(_("Audit log")))
     parts.append(_audit_line(data["audit"]))
     parts.append(_h2(_("Registrations waiting")))

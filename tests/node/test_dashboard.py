@@ -179,3 +179,22 @@ def test_in_a_real_browser_it_fits_a_phone_and_a_desktop_in_spanish(board, world
     finally:
         browser.quit()
         i18n.setup("en")
+
+
+def test_drills_show_when_and_how_many_answered(board, world_for):
+    from vault import drill as vdrill
+
+    w = world_for(board.card, n_recipients=2, n_editors=1, quorum=1)
+    with board.svc.store.tx() as conn:
+        admission.admit(conn, w.reporter.fingerprint, board.clock.now())
+    register(board, w)
+    assert httpx.get(board.board + "/dashboard.json").json()["drills"] == []
+    board.client(w.reporter).drill_start(w.policy.case_id, "d1")
+    vdrill.answer(w.recipients[0], w.policy.case_id, [board.card], [], board.clock, 10)
+    data = httpx.get(board.board + "/dashboard.json").json()
+    [d] = data["drills"]
+    assert d["started"] == board.clock.now()
+    assert (d["recipients_answered"], d["recipients"]) == (1, 2)
+    assert (d["editors_answered"], d["editors"]) == (0, 1)
+    page = httpx.get(board.board + "/").text
+    assert "Outlets answered" in page and "1 of 2" in page and "0 of 1" in page
