@@ -42,6 +42,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "inbox": ("outlet_cmds", "inbox"),
     "notify": ("notify_cmds", "notify_cmd"),
     "node": ("node_cmds", "node"),
+    "ui": ("ui", "ui_cmd"),
 }
 """Subcommand name -> (module of this package, attribute): a command, or a function making one."""
 
