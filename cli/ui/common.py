@@ -32,6 +32,16 @@ def current(request: Request) -> Any:
     return request.state.session
 
 
+def gate(ui: Ui, request: Request) -> Response | None:
+    """Where to send a person who has no identity yet, or whose identity is locked."""
+    if not ui.has_identity():
+        return see_other("/welcome")
+    sess = current(request)
+    if sess is None or sess.identity is None:
+        return see_other("/unlock")
+    return None
+
+
 def register(app: FastAPI, ui: Ui) -> None:
     @app.get("/unlock")
     def unlock_page(request: Request) -> Response:
@@ -122,8 +132,8 @@ def register(app: FastAPI, ui: Ui) -> None:
 
     @app.get("/contacts")
     def contacts(request: Request) -> Response:
-        if not ui.has_identity():
-            return see_other("/welcome")
+        if (refused := gate(ui, request)) is not None:
+            return refused
         card = load_card(ui.home)
         rows = ui.state.contacts() if ui.has_identity() else []
         return ui.render(request, "contacts.html", card=card, contacts=rows)
@@ -132,6 +142,9 @@ def register(app: FastAPI, ui: Ui) -> None:
     def card_qr(request: Request) -> Response:
         import segno
 
+        if (refused := gate(ui, request)) is not None:
+            return refused
+
         card = load_card(ui.home)
         buf = io.BytesIO()
         segno.make(card.text, error="m").save(buf, kind="svg", scale=4, border=2, xmldecl=False)
@@ -139,6 +152,8 @@ def register(app: FastAPI, ui: Ui) -> None:
 
     @app.post("/contacts/add")
     async def contact_add(request: Request) -> Response:
+        if (refused := gate(ui, request)) is not None:
+            return refused
         data = await form(request)
         sess = current(request)
         alias = data.get("alias", "").strip()
@@ -161,6 +176,8 @@ def register(app: FastAPI, ui: Ui) -> None:
 
     @app.post("/contacts/remove")
     async def contact_remove(request: Request) -> Response:
+        if (refused := gate(ui, request)) is not None:
+            return refused
         data = await form(request)
         sess = current(request)
         alias = data.get("alias", "")

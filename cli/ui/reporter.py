@@ -25,7 +25,7 @@ from vault.switch import act, arming_state, closed_unconfirmed, gather_status, s
 
 from ..i18n import _
 from .app import Ui, form, new_job_id, see_other
-from .common import current, error_line
+from .common import current, error_line, gate
 
 def state_word(state: str | None) -> str:
     """A node's state in plain words (the English keys are the protocol's state names)."""
@@ -97,17 +97,12 @@ def case_view(ui: Ui, rec: Any) -> dict[str, Any]:
 
 
 def _require(request: Request) -> Any:
-    """The unlocked identity, or None (the caller sends the person to the unlock page)."""
-    sess = current(request)
-    return sess.identity if sess is not None else None
+    """The unlocked identity (after _gate)."""
+    return current(request).identity
 
 
 def _gate(ui: Ui, request: Request) -> Response | None:
-    if not ui.has_identity():
-        return see_other("/welcome")
-    if _require(request) is None:
-        return see_other("/unlock")
-    return None
+    return gate(ui, request)
 
 
 def _case(ui: Ui, name: str) -> Any:
@@ -336,6 +331,8 @@ def register(app: FastAPI, ui: Ui) -> None:
 
     @app.get("/jobs/{job_id}")
     def job_page(request: Request, job_id: str) -> Response:
+        if (gate := _gate(ui, request)) is not None:
+            return gate
         job = ui.jobs.get(job_id)
         if job is None:
             return see_other("/")
@@ -343,6 +340,8 @@ def register(app: FastAPI, ui: Ui) -> None:
 
     @app.get("/jobs/{job_id}/progress")
     def job_progress(request: Request, job_id: str) -> Response:
+        if _gate(ui, request) is not None:
+            return JSONResponse({"state": "locked"}, status_code=401)
         job = ui.jobs.get(job_id)
         if job is None:
             return JSONResponse({"state": "gone"}, status_code=404)
