@@ -110,6 +110,10 @@ def _case(ui: Ui, name: str) -> Any:
 
 
 def register(app: FastAPI, ui: Ui) -> None:
+    from .wizard import register as register_wizard
+
+    register_wizard(app, ui)  # first: /cases/new before /cases/{name}
+
     @app.get("/")
     def home(request: Request) -> Response:
         if (gate := _gate(ui, request)) is not None:
@@ -349,9 +353,6 @@ def register(app: FastAPI, ui: Ui) -> None:
             {"state": job["state"], "done": job["done"], "total": job["total"]},
         )
 
-    from .wizard import register as register_wizard
-
-    register_wizard(app, ui)
 
 
 def _run_deposit(ui: Ui, job: dict[str, Any], ident: Any, rec: Any, folder: Path) -> None:

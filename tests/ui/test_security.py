@@ -95,7 +95,7 @@ def test_headers_and_no_outside_resources(ui):
         csp = r.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "script-src 'self'" in csp
         assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
-        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["referrer-policy"] == "same-origin"
         assert r.headers["cache-control"] == "no-store"
     for f in [*UI.glob("templates/*.html"), *UI.glob("static/*")]:
         text = f.read_text()

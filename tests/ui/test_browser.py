@@ -1,0 +1,220 @@
+"""The reporter's story in a real headless Chromium (Debian `chromium` + `chromium-driver`,
+driven by Selenium) against real `velador node serve` processes on loopback.
+
+One browser session serves every test of this module (starting Chromium is the slow part);
+each test gets its own `velador ui` server, so its own origin and cookie jar.
+
+Set VELADOR_SCREENSHOTS=docs/screenshots to save the main pages at 360 px and 1280 px wide
+(docs/guide-reporter.es.md shows them); a normal run writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (  # noqa: F401 - fixtures
+    _node_processes,
+    clock,
+    mexico_time,
+    nodes,
+    smtp,
+    v,
+    webhooks,
+)
+from tests.ui.conftest import PW, serve
+
+SHOTS = os.environ.get("VELADOR_SCREENSHOTS")
+OUTLET_PW = "outlet passphrase"
+
+
+@pytest.fixture(scope="module")
+def driver():
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not (os.path.exists(chromium) and os.path.exists(chromedriver)):
+        pytest.fail("the browser tests need the Debian packages chromium and chromium-driver")
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager download anything
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--lang=es-MX"):
+        opts.add_argument(arg)
+    opts.add_argument("--window-size=1280,900")
+    d = webdriver.Chrome(service=Service(chromedriver), options=opts)
+    d.set_page_load_timeout(60)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def wait_for(d, test, what: str, seconds: float = 60) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if test():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; page: {d.current_url}\n{d.page_source}")
+
+
+class Page:
+    """The browser at one `velador ui` server, with the checks every page must pass."""
+
+    def __init__(self, d, srv) -> None:
+        self.d, self.srv, self.urls = d, srv, []
+
+    def go(self, path: str) -> None:
+        self.d.get(self.srv.base + path)
+        self.seen()
+
+    def seen(self) -> None:
+        self.urls.append(self.d.current_url)
+        unlabelled = self.d.execute_script(
+            """return [...document.querySelectorAll('input,select,textarea,button,meter,progress')]
+              .filter(e => e.type !== 'hidden')
+              .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                        && !e.getAttribute('aria-labelledby')
+                        && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+              .map(e => e.outerHTML)"""
+        )
+        assert not unlabelled, unlabelled
+
+    def fill(self, field_id: str, text: str) -> None:
+        el = self.d.find_element("id", field_id)
+        el.clear()
+        el.send_keys(text)
+
+    def submit(self, selector: str) -> None:
+        self.d.find_element("css selector", selector).click()
+        self.seen()
+
+    def text(self) -> str:
+        return self.d.find_element("tag name", "body").text
+
+    def shot(self, name: str) -> None:
+        if not SHOTS:
+            return
+        folder = Path(SHOTS)
+        folder.mkdir(parents=True, exist_ok=True)
+        for width in (360, 1280):
+            self.d.set_window_size(width, 900)
+            height = self.d.execute_script("return document.documentElement.scrollHeight")
+            self.d.set_window_size(width, max(600, min(int(height) + 20, 3000)))
+            self.d.save_screenshot(str(folder / f"{name}-{width}.png"))
+        self.d.set_window_size(1280, 900)
+
+
+def test_reporter_story_in_the_browser(driver, v, nodes, clock, tmp_path, mexico_time):
+    """Create an identity, add partners, create a case, deposit a folder, check in."""
+    outlet = tmp_path / "outlet"
+    v.ok(outlet, "id", "new", "--name", "Diario del Sur", "--role", "outlet", passphrase=OUTLET_PW)
+    outlet_card = v.ok(outlet, "id", "card", passphrase=OUTLET_PW).strip()
+    node_cards = []
+    for i in range(3):
+        node = nodes(f"node-{chr(97 + i)}")
+        node_cards.append(v.ok(outlet, "node", "card", "--data", node.dir, passphrase=None).strip())
+    work = tmp_path / "investigacion"
+    (work / "notas").mkdir(parents=True)
+    (work / "notas" / "fuentes.txt").write_text("entrevista con la fuente A\n" * 200)
+    (work / "contratos.csv").write_bytes(os.urandom(300_000))
+
+    for srv in serve(tmp_path / "reporter", clock):
+        p = Page(driver, srv)
+        started = time.monotonic()
+        driver.get(srv.ui.url())
+        p.seen()
+        assert "/welcome" in driver.current_url
+        assert "Te damos la bienvenida" in p.text()
+        p.fill("name", "Rita Reportera")
+        p.fill("passphrase", PW)
+        wait_for(driver, lambda: "uerte" in p.text(), "the strength meter")
+        p.fill("passphrase2", PW)
+        p.shot("identidad")
+        p.submit("#welcome button[type=submit]")
+        assert "Tu identidad está lista" in p.text()
+
+        for alias, card in [("sur", outlet_card)] + [
+            (f"n{i + 1}", c) for i, c in enumerate(node_cards)
+        ]:
+            p.fill("card", card)
+            p.fill("alias", alias)
+            p.submit("form[action='/contacts/add'] button")
+            assert f"Agregaste a {alias}" in p.text()
+        assert driver.find_element("css selector", ".fingerprint").text.count("-") == 3
+        qr = driver.execute_script(
+            "const i = document.querySelector('img.qr'); return i.complete && i.naturalWidth"
+        )
+        assert qr and qr > 50  # the QR code loaded (from this server, as SVG)
+        p.shot("contactos")
+
+        p.go("/cases/new")
+        p.fill("name", "inv")
+        p.fill("threshold", "2")
+        p.shot("caso-nuevo")
+        p.submit("button[value=review]")
+        assert "Resumen del caso inv" in p.text()
+        assert "2 de ellos deben estar de acuerdo" in p.text()
+        p.shot("caso-resumen")
+        p.submit("button[value=create]")
+        assert "El caso inv está activo en los 3 nodos" in p.text()
+
+        assert "/deposit" in driver.current_url
+        p.fill("path", str(work))
+        p.submit("form[action='/deposit'] button")
+        wait_for(driver, lambda: "Listo: 2 archivos" in p.text(), "the deposit")
+        p.seen()
+        p.shot("deposito")
+
+        p.go("/")
+        assert "Próximo plazo" in p.text()
+        assert "CST" in driver.find_element("css selector", ".deadline").text  # local time
+        p.submit("#checkin")
+        assert "Listo, te reportaste" in p.text()
+        assert "inv: lo recibieron 3 de 3 nodos" in p.text()
+        assert p.text().count("vigilando") == 3
+        p.shot("reportarme")
+        p.go("/cases/inv")
+        assert "Último depósito" in p.text()
+        p.shot("caso")
+
+        # No secret in a URL, in the browser's storage or readable cookies.
+        storage = driver.execute_script(
+            "return [localStorage.length, sessionStorage.length, document.cookie]"
+        )
+        assert storage == [0, 0, ""]
+        assert driver.get_cookies()[0]["httpOnly"] is True
+        assert driver.get_cookies()[0]["sameSite"] == "Strict"
+        for u in p.urls:
+            assert "caballo" not in u and "passphrase" not in u
+        assert not [u for u in p.urls if "token=" in u]  # the token left the address at once
+        log = "\n".join(srv.log.lines)
+        assert "caballo" not in log and "token" not in log
+        print(f"browser story: {time.monotonic() - started:.1f} s")
+
+        # The same check-in from the keyboard only: lock, unlock by typing, tab to the button.
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        p.go("/")
+        driver.find_element("css selector", "form[action='/lock'] button").click()
+        assert "/unlock" in driver.current_url
+        p.shot("desbloquear")
+        active = driver.switch_to.active_element
+        assert active.get_attribute("id") == "passphrase"  # focus is where typing starts
+        active.send_keys(PW + Keys.ENTER)
+        wait_for(driver, lambda: driver.current_url.rstrip("/") == srv.base, "unlocked home")
+        for _ in range(30):
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+            if driver.switch_to.active_element.get_attribute("id") == "checkin":
+                break
+        else:
+            raise AssertionError("the check-in button cannot be reached with Tab")
+        ActionChains(driver).send_keys(Keys.ENTER).perform()
+        wait_for(driver, lambda: "Listo, te reportaste" in p.text(), "keyboard check-in")
