@@ -69,6 +69,7 @@ class Ui:
         self.env.globals.update(
             local_time=timefmt.local_time, relative=timefmt.relative, when=timefmt.when,
             span=timefmt.span,
+            role_word=role_word,
         )
         self._local = threading.local()
         self.jobs: dict[str, Any] = {}
@@ -108,6 +109,16 @@ class Ui:
             **ctx,
         )
         return HTMLResponse(page, status_code=status_code)
+
+
+def role_word(role: str) -> str:
+    """A card's role in the reader's language."""
+    return {
+        "reporter": _("reporter"),
+        "outlet": _("outlet"),
+        "editor": _("editor"),
+        "node": _("escrow node"),
+    }.get(role, role)
 
 
 def see_other(url: str) -> RedirectResponse:

@@ -104,11 +104,13 @@ class Page:
         folder = Path(SHOTS)
         folder.mkdir(parents=True, exist_ok=True)
         for width in (360, 1280):
-            self.d.set_window_size(width, 900)
+            metrics = {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": width < 600}
+            self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
             height = self.d.execute_script("return document.documentElement.scrollHeight")
-            self.d.set_window_size(width, max(600, min(int(height) + 20, 3000)))
+            metrics["height"] = max(640, min(int(height), 4000))
+            self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
             self.d.save_screenshot(str(folder / f"{name}-{width}.png"))
-        self.d.set_window_size(1280, 900)
+        self.d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_reporter_story_in_the_browser(driver, v, nodes, clock, tmp_path, mexico_time):
