@@ -213,10 +213,11 @@ def create_app(config: UiConfig) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    from . import common, reporter
+    from . import common, editor, reporter
 
     common.register(app, ui)
     reporter.register(app, ui)
+    editor.register(app, ui)
     return app
 
 

@@ -119,6 +119,8 @@ def register(app: FastAPI, ui: Ui) -> None:
         if (gate := _gate(ui, request)) is not None:
             return gate
         ident = _require(request)
+        if ident.role == "editor":
+            return see_other("/editor")
         if ident.role != "reporter":
             return see_other("/contacts")
         cases = [case_view(ui, r) for r in ui.state.cases()]

@@ -19,9 +19,12 @@ import pytest
 
 from tests.e2e.conftest import (  # noqa: F401 - fixtures
     _node_processes,
+    armed,
     clock,
     mexico_time,
+    net,
     nodes,
+    people,
     smtp,
     v,
     webhooks,
@@ -220,3 +223,75 @@ def test_reporter_story_in_the_browser(driver, v, nodes, clock, tmp_path, mexico
             raise AssertionError("the check-in button cannot be reached with Tab")
         ActionChains(driver).send_keys(Keys.ENTER).perform()
         wait_for(driver, lambda: "Listo, te reportaste" in p.text(), "keyboard check-in")
+
+
+# --- an editor asks, the reporter objects; duress looks normal -------------------------------
+
+PAGES = ("/", "/cases/inv", "/contacts", "/deposit", "/cases/new")
+REASON = "Detenida en Culiacán desde el martes; su teléfono está apagado"
+
+
+def _pages_after_checkin(home, clock, passphrase: str) -> dict[str, str]:
+    import re
+
+    from tests.ui.conftest import opened
+
+    for srv in serve(home, clock):
+        c = opened(srv)
+        assert c.post("/unlock", data={"passphrase": passphrase}).headers["location"] == "/"
+        r = c.post("/checkin", follow_redirects=True)
+        assert "lo recibieron 3 de 3 nodos" in r.text
+        out = {"/checkin": r.text}
+        c.post("/cases/inv/status")
+        for path in PAGES:
+            out[path] = c.get(path).text
+        return {k: re.sub(r"127\.0\.0\.1:\d+", "HOST", t) for k, t in out.items()}
+    raise AssertionError("unreachable")
+
+
+def test_editor_asks_reporter_objects_duress_looks_normal(driver, armed, v, clock, mexico_time):
+    from tests.e2e.conftest import DURESS, EPW
+    from tests.e2e.conftest import PW as REPORTER_PW
+
+    # Duress behaves as in the CLI: the same check-in, and pages no one can tell apart.
+    normal = _pages_after_checkin(armed.r, clock, REPORTER_PW)
+    duress = _pages_after_checkin(armed.r, clock, DURESS)
+    for path, page in normal.items():
+        assert duress[path] == page, path
+
+    case_card = v.ok(armed.r, "case", "card", "inv").strip()
+    for srv in serve(armed.editors[0], clock):
+        p = Page(driver, srv)
+        driver.get(srv.ui.url())
+        p.seen()
+        driver.switch_to.active_element.send_keys(EPW)
+        p.submit("form[action='/unlock'] button")
+        assert "/editor" in driver.current_url
+        p.fill("req-case", case_card)
+        p.fill("reason", REASON)
+        driver.find_element("css selector", "input[name=confirm]").click()
+        p.shot("editor")
+        p.submit("form[action='/editor/request'] button")
+        assert "Tu solicitud llegó a los 3 nodos" in p.text()
+        assert "1 de 2 editores han pedido" in p.text()
+        storage = driver.execute_script(
+            "return [localStorage.length, sessionStorage.length, document.cookie]"
+        )
+        assert storage == [0, 0, ""]
+        assert not [u for u in p.urls if "Culiac" in u or "reason" in u]
+        assert "Culiac" not in "\n".join(srv.log.lines)
+    v.ok(armed.editors[1], "release", "request", case_card, "--reason", "x", "--yes", passphrase=EPW)
+
+    for srv in serve(armed.r, clock):
+        p = Page(driver, srv)
+        driver.get(srv.ui.url())
+        driver.switch_to.active_element.send_keys(REPORTER_PW)
+        p.submit("form[action='/unlock'] button")
+        p.go("/cases/inv")
+        p.submit("form[action='/cases/inv/status'] button")
+        assert "Tus editores pidieron liberar el caso (2 de 2)" in p.text()
+        p.shot("objetar")
+        p.submit("button[value=object]")
+        assert "Tu objeción llegó a 3 de 3 nodos" in p.text()
+        p.submit("form[action='/cases/inv/status'] button")
+        assert "Tus editores pidieron liberar" not in p.text()
