@@ -30,7 +30,9 @@ def ui_language(explicit: str | None) -> str:
 
 
 @click.command("ui")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Port (default: a free one).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, help="Port (default: a free one)."
+)
 @click.option("--no-browser", is_flag=True, help="Do not open a browser; print the link only.")
 @click.option(
     "--idle",

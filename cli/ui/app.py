@@ -67,7 +67,9 @@ class Ui:
         from .. import timefmt
 
         self.env.globals.update(
-            local_time=timefmt.local_time, relative=timefmt.relative, when=timefmt.when,
+            local_time=timefmt.local_time,
+            relative=timefmt.relative,
+            when=timefmt.when,
             span=timefmt.span,
             role_word=role_word,
         )
@@ -92,7 +94,9 @@ class Ui:
 
     def url(self) -> str:
         """The URL to open, with the one-time token (printed and given to the browser only)."""
-        return f"http://127.0.0.1:{self.config.port}/open?{security.TOKEN_PARAM}={self.sessions.token}"
+        return (
+            f"http://127.0.0.1:{self.config.port}/open?{security.TOKEN_PARAM}={self.sessions.token}"
+        )
 
     def render(
         self, request: Request, name: str, status_code: int = 200, **ctx: Any

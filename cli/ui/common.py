@@ -17,6 +17,7 @@ from .. import i18n
 from ..i18n import _
 from .app import Ui, form, see_other
 
+
 def strength_label(n: int) -> str:
     labels = [_("Very weak"), _("Weak"), _("Fair"), _("Strong"), _("Very strong")]
     return labels[max(0, min(4, n))]

@@ -114,7 +114,7 @@ def register(app: FastAPI, ui: Ui) -> None:
         except VeladorError as exc:
             sess.notice("error", error_line(exc))
             return see_other("/editor")
-        del reason  # sent, signed, to the nodes; kept nowhere here
+        # The reason was sent, signed, to the nodes; nothing here keeps it (no log, no session).
         asked = [_Asked.of(c, a.error, a.body) for c, a in zip(ref.nodes, answers, strict=True)]
         holding = [a for a in asked if a.outcome != "does not hold the case"]
         accepted = [a for a in holding if a.outcome == "accepted"]

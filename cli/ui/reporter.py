@@ -21,11 +21,12 @@ from vault.deposit import deposit
 from vault.durations import parse_when
 from vault.errors import NotFoundError, VeladorError
 from vault.released import known_release
-from vault.switch import act, arming_state, closed_unconfirmed, gather_status, switch_cases
+from vault.switch import act, arming_state, gather_status, switch_cases
 
 from ..i18n import _
 from .app import Ui, form, new_job_id, see_other
 from .common import current, error_line, gate
+
 
 def state_word(state: str | None) -> str:
     """A node's state in plain words (the English keys are the protocol's state names)."""
@@ -260,7 +261,8 @@ def register(app: FastAPI, ui: Ui) -> None:
             "resume": _("Resumed at %(ok)d of %(total)d nodes."),
             "object": _("Your objection reached %(ok)d of %(total)d nodes."),
         }[action]
-        sess.notice("ok" if ok == len(results) else "error", text % {"ok": ok, "total": len(results)})
+        kind = "ok" if ok == len(results) else "error"
+        sess.notice(kind, text % {"ok": ok, "total": len(results)})
         return see_other(f"/cases/{name}")
 
     @app.post("/cases/{name}/audit")
@@ -354,7 +356,6 @@ def register(app: FastAPI, ui: Ui) -> None:
         return JSONResponse(
             {"state": job["state"], "done": job["done"], "total": job["total"]},
         )
-
 
 
 def _run_deposit(ui: Ui, job: dict[str, Any], ident: Any, rec: Any, folder: Path) -> None:

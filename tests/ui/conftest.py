@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +17,18 @@ import httpx
 import pytest
 
 from cli import i18n
+from tests.e2e.conftest import (  # noqa: F401 - the real nodes and people of tests/e2e
+    _node_processes,
+    armed,
+    clock,
+    mexico_time,
+    net,
+    nodes,
+    people,
+    smtp,
+    v,
+    webhooks,
+)
 from vault.clock import FakeClock
 
 PW = "caballo bateria grapa correcta luna"
@@ -31,7 +44,7 @@ class LogCapture(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def serve(home: Path, clock: Any, lang: str = "es", **kw: Any) -> Iterator[SimpleNamespace]:
+def serve(home: Path, time_source: Any, lang: str = "es", **kw: Any) -> Iterator[SimpleNamespace]:
     import uvicorn
 
     from cli.ui.app import UiConfig, create_app
@@ -40,7 +53,7 @@ def serve(home: Path, clock: Any, lang: str = "es", **kw: Any) -> Iterator[Simpl
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(UiConfig(home=home, port=port, clock=clock, **kw))
+    app = create_app(UiConfig(home=home, port=port, clock=time_source, **kw))
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     )
@@ -64,7 +77,7 @@ def serve(home: Path, clock: Any, lang: str = "es", **kw: Any) -> Iterator[Simpl
             base=base,
             origin=base,
             log=capture,
-            clock=clock,
+            clock=time_source,
             clients=clients,
         )
     finally:
@@ -76,6 +89,10 @@ def serve(home: Path, clock: Any, lang: str = "es", **kw: Any) -> Iterator[Simpl
         for name in ("velador.ui", "uvicorn", "uvicorn.error", "uvicorn.access"):
             logging.getLogger(name).removeHandler(capture)
         i18n.setup("en")
+
+
+serving = contextmanager(serve)
+"""`with serving(home, clock) as srv:` the app on a loopback port for the block."""
 
 
 @pytest.fixture

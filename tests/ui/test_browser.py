@@ -17,19 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import (  # noqa: F401 - fixtures
-    _node_processes,
-    armed,
-    clock,
-    mexico_time,
-    net,
-    nodes,
-    people,
-    smtp,
-    v,
-    webhooks,
-)
-from tests.ui.conftest import PW, serve
+from tests.ui.conftest import PW, serving
 
 SHOTS = os.environ.get("VELADOR_SCREENSHOTS")
 OUTLET_PW = "outlet passphrase"
@@ -130,7 +118,7 @@ def test_reporter_story_in_the_browser(driver, v, nodes, clock, tmp_path, mexico
     (work / "notas" / "fuentes.txt").write_text("entrevista con la fuente A\n" * 200)
     (work / "contratos.csv").write_bytes(os.urandom(300_000))
 
-    for srv in serve(tmp_path / "reporter", clock):
+    with serving(tmp_path / "reporter", clock) as srv:
         p = Page(driver, srv)
         started = time.monotonic()
         driver.get(srv.ui.url())
@@ -236,7 +224,7 @@ def _pages_after_checkin(home, clock, passphrase: str) -> dict[str, str]:
 
     from tests.ui.conftest import opened
 
-    for srv in serve(home, clock):
+    with serving(home, clock) as srv:
         c = opened(srv)
         assert c.post("/unlock", data={"passphrase": passphrase}).headers["location"] == "/"
         r = c.post("/checkin", follow_redirects=True)
@@ -245,8 +233,7 @@ def _pages_after_checkin(home, clock, passphrase: str) -> dict[str, str]:
         c.post("/cases/inv/status")
         for path in PAGES:
             out[path] = c.get(path).text
-        return {k: re.sub(r"127\.0\.0\.1:\d+", "HOST", t) for k, t in out.items()}
-    raise AssertionError("unreachable")
+    return {k: re.sub(r"127\.0\.0\.1:\d+", "HOST", t) for k, t in out.items()}
 
 
 def test_editor_asks_reporter_objects_duress_looks_normal(driver, armed, v, clock, mexico_time):
@@ -260,7 +247,7 @@ def test_editor_asks_reporter_objects_duress_looks_normal(driver, armed, v, cloc
         assert duress[path] == page, path
 
     case_card = v.ok(armed.r, "case", "card", "inv").strip()
-    for srv in serve(armed.editors[0], clock):
+    with serving(armed.editors[0], clock) as srv:
         p = Page(driver, srv)
         driver.get(srv.ui.url())
         p.seen()
@@ -280,9 +267,10 @@ def test_editor_asks_reporter_objects_duress_looks_normal(driver, armed, v, cloc
         assert storage == [0, 0, ""]
         assert not [u for u in p.urls if "Culiac" in u or "reason" in u]
         assert "Culiac" not in "\n".join(srv.log.lines)
-    v.ok(armed.editors[1], "release", "request", case_card, "--reason", "x", "--yes", passphrase=EPW)
+    editor2 = armed.editors[1]
+    v.ok(editor2, "release", "request", case_card, "--reason", "x", "--yes", passphrase=EPW)
 
-    for srv in serve(armed.r, clock):
+    with serving(armed.r, clock) as srv:
         p = Page(driver, srv)
         driver.get(srv.ui.url())
         driver.switch_to.active_element.send_keys(REPORTER_PW)
