@@ -91,6 +91,7 @@ def case_view(ui: Ui, rec: Any) -> dict[str, Any]:
         "nodes": nodes,
         "next_deadline": min(live) if live else None,
         "paused": any(n["state"] == "PAUSED" for n in nodes),
+        "pending": any(n["state"] == "EDITOR_PENDING" for n in nodes),
         "switch": sw,
         "snapshot": state.last_snapshot(rec.case_id),
         "threshold": rec.policy.spec.groups[0][0] if len(rec.policy.spec.groups) == 1 else None,
@@ -261,6 +262,7 @@ def register(app: FastAPI, ui: Ui) -> None:
             "resume": _("Resumed at %(ok)d of %(total)d nodes."),
             "object": _("Your objection reached %(ok)d of %(total)d nodes."),
         }[action]
+        sess.data.pop(f"status:{rec.case_id}", None)  # the nodes' answers changed: ask again
         kind = "ok" if ok == len(results) else "error"
         sess.notice(kind, text % {"ok": ok, "total": len(results)})
         return see_other(f"/cases/{name}")
