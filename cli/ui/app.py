@@ -217,11 +217,12 @@ def create_app(config: UiConfig) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    from . import common, editor, reporter
+    from . import common, editor, outlet, reporter
 
     common.register(app, ui)
     reporter.register(app, ui)
     editor.register(app, ui)
+    outlet.register(app, ui)
     return app
 
 

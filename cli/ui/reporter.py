@@ -21,7 +21,7 @@ from vault.deposit import deposit
 from vault.durations import parse_when
 from vault.errors import NotFoundError, VeladorError
 from vault.released import known_release
-from vault.switch import act, arming_state, gather_status, switch_cases
+from vault.switch import act, arming_state, gather_status, make_case_card, switch_cases
 
 from ..i18n import _
 from .app import Ui, form, new_job_id, see_other
@@ -94,6 +94,7 @@ def case_view(ui: Ui, rec: Any) -> dict[str, Any]:
         "pending": any(n["state"] == "EDITOR_PENDING" for n in nodes),
         "switch": sw,
         "snapshot": state.last_snapshot(rec.case_id),
+        "card": make_case_card(rec.policy) if rec.policy.nodes else None,
         "threshold": rec.policy.spec.groups[0][0] if len(rec.policy.spec.groups) == 1 else None,
     }
 
@@ -123,6 +124,8 @@ def register(app: FastAPI, ui: Ui) -> None:
         ident = _require(request)
         if ident.role == "editor":
             return see_other("/editor")
+        if ident.role == "outlet":
+            return see_other("/outlet")
         if ident.role != "reporter":
             return see_other("/contacts")
         cases = [case_view(ui, r) for r in ui.state.cases()]

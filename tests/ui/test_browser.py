@@ -83,11 +83,20 @@ class Page:
         el.send_keys(text)
 
     def submit(self, selector: str) -> None:
+        """Click a form's button and wait for the next page (every form posts and redirects)."""
+        self.d.execute_script("window.__veladorOld = 1")
         self.d.find_element("css selector", selector).click()
+        wait_for(
+            self.d,
+            lambda: self.d.execute_script(
+                "return !window.__veladorOld && document.readyState === 'complete'"
+            ),
+            f"the page after {selector}",
+        )
         self.seen()
 
     def text(self) -> str:
-        return self.d.find_element("tag name", "body").text
+        return self.d.execute_script("return document.body ? document.body.innerText : ''")
 
     def shot(self, name: str) -> None:
         if not SHOTS:
@@ -109,10 +118,12 @@ def test_reporter_story_in_the_browser(driver, v, nodes, clock, tmp_path, mexico
     outlet = tmp_path / "outlet"
     v.ok(outlet, "id", "new", "--name", "Diario del Sur", "--role", "outlet", passphrase=OUTLET_PW)
     outlet_card = v.ok(outlet, "id", "card", passphrase=OUTLET_PW).strip()
-    node_cards = []
+    node_cards, running = [], []
     for i in range(3):
         node = nodes(f"node-{chr(97 + i)}")
+        running.append(node)
         node_cards.append(v.ok(outlet, "node", "card", "--data", node.dir, passphrase=None).strip())
+        v.ok(outlet, "contact", "add", node_cards[-1], "--alias", f"nodo{i + 1}", passphrase=None)
     work = tmp_path / "investigacion"
     (work / "notas").mkdir(parents=True)
     (work / "notas" / "fuentes.txt").write_text("entrevista con la fuente A\n" * 200)
@@ -211,6 +222,34 @@ def test_reporter_story_in_the_browser(driver, v, nodes, clock, tmp_path, mexico
             raise AssertionError("the check-in button cannot be reached with Tab")
         ActionChains(driver).send_keys(Keys.ENTER).perform()
         wait_for(driver, lambda: "Listo, te reportaste" in p.text(), "keyboard check-in")
+        p.go("/cases/inv")
+        case_card = driver.find_element("id", "casecard").get_attribute("value").strip()
+        case_id = srv.ui.state.case("inv").case_id
+
+    # Silence: after the deadline and the grace period the nodes release; the outlet recovers
+    # byte-identical files in the browser.
+    clock.advance(3 * 86400 + 86400 + 1)
+    for node in running:
+        node.wait_state(case_id, "RELEASED")
+    with serving(outlet, clock) as srv:
+        p = Page(driver, srv)
+        driver.get(srv.ui.url())
+        driver.switch_to.active_element.send_keys(OUTLET_PW)
+        p.submit("form[action='/unlock'] button")
+        assert "/outlet" in driver.current_url
+        p.submit("form[action='/outlet/inbox'] button")
+        assert driver.find_elements("css selector", ".events li.bad")  # the release, in red
+        p.fill("case", case_card)
+        p.fill("out", str(tmp_path / "recuperado"))
+        p.shot("buzon")
+        p.submit("form[action='/outlet/recover'] button")
+        wait_for(driver, lambda: "Recuperaste 2 archivos" in p.text(), "the recovery")
+        assert "Firmado por Rita Reportera" in p.text()
+        p.seen()
+        p.shot("recuperado")
+    got = tmp_path / "recuperado" / "investigacion"
+    for f in ("notas/fuentes.txt", "contratos.csv"):
+        assert (got / f).read_bytes() == (work / f).read_bytes(), f
 
 
 # --- an editor asks, the reporter objects; duress looks normal -------------------------------
