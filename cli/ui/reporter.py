@@ -200,6 +200,7 @@ def register(app: FastAPI, ui: Ui) -> None:
             request,
             "case.html",
             case=case_view(ui, rec),
+            case_actions=ui.case_actions,
             status=current(request).data.get(f"status:{rec.case_id}"),
             audit=current(request).data.get(f"audit:{rec.case_id}"),
         )

@@ -117,3 +117,13 @@ def test_no_secret_in_urls_or_log(ui):
         assert secret not in log and secret not in token_log
         assert not any(secret in u for u in urls)
     assert "token=" not in log and "?" not in log
+
+
+def test_english_too(ui):
+    # Spanish first; the button at the top switches every page to English (same catalogs).
+    c = opened(ui)
+    assert "Te damos la bienvenida" in c.get("/welcome").text
+    r = c.post("/lang", data={"lang": "en", "back": "/welcome"}, follow_redirects=True)
+    assert "Welcome to Velador" in r.text and 'lang="en"' in r.text
+    r = c.post("/lang", data={"lang": "es", "back": "//evil.example/"})
+    assert r.headers["location"] == "/"  # never a redirect off this server
