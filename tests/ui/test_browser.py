@@ -322,3 +322,11 @@ def test_editor_asks_reporter_objects_duress_looks_normal(driver, armed, v, cloc
         assert "Tu objeción llegó a 3 de 3 nodos" in p.text()
         p.submit("form[action='/cases/inv/status'] button")
         assert "Tus editores pidieron liberar" not in p.text()
+        # Pause, resume and audit: the CLI's calls, one click each.
+        p.fill("until", "3d")
+        p.submit("button[value=pause]")
+        assert "En pausa en 3 de 3 nodos" in p.text()
+        p.submit("button[value=resume]")
+        assert "Reanudado en 3 de 3 nodos" in p.text()
+        p.submit("form[action='/cases/inv/audit'] button")
+        assert "No: tus destinatarios no podrían recuperar todo" in p.text()  # nothing deposited
