@@ -43,6 +43,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "notify": ("notify_cmds", "notify_cmd"),
     "node": ("node_cmds", "node"),
     "drill": ("drill_cmds", "drill"),
+    "ui": ("ui", "ui_cmd"),
 }
 """Subcommand name -> (module of this package, attribute): a command, or a function making one."""
 

@@ -37,6 +37,16 @@ def _source_messages() -> dict[str, str]:
             mid = message[0] if isinstance(message, tuple) else message
             if mid:
                 out.setdefault(mid, f"{folder}/{filename}:{lineno}")
+    # The browser app's pages (babel.cfg: jinja2 with the i18n extension).
+    templates = REPO / "cli" / "ui" / "templates"
+    for filename, lineno, message, _comments, _ctx in extract_from_dir(
+        templates,
+        method_map=[("**.html", "jinja2")],
+        options_map={"**.html": {"extensions": "jinja2.ext.i18n"}},
+    ):
+        mid = message[0] if isinstance(message, tuple) else message
+        if mid:
+            out.setdefault(mid, f"cli/ui/templates/{filename}:{lineno}")
     return out
 
 
@@ -49,6 +59,7 @@ def _catalog() -> dict[str, object]:
 def test_every_marked_message_has_a_spanish_translation():
     source = _source_messages()
     assert len(source) >= 30  # the scan found the marked messages (guards an empty pass)
+    assert any("cli/ui/templates/" in where for where in source.values())  # and the pages
     cat = _catalog()
     missing = []
     for mid, where in sorted(source.items(), key=lambda kv: kv[1]):
