@@ -57,6 +57,9 @@ def ui_cmd(ctx: Ctx, port: int, no_browser: bool, idle: int, lang: str | None) -
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
+    # Listen before the link is printed or the browser opened: a connection that arrives while
+    # uvicorn starts waits in the backlog instead of being refused.
+    sock.listen(64)
     port = sock.getsockname()[1]
     config = UiConfig(
         home=ctx.home, port=port, clock=ctx.clock, idle=idle, s3_endpoint=ctx.s3_endpoint
