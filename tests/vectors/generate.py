@@ -30,6 +30,7 @@ import argparse
 import base64
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import sys
@@ -836,7 +837,7 @@ def manifest_vectors(policy: Policy) -> list[Vector]:
                 )
             ),
         ),
-        vec("unknown-version", "format error", "body v = 2, correctly signed", variant(v=2)),
+        vec("unknown-version", "format error", "body v = 3, correctly signed", variant(v=3)),
         vec(
             "unknown-chunker",
             "format error",
@@ -919,12 +920,70 @@ def manifest_vectors(policy: Policy) -> list[Vector]:
             signed(m.body(), FORGER.sign),
         )
     )
+    out += manifest_v2_vectors(m, common, signed, vec)
     assert m.body()["chunker"] == {
         "alg": CHUNKER_NAME,
         "seed": CHUNKER_SEED,
         "hash": OBJECT_ID_HASH,
     }
     return out
+
+
+def manifest_v2_vectors(m: Manifest, common: dict[str, str], signed: Any, vec: Any) -> list[Vector]:
+    """Manifest version 2: chunk references may carry the flag "zstd" (format.md §6.4)."""
+    ledger_2 = m.entries[1].chunks[1][0]
+    m2 = dataclasses.replace(m, zstd=frozenset({ledger_2}))
+    body = m2.body()
+    assert body["v"] == 2 and body["entries"][1]["chunks"][1][2] == "zstd"
+
+    def edited(edit: Any) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        edit(out)
+        return out
+
+    def v1_label(b: dict[str, Any]) -> bytes:
+        sig = REPORTER.sign.sign(b"velador/v1/snapshot\n" + canonical_json(b)).signature
+        doc = {"kind": "snapshot", "body": b, "signer": b64e(REPORTER.card.sign_pk)}
+        return json.dumps(dict(doc, sig=b64e(sig)), indent=1, ensure_ascii=False).encode()
+
+    def dup(b: dict[str, Any]) -> None:
+        b["entries"][2]["chunks"] = [[ledger_2, 45]]  # notas.txt names the ledger's chunk, raw
+
+    return [
+        vec(
+            "v2-valid",
+            "success",
+            "version 2: the second chunk of contabilidad.bin is stored as a zstd frame",
+            body,
+        ),
+        vec(
+            "v2-unknown-flag",
+            "format error",
+            "version 2 with a chunk flag other than zstd",
+            edited(lambda b: b["entries"][1]["chunks"][1].__setitem__(2, "lz4")),
+        ),
+        vec(
+            "v2-flags-disagree",
+            "format error",
+            "version 2 naming one object both compressed and as it is",
+            edited(dup),
+        ),
+        vec(
+            "v1-with-flag",
+            "format error",
+            "version 1 with a zstd flag: version 1 chunk references have two members",
+            edited(lambda b: b.__setitem__("v", 1)),
+        ),
+        (
+            "manifest/v2-signed-with-v1-label",
+            {
+                "expect": "authentication error",
+                "comment": "a version 2 body signed under the version 1 label",
+                **common,
+            },
+            v1_label(body),
+        ),
+    ]
 
 
 def all_vectors() -> list[Vector]:
