@@ -418,6 +418,24 @@ def deposit(
     return result
 
 
+def remember_forms(state: LocalState, case_id: str, oids: set[str]) -> None:
+    """Before objects are forgotten from the index (vault.verify.forget_missing), keep their
+    stored sizes in the case's `extra["forms"]`: if every copy of one is lost and a deposit makes
+    it again, it must get the form the manifests naming it give (format.md §6.3)."""
+    if not oids:
+        return
+    rows = state.db.execute(
+        "SELECT oid, csize FROM objects WHERE case_id = ? AND oid IN "
+        "(SELECT value FROM json_each(?))",
+        [case_id, json.dumps(sorted(oids))],
+    ).fetchall()
+    known = {oid: int(csize) for oid, csize in rows if csize}
+    if known:
+        case = state.db.execute("SELECT extra FROM cases WHERE case_id = ?", [case_id]).fetchone()
+        forms = json.loads(case[0] or "{}").get("forms", {}) if case else {}
+        state.set_case_extra(case_id, "forms", {**forms, **known})
+
+
 def _packed_objects(state: LocalState, case_id: str, entries: list[Entry]) -> frozenset[str]:
     """The chunks of `entries` stored compressed (format.md §6.3, §6.4), read back from the
     sizes the index records: every chunk a manifest names is in the index by now (§6.6), and

@@ -10,6 +10,7 @@ cannot substitute one valid object for another.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sqlite3
 import threading
@@ -88,19 +89,23 @@ def open_chunk(
 _ZSTD = threading.local()
 
 
-def pack_chunk(data: bytes | memoryview) -> tuple[bytes | memoryview, bool]:
+def pack_chunk(
+    data: bytes | memoryview, want: bool | None = None
+) -> tuple[bytes | memoryview, bool]:
     """The bytes to encrypt for a chunk, and whether they are a zstd frame (format.md §6.3).
 
     Compressed only when that saves at least ZSTD_MIN_SAVING bytes: media and other compressed
     data are stored as they are, and a store cannot tell the two forms apart by guessing.
+    `want` forces the form of an object made again after every copy was lost: the manifests
+    that already name it say which form it has (vault.deposit.remember_forms).
     """
-    if len(data) <= ZSTD_MIN_SAVING:
+    if want is False or (want is None and len(data) <= ZSTD_MIN_SAVING):
         return data, False
     cctx = getattr(_ZSTD, "cctx", None)
     if cctx is None:
         cctx = _ZSTD.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
     packed = cctx.compress(data)
-    if len(packed) <= len(data) - ZSTD_MIN_SAVING:
+    if want or len(packed) <= len(data) - ZSTD_MIN_SAVING:
         return packed, True
     return data, False
 
@@ -224,7 +229,10 @@ def init_deposit_worker(
     _W.clear()
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=10000")
+    row = db.execute("SELECT extra FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+    forms = json.loads(row[0] or "{}").get("forms", {}) if row else {}
     _W.update(
+        forms=forms if isinstance(forms, dict) else {},
         case_id=case_id,
         key=chunk_key,
         recipient=x25519.Recipient.from_str(recipient),
@@ -290,7 +298,9 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
     # Replicas must hold identical bytes: copy an existing ciphertext rather than re-encrypting.
     holder = next((s for s, p in zip(stores, present, strict=True) if p), None)
     missing = [(i, s) for i, (s, p) in enumerate(zip(stores, present, strict=True)) if not p]
-    payload, packed = pack_chunk(data) if holder is None else (data, False)
+    old_size = _W["forms"].get(oid)  # made again after every copy was lost: keep its form
+    want = stored_packed(old_size, length) if isinstance(old_size, int) else None
+    payload, packed = pack_chunk(data, want) if holder is None else (data, False)
     del data
     if holder is None and all(hasattr(s, "open_stage") for _, s in missing):
         csize, chash, tokens = _encrypt_to_stages(payload, key, missing)

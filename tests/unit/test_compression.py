@@ -20,6 +20,7 @@ from vault import identity, shares
 from vault import objects as O
 from vault import recover as R
 from vault import state as S
+from vault import verify as V
 from vault.clock import FakeClock
 from vault.errors import StoreError
 from vault.stores import open_store
@@ -129,7 +130,7 @@ def test_objects_stored_before_compression_keep_their_form(setup, monkeypatch):
     src.mkdir()
     old = text(2 * MIB, 3)
     (src / "old.csv").write_bytes(old)
-    monkeypatch.setattr(O, "pack_chunk", lambda data: (data, False))
+    monkeypatch.setattr(O, "pack_chunk", lambda data, want=None: (data, False))
     D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=1)
     monkeypatch.undo()
     (m1,) = chain(setup)
@@ -229,3 +230,32 @@ def test_the_size_rule_separates_the_two_forms():
         assert O.stored_packed(len(obj), n) == packed
         raw = O.encrypt(data, "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p")
         assert len(raw) >= O.raw_object_min(n) and not O.stored_packed(len(raw), n)
+
+
+def test_an_object_made_again_keeps_the_form_older_manifests_give(setup, monkeypatch):
+    # Given a compressible file deposited by a writer without compression (manifest version 1)
+    src = setup.tmp / "inv"
+    src.mkdir()
+    data = text(MIB, 11)
+    (src / "a.csv").write_bytes(data)
+    monkeypatch.setattr(O, "pack_chunk", lambda data, want=None: (data, False))
+    D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=1)
+    monkeypatch.undo()
+    (first,) = chain(setup)
+    oids = {oid for e in first.entries for oid, _ in e.chunks}
+    # When every copy of its objects is lost, `verify` forgets them, and a deposit makes them again
+    for url in setup.policy.stores:
+        for oid in oids:
+            open_store(url).delete(O.object_key(setup.policy.case_id, oid))
+    report = V.verify_case(setup.st, setup.st.case("caso"))
+    assert len(report.missing) == 2 * len(oids)
+    (src / "b.txt").write_bytes(b"otro\n")
+    D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=1)
+    # Then they are stored as they were (uncompressed), so the first snapshot still reads
+    _, second = chain(setup)
+    assert not oids & second.zstd
+    sids = sorted(p.name for p in (setup.tmp / "s1" / setup.policy.case_id / "snapshots").iterdir())
+    for sid in sids:
+        out = setup.tmp / f"out-{sid[:8]}"
+        R.restore(setup.policy, [setup.key], list(setup.policy.stores), out, snapshot=sid)
+        assert (out / "inv/a.csv").read_bytes() == data
