@@ -52,6 +52,7 @@ from vault.objects import object_id
 from vault.policy import Holder, Policy, Switch, sign_policy
 from vault.shares import ShareSpec, age_identity_str, age_recipient_str, split
 from vault.signing import sign_document
+from vault.switch import CASE_CARD_PREFIX, make_case_card
 
 HERE = Path(__file__).resolve().parent
 SEED = b"velador test vectors v1"
@@ -986,6 +987,86 @@ def manifest_v2_vectors(m: Manifest, common: dict[str, str], signed: Any, vec: A
     ]
 
 
+def case_card_vectors(policy: Policy) -> list[Vector]:
+    """Case cards (format.md §9.5): unsigned pointers to a policy by its hash."""
+    good = make_case_card(policy)
+    assert good.startswith(CASE_CARD_PREFIX)
+    body = json.loads(_unb64(good[len(CASE_CARD_PREFIX) :]))
+    common = {"kind": "case", "case-id": CASE_ID, "policy-hash": policy.hash}
+
+    def card(b: dict[str, Any]) -> bytes:
+        return (CASE_CARD_PREFIX + b64e(canonical_json(b))).encode()
+
+    def vec(name: str, expect: str, comment: str, text: bytes) -> Vector:
+        return (f"case/{name}", {"expect": expect, "comment": comment, **common}, text)
+
+    def edited(**fields: Any) -> bytes:
+        return card(dict(body, **fields))
+
+    unpadded = good[len(CASE_CARD_PREFIX) :]
+    dup = canonical_json(body).replace(b'{"case_id":', b'{"case_id":"0000000000","case_id":', 1)
+    extra = dict(body, note="x")
+    return [
+        vec(
+            "valid",
+            "success",
+            "the card 'velador case card' prints for the vectors' policy",
+            good.encode(),
+        ),
+        vec(
+            "valid-surrounding-space",
+            "success",
+            "spaces and a line break around the card, as pasted from a message, are ignored",
+            b"  " + good.encode() + b" \r",
+        ),
+        vec(
+            "contact-card-prefix",
+            "format error",
+            "the body of a case card behind the contact card prefix",
+            ("velador:card:v1:" + unpadded).encode(),
+        ),
+        vec(
+            "padded-base64",
+            "format error",
+            "base64url with = padding",
+            (good + "=" * (-len(unpadded) % 4 or 4)).encode(),
+        ),
+        vec("unknown-version", "format error", "body v = 2", edited(v=2)),
+        vec("unknown-field", "format error", "a member version 1 does not define", card(extra)),
+        vec(
+            "duplicate-member",
+            "format error",
+            "the body names 'case_id' twice",
+            (CASE_CARD_PREFIX + b64e(dup)).encode(),
+        ),
+        vec(
+            "policy-hash-uppercase",
+            "format error",
+            "a policy hash in upper-case hex",
+            edited(policy_hash=policy.hash.upper()),
+        ),
+        vec(
+            "case-id-uppercase",
+            "format error",
+            "a case id with capitals",
+            edited(case_id=CASE_ID.upper()),
+        ),
+        vec("no-nodes", "format error", "a card without escrow nodes", edited(nodes=[])),
+        vec(
+            "node-not-a-node",
+            "format error",
+            "a reporter's contact card where a node card belongs",
+            edited(nodes=[REPORTER.card.text]),
+        ),
+        vec(
+            "store-too-long",
+            "format error",
+            "a store URL of 2048 characters (limit 2047)",
+            edited(stores=["file:///" + "a" * 2040]),
+        ),
+    ]
+
+
 def all_vectors() -> list[Vector]:
     policy = make_policy()
     with deterministic("case-split"):
@@ -996,6 +1077,7 @@ def all_vectors() -> list[Vector]:
         + envelope_vectors(policy, mnemonics)
         + share_vectors(mnemonics)
         + manifest_vectors(policy)
+        + case_card_vectors(policy)
     )
 
 
