@@ -136,7 +136,8 @@ def unpack_chunk(payload: bytes, length: int) -> bytes | None:
     try:
         if zstandard.frame_content_size(payload) != length:
             return None
-        dobj = zstandard.ZstdDecompressor().decompressobj()
+        # A window never needs to exceed the chunk (at most CHUNK_MAX, 4 MiB): refuse more.
+        dobj = zstandard.ZstdDecompressor(max_window_size=1 << 23).decompressobj()
         out = dobj.decompress(payload)
     except zstandard.ZstdError:
         return None
