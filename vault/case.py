@@ -17,7 +17,7 @@ from .cards import Card
 from .clock import Clock
 from .encoding import parse_json, require
 from .envelope import check_envelope, make_envelopes
-from .errors import FormatError, NotFoundError, PolicyError, StoreError, VeladorError
+from .errors import N_, FormatError, NotFoundError, PolicyError, StoreError, VeladorError
 from .fsutil import atomic_write
 from .identity import Identity
 from .policy import Holder, Policy, Switch, parse_policy, sign_policy
@@ -185,8 +185,16 @@ def read_share_dir(folder: Path, expected_reporter: bytes | None = None) -> Shar
                 raise FormatError("not a velador share file")
             policy = parse_policy(doc.get("policy"), expected_reporter)
             envs = require(doc, "envelopes", list, "share file")
+            # format.md §5.3: the file's own case_id and holder agree with what it carries.
+            if require(doc, "case_id", str, "share file") != policy.case_id:
+                raise FormatError(N_("the share file names another case than its policy"))
+            holder = require(doc, "holder", str, "share file")
+            if holder not in {h.id for h in policy.holders}:
+                raise FormatError(N_("the share file names a holder its policy does not list"))
             for env in envs:
                 check_envelope(env, policy)
+                if env["body"]["holder"] != holder:
+                    raise FormatError(N_("the share file holds an envelope of another holder"))
             entry = by_policy.setdefault(policy.hash, (policy, []))
             entry[1].extend((path.name, env) for env in envs)
         except Exception as exc:
@@ -198,8 +206,14 @@ def read_share_dir(folder: Path, expected_reporter: bytes | None = None) -> Shar
             + (f" ({'; '.join(rejected[:3])})" if rejected else ""),
             hint=f"share files end in {SHARE_SUFFIX}",
         )
-    # Several versions of a case (after a rotation) may sit side by side: use the most common.
-    policy, envs = max(by_policy.values(), key=lambda v: len(v[1]))
+    # Several versions of a case (after a rotation) may sit side by side: use the most common;
+    # among equals the newest (not replaced by another one present, then the latest `created`,
+    # then the greatest hash), never whichever file name sorts first (format.md §5.3).
+    replaced = {p.replaces for p, _ in by_policy.values()}
+    policy, envs = max(
+        by_policy.values(),
+        key=lambda v: (len(v[1]), v[0].hash not in replaced, v[0].created, v[0].hash),
+    )
     for other, oenvs in by_policy.values():
         if other.hash != policy.hash:
             rejected.extend(f"{n}: belongs to another version of the case" for n, _ in oenvs)

@@ -36,6 +36,7 @@ from .objects import (
     object_key,
     snapshot_key,
     store_chunk,
+    stored_packed,
 )
 from .parallel import Pool, default_jobs
 from .state import CaseRecord, LocalState, open_db, open_sealed
@@ -373,6 +374,7 @@ def deposit(
         entries=tuple(entries),
         instructions=text,
         roots=tuple(roots),
+        zstd=_packed_objects(state, policy.case_id, entries),
     )
     body = manifest.body()
     # Run the recipient's own checks before sealing: a snapshot recovery would refuse (two names
@@ -414,6 +416,39 @@ def deposit(
     _save_cache(state, cache_rows)
     result.snapshot_id, result.seq = snap_id, manifest.seq
     return result
+
+
+def remember_forms(state: LocalState, case_id: str, oids: set[str]) -> None:
+    """Before objects are forgotten from the index (vault.verify.forget_missing), keep their
+    stored sizes in the case's `extra["forms"]`: if every copy of one is lost and a deposit makes
+    it again, it must get the form the manifests naming it give (format.md §6.3)."""
+    if not oids:
+        return
+    rows = state.db.execute(
+        "SELECT oid, csize FROM objects WHERE case_id = ? AND oid IN "
+        "(SELECT value FROM json_each(?))",
+        [case_id, json.dumps(sorted(oids))],
+    ).fetchall()
+    known = {oid: int(csize) for oid, csize in rows if csize}
+    if known:
+        case = state.db.execute("SELECT extra FROM cases WHERE case_id = ?", [case_id]).fetchone()
+        forms = json.loads(case[0] or "{}").get("forms", {}) if case else {}
+        state.set_case_extra(case_id, "forms", {**forms, **known})
+
+
+def _packed_objects(state: LocalState, case_id: str, entries: list[Entry]) -> frozenset[str]:
+    """The chunks of `entries` stored compressed (format.md §6.3, §6.4), read back from the
+    sizes the index records: every chunk a manifest names is in the index by now (§6.6), and
+    its stored size tells its form (`objects.stored_packed`), whichever run stored it."""
+    lengths = {oid: n for e in entries for oid, n in e.chunks}
+    if not lengths:
+        return frozenset()
+    rows = state.db.execute(
+        "SELECT oid, csize FROM objects WHERE case_id = ? AND oid IN "
+        "(SELECT value FROM json_each(?))",
+        [case_id, json.dumps(sorted(lengths))],
+    ).fetchall()
+    return frozenset(oid for oid, csize in rows if stored_packed(int(csize or 0), lengths[oid]))
 
 
 def _file_entry(item: _FileItem, chunks: list[tuple[str, int]]) -> Entry:

@@ -31,7 +31,7 @@ from .constants import (
     OBJECT_ID_HASH,
 )
 from .encoding import b64d, b64e, canonical_json, parse_json, require
-from .errors import FormatError, UnsafePathError
+from .errors import N_, FormatError, UnsafePathError
 from .objects import check_object_id, decrypt, encrypt
 from .signing import sign_document, verify_document
 
@@ -69,7 +69,7 @@ class Entry:
     size: int = 0
     chunks: tuple[tuple[str, int], ...] = ()  # (object id, plaintext length)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, zstd: frozenset[str] = frozenset()) -> dict[str, Any]:
         out: dict[str, Any] = {
             "path": self.path,
             "type": self.type,
@@ -78,7 +78,9 @@ class Entry:
         }
         if self.type == "file":
             out["size"] = self.size
-            out["chunks"] = [[oid, n] for oid, n in self.chunks]
+            out["chunks"] = [
+                [oid, n, "zstd"] if oid in zstd else [oid, n] for oid, n in self.chunks
+            ]
         return out
 
 
@@ -95,10 +97,18 @@ class Manifest:
     entries: tuple[Entry, ...]
     instructions: str | None = None
     roots: tuple[str, ...] = field(default=())
+    zstd: frozenset[str] = field(default=frozenset())
+    """Object ids whose stored form is a zstd frame (format.md §6.3, §6.4)."""
+
+    @property
+    def version(self) -> int:
+        """2 when a chunk is compressed, else 1: a deposit with nothing compressed stays
+        readable by readers of version 1 (format.md §6.4, §11)."""
+        return 2 if self.zstd else 1
 
     def body(self) -> dict[str, Any]:
         return {
-            "v": 1,
+            "v": self.version,
             "case_id": self.case_id,
             "policy_hash": self.policy_hash,
             "seq": self.seq,
@@ -109,7 +119,7 @@ class Manifest:
             "chunker": {"alg": CHUNKER_NAME, "seed": self.chunker_seed, "hash": OBJECT_ID_HASH},
             "instructions": self.instructions,
             "roots": list(self.roots),
-            "entries": [e.to_json() for e in self.entries],
+            "entries": [e.to_json(self.zstd) for e in self.entries],
         }
 
     @property
@@ -143,7 +153,7 @@ def safe_path(path: Any) -> str:
     return path
 
 
-def _parse_entry(raw: Any) -> Entry:
+def _parse_entry(raw: Any, version: int = 1, flags: dict[str, bool] | None = None) -> Entry:
     path = safe_path(require(raw, "path", str, "manifest entry"))
     kind = require(raw, "type", str, "manifest entry")
     mode = require(raw, "mode", int, "manifest entry")
@@ -169,22 +179,33 @@ def _parse_entry(raw: Any) -> Entry:
     for c in require(raw, "chunks", list, "manifest entry"):
         if not (
             isinstance(c, list)
-            and len(c) == 2
+            and (len(c) == 2 or (version >= 2 and len(c) == 3 and c[2] == "zstd"))
             and isinstance(c[1], int)
             and not isinstance(c[1], bool)
         ):
             raise FormatError("manifest chunk reference is malformed")
         if not 1 <= c[1] <= CHUNK_MAX:
             raise FormatError("manifest chunk has an impossible length")
-        chunks.append((check_object_id(c[0]), c[1]))
+        oid = check_object_id(c[0])
+        # One object has one stored form: two references may not disagree on it.
+        if flags is not None and flags.setdefault(oid, len(c) == 3) != (len(c) == 3):
+            raise FormatError(
+                N_("manifest marks object %(oid)s both compressed and not"), oid=oid[:12]
+            )
+        chunks.append((oid, c[1]))
         total += c[1]
     if total != size:
         raise FormatError(f"manifest entry {path[:80]!r}: chunk lengths do not add up to its size")
     return Entry(path, "file", mode, mtime, size, tuple(chunks))
 
 
+MANIFEST_VERSIONS = (1, 2)
+"""Version 2 adds the zstd flag of a chunk reference (format.md §6.4, §11)."""
+
+
 def parse_manifest(body: Any) -> Manifest:
-    if require(body, "v", int, "manifest") != 1:
+    version = require(body, "v", int, "manifest")
+    if version not in MANIFEST_VERSIONS:
         raise FormatError("unsupported manifest version", hint="upgrade velador")
     extra = sorted(set(body) - _BODY_FIELDS)
     if extra:
@@ -200,7 +221,8 @@ def parse_manifest(body: Any) -> Manifest:
     raw_entries = require(body, "entries", list, "manifest")
     if len(raw_entries) > MAX_ENTRIES:
         raise FormatError("manifest has too many entries")
-    entries = tuple(_parse_entry(e) for e in raw_entries)
+    flags: dict[str, bool] = {}
+    entries = tuple(_parse_entry(e, version, flags) for e in raw_entries)
     seen: set[str] = set()
     kinds: dict[str, str] = {}
     for e in entries:
@@ -257,6 +279,7 @@ def parse_manifest(body: Any) -> Manifest:
         entries=entries,
         instructions=instructions,
         roots=roots,
+        zstd=frozenset(oid for oid, packed in flags.items() if packed),
     )
 
 

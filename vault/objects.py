@@ -10,15 +10,18 @@ cannot substitute one valid object for another.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sqlite3
+import threading
 from typing import Any
 
 import blake3
 import pyrage
+import zstandard
 from pyrage import x25519
 
-from .constants import OBJECT_ID_BYTES
+from .constants import AGE_HEADER_MIN, OBJECT_ID_BYTES, ZSTD_LEVEL, ZSTD_MIN_SAVING
 from .errors import AuthenticationError, FormatError, NotFoundError, StoreError, VeladorError
 
 _HEX = set("0123456789abcdef")
@@ -76,6 +79,81 @@ def open_chunk(
     ciphertext: bytes, identities: list[x25519.Identity], chunk_key: bytes, oid: str
 ) -> bytes:
     data = decrypt(ciphertext, identities, f"object {oid[:12]}")
+    if object_id(chunk_key, data) != oid:
+        raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
+    return data
+
+
+# --- compression (format.md §6.3) ----------------------------------------------------------------
+
+_ZSTD = threading.local()
+
+
+def pack_chunk(
+    data: bytes | memoryview, want: bool | None = None
+) -> tuple[bytes | memoryview, bool]:
+    """The bytes to encrypt for a chunk, and whether they are a zstd frame (format.md §6.3).
+
+    Compressed only when that saves at least ZSTD_MIN_SAVING bytes: media and other compressed
+    data are stored as they are, and a store cannot tell the two forms apart by guessing.
+    `want` forces the form of an object made again after every copy was lost: the manifests
+    that already name it say which form it has (vault.deposit.remember_forms).
+    """
+    if want is False or (want is None and len(data) <= ZSTD_MIN_SAVING):
+        return data, False
+    cctx = getattr(_ZSTD, "cctx", None)
+    if cctx is None:
+        cctx = _ZSTD.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
+    packed = cctx.compress(data)
+    if want or len(packed) <= len(data) - ZSTD_MIN_SAVING:
+        return packed, True
+    return data, False
+
+
+def raw_object_min(length: int) -> int:
+    """The fewest bytes an age object holding `length` plaintext bytes as they are can have."""
+    return AGE_HEADER_MIN + 16 + length + 16 * max(1, -(-length // 65536))
+
+
+def stored_packed(csize: int, length: int) -> bool:
+    """Whether a stored object of `csize` bytes for a `length`-byte chunk holds it compressed.
+
+    Only for the writer, which knows the sizes of its own objects (vault.deposit): a compressed
+    object saves at least ZSTD_MIN_SAVING bytes, more than any header can add back, so it is
+    smaller than the smallest object holding the chunk as it is. Readers use the manifest's flag.
+    """
+    return 0 < csize < raw_object_min(length)
+
+
+def unpack_chunk(payload: bytes, length: int) -> bytes | None:
+    """Decompress one zstd frame into exactly `length` bytes, or None (format.md §6.3).
+
+    The frame must declare its content size and it must be `length`; zstd refuses to decode past
+    a declared size, so a hostile store or a compression bomb can never make the reader produce
+    or allocate more than the manifest says. Exactly one frame and nothing after it: `zstd -d`
+    would decode a second frame too, and the two readers must agree.
+    """
+    try:
+        if zstandard.frame_content_size(payload) != length:
+            return None
+        # A window never needs to exceed the chunk (at most CHUNK_MAX, 4 MiB): refuse more.
+        dobj = zstandard.ZstdDecompressor(max_window_size=1 << 23).decompressobj()
+        out = dobj.decompress(payload)
+    except zstandard.ZstdError:
+        return None
+    if not dobj.eof or dobj.unused_data or len(out) != length:
+        return None
+    return out
+
+
+def open_packed_chunk(
+    ciphertext: bytes, identities: list[x25519.Identity], chunk_key: bytes, oid: str, length: int
+) -> bytes | None:
+    """`open_chunk_into` for a chunk the manifest marks compressed: decrypt, decompress within
+    `length`, then check the id over the decompressed bytes. None if the length is wrong."""
+    data = unpack_chunk(decrypt(ciphertext, identities, f"object {oid[:12]}"), length)
+    if data is None:
+        return None
     if object_id(chunk_key, data) != oid:
         raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
     return data
@@ -152,13 +230,24 @@ def init_deposit_worker(
     _W.clear()
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=10000")
+    forms = _forms(db, case_id)
     _W.update(
+        forms=forms if isinstance(forms, dict) else {},
         case_id=case_id,
         key=chunk_key,
         recipient=x25519.Recipient.from_str(recipient),
         stores=[open_store(u, s3_endpoint=s3_endpoint) for u in store_urls],
         db=db,
     )
+
+
+def _forms(db: sqlite3.Connection, case_id: str) -> Any:
+    """The stored sizes of objects the index forgot (vault.deposit.remember_forms)."""
+    try:
+        row = db.execute("SELECT extra FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+    except sqlite3.OperationalError:  # an index without local cases (worker tests)
+        return {}
+    return json.loads(row[0] or "{}").get("forms", {}) if row else {}
 
 
 def _fd_for(path: str, flags: int, ino: int | None = None) -> int:
@@ -218,11 +307,18 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
     # Replicas must hold identical bytes: copy an existing ciphertext rather than re-encrypting.
     holder = next((s for s, p in zip(stores, present, strict=True) if p), None)
     missing = [(i, s) for i, (s, p) in enumerate(zip(stores, present, strict=True)) if not p]
-    if holder is None and all(hasattr(s, "open_stage") for _, s in missing):
-        csize, chash, tokens = _encrypt_to_stages(data, key, missing)
-        return findex, offset, oid, length, csize, chash, csize * len(tokens), True, tokens, False
-    ciphertext = holder.get(key) if holder else pyrage.encrypt(data, [_W["recipient"]])
+    old_size = _W["forms"].get(oid)  # made again after every copy was lost: keep its form
+    want = stored_packed(old_size, length) if isinstance(old_size, int) else None
+    payload, packed = pack_chunk(data, want) if holder is None else (data, False)
     del data
+    if holder is None and all(hasattr(s, "open_stage") for _, s in missing):
+        csize, chash, tokens = _encrypt_to_stages(payload, key, missing)
+        _check_packed_size(packed, csize, length)
+        return findex, offset, oid, length, csize, chash, csize * len(tokens), True, tokens, False
+    ciphertext = holder.get(key) if holder else pyrage.encrypt(bytes(payload), [_W["recipient"]])
+    del payload
+    if holder is None:
+        _check_packed_size(packed, len(ciphertext), length)
     tokens = []
     uploaded = 0
     for i, store in missing:
@@ -230,6 +326,12 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
         uploaded += len(ciphertext)
     chash = cipher_hash(ciphertext)
     return findex, offset, oid, length, len(ciphertext), chash, uploaded, True, tokens, False
+
+
+def _check_packed_size(packed: bool, csize: int, length: int) -> None:
+    """The writer reads an object's form back from its size (`stored_packed`): make sure it can."""
+    if stored_packed(csize, length) != packed:
+        raise RuntimeError(f"an age header of {csize - length} bytes breaks the size rule")
 
 
 class _Tee:
@@ -258,7 +360,7 @@ class _Tee:
 
 
 def _encrypt_to_stages(
-    data: bytes, key: str, missing: list[tuple[int, Any]]
+    data: bytes | memoryview, key: str, missing: list[tuple[int, Any]]
 ) -> tuple[int, str, list[tuple[int, str]]]:
     """Encrypt `data` straight into a staged copy in each store: no whole-ciphertext buffer
     (a 4 MiB chunk cost 16 MiB of peak memory through pyrage.encrypt's growing output), and the
@@ -293,15 +395,20 @@ def init_recover_worker(
     _W["ids"] = [x25519.Identity.from_str(s) for s in identity_strs]
 
 
-def fetch_chunk(task: tuple[str, str, str, int, int, bytes]) -> tuple[int, list[str]]:
-    """Fetch one chunk from the first store with a good copy and write it at its offset."""
-    tmp, case_id, oid, offset, length, chunk_key = task
+def fetch_chunk(task: tuple[Any, ...]) -> tuple[int, list[str]]:
+    """Fetch one chunk from the first store with a good copy and write it at its offset.
+
+    `task` is (tmp, case_id, oid, offset, length, chunk_key[, packed]): `packed` is the
+    manifest's zstd flag for the chunk (format.md §6.4), never guessed from the bytes."""
+    tmp, case_id, oid, offset, length, chunk_key, *rest = task
+    packed = bool(rest and rest[0])
     problems: list[str] = []
     key = object_key(case_id, oid)
     for store in _W["stores"]:
         try:
             ciphertext = store.get(key, max_chunk_object(length))
-            data = open_chunk_into(ciphertext, _W["ids"], chunk_key, oid, length)
+            opener = open_packed_chunk if packed else open_chunk_into
+            data = opener(ciphertext, _W["ids"], chunk_key, oid, length)
             del ciphertext
         except VeladorError as exc:
             if isinstance(exc, NotFoundError):

@@ -317,7 +317,8 @@ def restore(
             def tasks(entry: Entry = entry, tmp: Path = tmp, m: Manifest = m) -> Iterator[Any]:
                 offset = 0
                 for oid, length in entry.chunks:
-                    yield (str(tmp), policy.case_id, oid, offset, length, m.chunk_key)
+                    packed = oid in m.zstd  # the signed flag, never a guess (format.md §6.4)
+                    yield (str(tmp), policy.case_id, oid, offset, length, m.chunk_key, packed)
                     offset += length
 
             try:

@@ -16,7 +16,7 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from .constants import SIG_LABELS
+from .constants import SIG_LABELS, SIG_LABELS_BY_VERSION
 from .encoding import b64d, b64e, canonical_json, require
 from .errors import AuthenticationError, FormatError
 
@@ -26,6 +26,9 @@ def signed_bytes(kind: str, body: Any) -> bytes:
         label = SIG_LABELS[kind]
     except KeyError:
         raise ValueError(f"unknown signature kind {kind!r}") from None
+    version = body.get("v") if isinstance(body, dict) else None
+    if type(version) is int and (kind, version) in SIG_LABELS_BY_VERSION:
+        label = SIG_LABELS_BY_VERSION[(kind, version)]  # format.md §1.2: labels name versions
     return label + b"\n" + canonical_json(body)
 
 

@@ -126,6 +126,9 @@ def forget_missing(state: LocalState, case_id: str, missing: list[str]) -> None:
     prefix = f"{case_id}/objects/"
     oids = {line.rsplit("/", 1)[-1] for line in missing if prefix in line}
     if oids:
+        from .deposit import remember_forms
+
+        remember_forms(state, case_id, oids)  # a copy made again keeps its form (format §6.3)
         with state.tx():
             for oid in oids:
                 state.db.execute(

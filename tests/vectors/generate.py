@@ -30,6 +30,7 @@ import argparse
 import base64
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import sys
@@ -51,6 +52,7 @@ from vault.objects import object_id
 from vault.policy import Holder, Policy, Switch, sign_policy
 from vault.shares import ShareSpec, age_identity_str, age_recipient_str, split
 from vault.signing import sign_document
+from vault.switch import CASE_CARD_PREFIX, make_case_card
 
 HERE = Path(__file__).resolve().parent
 SEED = b"velador test vectors v1"
@@ -836,7 +838,7 @@ def manifest_vectors(policy: Policy) -> list[Vector]:
                 )
             ),
         ),
-        vec("unknown-version", "format error", "body v = 2, correctly signed", variant(v=2)),
+        vec("unknown-version", "format error", "body v = 3, correctly signed", variant(v=3)),
         vec(
             "unknown-chunker",
             "format error",
@@ -919,12 +921,150 @@ def manifest_vectors(policy: Policy) -> list[Vector]:
             signed(m.body(), FORGER.sign),
         )
     )
+    out += manifest_v2_vectors(m, common, signed, vec)
     assert m.body()["chunker"] == {
         "alg": CHUNKER_NAME,
         "seed": CHUNKER_SEED,
         "hash": OBJECT_ID_HASH,
     }
     return out
+
+
+def manifest_v2_vectors(m: Manifest, common: dict[str, str], signed: Any, vec: Any) -> list[Vector]:
+    """Manifest version 2: chunk references may carry the flag "zstd" (format.md §6.4)."""
+    ledger_2 = m.entries[1].chunks[1][0]
+    m2 = dataclasses.replace(m, zstd=frozenset({ledger_2}))
+    body = m2.body()
+    assert body["v"] == 2 and body["entries"][1]["chunks"][1][2] == "zstd"
+
+    def edited(edit: Any) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        edit(out)
+        return out
+
+    def v1_label(b: dict[str, Any]) -> bytes:
+        sig = REPORTER.sign.sign(b"velador/v1/snapshot\n" + canonical_json(b)).signature
+        doc = {"kind": "snapshot", "body": b, "signer": b64e(REPORTER.card.sign_pk)}
+        return json.dumps(dict(doc, sig=b64e(sig)), indent=1, ensure_ascii=False).encode()
+
+    def dup(b: dict[str, Any]) -> None:
+        b["entries"][2]["chunks"] = [[ledger_2, 45]]  # notas.txt names the ledger's chunk, raw
+
+    return [
+        vec(
+            "v2-valid",
+            "success",
+            "version 2: the second chunk of contabilidad.bin is stored as a zstd frame",
+            body,
+        ),
+        vec(
+            "v2-unknown-flag",
+            "format error",
+            "version 2 with a chunk flag other than zstd",
+            edited(lambda b: b["entries"][1]["chunks"][1].__setitem__(2, "lz4")),
+        ),
+        vec(
+            "v2-flags-disagree",
+            "format error",
+            "version 2 naming one object both compressed and as it is",
+            edited(dup),
+        ),
+        vec(
+            "v1-with-flag",
+            "format error",
+            "version 1 with a zstd flag: version 1 chunk references have two members",
+            edited(lambda b: b.__setitem__("v", 1)),
+        ),
+        (
+            "manifest/v2-signed-with-v1-label",
+            {
+                "expect": "authentication error",
+                "comment": "a version 2 body signed under the version 1 label",
+                **common,
+            },
+            v1_label(body),
+        ),
+    ]
+
+
+def case_card_vectors(policy: Policy) -> list[Vector]:
+    """Case cards (format.md §9.5): unsigned pointers to a policy by its hash."""
+    good = make_case_card(policy)
+    assert good.startswith(CASE_CARD_PREFIX)
+    body = json.loads(_unb64(good[len(CASE_CARD_PREFIX) :]))
+    common = {"kind": "case", "case-id": CASE_ID, "policy-hash": policy.hash}
+
+    def card(b: dict[str, Any]) -> bytes:
+        return (CASE_CARD_PREFIX + b64e(canonical_json(b))).encode()
+
+    def vec(name: str, expect: str, comment: str, text: bytes) -> Vector:
+        return (f"case/{name}", {"expect": expect, "comment": comment, **common}, text)
+
+    def edited(**fields: Any) -> bytes:
+        return card(dict(body, **fields))
+
+    unpadded = good[len(CASE_CARD_PREFIX) :]
+    dup = canonical_json(body).replace(b'{"case_id":', b'{"case_id":"0000000000","case_id":', 1)
+    extra = dict(body, note="x")
+    return [
+        vec(
+            "valid",
+            "success",
+            "the card 'velador case card' prints for the vectors' policy",
+            good.encode(),
+        ),
+        vec(
+            "valid-surrounding-space",
+            "success",
+            "spaces and a line break around the card, as pasted from a message, are ignored",
+            b"  " + good.encode() + b" \r",
+        ),
+        vec(
+            "contact-card-prefix",
+            "format error",
+            "the body of a case card behind the contact card prefix",
+            ("velador:card:v1:" + unpadded).encode(),
+        ),
+        vec(
+            "padded-base64",
+            "format error",
+            "base64url with = padding",
+            (good + "=" * (-len(unpadded) % 4 or 4)).encode(),
+        ),
+        vec("unknown-version", "format error", "body v = 2", edited(v=2)),
+        vec("unknown-field", "format error", "a member version 1 does not define", card(extra)),
+        vec(
+            "duplicate-member",
+            "format error",
+            "the body names 'case_id' twice",
+            (CASE_CARD_PREFIX + b64e(dup)).encode(),
+        ),
+        vec(
+            "policy-hash-uppercase",
+            "format error",
+            "a policy hash in upper-case hex",
+            edited(policy_hash=policy.hash.upper()),
+        ),
+        vec(
+            "case-id-uppercase",
+            "format error",
+            "a case id with capitals",
+            edited(case_id=CASE_ID.upper()),
+        ),
+        vec("no-nodes", "format error", "a card without escrow nodes", edited(nodes=[])),
+        vec(
+            "node-not-a-node",
+            "format error",
+            "a reporter's contact card where a node card belongs",
+            edited(nodes=[REPORTER.card.text]),
+        ),
+        vec(
+            "store-too-long",
+            "format error",
+            "a store URL of 2048 characters (limit 2047)",
+            edited(stores=["file:///" + "a" * 2040]),
+        ),
+    ]
 
 
 def all_vectors() -> list[Vector]:
@@ -937,6 +1077,7 @@ def all_vectors() -> list[Vector]:
         + envelope_vectors(policy, mnemonics)
         + share_vectors(mnemonics)
         + manifest_vectors(policy)
+        + case_card_vectors(policy)
     )
 
 

@@ -30,6 +30,7 @@ from vault.manifest import open_snapshot, snapshot_id
 from vault.objects import encrypt
 from vault.policy import parse_policy
 from vault.shares import age_identity_str, check_mnemonic, combine_any
+from vault.switch import parse_case_card
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,9 +45,9 @@ EXPECT: dict[str, type[VeladorError] | None] = {
 HEADERS = {
     "expect",  # success, or the error class above
     "comment",  # what the vector shows
-    "kind",  # card | policy | envelope | shares | mnemonic | manifest
+    "kind",  # card | policy | envelope | shares | mnemonic | manifest | case
     "fingerprint",  # card: the fingerprint of a valid card
-    "policy-hash",  # policy: the id of a valid policy
+    "policy-hash",  # policy: the id of a valid policy; case: the policy hash a valid card pins
     "policy",  # envelope: the policy vector it is checked against (path under tests/vectors)
     "identity",  # envelope: the opener's X25519 secret key, base64url; absent = outer layer only
     "holder",  # envelope: the holder id a valid envelope names
@@ -54,7 +55,7 @@ HEADERS = {
     "secret",  # shares: the release secret the shares give, hex
     "age-identity",  # shares: that secret as an age identity
     "reporter",  # manifest: the reporter's Ed25519 public key, base64url
-    "case-id",  # manifest: the case the snapshot must belong to
+    "case-id",  # manifest: the case the snapshot must belong to; case: the card's case id
 }
 REQUIRED = {"expect", "comment", "kind"}
 
@@ -132,7 +133,14 @@ def run_manifest(h: dict[str, str], body: bytes) -> None:
     assert manifest.case_id == h["case-id"]
 
 
+def run_case(h: dict[str, str], body: bytes) -> None:
+    card = parse_case_card(body.decode("utf-8"))
+    assert (card.case_id, card.policy_hash) == (h["case-id"], h["policy-hash"])
+    assert card.nodes and all(n.role == "node" and n.url for n in card.nodes)
+
+
 RUNNERS = {
+    "case": run_case,
     "card": run_card,
     "policy": run_policy,
     "envelope": run_envelope,
