@@ -47,9 +47,9 @@ from pyrage import x25519
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deposit import load, machine  # noqa: E402
+from deposit import load, machine
 
-from vault import agev1  # noqa: E402
+from vault import agev1
 
 MIB = 1024 * 1024
 
@@ -96,8 +96,10 @@ def measure(fn: Callable[[], object], nbytes: int, repeat: int, child: bool = Fa
 def gil_probe(call: Callable[[], object]) -> dict:
     """Run `call` in a thread while this thread counts loop turns that need the GIL.
 
-    Returns the call's duration and the counter's turns per millisecond during it, beside the
-    counter's rate alone: a ratio near 0 means the call held the GIL for its whole length."""
+    Returns the call's duration, the counter's turns per millisecond during it as a fraction of
+    its rate alone, and the longest the counter waited between two turns: a call that holds the
+    GIL makes it wait the whole call (on a loaded machine the ratio also drops, the wait does not
+    grow to the call's length)."""
 
     def spin(seconds: float) -> float:
         n, t0 = 0, time.perf_counter()
@@ -117,14 +119,22 @@ def gil_probe(call: Callable[[], object]) -> dict:
 
     th = threading.Thread(target=run)
     n = 0
-    t0 = time.perf_counter()
+    gap = 0.0
+    t0 = last = time.perf_counter()
     th.start()
     while not done.is_set():
         n += 1
+        now = time.perf_counter()
+        gap = max(gap, now - last)
+        last = now
     elapsed = time.perf_counter() - t0
     th.join()
     during = n / (elapsed * 1000)
-    return {"call_s": round(took[0], 3), "turns_ratio": round(during / alone, 3)}
+    return {
+        "call_s": round(took[0], 3),
+        "turns_ratio": round(during / alone, 3),
+        "longest_wait_s": round(gap, 3),
+    }
 
 
 def threads_vs_one(objects: list[bytes], recipient: agev1.Recipient, repeat: int) -> dict:
@@ -168,8 +178,11 @@ def main() -> None:
     p_rec = x25519.Recipient.from_str(rec_str)
     e_ident = agev1.Identity.from_str(str(ident))
     e_rec = agev1.Recipient.from_str(rec_str)
-    print(f"# age engines: {args.mib} MiB random, {args.object_mib:g} MiB objects, "
-          f"best of {args.repeat}; load {load()}", flush=True)
+    print(
+        f"# age engines: {args.mib} MiB random, {args.object_mib:g} MiB objects, "
+        f"best of {args.repeat}; load {load()}",
+        flush=True,
+    )
 
     results: dict = {"machine": machine(), "mib": args.mib, "object_mib": args.object_mib}
     p_ct = [pyrage.encrypt(o, [p_rec]) for o in objects]
@@ -189,12 +202,15 @@ def main() -> None:
     results["pyrage"] = {
         "encrypt": measure(
             lambda: [pyrage.encrypt_io(io.BytesIO(o), _Null(), [p_rec]) for o in objects],
-            size, args.repeat),
+            size,
+            args.repeat,
+        ),
         "decrypt": measure(pyrage_dec, size, args.repeat),
     }
     results["engine"] = {
         "encrypt": measure(
-            lambda: [agev1.encrypt_to(o, [e_rec], _Null()) for o in objects], size, args.repeat),
+            lambda: [agev1.encrypt_to(o, [e_rec], _Null()) for o in objects], size, args.repeat
+        ),
         "decrypt": measure(engine_dec, size, args.repeat),
     }
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
@@ -206,11 +222,21 @@ def main() -> None:
         out = Path(d, "out")
         results["age"] = {
             "encrypt": measure(
-                lambda: subprocess.run([age, "-e", "-r", rec_str, "-o", str(enc), str(plain)],
-                                       check=True), size, args.repeat, child=True),
+                lambda: subprocess.run(
+                    [age, "-e", "-r", rec_str, "-o", str(enc), str(plain)], check=True
+                ),
+                size,
+                args.repeat,
+                child=True,
+            ),
             "decrypt": measure(
-                lambda: subprocess.run([age, "-d", "-i", str(keyf), "-o", str(out), str(enc)],
-                                       check=True), size, args.repeat, child=True),
+                lambda: subprocess.run(
+                    [age, "-d", "-i", str(keyf), "-o", str(out), str(enc)], check=True
+                ),
+                size,
+                args.repeat,
+                child=True,
+            ),
         }
     del data
 
@@ -233,16 +259,24 @@ def main() -> None:
     print(f"\n{'':10} {'encrypt MB/s':>13} {'CPU s/GB':>9} {'decrypt MB/s':>13} {'CPU s/GB':>9}")
     for name in ("pyrage", "engine", "age"):
         r = results[name]
-        print(f"{name:10} {r['encrypt']['mb_s']:>13} {r['encrypt']['cpu_s_per_gb']:>9} "
-              f"{r['decrypt']['mb_s']:>13} {r['decrypt']['cpu_s_per_gb']:>9}")
+        print(
+            f"{name:10} {r['encrypt']['mb_s']:>13} {r['encrypt']['cpu_s_per_gb']:>9} "
+            f"{r['decrypt']['mb_s']:>13} {r['decrypt']['cpu_s_per_gb']:>9}"
+        )
     print("\nGIL probe: one 128 MiB call in a thread; a Python counter's rate during it, as a")
-    print("fraction of its rate alone (near 0: the call held the GIL; near 1: released)")
+    print("fraction of its rate alone (near 0: the call held the GIL; near 1: released), and the")
+    print("longest the counter waited (about the call's length: the call held the GIL)")
     for name, r in results["gil"].items():
-        print(f"  {name:30} call {r['call_s']:.3f} s  counter ratio {r['turns_ratio']}")
+        print(
+            f"  {name:30} call {r['call_s']:.3f} s  counter ratio {r['turns_ratio']:<6} "
+            f"longest wait {r['longest_wait_s']:.3f} s"
+        )
     t = results["engine_threads"]
-    print(f"\nengine encrypt, objects on threads: 1 thread {t['threads_1']['mb_s']} MB/s "
-          f"(CPU/wall {t['threads_1']['cpu_per_wall']}), 2 threads {t['threads_2']['mb_s']} MB/s "
-          f"(CPU/wall {t['threads_2']['cpu_per_wall']})")
+    print(
+        f"\nengine encrypt, objects on threads: 1 thread {t['threads_1']['mb_s']} MB/s "
+        f"(CPU/wall {t['threads_1']['cpu_per_wall']}), 2 threads {t['threads_2']['mb_s']} MB/s "
+        f"(CPU/wall {t['threads_2']['cpu_per_wall']})"
+    )
     print(f"load after: {results['load_after']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

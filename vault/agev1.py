@@ -57,7 +57,7 @@ WRITE_SEGMENTS = 16
 
 _B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _ZERO_NONCE = bytes(12)
-_SECRET_HRP = "age-secret-key-"
+_SECRET_HRP = "age-secret-key-"  # noqa: S105 (the bech32 prefix, not a secret)
 _PUBLIC_HRP = "age"
 
 
@@ -66,7 +66,7 @@ class AgeError(VeladorError):
 
 
 class HeaderError(AgeError, FormatError):
-    """The header is not a canonical age v1 header (or a stanza addressed to X25519 is malformed)."""
+    """The header is not canonical age v1, or a stanza addressed to X25519 is malformed."""
 
 
 class NoMatchError(AgeError, AuthenticationError):
@@ -333,7 +333,9 @@ class _Writer:
         return size
 
 
-def encrypt(data: bytes | bytearray | memoryview, recipients: Iterable[Recipient | str]) -> bytearray:
+def encrypt(
+    data: bytes | bytearray | memoryview, recipients: Iterable[Recipient | str]
+) -> bytearray:
     """An age file of `data` for `recipients`, written into one buffer of its exact final size."""
     w = _Writer(recipients)
     view = memoryview(data).cast("B")

@@ -9,17 +9,22 @@ cannot substitute one valid object for another.
 
 from __future__ import annotations
 
-import io
 import os
 import sqlite3
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import blake3
-import pyrage
-from pyrage import x25519
 
+from . import agev1
 from .constants import OBJECT_ID_BYTES
 from .errors import AuthenticationError, FormatError, NotFoundError, StoreError, VeladorError
+
+# Callers may still hold pyrage identities (vault.shares); workers never import pyrage.
+if TYPE_CHECKING:
+    from pyrage import x25519
+
+    Identities = Sequence[agev1.Identity | x25519.Identity]
 
 _HEX = set("0123456789abcdef")
 
@@ -55,14 +60,18 @@ def keyring_key(case_id: str, policy_hash: str) -> str:
     return f"{case_id}/keyrings/{policy_hash}"
 
 
-def encrypt(data: bytes | memoryview, recipient: str) -> bytes:
-    return pyrage.encrypt(bytes(data), [x25519.Recipient.from_str(recipient)])
+# Objects are written and read by the age engine of vault/agev1.py (plain age v1, format §6.3;
+# docs/decisions.md (15)): these few lines are the only place that names it.
 
 
-def decrypt(ciphertext: bytes, identities: list[x25519.Identity], what: str) -> bytes:
+def encrypt(data: bytes | memoryview, recipient: str | agev1.Recipient) -> bytes:
+    return bytes(agev1.encrypt(data, [recipient]))
+
+
+def decrypt(ciphertext: bytes, identities: Identities, what: str) -> bytes:
     try:
-        return pyrage.decrypt(ciphertext, identities)
-    except pyrage.DecryptError as exc:
+        return bytes(agev1.decrypt(ciphertext, agev1.as_identities(identities)))
+    except agev1.AgeError as exc:
         raise AuthenticationError(f"{what} does not decrypt: it is corrupt or was altered") from exc
 
 
@@ -72,59 +81,33 @@ def max_chunk_object(length: int) -> int:
     return length + 16 * (length // 65536 + 2) + 16 + 4096
 
 
-def open_chunk(
-    ciphertext: bytes, identities: list[x25519.Identity], chunk_key: bytes, oid: str
-) -> bytes:
+def open_chunk(ciphertext: bytes, identities: Identities, chunk_key: bytes, oid: str) -> bytes:
     data = decrypt(ciphertext, identities, f"object {oid[:12]}")
     if object_id(chunk_key, data) != oid:
         raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
     return data
 
 
-class _Into:
-    """The sink pyrage.decrypt_io writes plaintext to: a buffer of the expected length, filled
-    in place (pyrage.decrypt grows a vector by doubling, then copies it: up to four times the
-    chunk in memory). More bytes than expected stop the decryption at once."""
-
-    def __init__(self, length: int) -> None:
-        self.buf = bytearray(length)
-        self.view = memoryview(self.buf)
-        self.pos = 0
-        self.overflow = False
-
-    def write(self, data: bytes) -> int:
-        end = self.pos + len(data)
-        if end > len(self.buf):
-            self.overflow = True
-            raise ValueError("more plaintext than the manifest says")
-        self.view[self.pos : end] = data
-        self.pos = end
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
 def open_chunk_into(
-    ciphertext: bytes, identities: list[x25519.Identity], chunk_key: bytes, oid: str, length: int
+    ciphertext: bytes, identities: Identities, chunk_key: bytes, oid: str, length: int
 ) -> bytearray | None:
-    """`open_chunk` for a chunk of known `length`, decrypted in place; None if the plaintext is
-    not exactly `length` bytes. The id is checked before anything is returned."""
-    into = _Into(length)
+    """`open_chunk` for a chunk of known `length`, decrypted in place into a buffer of that
+    length; None if the plaintext is not exactly `length` bytes (known from the header before
+    anything is decrypted). The id is checked before anything is returned."""
     try:
-        pyrage.decrypt_io(io.BytesIO(ciphertext), into, identities)
-    except Exception as exc:
-        if into.overflow:
+        opened = agev1.open_file(ciphertext, agev1.as_identities(identities))
+        if opened.size != length:
             return None
+        buf = bytearray(length)
+        opened.decrypt_into(buf)
+        opened.release()
+    except agev1.AgeError as exc:
         raise AuthenticationError(
             f"object {oid[:12]} does not decrypt: it is corrupt or was altered"
         ) from exc
-    if into.pos != length:
-        return None
-    into.view.release()
-    if object_id(chunk_key, into.buf) != oid:
+    if object_id(chunk_key, buf) != oid:
         raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
-    return into.buf
+    return buf
 
 
 # --- worker side of deposits and recoveries ------------------------------------------------------
@@ -155,7 +138,7 @@ def init_deposit_worker(
     _W.update(
         case_id=case_id,
         key=chunk_key,
-        recipient=x25519.Recipient.from_str(recipient),
+        recipient=agev1.Recipient.from_str(recipient),
         stores=[open_store(u, s3_endpoint=s3_endpoint) for u in store_urls],
         db=db,
     )
@@ -221,7 +204,7 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
     if holder is None and all(hasattr(s, "open_stage") for _, s in missing):
         csize, chash, tokens = _encrypt_to_stages(data, key, missing)
         return findex, offset, oid, length, csize, chash, csize * len(tokens), True, tokens, False
-    ciphertext = holder.get(key) if holder else pyrage.encrypt(data, [_W["recipient"]])
+    ciphertext = holder.get(key) if holder else encrypt(data, _W["recipient"])
     del data
     tokens = []
     uploaded = 0
@@ -233,7 +216,7 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
 
 
 class _Tee:
-    """The file-like sink pyrage.encrypt_io writes the ciphertext to, 64 KiB segment by segment:
+    """The sink the age engine writes the ciphertext to, up to 1 MiB at a time (agev1.encrypt_to):
     every staged copy gets each piece, and the ciphertext hash is taken on the way."""
 
     def __init__(self, outs: list[Any]) -> None:
@@ -246,7 +229,7 @@ class _Tee:
         try:
             for out in self.outs:
                 out.write(data)
-        except BaseException as exc:  # pyrage turns it into an EncryptError: keep the real one
+        except BaseException as exc:  # kept, should an encryptor wrap it in its own error
             self.error = exc
             raise
         self.hash.update(data)
@@ -269,9 +252,9 @@ def _encrypt_to_stages(
             outs.append(store.open_stage(key))
         tee = _Tee(outs)
         try:
-            pyrage.encrypt_io(io.BytesIO(data), tee, [_W["recipient"]])
+            agev1.encrypt_to(data, [_W["recipient"]], tee)
         except Exception as exc:
-            if tee.error is not None:
+            if tee.error is not None and tee.error is not exc:
                 raise tee.error from exc
             raise
         tokens = [(i, out.finish()) for (i, _), out in zip(missing, outs, strict=True)]
@@ -290,7 +273,7 @@ def init_recover_worker(
     _close_file()
     _W.clear()
     _W["stores"] = [open_store(u, s3_endpoint=s3_endpoint) for u in store_urls]
-    _W["ids"] = [x25519.Identity.from_str(s) for s in identity_strs]
+    _W["ids"] = [agev1.Identity.from_str(s) for s in identity_strs]
 
 
 def fetch_chunk(task: tuple[str, str, str, int, int, bytes]) -> tuple[int, list[str]]:

@@ -34,9 +34,7 @@ DATA = os.urandom(70000)  # two chunks
 VALID = bytes(agev1.encrypt(DATA, [RECIPIENT]))
 HEADER_END = VALID.index(b"\n---") + 49
 
-VCHAR = st.binary(min_size=1, max_size=12).map(
-    lambda b: bytes(0x21 + (c % 94) for c in b)
-)
+VCHAR = st.binary(min_size=1, max_size=12).map(lambda b: bytes(0x21 + (c % 94) for c in b))
 STANZA = st.builds(
     agev1.Stanza,
     args=st.lists(VCHAR, min_size=1, max_size=4).map(tuple),
@@ -53,8 +51,9 @@ def build(stanzas: list[agev1.Stanza], data: bytes) -> bytes:
     aead = agev1.ChaCha20Poly1305(agev1._hkdf(file_key, nonce, b"payload"))
     n = agev1.segments(len(data))
     chunks = [
-        aead.encrypt(agev1._nonce(i, i == n - 1), data[i * agev1.SEGMENT : (i + 1) * agev1.SEGMENT],
-                     None)
+        aead.encrypt(
+            agev1._nonce(i, i == n - 1), data[i * agev1.SEGMENT : (i + 1) * agev1.SEGMENT], None
+        )
         for i in range(n)
     ]
     return header + nonce + b"".join(chunks)
@@ -103,8 +102,10 @@ def test_serialized_headers_parse_back(stanzas: list[agev1.Stanza], key: bytes) 
 
 
 @fuzz_settings(20, 0.3)
-@given(st.lists(STANZA.filter(lambda s: s.args[0] not in (b"X25519", b"scrypt")), max_size=4),
-       st.integers(0, 3 * 65536))
+@given(
+    st.lists(STANZA.filter(lambda s: s.args[0] not in (b"X25519", b"scrypt")), max_size=4),
+    st.integers(0, 3 * 65536),
+)
 def test_unknown_stanzas_are_ignored_like_pyrage(stanzas: list[agev1.Stanza], size: int) -> None:
     data = DATA[: size % len(DATA)] * (size // len(DATA) + 1)
     data = data[:size]
@@ -150,8 +151,12 @@ def header_mutation(draw: st.DrawFn) -> bytes:
 
 
 @FUZZ
-@given(st.one_of(header_mutation(), flipped(VALID[:HEADER_END + 40]).map(
-    lambda h: h + VALID[HEADER_END + 40 :])))
+@given(
+    st.one_of(
+        header_mutation(),
+        flipped(VALID[: HEADER_END + 40]).map(lambda h: h + VALID[HEADER_END + 40 :]),
+    )
+)
 def test_mutated_headers_agree_with_pyrage(blob: bytes) -> None:
     ours, reference = outcome_engine(blob), outcome_pyrage(blob)
     assert ours == reference

@@ -18,8 +18,16 @@ import pytest
 from vault import agev1
 
 DIR = Path(__file__).resolve().parents[1] / "vectors" / "cctv-age"
-KNOWN_KEYS = {"expect", "payload", "file key", "identity", "passphrase", "armored", "compressed",
-              "comment"}
+KNOWN_KEYS = {
+    "expect",
+    "payload",
+    "file key",
+    "identity",
+    "passphrase",
+    "armored",
+    "compressed",
+    "comment",
+}
 EXPECT = {
     "success": None,
     "header failure": agev1.HeaderError,
