@@ -146,3 +146,22 @@ def test_truncated_or_extended_is_refused_by_both(cut: int) -> None:
             agev1.decrypt(bad, [E_IDENT])
         with pytest.raises(pyrage.DecryptError):
             pyrage.decrypt(bad, [P_IDENT])
+
+
+def test_stored_objects_are_written_and_read_by_the_engine() -> None:
+    """vault/objects.py goes through the engine (docs/decisions.md (15)): its objects carry
+    exactly one X25519 stanza and no grease (pyrage adds grease to every file), pyrage and the
+    engine open them, and a deposit or recovery worker process does not even import pyrage."""
+    import subprocess
+    import sys
+
+    from vault import objects
+
+    data = os.urandom(65537)
+    ct = objects.encrypt(data, RECIPIENT)
+    assert len(ct) == 168 + agev1.payload_size(len(data))
+    assert ct.count(b"\n-> ") == 1 and b"\n-> X25519 " in ct
+    assert pyrage.decrypt(ct, [P_IDENT]) == data
+    assert objects.decrypt(ct, [P_IDENT], "test") == data  # pyrage identities are still accepted
+    code = "import sys, vault.objects, vault.stores; assert 'pyrage' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
