@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import bech32
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -172,16 +171,18 @@ def as_recipient(recipient: Recipient | str) -> Recipient:
 # --- header ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Stanza:
+# NamedTuples rather than dataclasses, and os.urandom rather than `secrets`: those modules would
+# cost each worker process megabytes of imports (inspect; hmac and the system's libcrypto).
+
+
+class Stanza(NamedTuple):
     """One recipient stanza: its arguments (1*VCHAR each) and its decoded body."""
 
     args: tuple[bytes, ...]
     body: bytes
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     """A parsed header: its stanzas, its MAC, where the MAC input ends (just after `---`), and
     where the payload starts."""
 
@@ -317,12 +318,12 @@ class _Writer:
     """A fresh file key, its header and payload key: one per encrypted file."""
 
     def __init__(self, recipients: Iterable[Recipient | str]) -> None:
-        file_key = secrets.token_bytes(FILE_KEY_BYTES)
+        file_key = os.urandom(FILE_KEY_BYTES)  # the OS CSPRNG, as secrets uses
         rs = [as_recipient(r) for r in recipients]
         if not rs:
             raise ValueError("at least one recipient is required")
         self.header = serialize_header([_wrap(r, file_key) for r in rs], file_key)
-        self.nonce = secrets.token_bytes(NONCE_BYTES)
+        self.nonce = os.urandom(NONCE_BYTES)
         self.aead = ChaCha20Poly1305(_hkdf(file_key, self.nonce, b"payload"))
 
     def segment_into(self, data: memoryview, i: int, n: int, out: memoryview) -> int:

@@ -61,7 +61,7 @@ def keyring_key(case_id: str, policy_hash: str) -> str:
 
 
 # Objects are written and read by the age engine of vault/agev1.py (plain age v1, format §6.3;
-# docs/decisions.md (15)): these few lines are the only place that names it.
+# docs/decisions.md (15)), not pyrage: about three times less CPU per byte.
 
 
 def encrypt(data: bytes | memoryview, recipient: str | agev1.Recipient) -> bytes:
