@@ -51,8 +51,8 @@ TAG_BYTES = 16
 ENC_SEGMENT = SEGMENT + TAG_BYTES
 BODY_COLUMNS = 64
 """Stanza bodies are wrapped at 64 columns; a shorter line (maybe empty) ends the stanza."""
-WRITE_SEGMENTS = 16
-"""Segments encrypted per write to a sink (1 MiB): few system calls, a small buffer."""
+WRITE_SEGMENTS = 4
+"""Segments encrypted per write to a sink (256 KiB): few system calls, a small buffer."""
 
 _B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _ZERO_NONCE = bytes(12)

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import blake3
 
-from . import agev1
 from .constants import OBJECT_ID_BYTES
 from .errors import AuthenticationError, FormatError, NotFoundError, StoreError, VeladorError
 
-# Callers may still hold pyrage identities (vault.shares); workers never import pyrage.
 if TYPE_CHECKING:
     from pyrage import x25519
+
+    from . import agev1
 
     Identities = Sequence[agev1.Identity | x25519.Identity]
 
@@ -60,19 +60,37 @@ def keyring_key(case_id: str, policy_hash: str) -> str:
     return f"{case_id}/keyrings/{policy_hash}"
 
 
-# Objects are written and read by the age engine of vault/agev1.py (plain age v1, format §6.3;
-# docs/decisions.md (15)), not pyrage: about three times less CPU per byte.
+# Two age implementations, one format (plain age v1, format §6.3; docs/decisions.md (15)).
+# Chunks, the hot path, are encrypted and decrypted by the engine of vault/agev1.py in the worker
+# functions below (a third of pyrage's CPU per byte). Snapshots and keyrings, a few small objects
+# handled by the main process, which holds pyrage for identities anyway, stay on pyrage: loading
+# `cryptography` there too would add its memory to the main process while the workers run.
+# Both are imported where used, so that workers never load pyrage.
 
 
-def encrypt(data: bytes | memoryview, recipient: str | agev1.Recipient) -> bytes:
-    return bytes(agev1.encrypt(data, [recipient]))
+def encrypt(data: bytes | memoryview, recipient: str) -> bytes:
+    import pyrage
+    from pyrage import x25519
+
+    return pyrage.encrypt(bytes(data), [x25519.Recipient.from_str(recipient)])
 
 
 def decrypt(ciphertext: bytes, identities: Identities, what: str) -> bytes:
+    import pyrage
+
     try:
-        return bytes(agev1.decrypt(ciphertext, agev1.as_identities(identities)))
-    except agev1.AgeError as exc:
+        return pyrage.decrypt(ciphertext, _pyrage_ids(identities))
+    except pyrage.DecryptError as exc:
         raise AuthenticationError(f"{what} does not decrypt: it is corrupt or was altered") from exc
+
+
+def _pyrage_ids(identities: Identities) -> list[x25519.Identity]:
+    from pyrage import x25519
+
+    return [
+        i if isinstance(i, x25519.Identity) else x25519.Identity.from_str(str(i))
+        for i in identities
+    ]
 
 
 def max_chunk_object(length: int) -> int:
@@ -94,6 +112,8 @@ def open_chunk_into(
     """`open_chunk` for a chunk of known `length`, decrypted in place into a buffer of that
     length; None if the plaintext is not exactly `length` bytes (known from the header before
     anything is decrypted). The id is checked before anything is returned."""
+    from . import agev1
+
     try:
         opened = agev1.open_file(ciphertext, agev1.as_identities(identities))
         if opened.size != length:
@@ -138,10 +158,17 @@ def init_deposit_worker(
     _W.update(
         case_id=case_id,
         key=chunk_key,
-        recipient=agev1.Recipient.from_str(recipient),
+        recipient=_engine().Recipient.from_str(recipient),
         stores=[open_store(u, s3_endpoint=s3_endpoint) for u in store_urls],
         db=db,
     )
+
+
+def _engine() -> Any:
+    """vault.agev1, imported by the workers (and inline jobs) only."""
+    from . import agev1
+
+    return agev1
 
 
 def _fd_for(path: str, flags: int, ino: int | None = None) -> int:
@@ -204,7 +231,7 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
     if holder is None and all(hasattr(s, "open_stage") for _, s in missing):
         csize, chash, tokens = _encrypt_to_stages(data, key, missing)
         return findex, offset, oid, length, csize, chash, csize * len(tokens), True, tokens, False
-    ciphertext = holder.get(key) if holder else encrypt(data, _W["recipient"])
+    ciphertext = holder.get(key) if holder else bytes(_engine().encrypt(data, [_W["recipient"]]))
     del data
     tokens = []
     uploaded = 0
@@ -216,7 +243,7 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
 
 
 class _Tee:
-    """The sink the age engine writes the ciphertext to, up to 1 MiB at a time (agev1.encrypt_to):
+    """The sink the age engine writes the ciphertext to, up to 256 KiB at a time (agev1.encrypt_to):
     every staged copy gets each piece, and the ciphertext hash is taken on the way."""
 
     def __init__(self, outs: list[Any]) -> None:
@@ -252,7 +279,7 @@ def _encrypt_to_stages(
             outs.append(store.open_stage(key))
         tee = _Tee(outs)
         try:
-            agev1.encrypt_to(data, [_W["recipient"]], tee)
+            _engine().encrypt_to(data, [_W["recipient"]], tee)
         except Exception as exc:
             if tee.error is not None and tee.error is not exc:
                 raise tee.error from exc
@@ -273,7 +300,7 @@ def init_recover_worker(
     _close_file()
     _W.clear()
     _W["stores"] = [open_store(u, s3_endpoint=s3_endpoint) for u in store_urls]
-    _W["ids"] = [agev1.Identity.from_str(s) for s in identity_strs]
+    _W["ids"] = [_engine().Identity.from_str(s) for s in identity_strs]
 
 
 def fetch_chunk(task: tuple[str, str, str, int, int, bytes]) -> tuple[int, list[str]]:

@@ -148,20 +148,37 @@ def test_truncated_or_extended_is_refused_by_both(cut: int) -> None:
             pyrage.decrypt(bad, [P_IDENT])
 
 
-def test_stored_objects_are_written_and_read_by_the_engine() -> None:
-    """vault/objects.py goes through the engine (docs/decisions.md (15)): its objects carry
-    exactly one X25519 stanza and no grease (pyrage adds grease to every file), pyrage and the
-    engine open them, and a deposit or recovery worker process does not even import pyrage."""
+def test_chunks_are_written_and_read_by_the_engine(tmp_path: Path) -> None:
+    """The deposit and recovery workers of vault/objects.py go through the engine
+    (docs/decisions.md (15)): a staged chunk carries exactly one X25519 stanza and no grease
+    (pyrage adds grease to every file), pyrage opens it, the recovery worker opens it, and a
+    worker process does not even import pyrage."""
+    import sqlite3
     import subprocess
     import sys
 
     from vault import objects
+    from vault.stores import FileStore
 
+    db = tmp_path / "state.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE objects (case_id TEXT, oid TEXT, csize INT, chash TEXT)")
+    case, key = "c" * 32, bytes(range(32))
+    objects.init_deposit_worker(case, [(tmp_path / "s").as_uri()], None, key, RECIPIENT, str(db))
     data = os.urandom(65537)
-    ct = objects.encrypt(data, RECIPIENT)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    result = objects.store_chunk((0, str(src), src.stat().st_ino, 0, len(data)))
+    objects.release_file()
+    oid, tokens = result[2], result[8]
+    store = FileStore(tmp_path / "s")
+    store.commit([(objects.object_key(case, oid), tokens[0][1])])
+    ct = store.get(objects.object_key(case, oid))
     assert len(ct) == 168 + agev1.payload_size(len(data))
     assert ct.count(b"\n-> ") == 1 and b"\n-> X25519 " in ct
     assert pyrage.decrypt(ct, [P_IDENT]) == data
-    assert objects.decrypt(ct, [P_IDENT], "test") == data  # pyrage identities are still accepted
+    objects.init_recover_worker([], None, [str(P_IDENT)])
+    assert objects.open_chunk_into(ct, objects._W["ids"], key, oid, len(data)) == data
+    assert objects.open_chunk_into(ct, [P_IDENT], key, oid, len(data)) == data  # pyrage ids too
     code = "import sys, vault.objects, vault.stores; assert 'pyrage' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
