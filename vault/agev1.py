@@ -292,7 +292,11 @@ def _nonce(counter: int, last: bool) -> bytes:
 def _wrap(recipient: Recipient, file_key: bytes) -> Stanza:
     ephemeral = X25519PrivateKey.generate()  # a new one per stanza and per file, as required
     share = ephemeral.public_key().public_bytes_raw()
-    wrap_key = _hkdf(ephemeral.exchange(recipient.key), share + recipient.raw, X25519_LABEL)
+    try:
+        shared = ephemeral.exchange(recipient.key)
+    except ValueError as exc:  # a low-order point: the shared secret would be all zero
+        raise FormatError(N_("the age recipient is not a usable X25519 key")) from exc
+    wrap_key = _hkdf(shared, share + recipient.raw, X25519_LABEL)
     body = ChaCha20Poly1305(wrap_key).encrypt(_ZERO_NONCE, file_key, None)
     return Stanza((b"X25519", b64encode(share)), body)
 

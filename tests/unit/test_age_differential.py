@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pyrage import x25519
 
 from vault import agev1
+from vault.errors import FormatError
 
 SIZES = [0, 1, 65535, 65536, 65537, 2 * 65536, 3 * 65536 + 5, 1024 * 1024 + 17]
 P_IDENT = x25519.Identity.generate()
@@ -112,6 +113,12 @@ def test_streaming_encryption_is_plain_age(size: int) -> None:
     ct = b"".join(sink.parts)
     assert written == len(ct)
     assert pyrage.decrypt(ct, [P_IDENT]) == data
+
+
+def test_a_low_order_recipient_is_refused() -> None:
+    zero = str(agev1.Recipient(bytes(32)))  # the all-zero point: every shared secret is zero
+    with pytest.raises(FormatError):
+        agev1.encrypt(b"x", [zero])
 
 
 def test_several_recipients_and_identities() -> None:
