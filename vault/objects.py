@@ -9,20 +9,25 @@ cannot substitute one valid object for another.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sqlite3
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import blake3
-import pyrage
 import zstandard
-from pyrage import x25519
 
 from .constants import AGE_HEADER_MIN, OBJECT_ID_BYTES, ZSTD_LEVEL, ZSTD_MIN_SAVING
 from .errors import AuthenticationError, FormatError, NotFoundError, StoreError, VeladorError
+
+if TYPE_CHECKING:
+    from pyrage import x25519
+
+    from . import agev1
+
+    Identities = Sequence[agev1.Identity | x25519.Identity]
 
 _HEX = set("0123456789abcdef")
 
@@ -58,15 +63,37 @@ def keyring_key(case_id: str, policy_hash: str) -> str:
     return f"{case_id}/keyrings/{policy_hash}"
 
 
+# Two age implementations, one format (plain age v1, format §6.3; docs/decisions.md (15)).
+# Chunks, the hot path, are encrypted and decrypted by the engine of vault/agev1.py in the worker
+# functions below (a third of pyrage's CPU per byte). Snapshots and keyrings, a few small objects
+# handled by the main process, which holds pyrage for identities anyway, stay on pyrage: loading
+# `cryptography` there too would add its memory to the main process while the workers run.
+# Both are imported where used, so that workers never load pyrage.
+
+
 def encrypt(data: bytes | memoryview, recipient: str) -> bytes:
+    import pyrage
+    from pyrage import x25519
+
     return pyrage.encrypt(bytes(data), [x25519.Recipient.from_str(recipient)])
 
 
-def decrypt(ciphertext: bytes, identities: list[x25519.Identity], what: str) -> bytes:
+def decrypt(ciphertext: bytes, identities: Identities, what: str) -> bytes:
+    import pyrage
+
     try:
-        return pyrage.decrypt(ciphertext, identities)
+        return pyrage.decrypt(ciphertext, _pyrage_ids(identities))
     except pyrage.DecryptError as exc:
         raise AuthenticationError(f"{what} does not decrypt: it is corrupt or was altered") from exc
+
+
+def _pyrage_ids(identities: Identities) -> list[x25519.Identity]:
+    from pyrage import x25519
+
+    return [
+        i if isinstance(i, x25519.Identity) else x25519.Identity.from_str(str(i))
+        for i in identities
+    ]
 
 
 def max_chunk_object(length: int) -> int:
@@ -75,9 +102,7 @@ def max_chunk_object(length: int) -> int:
     return length + 16 * (length // 65536 + 2) + 16 + 4096
 
 
-def open_chunk(
-    ciphertext: bytes, identities: list[x25519.Identity], chunk_key: bytes, oid: str
-) -> bytes:
+def open_chunk(ciphertext: bytes, identities: Identities, chunk_key: bytes, oid: str) -> bytes:
     data = decrypt(ciphertext, identities, f"object {oid[:12]}")
     if object_id(chunk_key, data) != oid:
         raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
@@ -147,11 +172,25 @@ def unpack_chunk(payload: bytes, length: int) -> bytes | None:
 
 
 def open_packed_chunk(
-    ciphertext: bytes, identities: list[x25519.Identity], chunk_key: bytes, oid: str, length: int
+    ciphertext: bytes, identities: Identities, chunk_key: bytes, oid: str, length: int
 ) -> bytes | None:
-    """`open_chunk_into` for a chunk the manifest marks compressed: decrypt, decompress within
-    `length`, then check the id over the decompressed bytes. None if the length is wrong."""
-    data = unpack_chunk(decrypt(ciphertext, identities, f"object {oid[:12]}"), length)
+    """`open_chunk_into` for a chunk the manifest marks compressed: decrypt (with the engine, as
+    every chunk), decompress within `length`, then check the id over the decompressed bytes.
+    None if the lengths are wrong: a frame is never larger than the chunk it holds (§6.3)."""
+    from . import agev1
+
+    try:
+        opened = agev1.open_file(ciphertext, agev1.as_identities(identities))
+        if opened.size > length:
+            return None
+        frame = bytearray(opened.size)
+        opened.decrypt_into(frame)
+        opened.release()
+    except agev1.AgeError as exc:
+        raise AuthenticationError(
+            f"object {oid[:12]} does not decrypt: it is corrupt or was altered"
+        ) from exc
+    data = unpack_chunk(bytes(frame), length)
     if data is None:
         return None
     if object_id(chunk_key, data) != oid:
@@ -159,50 +198,28 @@ def open_packed_chunk(
     return data
 
 
-class _Into:
-    """The sink pyrage.decrypt_io writes plaintext to: a buffer of the expected length, filled
-    in place (pyrage.decrypt grows a vector by doubling, then copies it: up to four times the
-    chunk in memory). More bytes than expected stop the decryption at once."""
-
-    def __init__(self, length: int) -> None:
-        self.buf = bytearray(length)
-        self.view = memoryview(self.buf)
-        self.pos = 0
-        self.overflow = False
-
-    def write(self, data: bytes) -> int:
-        end = self.pos + len(data)
-        if end > len(self.buf):
-            self.overflow = True
-            raise ValueError("more plaintext than the manifest says")
-        self.view[self.pos : end] = data
-        self.pos = end
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
 def open_chunk_into(
-    ciphertext: bytes, identities: list[x25519.Identity], chunk_key: bytes, oid: str, length: int
+    ciphertext: bytes, identities: Identities, chunk_key: bytes, oid: str, length: int
 ) -> bytearray | None:
-    """`open_chunk` for a chunk of known `length`, decrypted in place; None if the plaintext is
-    not exactly `length` bytes. The id is checked before anything is returned."""
-    into = _Into(length)
+    """`open_chunk` for a chunk of known `length`, decrypted in place into a buffer of that
+    length; None if the plaintext is not exactly `length` bytes (known from the header before
+    anything is decrypted). The id is checked before anything is returned."""
+    from . import agev1
+
     try:
-        pyrage.decrypt_io(io.BytesIO(ciphertext), into, identities)
-    except Exception as exc:
-        if into.overflow:
+        opened = agev1.open_file(ciphertext, agev1.as_identities(identities))
+        if opened.size != length:
             return None
+        buf = bytearray(length)
+        opened.decrypt_into(buf)
+        opened.release()
+    except agev1.AgeError as exc:
         raise AuthenticationError(
             f"object {oid[:12]} does not decrypt: it is corrupt or was altered"
         ) from exc
-    if into.pos != length:
-        return None
-    into.view.release()
-    if object_id(chunk_key, into.buf) != oid:
+    if object_id(chunk_key, buf) != oid:
         raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
-    return into.buf
+    return buf
 
 
 # --- worker side of deposits and recoveries ------------------------------------------------------
@@ -235,7 +252,7 @@ def init_deposit_worker(
         forms=forms if isinstance(forms, dict) else {},
         case_id=case_id,
         key=chunk_key,
-        recipient=x25519.Recipient.from_str(recipient),
+        recipient=_engine().Recipient.from_str(recipient),
         stores=[open_store(u, s3_endpoint=s3_endpoint) for u in store_urls],
         db=db,
     )
@@ -248,6 +265,13 @@ def _forms(db: sqlite3.Connection, case_id: str) -> Any:
     except sqlite3.OperationalError:  # an index without local cases (worker tests)
         return {}
     return json.loads(row[0] or "{}").get("forms", {}) if row else {}
+
+
+def _engine() -> Any:
+    """vault.agev1, imported by the workers (and inline jobs) only."""
+    from . import agev1
+
+    return agev1
 
 
 def _fd_for(path: str, flags: int, ino: int | None = None) -> int:
@@ -315,7 +339,9 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
         csize, chash, tokens = _encrypt_to_stages(payload, key, missing)
         _check_packed_size(packed, csize, length)
         return findex, offset, oid, length, csize, chash, csize * len(tokens), True, tokens, False
-    ciphertext = holder.get(key) if holder else pyrage.encrypt(bytes(payload), [_W["recipient"]])
+    ciphertext = (
+        holder.get(key) if holder else bytes(_engine().encrypt(payload, [_W["recipient"]]))
+    )
     del payload
     if holder is None:
         _check_packed_size(packed, len(ciphertext), length)
@@ -335,7 +361,7 @@ def _check_packed_size(packed: bool, csize: int, length: int) -> None:
 
 
 class _Tee:
-    """The file-like sink pyrage.encrypt_io writes the ciphertext to, 64 KiB segment by segment:
+    """The sink the age engine writes the ciphertext to, up to 256 KiB at a time (agev1.encrypt_to):
     every staged copy gets each piece, and the ciphertext hash is taken on the way."""
 
     def __init__(self, outs: list[Any]) -> None:
@@ -348,7 +374,7 @@ class _Tee:
         try:
             for out in self.outs:
                 out.write(data)
-        except BaseException as exc:  # pyrage turns it into an EncryptError: keep the real one
+        except BaseException as exc:  # kept, should an encryptor wrap it in its own error
             self.error = exc
             raise
         self.hash.update(data)
@@ -371,9 +397,9 @@ def _encrypt_to_stages(
             outs.append(store.open_stage(key))
         tee = _Tee(outs)
         try:
-            pyrage.encrypt_io(io.BytesIO(data), tee, [_W["recipient"]])
+            _engine().encrypt_to(data, [_W["recipient"]], tee)
         except Exception as exc:
-            if tee.error is not None:
+            if tee.error is not None and tee.error is not exc:
                 raise tee.error from exc
             raise
         tokens = [(i, out.finish()) for (i, _), out in zip(missing, outs, strict=True)]
@@ -392,7 +418,7 @@ def init_recover_worker(
     _close_file()
     _W.clear()
     _W["stores"] = [open_store(u, s3_endpoint=s3_endpoint) for u in store_urls]
-    _W["ids"] = [x25519.Identity.from_str(s) for s in identity_strs]
+    _W["ids"] = [_engine().Identity.from_str(s) for s in identity_strs]
 
 
 def fetch_chunk(task: tuple[Any, ...]) -> tuple[int, list[str]]:
