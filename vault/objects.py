@@ -339,9 +339,7 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
         csize, chash, tokens = _encrypt_to_stages(payload, key, missing)
         _check_packed_size(packed, csize, length)
         return findex, offset, oid, length, csize, chash, csize * len(tokens), True, tokens, False
-    ciphertext = (
-        holder.get(key) if holder else bytes(_engine().encrypt(payload, [_W["recipient"]]))
-    )
+    ciphertext = holder.get(key) if holder else bytes(_engine().encrypt(payload, [_W["recipient"]]))
     del payload
     if holder is None:
         _check_packed_size(packed, len(ciphertext), length)
