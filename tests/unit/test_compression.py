@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from pyrage import x25519
 
 from vault import case as C
 from vault import deposit as D
@@ -85,7 +86,7 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 def chain(setup) -> list:
-    ids = [O.x25519.Identity.from_str(setup.key)]
+    ids = [x25519.Identity.from_str(setup.key)]
     stores = [open_store(u) for u in setup.policy.stores]
     return R.load_chain(setup.policy, ids, stores, R.Report())
 
