@@ -34,5 +34,5 @@ def test_hostile_values_are_ignored_not_shown():
     # A node that claims "nodes": "many" or a non-integer time gets no count from it
     ev = group([notice("a", 100, nodes="many", deadline="soon")])[0]
     line, nxt = describe(ev, Names([], {CASE: "puerto"}, ""))
-    assert line == "puerto: your check-in is due by -. Reported by 1 node(s) (a)."
+    assert line == "puerto: your check-in is due by -. Reported by 1 node (a)."
     assert nxt == "velador checkin puerto"
