@@ -48,7 +48,7 @@ def test_make_demo_tells_the_whole_story(tmp_path: Path) -> None:
     out = res.stdout + res.stderr
     # Then it succeeds, proves the files byte-identical, and prints a timeline
     assert res.returncode == 0, out[-4000:]
-    assert "byte-identical: True" in res.stdout
+    assert "byte-identical: yes" in res.stdout
     assert "Timeline:" in res.stdout
     for moment in ("reminder sent", "OVERDUE", "RELEASED at", "nodo-5 stopped"):
         assert moment in res.stdout, moment
