@@ -17,7 +17,7 @@ from vault.cards import Card
 from vault.errors import N_, NodeError, PolicyError
 
 from .context import Ctx, emit_json
-from .i18n import _
+from .i18n import _, error_text
 from .switch_cmds import json_option, timeout_option
 
 
@@ -104,7 +104,7 @@ def notify_cmd(
                 assert r.error is not None
                 click.echo(
                     _("%(node)s: not changed (%(error)s)")
-                    % {"node": r.node, "error": r.error.message},
+                    % {"node": r.node, "error": error_text(r.error)[0]},
                     err=True,
                 )
     failed = [r for r in results if not r.ok]

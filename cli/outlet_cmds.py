@@ -28,7 +28,7 @@ from vault.state import LocalState
 from vault.switch import fan_out
 
 from .context import Ctx, emit_json, out_console
-from .i18n import _, ngettext
+from .i18n import _, error_text, ngettext
 from .timefmt import local_time
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
         for _alias, a in failed:
             click.echo(
                 _("velador: warning: %(error)s; its notices come on the next run")
-                % {"error": a.error},
+                % {"error": error_text(a.error)[0] if a.error else ""},
                 err=True,
             )
         _print_events(events, names, show_all, now)
@@ -211,7 +211,7 @@ class _Asked:
     def of(cls, card: Card, error: VeladorError | None, body: dict[str, Any] | None) -> _Asked:
         if error is None:
             return cls(card, "accepted", receipt=body)
-        detail = error.message.removeprefix(f"node {card.name}: ")
+        detail = error_text(error)[0].removeprefix(f"node {card.name}: ")
         if isinstance(error, NotFoundError):
             return cls(card, "does not hold the case")
         if isinstance(error, PolicyError):
