@@ -98,7 +98,14 @@ def _seen(count: int, total: int | None, nodes: str, case_id: str | None) -> str
     readers to whom the case is not their own)."""
     values = {"count": count, "total": total, "nodes": nodes, "case_id": case_id}
     if case_id is not None and total:
-        return _("Case %(case_id)s, reported by %(count)d of %(total)d nodes (%(nodes)s).") % values
+        return (
+            ngettext(
+                "Case %(case_id)s, reported by %(count)d of %(total)d nodes (%(nodes)s).",
+                "Case %(case_id)s, reported by %(count)d of %(total)d nodes (%(nodes)s).",
+                count,
+            )
+            % values
+        )
     if case_id is not None:
         return (
             ngettext(
@@ -109,7 +116,14 @@ def _seen(count: int, total: int | None, nodes: str, case_id: str | None) -> str
             % values
         )
     if total:
-        return _("Reported by %(count)d of %(total)d nodes (%(nodes)s).") % values
+        return (
+            ngettext(
+                "Reported by %(count)d of %(total)d nodes (%(nodes)s).",
+                "Reported by %(count)d of %(total)d nodes (%(nodes)s).",
+                count,
+            )
+            % values
+        )
     return (
         ngettext(
             "Reported by %(count)d node (%(nodes)s).",
