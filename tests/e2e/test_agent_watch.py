@@ -46,7 +46,7 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         conn.close()
     assert "reportaje" not in dump and "watches" in dump
     assert status_lines(v, armed.r, "watched folder") == [
-        f"inv: watched folder #1 ({work.resolve()}): not escrowed yet (limit 6h)"
+        f"inv: watched folder #1 ({work.resolve()}): not escrowed yet (limit 6 hours)"
     ]
 
     agent = AgentProc(
@@ -74,7 +74,7 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         v.ok(armed.r, "verify", "inv", passphrase=None)
         assert "inv: deposited snapshot 2 (1 files; changed)" in agent.text()
         assert status_lines(v, armed.r, "watched folder") == [
-            f"inv: watched folder #1 ({work.resolve()}): newest escrowed copy 0s old (limit 6h)"
+            f"inv: watched folder #1 ({work.resolve()}): newest escrowed copy 0 seconds old (limit 6 hours)"
         ]
         assert "unlocked" in v.ok(armed.r, "agent", "status", passphrase=None)
 
@@ -91,7 +91,7 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         assert snapshot_sizes(v, armed.r) == [2, 8]
         # The status warns: the newest escrowed copy is 7h old, over the 6h limit.
         warn = status_lines(v, armed.r, "warning: inv: the escrowed copy")
-        assert warn and "is older than 6h" in warn[0], v.ok(armed.r, "status", "inv")
+        assert warn and "is older than 6 hours" in warn[0], v.ok(armed.r, "status", "inv")
 
         # Unlocked with the DURESS passphrase it behaves as a normal agent: the same message,
         # and the change made while locked is deposited.
