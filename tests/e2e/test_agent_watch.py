@@ -72,7 +72,7 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         wait_for(lambda: snapshot_sizes(v, armed.r) == [2, 8], 60, "the change deposited")
         assert time.monotonic() - changed < 60
         v.ok(armed.r, "verify", "inv", passphrase=None)
-        assert "inv: deposited snapshot 2 (1 files; changed)" in agent.text()
+        assert "inv: deposited snapshot 2 (1 file; changed)" in agent.text()
         assert status_lines(v, armed.r, "watched folder") == [
             f"inv: watched folder #1 ({work.resolve()}): newest escrowed copy 0 seconds old (limit 6 hours)"
         ]
@@ -231,7 +231,7 @@ def test_agent_outlives_a_failed_deposit(v, armed, clock, tmp_path):
     )
     try:
         wait_for(lambda: agent.lines("inv: the deposit failed ("), 60, "the failed deposit")
-        assert "it is tried again in 5m" in agent.lines("inv: the deposit failed (")[0]
+        assert "it is tried again in 5 minutes" in agent.lines("inv: the deposit failed (")[0]
         assert snapshot_sizes(v, armed.r) == []
         store.unlink()
         if had:
