@@ -79,6 +79,12 @@ class Demo:
             TMPDIR=str(root / "tmp"),
         )
         self.env = dict(os.environ)
+        # The nodes run from the temp folder: make them import this same checkout, not whatever
+        # copy of velador the interpreter finds first (another checkout's editable install).
+        repo = str(Path(__file__).resolve().parents[1])
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (repo, self.env.get("PYTHONPATH", "")) if p
+        )
 
     # --- output ------------------------------------------------------------------------------
 
