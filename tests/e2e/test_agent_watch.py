@@ -74,7 +74,8 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         v.ok(armed.r, "verify", "inv", passphrase=None)
         assert "inv: deposited snapshot 2 (1 file; changed)" in agent.text()
         assert status_lines(v, armed.r, "watched folder") == [
-            f"inv: watched folder #1 ({work.resolve()}): newest escrowed copy 0 seconds old (limit 6 hours)"
+            f"inv: watched folder #1 ({work.resolve()}): newest escrowed copy 0 seconds old "
+            "(limit 6 hours)"
         ]
         assert "unlocked" in v.ok(armed.r, "agent", "status", passphrase=None)
 
@@ -107,7 +108,9 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         last = max(n for n, _ in agent.rounds())
         wait_for(lambda: any(n > last for n, _ in agent.rounds()), 30, "a round after unlock")
         agent.step(5 * H)
-        assert agent.lines("the computer was asleep, or its clock jumped: 5 hours between two rounds")
+        assert agent.lines(
+            "the computer was asleep, or its clock jumped: 5 hours between two rounds"
+        )
         assert "locked" in v.ok(armed.r, "agent", "status", passphrase=None)
 
         # Unlocked again, and left idle for 2h: it locks itself.
