@@ -119,7 +119,7 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         agent.step(H)
         agent.step(H)
         agent.step(H)
-        assert agent.lines("no activity for 2h; the agent locked itself.")
+        assert agent.lines("no activity for 2 hours; the agent locked itself.")
         assert "locked" in v.ok(armed.r, "agent", "status", passphrase=None)
         # One agent per home: a second one refuses to start.
         code, _, err = v(armed.r, "agent", passphrase=None)
