@@ -32,11 +32,13 @@ import click
 from vault.checkin import resend_queued
 from vault.clock import Clock, iso
 from vault.durations import human, parse_duration
-from vault.errors import AuthenticationError, PolicyError
+from vault.errors import N_, AuthenticationError, PolicyError
 from vault.state import LocalState
 from vault.switch import DEFAULT_TIMEOUT, arming_state
 
 from .context import PASSPHRASE_ENV, Ctx, emit_json, get_passphrase
+from .i18n import _
+from .timefmt import local_time, span
 
 DEFAULT_REMIND = (86400, 3600)
 """Offsets used when the policy sets none: a day and an hour before the deadline."""
@@ -70,6 +72,7 @@ def due_reminders(state: LocalState, clock: Clock) -> list[dict[str, Any]]:
         offset = min(due)  # only the most urgent of the reminders due now
         if not state.remind_once(rec.case_id, deadline, offset, now):
             continue
+        # `text` is for --json (English, UTC); the terminal line is reminder_text's.
         if offset == 0:
             text = (
                 f"{rec.name}: your check-in deadline has PASSED; the nodes release at "
@@ -80,8 +83,36 @@ def due_reminders(state: LocalState, clock: Clock) -> list[dict[str, Any]]:
                 f"{rec.name}: check in within {human(deadline - now)} "
                 f"(deadline {iso(deadline)}): run 'velador checkin'"
             )
-        out.append({"case": rec.name, "deadline": deadline, "offset": offset, "text": text})
+        out.append(
+            {
+                "case": rec.name,
+                "deadline": deadline,
+                "release_at": release_at,
+                "offset": offset,
+                "text": text,
+            }
+        )
     return out
+
+
+def reminder_text(rem: dict[str, Any], now: int) -> str:
+    """A reminder as the reporter reads it: her language, her local time."""
+    if rem["offset"] == 0:
+        release_at = rem.get("release_at")
+        return _(
+            "%(case)s: your check-in deadline has PASSED; the nodes release at %(release_at)s "
+            "unless you run 'velador checkin'"
+        ) % {
+            "case": rem["case"],
+            "release_at": local_time(release_at, now) if release_at else "?",
+        }
+    return _(
+        "%(case)s: check in within %(left)s (deadline %(deadline)s): run 'velador checkin'"
+    ) % {
+        "case": rem["case"],
+        "left": span(rem["deadline"] - now),
+        "deadline": local_time(rem["deadline"], now),
+    }
 
 
 def desktop_notify(text: str) -> bool:
@@ -109,21 +140,44 @@ def run_round(state: LocalState, clock: Clock, timeout: float) -> Round:
     return rnd
 
 
+RESENT = {
+    "delivered": N_("delivered"),
+    "superseded": N_("superseded"),
+    "retry": N_("retry"),
+    "refused": N_("refused"),
+}
+"""Outcomes of re-sending a queued check-in (vault/checkin.py), as the terminal line says them."""
+
+
 def show(rnd: Round, notify: bool) -> None:
+    when = local_time(rnd.time, rnd.time)
     for r in rnd.resent:
         if r["outcome"] == "waiting":
             continue
+        values = {
+            "when": when,
+            "seq": r["seq"],
+            "node": r["node"],
+            "outcome": _(RESENT[r["outcome"]]) if r["outcome"] in RESENT else r["outcome"],
+            "detail": r.get("detail"),
+        }
+        text = (
+            _("%(when)s queued check-in #%(seq)s to %(node)s: %(outcome)s (%(detail)s)")
+            if r.get("detail")
+            else _("%(when)s queued check-in #%(seq)s to %(node)s: %(outcome)s")
+        )
+        click.echo(text % values, err=True)
+    for rem in rnd.reminders:
         click.echo(
-            f"{iso(rnd.time)} queued check-in #{r['seq']} to {r['node']}: {r['outcome']}"
-            + (f" ({r['detail']})" if r.get("detail") else ""),
+            _("%(when)s reminder: %(text)s") % {"when": when, "text": reminder_text(rem, rnd.time)},
             err=True,
         )
-    for rem in rnd.reminders:
-        click.echo(f"{iso(rnd.time)} reminder: {rem['text']}", err=True)
         if notify:
             # Not the reminder text: a notification's text is in notify-send's argv (readable by
             # every local user in /proc) and in the desktop's history, so no case name goes there.
-            desktop_notify("A check-in is due soon: run 'velador status', then 'velador checkin'.")
+            desktop_notify(
+                _("A check-in is due soon: run 'velador status', then 'velador checkin'.")
+            )
 
 
 TEST_CLOCK_ENV = "VELADOR_AGENT_TEST_CLOCK"
@@ -135,10 +189,12 @@ def _test_clock(path: Path | None) -> Clock | None:
     if path is None:
         return None
     if os.environ.get(TEST_CLOCK_ENV) != "1":
-        raise PolicyError(f"--test-clock-file is for tests only (set {TEST_CLOCK_ENV}=1)")
+        raise PolicyError(
+            N_("--test-clock-file is for tests only (set %(variable)s=1)"), variable=TEST_CLOCK_ENV
+        )
     from escrow_node.testclock import FileClock
 
-    click.echo(f"velador agent: WARNING: test clock from {path}", err=True)
+    click.echo(_("velador agent: WARNING: test clock from %(path)s") % {"path": path}, err=True)
     return FileClock(path)
 
 
@@ -146,65 +202,76 @@ def _duration(text: str, what: str) -> int:
     return parse_duration(text, what)
 
 
-@click.group("agent", invoke_without_command=True)
-@click.option("--once", is_flag=True, help="Run one round (re-send, remind) and exit.")
+@click.group(
+    "agent",
+    invoke_without_command=True,
+    help=N_(
+        "Remind you before deadlines, re-send queued check-ins, deposit watched folders.\n\n"
+        "It never checks in by itself. Reminders and queued check-ins need no passphrase (a "
+        "queued check-in was signed when you ran 'velador checkin'). Deposits of the folders "
+        "named with 'velador case watch' need the key: 'velador agent unlock' (or --unlock) "
+        "hands it to the running agent, which keeps it in memory only and forgets it after "
+        "--lock-after idle, when the computer sleeps, or on 'velador agent lock'."
+    ),
+)
+@click.option("--once", is_flag=True, help=N_("Run one round (re-send, remind) and exit."))
 @click.option(
     "--interval",
     type=click.FloatRange(0.05, 86400),
     default=60.0,
     show_default=True,
-    help="Seconds between rounds.",
+    help=N_("Seconds between rounds."),
 )
 @click.option(
     "--notify/--no-notify",
     default=True,
     show_default=True,
-    help="Also show reminders as desktop notifications (notify-send) where available.",
+    help=N_("Also show reminders as desktop notifications (notify-send) where available."),
 )
 @click.option(
     "--timeout",
     type=click.FloatRange(0.5, 600),
     default=DEFAULT_TIMEOUT,
     show_default=True,
-    help="Seconds to wait for each node.",
+    help=N_("Seconds to wait for each node."),
 )
 @click.option(
     "--unlock",
     "unlock_now",
     is_flag=True,
-    help="Ask for the passphrase now, so watched folders are deposited from the start.",
+    help=N_("Ask for the passphrase now, so watched folders are deposited from the start."),
 )
 @click.option(
     "--debounce",
     type=click.FloatRange(0.1, 86400),
     default=30.0,
     show_default=True,
-    help="Seconds a watched folder must stay unchanged before it is deposited.",
+    help=N_("Seconds a watched folder must stay unchanged before it is deposited."),
 )
 @click.option(
     "--deposit-every",
     default="6h",
     show_default=True,
-    help="Deposit every watched folder at least this often, changed or not.",
+    help=N_("Deposit every watched folder at least this often, changed or not."),
 )
 @click.option(
     "--lock-after",
     default="2h",
     show_default=True,
-    help="Forget the key after this long with no unlock and no change in a watched folder.",
+    help=N_("Forget the key after this long with no unlock and no change in a watched folder."),
 )
 @click.option(
     "--suspend-jump",
     default="2m",
     show_default=True,
-    help="Forget the key when the clock jumps this much between rounds (the computer slept).",
+    help=N_("Forget the key when the clock jumps this much between rounds (the computer slept)."),
 )
-@click.option("--json", "as_json", is_flag=True, help="With --once: print the round as JSON.")
+@click.option("--json", "as_json", is_flag=True, help=N_("With --once: print the round as JSON."))
 @click.option(
     "--test-clock-file",
     type=click.Path(path_type=Path, dir_okay=False),
     hidden=True,
-    help="TEST-ONLY: read the time from this file (needs VELADOR_AGENT_TEST_CLOCK=1).",
+    help="TEST-ONLY: read the time from this file (needs VELADOR_AGENT_TEST_CLOCK=1).",  # hidden
 )
 @click.pass_context
 def agent(
@@ -221,13 +288,7 @@ def agent(
     as_json: bool,
     test_clock_file: Path | None,
 ) -> None:
-    """Remind you before deadlines, re-send queued check-ins, deposit watched folders.
-
-    It never checks in by itself. Reminders and queued check-ins need no passphrase (a queued
-    check-in was signed when you ran 'velador checkin'). Deposits of the folders named with
-    'velador case watch' need the key: 'velador agent unlock' (or --unlock) hands it to the
-    running agent, which keeps it in memory only and forgets it after --lock-after idle, when the
-    computer sleeps, or on 'velador agent lock'."""
+    """`velador agent` (help text above)."""
     if cctx.invoked_subcommand is not None:
         return
     ctx: Ctx = cctx.obj
@@ -261,37 +322,43 @@ def agent(
     Agent(ctx.home, clock, opts).run(identity)
 
 
-@agent.command("lock")
+@agent.command("lock", help=N_("Make the running agent forget the key now (it keeps reminding)."))
 @click.pass_obj
 def agent_lock(ctx: Ctx) -> None:
-    """Make the running agent forget the key now (it keeps reminding)."""
     from .agent_control import request
 
     request(ctx.home, {"op": "lock"})
-    click.echo("The agent is locked: it no longer holds your key.", err=True)
+    click.echo(_("The agent is locked: it no longer holds your key."), err=True)
 
 
-@agent.command("unlock")
+@agent.command(
+    "unlock", help=N_("Hand the key to the running agent so it deposits watched folders.")
+)
 @click.pass_obj
 def agent_unlock(ctx: Ctx) -> None:
-    """Hand the key to the running agent so it deposits watched folders."""
     from .agent_control import request
 
     answer = request(ctx.home, {"op": "ping"}, timeout=5.0)  # before asking for the passphrase
-    answer = request(ctx.home, {"op": "unlock", "passphrase": get_passphrase()})
+    answer = request(ctx.home, {"op": "unlock", "passphrase": get_passphrase(_("Passphrase"))})
     if not answer.get("ok"):
+        # The agent sends the English text and, where it has them, the templates and values,
+        # so the message is shown in the reader's language (agent_runtime.Agent.control).
         raise AuthenticationError(
-            str(answer.get("error") or "the agent refused the passphrase"),
-            hint=answer.get("hint"),
+            str(
+                answer.get("template")
+                or answer.get("error")
+                or N_("the agent refused the passphrase")
+            ),
+            hint=answer.get("hint_template") or answer.get("hint"),
+            **(answer.get("params") or {}),
         )
-    click.echo("The agent is unlocked: it deposits your watched folders.", err=True)
+    click.echo(_("The agent is unlocked: it deposits your watched folders."), err=True)
 
 
-@agent.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@agent.command("status", help=N_("Say whether the running agent holds the key, and until when."))
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def agent_status(ctx: Ctx, as_json: bool) -> None:
-    """Say whether the running agent holds the key, and until when."""
     from .agent_control import request
 
     answer = request(ctx.home, {"op": "status"}, timeout=10.0)
@@ -299,10 +366,18 @@ def agent_status(ctx: Ctx, as_json: bool) -> None:
         emit_json(answer)
         return
     if answer.get("locked"):
-        click.echo("The agent is running and locked: it reminds, but does not deposit.")
+        click.echo(_("The agent is running and locked: it reminds, but does not deposit."))
     else:
         lock_at = answer.get("lock_at")
-        until = f" It locks again at {iso(lock_at)} if idle." if lock_at else ""
-        click.echo(f"The agent is running and unlocked: it deposits watched folders.{until}")
+        if lock_at:
+            click.echo(
+                _(
+                    "The agent is running and unlocked: it deposits watched folders. It locks "
+                    "again at %(when)s if idle."
+                )
+                % {"when": local_time(int(lock_at), ctx.clock.now())}
+            )
+        else:
+            click.echo(_("The agent is running and unlocked: it deposits watched folders."))
     if answer.get("depositing"):
-        click.echo("A deposit is under way.")
+        click.echo(_("A deposit is under way."))

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vault.errors import NotFoundError, PolicyError, VeladorError
+from vault.errors import N_, NotFoundError, PolicyError, VeladorError
 
 SOCKET_NAME = "agent.sock"
 MAX_REQUEST = 64 * 1024
@@ -60,8 +60,9 @@ class ControlServer:
         self.path = socket_path(home)
         if len(os.fsencode(self.path)) >= 100:
             raise PolicyError(
-                f"the home folder path is too long for the agent's socket ({self.path})",
-                hint="use a shorter --home path",
+                N_("the home folder path is too long for the agent's socket (%(path)s)"),
+                hint=N_("use a shorter --home path"),
+                path=str(self.path),
             )
         if self.path.exists() or self.path.is_symlink():
             try:
@@ -70,8 +71,8 @@ class ControlServer:
                 self.path.unlink()  # left by an agent that ended without cleaning up
             else:
                 raise PolicyError(
-                    "an agent is already running for this home",
-                    hint="use it ('velador agent status'), or stop it first",
+                    N_("an agent is already running for this home"),
+                    hint=N_("use it ('velador agent status'), or stop it first"),
                 )
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
@@ -89,7 +90,7 @@ class ControlServer:
 
     def serve_one(self, handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         try:
-            conn, _ = self.sock.accept()
+            conn, _addr = self.sock.accept()
         except (BlockingIOError, InterruptedError):
             return
         with conn:
@@ -127,18 +128,20 @@ def request(home: Path, req: dict[str, Any], timeout: float = 120.0) -> dict[str
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
             raise NotFoundError(
-                "no agent is running for this home", hint="start it with 'velador agent'"
+                N_("no agent is running for this home"), hint=N_("start it with 'velador agent'")
             ) from None
         sock.sendall(json.dumps(req).encode() + b"\n")
         line = _read_line(sock)
     except OSError as exc:
-        raise VeladorError(f"the agent did not answer ({type(exc).__name__})") from None
+        raise VeladorError(
+            N_("the agent did not answer (%(error)s)"), error=type(exc).__name__
+        ) from None
     finally:
         sock.close()
     try:
         answer = json.loads(line)
     except ValueError:
-        raise VeladorError("the agent did not answer") from None
+        raise VeladorError(N_("the agent did not answer")) from None
     if not isinstance(answer, dict):
-        raise VeladorError("the agent did not answer")
+        raise VeladorError(N_("the agent did not answer"))
     return answer

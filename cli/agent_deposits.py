@@ -32,6 +32,8 @@ from vault.identity import Identity
 from vault.state import LocalState
 from vault.watches import mark_escrowed
 
+from .i18n import _, error_text
+
 _IGNORED_EVENTS = {"opened", "closed_no_write", "attrib"}
 """Not changes of content: the deposit's own reading opens files, closes them unwritten and
 moves their access time (attrib); a mode change alone waits for the scheduled deposit."""
@@ -61,7 +63,7 @@ def one_deposit_at_a_time(home: Path) -> Iterator[None]:
         if held:
             yield
             return
-    click.echo("velador: waiting for the agent's deposit to finish...", err=True)
+    click.echo(_("velador: waiting for the agent's deposit to finish..."), err=True)
     with deposit_lock(home, wait=True):
         yield
 
@@ -133,7 +135,7 @@ class DepositWorker:
         try:
             rec = state.case(job.case_id)
         except VeladorError as exc:
-            return Outcome(job.case_id, job.case_id, job.reason, started, error=exc.message)
+            return Outcome(job.case_id, job.case_id, job.reason, started, error=error_text(exc)[0])
         out = Outcome(job.case_id, rec.name, job.reason, started)
         present = [(wid, p) for wid, p in job.folders if p.exists()]
         out.missing = [wid for wid, p in job.folders if not p.exists()]
@@ -150,11 +152,13 @@ class DepositWorker:
         except VeladorError as exc:
             # The kind of failure and what to do, never its text: some deposit errors quote a
             # file name, and the agent's output may end up in a log on a seized laptop.
-            out.error = f"{type(exc).__name__}; 'velador deposit' run by hand shows the details"
+            out.error = _("%(kind)s; 'velador deposit' run by hand shows the details") % {
+                "kind": type(exc).__name__
+            }
             return out
         except OSError as exc:
             # No file name: the agent's output may end up in a log file on a seized laptop.
-            out.error = f"{type(exc).__name__}: {exc.strerror or 'input/output error'}"
+            out.error = f"{type(exc).__name__}: {exc.strerror or _('input/output error')}"
             return out
         if not out.result.changed:
             mark_escrowed(state, [wid for wid, _ in present], started)

@@ -37,8 +37,7 @@ from typing import Any
 import click
 
 from vault.clock import Clock
-from vault.durations import human
-from vault.errors import VeladorError
+from vault.errors import N_, VeladorError
 from vault.identity import Identity, unlock_identity
 from vault.state import LocalState
 from vault.watches import Watch, watches
@@ -46,6 +45,8 @@ from vault.watches import Watch, watches
 from .agent_control import ControlServer
 from .agent_deposits import DepositWorker, FolderWatcher, Job, Outcome
 from .agent_keys import KeyHolder
+from .i18n import _, error_text, ngettext
+from .timefmt import span
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,28 @@ def _boottime() -> float:
 def _describe(exc: Exception) -> str:
     """One line about an error, without a file name (the output may be kept in a log)."""
     if isinstance(exc, VeladorError):
-        return exc.message
+        return error_text(exc)[0]
     if isinstance(exc, OSError):
-        return f"{type(exc).__name__}: {exc.strerror or 'system error'}"
+        return f"{type(exc).__name__}: {exc.strerror or _('system error')}"
     return f"{type(exc).__name__}: {exc}"
 
 
 def say(text: str) -> None:
-    click.echo(f"velador agent: {text}", err=True)
+    """One line from the agent; `text` is a whole sentence already in the reader's language."""
+    click.echo(_("velador agent: %(text)s") % {"text": text}, err=True)
+
+
+REASONS = {"changed": N_("changed"), "unlocked": N_("unlocked"), "scheduled": N_("scheduled")}
+"""Why the agent deposited a case (Job.reason), as its deposit line says it."""
+
+
+def _templates(exc: VeladorError) -> dict[str, Any]:
+    """An error's templates and values for the control socket, so `velador agent unlock` shows
+    it in the reader's language (only when every value survives JSON as it is)."""
+    params = getattr(exc, "params", {}) or {}
+    if not all(isinstance(v, str | int | float) for v in params.values()):
+        return {}
+    return {"template": exc.template, "hint_template": exc.hint_template, "params": params}
 
 
 class Agent:
@@ -141,7 +156,10 @@ class Agent:
                 try:
                     next_round = self._iteration(server, next_round, run_round, show)
                 except Exception as exc:  # the agent must outlive one bad round
-                    say(f"this round failed ({_describe(exc)}); the next round tries again.")
+                    say(
+                        _("this round failed (%(error)s); the next round tries again.")
+                        % {"error": _describe(exc)}
+                    )
                     next_round = time.monotonic() + self.opts.interval
                     self._sleep_until(server, next_round)
         finally:
@@ -152,7 +170,7 @@ class Agent:
             self.worker.stop()
             self.key.lock()
             if self.worker.busy:
-                say("a deposit was under way; the next start resumes it where it stopped.")
+                say(_("a deposit was under way; the next start resumes it where it stopped."))
             self.state.db.conn.close()
 
     def _iteration(
@@ -179,7 +197,7 @@ class Agent:
         """Wait until `when` (monotonic), or less if woken (a signal, a change, a finished
         deposit) or asked something on the control socket."""
         timeout = max(0.0, when - time.monotonic())
-        ready, _, _ = select.select([self._wake_r, server], [], [], timeout)
+        ready, _wr, _ex = select.select([self._wake_r, server], [], [], timeout)
         if self._wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 4096)
@@ -202,15 +220,18 @@ class Agent:
         return rnd
 
     def _banner(self, unlocked: bool) -> str:
-        lock = (
-            "unlocked: watched folders are deposited when they change"
-            if unlocked
-            else "locked: watched folders are not deposited until 'velador agent unlock'"
-        )
-        return (
-            f"every {human(max(1, int(self.opts.interval)))}; {lock}; Ctrl-C to stop. "
-            "It never checks in for you."
-        )
+        every = span(max(1, int(self.opts.interval)))
+        if unlocked:
+            text = _(
+                "every %(every)s; unlocked: watched folders are deposited when they change; "
+                "Ctrl-C to stop. It never checks in for you."
+            )
+        else:
+            text = _(
+                "every %(every)s; locked: watched folders are not deposited until 'velador "
+                "agent unlock'; Ctrl-C to stop. It never checks in for you."
+            )
+        return text % {"every": every}
 
     # --- locking ----------------------------------------------------------------------------
     def _unlocked(self, identity: Identity) -> None:
@@ -220,10 +241,12 @@ class Agent:
         self._refresh_folders()
         self._catch_up = set(self._folders)  # changes made while locked were not seen
         say(
-            "unlocked. Watched folders are deposited when they change and every "
-            f"{human(self.opts.deposit_every)}. The key stays in memory only; the agent locks "
-            f"again after {human(self.opts.lock_after)} idle, when the computer sleeps, or on "
-            "'velador agent lock'."
+            _(
+                "unlocked. Watched folders are deposited when they change and every "
+                "%(every)s. The key stays in memory only; the agent locks again after "
+                "%(idle)s idle, when the computer sleeps, or on 'velador agent lock'."
+            )
+            % {"every": span(self.opts.deposit_every), "idle": span(self.opts.lock_after)}
         )
 
     def _lock_now(self, why: str) -> None:
@@ -235,8 +258,10 @@ class Agent:
             self._catch_up.clear()
             say(why)
             say(
-                "locked: reminders continue, but watched folders are not deposited until you "
-                "run 'velador agent unlock'."
+                _(
+                    "locked: reminders continue, but watched folders are not deposited until "
+                    "you run 'velador agent unlock'."
+                )
             )
 
     def _check_lock(self, now: int) -> None:
@@ -246,12 +271,16 @@ class Agent:
             apart = int(max(now - last[0], boot - last[2]))
             if apart - (mono - last[1]) > self.opts.suspend_jump:
                 self._lock_now(
-                    f"the computer was asleep, or its clock jumped: {human(apart)} between two "
-                    "rounds; the agent locked itself."
+                    _(
+                        "the computer was asleep, or its clock jumped: %(apart)s between two "
+                        "rounds; the agent locked itself."
+                    )
+                    % {"apart": span(apart)}
                 )
         if not self.key.locked and now - self.key.active >= self.opts.lock_after:
             self._lock_now(
-                f"no activity for {human(self.opts.lock_after)}; the agent locked itself."
+                _("no activity for %(idle)s; the agent locked itself.")
+                % {"idle": span(self.opts.lock_after)}
             )
 
     def control(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +297,7 @@ class Agent:
                 "rounds": self.rounds,
             }
         if op == "lock":
-            self._lock_now("locked on request ('velador agent lock').")
+            self._lock_now(_("locked on request ('velador agent lock')."))
             return {"ok": True}
         if op == "unlock":
             passphrase = req.get("passphrase")
@@ -277,7 +306,7 @@ class Agent:
             try:
                 identity = unlock_identity(self.home, passphrase)
             except VeladorError as exc:
-                return {"ok": False, "error": exc.message, "hint": exc.hint}
+                return {"ok": False, "error": exc.message, "hint": exc.hint, **_templates(exc)}
             finally:
                 del passphrase
             self._unlocked(identity)
@@ -293,7 +322,10 @@ class Agent:
         try:
             found = watches(self.state, identity=ident)
         except VeladorError as exc:
-            say(f"the list of watched folders cannot be read: {exc.message}")
+            say(
+                _("the list of watched folders cannot be read: %(error)s")
+                % {"error": error_text(exc)[0]}
+            )
             return
         by_case: dict[str, list[Watch]] = {}
         for w in found:
@@ -319,8 +351,11 @@ class Agent:
                 self._told_locked.add(w.case_id)
                 name = active[w.case_id]
                 say(
-                    f"{name}: its watched folders are due for a deposit, but the agent is "
-                    "locked; run 'velador agent unlock'."
+                    _(
+                        "%(case)s: its watched folders are due for a deposit, but the agent is "
+                        "locked; run 'velador agent unlock'."
+                    )
+                    % {"case": name}
                 )
 
     def _settle_at(self, case_id: str) -> float | None:
@@ -384,7 +419,10 @@ class Agent:
             for wid in out.missing:
                 if wid not in self._told_missing:  # once per agent run, not every round
                     self._told_missing.add(wid)
-                    say(f"{out.case}: watched folder #{wid} is missing; it is not deposited.")
+                    say(
+                        _("%(case)s: watched folder #%(id)s is missing; it is not deposited.")
+                        % {"case": out.case, "id": wid}
+                    )
             if out.missing:
                 # Not marked escrowed, so due again at once: look again in a while instead.
                 self._retry_at[out.case_id] = now + min(self.opts.deposit_every, 3600)
@@ -395,8 +433,8 @@ class Agent:
                 retry = min(self.opts.deposit_every, 300)
                 self._retry_at[out.case_id] = now + retry
                 say(
-                    f"{out.case}: the deposit failed ({out.error}); "
-                    f"it is tried again in {human(retry)}."
+                    _("%(case)s: the deposit failed (%(error)s); it is tried again in %(retry)s.")
+                    % {"case": out.case, "error": out.error, "retry": span(retry)}
                 )
                 continue
             r = out.result
@@ -404,14 +442,32 @@ class Agent:
                 continue
             if r.changed:
                 say(
-                    f"{out.case}: {len(r.changed)} file(s) changed while being read; they are "
-                    "deposited once they stay unchanged."
+                    ngettext(
+                        "%(case)s: %(n)d file changed while being read; it is deposited once it "
+                        "stays unchanged.",
+                        "%(case)s: %(n)d files changed while being read; they are deposited "
+                        "once they stay unchanged.",
+                        len(r.changed),
+                    )
+                    % {"case": out.case, "n": len(r.changed)}
                 )
                 self._retry_at[out.case_id] = now + 60
                 with self._lock:  # deposit again once quiet, even if no event comes
                     m = time.monotonic()
                     self._changes.setdefault(out.case_id, (m, m))
             if not r.unchanged:
-                say(f"{out.case}: deposited snapshot {r.seq} ({r.files} files; {out.reason}).")
+                say(
+                    ngettext(
+                        "%(case)s: deposited snapshot %(seq)s (%(files)d file; %(reason)s).",
+                        "%(case)s: deposited snapshot %(seq)s (%(files)d files; %(reason)s).",
+                        r.files,
+                    )
+                    % {
+                        "case": out.case,
+                        "seq": r.seq,
+                        "files": r.files,
+                        "reason": _(REASONS.get(out.reason, out.reason)),
+                    }
+                )
         if done and not self.key.locked:
             self._refresh_folders()

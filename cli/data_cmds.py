@@ -14,10 +14,12 @@ import click
 
 from vault.clock import iso
 from vault.deposit import deposit as do_deposit
-from vault.errors import NotFoundError, PolicyError, StoreError, VeladorError
+from vault.errors import N_, NotFoundError, PolicyError, StoreError, VeladorError
 
 from .context import Ctx, emit_json, out_console
+from .i18n import _, ngettext
 from .progress import byte_progress, human_bytes
+from .timefmt import local_time
 
 if TYPE_CHECKING:
     from vault.policy import Policy
@@ -33,22 +35,83 @@ def _human(n: int) -> str:
     return human_bytes(n)
 
 
+# Counted nouns, each one ngettext call written out so the catalog tools see the plural pair; a
+# sentence takes them as values ("%(files)s, %(size)s"), as cli/timefmt.py does with its units.
+def _files(n: int) -> str:
+    return ngettext("%(n)d file", "%(n)d files", n) % {"n": n}
+
+
+def _stores(n: int) -> str:
+    return ngettext("%(n)d store", "%(n)d stores", n) % {"n": n}
+
+
+def _objects(n: int) -> str:
+    return ngettext("%(n)d object", "%(n)d objects", n) % {"n": n}
+
+
+def _snapshots(n: int) -> str:
+    return ngettext("%(n)d snapshot", "%(n)d snapshots", n) % {"n": n}
+
+
+def _chunks(n: int) -> str:
+    return ngettext("%(n)d new chunk", "%(n)d new chunks", n) % {"n": n}
+
+
+OUTCOMES = {
+    "released": N_("released"),
+    "not released": N_("not released"),
+    "unreachable": N_("unreachable"),
+    "refused": N_("refused"),
+    "does not hold the case": N_("does not hold the case"),
+    "lying": N_("lying"),
+}
+"""vault.netrecover's outcome of asking one node, in the reader's language (--json keeps the
+English codes)."""
+
+
+def _outcome(code: str) -> str:
+    return _(OUTCOMES[code]) if code in OUTCOMES else code
+
+
+def _describe(name: str, outcome: str, detail: str) -> str:
+    """vault.netrecover.NodeResult.describe, translated: 'nodo-5 (unreachable: ...)'."""
+    if detail:
+        return _("%(node)s (%(outcome)s: %(detail)s)") % {
+            "node": name,
+            "outcome": _outcome(outcome),
+            "detail": detail,
+        }
+    return f"{name} ({_outcome(outcome)})"
+
+
+INTERRUPTED = {
+    "deposit": N_("deposit interrupted; what was already uploaded is kept"),
+    "repair": N_("repair interrupted; what was already uploaded is kept"),
+}
+# Whole sentences per command (never "{what} interrupted"), so each can be translated.
+
+
 class DepositInterrupted(VeladorError):
     """Ctrl-C during `velador deposit`: nothing is lost, and the same command resumes."""
 
     exit_code = 130  # 128 + SIGINT, as shells report an interrupted command
 
 
-@click.command()
+@click.command(
+    help=N_(
+        "Encrypt PATHS into CASE and upload them to every store of the case.\n\n"
+        "Safe to interrupt: run it again and it uploads only what is missing."
+    )
+)
 @click.argument("case_name", metavar="CASE")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--instructions",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Text for the outlets that recover this case (what to publish, whom to call).",
+    help=N_("Text for the outlets that recover this case (what to publish, whom to call)."),
 )
-@click.option("--jobs", type=click.IntRange(1, 16), help="Worker processes (default: by size).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option("--jobs", type=click.IntRange(1, 16), help=N_("Worker processes (default: by size)."))
+@click.option("--json", "as_json", is_flag=True, help=N_("Print a JSON summary."))
 @click.pass_obj
 def deposit(
     ctx: Ctx,
@@ -58,10 +121,7 @@ def deposit(
     jobs: int | None,
     as_json: bool,
 ) -> None:
-    """Encrypt PATHS into CASE and upload them to every store of the case.
-
-    Safe to interrupt: run it again and it uploads only what is missing.
-    """
+    """`velador deposit` (help text above, translated where it is shown)."""
     from .agent_deposits import one_deposit_at_a_time
 
     rec = ctx.state.case(case_name)
@@ -74,36 +134,53 @@ def deposit(
         emit_json(result.to_json())
         return
     for s in result.skipped:
-        click.echo(f"velador: warning: skipped {s} (not a regular file or folder)", err=True)
+        click.echo(
+            _("velador: warning: skipped %(path)s (not a regular file or folder)") % {"path": s},
+            err=True,
+        )
     for path in result.changed:
         click.echo(
-            f"velador: warning: {path} changed while it was being read; it is not in this "
-            "snapshot (deposit again when it is no longer being written)",
+            _(
+                "velador: warning: %(path)s changed while it was being read; it is not in this "
+                "snapshot (deposit again when it is no longer being written)"
+            )
+            % {"path": path},
             err=True,
         )
     if result.unchanged:
-        repaired = (
-            f"; re-uploaded {_human(result.bytes_uploaded)} of missing copies"
-            if result.bytes_uploaded
-            else "; nothing uploaded"
-        )
-        click.echo(f"Nothing changed since snapshot {result.seq}{repaired}.", err=True)
+        if result.bytes_uploaded:
+            text = _(
+                "Nothing changed since snapshot %(seq)s; re-uploaded %(size)s of missing copies."
+            )
+        else:
+            text = _("Nothing changed since snapshot %(seq)s; nothing uploaded.")
+        click.echo(text % {"seq": result.seq, "size": _human(result.bytes_uploaded)}, err=True)
         return
     click.echo(
-        f"Snapshot {result.seq} ({result.snapshot_id[:12] if result.snapshot_id else ''}): "
-        f"{result.files} files, {_human(result.bytes_total)}; read {_human(result.bytes_read)}, "
-        f"uploaded {_human(result.bytes_uploaded)} ({result.new_chunks} new chunks) "
-        f"to {len(rec.policy.stores)} store(s).",
+        _(
+            "Snapshot %(seq)s (%(id)s): %(files)s, %(size)s; read %(read)s, uploaded "
+            "%(uploaded)s (%(chunks)s) to %(stores)s."
+        )
+        % {
+            "seq": result.seq,
+            "id": result.snapshot_id[:12] if result.snapshot_id else "",
+            "files": _files(result.files),
+            "size": _human(result.bytes_total),
+            "read": _human(result.bytes_read),
+            "uploaded": _human(result.bytes_uploaded),
+            "chunks": _chunks(result.new_chunks),
+            "stores": _stores(len(rec.policy.stores)),
+        },
         err=True,
     )
 
 
-@click.command()
+@click.command(help=N_("List the snapshots of CASE made from this machine."))
 @click.argument("case_name", metavar="CASE")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def snapshots(ctx: Ctx, case_name: str, as_json: bool) -> None:
-    """List the snapshots of CASE made from this machine."""
+    """`velador snapshots`: times local to the reader (cli/timefmt.py), UTC only in --json."""
     rec = ctx.state.case(case_name)
     rows = [
         {
@@ -121,50 +198,64 @@ def snapshots(ctx: Ctx, case_name: str, as_json: bool) -> None:
         return
     if not rows:
         click.echo(
-            f"No snapshots in {case_name} yet. Deposit with 'velador deposit {case_name} PATH'.",
+            _("No snapshots in %(case)s yet. Deposit with 'velador deposit %(case)s PATH'.")
+            % {"case": case_name},
             err=True,
         )
         return
     from .context import table as folding_table
 
-    table = folding_table("#", "id", "created", "files", "size")  # times wrap, never cut
-    for r in rows:
+    now = ctx.clock.now()
+    # times wrap, never cut
+    table = folding_table("#", _("id"), _("created"), _("files"), _("size"))
+    for s in ctx.state.snapshots(rec.case_id):
         table.add_row(
-            str(r["seq"]), r["id"][:16], r["created"], str(r["files"]), _human(r["bytes"])
+            str(s["seq"]),
+            s["snap_id"][:16],
+            local_time(s["created"], now),
+            str(s["files"]),
+            _human(s["bytes"]),
         )
     out_console().print(table)
 
 
-@click.command()
+@click.command(
+    help=N_(
+        "Check that every store of CASE holds every object; name what is missing.\n\n"
+        "With --repair, put back what is missing or damaged from a healthy replica."
+    )
+)
 @click.argument("case_name", metavar="CASE")
-@click.option("--deep", is_flag=True, help="Download every object and compare its hash.")
+@click.option("--deep", is_flag=True, help=N_("Download every object and compare its hash."))
 @click.option(
     "--repair",
     is_flag=True,
-    help="Check deeply, then copy a good replica (checked by hash) over every missing or "
-    "damaged copy.",
+    help=N_(
+        "Check deeply, then copy a good replica (checked by hash) over every missing or "
+        "damaged copy."
+    ),
 )
 @click.option(
     "--from",
     "sources",
     multiple=True,
     type=click.Path(path_type=Path, exists=True),
-    help="With --repair: the files or folders you deposited, to make again what no store holds "
-    "intact (repeatable; asks for your passphrase).",
+    help=N_(
+        "With --repair: the files or folders you deposited, to make again what no store holds "
+        "intact (repeatable; asks for your passphrase)."
+    ),
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def verify(
     ctx: Ctx, case_name: str, deep: bool, repair: bool, sources: tuple[Path, ...], as_json: bool
 ) -> None:
-    """Check that every store of CASE holds every object; name what is missing.
-
-    With --repair, put back what is missing or damaged from a healthy replica."""
+    """`velador verify` (help text above)."""
     from vault.verify import verify_case
 
     rec = ctx.state.case(case_name)
     if sources and not repair:
-        raise PolicyError("--from is only used with --repair", hint="add --repair")
+        raise PolicyError(N_("--from is only used with --repair"), hint=N_("add --repair"))
     if repair:
         _repair(ctx, case_name, sources, as_json)
         return
@@ -173,23 +264,37 @@ def verify(
         emit_json({"ok": report.ok, **report.__dict__})
     else:
         for line in report.missing:
-            click.echo(f"missing  {line}", err=True)
+            click.echo(_("missing  %(what)s") % {"what": line}, err=True)
         for line in report.damaged:
-            click.echo(f"damaged  {line}", err=True)
+            click.echo(_("damaged  %(what)s") % {"what": line}, err=True)
         for line in report.unreachable:
-            click.echo(f"unreachable  {line}", err=True)
+            click.echo(_("unreachable  %(what)s") % {"what": line}, err=True)
         if report.ok:
-            click.echo(
-                f"OK: {len(report.stores)} store(s) hold all {report.objects} objects "
-                f"({report.snapshots} snapshots){' (deep check)' if deep else ''}.",
-                err=True,
+            text = (
+                _("OK: %(stores)s hold all %(objects)s (%(snapshots)s; deep check).")
+                if deep
+                else _("OK: %(stores)s hold all %(objects)s (%(snapshots)s).")
             )
+            values = {
+                "stores": _stores(len(report.stores)),
+                "objects": _objects(report.objects),
+                "snapshots": _snapshots(report.snapshots),
+            }
+            click.echo(text % values, err=True)
     if not report.ok:
-        n = len(report.missing) + len(report.damaged)
+        n, u = len(report.missing) + len(report.damaged), len(report.unreachable)
+        if u:
+            message = N_("object copies missing or damaged: %(n)d; stores not reached: %(u)d")
+        elif n == 1:
+            message = N_("%(n)d object copy is missing or damaged")
+        else:
+            message = N_("%(n)d object copies are missing or damaged")
         raise StoreError(
-            f"{n} object cop{'y is' if n == 1 else 'ies are'} missing or damaged"
-            + (f"; {len(report.unreachable)} store(s) unreachable" if report.unreachable else ""),
-            hint=f"repair them from a healthy replica: velador verify {case_name} --repair",
+            message,
+            hint=N_("repair them from a healthy replica: velador verify %(case)s --repair"),
+            n=n,
+            u=u,
+            case=case_name,
         )
 
 
@@ -203,9 +308,9 @@ def _interruptible_deposit(
     **kwargs: Any,
 ) -> Any:
     """A deposit with its progress bar; Ctrl-C says that running the command again resumes
-    (the caller holds the home's deposit lock)."""
+    (the caller holds the home's deposit lock). `what` is a key of INTERRUPTED."""
     try:
-        with byte_progress("Depositing", quiet=as_json) as progress:
+        with byte_progress(_("Depositing"), quiet=as_json) as progress:
             return do_deposit(
                 ctx.state,
                 ident,
@@ -218,8 +323,8 @@ def _interruptible_deposit(
             )
     except (KeyboardInterrupt, click.exceptions.Abort):
         raise DepositInterrupted(
-            f"{what} interrupted; what was already uploaded is kept",
-            hint="run the same command again: it resumes and uploads only what is missing",
+            INTERRUPTED[what],
+            hint=N_("run the same command again: it resumes and uploads only what is missing"),
         ) from None
 
 
@@ -244,7 +349,7 @@ def _repair_locked(
     rep = repair_case(ctx.state, rec, s3_endpoint=ctx.s3_endpoint)
     for line in rep.repaired:
         if not as_json:
-            click.echo(f"repaired  {line}", err=True)
+            click.echo(_("repaired  %(what)s") % {"what": line}, err=True)
     redeposited = 0
     if rep.objects_needing_sources() and sources:
         ident = ctx.unlock()
@@ -266,77 +371,107 @@ def _report_repair(case_name: str, rep: Any, redeposited: int, as_json: bool) ->
             }
         )
     elif rep.ok:
-        click.echo(
-            f"OK: every store of {case_name} holds a good copy of all {rep.found.objects} "
-            f"objects ({len(rep.repaired)} repaired"
-            + (f", {redeposited} made again from your files" if redeposited else "")
-            + ").",
-            err=True,
+        values = {
+            "case": case_name,
+            "objects": _objects(rep.found.objects),
+            "repaired": len(rep.repaired),
+            "redeposited": redeposited,
+        }
+        text = (
+            _(
+                "OK: every store of %(case)s holds a good copy of all %(objects)s (%(repaired)d "
+                "repaired, %(redeposited)d made again from your files)."
+            )
+            if redeposited
+            else _(
+                "OK: every store of %(case)s holds a good copy of all %(objects)s (%(repaired)d "
+                "repaired)."
+            )
         )
+        click.echo(text % values, err=True)
     if rep.ok:
         return
     for url, key in rep.unrepaired:
         if not as_json:
-            click.echo(f"not repaired  {url}: {key}", err=True)
+            click.echo(_("not repaired  %(store)s: %(key)s") % {"store": url, "key": key}, err=True)
     need = rep.objects_needing_sources()
     lost = rep.snapshots_lost()
     if rep.found.unreachable:
         raise StoreError(
-            f"{len(rep.found.unreachable)} store(s) could not be reached and were not repaired",
-            hint=f"run 'velador verify {case_name} --repair' again when they are back",
+            N_("stores that could not be reached and were not repaired: %(n)d"),
+            hint=N_("run 'velador verify %(case)s --repair' again when they are back"),
+            n=len(rep.found.unreachable),
+            case=case_name,
         )
     if need:
         raise StoreError(
-            f"{len(need)} object(s) have no intact copy in any store",
-            hint=f"make them again from your files: velador verify {case_name} --repair --from "
-            "FOLDER (the folders you deposited; this laptop keeps no file names, by design)",
+            N_("%(n)d object(s) have no intact copy in any store"),
+            hint=N_(
+                "make them again from your files: velador verify %(case)s --repair --from "
+                "FOLDER (the folders you deposited; this laptop keeps no file names, by design)"
+            ),
+            n=len(need),
+            case=case_name,
         )
     raise StoreError(
-        f"{len(lost)} snapshot record(s) have no intact copy in any store",
-        hint=f"deposit again (velador deposit {case_name} PATH...) so that a new snapshot lists "
-        "everything",
+        N_("%(n)d snapshot record(s) have no intact copy in any store"),
+        hint=N_(
+            "deposit again (velador deposit %(case)s PATH...) so that a new snapshot lists "
+            "everything"
+        ),
+        n=len(lost),
+        case=case_name,
     )
 
 
-@click.command()
+@click.command(
+    help=N_(
+        "Recover a case: fetch released shares, verify, combine, decrypt, write under --out.\n\n"
+        "With CASE_CARD_OR_ID, the released envelopes come from the case's escrow nodes (a case "
+        "id alone asks the nodes in your contacts). With --shares DIR, from offline share files."
+    )
+)
 @click.argument("case_ref", metavar="[CASE_CARD_OR_ID]", required=False)
 @click.option(
     "--shares",
     "shares_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder of offline share files (USB sticks); alone, or beside the escrow nodes of "
-    "CASE_CARD_OR_ID.",
+    help=N_(
+        "Folder of offline share files (USB sticks); alone, or beside the escrow nodes of "
+        "CASE_CARD_OR_ID."
+    ),
 )
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
-    help="Folder to write the recovered files into (created if needed).",
+    help=N_("Folder to write the recovered files into (created if needed)."),
 )
 @click.option(
-    "--snapshot", help="Restore only this snapshot (id prefix) instead of the merged tree."
+    "--snapshot",
+    help=N_("Restore only this snapshot (id prefix) instead of the merged tree."),
 )
 @click.option(
     "--export-key",
     "export_key_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Also write the case's age key here (0600) for the stock 'age -d -i FILE'.",
+    help=N_("Also write the case's age key here (0600) for the stock 'age -d -i FILE'."),
 )
 @click.option(
     "--store",
     "stores",
     multiple=True,
-    help="Read from this store instead of the ones in the policy (repeatable).",
+    help=N_("Read from this store instead of the ones in the policy (repeatable)."),
 )
 @click.option(
     "--timeout",
     type=click.FloatRange(0.5, 600),
     default=NODE_TIMEOUT,
     show_default=True,
-    help="Seconds to wait for each escrow node before naming it unreachable.",
+    help=N_("Seconds to wait for each escrow node before naming it unreachable."),
 )
-@click.option("--force", is_flag=True, help="Overwrite files that already exist in --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.option("--force", is_flag=True, help=N_("Overwrite files that already exist in --out."))
+@click.option("--json", "as_json", is_flag=True, help=N_("Print a JSON report."))
 @click.pass_obj
 def recover(
     ctx: Ctx,
@@ -350,11 +485,7 @@ def recover(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Recover a case: fetch released shares, verify, combine, decrypt, write under --out.
-
-    With CASE_CARD_OR_ID, the released envelopes come from the case's escrow nodes (a case id
-    alone asks the nodes in your contacts). With --shares DIR, from offline share files.
-    """
+    """`velador recover` (help text above)."""
     from vault.keyrings import older_keys
     from vault.recover import export_key, restore
     from vault.shares import age_identity_str
@@ -362,9 +493,11 @@ def recover(
 
     if case_ref is None and shares_dir is None:
         raise PolicyError(
-            "say where the shares come from: a case card or id, or --shares DIR",
-            hint="velador recover CASE_CARD_OR_ID --out DIR  (escrow nodes), or "
-            "velador recover --shares DIR --out DIR  (offline share files)",
+            N_("say where the shares come from: a case card or id, or --shares DIR"),
+            hint=N_(
+                "velador recover CASE_CARD_OR_ID --out DIR  (escrow nodes), or "
+                "velador recover --shares DIR --out DIR  (offline share files)"
+            ),
         )
     if case_ref is None:
         assert shares_dir is not None
@@ -385,7 +518,7 @@ def recover(
     every_secret = [secret, *(s for _, s in older)]
     if export_key_path:
         export_key(every_secret, export_key_path, iso(ctx.clock.now()))
-    with byte_progress("Recovering", quiet=as_json) as progress:
+    with byte_progress(_("Recovering"), quiet=as_json) as progress:
         restore(
             policy,
             [age_identity_str(s) for s in every_secret],
@@ -410,7 +543,7 @@ def recover(
     if as_json:
         emit_json({**prov, **report.__dict__, "key_exported": str(export_key_path or "")})
         return
-    _print_report(prov, report, export_key_path)
+    _print_report(prov, report, export_key_path, ctx.clock.now())
 
 
 def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, list[Any], Any]:
@@ -426,8 +559,9 @@ def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, 
     mine = [(src, e) for src, e in bundle.envelopes if addressed_to(e, ident.card)]
     if not mine:
         raise NotFoundError(
-            "none of these shares is addressed to your identity",
-            hint=f"your fingerprint is {ident.fingerprint}",
+            N_("none of these shares is addressed to your identity"),
+            hint=N_("your fingerprint is %(fingerprint)s"),
+            fingerprint=ident.fingerprint,
         )
     for src, env in mine:
         try:
@@ -438,7 +572,7 @@ def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, 
         mnemonics.append(opened.mnemonic)
         report.shares_used.append(f"{src} (holder {opened.holder})")
     for line in report.shares_skipped:
-        click.echo(f"velador: warning: skipped share {line}", err=True)
+        click.echo(_("velador: warning: skipped share %(share)s") % {"share": line}, err=True)
     return policy, recover_key(policy, mnemonics, report), report, [], ident.box_key
 
 
@@ -461,17 +595,25 @@ def _network_secret(
     skipped_files: list[str] = []
     if bundle is not None:
         found.report.shares_skipped.extend(bundle.rejected)
-        skipped_files = [f"share file {line}" for line in bundle.rejected]
+        skipped_files = [_("share file %(file)s") % {"file": line} for line in bundle.rejected]
         skipped_files += add_offline(found, bundle.policy, bundle.envelopes, ident)
     secret = combine_released(found, ident)  # an error here names every node that failed
     skipped = {id(r) for r in found.skipped()}
     for r in found.of_case():
         if id(r) in skipped and r.outcome != NO_CASE:
-            click.echo(f"velador: warning: skipped node {r.describe()}", err=True)
+            click.echo(
+                _("velador: warning: skipped node %(node)s")
+                % {"node": _describe(r.name, r.outcome, r.detail)},
+                err=True,
+            )
         elif id(r) not in skipped and r.detail:  # some good shares, some bad envelopes
-            click.echo(f"velador: warning: node {r.name} {r.detail}; skipped those", err=True)
+            click.echo(
+                _("velador: warning: node %(node)s %(detail)s; skipped those")
+                % {"node": r.name, "detail": r.detail},
+                err=True,
+            )
     for line in skipped_files:
-        click.echo(f"velador: warning: skipped {line}", err=True)
+        click.echo(_("velador: warning: skipped %(what)s") % {"what": line}, err=True)
     assert found.policy is not None
     agreeing, serving = found.serving()
     found.report.policy_choice = {
@@ -488,46 +630,107 @@ def _print_choice(choice: dict[str, Any] | None, fingerprint: str) -> None:
     if not choice or choice["by"] != "majority":
         return
     out_console().print(
-        f"[bold]The case policy was chosen by majority[/bold]: {choice['agreeing']} of the "
-        f"{choice['serving']} nodes that released serve it, and nothing else vouches for it "
-        "(no case card, and the reporter is not in your contacts). Verify the reporter's "
-        f"fingerprint {fingerprint} with them, aloud or over a channel you trust, before you "
-        "rely on this material."
+        _(
+            "[bold]The case policy was chosen by majority[/bold]: %(agreeing)d of the "
+            "%(serving)d nodes that released serve it, and nothing else vouches for it "
+            "(no case card, and the reporter is not in your contacts). Verify the reporter's "
+            "fingerprint %(fingerprint)s with them, aloud or over a channel you trust, before "
+            "you rely on this material."
+        )
+        % {
+            "agreeing": choice["agreeing"],
+            "serving": choice["serving"],
+            "fingerprint": fingerprint,
+        }
     )
 
 
-def _print_report(prov: dict[str, object], report: Report, key_path: Path | None) -> None:
+def _print_report(prov: dict[str, object], report: Report, key_path: Path | None, now: int) -> None:
+    from rich.markup import escape
     from rich.panel import Panel
 
     con = out_console()
     if report.instructions:
-        con.print(Panel(report.instructions, title="Instructions from the reporter", expand=False))
-    con.print(f"Recovered {report.files} files ({_human(report.bytes)}) into {report.out}")
-    who = f"{prov['reporter']} ({prov['reporter_fingerprint']})"
+        con.print(
+            Panel(report.instructions, title=_("Instructions from the reporter"), expand=False)
+        )
+    con.print(
+        _("Recovered %(files)s (%(size)s) into %(out)s")
+        % {"files": _files(report.files), "size": _human(report.bytes), "out": report.out},
+        markup=False,
+    )
+    who = {
+        "name": escape(str(prov["reporter"])),
+        "fingerprint": prov["reporter_fingerprint"],
+        "contact": escape(str(prov["reporter_contact"] or "")),
+    }
     if prov["reporter_contact"]:
-        con.print(f"Signed by {who}, your contact '{prov['reporter_contact']}'.")
+        con.print(_("Signed by %(name)s (%(fingerprint)s), your contact '%(contact)s'.") % who)
     else:
         con.print(
-            f"Signed by {who}. [bold]Not in your contacts[/bold]: compare this fingerprint "
-            "with one you trust before publishing."
+            _(
+                "Signed by %(name)s (%(fingerprint)s). [bold]Not in your contacts[/bold]: "
+                "compare this fingerprint with one you trust before publishing."
+            )
+            % who
         )
     _print_choice(report.policy_choice, str(prov["reporter_fingerprint"]))
     if report.snapshots:
         first, last = report.snapshots[0], report.snapshots[-1]
+        text = (
+            _("%(snapshots)s, %(first)s to %(last)s; chain intact.")
+            if report.chain_intact
+            else _("%(snapshots)s, %(first)s to %(last)s; chain BROKEN.")
+        )
         con.print(
-            f"{len(report.snapshots)} snapshot(s), {iso(first['created'])} to "
-            f"{iso(last['created'])}; chain {'intact' if report.chain_intact else 'BROKEN'}."
+            text
+            % {
+                "snapshots": _snapshots(len(report.snapshots)),
+                "first": local_time(first["created"], now),
+                "last": local_time(last["created"], now),
+            },
+            markup=False,
         )
     for p in report.chain_problems:
-        con.print(f"  chain: {p}")
-    con.print(f"Case {prov['case_id']}, policy {str(prov['policy_hash'])[:16]}.")
-    con.print(f"Shares used: {len(report.shares_used)}; skipped: {len(report.shares_skipped)}.")
+        con.print(_("  chain: %(problem)s") % {"problem": p}, markup=False)
+    con.print(
+        _("Case %(case_id)s, policy %(policy)s.")
+        % {"case_id": prov["case_id"], "policy": str(prov["policy_hash"])[:16]}
+    )
+    con.print(
+        _("Shares used: %(used)d; skipped: %(skipped)d.")
+        % {"used": len(report.shares_used), "skipped": len(report.shares_skipped)}
+    )
     for n in prov.get("nodes") or []:  # type: ignore[attr-defined]
-        when = f" at {iso(n['released_at'])}" if n["released_at"] else ""
-        held = f", share {', '.join(n['shares'])}" if n["shares"] else ""
-        why = f": {n['detail']}" if n["detail"] else ""
-        con.print(f"  node {n['node']}: {n['outcome']}{when}{held}{why}")
+        con.print(_node_line(n, now), markup=False)
     for p in report.store_problems:
-        con.print(f"  store: {p}")
+        con.print(_("  store: %(problem)s") % {"problem": p}, markup=False)
     if key_path:
-        con.print(f"Case key written to {key_path} (open any object with 'age -d -i {key_path}').")
+        con.print(
+            _("Case key written to %(path)s (open any object with 'age -d -i %(path)s').")
+            % {"path": key_path},
+            markup=False,
+        )
+
+
+def _node_line(n: dict[str, Any], now: int) -> str:
+    """One node's part in a recovery, as a whole sentence per case (released or not, with or
+    without shares), so a translation can reorder it."""
+    values = {
+        "node": n["node"],
+        "outcome": _outcome(n["outcome"]),
+        "when": local_time(n["released_at"], now) if n["released_at"] else "",
+        "shares": ", ".join(n["shares"]) if n["shares"] else "",
+        "detail": n["detail"] or "",
+    }
+    if n["released_at"] and n["shares"]:
+        text = _("  node %(node)s: %(outcome)s at %(when)s, share %(shares)s")
+    elif n["released_at"]:
+        text = _("  node %(node)s: %(outcome)s at %(when)s")
+    elif n["shares"]:
+        text = _("  node %(node)s: %(outcome)s, share %(shares)s")
+    else:
+        text = _("  node %(node)s: %(outcome)s")
+    if n["detail"]:
+        text += ": %(detail)s"
+    return text % values

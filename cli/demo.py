@@ -31,6 +31,9 @@ import httpx
 
 from vault.errors import VeladorError
 
+from . import i18n
+from .i18n import _
+
 VELADOR = [sys.executable, "-m", "cli.main"]
 NODES = 5
 THRESHOLD = 3
@@ -57,7 +60,7 @@ def wait_until(pred: Any, what: str, deadline: float = STEP_DEADLINE, every: flo
         if value:
             return value
         time.sleep(every)
-    raise DemoFailed(f"timed out waiting for {what}")
+    raise DemoFailed(_("timed out waiting for %(what)s") % {"what": what})
 
 
 class Demo:
@@ -76,6 +79,12 @@ class Demo:
             TMPDIR=str(root / "tmp"),
         )
         self.env = dict(os.environ)
+        # The nodes run from the temp folder: make them import this same checkout, not whatever
+        # copy of velador the interpreter finds first (another checkout's editable install).
+        repo = str(Path(__file__).resolve().parents[1])
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (repo, self.env.get("PYTHONPATH", "")) if p
+        )
 
     # --- output ------------------------------------------------------------------------------
 
@@ -119,7 +128,10 @@ class Demo:
         if check and code != 0:
             if not show:
                 print(f"$ velador --home {who} {shown}\n  {text}", flush=True)
-            raise DemoFailed(f"step failed (exit {code}): velador {shown}")
+            raise DemoFailed(
+                _("step failed (exit %(code)s): velador %(command)s")
+                % {"code": code, "command": shown}
+            )
         return out.getvalue()
 
     def quiet(self, who: str, *args: str) -> str:
@@ -172,7 +184,7 @@ class Demo:
             except httpx.HTTPError:
                 return False
 
-        wait_until(up, f"{url} to answer", every=0.05)
+        wait_until(up, _("%(url)s to answer") % {"url": url}, every=0.05)
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -246,20 +258,23 @@ def identical(a: Path, b: Path) -> bool:
 
 def story(d: Demo) -> None:
     root = d.root
-    d.step(f"Five partner outlets start escrow nodes (3 of 5 will be needed), tick {0.2}s")
+    d.step(
+        _("Five partner outlets start escrow nodes (%(k)d of %(n)d will be needed), tick %(tick)ss")
+        % {"k": THRESHOLD, "n": NODES, "tick": 0.2}
+    )
     nodes = d.init_nodes()
     for name, url in nodes:
         d.serve(name, url)
     pids = ", ".join(f"{n} pid {p.pid}" for n, p in d.procs.items())
-    print(f"   node pids: {pids}", flush=True)
+    print(_("   node pids: %(pids)s") % {"pids": pids}, flush=True)
 
-    d.step("Ana (reporter), two recipient outlets and an editor make identities")
+    d.step(_("Ana (reporter), two recipient outlets and an editor make identities"))
     d.v("ana", "id", "new", "--name", "Ana Reportera")
     d.v("diario", "id", "new", "--name", "El Diario del Norte", "--role", "outlet")
     d.v("semanario", "id", "new", "--name", "Semanario Sur", "--role", "outlet")
     d.v("editora", "id", "new", "--name", "Editora de Ana", "--role", "editor")
 
-    d.step("They exchange contact cards (and would compare fingerprints aloud)")
+    d.step(_("They exchange contact cards (and would compare fingerprints aloud)"))
     cards = {who: d.quiet(who, "id", "card").strip() for who in ("diario", "semanario", "editora")}
     ana_card = d.quiet("ana", "id", "card").strip()
     node_cards = {name: _node_card(d, name) for name, _ in nodes}
@@ -270,32 +285,38 @@ def story(d: Demo) -> None:
             d.v("ana", "contact", "add", card, "--alias", name)
         else:
             d.quiet("ana", "contact", "add", card, "--alias", name)
-    print("   (and the other four node cards the same way)", flush=True)
+    print(_("   (and the other four node cards the same way)"), flush=True)
 
     for who in ("diario", "semanario", "editora"):  # the same on the other three machines
         d.quiet(who, "contact", "add", ana_card, "--alias", "ana")
         for name, card in node_cards.items():
             d.quiet(who, "contact", "add", card, "--alias", name)
-    print("   (the outlets and the editor added Ana's card and the five node cards)", flush=True)
+    print(_("   (the outlets and the editor added Ana's card and the five node cards)"), flush=True)
 
-    for _, url in nodes:  # they started in the background meanwhile
+    for _name, url in nodes:  # they started in the background meanwhile
         d.wait_healthy(url)
-    d.mark(f"{NODES} nodes answer on loopback")
+    d.mark(_("%(n)d nodes answer on loopback") % {"n": NODES})
 
-    d.step("The node operators admit Ana's key (registration is closed by default)")
+    d.step(_("The node operators admit Ana's key (registration is closed by default)"))
     from vault.cards import parse_card
 
     ana_fp = parse_card(ana_card).fingerprint
-    for i, (name, _) in enumerate(nodes):
+    for i, (name, _url) in enumerate(nodes):
         args = ["node", "admit", "--data", str(root / "nodes" / name), ana_fp]
         if i == 0:
             print(f"$ velador node admit --data nodes/{name} {ana_fp}", flush=True)
         d.quiet("operators", *args)
-    print("   (each operator checked the fingerprint with Ana over a call first)", flush=True)
+    print(_("   (each operator checked the fingerprint with Ana over a call first)"), flush=True)
 
-    d.step(f"Ana creates the case: every {EVERY}s, grace {GRACE}s, 3 of 5 nodes, 2 outlets")
+    d.step(
+        _(
+            "Ana creates the case: every %(every)ds, grace %(grace)ds, %(k)d of %(n)d nodes, "
+            "2 outlets"
+        )
+        % {"every": EVERY, "grace": GRACE, "k": THRESHOLD, "n": NODES}
+    )
     store = f"file://{root / 'store'}"
-    node_args = [a for name, _ in nodes for a in ("--node", name)]
+    node_args = [a for name, _url in nodes for a in ("--node", name)]
     d.v(
         "ana", "case", "create", "puerto", *node_args, "--threshold", str(THRESHOLD),
         "--recipient", "diario", "--recipient", "semanario",
@@ -307,21 +328,29 @@ def story(d: Demo) -> None:
     print("$ velador --home ana case card puerto", flush=True)
     case_card = d.quiet("ana", "case", "card", "puerto").strip().splitlines()[-1]
     case_id = json.loads(d.quiet("ana", "case", "show", "puerto", "--json"))["case_id"]
-    print(f"   Ana sends the case card to both outlets: {_short(case_card)}", flush=True)
+    print(
+        _("   Ana sends the case card to both outlets: %(card)s") % {"card": _short(case_card)},
+        flush=True,
+    )
 
-    d.step("Ana deposits her investigation with instructions for the outlets")
+    d.step(_("Ana deposits her investigation with instructions for the outlets"))
     inv, note = write_investigation(root)
     d.v("ana", "deposit", "puerto", str(inv), "--instructions", str(note))
 
-    d.step(f"Ana's check-ins keep the case armed past its first {EVERY}s deadline")
+    d.step(
+        _("Ana's check-ins keep the case armed past its first %(every)ds deadline")
+        % {"every": EVERY}
+    )
     first = time.monotonic()
     d.v("ana", "checkin", "puerto")
-    print("\n   A false alarm: the editor asks for a release; Ana objects inside the window")
+    print(
+        "\n" + _("   A false alarm: the editor asks for a release; Ana objects inside the window")
+    )
     why = root / "motivo.txt"  # the reason goes in a file, never on the command line
     why.write_text("Ana no llegó a la reunión\n", encoding="utf-8")
     d.v("editora", "release", "request", case_id, "--reason-file", str(why), "--yes")
     d.v("ana", "release", "object", "puerto")
-    d.mark("editor's release request cancelled by Ana's objection")
+    d.mark(_("editor's release request cancelled by Ana's objection"))
     for i in (1, 2):
         time.sleep(max(0.0, first + i * PACE - time.monotonic()))  # the story's pace
         d.v("ana", "checkin", "puerto")
@@ -329,44 +358,47 @@ def story(d: Demo) -> None:
     time.sleep(max(0.0, armed_at + EVERY + 0.5 - time.monotonic()))
     states = d.node_states()
     watching = sum(s in ("ARMED", "REMINDED") for s in states.values())
-    d.mark(f"{watching} of {NODES} nodes armed {time.monotonic() - armed_at:.0f}s after arming")
+    d.mark(
+        _("%(watching)d of %(n)d nodes armed %(seconds).0fs after arming")
+        % {"watching": watching, "n": NODES, "seconds": time.monotonic() - armed_at}
+    )
     if watching != NODES:
-        raise DemoFailed(f"the case is not armed everywhere: {states}")
+        raise DemoFailed(_("the case is not armed everywhere: %(states)s") % {"states": states})
 
-    d.step("nodo-5 goes down (its operator's server is seized)")
+    d.step(_("nodo-5 goes down (its operator's server is seized)"))
     d.stop("nodo-5")
-    d.mark("nodo-5 stopped")
+    d.mark(_("nodo-5 stopped"))
 
-    d.step("Ana checks in one last time; then her check-ins stop")
+    d.step(_("Ana checks in one last time; then her check-ins stop"))
     d.v("ana", "checkin", "puerto", "--timeout", "2", check=False)
-    d.mark("last check-in")
+    d.mark(_("last check-in"))
 
-    d.step("The nodes remind Ana, then warn her and the editor, then release")
-    d.wait_states("REMINDED", 1, "a reminder")
-    d.mark("reminder sent to Ana")
+    d.step(_("The nodes remind Ana, then warn her and the editor, then release"))
+    d.wait_states("REMINDED", 1, _("a reminder"))
+    d.mark(_("reminder sent to Ana"))
     d.v("ana", "inbox", "--timeout", "2", check=False)
-    d.wait_states("OVERDUE", 1, "the deadline to pass")
-    d.mark("OVERDUE: Ana warned, editor alerted")
+    d.wait_states("OVERDUE", 1, _("the deadline to pass"))
+    d.mark(_("OVERDUE: Ana warned, editor alerted"))
     d.v("editora", "inbox", "--timeout", "2", check=False)
-    states = d.wait_states("RELEASED", NODES - 1, "the release")
-    d.mark(f"RELEASED at {sum(s == 'RELEASED' for s in states.values())} live nodes")
+    states = d.wait_states("RELEASED", NODES - 1, _("the release"))
+    d.mark(_("RELEASED at %(n)d live nodes") % {"n": sum(s == "RELEASED" for s in states.values())})
     d.v("diario", "inbox", "--timeout", "2", check=False)
 
-    d.step("El Diario recovers with the case card; the dead node is named and skipped")
+    d.step(_("El Diario recovers with the case card; the dead node is named and skipped"))
     out = root / "recuperado-diario"
     key = root / "caso.key"
     d.v("diario", "recover", case_card, "--out", str(out), "--export-key", str(key),
         "--timeout", "2")  # fmt: skip
-    d.step("Semanario Sur recovers by case id, asking the nodes it knows")
+    d.step(_("Semanario Sur recovers by case id, asking the nodes it knows"))
     out2 = root / "recuperado-semanario"
     d.v("semanario", "recover", case_id, "--out", str(out2), "--timeout", "2")
 
-    d.step("Check: the recovered trees are byte-identical to Ana's")
+    d.step(_("Check: the recovered trees are byte-identical to Ana's"))
     same = identical(inv, out / inv.name) and identical(inv, out2 / inv.name)
-    print(f"   byte-identical: {same}", flush=True)
+    print((_("   byte-identical: yes") if same else _("   byte-identical: NO")), flush=True)
     if not same:
-        raise DemoFailed("recovered files differ from the originals")
-    d.mark("byte-identical")
+        raise DemoFailed(_("recovered files differ from the originals"))
+    d.mark(_("byte-identical"))
 
 
 def _node_card(d: Demo, name: str) -> str:
@@ -378,20 +410,21 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main() -> int:
+    i18n.setup()  # the reader's language, from VELADOR_LANG or the locale (LANG=es_MX.UTF-8)
     root = Path(tempfile.mkdtemp(prefix="velador-demo-"))
     d = Demo(root)
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the finally below still runs.
     signal.signal(signal.SIGTERM, _interrupt)
     code = 1
     try:
-        print(f"Velador demo in {root} (removed at the end)", flush=True)
+        print(_("Velador demo in %(root)s (removed at the end)") % {"root": root}, flush=True)
         story(d)
-        d.step("Done")
+        d.step(_("Done"))
         code = 0
     except DemoFailed as exc:
-        print(f"\ndemo failed: {exc}", file=sys.stderr, flush=True)
+        print("\n" + _("demo failed: %(why)s") % {"why": exc}, file=sys.stderr, flush=True)
     except KeyboardInterrupt:
-        print("\ndemo interrupted", file=sys.stderr, flush=True)
+        print("\n" + _("demo interrupted"), file=sys.stderr, flush=True)
         code = 130
     finally:
         # A second Ctrl-C must not cut the clean-up short and leave nodes running.
@@ -399,8 +432,13 @@ def main() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         d.stop_all()
         shutil.rmtree(root, ignore_errors=True)
-    print("\nTimeline:\n" + "\n".join(d.timeline), flush=True)
-    print(f"\nDemo finished in {d.t():.1f}s; node processes stopped; {root} removed.", flush=True)
+    print("\n" + _("Timeline:") + "\n" + "\n".join(d.timeline), flush=True)
+    print(
+        "\n"
+        + _("Demo finished in %(seconds).1fs; node processes stopped; %(root)s removed.")
+        % {"seconds": d.t(), "root": root},
+        flush=True,
+    )
     return code
 
 

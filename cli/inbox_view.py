@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from vault.cards import Card
-from vault.clock import iso
+from vault.errors import N_
+
+from .i18n import _, ngettext
+from .timefmt import local_time
 
 GROUP_GAP = 15 * 60
 """Notices of one event from different nodes arrive within minutes (each node runs its own
@@ -27,62 +30,108 @@ deadline engine, and a release waits for the pre-release sync). Further apart, i
 occurrence (the next reminder, another duress check-in)."""
 
 RELEASE_REASONS = {
-    "deadline": "the reporter did not check in before the deadline and the grace period ended",
-    "editors": "the editors asked for it and the reporter did not object in time",
-    "duress": "the reporter checked in with the duress passphrase",
-    "reporter": "the reporter released it",
+    "deadline": N_("the reporter did not check in before the deadline and the grace period ended"),
+    "editors": N_("the editors asked for it and the reporter did not object in time"),
+    "duress": N_("the reporter checked in with the duress passphrase"),
+    "reporter": N_("the reporter released it"),
 }
 
 REPORTER_REASONS = {
-    "deadline": "you did not check in before the deadline and the grace period ended",
-    "editors": "your editors asked for it and you did not object in time",
-    "reporter": "you released it",
+    "deadline": N_("you did not check in before the deadline and the grace period ended"),
+    "editors": N_("your editors asked for it and you did not object in time"),
+    "reporter": N_("you released it"),
 }
 
-# Sentences for people other than the reporter: {who} names the reporter (from your contacts).
+# Sentences for people other than the reporter: %(who)s names the reporter (from your contacts).
 OTHERS = {
-    "reminder": "{who}: a check-in is due by {deadline}.",
-    "overdue": "{who} missed the check-in deadline; the nodes release the case at {release_at} "
-    "unless the reporter checks in.",
-    "checked_in": "{who} checked in again after missing a deadline.",
-    "pause_ended": "{who}: the pause ended and the switch is watching again.",
-    "paused": "{who} paused the switch until {paused_until}.",
-    "resumed": "{who} resumed the switch.",
-    "editor_request": "{who}: an editor asked for a release of the case.",
-    "editor_pending": "{who}: editors asked for a release; it happens at {release_at} unless "
-    "the reporter objects.",
-    "objection": "{who} objected to the editors' release request; it was cancelled.",
-    "duress": "{who} checked in with the duress passphrase: treat the reporter as being under "
-    "coercion, and do not reply through the reporter's devices.",
-    "destroy_pending": "{who} asked the nodes to destroy their key shares at {destroy_at}; if "
-    "that may be coerced, ask for a release before then.",
-    "destroyed": "{who}: the nodes destroyed their key shares of the case.",
-    "released": "{who}: the case was released because {reason}.",
+    "reminder": N_("%(who)s: a check-in is due by %(deadline)s."),
+    "overdue": N_(
+        "%(who)s missed the check-in deadline; the nodes release the case at %(release_at)s "
+        "unless the reporter checks in."
+    ),
+    "checked_in": N_("%(who)s checked in again after missing a deadline."),
+    "pause_ended": N_("%(who)s: the pause ended and the switch is watching again."),
+    "paused": N_("%(who)s paused the switch until %(paused_until)s."),
+    "resumed": N_("%(who)s resumed the switch."),
+    "editor_request": N_("%(who)s: an editor asked for a release of the case."),
+    "editor_pending": N_(
+        "%(who)s: editors asked for a release; it happens at %(release_at)s unless "
+        "the reporter objects."
+    ),
+    "objection": N_("%(who)s objected to the editors' release request; it was cancelled."),
+    "duress": N_(
+        "%(who)s checked in with the duress passphrase: treat the reporter as being under "
+        "coercion, and do not reply through the reporter's devices."
+    ),
+    "destroy_pending": N_(
+        "%(who)s asked the nodes to destroy their key shares at %(destroy_at)s; if "
+        "that may be coerced, ask for a release before then."
+    ),
+    "destroyed": N_("%(who)s: the nodes destroyed their key shares of the case."),
+    "released": N_("%(who)s: the case was released because %(reason)s."),
 }
 
-# Sentences for the reporter about her own case: {case} is the case's local name.
+# Sentences for the reporter about her own case: %(case)s is the case's local name.
 REPORTER = {
-    "reminder": "{case}: your check-in is due by {deadline}.",
-    "overdue": "{case}: you missed the check-in deadline; the nodes release the case at "
-    "{release_at} unless you check in.",
-    "checked_in": "{case}: you checked in again after missing a deadline.",
-    "pause_ended": "{case}: the pause ended and the switch is watching again.",
-    "paused": "{case}: the switch is paused until {paused_until}.",
-    "resumed": "{case}: the switch was resumed.",
-    "editor_pending": "{case}: your editors asked for a release; it happens at {release_at} "
-    "unless you object.",
-    "objection": "{case}: your objection cancelled the editors' release request.",
-    "destroy_pending": "{case}: the nodes destroy their key shares at {destroy_at}.",
-    "destroyed": "{case}: the nodes destroyed their key shares.",
-    "released": "{case}: your case was released because {reason}.",
+    "reminder": N_("%(case)s: your check-in is due by %(deadline)s."),
+    "overdue": N_(
+        "%(case)s: you missed the check-in deadline; the nodes release the case at "
+        "%(release_at)s unless you check in."
+    ),
+    "checked_in": N_("%(case)s: you checked in again after missing a deadline."),
+    "pause_ended": N_("%(case)s: the pause ended and the switch is watching again."),
+    "paused": N_("%(case)s: the switch is paused until %(paused_until)s."),
+    "resumed": N_("%(case)s: the switch was resumed."),
+    "editor_pending": N_(
+        "%(case)s: your editors asked for a release; it happens at %(release_at)s "
+        "unless you object."
+    ),
+    "objection": N_("%(case)s: your objection cancelled the editors' release request."),
+    "destroy_pending": N_("%(case)s: the nodes destroy their key shares at %(destroy_at)s."),
+    "destroyed": N_("%(case)s: the nodes destroyed their key shares."),
+    "released": N_("%(case)s: your case was released because %(reason)s."),
 }
 
 
-# Which nodes said so: a sentence of its own after the event's sentence.
-SEEN = "Case {case_id}, reported by {count} of {total} nodes ({nodes})."
-SEEN_UNCOUNTED = "Case {case_id}, reported by {count} node(s) ({nodes})."
-SEEN_OWN = "Reported by {count} of {total} nodes ({nodes})."
-SEEN_OWN_UNCOUNTED = "Reported by {count} node(s) ({nodes})."
+def _seen(count: int, total: int | None, nodes: str, case_id: str | None) -> str:
+    """Which nodes said so: a sentence of its own after the event's sentence (`case_id` for
+    readers to whom the case is not their own)."""
+    values = {"count": count, "total": total, "nodes": nodes, "case_id": case_id}
+    if case_id is not None and total:
+        return (
+            ngettext(
+                "Case %(case_id)s, reported by %(count)d of %(total)d nodes (%(nodes)s).",
+                "Case %(case_id)s, reported by %(count)d of %(total)d nodes (%(nodes)s).",
+                count,
+            )
+            % values
+        )
+    if case_id is not None:
+        return (
+            ngettext(
+                "Case %(case_id)s, reported by %(count)d node (%(nodes)s).",
+                "Case %(case_id)s, reported by %(count)d nodes (%(nodes)s).",
+                count,
+            )
+            % values
+        )
+    if total:
+        return (
+            ngettext(
+                "Reported by %(count)d of %(total)d nodes (%(nodes)s).",
+                "Reported by %(count)d of %(total)d nodes (%(nodes)s).",
+                count,
+            )
+            % values
+        )
+    return (
+        ngettext(
+            "Reported by %(count)d node (%(nodes)s).",
+            "Reported by %(count)d nodes (%(nodes)s).",
+            count,
+        )
+        % values
+    )
 
 
 @dataclass
@@ -143,8 +192,10 @@ class Names:
             alias, card = self.by_fp[fingerprint]
             return f"{card.name} ({alias})" if alias != card.name else card.name
         if isinstance(fingerprint, str) and len(fingerprint) == 19:
-            return f"The reporter with fingerprint {fingerprint} (not in your contacts)"
-        return "The reporter"
+            return _("The reporter with fingerprint %(fingerprint)s (not in your contacts)") % {
+                "fingerprint": fingerprint
+            }
+        return _("The reporter")
 
     def command(self, *args: str) -> str:
         return " ".join(["velador", *([self.home_args] if self.home_args else []), *args])
@@ -157,37 +208,35 @@ def home_args(home: Path, default: Path) -> str:
     return "" if home.resolve() == plain.resolve() else f"--home {shlex.quote(str(home))}"
 
 
-def describe(ev: Event, names: Names) -> tuple[str, str | None]:
-    """(the event's line, the command to run next or None)."""
+def describe(ev: Event, names: Names, now: int | None = None) -> tuple[str, str | None]:
+    """(the event's line, the command to run next or None); times local, relative to `now`."""
     own = names.own_cases.get(ev.case_id)
     if ev.event == "drill":  # issue 13: marked as a drill, with what to run (drill_cmds.py)
         from .drill_cmds import inbox_line
 
         return inbox_line(ev, names, own, {"count": len(ev.notices), "nodes": ", ".join(ev.nodes)})
+    reason = RELEASE_REASONS.get(str(ev.value("release_reason")), N_("the nodes released it"))
     values = {
-        "deadline": _when(ev.value("deadline")),
-        "release_at": _when(ev.value("release_at")),
-        "paused_until": _when(ev.value("paused_until")),
-        "destroy_at": _when(ev.value("destroy_at")),
-        "reason": RELEASE_REASONS.get(str(ev.value("release_reason")), "the nodes released it"),
+        "deadline": _when(ev.value("deadline"), now),
+        "release_at": _when(ev.value("release_at"), now),
+        "paused_until": _when(ev.value("paused_until"), now),
+        "destroy_at": _when(ev.value("destroy_at"), now),
+        "reason": _(reason),
     }
     total = _int(ev.value("nodes"))
-    seen = {
-        "count": len(ev.notices),
-        "total": total if total and total >= len(ev.notices) else None,
-        "nodes": ", ".join(ev.nodes),
-        "case_id": ev.case_id,
-    }
+    count = len(ev.notices)
+    total = total if total and total >= count else None
+    nodes = ", ".join(ev.nodes)
     if ev.to == "reporter" and ev.event in REPORTER and own:
-        reason = REPORTER_REASONS.get(str(ev.value("release_reason")), values["reason"])
-        line = REPORTER[ev.event].format(case=own, **{**values, "reason": reason})
-        where = (SEEN_OWN if seen["total"] else SEEN_OWN_UNCOUNTED).format(**seen)
+        mine = REPORTER_REASONS.get(str(ev.value("release_reason")), reason)
+        line = _(REPORTER[ev.event]) % {**values, "case": own, "reason": _(mine)}
+        where = _seen(count, total, nodes, None)
     else:
         if ev.event in OTHERS:
-            line = OTHERS[ev.event].format(who=names.who(ev.value("reporter")), **values)
+            line = _(OTHERS[ev.event]) % {**values, "who": names.who(ev.value("reporter"))}
         else:  # an event this CLI does not know: the node's own words
             line = str(ev.value("text") or ev.event)
-        where = (SEEN if seen["total"] else SEEN_UNCOUNTED).format(**seen)
+        where = _seen(count, total, nodes, ev.case_id)
     return f"{line} {where}", _next(ev, names, own)
 
 
@@ -211,6 +260,6 @@ def _next(ev: Event, names: Names, own: str | None) -> str | None:
     return None
 
 
-def _when(ts: Any) -> str:
+def _when(ts: Any, now: int | None) -> str:
     value = _int(ts)
-    return iso(value) if value else "-"
+    return local_time(value, now) if value else "-"

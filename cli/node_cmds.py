@@ -30,39 +30,49 @@ from urllib.parse import urlsplit
 import click
 
 from vault.clock import iso
-from vault.errors import FormatError, VeladorError
+from vault.errors import N_, FormatError, VeladorError
+
+from .i18n import _, ngettext
+from .timefmt import local_time
 
 DATA = click.option(
     "--data",
     "data_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The node's data folder (identity, node.toml, node.db).",
+    help=N_("The node's data folder (identity, node.toml, node.db)."),
 )
 
 
-@click.group(name="node")
+def _local(ts: int) -> str:
+    """A time for the operator: local zone with its name (cli/timefmt.py), never bare UTC."""
+    return local_time(int(ts), int(time.time()))
+
+
+@click.group(name="node", help=N_("Run an escrow node (for partner outlets)."))
 def node() -> None:
-    """Run an escrow node (for partner outlets)."""
+    pass
 
 
-@node.command()
+@node.command(help=N_("Create the node identity and a default node.toml in DIR."))
 @DATA
-@click.option("--name", required=True, help="The node's name, shown to reporters and recipients.")
-@click.option("--url", required=True, help="Public URL reporters and peers use (https://...).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
-@click.option("--port", default=8700, show_default=True, type=int, help="Listen port.")
+@click.option(
+    "--name", required=True, help=N_("The node's name, shown to reporters and recipients.")
+)
+@click.option("--url", required=True, help=N_("Public URL reporters and peers use (https://...)."))
+@click.option("--host", default="127.0.0.1", show_default=True, help=N_("Listen address."))
+@click.option("--port", default=8700, show_default=True, type=int, help=N_("Listen port."))
 @click.option(
     "--passphrase-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Use the passphrase in this file instead of generating one.",
+    help=N_("Use the passphrase in this file instead of generating one."),
 )
 @click.option(
     "--registration",
     type=click.Choice(["closed", "open"]),
     default="closed",
     show_default=True,
-    help="closed: only reporters you admit or invite may register cases; open: anyone (demos).",
+    help=N_("closed: only reporters you admit or invite may register cases; open: anyone (demos)."),
 )
 def init(
     data_dir: Path,
@@ -73,13 +83,16 @@ def init(
     passphrase_file: Path | None,
     registration: str,
 ) -> None:
-    """Create the node identity and a default node.toml in DIR."""
     from escrow_node.config import CONFIG_FILE, PASSPHRASE_FILE, write_default_config
     from vault.identity import create_identity
 
     check_public_url(url)
     if (data_dir / CONFIG_FILE).exists():
-        raise FormatError(f"{data_dir} already holds a node", hint="use another --data folder")
+        raise FormatError(
+            N_("%(path)s already holds a node"),
+            hint=N_("use another --data folder"),
+            path=str(data_dir),
+        )
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data_dir, 0o700)
     if passphrase_file is not None:
@@ -92,20 +105,25 @@ def init(
             fh.write(passphrase + "\n")
     ident = create_identity(data_dir, name, "node", passphrase, int(time.time()), url)
     write_default_config(data_dir, ident.card.name, url, host, port, registration)
-    click.echo(f"node identity created in {data_dir}")
-    click.echo(f"fingerprint: {ident.fingerprint}")
+    click.echo(_("node identity created in %(path)s") % {"path": data_dir})
+    click.echo(_("fingerprint: %(fingerprint)s") % {"fingerprint": ident.fingerprint})
     if passphrase_file is None:
         click.echo(
-            f"the key passphrase is in {data_dir / PASSPHRASE_FILE} (mode 0600); see "
-            "docs/guide-operator.md for moving it into a systemd credential"
+            _(
+                "the key passphrase is in %(path)s (mode 0600); see "
+                "docs/guide-operator.md for moving it into a systemd credential"
+            )
+            % {"path": data_dir / PASSPHRASE_FILE}
         )
     click.echo(ident.card.text)
     if registration == "open":
-        click.echo("registration is OPEN: any key may register cases at this node", err=True)
+        click.echo(_("registration is OPEN: any key may register cases at this node"), err=True)
     else:
         click.echo(
-            "registration is closed: admit reporters with 'velador node admit' or "
-            "'velador node invite'",
+            _(
+                "registration is closed: admit reporters with 'velador node admit' or "
+                "'velador node invite'"
+            ),
             err=True,
         )
 
@@ -129,20 +147,25 @@ def check_public_url(url: str) -> None:
         except ValueError:
             pass
     raise FormatError(
-        f"--url must start with https:// (plain http:// is allowed only for loopback and "
-        f"onion addresses), not {url!r}",
-        hint="put the node behind a TLS reverse proxy (docs/guide-operator.md) and give its "
-        "https:// address",
+        N_(
+            "--url must start with https:// (plain http:// is allowed only for loopback and "
+            "onion addresses), not %(url)s"
+        ),
+        hint=N_(
+            "put the node behind a TLS reverse proxy (docs/guide-operator.md) and give its "
+            "https:// address"
+        ),
+        url=repr(url),
     )
 
 
-@node.command()
+@node.command(help=N_("Serve the API and run the deadline engine until SIGTERM."))
 @DATA
-@click.option("--host", default=None, help="Listen address (default from node.toml).")
-@click.option("--port", default=None, type=int, help="Listen port (default from node.toml).")
-@click.option("--tick", default=None, type=float, help="Sweep period in seconds (safety net).")
+@click.option("--host", default=None, help=N_("Listen address (default from node.toml)."))
+@click.option("--port", default=None, type=int, help=N_("Listen port (default from node.toml)."))
+@click.option("--tick", default=None, type=float, help=N_("Sweep period in seconds (safety net)."))
 @click.option(
-    "--log-level", default="info", show_default=True, help="debug, info, warning or error."
+    "--log-level", default="info", show_default=True, help=N_("debug, info, warning or error.")
 )
 @click.option(
     "--test-clock-file",
@@ -158,18 +181,16 @@ def serve(
     log_level: str,
     test_clock_file: Path | None,
 ) -> None:
-    """Serve the API and run the deadline engine until SIGTERM."""
     from escrow_node.server import serve as run
 
     if tick is not None and not 0.05 <= tick <= 3600:
-        raise FormatError("--tick must be between 0.05 and 3600 seconds")
+        raise FormatError(N_("--tick must be between 0.05 and 3600 seconds"))
     run(data_dir, host, port, tick, test_clock_file, log_level)
 
 
-@node.command()
+@node.command(help=N_("Print the node's contact card on one line."))
 @DATA
 def card(data_dir: Path) -> None:
-    """Print the node's contact card on one line."""
     from vault.identity import load_card
 
     click.echo(load_card(data_dir).text)
@@ -181,15 +202,18 @@ def _open_store(data_dir: Path):  # type: ignore[no-untyped-def]
 
     load_config(data_dir)  # a clear error if DIR is not a node
     if not (data_dir / DB_FILE).exists():
-        raise FormatError(f"{data_dir} has no database yet", hint="start the node once")
+        raise FormatError(
+            N_("%(path)s has no database yet"), hint=N_("start the node once"), path=str(data_dir)
+        )
     return Store(data_dir / DB_FILE)
 
 
-@node.command()
+@node.command(
+    help=N_("Cases by state, next deadlines and outbox backlog (nothing sealed is shown).")
+)
 @DATA
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 def status(data_dir: Path, as_json: bool) -> None:
-    """Cases by state, next deadlines and outbox backlog (nothing sealed is shown)."""
     from escrow_node import audit
     from escrow_node.engine import STATES
 
@@ -225,27 +249,48 @@ def status(data_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out, indent=2, sort_keys=True))
         return
-    click.echo("cases: " + (", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))
+    by_state = ", ".join(f"{s} {n}" for s, n in counts.items() if n)
+    click.echo(_("cases: %(counts)s") % {"counts": by_state} if by_state else _("cases: none"))
     for item in upcoming:
-        click.echo(f"  next: {item['case_id']}  {item['state']:<14} at {iso(item['next_wake'])}")
+        click.echo(
+            _("  next: %(case_id)s  %(state)s at %(when)s")
+            % {
+                "case_id": item["case_id"],
+                "state": f"{item['state']:<14}",
+                "when": _local(item["next_wake"]),
+            }
+        )
     backlog = sum(out["outbox_pending"].values())
-    click.echo(f"outbox: {backlog} pending, {out['outbox_failed']} failed")
-    click.echo(f"audit: {chain.entries} entries, chain {'ok' if chain.ok else 'BROKEN'}")
+    click.echo(
+        _("outbox: %(pending)d pending, %(failed)d failed")
+        % {"pending": backlog, "failed": out["outbox_failed"]}
+    )
+    click.echo(
+        (
+            _("audit: %(n)d entries, chain ok")
+            if chain.ok
+            else _("audit: %(n)d entries, chain BROKEN")
+        )
+        % {"n": chain.entries}
+    )
 
 
 class AuditChainBroken(FormatError):
     """The audit log's hash chain does not verify."""
 
 
-@node.command(name="audit")
+@node.command(name="audit", help=N_("Show or verify the hash-chained audit log."))
 @DATA
-@click.option("--verify", is_flag=True, help="Check the hash chain; exit non-zero if broken.")
-@click.option("--case", "case_id", default=None, help="Only entries of this case.")
+@click.option("--verify", is_flag=True, help=N_("Check the hash chain; exit non-zero if broken."))
+@click.option("--case", "case_id", default=None, help=N_("Only entries of this case."))
 @click.option(
-    "--limit", default=50, show_default=True, type=int, help="Show at most this many entries."
+    "--limit",
+    default=50,
+    show_default=True,
+    type=int,
+    help=N_("Show at most this many entries."),
 )
 def audit_cmd(data_dir: Path, verify: bool, case_id: str | None, limit: int) -> None:
-    """Show or verify the hash-chained audit log."""
     from escrow_node import audit
 
     store = _open_store(data_dir)
@@ -255,15 +300,22 @@ def audit_cmd(data_dir: Path, verify: bool, case_id: str | None, limit: int) -> 
                 chain = audit.verify(conn)
                 if not chain.ok:
                     raise AuditChainBroken(
-                        f"audit chain broken at entry {chain.first_bad}: {chain.reason}",
-                        hint="restore DIR from a backup and compare",
+                        N_("audit chain broken at entry %(entry)s: %(reason)s"),
+                        hint=N_("restore DIR from a backup and compare"),
+                        entry=chain.first_bad,
+                        reason=chain.reason,
                     )
-                click.echo(f"audit chain ok: {chain.entries} entries, head {chain.head}")
+                click.echo(
+                    _("audit chain ok: %(n)d entries, head %(head)s")
+                    % {"n": chain.entries, "head": chain.head}
+                )
                 return
             for e in audit.entries(conn, case_id, limit):
+                # The log's own record: event names and details as stored (English), the time
+                # local to the operator.
                 detail = json.dumps(e["detail"], sort_keys=True)
                 click.echo(
-                    f"{e['seq']:>6} {iso(e['time'])} {e['case_id'] or '-'} {e['event']} {detail}"
+                    f"{e['seq']:>6} {_local(e['time'])} {e['case_id'] or '-'} {e['event']} {detail}"
                 )
     finally:
         store.close()
@@ -279,39 +331,46 @@ def _registry(data_dir: Path):  # type: ignore[no-untyped-def]
     return config, Store(data_dir / DB_FILE)
 
 
-@node.command()
+@node.command(
+    help=N_(
+        "Let the reporter with this key FINGERPRINT register new cases (closed registration).\n\n"
+        "The reporter reads her fingerprint with 'velador id show'; check it with her over a "
+        "channel you trust (in person, a call), as you would a contact card."
+    )
+)
 @DATA
 @click.argument("fingerprint")
 def admit(data_dir: Path, fingerprint: str) -> None:
-    """Let the reporter with this key FINGERPRINT register new cases (closed registration).
-
-    The reporter reads her fingerprint with 'velador id show'; check it with her over a channel
-    you trust (in person, a call), as you would a contact card."""
     from escrow_node import admission
 
-    _, store = _registry(data_dir)
+    _config, store = _registry(data_dir)
     try:
         with store.tx() as conn:
             fp = admission.check_fingerprint(fingerprint)
             new = admission.admit(conn, fp, int(time.time()))
     finally:
         store.close()
-    click.echo(f"admitted {fp}" if new else f"{fp} was already admitted")
+    click.echo(
+        (_("admitted %(fingerprint)s") if new else _("%(fingerprint)s was already admitted"))
+        % {"fingerprint": fp}
+    )
 
 
-@node.command()
+@node.command(
+    help=N_(
+        "Print a single-use invitation code for one reporter (closed registration).\n\n"
+        "Give the code to the reporter over a private channel; she enters it with "
+        "'velador case create ... --invite NODE'. Her first registration uses it up and admits "
+        "her key. Only the code's hash is stored: it cannot be shown again."
+    )
+)
 @DATA
 @click.option(
     "--ttl",
     default=None,
-    help="How long the code stays valid, e.g. 2d (default: [registration] invite_ttl, 7 days).",
+    help=N_("How long the code stays valid, e.g. 2d (default: [registration] invite_ttl, 7 days)."),
 )
 def invite(data_dir: Path, ttl: str | None) -> None:
-    """Print a single-use invitation code for one reporter (closed registration).
-
-    Give the code to the reporter over a private channel; she enters it with
-    'velador case create ... --invite NODE'. Her first registration uses it up and admits her
-    key. Only the code's hash is stored: it cannot be shown again."""
     from escrow_node import admission
     from vault.durations import parse_duration
 
@@ -324,19 +383,23 @@ def invite(data_dir: Path, ttl: str | None) -> None:
         store.close()
     click.echo(code)
     click.echo(
-        f"single-use invitation {code.split('.', 1)[0]}, valid until {iso(expires)}; "
-        "send it to the reporter over a private channel",
+        _(
+            "single-use invitation %(id)s, valid until %(when)s; "
+            "send it to the reporter over a private channel"
+        )
+        % {"id": code.split(".", 1)[0], "when": _local(expires)},
         err=True,
     )
     if config.registration.open:
-        click.echo("note: registration at this node is open, so nobody needs a code", err=True)
+        click.echo(_("note: registration at this node is open, so nobody needs a code"), err=True)
 
 
-@node.command()
+@node.command(
+    help=N_("List the admitted reporter keys and the invitation codes (ids only, never the codes).")
+)
 @DATA
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 def access(data_dir: Path, as_json: bool) -> None:
-    """List the admitted reporter keys and the invitation codes (ids only, never the codes)."""
     from escrow_node import admission
 
     config, store = _registry(data_dir)
@@ -349,9 +412,17 @@ def access(data_dir: Path, as_json: bool) -> None:
     now = int(time.time())
 
     def state(i: admission.Invitation) -> str:
+        # --json: English, UTC (scripts read it)
         if i.used is not None:
             return f"used {iso(i.used)} by {i.used_by}"
         return "expired" if i.expires <= now else f"valid until {iso(i.expires)}"
+
+    def shown(i: admission.Invitation) -> str:
+        if i.used is not None:
+            return _("used %(when)s by %(who)s") % {"when": _local(i.used), "who": i.used_by}
+        if i.expires <= now:
+            return _("expired")
+        return _("valid until %(when)s") % {"when": _local(i.expires)}
 
     if as_json:
         out = {
@@ -361,30 +432,36 @@ def access(data_dir: Path, as_json: bool) -> None:
         }
         click.echo(json.dumps(out, indent=2, sort_keys=True))
         return
-    click.echo(f"registration: {config.registration.mode}")
-    click.echo(f"admitted keys: {len(keys)}")
+    mode = _("open") if config.registration.open else _("closed")
+    click.echo(_("registration: %(mode)s") % {"mode": mode})
+    click.echo(_("admitted keys: %(n)d") % {"n": len(keys)})
     for fp, added, how in keys:
-        click.echo(f"  {fp}  since {iso(added)}  ({how})")
-    click.echo(f"invitations: {len(invites)}")
+        click.echo(
+            _("  %(fingerprint)s  since %(when)s  (%(how)s)")
+            % {"fingerprint": fp, "when": _local(added), "how": how}
+        )
+    click.echo(_("invitations: %(n)d") % {"n": len(invites)})
     for i in invites:
-        click.echo(f"  {i.id}  {state(i)}")
+        click.echo(f"  {i.id}  {shown(i)}")
 
 
 class NothingToRevoke(FormatError):
     """Neither an admitted key nor an unused invitation matches."""
 
 
-@node.command()
+@node.command(
+    help=N_(
+        "Withdraw an admitted key or an unused invitation code.\n\n"
+        "Only NEW cases are refused afterwards: the reporter's registered cases keep running, "
+        "since refusing her check-ins would release her material."
+    )
+)
 @DATA
 @click.argument("what", metavar="FINGERPRINT_OR_INVITATION_ID")
 def revoke(data_dir: Path, what: str) -> None:
-    """Withdraw an admitted key or an unused invitation code.
-
-    Only NEW cases are refused afterwards: the reporter's registered cases keep running, since
-    refusing her check-ins would release her material."""
     from escrow_node import admission
 
-    _, store = _registry(data_dir)
+    _config, store = _registry(data_dir)
     try:
         with store.tx() as conn:
             kind = admission.revoke(conn, what)
@@ -392,21 +469,25 @@ def revoke(data_dir: Path, what: str) -> None:
         store.close()
     if kind is None:
         raise NothingToRevoke(
-            f"no admitted key or unused invitation matches {what!r}",
-            hint="see 'velador node access --data DIR'",
+            N_("no admitted key or unused invitation matches %(what)s"),
+            hint=N_("see 'velador node access --data DIR'"),
+            what=repr(what),
         )
-    click.echo(f"revoked {kind} {what}")
+    text = _("revoked key %(what)s") if kind == "key" else _("revoked invitation %(what)s")
+    click.echo(text % {"what": what})
 
 
-@node.command()
+@node.command(
+    help=N_(
+        "Replace the node database by BACKUP and re-arm its watching cases (node stopped).\n\n"
+        "Every case in ARMED, REMINDED or OVERDUE gets a full interval from now, so check-ins "
+        "lost with the newer database cannot cause a release (docs/protocol.md §6.3)."
+    )
+)
 @DATA
 @click.argument("backup", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def restore(data_dir: Path, backup: Path) -> None:
-    """Replace the node database by BACKUP and re-arm its watching cases (node stopped).
-
-    Every case in ARMED, REMINDED or OVERDUE gets a full interval from now, so check-ins lost
-    with the newer database cannot cause a release (docs/protocol.md §6.3).
-    """
+    """`velador node restore` (docs/protocol.md §6.3; help text above)."""
     from escrow_node.config import DB_FILE, load_config
     from escrow_node.datalock import data_dir_locked
     from escrow_node.db import Store
@@ -422,19 +503,33 @@ def restore(data_dir: Path, backup: Path) -> None:
             done = rearm(store, int(time.time()))
         finally:
             store.close()
-    click.echo(f"restored {db_path} from {backup}")
-    click.echo(f"re-armed {len(done)} case(s) to a full interval from now")
+    click.echo(_("restored %(db)s from %(backup)s") % {"db": db_path, "backup": backup})
+    click.echo(
+        ngettext(
+            "re-armed %(n)d case to a full interval from now",
+            "re-armed %(n)d cases to a full interval from now",
+            len(done),
+        )
+        % {"n": len(done)}
+    )
     for case_id, old, deadline in done:
-        click.echo(f"  {case_id}  {old:<14} -> deadline {iso(deadline)}")
+        click.echo(
+            _("  %(case_id)s  %(old)s -> deadline %(when)s")
+            % {"case_id": case_id, "old": f"{old:<14}", "when": _local(deadline)}
+        )
 
 
 def main() -> None:  # pragma: no cover - the main CLI has its own handler
+    from . import i18n
+
+    i18n.setup()
     try:
         node(standalone_mode=False)
     except VeladorError as exc:
-        click.echo(f"velador: error: {exc.message}", err=True)
-        if exc.hint:
-            click.echo(f"velador: hint: {exc.hint}", err=True)
+        message, hint = i18n.error_text(exc)
+        click.echo(_("velador: error: %(message)s") % {"message": message}, err=True)
+        if hint:
+            click.echo(_("velador: hint: %(hint)s") % {"hint": hint}, err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         sys.exit(130)

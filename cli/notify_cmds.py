@@ -14,9 +14,10 @@ from typing import Any
 import click
 
 from vault.cards import Card
-from vault.errors import NodeError, PolicyError
+from vault.errors import N_, NodeError, PolicyError
 
 from .context import Ctx, emit_json
+from .i18n import _, error_text
 from .switch_cmds import json_option, timeout_option
 
 
@@ -35,13 +36,25 @@ def _case_nodes(ctx: Ctx, text: str) -> tuple[str, tuple[Card, ...]]:
     return ref.case_id, ref.nodes
 
 
-@click.command("notify")
-@click.argument("case")
-@click.option("--email", "emails", multiple=True, help="E-mail address for notices; repeatable.")
-@click.option(
-    "--webhook", "hooks", multiple=True, help="http(s) URL for signed JSON notices; repeatable."
+@click.command(
+    "notify",
+    help=N_(
+        "Tell every node of CASE where to send your notices (reminders, alerts, releases).\n\n"
+        "CASE is your case name, or for editors and outlets the case card or id. Notices carry "
+        "no secret: the case id, what happened, and what to do next."
+    ),
 )
-@click.option("--remove", is_flag=True, help="Stop sending to these addresses instead.")
+@click.argument("case")
+@click.option(
+    "--email", "emails", multiple=True, help=N_("E-mail address for notices; repeatable.")
+)
+@click.option(
+    "--webhook",
+    "hooks",
+    multiple=True,
+    help=N_("http(s) URL for signed JSON notices; repeatable."),
+)
+@click.option("--remove", is_flag=True, help=N_("Stop sending to these addresses instead."))
 @timeout_option
 @json_option
 @click.pass_obj
@@ -54,18 +67,17 @@ def notify_cmd(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Tell every node of CASE where to send your notices (reminders, alerts, releases).
-
-    CASE is your case name, or for editors and outlets the case card or id. Notices carry no
-    secret: the case id, what happened, and what to do next."""
+    """`velador notify` (help text above)."""
     from vault.switch import fan_out
 
     targets = [("email", e) for e in emails] + [("webhook", h) for h in hooks]
     if not targets:
-        raise PolicyError("give at least one --email or --webhook", hint="see 'velador notify -h'")
+        raise PolicyError(
+            N_("give at least one --email or --webhook"), hint=N_("see 'velador notify -h'")
+        )
     case_id, nodes = _case_nodes(ctx, case)
     if not nodes:
-        raise PolicyError(f"case {case} has no escrow nodes to send notices")
+        raise PolicyError(N_("case %(case)s has no escrow nodes to send notices"), case=case)
     ident = ctx.unlock()
 
     def register(client: Any) -> dict[str, Any]:
@@ -84,20 +96,31 @@ def notify_cmd(
         for r in results:
             if r.ok and r.body is not None:
                 now = ", ".join(f"{s['channel']} {s['target']}" for s in r.body["subscriptions"])
-                click.echo(f"{r.node}: {now or 'no addresses'}", err=True)
+                if now:
+                    click.echo(f"{r.node}: {now}", err=True)
+                else:
+                    click.echo(_("%(node)s: no addresses") % {"node": r.node}, err=True)
             else:
                 assert r.error is not None
-                click.echo(f"{r.node}: not changed ({r.error.message})", err=True)
+                click.echo(
+                    _("%(node)s: not changed (%(error)s)")
+                    % {"node": r.node, "error": error_text(r.error)[0]},
+                    err=True,
+                )
     failed = [r for r in results if not r.ok]
     if failed and len(failed) == len(results) and not any(r.unreachable for r in failed):
         reason = failed[0].error.message if failed[0].error else "refused"
         raise PolicyError(
-            f"every node of case {case_id} refused: {reason}",
-            hint="only the reporter, the editors and the recipients of a case can register",
+            N_("every node of case %(case_id)s refused: %(reason)s"),
+            hint=N_("only the reporter, the editors and the recipients of a case can register"),
+            case_id=case_id,
+            reason=reason,
         )
     if failed:
-        names = ", ".join(r.node for r in failed)
         raise NodeError(
-            f"{len(results) - len(failed)} of {len(results)} nodes updated; not changed at {names}",
-            hint="run the same command again later; nodes already done are not changed twice",
+            N_("%(done)d of %(total)d nodes updated; not changed at %(names)s"),
+            hint=N_("run the same command again later; nodes already done are not changed twice"),
+            done=len(results) - len(failed),
+            total=len(results),
+            names=", ".join(r.node for r in failed),
         )

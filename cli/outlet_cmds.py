@@ -15,8 +15,8 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from vault.cards import Card
-from vault.clock import iso
 from vault.errors import (
+    N_,
     AuthenticationError,
     NodeError,
     NotFoundError,
@@ -28,6 +28,8 @@ from vault.state import LocalState
 from vault.switch import fan_out
 
 from .context import Ctx, emit_json, out_console
+from .i18n import _, error_text, ngettext
+from .timefmt import local_time
 
 if TYPE_CHECKING:
     from vault.nodeproto.client import NodeClient
@@ -40,7 +42,7 @@ TIMEOUT = click.option(
     type=click.FloatRange(0.5, 600),
     default=DEFAULT_TIMEOUT,
     show_default=True,
-    help="Seconds to wait for each escrow node before naming it unreachable.",
+    help=N_("Seconds to wait for each escrow node before naming it unreachable."),
 )
 
 
@@ -66,27 +68,30 @@ def _save_cursor(state: LocalState, node_fp: str, seen: int, now: int) -> None:
         )
 
 
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for scripts).")
+@click.command(
+    help=N_(
+        "Notices addressed to you (releases, alerts, reminders) from the nodes in your "
+        "contacts.\n\n"
+        "Each notice is signed by its node and checked before it is shown. Notices are shown "
+        "once: the next run shows only newer ones (use --all to see them again)."
+    )
+)
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output (for scripts)."))
 @click.option(
     "--all",
     "show_all",
     is_flag=True,
-    help="Show every notice the nodes still hold, not only new ones (marks nothing as seen).",
+    help=N_("Show every notice the nodes still hold, not only new ones (marks nothing as seen)."),
 )
 @TIMEOUT
 @click.pass_obj
 def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
-    """Notices addressed to you (releases, alerts, reminders) from the nodes in your contacts.
-
-    Each notice is signed by its node and checked before it is shown. Notices are shown once:
-    the next run shows only newer ones (use --all to see them again).
-    """
+    """`velador inbox` (help text above)."""
     nodes = known_nodes(ctx)
     if not nodes:
         raise NotFoundError(
-            "you know no escrow node to ask for notices",
-            hint="add the case's nodes: velador contact add NODE_CARD --alias NAME",
+            N_("you know no escrow node to ask for notices"),
+            hint=N_("add the case's nodes: velador contact add NODE_CARD --alias NAME"),
         )
     ident = ctx.unlock()
     me = ident.card.fingerprint
@@ -94,7 +99,7 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
 
     def fetch(client: NodeClient) -> dict[str, Any]:
         last, mine = after[client.card.fingerprint], []
-        for _ in range(MAX_PAGES):
+        for _page in range(MAX_PAGES):
             page = client.inbox(after=last, limit=PAGE)
             for item in page:
                 last = max(last, int(item["id"]))
@@ -124,6 +129,7 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
         {r.case_id: r.name for r in ctx.state.cases()},
         home_args(ctx.home, default_home()),
     )
+    now = ctx.clock.now()
     if as_json:
         emit_json(
             {
@@ -133,25 +139,37 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
             }
         )
     else:
-        for _, a in failed:
-            click.echo(f"velador: warning: {a.error}; its notices come on the next run", err=True)
-        _print_events(events, names, show_all)
+        for _alias, a in failed:
+            click.echo(
+                _("velador: warning: %(error)s; its notices come on the next run")
+                % {"error": error_text(a.error)[0] if a.error else ""},
+                err=True,
+            )
+        _print_events(events, names, show_all, now)
     if not show_all:
         for a in answers:
             if a.ok and a.body and a.body["last"] > after[a.fingerprint]:
                 _save_cursor(ctx.state, a.fingerprint, a.body["last"], ctx.clock.now())
     if len(failed) == len(answers):
         raise NodeError(
-            f"none of your {len(answers)} node(s) could be asked for notices: "
-            + "; ".join(str(a.error) for _, a in failed),
-            hint="check your network connection (or Tor), then run 'velador inbox' again",
+            N_("none of your %(n)d node(s) could be asked for notices: %(errors)s"),
+            hint=N_("check your network connection (or Tor), then run 'velador inbox' again"),
+            n=len(answers),
+            errors="; ".join(str(a.error) for _alias, a in failed),
         )
 
 
 def _event_json(ev: Any, names: Any) -> dict[str, Any]:
+    from . import i18n
     from .inbox_view import describe
 
-    line, next_cmd = describe(ev, names)
+    # --json stays English (scripts parse it), whatever the reader's language.
+    lang = i18n.language()
+    i18n.setup("en")
+    try:
+        line, next_cmd = describe(ev, names)
+    finally:
+        i18n.setup(lang)
     return {
         "case_id": ev.case_id,
         "event": ev.event,
@@ -162,19 +180,19 @@ def _event_json(ev: Any, names: Any) -> dict[str, Any]:
     }
 
 
-def _print_events(events: list[Any], names: Any, show_all: bool) -> None:
+def _print_events(events: list[Any], names: Any, show_all: bool, now: int) -> None:
     """One line per event (the notices of all nodes that report it), then what to run."""
     from .inbox_view import describe
 
     if not events:
-        click.echo("No new notices." if not show_all else "No notices.", err=True)
+        click.echo(_("No new notices.") if not show_all else _("No notices."), err=True)
         return
     con = out_console()
     for ev in events:
-        line, next_cmd = describe(ev, names)
-        con.print(f"{iso(ev.time)}  {line}", markup=False)
+        line, next_cmd = describe(ev, names, now)
+        con.print(f"{local_time(ev.time, now)}  {line}", markup=False)
         if next_cmd:
-            con.print(f"    next: {next_cmd}", markup=False)
+            con.print(_("    next: %(command)s") % {"command": next_cmd}, markup=False)
 
 
 # --- release request ---------------------------------------------------------------------------
@@ -193,7 +211,7 @@ class _Asked:
     def of(cls, card: Card, error: VeladorError | None, body: dict[str, Any] | None) -> _Asked:
         if error is None:
             return cls(card, "accepted", receipt=body)
-        detail = error.message.removeprefix(f"node {card.name}: ")
+        detail = error_text(error)[0].removeprefix(f"node {card.name}: ")
         if isinstance(error, NotFoundError):
             return cls(card, "does not hold the case")
         if isinstance(error, PolicyError):
@@ -206,24 +224,35 @@ class _Asked:
         return cls(card, "failed", detail)
 
 
-@click.command("request")
+@click.command(
+    "request",
+    help=N_(
+        "Editors: ask every node of CASE to release it (counts toward the editor quorum).\n\n"
+        "When the quorum the reporter set is reached, the objection window opens; if the "
+        "reporter does not object in time, the nodes release the case to the recipient outlets."
+    ),
+)
 @click.argument("case", metavar="CASE_CARD_OR_ID")
 @click.option(
     "--reason-file",
     type=click.File("r", encoding="utf-8"),
     default=None,
-    help="Read why you ask from this file ('-' for standard input); sent to the nodes with "
-    "your request. Without it you are asked in the terminal.",
+    help=N_(
+        "Read why you ask from this file ('-' for standard input); sent to the nodes with "
+        "your request. Without it you are asked in the terminal."
+    ),
 )
 @click.option(
     "--reason",
     default=None,
-    help="Why you ask, given on the command line (it stays in your shell history and is "
-    "visible to other programs while it runs: prefer --reason-file or the prompt).",
+    help=N_(
+        "Why you ask, given on the command line (it stays in your shell history and is "
+        "visible to other programs while it runs: prefer --reason-file or the prompt)."
+    ),
 )
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help=N_("Do not ask for confirmation."))
 @TIMEOUT
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def release_request(
     ctx: Ctx,
@@ -234,11 +263,7 @@ def release_request(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Editors: ask every node of CASE to release it (counts toward the editor quorum).
-
-    When the quorum the reporter set is reached, the objection window opens; if the reporter
-    does not object in time, the nodes release the case to the recipient outlets.
-    """
+    """`velador release request` (help text above)."""
     reason = _release_reason(reason_file, reason)
     ref = case_ref(case, [card for _, card in known_nodes(ctx)])
     _confirm_request(ref.case_id, len(ref.nodes), yes)
@@ -253,10 +278,15 @@ def release_request(
         # A node answers the same for a case it does not hold and for a key the case does not
         # name (docs/protocol.md §2.4), so both are possible here.
         raise NotFoundError(
-            f"none of the {len(results)} node(s) asked holds case {ref.case_id}",
-            hint="check the case id, or use the case card the reporter gave you; nodes answer "
-            "the same way to an editor the reporter did not name (your fingerprint is "
-            f"{ident.fingerprint})",
+            N_("none of the %(n)d node(s) asked holds case %(case_id)s"),
+            hint=N_(
+                "check the case id, or use the case card the reporter gave you; nodes answer "
+                "the same way to an editor the reporter did not name (your fingerprint is "
+                "%(fingerprint)s)"
+            ),
+            n=len(results),
+            case_id=ref.case_id,
+            fingerprint=ident.fingerprint,
         )
     rows = [
         {
@@ -271,17 +301,19 @@ def release_request(
     if as_json:
         emit_json({"case_id": ref.case_id, "nodes": rows})
     else:
+        now = ctx.clock.now()
         for row in rows:
-            when = f", release at {iso(row['release_at'])}" if row["release_at"] else ""
-            state = f" (state {row['state']}{when})" if row["state"] else ""
-            why = f": {row['detail']}" if row["detail"] else ""
-            click.echo(f"  {row['node']:<16} {row['outcome']}{state}{why}", err=True)
+            click.echo(_request_line(row, now), err=True)
     accepted = [r for r in holding if r.outcome == "accepted"]
     if not accepted and all(r.outcome == "refused" for r in holding):
         raise PolicyError(
-            f"every node of case {ref.case_id} refused your request: {holding[0].detail}",
-            hint=f"only the editors the reporter named may ask; your fingerprint is "
-            f"{ident.fingerprint}",
+            N_("every node of case %(case_id)s refused your request: %(detail)s"),
+            hint=N_(
+                "only the editors the reporter named may ask; your fingerprint is %(fingerprint)s"
+            ),
+            case_id=ref.case_id,
+            detail=holding[0].detail,
+            fingerprint=ident.fingerprint,
         )
     missed = [r for r in holding if r.outcome != "accepted"]
     if missed:
@@ -290,14 +322,52 @@ def release_request(
             NodeError if all(r.outcome == "unreachable" for r in missed) else PolicyError
         )
         raise err(
-            f"your request reached {len(accepted)} of the {len(holding)} nodes of case "
-            f"{ref.case_id}; not accepted by {names}",
-            hint="it counts at the nodes that accepted it; run the command again later",
+            N_(
+                "your request reached %(accepted)d of the %(holding)d nodes of case "
+                "%(case_id)s; not accepted by %(names)s"
+            ),
+            hint=N_("it counts at the nodes that accepted it; run the command again later"),
+            accepted=len(accepted),
+            holding=len(holding),
+            case_id=ref.case_id,
+            names=names,
         )
     if not as_json:
         click.echo(
-            f"Release requested at all {len(accepted)} nodes of case {ref.case_id}.", err=True
+            _("Release requested at all %(n)d nodes of case %(case_id)s.")
+            % {"n": len(accepted), "case_id": ref.case_id},
+            err=True,
         )
+
+
+REQUEST_OUTCOMES = {
+    "accepted": N_("accepted"),
+    "does not hold the case": N_("does not hold the case"),
+    "refused": N_("refused"),
+    "not accepted": N_("not accepted"),
+    "unreachable": N_("unreachable"),
+    "not verified": N_("not verified"),
+    "failed": N_("failed"),
+}
+"""_Asked outcomes as the editor reads them (--json keeps the English codes)."""
+
+
+def _request_line(row: dict[str, Any], now: int) -> str:
+    """One node's answer to a release request, a whole sentence per shape."""
+    values = {
+        "node": f"{row['node']:<16}",
+        "outcome": _(REQUEST_OUTCOMES.get(row["outcome"], row["outcome"])),
+        "state": row["state"],
+        "when": local_time(row["release_at"], now) if row["release_at"] else "",
+    }
+    if row["state"] and row["release_at"]:
+        text = _("  %(node)s %(outcome)s (state %(state)s, release at %(when)s)")
+    elif row["state"]:
+        text = _("  %(node)s %(outcome)s (state %(state)s)")
+    else:
+        text = "  %(node)s %(outcome)s"
+    text = text % values
+    return f"{text}: {row['detail']}" if row["detail"] else text
 
 
 def _confirm_request(case_id: str, n_nodes: int, yes: bool) -> None:
@@ -306,15 +376,18 @@ def _confirm_request(case_id: str, n_nodes: int, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise PolicyError(
-            "refusing to ask for a release without confirmation",
-            hint="add --yes once you are sure of the case id",
+            N_("refusing to ask for a release without confirmation"),
+            hint=N_("add --yes once you are sure of the case id"),
         )
-    question = (
-        f"Send a release request for case {case_id} to {n_nodes} escrow node(s)? It counts "
-        "toward a release to the recipient outlets; the reporter can still object in time"
-    )
+    question = ngettext(
+        "Send a release request for case %(case_id)s to %(n)d escrow node? It counts "
+        "toward a release to the recipient outlets; the reporter can still object in time",
+        "Send a release request for case %(case_id)s to %(n)d escrow nodes? It counts "
+        "toward a release to the recipient outlets; the reporter can still object in time",
+        n_nodes,
+    ) % {"case_id": case_id, "n": n_nodes}
     if not click.confirm(question, default=False, err=True):
-        click.echo("Nothing was sent.", err=True)
+        click.echo(_("Nothing was sent."), err=True)
         raise click.exceptions.Exit(0)
 
 
@@ -327,24 +400,26 @@ def _release_reason(reason_file: IO[str] | None, reason: str | None) -> str:
     """
     if reason_file is not None and reason is not None:
         raise PolicyError(
-            "give the reason once: --reason-file or --reason, not both",
-            hint="prefer --reason-file FILE (or '-' for standard input)",
+            N_("give the reason once: --reason-file or --reason, not both"),
+            hint=N_("prefer --reason-file FILE (or '-' for standard input)"),
         )
     if reason_file is not None:
         reason = reason_file.read(4096).strip()
     elif reason is None:
         if not sys.stdin.isatty():
             raise PolicyError(
-                "say why you ask for the release",
-                hint="use --reason-file FILE (or '-' to read standard input), "
-                "or run the command in a terminal to be asked",
+                N_("say why you ask for the release"),
+                hint=N_(
+                    "use --reason-file FILE (or '-' to read standard input), "
+                    "or run the command in a terminal to be asked"
+                ),
             )
-        reason = click.prompt("Why do you ask for the release", err=True)
+        reason = click.prompt(_("Why do you ask for the release"), err=True)
     reason = reason.strip()
     if not reason or len(reason) > 1000:
         raise PolicyError(
-            "the reason must say why, in 1 to 1000 characters",
-            hint="write it in a file and pass --reason-file FILE",
+            N_("the reason must say why, in 1 to 1000 characters"),
+            hint=N_("write it in a file and pass --reason-file FILE"),
         )
     return reason
 
@@ -355,9 +430,11 @@ def release_group() -> click.Group:
         from .switch_cmds import release  # type: ignore[attr-defined]
     except ImportError:
 
-        @click.group("release")
+        @click.group(
+            "release", help=N_("Releases: editors request one; reporters release now or object.")
+        )
         def release() -> None:
-            """Releases: editors request one; reporters release now or object."""
+            pass
 
     group: click.Group = release
     if "request" not in group.commands:

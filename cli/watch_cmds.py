@@ -12,22 +12,27 @@ from pathlib import Path
 
 import click
 
-from vault.durations import human, parse_duration
+from vault.durations import parse_duration
+from vault.errors import N_
 from vault.identity import Identity
 from vault.state import CaseRecord, LocalState
 from vault.watches import Watch, add_watch, remove_watch, watches
 
 from .context import Ctx, emit_json
+from .i18n import _
+from .timefmt import span
 
 
 def _age(w: Watch, now: int) -> str:
     if w.escrowed is None:
-        return "not escrowed yet"
-    return f"newest escrowed copy {human(max(0, now - w.escrowed))} old"
+        return _("not escrowed yet")
+    return _("newest escrowed copy %(age)s old") % {"age": span(max(0, now - w.escrowed))}
 
 
 def _label(w: Watch) -> str:
-    return f"folder #{w.watch_id}" + (f" ({w.path})" if w.path is not None else "")
+    if w.path is None:
+        return _("folder #%(id)s") % {"id": w.watch_id}
+    return _("folder #%(id)s (%(path)s)") % {"id": w.watch_id, "path": w.path}
 
 
 def freshness_lines(
@@ -38,14 +43,22 @@ def freshness_lines(
     Without `identity` folders are shown by number (their paths are sealed)."""
     lines = []
     for w in watches(state, rec.case_id, identity):
-        line = f"{rec.name}: watched {_label(w)}: {_age(w, now)}"
+        values = {"case": rec.name, "folder": _label(w), "age": _age(w, now)}
         if w.max_age is not None:
-            line += f" (limit {human(w.max_age)})"
+            line = _("%(case)s: watched %(folder)s: %(age)s (limit %(limit)s)") % {
+                **values,
+                "limit": span(w.max_age),
+            }
+        else:
+            line = _("%(case)s: watched %(folder)s: %(age)s") % values
         lines.append(line)
         if w.max_age is not None and (w.escrowed is None or now - w.escrowed > w.max_age):
             lines.append(
-                f"warning: {rec.name}: the escrowed copy of {_label(w)} is older than "
-                f"{human(w.max_age)}; is 'velador agent' running and unlocked?"
+                _(
+                    "warning: %(case)s: the escrowed copy of %(folder)s is older than "
+                    "%(limit)s; is 'velador agent' running and unlocked?"
+                )
+                % {**values, "limit": span(w.max_age)}
             )
     return lines
 
@@ -60,21 +73,26 @@ def _to_json(w: Watch, now: int) -> dict[str, object]:
     }
 
 
-@click.command("watch")
+@click.command(
+    "watch",
+    help=N_(
+        "Protect folders: the agent deposits them into CASE when they change. Lists them "
+        "without PATH.\n\n"
+        "The paths are stored sealed to your key; the running agent needs 'velador agent unlock'."
+    ),
+)
 @click.argument("case_name", metavar="CASE")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--max-age",
-    help="Warn in 'velador status' when the newest escrowed copy is older than this, e.g. 1d.",
+    help=N_("Warn in 'velador status' when the newest escrowed copy is older than this, e.g. 1d."),
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def case_watch(
     ctx: Ctx, case_name: str, paths: tuple[Path, ...], max_age: str | None, as_json: bool
 ) -> None:
-    """Protect folders: the agent deposits them into CASE when they change. Lists them without PATH.
-
-    The paths are stored sealed to your key; the running agent needs 'velador agent unlock'."""
+    """`velador case watch` (help text above)."""
     rec = ctx.state.case(case_name)
     limit = parse_duration(max_age, "--max-age") if max_age else None
     ident = ctx.unlock()
@@ -82,8 +100,12 @@ def case_watch(
     for p in paths:
         w, new = add_watch(ctx.state, ident, rec.case_id, p, limit, now)
         if not as_json:
-            verb = "Now watching" if new else "Already watching"
-            click.echo(f"{verb} {w.path} for {rec.name} (folder #{w.watch_id}).", err=True)
+            text = (
+                _("Now watching %(path)s for %(case)s (folder #%(id)s).")
+                if new
+                else _("Already watching %(path)s for %(case)s (folder #%(id)s).")
+            )
+            click.echo(text % {"path": w.path, "case": rec.name, "id": w.watch_id}, err=True)
     found = watches(ctx.state, rec.case_id, ident)
     if as_json:
         emit_json([_to_json(w, now) for w in found])
@@ -91,26 +113,40 @@ def case_watch(
     if not paths:
         if not found:
             click.echo(
-                f"{rec.name} watches no folder. Add one: 'velador case watch {rec.name} PATH'.",
+                _("%(case)s watches no folder. Add one: 'velador case watch %(case)s PATH'.")
+                % {"case": rec.name},
                 err=True,
             )
         for w in found:
-            limit_text = f"; limit {human(w.max_age)}" if w.max_age is not None else ""
-            click.echo(f"#{w.watch_id}  {w.path}  ({_age(w, now)}{limit_text})")
+            values = {"id": w.watch_id, "path": w.path, "age": _age(w, now)}
+            if w.max_age is not None:
+                text = _("#%(id)s  %(path)s  (%(age)s; limit %(limit)s)") % {
+                    **values,
+                    "limit": span(w.max_age),
+                }
+            else:
+                text = f"#{w.watch_id}  {w.path}  ({values['age']})"
+            click.echo(text)
     elif found:
         click.echo(
-            "The running agent deposits them once unlocked ('velador agent unlock').", err=True
+            _("The running agent deposits them once unlocked ('velador agent unlock')."),
+            err=True,
         )
 
 
-@click.command("unwatch")
+@click.command(
+    "unwatch", help=N_("Stop protecting folders of CASE. What was deposited stays in escrow.")
+)
 @click.argument("case_name", metavar="CASE")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.pass_obj
 def case_unwatch(ctx: Ctx, case_name: str, paths: tuple[Path, ...]) -> None:
-    """Stop protecting folders of CASE. What was deposited stays in escrow."""
+    """`velador case unwatch` (help text above)."""
     rec = ctx.state.case(case_name)
     ident = ctx.unlock()
     for p in paths:
         w = remove_watch(ctx.state, ident, rec.case_id, p)
-        click.echo(f"No longer watching {w.path} for {rec.name}.", err=True)
+        click.echo(
+            _("No longer watching %(path)s for %(case)s.") % {"path": w.path, "case": rec.name},
+            err=True,
+        )

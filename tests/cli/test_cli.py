@@ -266,7 +266,7 @@ def test_verify_missing_object_then_repair(v, world):
     v.ok(world.r, "deposit", "inv", world.data)
     code, _, err = v(world.r, "verify", "inv")
     assert code == 0
-    assert err.startswith("OK: 2 store(s) hold all")
+    assert err.startswith("OK: 2 stores hold all")
     victim = sorted((world.stores[0] / world.case_id / "objects").rglob("*"))
     victim = next(p for p in victim if p.is_file())
     victim.unlink()

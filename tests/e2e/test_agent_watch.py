@@ -46,7 +46,7 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         conn.close()
     assert "reportaje" not in dump and "watches" in dump
     assert status_lines(v, armed.r, "watched folder") == [
-        f"inv: watched folder #1 ({work.resolve()}): not escrowed yet (limit 6h)"
+        f"inv: watched folder #1 ({work.resolve()}): not escrowed yet (limit 6 hours)"
     ]
 
     agent = AgentProc(
@@ -72,9 +72,10 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         wait_for(lambda: snapshot_sizes(v, armed.r) == [2, 8], 60, "the change deposited")
         assert time.monotonic() - changed < 60
         v.ok(armed.r, "verify", "inv", passphrase=None)
-        assert "inv: deposited snapshot 2 (1 files; changed)" in agent.text()
+        assert "inv: deposited snapshot 2 (1 file; changed)" in agent.text()
         assert status_lines(v, armed.r, "watched folder") == [
-            f"inv: watched folder #1 ({work.resolve()}): newest escrowed copy 0s old (limit 6h)"
+            f"inv: watched folder #1 ({work.resolve()}): newest escrowed copy 0 seconds old "
+            "(limit 6 hours)"
         ]
         assert "unlocked" in v.ok(armed.r, "agent", "status", passphrase=None)
 
@@ -91,7 +92,7 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         assert snapshot_sizes(v, armed.r) == [2, 8]
         # The status warns: the newest escrowed copy is 7h old, over the 6h limit.
         warn = status_lines(v, armed.r, "warning: inv: the escrowed copy")
-        assert warn and "is older than 6h" in warn[0], v.ok(armed.r, "status", "inv")
+        assert warn and "is older than 6 hours" in warn[0], v.ok(armed.r, "status", "inv")
 
         # Unlocked with the DURESS passphrase it behaves as a normal agent: the same message,
         # and the change made while locked is deposited.
@@ -107,7 +108,9 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         last = max(n for n, _ in agent.rounds())
         wait_for(lambda: any(n > last for n, _ in agent.rounds()), 30, "a round after unlock")
         agent.step(5 * H)
-        assert agent.lines("the computer was asleep, or its clock jumped: 5h between two rounds")
+        assert agent.lines(
+            "the computer was asleep, or its clock jumped: 5 hours between two rounds"
+        )
         assert "locked" in v.ok(armed.r, "agent", "status", passphrase=None)
 
         # Unlocked again, and left idle for 2h: it locks itself.
@@ -116,7 +119,7 @@ def test_agent_deposits_watched_folder_and_locks(v, armed, clock, tmp_path):
         agent.step(H)
         agent.step(H)
         agent.step(H)
-        assert agent.lines("no activity for 2h; the agent locked itself.")
+        assert agent.lines("no activity for 2 hours; the agent locked itself.")
         assert "locked" in v.ok(armed.r, "agent", "status", passphrase=None)
         # One agent per home: a second one refuses to start.
         code, _, err = v(armed.r, "agent", passphrase=None)
@@ -231,7 +234,7 @@ def test_agent_outlives_a_failed_deposit(v, armed, clock, tmp_path):
     )
     try:
         wait_for(lambda: agent.lines("inv: the deposit failed ("), 60, "the failed deposit")
-        assert "it is tried again in 5m" in agent.lines("inv: the deposit failed (")[0]
+        assert "it is tried again in 5 minutes" in agent.lines("inv: the deposit failed (")[0]
         assert snapshot_sizes(v, armed.r) == []
         store.unlink()
         if had:

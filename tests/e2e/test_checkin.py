@@ -232,7 +232,7 @@ def test_agent_reminds_before_deadlines_once_each(v, armed, clock, tmp_path, mon
     clock.advance(3 * DAY - 3600)
     code, _, err = v(armed.r, "agent", "--once", passphrase=None)
     assert code == 0
-    assert "reminder: inv: check in within 1h" in err
+    assert "reminder: inv: check in within 1 hour" in err
     wait_for(lambda: log.exists() and "A check-in is due soon" in log.read_text(), what="notify")
     assert "inv" not in log.read_text()  # no case name in a desktop notification (its argv)
 

@@ -48,7 +48,7 @@ def test_restore_rearms_so_lost_checkins_cause_no_release(nodes, world_for, cloc
     n.start()
     # Then the start-up sweep does not release it, and the restore is in the audit log
     assert n.state(w.policy.case_id) == "ARMED"
-    assert "re-armed 1 case(s)" in res.output
+    assert "re-armed 1 case to" in res.output
     rows = n.query("SELECT event FROM audit WHERE case_id = ? ORDER BY seq", w.policy.case_id)
     assert [r[0] for r in rows][-1] == "restore"
     assert n.query("SELECT seq FROM cases")[0][0] == 1  # the state is the backup's

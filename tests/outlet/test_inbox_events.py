@@ -149,7 +149,7 @@ def test_release_request_asks_first_and_no_sends_nothing(armed, v, monkeypatch):
     monkeypatch.setattr("sys.stdin", Terminal("n\n"))
     code, _, err = v(home, *ask)
     assert code == 0, err
-    assert f"Send a release request for case {case.case_id} to 2 escrow node(s)?" in err
+    assert f"Send a release request for case {case.case_id} to 2 escrow nodes?" in err
     assert err.rstrip().endswith("[y/N]: Nothing was sent.")
     assert [n.state(case.case_id) for n in case.nodes] == ["ARMED", "ARMED"]
     # Answering "y" sends it
