@@ -10,6 +10,7 @@ A drill never releases a share, a key or a file.
 from __future__ import annotations
 
 import shlex
+import time
 from typing import Any
 
 import click
@@ -425,14 +426,18 @@ def status_lines(ctx: Ctx, rec: Any, ident: Any, timeout: float) -> list[str]:
 # --- the inbox ----------------------------------------------------------------------------------
 
 
-def inbox_line(ev: Any, names: Any, own: str | None, seen: dict[str, Any]) -> tuple[str, str]:
+def inbox_line(
+    ev: Any, names: Any, own: str | None, seen: dict[str, Any], now: int | None = None
+) -> tuple[str, str]:
     """`velador inbox`: a drill notice, marked as one, and what to run."""
     drill_info = ev.value("drill") or {}
     ends = drill_info.get("ends") if isinstance(drill_info, dict) else None
     values = {
         "case": own or ev.case_id,
         "who": names.who(ev.value("reporter")),
-        "ends": when(ends, ends) if isinstance(ends, int) else "-",
+        "ends": when(ends, int(time.time()) if now is None else now)
+        if isinstance(ends, int)
+        else "-",
         "count": seen["count"],
         "nodes": seen["nodes"],
     }

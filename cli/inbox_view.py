@@ -214,7 +214,8 @@ def describe(ev: Event, names: Names, now: int | None = None) -> tuple[str, str 
     if ev.event == "drill":  # issue 13: marked as a drill, with what to run (drill_cmds.py)
         from .drill_cmds import inbox_line
 
-        return inbox_line(ev, names, own, {"count": len(ev.notices), "nodes": ", ".join(ev.nodes)})
+        seen = {"count": len(ev.notices), "nodes": ", ".join(ev.nodes)}
+        return inbox_line(ev, names, own, seen, now)
     reason = RELEASE_REASONS.get(str(ev.value("release_reason")), N_("the nodes released it"))
     values = {
         "deadline": _when(ev.value("deadline"), now),
