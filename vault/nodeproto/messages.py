@@ -28,7 +28,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
 
 from vault.encoding import b64d, b64e, canonical_json, require
-from vault.errors import FormatError
+from vault.errors import N_, FormatError
 from vault.policy import Policy
 from vault.signing import sign_document, verify_document
 
@@ -96,21 +96,21 @@ def check_heartbeat(doc: Any, policy: Policy) -> Heartbeat:
     increasing sequence number."""
     body = verify_document(doc, "heartbeat", policy.reporter.sign_pk, what="heartbeat")
     if require(body, "v", int, "heartbeat") != 1:
-        raise FormatError("unsupported heartbeat version")
+        raise FormatError(N_("unsupported heartbeat version"))
     if require(body, "case_id", str, "heartbeat") != policy.case_id:
-        raise FormatError("heartbeat belongs to another case")
+        raise FormatError(N_("heartbeat belongs to another case"))
     named = require(body, "policy_hash", str, "heartbeat")
     if len(named) != 64 or not set(named) <= _HEX:
-        raise FormatError("heartbeat policy_hash must be 64 lowercase hex characters")
+        raise FormatError(N_("heartbeat policy_hash must be 64 lowercase hex characters"))
     seq = require(body, "seq", int, "heartbeat")
     t = require(body, "time", int, "heartbeat")
     if not (0 < seq < 2**62 and 0 <= t < 2**40):
-        raise FormatError("heartbeat seq or time out of range")
+        raise FormatError(N_("heartbeat seq or time out of range"))
     markers = require(body, "markers", dict, "heartbeat")
     if len(markers) > 64 or not all(isinstance(v, str) and len(v) < 200 for v in markers.values()):
-        raise FormatError("heartbeat markers are malformed")
+        raise FormatError(N_("heartbeat markers are malformed"))
     if set(body) != {"v", "case_id", "policy_hash", "seq", "time", "markers"}:
-        raise FormatError("heartbeat has unexpected fields")
+        raise FormatError(N_("heartbeat has unexpected fields"))
     return Heartbeat(seq, t, dict(markers), doc)
 
 
