@@ -19,7 +19,7 @@ import pyrage
 from pyrage import x25519
 
 from .constants import OBJECT_ID_BYTES
-from .errors import AuthenticationError, FormatError, NotFoundError, StoreError, VeladorError
+from .errors import N_, AuthenticationError, FormatError, NotFoundError, StoreError, VeladorError
 
 _HEX = set("0123456789abcdef")
 
@@ -35,7 +35,7 @@ def cipher_hash(ciphertext: bytes) -> str:
 
 def check_object_id(oid: object) -> str:
     if not isinstance(oid, str) or len(oid) != 2 * OBJECT_ID_BYTES or not set(oid) <= _HEX:
-        raise FormatError("invalid object id")
+        raise FormatError(N_("invalid object id"))
     return oid
 
 
@@ -63,7 +63,9 @@ def decrypt(ciphertext: bytes, identities: list[x25519.Identity], what: str) -> 
     try:
         return pyrage.decrypt(ciphertext, identities)
     except pyrage.DecryptError as exc:
-        raise AuthenticationError(f"{what} does not decrypt: it is corrupt or was altered") from exc
+        raise AuthenticationError(
+            N_("%(what)s does not decrypt: it is corrupt or was altered"), what=what
+        ) from exc
 
 
 def max_chunk_object(length: int) -> int:
@@ -77,7 +79,9 @@ def open_chunk(
 ) -> bytes:
     data = decrypt(ciphertext, identities, f"object {oid[:12]}")
     if object_id(chunk_key, data) != oid:
-        raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
+        raise AuthenticationError(
+            N_("object %(oid)s does not match its id: it was substituted"), oid=oid[:12]
+        )
     return data
 
 
@@ -117,13 +121,15 @@ def open_chunk_into(
         if into.overflow:
             return None
         raise AuthenticationError(
-            f"object {oid[:12]} does not decrypt: it is corrupt or was altered"
+            N_("object %(oid)s does not decrypt: it is corrupt or was altered"), oid=oid[:12]
         ) from exc
     if into.pos != length:
         return None
     into.view.release()
     if object_id(chunk_key, into.buf) != oid:
-        raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
+        raise AuthenticationError(
+            N_("object %(oid)s does not match its id: it was substituted"), oid=oid[:12]
+        )
     return into.buf
 
 
@@ -321,7 +327,10 @@ def fetch_chunk(task: tuple[str, str, str, int, int, bytes]) -> tuple[int, list[
         _start_writeback(fd, offset, length)
         return length, problems
     raise StoreError(
-        f"object {oid[:12]} is missing or damaged in every store", hint="; ".join(problems[-3:])
+        N_("object %(oid)s is missing or damaged in every store"),
+        hint=N_("what the stores said: %(problems)s"),
+        oid=oid[:12],
+        problems="; ".join(problems[-3:]),
     )
 
 
