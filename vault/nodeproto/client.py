@@ -83,7 +83,7 @@ _NODE_ANSWERS: dict[Any, tuple[str, str | None]] = {
         N_("node %(node)s: this node accepts new cases only from reporters its operator admitted"),
         N_(
             "ask the node's operator for an invitation code and pass it with '--invite NODE' "
-            "(see the reporter guide), or give them your key fingerprint to admit"
+            "(see the reporter guide), or give them your key fingerprint %(fingerprint)s to admit"
         ),
     ),
     "invitation_refused": (
@@ -290,6 +290,7 @@ class NodeClient:
             status=status,
             detail=(detail or "")[:500],
             node_hint=(node_hint or "")[:500],
+            fingerprint=self.identity.fingerprint if self.identity is not None else "?",
         )
         exc.status = code  # type: ignore[attr-defined]
         exc.code = data.get("error") if isinstance(data, dict) else None  # type: ignore[attr-defined]
