@@ -97,7 +97,9 @@ def create_case(
             N_("a case needs at least one recipient"), hint=N_("add --recipient ALIAS")
         )
     if len({c.fingerprint for c in recipients}) != len(recipients):
-        raise PolicyError(N_("the same recipient is listed twice"))
+        raise PolicyError(
+            N_("the same recipient is listed twice"), hint=N_("give each --recipient once")
+        )
     holders = plan_holders(spec, nodes or [])
     offline = [h for h in holders if h.kind == "offline"]
     if offline and offline_dir is None:
@@ -341,7 +343,11 @@ def rotate_case(
         store = open_store(url, s3_endpoint=s3_endpoint)
         store.put(key, blob)
         if store.size(key) != len(blob):
-            raise StoreError(N_("the keyring did not reach %(url)s; nothing was changed"), url=url)
+            raise StoreError(
+                N_("the keyring did not reach %(url)s; nothing was changed"),
+                hint=N_("check that the store can be reached, then run the command again"),
+                url=url,
+            )
     case_secrets = {
         # New chunk key and seed: no new snapshot may point at an object under the old key.
         "chunk_key": secrets.token_bytes(32).hex(),

@@ -282,17 +282,25 @@ def deposit(
         if len(raw) > MAX_INSTRUCTIONS_BYTES:
             raise FormatError(
                 N_("the instructions file is larger than %(kib)s KiB"),
+                hint=N_("shorten the instructions, or deposit the long text as a file of the case"),
                 kib=MAX_INSTRUCTIONS_BYTES // 1024,
             )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise FormatError(N_("the instructions file must be UTF-8 text")) from exc
+            raise FormatError(
+                N_("the instructions file must be UTF-8 text"),
+                hint=N_("save the instructions as plain UTF-8 text"),
+            ) from exc
     try:
         dirs, files, roots = walk(paths, result.skipped)
     except FileNotFoundError as exc:
         raise NotFoundError(
-            N_("cannot deposit %(filename)s: no such file or folder"), filename=exc.filename
+            N_("cannot deposit %(filename)s: no such file or folder"),
+            hint=N_(
+                "check the path; a folder that was moved or renamed must be given by its new name"
+            ),
+            filename=exc.filename,
         ) from None
     result.dirs = len(dirs)
 

@@ -53,7 +53,12 @@ def parse_duration(text: str, what: str = "duration", allow_zero: bool = False) 
             N_("%(what)s %(text)r must be longer than zero"), hint=_EXAMPLES, what=what, text=text
         )
     if total > MAX_DURATION:
-        raise PolicyError(N_("%(what)s %(text)r is longer than 366 days"), what=what, text=text)
+        raise PolicyError(
+            N_("%(what)s %(text)r is longer than 366 days"),
+            hint=N_("use at most 366d (52w)"),
+            what=what,
+            text=text,
+        )
     return total
 
 
@@ -91,7 +96,12 @@ def parse_when(text: str, now: int, what: str = "date") -> int:
         dt = dt.astimezone()  # naive: local time, with the offset the zone has on that date
     when = int(dt.timestamp())
     if when <= now:
-        raise PolicyError(N_("%(what)s %(text)r is in the past"), what=what, text=text)
+        raise PolicyError(
+            N_("%(what)s %(text)r is in the past"),
+            hint=N_("give a date or time that is still to come"),
+            what=what,
+            text=text,
+        )
     return when
 
 

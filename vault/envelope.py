@@ -106,7 +106,10 @@ def open_envelope(env: Any, policy: Policy, box_key: PrivateKey) -> OpenedShare:
     try:
         inner_raw = SealedBox(box_key).decrypt(sealed)
     except CryptoError as exc:
-        raise AuthenticationError(N_("envelope cannot be opened with this identity")) from exc
+        raise AuthenticationError(
+            N_("envelope cannot be opened with this identity"),
+            hint=N_("check that you use the identity the case names as a recipient"),
+        ) from exc
     inner = verify_document(
         parse_json(inner_raw, "sealed share", MAX_ENVELOPE_BYTES),
         "share",
@@ -120,7 +123,9 @@ def open_envelope(env: Any, policy: Policy, box_key: PrivateKey) -> OpenedShare:
     for key in ("case_id", "policy_hash", "holder"):
         if inner.get(key) != body[key]:
             raise AuthenticationError(
-                N_("sealed share does not match its envelope (%(key)s)"), key=key
+                N_("sealed share does not match its envelope (%(key)s)"),
+                hint=N_("the envelope was altered; recover from another node"),
+                key=key,
             )
     holder = next(h for h in policy.holders if h.id == body["holder"])
     group = require(inner, "group", int, "sealed share")

@@ -145,7 +145,10 @@ def create_identity(
             home=home,
         )
     if not passphrase:
-        raise AuthenticationError(N_("the passphrase must not be empty"))
+        raise AuthenticationError(
+            N_("the passphrase must not be empty"),
+            hint=N_("type a passphrase of several random words"),
+        )
     sign_key = SigningKey.generate()
     box_key = PrivateKey.generate()
     card = make_card(name, role, sign_key, bytes(box_key.public_key), created, url)
@@ -173,10 +176,16 @@ def _load_doc(home: Path) -> dict[str, Any]:
         or type(version) is not int
         or version not in _READ_VERSIONS
     ):
-        raise FormatError(N_("identity file has an unsupported version"))
+        raise FormatError(
+            N_("identity file has an unsupported version"),
+            hint=N_("upgrade velador, or restore the identity folder from your backup"),
+        )
     slots = require(doc, "slots", list, "identity file")
     if len(slots) != _READ_VERSIONS[version]:
-        raise FormatError(N_("identity file is damaged (wrong number of key slots)"))
+        raise FormatError(
+            N_("identity file is damaged (wrong number of key slots)"),
+            hint=N_("restore the identity folder from your backup"),
+        )
     return doc
 
 
@@ -193,7 +202,10 @@ def _try_slot(slot: Any, passphrase: str) -> bytes | None:
     salt = b64d(require(slot, "salt", str, "key slot"), "salt", nacl.pwhash.argon2id.SALTBYTES)
     box = b64d(require(slot, "box", str, "key slot"), "key slot")
     if not (1 <= ops <= 64 and 8192 <= mem <= 4 * 1024**3):
-        raise FormatError(N_("identity file has out-of-range KDF parameters"))
+        raise FormatError(
+            N_("identity file has out-of-range KDF parameters"),
+            hint=N_("restore the identity folder from your backup"),
+        )
     key = _derive(passphrase, salt, ops, mem)
     try:
         return nacl.secret.SecretBox(key).decrypt(box)
@@ -222,11 +234,17 @@ def _open(home: Path, passphrase: str) -> tuple[dict[str, Any], Identity, int]:
     # the normal one without knowing it (a captor who already knows it): prefer the alarm.
     index, plain = max(hits, key=lambda h: h[1][0] != 0)
     if len(plain) != _PLAIN_LEN or plain[0] > len(doc["slots"]):
-        raise FormatError(N_("identity file is damaged (key slot has the wrong size)"))
+        raise FormatError(
+            N_("identity file is damaged (key slot has the wrong size)"),
+            hint=N_("restore the identity folder from your backup"),
+        )
     sign_key = SigningKey(plain[1:33])
     box_key = PrivateKey(plain[33:65])
     if bytes(sign_key.verify_key) != card.sign_pk or bytes(box_key.public_key) != card.box_pk:
-        raise FormatError(N_("identity file is damaged (keys do not match the card)"))
+        raise FormatError(
+            N_("identity file is damaged (keys do not match the card)"),
+            hint=N_("restore the identity folder from your backup"),
+        )
     ident = Identity(card.name, card.role, sign_key, box_key, card, duress=plain[0] != 0)
     if ident.duress:
         index = -plain[0]  # -(normal index + 1): see set_duress_passphrase
@@ -248,7 +266,10 @@ def set_duress_passphrase(home: Path, passphrase: str, duress_passphrase: str) -
     duress slot's flag, is kept byte for byte, and the passphrase given and the new one both
     get fresh duress slots, so both keep opening, as the captor expects."""
     if normalize(duress_passphrase) == normalize(passphrase):
-        raise AuthenticationError(N_("the duress passphrase must differ from the normal one"))
+        raise AuthenticationError(
+            N_("the duress passphrase must differ from the normal one"),
+            hint=N_("choose a duress passphrase you have never used as your normal one"),
+        )
     doc, ident, index = _open(home, passphrase)
     sk, bk = ident.sign_key, ident.box_key
 

@@ -312,7 +312,10 @@ def open_snapshot_body(
     doc = parse_json(plain, "snapshot manifest", MAX_MANIFEST_BYTES)
     body = verify_document(doc, "snapshot", reporter_pk, what="snapshot manifest")
     if require(body, "case_id", str, "manifest") != case_id:
-        raise FormatError(N_("snapshot belongs to another case"))
+        raise FormatError(
+            N_("snapshot belongs to another case"),
+            hint=N_("the store holds another case's data under this case; check the store URL"),
+        )
     return body  # type: ignore[no-any-return]
 
 

@@ -150,7 +150,13 @@ def load_chain(
         else:
             manifests[sid] = m
     if not manifests:
-        raise NotFoundError(N_("the stores hold no readable snapshot of this case"))
+        raise NotFoundError(
+            N_("the stores hold no readable snapshot of this case"),
+            hint=N_(
+                "nothing was deposited yet, or the stores were emptied; 'velador verify --deep' "
+                "checks each store"
+            ),
+        )
     by_seq: dict[int, list[str]] = {}
     for sid, m in manifests.items():
         by_seq.setdefault(m.seq, []).append(sid)
@@ -164,7 +170,13 @@ def load_chain(
     seen: set[str] = set()
     while sid is not None:
         if sid in seen:
-            raise FormatError(N_("the snapshot chain loops back on itself"))
+            raise FormatError(
+                N_("the snapshot chain loops back on itself"),
+                hint=N_(
+                    "the store holds forged snapshots; tell the reporter and do not trust this "
+                    "store"
+                ),
+            )
         seen.add(sid)
         m = manifests.get(sid)
         if m is None:
@@ -313,6 +325,7 @@ def restore(
     if need > free:
         raise StoreError(
             N_("recovery needs %(need)s bytes but only %(free)s are free in %(out)s"),
+            hint=N_("free some space, or recover to a disk with more room (--out)"),
             need=need,
             free=free,
             out=out,

@@ -122,7 +122,12 @@ def combine(mnemonics: Sequence[str]) -> bytes:
     try:
         secret = shamir_mnemonic.combine_mnemonics(list(mnemonics), passphrase=b"")
     except shamir_mnemonic.MnemonicError as exc:
-        raise ShareError(N_("the shares do not combine into one secret")) from exc
+        raise ShareError(
+            N_("the shares do not combine into one secret"),
+            hint=N_(
+                "some shares may belong to another case or version; check them with the reporter"
+            ),
+        ) from exc
     if len(secret) != RELEASE_SECRET_BYTES:
         raise ShareError(N_("the shares combine into a secret of the wrong size"))
     return secret
@@ -153,7 +158,9 @@ def combine_any(mnemonics: Iterable[str], expected_recipient: str) -> tuple[byte
     for m, s in shares:
         by_group.setdefault(s.group_index, []).append((m, s))
     if not shares:
-        raise ShareError(N_("no valid shares"))
+        raise ShareError(
+            N_("no valid shares"), hint=N_("check that the share files belong to this case")
+        )
     first = shares[0][1]
     gthr = first.group_threshold
     group_choices = []
@@ -179,4 +186,7 @@ def combine_any(mnemonics: Iterable[str], expected_recipient: str) -> tuple[byte
                 continue
             if age_recipient_str(secret) == expected_recipient:
                 return secret, chosen
-    raise ShareError(N_("no combination of the valid shares gives this case's key"))
+    raise ShareError(
+        N_("no combination of the valid shares gives this case's key"),
+        hint=N_("some shares may belong to another case or version; check them with the reporter"),
+    )

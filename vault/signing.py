@@ -63,13 +63,21 @@ def verify_document(
     signer = b64d(require(doc, "signer", str, what), f"{what} signer", 32)
     sig = b64d(require(doc, "sig", str, what), f"{what} signature", 64)
     if expected_signer is not None and not hmac.compare_digest(signer, expected_signer):
-        raise AuthenticationError(N_("%(what)s was signed by an unexpected key"), what=what)
+        raise AuthenticationError(
+            N_("%(what)s was signed by an unexpected key"),
+            hint=N_("compare the fingerprints aloud with their owners before you trust it"),
+            what=what,
+        )
     try:
         VerifyKey(signer).verify(signed_bytes(kind, doc["body"]), sig)
     except RecursionError:
         raise FormatError(N_("%(what)s is nested too deeply"), what=what) from None
     except (BadSignatureError, ValueError, TypeError) as exc:
-        raise AuthenticationError(N_("%(what)s has an invalid signature"), what=what) from exc
+        raise AuthenticationError(
+            N_("%(what)s has an invalid signature"),
+            hint=N_("the data was altered, or it was not made by who it claims; do not trust it"),
+            what=what,
+        ) from exc
     return doc["body"]
 
 

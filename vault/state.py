@@ -217,7 +217,10 @@ class LocalState:
     def add_contact(self, alias: str, card: Card, now: int) -> None:
         alias = alias.strip()
         if not alias or len(alias) > 64 or any(c.isspace() for c in alias):
-            raise FormatError(N_("an alias must be 1-64 characters without spaces"))
+            raise FormatError(
+                N_("an alias must be 1-64 characters without spaces"),
+                hint=N_("for example --alias ana-reportera"),
+            )
         existing = self.db.execute(
             "SELECT alias FROM contacts WHERE fingerprint = ? OR alias = ?",
             [card.fingerprint, alias],
@@ -279,7 +282,11 @@ class LocalState:
         self, name: str, policy: Policy, sealed_secrets: str, extra: dict[str, Any]
     ) -> None:
         if self.db.execute("SELECT 1 FROM cases WHERE name = ?", [name]).fetchone():
-            raise FormatError(N_("a case named %(name)r already exists"), name=name)
+            raise FormatError(
+                N_("a case named %(name)r already exists"),
+                hint=N_("choose another name; 'velador case list' shows the ones in use"),
+                name=name,
+            )
         with self.tx():
             self.db["cases"].insert(
                 {
@@ -591,11 +598,15 @@ def _open_envelope(stored: str, box_key: PrivateKey) -> dict[str, Any]:
         plain = SealedBox(box_key).decrypt(b64d(stored[len(SEALED_ENVELOPE) :], "envelope"))
     except CryptoError as exc:
         raise AuthenticationError(
-            N_("this case's envelopes do not open with this identity")
+            N_("this case's envelopes do not open with this identity"),
+            hint=N_("check --home: this case belongs to another identity"),
         ) from exc
     value = parse_json(plain, "stored envelope")
     if not isinstance(value, dict):
-        raise FormatError(N_("a stored envelope is damaged"))
+        raise FormatError(
+            N_("a stored envelope is damaged"),
+            hint=N_("restore the Velador folder from your backup"),
+        )
     return value
 
 
@@ -608,9 +619,12 @@ def open_sealed(sealed: str, box_key: PrivateKey) -> dict[str, Any]:
         plain = SealedBox(box_key).decrypt(b64d(sealed, "case secrets"))
     except CryptoError as exc:
         raise AuthenticationError(
-            N_("this case's local secrets do not open with this identity")
+            N_("this case's local secrets do not open with this identity"),
+            hint=N_("check --home: this case belongs to another identity"),
         ) from exc
     value = parse_json(plain, "case secrets")
     if not isinstance(value, dict):
-        raise FormatError(N_("case secrets are damaged"))
+        raise FormatError(
+            N_("case secrets are damaged"), hint=N_("restore the Velador folder from your backup")
+        )
     return value

@@ -35,7 +35,10 @@ class Watch:
 def _open_path(sealed: str, identity: Identity) -> Path:
     doc = open_sealed(sealed, identity.box_key)
     if doc.get("v") != 1 or not isinstance(doc.get("path"), str):
-        raise FormatError(N_("a watched-folder record is damaged"))
+        raise FormatError(
+            N_("a watched-folder record is damaged"),
+            hint=N_("remove the folder with 'velador case unwatch' and add it again"),
+        )
     return Path(doc["path"])
 
 
@@ -80,7 +83,11 @@ def add_watch(
     named by their last component (docs/format.md §6.4) and deposit refuses two alike."""
     path = path.expanduser().resolve()
     if not path.exists():
-        raise NotFoundError(N_("cannot watch %(path)s: no such file or folder"), path=path)
+        raise NotFoundError(
+            N_("cannot watch %(path)s: no such file or folder"),
+            hint=N_("check the path; give the folder that holds your work"),
+            path=path,
+        )
     for w in watches(state, case_id, identity):
         if w.path == path:
             if max_age is not None and max_age != w.max_age:

@@ -232,7 +232,11 @@ class NodeClient:
                 url=transport.safe_url(self.base),
             ) from exc
         except transport.AnswerTooLarge as exc:
-            raise NodeError(N_("node %(node)s sent an oversized answer"), node=self.name) from exc
+            raise NodeError(
+                N_("node %(node)s sent an oversized answer"),
+                hint=N_("the node may be misconfigured; tell its operator"),
+                node=self.name,
+            ) from exc
         except transport.TransportError as exc:
             raise NodeError(
                 N_("node %(node)s is unreachable through the proxy (%(reason)s)")
@@ -247,14 +251,25 @@ class NodeClient:
     def _answer(self, status: int, content: bytes) -> Any:
         data: Any = None
         if len(content) > self.max_answer:
-            raise NodeError(N_("node %(node)s sent an oversized answer"), node=self.name)
+            raise NodeError(
+                N_("node %(node)s sent an oversized answer"),
+                hint=N_("the node may be misconfigured; tell its operator"),
+                node=self.name,
+            )
         try:
             data = parse_json(content, f"answer from node {self.name}") if content else None
         except FormatError:
             data = None
         if status < 300:
             if data is None:
-                raise NodeError(N_("node %(node)s sent an answer that is not JSON"), node=self.name)
+                raise NodeError(
+                    N_("node %(node)s sent an answer that is not JSON"),
+                    hint=N_(
+                        "the address may not be a Velador node, or a proxy answered instead; "
+                        "check the node's card"
+                    ),
+                    node=self.name,
+                )
             return data
         # The node's own text stays a value (never a template: it may hold a stray '%'); a
         # stable error code the client knows gets a sentence of its own, translatable here.
