@@ -66,10 +66,15 @@ _MORE_SHARES = N_(
 def recover_key(policy: Policy, mnemonics: list[str], report: Report) -> bytes:
     """Combine the opened shares into the release secret or say exactly what is missing."""
     if not mnemonics:
+        single = len(policy.spec.groups) == 1
         raise ShareError(
-            N_("no valid share could be opened (this case needs %(spec)s)"),
+            N_("no valid share could be opened (this case needs %(k)d of %(n)d)")
+            if single
+            else N_("no valid share could be opened (this case needs %(spec)s)"),
             hint=N_("check that the shares are addressed to your identity"),
             spec=policy.spec.describe(),
+            k=policy.spec.groups[0][0],
+            n=policy.spec.groups[0][1],
         )
     try:
         secret, _ = combine_any(mnemonics, policy.release_recipient)
@@ -90,10 +95,14 @@ def recover_key(policy: Policy, mnemonics: list[str], report: Report) -> bytes:
                 missing=k - have,
             )
     raise ShareError(
-        N_("the %(count)d valid shares are not enough for %(spec)s"),
+        N_("the %(count)d valid shares are not enough for %(k)d of %(n)d")
+        if len(policy.spec.groups) == 1
+        else N_("the %(count)d valid shares are not enough for %(spec)s"),
         hint=_MORE_SHARES,
         count=len(mnemonics),
         spec=policy.spec.describe(),
+        k=policy.spec.groups[0][0],
+        n=policy.spec.groups[0][1],
     )
 
 
