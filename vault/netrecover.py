@@ -190,7 +190,7 @@ def _judge(card: Card, error: VeladorError | None, body: dict[str, Any] | None) 
         return NodeResult(card, REFUSED, message)
     if isinstance(error, NodeError) and "invalid release" not in error.message:
         # Unreachable, timed out, or a 5xx; the URL says which address was tried.
-        return NodeResult(card, UNREACHABLE, error.hint or message)
+        return NodeResult(card, UNREACHABLE, str(error.params.get("url") or error.hint or message))
     # A release whose policy or envelopes did not verify (vault.nodeproto.client.fetch_release).
     return NodeResult(card, BAD, message)
 

@@ -305,7 +305,7 @@ class NodeClient:
             status=status,
             detail=(detail or "")[:500],
             node_hint=(node_hint or "")[:500],
-            fingerprint=self.identity.fingerprint if self.identity is not None else "?",
+            fingerprint=getattr(self.identity, "fingerprint", "?"),
         )
         exc.status = code  # type: ignore[attr-defined]
         exc.code = data.get("error") if isinstance(data, dict) else None  # type: ignore[attr-defined]
