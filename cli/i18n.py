@@ -104,7 +104,10 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 
 def error_text(exc: VeladorError) -> tuple[str, str | None]:
     """An error's message and hint in the chosen language, with its values filled in."""
-    params = getattr(exc, "params", {}) or {}
+    params = dict(getattr(exc, "params", {}) or {})
+    for key, value in params.items():
+        if isinstance(value, Exception) and hasattr(value, "template"):
+            params[key] = error_text(value)[0]  # an error quoted inside another: translate it too
 
     def fill(template: str | None, english: str | None) -> str | None:
         if template is None:

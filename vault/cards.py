@@ -19,7 +19,7 @@ from nacl.signing import SigningKey
 
 from .constants import CARD_PREFIX, FINGERPRINT_BYTES, FINGERPRINT_PERSON, ROLES
 from .encoding import b64d, b64e, canonical_json, parse_json, require
-from .errors import AuthenticationError, FormatError
+from .errors import N_, AuthenticationError, FormatError
 from .signing import sign_document, verify_document
 
 MAX_CARD_CHARS = 4096
@@ -56,9 +56,9 @@ class Card:
 def check_name(name: str) -> str:
     name = unicodedata.normalize("NFC", name).strip()
     if not name or len(name) > MAX_NAME_CHARS:
-        raise FormatError(f"a name must have 1 to {MAX_NAME_CHARS} characters")
+        raise FormatError(N_("a name must have 1 to %(limit)s characters"), limit=MAX_NAME_CHARS)
     if any(unicodedata.category(ch).startswith("C") for ch in name):
-        raise FormatError("a name must not contain control characters")
+        raise FormatError(N_("a name must not contain control characters"))
     return name
 
 
@@ -87,8 +87,8 @@ def make_card(
     return parse_card(text)
 
 
-_BAD = "this contact card is malformed or has been altered"
-_HINT = "ask its owner to send it again, and compare the fingerprint aloud"
+_BAD = N_("this contact card is malformed or has been altered")
+_HINT = N_("ask its owner to send it again, and compare the fingerprint aloud")
 
 
 def parse_card(text: str) -> Card:
@@ -113,30 +113,30 @@ def _parse_stripped(text: str) -> Card:
         doc = parse_json(raw, "contact card")
         body = verify_document(doc, "card", what="contact card")
         if require(body, "v", int, "contact card") != 1:
-            raise FormatError("unsupported contact card version")
+            raise FormatError(N_("unsupported contact card version"))
         sign_pk = b64d(require(body, "sign", str, "card"), "card signing key", 32)
         box_pk = b64d(require(body, "box", str, "card"), "card box key", 32)
         role = require(body, "role", str, "card")
         if role not in ROLES:
-            raise FormatError("unknown role")
+            raise FormatError(N_("unknown role"))
         name = require(body, "name", str, "card")
         if check_name(name) != name:
-            raise FormatError("name not normalized")
+            raise FormatError(N_("name not normalized"))
         url = body.get("url")
         if url is not None and (
             not isinstance(url, str) or not url.startswith(("http://", "https://"))
         ):
-            raise FormatError("card URL must be http(s)")
+            raise FormatError(N_("card URL must be http(s)"))
         allowed = {"v", "name", "role", "sign", "box", "created", "url"}
         if set(body) - allowed:
-            raise FormatError("card has unknown fields")
+            raise FormatError(N_("card has unknown fields"))
         created = require(body, "created", int, "card")
         # The self-signature must be by the key the card announces.
         if doc["signer"] != body["sign"]:
-            raise AuthenticationError("card is not signed by its own key")
+            raise AuthenticationError(N_("card is not signed by its own key"))
         # Re-encoding must give the same text: one card, one spelling.
         if CARD_PREFIX + b64e(canonical_json(doc)) != text:
-            raise FormatError("card is not canonically encoded")
+            raise FormatError(N_("card is not canonically encoded"))
     except (FormatError, AuthenticationError) as exc:
         raise FormatError(bad, hint=hint) from exc
     return Card(name, role, sign_pk, box_pk, created, url, text)

@@ -53,7 +53,12 @@ def plan_holders(spec: ShareSpec, nodes: list[Card]) -> tuple[Holder, ...]:
                 holders.append(Holder(f"h{i + 1}", g, m, "offline"))
             i += 1
     if len(nodes) > spec.total:
-        raise PolicyError(f"{len(nodes)} nodes but only {spec.total} shares", hint="raise --shares")
+        raise PolicyError(
+            N_("%(count)s nodes but only %(total)s shares"),
+            hint=N_("raise --shares"),
+            count=len(nodes),
+            total=spec.total,
+        )
     return tuple(holders)
 
 
@@ -75,25 +80,33 @@ def create_case(
 ) -> NewCase:
     if identity.role != "reporter":
         raise PolicyError(
-            f"only a reporter identity can create cases (this one is {identity.role!r})"
+            N_("only a reporter identity can create cases (this one is %(role)r)"),
+            role=identity.role,
         )
     from .manifest import MAX_LABEL_BYTES
 
     if not name.strip() or len(name.encode("utf-8", "surrogatepass")) > MAX_LABEL_BYTES:
         # The name is each snapshot's label (format §6.4): refuse now, not at the first deposit.
         raise PolicyError(
-            f"a case name must have 1 to {MAX_LABEL_BYTES} bytes", hint="choose a shorter name"
+            N_("a case name must have 1 to %(limit)s bytes"),
+            hint=N_("choose a shorter name"),
+            limit=MAX_LABEL_BYTES,
         )
     if not recipients:
-        raise PolicyError("a case needs at least one recipient", hint="add --recipient ALIAS")
+        raise PolicyError(
+            N_("a case needs at least one recipient"), hint=N_("add --recipient ALIAS")
+        )
     if len({c.fingerprint for c in recipients}) != len(recipients):
-        raise PolicyError("the same recipient is listed twice")
+        raise PolicyError(
+            N_("the same recipient is listed twice"), hint=N_("give each --recipient once")
+        )
     holders = plan_holders(spec, nodes or [])
     offline = [h for h in holders if h.kind == "offline"]
     if offline and offline_dir is None:
         raise PolicyError(
-            f"{len(offline)} share(s) have no escrow node and need --offline-dir",
-            hint="give --offline-dir DIR (a USB stick) or one --node per share",
+            N_("%(count)s share(s) have no escrow node and need --offline-dir"),
+            hint=N_("give --offline-dir DIR (a USB stick) or one --node per share"),
+            count=len(offline),
         )
     secret = new_release_secret()
     policy = sign_policy(
@@ -159,7 +172,9 @@ def write_offline(
         }
         path = out / f"{policy.case_id[:8]}-{h.id}{SHARE_SUFFIX}"
         if path.exists():
-            raise PolicyError(f"{path} already exists", hint="use an empty --offline-dir")
+            raise PolicyError(
+                N_("%(path)s already exists"), hint=N_("use an empty --offline-dir"), path=path
+            )
         atomic_write(path, json.dumps(doc, indent=1).encode(), mode=0o600)
         written.append(path)
     return written
@@ -175,14 +190,14 @@ class ShareBundle:
 def read_share_dir(folder: Path, expected_reporter: bytes | None = None) -> ShareBundle:
     """Read every share file in `folder`; files that do not parse or verify are named, not fatal."""
     if not folder.is_dir():
-        raise NotFoundError(f"{folder} is not a folder")
+        raise NotFoundError(N_("%(folder)s is not a folder"), folder=folder)
     by_policy: dict[str, tuple[Policy, list[tuple[str, dict[str, Any]]]]] = {}
     rejected: list[str] = []
     for path in sorted(folder.glob(f"*{SHARE_SUFFIX}")):
         try:
             doc = parse_json(path.read_bytes(), f"share file {path.name}", 4 * 1024 * 1024)
             if require(doc, "kind", str, "share file") != SHARE_FILE_KIND or doc.get("v") != 1:
-                raise FormatError("not a velador share file")
+                raise FormatError(N_("not a velador share file"))
             policy = parse_policy(doc.get("policy"), expected_reporter)
             envs = require(doc, "envelopes", list, "share file")
             # format.md §5.3: the file's own case_id and holder agree with what it carries.
@@ -202,9 +217,13 @@ def read_share_dir(folder: Path, expected_reporter: bytes | None = None) -> Shar
             rejected.append(f"{path.name}: {msg}")
     if not by_policy:
         raise NotFoundError(
-            f"no valid share file in {folder}"
-            + (f" ({'; '.join(rejected[:3])})" if rejected else ""),
-            hint=f"share files end in {SHARE_SUFFIX}",
+            N_("no valid share file in %(folder)s (%(rejected)s)")
+            if rejected
+            else N_("no valid share file in %(folder)s"),
+            hint=N_("share files end in %(suffix)s"),
+            folder=folder,
+            rejected="; ".join(rejected[:3]),
+            suffix=SHARE_SUFFIX,
         )
     # Several versions of a case (after a rotation) may sit side by side: use the most common;
     # among equals the newest (not replaced by another one present, then the latest `created`,
@@ -270,12 +289,12 @@ def open_keyring(blob: bytes, new: Policy, new_secret: bytes, box_key: Any) -> t
     plain = decrypt(blob, [age_identity(new_secret)], "keyring")
     doc = parse_json(plain, "keyring", 64 * 1024 * 1024)
     if require(doc, "kind", str, "keyring") != KEYRING_KIND or doc.get("v") != 1:
-        raise FormatError("not a velador keyring, or an unsupported version")
+        raise FormatError(N_("not a velador keyring, or an unsupported version"))
     if doc.get("case_id") != new.case_id or doc.get("policy_hash") != new.hash:
-        raise FormatError("the keyring belongs to another case or policy")
+        raise FormatError(N_("the keyring belongs to another case or policy"))
     old = parse_policy(doc.get("previous_policy"), new.reporter.sign_pk)
     if old.hash != new.replaces or doc.get("previous") != old.hash:
-        raise FormatError("the keyring's previous policy is not the one this policy replaces")
+        raise FormatError(N_("the keyring's previous policy is not the one this policy replaces"))
     mnemonics = []
     for env in require(doc, "envelopes", list, "keyring"):
         try:
@@ -304,12 +323,17 @@ def rotate_case(
     rec = state.case(name)
     old = rec.policy
     if rec.status in ("destroyed", "released"):
-        raise PolicyError(f"cannot rotate: case {name} was {rec.status}")
+        raise PolicyError(
+            N_("cannot rotate: case %(name)s was released")
+            if rec.status == "released"
+            else N_("cannot rotate: case %(name)s was destroyed"),
+            name=name,
+        )
     old_envs = state.envelopes_of(old, identity.box_key)
     if len(old_envs) != len(old.holders):
         raise PolicyError(
-            "this laptop does not have every envelope of the current policy",
-            hint="a rotation must carry them into the keyring; it cannot continue",
+            N_("this laptop does not have every envelope of the current policy"),
+            hint=N_("a rotation must carry them into the keyring; it cannot continue"),
         )
     nodes = [h.node for h in old.holders if h.node is not None]
     new = create_case(
@@ -333,7 +357,11 @@ def rotate_case(
         store = open_store(url, s3_endpoint=s3_endpoint)
         store.put(key, blob)
         if store.size(key) != len(blob):
-            raise StoreError(f"the keyring did not reach {url}; nothing was changed")
+            raise StoreError(
+                N_("the keyring did not reach %(url)s; nothing was changed"),
+                hint=N_("check that the store can be reached, then run the command again"),
+                url=url,
+            )
     case_secrets = {
         # New chunk key and seed: no new snapshot may point at an object under the old key.
         "chunk_key": secrets.token_bytes(32).hex(),

@@ -33,7 +33,7 @@ from . import switch
 from .cards import Card
 from .clock import Clock
 from .encoding import canonical_json
-from .errors import NodeError, PolicyError, VeladorError
+from .errors import N_, NodeError, PolicyError, VeladorError
 from .identity import Identity
 from .policy import Policy
 from .released import ReleaseInfo
@@ -121,8 +121,9 @@ def checkin(
         forms = switch.node_forms(state, rec)
         if not forms:
             raise PolicyError(
-                f"case {rec.name} is not registered at any node yet",
-                hint=f"run 'velador case arm {rec.name}' first",
+                N_("case %(name)s is not registered at any node yet"),
+                hint=N_("run 'velador case arm %(name)s' first"),
+                name=rec.name,
             )
         seq = state.next_heartbeat_seq(policy.case_id, now)  # durable before it is signed
         docs: dict[str, dict[str, Any]] = {}
@@ -233,7 +234,7 @@ def _post_with_ticket(client: NodeClient, heartbeat: dict[str, Any], header: str
     )
     body = client._verified(client._answer(*answer), "receipt", case_id)
     if body.get("seq") != heartbeat["body"]["seq"]:
-        raise NodeError(f"receipt from node {client.name} is for another heartbeat")
+        raise NodeError(N_("receipt from node %(node)s is for another heartbeat"), node=client.name)
     return body
 
 

@@ -26,7 +26,7 @@ import blake3
 from .chunker import chunk_file
 from .clock import Clock
 from .constants import MAX_INSTRUCTIONS_BYTES
-from .errors import FormatError, NotFoundError
+from .errors import N_, FormatError, NotFoundError
 from .identity import Identity
 from .manifest import Entry, Manifest, entry_mode, parse_manifest, safe_path, seal_snapshot
 from .objects import (
@@ -93,8 +93,9 @@ def walk(paths: list[Path], skipped: list[str]) -> tuple[list[Entry], list[_File
         name = unicodedata.normalize("NFC", top.resolve().name)
         if name in roots:
             raise FormatError(
-                f"two deposited paths are both named {name!r}",
-                hint="deposit them in separate folders",
+                N_("two deposited paths are both named %(name)r"),
+                hint=N_("deposit them in separate folders"),
+                name=name,
             )
         roots.append(name)
         if stat.S_ISREG(st.st_mode):
@@ -281,16 +282,27 @@ def deposit(
         raw = instructions.read_bytes()
         if len(raw) > MAX_INSTRUCTIONS_BYTES:
             raise FormatError(
-                f"the instructions file is larger than {MAX_INSTRUCTIONS_BYTES // 1024} KiB"
+                N_("the instructions file is larger than %(kib)s KiB"),
+                hint=N_("shorten the instructions, or deposit the long text as a file of the case"),
+                kib=MAX_INSTRUCTIONS_BYTES // 1024,
             )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise FormatError("the instructions file must be UTF-8 text") from exc
+            raise FormatError(
+                N_("the instructions file must be UTF-8 text"),
+                hint=N_("save the instructions as plain UTF-8 text"),
+            ) from exc
     try:
         dirs, files, roots = walk(paths, result.skipped)
     except FileNotFoundError as exc:
-        raise NotFoundError(f"cannot deposit {exc.filename}: no such file or folder") from None
+        raise NotFoundError(
+            N_("cannot deposit %(filename)s: no such file or folder"),
+            hint=N_(
+                "check the path; a folder that was moved or renamed must be given by its new name"
+            ),
+            filename=exc.filename,
+        ) from None
     result.dirs = len(dirs)
 
     entries: list[Entry] = list(dirs)
@@ -383,8 +395,11 @@ def deposit(
         parse_manifest(body)
     except FormatError as exc:
         raise FormatError(
-            f"this deposit cannot be recovered safely: {exc.message}",
-            hint="rename one of the two files (names must differ by more than upper/lower case)",
+            N_("this deposit cannot be recovered safely: %(detail)s"),
+            hint=N_(
+                "rename one of the two files (names must differ by more than upper/lower case)"
+            ),
+            detail=exc,
         ) from exc
     thash = tree_hash(chunk_key, body)
     if last is not None and last["tree_hash"] == thash and last["policy_hash"] == policy.hash:

@@ -111,10 +111,10 @@ def check_stores(case_id: str, urls: Sequence[str]) -> tuple[dict[str, int], lis
             for sid in ids[-MAX_SNAPSHOTS_CHECKED:]:
                 data = store.get(f"{snapshot_prefix(case_id)}{sid}", MAX_SNAPSHOT_BYTES)
                 if snapshot_id(data) != sid or not data.startswith(AGE_MAGIC):
-                    raise StoreError(f"snapshot {sid[:12]} does not match its id")
+                    raise StoreError(N_("snapshot %(sid)s does not match its id"), sid=sid[:12])
             ok += 1
         except VeladorError as exc:
-            problems.append(f"{url.split('?')[0]}: {exc.message}")
+            problems.append(f"{url.split('?')[0]}: {exc.message}")  # English: the node's record
     return {"checked": checked, "ok": ok}, problems
 
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from .errors import PolicyError
+from .errors import N_, PolicyError
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_DURATION = 366 * 86400
 """The policy format caps every interval at one (leap) year (docs/format.md §4)."""
 
 _PART = re.compile(r"(\d{1,7})([smhdw])")
-_EXAMPLES = "e.g. 90s, 45m, 36h, 3d, 2w or 1d12h"
+_EXAMPLES = N_("for example 90s, 45m, 36h, 3d, 2w or 1d12h")
 
 
 def parse_duration(text: str, what: str = "duration", allow_zero: bool = False) -> int:
@@ -40,13 +40,25 @@ def parse_duration(text: str, what: str = "duration", allow_zero: bool = False) 
     if not raw or pos != len(raw):
         if raw.isdigit():
             raise PolicyError(
-                f"{what} {text!r} has no unit", hint=f"add s, m, h, d or w ({_EXAMPLES})"
+                N_("%(what)s %(text)r has no unit"),
+                hint=N_("add s, m, h, d or w (for example 90s, 45m, 36h, 3d, 2w or 1d12h)"),
+                what=what,
+                text=text,
             )
-        raise PolicyError(f"{what} {text!r} is not a duration", hint=_EXAMPLES)
+        raise PolicyError(
+            N_("%(what)s %(text)r is not a duration"), hint=_EXAMPLES, what=what, text=text
+        )
     if total == 0 and not allow_zero:
-        raise PolicyError(f"{what} {text!r} must be longer than zero", hint=_EXAMPLES)
+        raise PolicyError(
+            N_("%(what)s %(text)r must be longer than zero"), hint=_EXAMPLES, what=what, text=text
+        )
     if total > MAX_DURATION:
-        raise PolicyError(f"{what} {text!r} is longer than 366 days")
+        raise PolicyError(
+            N_("%(what)s %(text)r is longer than 366 days"),
+            hint=N_("use at most 366d (52w)"),
+            what=what,
+            text=text,
+        )
     return total
 
 
@@ -54,7 +66,11 @@ def parse_durations(text: str, what: str = "duration") -> tuple[int, ...]:
     """A comma-separated list: "12h,2h"."""
     parts = [p for p in (s.strip() for s in text.split(",")) if p]
     if not parts:
-        raise PolicyError(f"{what} is empty", hint=f"a comma-separated list ({_EXAMPLES})")
+        raise PolicyError(
+            N_("%(what)s is empty"),
+            hint=N_("give a comma-separated list, for example 12h,2h"),
+            what=what,
+        )
     return tuple(parse_duration(p, what) for p in parts)
 
 
@@ -71,14 +87,21 @@ def parse_when(text: str, now: int, what: str = "date") -> int:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise PolicyError(
-            f"{what} {text!r} is not a date",
-            hint="use YYYY-MM-DD, YYYY-MM-DDTHH:MM (your local time) or a duration such as 3d",
+            N_("%(what)s %(text)r is not a date"),
+            hint=N_("use YYYY-MM-DD, YYYY-MM-DDTHH:MM (your local time) or a duration such as 3d"),
+            what=what,
+            text=text,
         ) from None
     if dt.tzinfo is None:
         dt = dt.astimezone()  # naive: local time, with the offset the zone has on that date
     when = int(dt.timestamp())
     if when <= now:
-        raise PolicyError(f"{what} {text!r} is in the past")
+        raise PolicyError(
+            N_("%(what)s %(text)r is in the past"),
+            hint=N_("give a date or time that is still to come"),
+            what=what,
+            text=text,
+        )
     return when
 
 

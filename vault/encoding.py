@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from .errors import FormatError
+from .errors import N_, FormatError
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -56,15 +56,22 @@ def _reject_floats(obj: Any) -> None:
 def parse_json(data: bytes | str, what: str, max_bytes: int = 16 * 1024 * 1024) -> Any:
     """Parse untrusted JSON, turning every failure into a FormatError naming `what`."""
     if len(data) > max_bytes:
-        raise FormatError(f"{what} is too large ({len(data)} bytes, limit {max_bytes})")
+        raise FormatError(
+            N_("%(what)s is too large (%(count)s bytes, limit %(max_bytes)s)"),
+            what=what,
+            count=len(data),
+            max_bytes=max_bytes,
+        )
     try:
         return json.loads(
             data, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_no_duplicates
         )
     except _DuplicateKey as exc:
-        raise FormatError(f"{what} has two members named {exc.name[:40]!r}") from None
+        raise FormatError(
+            N_("%(what)s has two members named %(name)r"), what=what, name=exc.name[:40]
+        ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise FormatError(f"{what} is not valid JSON") from exc
+        raise FormatError(N_("%(what)s is not valid JSON"), what=what) from exc
 
 
 def _no_float(text: str) -> Any:
@@ -95,18 +102,23 @@ def b64e(data: bytes) -> str:
 def b64d(text: Any, what: str, length: int | None = None) -> bytes:
     """Decode unpadded base64url from untrusted input; check the decoded length if given."""
     if not isinstance(text, str):
-        raise FormatError(f"{what} must be a base64url string")
+        raise FormatError(N_("%(what)s must be a base64url string"), what=what)
     if "=" in text or not text.isascii():
-        raise FormatError(f"{what} is not unpadded base64url")
+        raise FormatError(N_("%(what)s is not unpadded base64url"), what=what)
     try:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise FormatError(f"{what} is not valid base64url") from exc
+        raise FormatError(N_("%(what)s is not valid base64url"), what=what) from exc
     if b64e(data) != text:
         # Reject non-canonical encodings so one value has exactly one textual form.
-        raise FormatError(f"{what} is not canonical base64url")
+        raise FormatError(N_("%(what)s is not canonical base64url"), what=what)
     if length is not None and len(data) != length:
-        raise FormatError(f"{what} must be {length} bytes, got {len(data)}")
+        raise FormatError(
+            N_("%(what)s must be %(length)s bytes, got %(count)s"),
+            what=what,
+            length=length,
+            count=len(data),
+        )
     return data
 
 
@@ -118,13 +130,13 @@ def doc_hash(obj: Any) -> str:
 def require(obj: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
     """Fetch `obj[key]` from parsed untrusted JSON, checking its type."""
     if not isinstance(obj, dict):
-        raise FormatError(f"{what} must be a JSON object")
+        raise FormatError(N_("%(what)s must be a JSON object"), what=what)
     if key not in obj:
-        raise FormatError(f"{what} lacks the field {key!r}")
+        raise FormatError(N_("%(what)s lacks the field %(key)r"), what=what, key=key)
     value = obj[key]
     # bool is a subclass of int; a boolean where a number belongs is a format error.
     if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise FormatError(f"{what}: field {key!r} has the wrong type")
+        raise FormatError(N_("%(what)s: field %(key)r has the wrong type"), what=what, key=key)
     if not isinstance(value, kind):
-        raise FormatError(f"{what}: field {key!r} has the wrong type")
+        raise FormatError(N_("%(what)s: field %(key)r has the wrong type"), what=what, key=key)
     return value

@@ -23,7 +23,7 @@ from nacl.signing import SigningKey
 
 from .cards import Card
 from .encoding import b64d, b64e, canonical_json, parse_json, require
-from .errors import AuthenticationError, FormatError
+from .errors import N_, AuthenticationError, FormatError
 from .policy import Holder, Policy
 from .shares import check_mnemonic
 from .signing import sign_document, verify_document
@@ -36,7 +36,9 @@ _INNER_FIELDS = {"v", "case_id", "policy_hash", "holder", "group", "member", "mn
 def _only(body: dict[str, Any], allowed: set[str], what: str) -> None:
     extra = sorted(set(body) - allowed)
     if extra:
-        raise FormatError(f"{what} has an unknown field {extra[0][:40]!r}")
+        raise FormatError(
+            N_("%(what)s has an unknown field %(extra)r"), what=what, extra=extra[0][:40]
+        )
 
 
 @dataclass(frozen=True)
@@ -82,17 +84,17 @@ def check_envelope(env: Any, policy: Policy) -> dict[str, Any]:
         env = parse_json(env, "envelope", MAX_ENVELOPE_BYTES)
     body = verify_document(env, "envelope", policy.reporter.sign_pk, what="share envelope")
     if require(body, "v", int, "envelope") != 1:
-        raise FormatError("unsupported envelope version")
+        raise FormatError(N_("unsupported envelope version"))
     _only(body, _OUTER_FIELDS, "envelope")
     if require(body, "case_id", str, "envelope") != policy.case_id:
-        raise FormatError("envelope belongs to another case")
+        raise FormatError(N_("envelope belongs to another case"))
     if require(body, "policy_hash", str, "envelope") != policy.hash:
-        raise FormatError("envelope belongs to another version of the case policy")
+        raise FormatError(N_("envelope belongs to another version of the case policy"))
     holder = require(body, "holder", str, "envelope")
     if holder not in {h.id for h in policy.holders}:
-        raise FormatError("envelope names a share holder the policy does not list")
+        raise FormatError(N_("envelope names a share holder the policy does not list"))
     if policy.recipient_by_fingerprint(require(body, "recipient", str, "envelope")) is None:
-        raise FormatError("envelope is addressed to someone the policy does not list")
+        raise FormatError(N_("envelope is addressed to someone the policy does not list"))
     require(body, "sealed", str, "envelope")
     return body
 
@@ -104,7 +106,10 @@ def open_envelope(env: Any, policy: Policy, box_key: PrivateKey) -> OpenedShare:
     try:
         inner_raw = SealedBox(box_key).decrypt(sealed)
     except CryptoError as exc:
-        raise AuthenticationError("envelope cannot be opened with this identity") from exc
+        raise AuthenticationError(
+            N_("envelope cannot be opened with this identity"),
+            hint=N_("check that you use the identity the case names as a recipient"),
+        ) from exc
     inner = verify_document(
         parse_json(inner_raw, "sealed share", MAX_ENVELOPE_BYTES),
         "share",
@@ -113,20 +118,26 @@ def open_envelope(env: Any, policy: Policy, box_key: PrivateKey) -> OpenedShare:
     )
     # The inner layer is checked like the outer one: version first, then nothing unknown.
     if require(inner, "v", int, "sealed share") != 1:
-        raise FormatError("unsupported sealed share version", hint="upgrade velador")
+        raise FormatError(N_("unsupported sealed share version"), hint=N_("upgrade velador"))
     _only(inner, _INNER_FIELDS, "sealed share")
     for key in ("case_id", "policy_hash", "holder"):
         if inner.get(key) != body[key]:
-            raise AuthenticationError(f"sealed share does not match its envelope ({key})")
+            raise AuthenticationError(
+                N_("sealed share does not match its envelope (%(key)s)"),
+                hint=N_("the envelope was altered; recover from another node"),
+                key=key,
+            )
     holder = next(h for h in policy.holders if h.id == body["holder"])
     group = require(inner, "group", int, "sealed share")
     member = require(inner, "member", int, "sealed share")
     if (group, member) != (holder.group, holder.member):
-        raise AuthenticationError("sealed share is not the share the policy assigns to its holder")
+        raise AuthenticationError(
+            N_("sealed share is not the share the policy assigns to its holder")
+        )
     mnemonic = require(inner, "mnemonic", str, "sealed share")
     share = check_mnemonic(mnemonic)
     if (share.group_index, share.index) != (group, member):
-        raise AuthenticationError("sealed share's mnemonic does not match its slot")
+        raise AuthenticationError(N_("sealed share's mnemonic does not match its slot"))
     return OpenedShare(holder.id, group, member, mnemonic)
 
 

@@ -46,7 +46,7 @@ from .constants import (
     KDF_OPSLIMIT,
 )
 from .encoding import b64d, b64e, parse_json, require
-from .errors import AuthenticationError, FormatError, NotFoundError
+from .errors import N_, AuthenticationError, FormatError, NotFoundError
 from .fsutil import atomic_write
 from .passphrase import normalize, unlock_forms
 
@@ -140,11 +140,15 @@ def create_identity(
     path = home / IDENTITY_FILE
     if path.exists():
         raise FormatError(
-            f"an identity already exists in {home}",
-            hint="use another --home, or keep the existing identity",
+            N_("an identity already exists in %(home)s"),
+            hint=N_("use another --home, or keep the existing identity"),
+            home=home,
         )
     if not passphrase:
-        raise AuthenticationError("the passphrase must not be empty")
+        raise AuthenticationError(
+            N_("the passphrase must not be empty"),
+            hint=N_("type a passphrase of several random words"),
+        )
     sign_key = SigningKey.generate()
     box_key = PrivateKey.generate()
     card = make_card(name, role, sign_key, bytes(box_key.public_key), created, url)
@@ -161,7 +165,9 @@ def _load_doc(home: Path) -> dict[str, Any]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise NotFoundError(
-            f"no identity in {home}", hint="create one with 'velador id new --name NAME'"
+            N_("no identity in %(home)s"),
+            hint=N_("create one with 'velador id new --name NAME'"),
+            home=home,
         ) from None
     doc = parse_json(raw, "identity file")
     version = doc.get("v")
@@ -170,10 +176,16 @@ def _load_doc(home: Path) -> dict[str, Any]:
         or type(version) is not int
         or version not in _READ_VERSIONS
     ):
-        raise FormatError("identity file has an unsupported version")
+        raise FormatError(
+            N_("identity file has an unsupported version"),
+            hint=N_("upgrade velador, or restore the identity folder from your backup"),
+        )
     slots = require(doc, "slots", list, "identity file")
     if len(slots) != _READ_VERSIONS[version]:
-        raise FormatError("identity file is damaged (wrong number of key slots)")
+        raise FormatError(
+            N_("identity file is damaged (wrong number of key slots)"),
+            hint=N_("restore the identity folder from your backup"),
+        )
     return doc
 
 
@@ -190,7 +202,10 @@ def _try_slot(slot: Any, passphrase: str) -> bytes | None:
     salt = b64d(require(slot, "salt", str, "key slot"), "salt", nacl.pwhash.argon2id.SALTBYTES)
     box = b64d(require(slot, "box", str, "key slot"), "key slot")
     if not (1 <= ops <= 64 and 8192 <= mem <= 4 * 1024**3):
-        raise FormatError("identity file has out-of-range KDF parameters")
+        raise FormatError(
+            N_("identity file has out-of-range KDF parameters"),
+            hint=N_("restore the identity folder from your backup"),
+        )
     key = _derive(passphrase, salt, ops, mem)
     try:
         return nacl.secret.SecretBox(key).decrypt(box)
@@ -212,17 +227,24 @@ def _open(home: Path, passphrase: str) -> tuple[dict[str, Any], Identity, int]:
             break
     if not hits:
         raise AuthenticationError(
-            "wrong passphrase for this identity", hint="check the keyboard layout and caps lock"
+            N_("wrong passphrase for this identity"),
+            hint=N_("check the keyboard layout and caps lock"),
         )
     # One passphrase opening two slots only happens if a duress passphrase was set equal to
     # the normal one without knowing it (a captor who already knows it): prefer the alarm.
     index, plain = max(hits, key=lambda h: h[1][0] != 0)
     if len(plain) != _PLAIN_LEN or plain[0] > len(doc["slots"]):
-        raise FormatError("identity file is damaged (key slot has the wrong size)")
+        raise FormatError(
+            N_("identity file is damaged (key slot has the wrong size)"),
+            hint=N_("restore the identity folder from your backup"),
+        )
     sign_key = SigningKey(plain[1:33])
     box_key = PrivateKey(plain[33:65])
     if bytes(sign_key.verify_key) != card.sign_pk or bytes(box_key.public_key) != card.box_pk:
-        raise FormatError("identity file is damaged (keys do not match the card)")
+        raise FormatError(
+            N_("identity file is damaged (keys do not match the card)"),
+            hint=N_("restore the identity folder from your backup"),
+        )
     ident = Identity(card.name, card.role, sign_key, box_key, card, duress=plain[0] != 0)
     if ident.duress:
         index = -plain[0]  # -(normal index + 1): see set_duress_passphrase
@@ -244,7 +266,10 @@ def set_duress_passphrase(home: Path, passphrase: str, duress_passphrase: str) -
     duress slot's flag, is kept byte for byte, and the passphrase given and the new one both
     get fresh duress slots, so both keep opening, as the captor expects."""
     if normalize(duress_passphrase) == normalize(passphrase):
-        raise AuthenticationError("the duress passphrase must differ from the normal one")
+        raise AuthenticationError(
+            N_("the duress passphrase must differ from the normal one"),
+            hint=N_("choose a duress passphrase you have never used as your normal one"),
+        )
     doc, ident, index = _open(home, passphrase)
     sk, bk = ident.sign_key, ident.box_key
 
@@ -280,7 +305,8 @@ def change_passphrase(home: Path, passphrase: str, new_passphrase: str) -> None:
     others = [i for i in range(len(slots)) if i != mine[0]]
     if any(_try_slot(slots[i], f) for i in others for f in unlock_forms(new_passphrase)):
         raise AuthenticationError(
-            "this passphrase cannot be used for this identity", hint="choose another passphrase"
+            N_("this passphrase cannot be used for this identity"),
+            hint=N_("choose another passphrase"),
         )
     slots[mine[0]] = _seal_slot(mine[1], new_passphrase)
     atomic_write(home / IDENTITY_FILE, json.dumps(doc, indent=1).encode(), mode=0o600)

@@ -133,23 +133,29 @@ class Manifest:
 def safe_path(path: Any) -> str:
     """Validate a manifest path: relative, normalized, no '..', no NUL, bounded, NFC."""
     if not isinstance(path, str) or not path:
-        raise UnsafePathError("manifest has an empty or non-text path")
+        raise UnsafePathError(N_("manifest has an empty or non-text path"))
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-        raise UnsafePathError("manifest path is too long")
+        raise UnsafePathError(N_("manifest path is too long"))
     if "\x00" in path or "\\" in path:
-        raise UnsafePathError(f"manifest path {path[:80]!r} contains a forbidden character")
+        raise UnsafePathError(
+            N_("manifest path %(path)r contains a forbidden character"), path=path[:80]
+        )
     if path.startswith("/") or PurePosixPath(path).is_absolute():
-        raise UnsafePathError(f"manifest path {path[:80]!r} is absolute")
+        raise UnsafePathError(N_("manifest path %(path)r is absolute"), path=path[:80])
     parts = path.split("/")
     for part in parts:
         if part in ("", ".", ".."):
-            raise UnsafePathError(f"manifest path {path[:80]!r} is not a plain relative path")
+            raise UnsafePathError(
+                N_("manifest path %(path)r is not a plain relative path"), path=path[:80]
+            )
         if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
-            raise UnsafePathError("manifest path has a component that is too long")
+            raise UnsafePathError(N_("manifest path has a component that is too long"))
         if any(ord(ch) < 32 for ch in part):
-            raise UnsafePathError(f"manifest path {path[:80]!r} contains control characters")
+            raise UnsafePathError(
+                N_("manifest path %(path)r contains control characters"), path=path[:80]
+            )
     if unicodedata.normalize("NFC", path) != path:
-        raise UnsafePathError(f"manifest path {path[:80]!r} is not NFC-normalized")
+        raise UnsafePathError(N_("manifest path %(path)r is not NFC-normalized"), path=path[:80])
     return path
 
 
@@ -158,22 +164,24 @@ def _parse_entry(raw: Any, version: int = 1, flags: dict[str, bool] | None = Non
     kind = require(raw, "type", str, "manifest entry")
     mode = require(raw, "mode", int, "manifest entry")
     if not 0 <= mode <= 0o777:
-        raise FormatError(f"manifest entry {path[:80]!r} has an invalid mode")
+        raise FormatError(N_("manifest entry %(path)r has an invalid mode"), path=path[:80])
     mtime = require(raw, "mtime", int, "manifest entry")
     if kind == "dir":
         if set(raw) - _DIR_FIELDS:
-            raise FormatError("manifest directory entry has unexpected fields")
+            raise FormatError(N_("manifest directory entry has unexpected fields"))
         return Entry(path, "dir", mode, mtime)
     if kind != "file":
         # Symlinks, devices, FIFOs and sockets are never deposited and never restored.
         raise UnsafePathError(
-            f"manifest entry {path[:80]!r} has the unsupported type {kind[:20]!r}"
+            N_("manifest entry %(path)r has the unsupported type %(kind)r"),
+            path=path[:80],
+            kind=kind[:20],
         )
     if set(raw) - _FILE_FIELDS:
-        raise FormatError(f"manifest file entry {path[:80]!r} has unexpected fields")
+        raise FormatError(N_("manifest file entry %(path)r has unexpected fields"), path=path[:80])
     size = require(raw, "size", int, "manifest entry")
     if not 0 <= size <= MAX_FILE_SIZE:
-        raise FormatError(f"manifest entry {path[:80]!r} declares an impossible size")
+        raise FormatError(N_("manifest entry %(path)r declares an impossible size"), path=path[:80])
     chunks = []
     total = 0
     for c in require(raw, "chunks", list, "manifest entry"):
@@ -183,9 +191,9 @@ def _parse_entry(raw: Any, version: int = 1, flags: dict[str, bool] | None = Non
             and isinstance(c[1], int)
             and not isinstance(c[1], bool)
         ):
-            raise FormatError("manifest chunk reference is malformed")
+            raise FormatError(N_("manifest chunk reference is malformed"))
         if not 1 <= c[1] <= CHUNK_MAX:
-            raise FormatError("manifest chunk has an impossible length")
+            raise FormatError(N_("manifest chunk has an impossible length"))
         oid = check_object_id(c[0])
         # One object has one stored form: two references may not disagree on it.
         if flags is not None and flags.setdefault(oid, len(c) == 3) != (len(c) == 3):
@@ -195,7 +203,9 @@ def _parse_entry(raw: Any, version: int = 1, flags: dict[str, bool] | None = Non
         chunks.append((oid, c[1]))
         total += c[1]
     if total != size:
-        raise FormatError(f"manifest entry {path[:80]!r}: chunk lengths do not add up to its size")
+        raise FormatError(
+            N_("manifest entry %(path)r: chunk lengths do not add up to its size"), path=path[:80]
+        )
     return Entry(path, "file", mode, mtime, size, tuple(chunks))
 
 
@@ -206,21 +216,21 @@ MANIFEST_VERSIONS = (1, 2)
 def parse_manifest(body: Any) -> Manifest:
     version = require(body, "v", int, "manifest")
     if version not in MANIFEST_VERSIONS:
-        raise FormatError("unsupported manifest version", hint="upgrade velador")
+        raise FormatError(N_("unsupported manifest version"), hint=N_("upgrade velador"))
     extra = sorted(set(body) - _BODY_FIELDS)
     if extra:
-        raise FormatError(f"manifest has an unknown field {extra[0][:40]!r}")
+        raise FormatError(N_("manifest has an unknown field %(extra)r"), extra=extra[0][:40])
     chunker = require(body, "chunker", dict, "manifest")
     if chunker.get("alg") != CHUNKER_NAME or chunker.get("hash") != OBJECT_ID_HASH:
-        raise FormatError("manifest uses an unknown chunker or hash")
+        raise FormatError(N_("manifest uses an unknown chunker or hash"))
     if set(chunker) - _CHUNKER_FIELDS:
-        raise FormatError("manifest chunker has unexpected fields")
+        raise FormatError(N_("manifest chunker has unexpected fields"))
     seed = require(chunker, "seed", int, "manifest chunker")
     if not 0 <= seed < 2**63:
-        raise FormatError("manifest chunker seed is out of range (0 to 2^63 - 1)")
+        raise FormatError(N_("manifest chunker seed is out of range (0 to 2^63 - 1)"))
     raw_entries = require(body, "entries", list, "manifest")
     if len(raw_entries) > MAX_ENTRIES:
-        raise FormatError("manifest has too many entries")
+        raise FormatError(N_("manifest has too many entries"))
     flags: dict[str, bool] = {}
     entries = tuple(_parse_entry(e, version, flags) for e in raw_entries)
     seen: set[str] = set()
@@ -228,7 +238,7 @@ def parse_manifest(body: Any) -> Manifest:
     for e in entries:
         key = unicodedata.normalize("NFC", e.path).casefold()
         if e.path in seen or key in seen:
-            raise UnsafePathError(f"manifest lists the path {e.path[:80]!r} twice")
+            raise UnsafePathError(N_("manifest lists the path %(path)r twice"), path=e.path[:80])
         seen.add(e.path)
         seen.add(key)
         kinds[e.path] = e.type
@@ -236,7 +246,9 @@ def parse_manifest(body: Any) -> Manifest:
         parent = e.path.rpartition("/")[0]
         while parent:
             if kinds.get(parent) == "file":
-                raise UnsafePathError(f"manifest path {e.path[:80]!r} lies under a file")
+                raise UnsafePathError(
+                    N_("manifest path %(path)r lies under a file"), path=e.path[:80]
+                )
             parent = parent.rpartition("/")[0]
     instructions = body.get("instructions")
     if instructions is not None and (
@@ -244,29 +256,36 @@ def parse_manifest(body: Any) -> Manifest:
         or len(instructions.encode("utf-8", "surrogatepass")) > MAX_INSTRUCTIONS_BYTES
         or any("\ud800" <= ch <= "\udfff" for ch in instructions)
     ):
-        raise FormatError("manifest instructions are invalid or too long")
+        raise FormatError(N_("manifest instructions are invalid or too long"))
     parent = body.get("parent")
     if parent is not None and not (
         isinstance(parent, str) and len(parent) == 64 and set(parent) <= _HEX
     ):
-        raise FormatError("manifest parent id is invalid (not 64 lowercase hex characters)")
+        raise FormatError(N_("manifest parent id is invalid (not 64 lowercase hex characters)"))
     seq = require(body, "seq", int, "manifest")
     if seq < 1 or (seq == 1) != (parent is None):
-        raise FormatError("manifest sequence and parent disagree")
+        raise FormatError(N_("manifest sequence and parent disagree"))
     roots = tuple(safe_path(r) for r in require(body, "roots", list, "manifest"))
     for r in roots:
         if "/" in r:
-            raise FormatError(f"manifest root {r[:80]!r} is not a single top-level name")
+            raise FormatError(
+                N_("manifest root %(root)r is not a single top-level name"), root=r[:80]
+            )
     if len(set(roots)) != len(roots):
-        raise FormatError("manifest lists a root twice")
+        raise FormatError(N_("manifest lists a root twice"))
     for e in entries:
         if e.path.split("/", 1)[0] not in roots:
             # Recovery replaces whole roots (format.md §9.2): an entry outside every root would
             # survive the next deposit of its name and mix two versions of one folder.
-            raise FormatError(f"manifest entry {e.path[:80]!r} lies under none of its roots")
+            raise FormatError(
+                N_("manifest entry %(path)r lies under none of its roots"), path=e.path[:80]
+            )
     label = require(body, "label", str, "manifest")
     if len(label.encode("utf-8", "surrogatepass")) > MAX_LABEL_BYTES:
-        raise FormatError(f"manifest label is longer than {MAX_LABEL_BYTES} bytes")
+        raise FormatError(
+            N_("manifest label is longer than %(limit)s bytes"),
+            limit=MAX_LABEL_BYTES,
+        )
     return Manifest(
         case_id=require(body, "case_id", str, "manifest"),
         policy_hash=require(body, "policy_hash", str, "manifest"),
@@ -307,14 +326,19 @@ def open_snapshot_body(
     reader may try another store. What the body says is checked by `read_signed_manifest`.
     """
     if len(ciphertext) > MAX_MANIFEST_BYTES:
-        raise FormatError("snapshot object is too large")
+        raise FormatError(N_("snapshot object is too large"))
     if snapshot_id(ciphertext) != expected_id:
-        raise FormatError(f"snapshot {expected_id[:12]} does not match its id")
+        raise FormatError(
+            N_("snapshot %(snapshot)s does not match its id"), snapshot=expected_id[:12]
+        )
     plain = decrypt(ciphertext, identities, f"snapshot {expected_id[:12]}")
     doc = parse_json(plain, "snapshot manifest", MAX_MANIFEST_BYTES)
     body = verify_document(doc, "snapshot", reporter_pk, what="snapshot manifest")
     if require(body, "case_id", str, "manifest") != case_id:
-        raise FormatError("snapshot belongs to another case")
+        raise FormatError(
+            N_("snapshot belongs to another case"),
+            hint=N_("the store holds another case's data under this case; check the store URL"),
+        )
     return body  # type: ignore[no-any-return]
 
 
@@ -328,17 +352,26 @@ def read_signed_manifest(body: dict[str, Any], sid: str) -> Manifest:
         return parse_manifest(body)
     except FormatError as exc:
         seq = body.get("seq")
-        name = (
-            f"snapshot {seq}"
-            if isinstance(seq, int) and not isinstance(seq, bool)
-            else "a snapshot"
-        )
-        what = "names an unsafe path" if isinstance(exc, UnsafePathError) else "is malformed"
+        numbered = isinstance(seq, int) and not isinstance(seq, bool)
+        unsafe = isinstance(exc, UnsafePathError)
         raise type(exc)(
-            f"{name} ({sid[:12]}) {what}: {exc.message}; refusing",
-            hint="it carries the reporter's valid signature, so treat the reporter's key as "
-            "possibly compromised; nothing was written",
+            _SIGNED_BAD[(numbered, unsafe)],
+            hint=N_(
+                "it carries the reporter's valid signature, so treat the reporter's key as "
+                "possibly compromised; nothing was written"
+            ),
+            seq=seq if numbered else 0,
+            sid=sid[:12],
+            detail=exc,
         ) from exc
+
+
+_SIGNED_BAD = {
+    (True, True): N_("snapshot %(seq)s (%(sid)s) names an unsafe path: %(detail)s; refusing"),
+    (True, False): N_("snapshot %(seq)s (%(sid)s) is malformed: %(detail)s; refusing"),
+    (False, True): N_("a snapshot (%(sid)s) names an unsafe path: %(detail)s; refusing"),
+    (False, False): N_("a snapshot (%(sid)s) is malformed: %(detail)s; refusing"),
+}
 
 
 def open_snapshot(

@@ -26,6 +26,7 @@ from .cards import Card
 from .clock import Clock
 from .envelope import addressed_to, open_envelope
 from .errors import (
+    N_,
     AuthenticationError,
     NodeError,
     NotFoundError,
@@ -141,9 +142,12 @@ def case_ref(text: str, known_nodes: Sequence[Card], reporters: Sequence[Card] =
     if is_case_id(text):
         if not known_nodes:
             raise NotFoundError(
-                f"you know no escrow node to ask about case {text}",
-                hint="add the case's nodes with 'velador contact add NODE_CARD --alias NAME', "
-                "or pass the case card instead of the id",
+                N_("you know no escrow node to ask about case %(text)s"),
+                hint=N_(
+                    "add the case's nodes with 'velador contact add NODE_CARD --alias NAME', or "
+                    "pass the case card instead of the id"
+                ),
+                text=text,
             )
         return CaseRef(text, tuple(known_nodes), reporters=keys)
     return replace(ref_from_card(text), reporters=keys)
@@ -186,7 +190,7 @@ def _judge(card: Card, error: VeladorError | None, body: dict[str, Any] | None) 
         return NodeResult(card, REFUSED, message)
     if isinstance(error, NodeError) and "invalid release" not in error.message:
         # Unreachable, timed out, or a 5xx; the URL says which address was tried.
-        return NodeResult(card, UNREACHABLE, error.hint or message)
+        return NodeResult(card, UNREACHABLE, str(error.params.get("url") or error.hint or message))
     # A release whose policy or envelopes did not verify (vault.nodeproto.client.fetch_release).
     return NodeResult(card, BAD, message)
 
@@ -368,10 +372,19 @@ def combine_released(found: Gathered, identity: Identity) -> bytes:
         if not skipped:
             raise  # every node released and still no key: the shares themselves are wrong
         raise ShareError(
-            f"only {len(released)} of the {len(holders)} nodes of case {ref.case_id} have "
-            f"released a valid share ({need} needed); not yet: {_names(skipped)}",
-            hint="wait for more nodes to release ('velador inbox' shows their notices), "
-            "or ask the case's editors for a release",
+            N_(
+                "only %(count)s of the %(total)s nodes of case %(case_id)s have released a valid "
+                "share (%(need)s needed); not yet: %(names)s"
+            ),
+            hint=N_(
+                "wait for more nodes to release ('velador inbox' shows their notices), or ask the "
+                "case's editors for a release"
+            ),
+            count=len(released),
+            total=len(holders),
+            case_id=ref.case_id,
+            need=need,
+            names=_names(skipped),
         ) from exc
 
 
@@ -384,38 +397,62 @@ def _raise_nothing(found: Gathered, identity: Identity) -> None:
         # A node answers the same for a case it does not hold and for a key the case does not
         # name (docs/protocol.md §2.4), so both are possible here.
         raise NotFoundError(
-            f"none of the {len(results)} node(s) asked holds case {ref.case_id}",
-            hint="check the case id, or recover with the case card the reporter gave you; "
-            "nodes answer the same way to a key that is not a recipient of the case (yours is "
-            f"{identity.fingerprint})",
+            N_("none of the %(count)s node(s) asked holds case %(case_id)s"),
+            hint=N_(
+                "check the case id, or recover with the case card the reporter gave you; nodes "
+                "answer the same way to a key that is not a recipient of the case (yours is "
+                "%(fingerprint)s)"
+            ),
+            count=len(results),
+            case_id=ref.case_id,
+            fingerprint=identity.fingerprint,
         )
     if all(r.outcome == REFUSED for r in holding):
         raise AuthenticationError(
-            f"you are not a recipient of case {ref.case_id}: "
-            f"{len(holding)} node(s) refused to serve you its envelopes",
-            hint=f"your fingerprint is {identity.fingerprint}; only the outlets the reporter "
-            "named can recover this case",
+            N_(
+                "you are not a recipient of case %(case_id)s: %(count)s node(s) refused to serve "
+                "you its envelopes"
+            ),
+            hint=N_(
+                "your fingerprint is %(fingerprint)s; only the outlets the reporter named can "
+                "recover this case"
+            ),
+            case_id=ref.case_id,
+            count=len(holding),
+            fingerprint=identity.fingerprint,
         )
     if all(r.outcome == UNREACHABLE for r in holding):
         raise NodeError(
-            f"no node of case {ref.case_id} could be reached: {_names(holding)}",
-            hint="check your network connection (or Tor), then run the command again",
+            N_("no node of case %(case_id)s could be reached: %(names)s"),
+            hint=N_("check your network connection (or Tor), then run the command again"),
+            case_id=ref.case_id,
+            names=_names(holding),
         )
     if all(r.state == "DESTROYED" for r in holding):
         raise NotFoundError(
-            f"case {ref.case_id} was destroyed: the {len(holding)} node(s) that held it have "
-            "deleted its envelopes",
-            hint="nothing can be recovered from the nodes; ask the case's offline share "
-            "holders, if it had any (--shares DIR)",
+            N_(
+                "case %(case_id)s was destroyed: the %(count)s node(s) that held it have deleted "
+                "its envelopes"
+            ),
+            hint=N_(
+                "nothing can be recovered from the nodes; ask the case's offline share holders, "
+                "if it had any (--shares DIR)"
+            ),
+            case_id=ref.case_id,
+            count=len(holding),
         )
     if all(r.outcome == BAD for r in holding):
         raise AuthenticationError(
-            f"no node of case {ref.case_id} served a release that verifies: {_names(holding)}",
-            hint="compare the case card (policy hash) with the reporter or another recipient",
+            N_("no node of case %(case_id)s served a release that verifies: %(names)s"),
+            hint=N_("compare the case card (policy hash) with the reporter or another recipient"),
+            case_id=ref.case_id,
+            names=_names(holding),
         )
     raise ShareError(
-        f"no node has released case {ref.case_id} yet: {_names(holding)}",
-        hint="wait for the release notice ('velador inbox'), or ask the case's editors",
+        N_("no node has released case %(case_id)s yet: %(names)s"),
+        hint=N_("wait for the release notice ('velador inbox'), or ask the case's editors"),
+        case_id=ref.case_id,
+        names=_names(holding),
     )
 
 

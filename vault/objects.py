@@ -20,7 +20,7 @@ import blake3
 import zstandard
 
 from .constants import AGE_HEADER_MIN, OBJECT_ID_BYTES, ZSTD_LEVEL, ZSTD_MIN_SAVING
-from .errors import AuthenticationError, FormatError, NotFoundError, StoreError, VeladorError
+from .errors import N_, AuthenticationError, FormatError, NotFoundError, StoreError, VeladorError
 
 if TYPE_CHECKING:
     from pyrage import x25519
@@ -43,7 +43,7 @@ def cipher_hash(ciphertext: bytes) -> str:
 
 def check_object_id(oid: object) -> str:
     if not isinstance(oid, str) or len(oid) != 2 * OBJECT_ID_BYTES or not set(oid) <= _HEX:
-        raise FormatError("invalid object id")
+        raise FormatError(N_("invalid object id"))
     return oid
 
 
@@ -84,7 +84,9 @@ def decrypt(ciphertext: bytes, identities: Identities, what: str) -> bytes:
     try:
         return pyrage.decrypt(ciphertext, _pyrage_ids(identities))
     except pyrage.DecryptError as exc:
-        raise AuthenticationError(f"{what} does not decrypt: it is corrupt or was altered") from exc
+        raise AuthenticationError(
+            N_("%(what)s does not decrypt: it is corrupt or was altered"), what=what
+        ) from exc
 
 
 def _pyrage_ids(identities: Identities) -> list[x25519.Identity]:
@@ -105,7 +107,9 @@ def max_chunk_object(length: int) -> int:
 def open_chunk(ciphertext: bytes, identities: Identities, chunk_key: bytes, oid: str) -> bytes:
     data = decrypt(ciphertext, identities, f"object {oid[:12]}")
     if object_id(chunk_key, data) != oid:
-        raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
+        raise AuthenticationError(
+            N_("object %(oid)s does not match its id: it was substituted"), oid=oid[:12]
+        )
     return data
 
 
@@ -188,13 +192,15 @@ def open_packed_chunk(
         opened.release()
     except agev1.AgeError as exc:
         raise AuthenticationError(
-            f"object {oid[:12]} does not decrypt: it is corrupt or was altered"
+            N_("object %(oid)s does not decrypt: it is corrupt or was altered"), oid=oid[:12]
         ) from exc
     data = unpack_chunk(bytes(frame), length)
     if data is None:
         return None
     if object_id(chunk_key, data) != oid:
-        raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
+        raise AuthenticationError(
+            N_("object %(oid)s does not match its id: it was substituted"), oid=oid[:12]
+        )
     return data
 
 
@@ -215,10 +221,12 @@ def open_chunk_into(
         opened.release()
     except agev1.AgeError as exc:
         raise AuthenticationError(
-            f"object {oid[:12]} does not decrypt: it is corrupt or was altered"
+            N_("object %(oid)s does not decrypt: it is corrupt or was altered"), oid=oid[:12]
         ) from exc
     if object_id(chunk_key, buf) != oid:
-        raise AuthenticationError(f"object {oid[:12]} does not match its id: it was substituted")
+        raise AuthenticationError(
+            N_("object %(oid)s does not match its id: it was substituted"), oid=oid[:12]
+        )
     return buf
 
 
@@ -452,7 +460,10 @@ def fetch_chunk(task: tuple[Any, ...]) -> tuple[int, list[str]]:
         _start_writeback(fd, offset, length)
         return length, problems
     raise StoreError(
-        f"object {oid[:12]} is missing or damaged in every store", hint="; ".join(problems[-3:])
+        N_("object %(oid)s is missing or damaged in every store"),
+        hint=N_("what the stores said: %(problems)s"),
+        oid=oid[:12],
+        problems="; ".join(problems[-3:]),
     )
 
 

@@ -25,7 +25,7 @@ import secrets
 import unicodedata
 from functools import lru_cache
 
-from .errors import PolicyError
+from .errors import N_, PolicyError
 
 MIN_SCORE = 3
 """Lowest accepted zxcvbn score (0-4); 3 is "safely unguessable: moderate protection from an
@@ -78,16 +78,18 @@ def require_strong(passphrase: str, user_inputs: list[str] | None = None) -> Non
 
     `user_inputs` are words a captor would try first (the name on the card, "velador")."""
     if not passphrase:
-        raise WeakPassphraseError("the passphrase must not be empty", hint=_hint())
+        raise WeakPassphraseError(
+            N_("the passphrase must not be empty"), hint=_HINT, suggestion=suggest(language())
+        )
     if score(passphrase, [*(user_inputs or []), "velador"]) < MIN_SCORE:
         raise WeakPassphraseError(
-            "this passphrase is too easy to guess: someone who takes your laptop could find it",
-            hint=_hint(),
+            N_("this passphrase is too easy to guess: someone who takes your laptop could find it"),
+            hint=_HINT,
+            suggestion=suggest(language()),
         )
 
 
-def _hint() -> str:
-    return f"use several random words, like this suggestion made just now: {suggest(language())}"
+_HINT = N_("use several random words, like this suggestion made just now: %(suggestion)s")
 
 
 def language() -> str:

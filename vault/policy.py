@@ -18,7 +18,7 @@ from nacl.signing import SigningKey
 from .cards import Card, parse_card
 from .constants import MAX_HOLDERS, MAX_RECIPIENTS
 from .encoding import doc_hash, parse_json, require
-from .errors import AuthenticationError, FormatError, PolicyError
+from .errors import N_, AuthenticationError, FormatError, PolicyError
 from .shares import ShareSpec
 from .signing import sign_document, verify_document
 
@@ -60,7 +60,9 @@ def _only(obj: Any, allowed: set[str], what: str) -> None:
     if isinstance(obj, dict):
         extra = sorted(set(obj) - allowed)
         if extra:
-            raise FormatError(f"{what} has an unknown field {extra[0][:40]!r}")
+            raise FormatError(
+                N_("%(what)s has an unknown field %(extra)r"), what=what, extra=extra[0][:40]
+            )
 
 
 @dataclass(frozen=True)
@@ -216,23 +218,29 @@ def sign_policy(policy: Policy, key: SigningKey) -> Policy:
 
 def _cards(values: Any, what: str, roles: tuple[str, ...]) -> tuple[Card, ...]:
     if not isinstance(values, list):
-        raise FormatError(f"policy {what} must be a list")
+        raise FormatError(N_("policy %(what)s must be a list"), what=what)
     cards = tuple(parse_card(v) for v in values)
     for card in cards:
         if card.role not in roles:
             raise FormatError(
-                f"case policy lists {card.name!r} ({card.role}) among its {what}; "
-                f"{what} must be {' or '.join(roles)} cards"
+                N_(
+                    "case policy lists %(name)r (%(role)s) among its %(what)s; %(what)s must be "
+                    "%(roles)s cards"
+                ),
+                name=card.name,
+                role=card.role,
+                what=what,
+                roles=" or ".join(roles),
             )
     if len({c.fingerprint for c in cards}) != len(cards):
-        raise FormatError(f"case policy lists one of its {what} twice")
+        raise FormatError(N_("case policy lists one of its %(what)s twice"), what=what)
     return cards
 
 
 def _int(obj: Any, key: str, lo: int, hi: int, what: str) -> int:
     value = require(obj, key, int, what)
     if not lo <= value <= hi:
-        raise FormatError(f"{what}: {key} out of range")
+        raise FormatError(N_("%(what)s: %(key)s out of range"), what=what, key=key)
     return value
 
 
@@ -259,9 +267,9 @@ def _parse_switch(sw: Any) -> Switch | None:
         else 0,
     )
     if sw_obj.duress not in DURESS_ACTIONS:
-        raise FormatError("switch: unknown duress action")
+        raise FormatError(N_("switch: unknown duress action"))
     if len(sw_obj.remind) > 16:
-        raise FormatError("switch: too many reminders")
+        raise FormatError(N_("switch: too many reminders"))
     return sw_obj
 
 
@@ -270,31 +278,31 @@ def parse_policy(doc: Any, expected_reporter: bytes | None = None) -> Policy:
     if isinstance(doc, (bytes, str)):
         doc = parse_json(doc, "case policy", max_bytes=1024 * 1024)
     if not isinstance(doc, dict) or not isinstance(doc.get("body"), dict):
-        raise FormatError("case policy is not a signed document")
+        raise FormatError(N_("case policy is not a signed document"))
     # The policy must be signed by the reporter it names (and by the pinned one, when given).
     reporter = parse_card(require(doc["body"], "reporter", str, "case policy"))
     if expected_reporter is not None and reporter.sign_pk != expected_reporter:
-        raise AuthenticationError("case policy names a different reporter than expected")
+        raise AuthenticationError(N_("case policy names a different reporter than expected"))
     body = verify_document(doc, "policy", reporter.sign_pk, what="case policy")
     if require(body, "v", int, "case policy") != 1:
-        raise FormatError("unsupported case policy version", hint="upgrade velador")
+        raise FormatError(N_("unsupported case policy version"), hint=N_("upgrade velador"))
     _only(body, _BODY_FIELDS, "case policy")
     case_id = require(body, "case_id", str, "case policy")
     # Lower-case only: the case id is a store key component (docs/format.md §7).
     if not (8 <= len(case_id) <= 64 and set(case_id) <= _CASE_ID_CHARS):
-        raise FormatError("case policy has an invalid case id")
+        raise FormatError(N_("case policy has an invalid case id"))
     recipients = _cards(
         require(body, "recipients", list, "case policy"), "recipients", RECIPIENT_ROLES
     )
     if not 1 <= len(recipients) <= MAX_RECIPIENTS:
-        raise FormatError(f"a case needs 1 to {MAX_RECIPIENTS} recipients")
+        raise FormatError(N_("a case needs 1 to %(limit)s recipients"), limit=MAX_RECIPIENTS)
     rr = require(body, "release_recipient", str, "case policy")
     if not rr.startswith("age1") or len(rr) > 100:
-        raise FormatError("case policy has an invalid release recipient")
+        raise FormatError(N_("case policy has an invalid release recipient"))
     sharing = require(body, "sharing", dict, "case policy")
     _only(sharing, _SHARING_FIELDS, "sharing")
     if require(sharing, "scheme", str, "sharing") != "slip39":
-        raise FormatError("unknown sharing scheme")
+        raise FormatError(N_("unknown sharing scheme"))
     raw_groups = require(sharing, "groups", list, "sharing")
     for g in raw_groups:
         _only(g, _GROUP_FIELDS, "group")
@@ -305,20 +313,22 @@ def parse_policy(doc: Any, expected_reporter: bytes | None = None) -> Policy:
     try:
         spec = ShareSpec(_int(sharing, "group_threshold", 1, 16, "sharing"), groups)
     except Exception as exc:
-        raise FormatError(f"case policy has an invalid share layout ({exc})") from exc
+        raise FormatError(
+            N_("case policy has an invalid share layout (%(error)s)"), error=str(exc)
+        ) from exc
     holders = []
     for h in require(sharing, "holders", list, "sharing"):
         kind = require(h, "kind", str, "holder")
         if kind not in ("offline", "node"):
-            raise FormatError("holder kind must be offline or node")
+            raise FormatError(N_("holder kind must be offline or node"))
         fields = {"id", "group", "member", "kind"} | ({"node"} if kind == "node" else set())
         _only(h, fields, "holder")
         node = parse_card(require(h, "node", str, "holder")) if kind == "node" else None
         if node is not None and (node.role != "node" or node.url is None):
-            raise FormatError("a node holder must carry a node card with a URL")
+            raise FormatError(N_("a node holder must carry a node card with a URL"))
         hid = require(h, "id", str, "holder")
         if not (1 <= len(hid) <= 32 and hid.isascii() and hid.replace("-", "").isalnum()):
-            raise FormatError("holder id must be 1-32 letters, digits or dashes")
+            raise FormatError(N_("holder id must be 1-32 letters, digits or dashes"))
         holders.append(
             Holder(
                 hid,
@@ -329,22 +339,22 @@ def parse_policy(doc: Any, expected_reporter: bytes | None = None) -> Policy:
             )
         )
     if len(holders) != spec.total or len(holders) > MAX_HOLDERS * 16:
-        raise FormatError("case policy: number of holders does not match the share layout")
+        raise FormatError(N_("case policy: number of holders does not match the share layout"))
     slots = {(h.group, h.member) for h in holders}
     expected = {(g, m) for g, (_, n) in enumerate(groups) for m in range(n)}
     if slots != expected or len({h.id for h in holders}) != len(holders):
-        raise FormatError("case policy: holders do not cover each share exactly once")
+        raise FormatError(N_("case policy: holders do not cover each share exactly once"))
     stores = require(body, "stores", list, "case policy")
     if not stores or not all(isinstance(s, str) and len(s) < 2048 for s in stores):
-        raise FormatError("case policy must name at least one store")
+        raise FormatError(N_("case policy must name at least one store"))
     replaces = body.get("replaces")
     if replaces is not None and not (
         isinstance(replaces, str) and len(replaces) == 64 and set(replaces) <= _HEX
     ):
-        raise FormatError("case policy: 'replaces' must be a policy hash (64 lowercase hex)")
+        raise FormatError(N_("case policy: 'replaces' must be a policy hash (64 lowercase hex)"))
     switch = _parse_switch(body.get("switch"))
     if switch is not None and not any(h.kind == "node" for h in holders):
-        raise PolicyError("a switch needs at least one escrow node")
+        raise PolicyError(N_("a switch needs at least one escrow node"))
     return Policy(
         case_id=case_id,
         created=require(body, "created", int, "case policy"),

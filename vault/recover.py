@@ -19,6 +19,7 @@ from typing import Any
 from pyrage import x25519
 
 from .errors import (
+    N_,
     FormatError,
     NotFoundError,
     PolicyError,
@@ -57,15 +58,23 @@ class Report:
     "agreeing": n, "serving": m}, vault.netrecover.Gathered.chosen_by)."""
 
 
-_MORE_SHARES = "more escrow nodes must release the case, or add offline share files with --shares"
+_MORE_SHARES = N_(
+    "more escrow nodes must release the case, or add offline share files with --shares"
+)
 
 
 def recover_key(policy: Policy, mnemonics: list[str], report: Report) -> bytes:
     """Combine the opened shares into the release secret or say exactly what is missing."""
     if not mnemonics:
+        single = len(policy.spec.groups) == 1
         raise ShareError(
-            f"no valid share could be opened (this case needs {policy.spec.describe()})",
-            hint="check that the shares are addressed to your identity",
+            N_("no valid share could be opened (this case needs %(k)d of %(n)d)")
+            if single
+            else N_("no valid share could be opened (this case needs %(spec)s)"),
+            hint=N_("check that the shares are addressed to your identity"),
+            spec=policy.spec.describe(),
+            k=policy.spec.groups[0][0],
+            n=policy.spec.groups[0][1],
         )
     try:
         secret, _ = combine_any(mnemonics, policy.release_recipient)
@@ -77,13 +86,23 @@ def recover_key(policy: Policy, mnemonics: list[str], report: Report) -> bytes:
         have = len(set(mnemonics))
         if have < k:
             raise ShareError(
-                f"only {have} valid share{'s' if have != 1 else ''} of the {k} needed "
-                f"({k - have} missing)",
+                N_("only %(have)d valid shares of the %(k)d needed (%(missing)d missing)")
+                if have != 1
+                else N_("only %(have)d valid share of the %(k)d needed (%(missing)d missing)"),
                 hint=_MORE_SHARES,
+                have=have,
+                k=k,
+                missing=k - have,
             )
     raise ShareError(
-        f"the {len(mnemonics)} valid shares are not enough for {policy.spec.describe()}",
+        N_("the %(count)d valid shares are not enough for %(k)d of %(n)d")
+        if len(policy.spec.groups) == 1
+        else N_("the %(count)d valid shares are not enough for %(spec)s"),
         hint=_MORE_SHARES,
+        count=len(mnemonics),
+        spec=policy.spec.describe(),
+        k=policy.spec.groups[0][0],
+        n=policy.spec.groups[0][1],
     )
 
 
@@ -130,7 +149,7 @@ def load_chain(
             report.store_problems.append(f"{store.url}: {exc.message}")
     if not reachable:
         raise StoreError(
-            "no store of the case could be reached", hint="check the network or use --store"
+            N_("no store of the case could be reached"), hint=N_("check the network or use --store")
         )
     manifests: dict[str, Manifest] = {}
     for sid in sorted(ids):
@@ -140,7 +159,13 @@ def load_chain(
         else:
             manifests[sid] = m
     if not manifests:
-        raise NotFoundError("the stores hold no readable snapshot of this case")
+        raise NotFoundError(
+            N_("the stores hold no readable snapshot of this case"),
+            hint=N_(
+                "nothing was deposited yet, or the stores were emptied; 'velador verify --deep' "
+                "checks each store"
+            ),
+        )
     by_seq: dict[int, list[str]] = {}
     for sid, m in manifests.items():
         by_seq.setdefault(m.seq, []).append(sid)
@@ -154,7 +179,13 @@ def load_chain(
     seen: set[str] = set()
     while sid is not None:
         if sid in seen:
-            raise FormatError("the snapshot chain loops back on itself")
+            raise FormatError(
+                N_("the snapshot chain loops back on itself"),
+                hint=N_(
+                    "the store holds forged snapshots; tell the reporter and do not trust this "
+                    "store"
+                ),
+            )
         seen.add(sid)
         m = manifests.get(sid)
         if m is None:
@@ -205,7 +236,7 @@ def merged_entries(chain: list[Manifest]) -> tuple[list[tuple[Entry, Manifest]],
         parent = p.rpartition("/")[0]
         while parent:
             if kinds.get(parent) == "file":
-                raise UnsafePathError(f"merged tree puts {p[:80]!r} under a file")
+                raise UnsafePathError(N_("merged tree puts %(path)r under a file"), path=p[:80])
             parent = parent.rpartition("/")[0]
     return [tree[p] for p in sorted(tree)], instructions
 
@@ -224,11 +255,13 @@ def _safe_target(out: Path, rel: str) -> Path:
         except FileNotFoundError:
             continue
         if not stat.S_ISDIR(st.st_mode):
-            raise UnsafePathError(f"refusing to write through {cur}: it is not a plain folder")
+            raise UnsafePathError(
+                N_("refusing to write through %(path)s: it is not a plain folder"), path=cur
+            )
     target = cur / parts[-1]
     if not str(target.resolve(strict=False)).startswith(str(out.resolve()) + os.sep):
         raise UnsafePathError(
-            f"refusing to write {rel[:80]!r}: it would land outside the output folder"
+            N_("refusing to write %(path)r: it would land outside the output folder"), path=rel[:80]
         )
     return target
 
@@ -242,7 +275,7 @@ def _mkdirs(out: Path, rel: str) -> None:
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(cur).st_mode):
                 raise UnsafePathError(
-                    f"refusing to write through {cur}: it is not a plain folder"
+                    N_("refusing to write through %(path)s: it is not a plain folder"), path=cur
                 ) from None
 
 
@@ -270,13 +303,15 @@ def restore(
         ]
         if len(picked) != 1:
             raise NotFoundError(
-                f"no single snapshot starts with {snapshot!r}", hint="see the snapshot list"
+                N_("no single snapshot starts with %(snapshot)r"),
+                hint=N_("see the snapshot list"),
+                snapshot=snapshot,
             )
         chain = picked
     items, report.instructions = merged_entries(chain)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not stat.S_ISDIR(os.lstat(out).st_mode):
-        raise UnsafePathError(f"the output {out} is not a plain folder")
+        raise UnsafePathError(N_("the output %(out)s is not a plain folder"), out=out)
     out = out.resolve()
     report.out = str(out)
     # Check every target before writing anything, so a refusal leaves nothing half-written.
@@ -289,13 +324,21 @@ def restore(
                 not force or not stat.S_ISREG(os.lstat(target).st_mode)
             ):
                 raise PolicyError(
-                    f"refusing to overwrite {target}", hint="use --force or an empty folder"
+                    N_("refusing to overwrite %(target)s"),
+                    hint=N_("use --force or an empty folder"),
+                    target=target,
                 )
             need += entry.size
         targets.append((entry, m, target))
     free = shutil.disk_usage(out).free
     if need > free:
-        raise StoreError(f"recovery needs {need} bytes but only {free} are free in {out}")
+        raise StoreError(
+            N_("recovery needs %(need)s bytes but only %(free)s are free in %(out)s"),
+            hint=N_("free some space, or recover to a disk with more room (--out)"),
+            need=need,
+            free=free,
+            out=out,
+        )
     total = need
     done = 0
     jobs = jobs or (default_jobs() if total >= INLINE_BELOW else 1)
@@ -362,7 +405,7 @@ def export_key(secrets: bytes | list[bytes], path: Path, now_iso: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         raise PolicyError(
-            f"{path} already exists", hint="choose a new file name for the key"
+            N_("%(path)s already exists"), hint=N_("choose a new file name for the key"), path=path
         ) from None
     with os.fdopen(fd, "w") as fh:
         fh.write(text)

@@ -19,7 +19,7 @@ import shamir_mnemonic
 from pyrage import x25519
 
 from .constants import RELEASE_SECRET_BYTES, SLIP39_ITERATION_EXPONENT
-from .errors import FormatError, ShareError
+from .errors import N_, FormatError, ShareError
 
 _AGE_HRP = "age-secret-key-"
 _MAX_COMBINATIONS = 5000
@@ -34,19 +34,21 @@ class ShareSpec:
 
     def __post_init__(self) -> None:
         if not self.groups or len(self.groups) > 16:
-            raise ShareError("there must be 1 to 16 share groups")
+            raise ShareError(N_("there must be 1 to 16 share groups"))
         if not 1 <= self.group_threshold <= len(self.groups):
-            raise ShareError("the group threshold must be between 1 and the number of groups")
+            raise ShareError(N_("the group threshold must be between 1 and the number of groups"))
         for k, n in self.groups:
             if not (1 <= k <= n <= 16):
                 raise ShareError(
-                    f"a group of {n} with threshold {k} is not possible (1 <= K <= N <= 16)"
+                    N_("a group of %(n)s with threshold %(k)s is not possible (1 <= K <= N <= 16)"),
+                    n=n,
+                    k=k,
                 )
             if k == 1 and n > 1:
                 # SLIP-39 forbids 1-of-N groups with N > 1; the same effect is N copies of 1-of-1.
                 raise ShareError(
-                    "SLIP-39 does not allow a threshold of 1 in a group of several shares",
-                    hint="use a threshold of at least 2, or several groups of one share",
+                    N_("SLIP-39 does not allow a threshold of 1 in a group of several shares"),
+                    hint=N_("use a threshold of at least 2, or several groups of one share"),
                 )
 
     @property
@@ -67,7 +69,9 @@ def parse_groups(text: str, group_threshold: int | None) -> ShareSpec:
     for part in text.split(","):
         k, sep, n = part.strip().lower().partition("of")
         if not sep or not k.isdigit() or not n.isdigit():
-            raise ShareError(f"cannot read group {part!r}", hint="write groups like 2of3,1of2")
+            raise ShareError(
+                N_("cannot read group %(part)r"), hint=N_("write groups like 2of3,1of2"), part=part
+            )
         groups.append((int(k), int(n)))
     return ShareSpec(group_threshold or len(groups), tuple(groups))
 
@@ -110,7 +114,7 @@ def check_mnemonic(mnemonic: str) -> shamir_mnemonic.Share:
         return shamir_mnemonic.Share.from_mnemonic(mnemonic)
     except shamir_mnemonic.MnemonicError as exc:
         # The library's message quotes the words; errors must never carry share material.
-        raise FormatError("share is not a valid SLIP-39 mnemonic (checksum or format)") from exc
+        raise FormatError(N_("share is not a valid SLIP-39 mnemonic (checksum or format)")) from exc
 
 
 def combine(mnemonics: Sequence[str]) -> bytes:
@@ -118,9 +122,14 @@ def combine(mnemonics: Sequence[str]) -> bytes:
     try:
         secret = shamir_mnemonic.combine_mnemonics(list(mnemonics), passphrase=b"")
     except shamir_mnemonic.MnemonicError as exc:
-        raise ShareError("the shares do not combine into one secret") from exc
+        raise ShareError(
+            N_("the shares do not combine into one secret"),
+            hint=N_(
+                "some shares may belong to another case or version; check them with the reporter"
+            ),
+        ) from exc
     if len(secret) != RELEASE_SECRET_BYTES:
-        raise ShareError("the shares combine into a secret of the wrong size")
+        raise ShareError(N_("the shares combine into a secret of the wrong size"))
     return secret
 
 
@@ -149,7 +158,9 @@ def combine_any(mnemonics: Iterable[str], expected_recipient: str) -> tuple[byte
     for m, s in shares:
         by_group.setdefault(s.group_index, []).append((m, s))
     if not shares:
-        raise ShareError("no valid shares")
+        raise ShareError(
+            N_("no valid shares"), hint=N_("check that the share files belong to this case")
+        )
     first = shares[0][1]
     gthr = first.group_threshold
     group_choices = []
@@ -167,7 +178,7 @@ def combine_any(mnemonics: Iterable[str], expected_recipient: str) -> tuple[byte
         for pick in itertools.product(*groups):
             tried += 1
             if tried > _MAX_COMBINATIONS:
-                raise ShareError("too many inconsistent shares to search")
+                raise ShareError(N_("too many inconsistent shares to search"))
             chosen = [m for combo in pick for m, _ in combo]
             try:
                 secret = combine(chosen)
@@ -175,4 +186,7 @@ def combine_any(mnemonics: Iterable[str], expected_recipient: str) -> tuple[byte
                 continue
             if age_recipient_str(secret) == expected_recipient:
                 return secret, chosen
-    raise ShareError("no combination of the valid shares gives this case's key")
+    raise ShareError(
+        N_("no combination of the valid shares gives this case's key"),
+        hint=N_("some shares may belong to another case or version; check them with the reporter"),
+    )

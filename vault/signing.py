@@ -18,7 +18,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from .constants import SIG_LABELS, SIG_LABELS_BY_VERSION
 from .encoding import b64d, b64e, canonical_json, require
-from .errors import AuthenticationError, FormatError
+from .errors import N_, AuthenticationError, FormatError
 
 
 def signed_bytes(kind: str, body: Any) -> bytes:
@@ -53,21 +53,34 @@ def verify_document(
     """
     what = what or kind
     if not isinstance(doc, dict):
-        raise FormatError(f"{what} is not a signed document")
+        raise FormatError(N_("%(what)s is not a signed document"), what=what)
     if require(doc, "kind", str, what) != kind:
-        raise FormatError(f"{what} is a {doc['kind']!r} document, expected {kind!r}")
+        raise FormatError(
+            N_("%(what)s is a %(kind)r document, expected %(expected)r"),
+            what=what,
+            kind=doc["kind"],
+            expected=kind,
+        )
     if set(doc) != {"kind", "body", "signer", "sig"}:
-        raise FormatError(f"{what} has unexpected fields")
+        raise FormatError(N_("%(what)s has unexpected fields"), what=what)
     signer = b64d(require(doc, "signer", str, what), f"{what} signer", 32)
     sig = b64d(require(doc, "sig", str, what), f"{what} signature", 64)
     if expected_signer is not None and not hmac.compare_digest(signer, expected_signer):
-        raise AuthenticationError(f"{what} was signed by an unexpected key")
+        raise AuthenticationError(
+            N_("%(what)s was signed by an unexpected key"),
+            hint=N_("compare the fingerprints aloud with their owners before you trust it"),
+            what=what,
+        )
     try:
         VerifyKey(signer).verify(signed_bytes(kind, doc["body"]), sig)
     except RecursionError:
-        raise FormatError(f"{what} is nested too deeply") from None
+        raise FormatError(N_("%(what)s is nested too deeply"), what=what) from None
     except (BadSignatureError, ValueError, TypeError) as exc:
-        raise AuthenticationError(f"{what} has an invalid signature") from exc
+        raise AuthenticationError(
+            N_("%(what)s has an invalid signature"),
+            hint=N_("the data was altered, or it was not made by who it claims; do not trust it"),
+            what=what,
+        ) from exc
     return doc["body"]
 
 

@@ -34,7 +34,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from .cards import Card, parse_card
 from .encoding import b64d, b64e, canonical_json, parse_json
-from .errors import AuthenticationError, FormatError, NotFoundError
+from .errors import N_, AuthenticationError, FormatError, NotFoundError
 from .policy import Policy, parse_policy
 
 DB_FILE = "state.db"
@@ -217,15 +217,19 @@ class LocalState:
     def add_contact(self, alias: str, card: Card, now: int) -> None:
         alias = alias.strip()
         if not alias or len(alias) > 64 or any(c.isspace() for c in alias):
-            raise FormatError("an alias must be 1-64 characters without spaces")
+            raise FormatError(
+                N_("an alias must be 1-64 characters without spaces"),
+                hint=N_("for example --alias ana-reportera"),
+            )
         existing = self.db.execute(
             "SELECT alias FROM contacts WHERE fingerprint = ? OR alias = ?",
             [card.fingerprint, alias],
         ).fetchone()
         if existing:
             raise FormatError(
-                f"contact {existing[0]!r} already exists with this alias or fingerprint",
-                hint="pick another alias, or remove the old contact first",
+                N_("contact %(existing)r already exists with this alias or fingerprint"),
+                hint=N_("pick another alias, or remove the old contact first"),
+                existing=existing[0],
             )
         with self.tx():
             self.db["contacts"].insert(
@@ -246,14 +250,18 @@ class LocalState:
     def contact(self, alias: str) -> Card:
         row = self.db.execute("SELECT card FROM contacts WHERE alias = ?", [alias]).fetchone()
         if row is None:
-            raise NotFoundError(f"no contact named {alias!r}", hint="see 'velador contact list'")
+            raise NotFoundError(
+                N_("no contact named %(alias)r"), hint=N_("see 'velador contact list'"), alias=alias
+            )
         return parse_card(row[0])
 
     def contact_added(self, alias: str) -> int:
         """When the contact was added (seconds since the epoch)."""
         row = self.db.execute("SELECT added FROM contacts WHERE alias = ?", [alias]).fetchone()
         if row is None:
-            raise NotFoundError(f"no contact named {alias!r}", hint="see 'velador contact list'")
+            raise NotFoundError(
+                N_("no contact named %(alias)r"), hint=N_("see 'velador contact list'"), alias=alias
+            )
         return int(row[0])
 
     def remove_contact(self, alias: str) -> Card:
@@ -274,7 +282,11 @@ class LocalState:
         self, name: str, policy: Policy, sealed_secrets: str, extra: dict[str, Any]
     ) -> None:
         if self.db.execute("SELECT 1 FROM cases WHERE name = ?", [name]).fetchone():
-            raise FormatError(f"a case named {name!r} already exists")
+            raise FormatError(
+                N_("a case named %(name)r already exists"),
+                hint=N_("choose another name; 'velador case list' shows the ones in use"),
+                name=name,
+            )
         with self.tx():
             self.db["cases"].insert(
                 {
@@ -312,8 +324,10 @@ class LocalState:
         such as "puerta" for "puerto" should not send the reporter looking for case cards)."""
         names = [r[0] for r in self.db.execute("SELECT name FROM cases ORDER BY name")]
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}?" if close else "see 'velador case list'"
-        return NotFoundError(f"no case named {name!r}", hint=hint)
+        hint = N_("did you mean %(close)r?") if close else N_("see 'velador case list'")
+        return NotFoundError(
+            N_("no case named %(name)r"), hint=hint, name=name, close=close[0] if close else ""
+        )
 
     def cases(self) -> list[CaseRecord]:
         names = [r[0] for r in self.db.execute("SELECT name FROM cases ORDER BY created, name")]
@@ -579,14 +593,20 @@ def _seal_envelope(env: dict[str, Any], box_pk: bytes) -> str:
 
 def _open_envelope(stored: str, box_key: PrivateKey) -> dict[str, Any]:
     if not stored.startswith(SEALED_ENVELOPE):
-        raise FormatError("a stored envelope is not sealed (the local state is damaged)")
+        raise FormatError(N_("a stored envelope is not sealed (the local state is damaged)"))
     try:
         plain = SealedBox(box_key).decrypt(b64d(stored[len(SEALED_ENVELOPE) :], "envelope"))
     except CryptoError as exc:
-        raise AuthenticationError("this case's envelopes do not open with this identity") from exc
+        raise AuthenticationError(
+            N_("this case's envelopes do not open with this identity"),
+            hint=N_("check --home: this case belongs to another identity"),
+        ) from exc
     value = parse_json(plain, "stored envelope")
     if not isinstance(value, dict):
-        raise FormatError("a stored envelope is damaged")
+        raise FormatError(
+            N_("a stored envelope is damaged"),
+            hint=N_("restore the Velador folder from your backup"),
+        )
     return value
 
 
@@ -599,9 +619,12 @@ def open_sealed(sealed: str, box_key: PrivateKey) -> dict[str, Any]:
         plain = SealedBox(box_key).decrypt(b64d(sealed, "case secrets"))
     except CryptoError as exc:
         raise AuthenticationError(
-            "this case's local secrets do not open with this identity"
+            N_("this case's local secrets do not open with this identity"),
+            hint=N_("check --home: this case belongs to another identity"),
         ) from exc
     value = parse_json(plain, "case secrets")
     if not isinstance(value, dict):
-        raise FormatError("case secrets are damaged")
+        raise FormatError(
+            N_("case secrets are damaged"), hint=N_("restore the Velador folder from your backup")
+        )
     return value

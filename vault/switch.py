@@ -42,7 +42,7 @@ from vault.nodeproto.client import NodeClient
 from .cards import Card, parse_card
 from .clock import Clock
 from .encoding import b64d, b64e, canonical_json, parse_json, require
-from .errors import FormatError, NodeError, PolicyError, VeladorError
+from .errors import N_, FormatError, NodeError, PolicyError, VeladorError
 from .identity import Identity
 from .policy import Policy
 from .released import ReleaseInfo, learn_release
@@ -148,15 +148,33 @@ def run_parallel(
 def switch_policy(rec: CaseRecord) -> Policy:
     if rec.policy.switch is None or not rec.policy.nodes:
         raise PolicyError(
-            f"case {rec.name} has no escrow nodes",
-            hint="only cases created with --node have a switch",
+            N_("case %(name)s has no escrow nodes"),
+            hint=N_("only cases created with --node have a switch"),
+            name=rec.name,
         )
     return rec.policy
 
 
+# One whole sentence per action and end state, so each can be translated as a whole.
+_CLOSED = {
+    ("arm", "released"): N_("cannot arm: case %(name)s was released"),
+    ("arm", "destroyed"): N_("cannot arm: case %(name)s was destroyed"),
+    ("check in", "released"): N_("cannot check in: case %(name)s was released"),
+    ("check in", "destroyed"): N_("cannot check in: case %(name)s was destroyed"),
+    ("pause", "released"): N_("cannot pause: case %(name)s was released"),
+    ("pause", "destroyed"): N_("cannot pause: case %(name)s was destroyed"),
+    ("resume", "released"): N_("cannot resume: case %(name)s was released"),
+    ("resume", "destroyed"): N_("cannot resume: case %(name)s was destroyed"),
+    ("release", "released"): N_("cannot release: case %(name)s was released"),
+    ("release", "destroyed"): N_("cannot release: case %(name)s was destroyed"),
+    ("object", "released"): N_("cannot object: case %(name)s was released"),
+    ("object", "destroyed"): N_("cannot object: case %(name)s was destroyed"),
+}
+
+
 def _refuse_closed(rec: CaseRecord, action: str) -> None:
     if rec.status in ("destroyed", "released"):
-        raise PolicyError(f"cannot {action}: case {rec.name} was {rec.status}")
+        raise PolicyError(_CLOSED[(action, rec.status)], name=rec.name)
 
 
 # --- arming ---------------------------------------------------------------------------------
@@ -558,8 +576,9 @@ def act(
     targets = [c for c, _ in node_forms(state, rec)]
     if not targets:
         raise PolicyError(
-            f"case {rec.name} is not registered at any node",
-            hint=f"run 'velador case arm {rec.name}' first",
+            N_("case %(name)s is not registered at any node"),
+            hint=N_("run 'velador case arm %(name)s' first"),
+            name=rec.name,
         )
     results = fan_out(targets, identity, clock, ACTIONS[action](policy.case_id, *args), timeout)
     done_state = {"release": "RELEASED", "destroy": "DESTROYED"}.get(action)
@@ -605,35 +624,35 @@ def make_case_card(policy: Policy) -> str:
 
 def parse_case_card(text: str) -> CaseCard:
     """Parse a case card from untrusted input (format in the module docstring)."""
-    bad = "this case card is malformed"
-    hint = "ask the reporter to send the line from 'velador case card' again"
+    bad = N_("this case card is malformed")
+    hint = N_("ask the reporter to send the line from 'velador case card' again")
     if not isinstance(text, str) or len(text.strip()) > 64 * 1024:
         raise FormatError(bad, hint=hint)
     text = text.strip()
     if not text.startswith(CASE_CARD_PREFIX):
         raise FormatError(
-            "this is not a case card (it should start with 'velador:case:v1:')", hint=hint
+            N_("this is not a case card (it should start with 'velador:case:v1:')"), hint=hint
         )
     try:
         body = parse_json(b64d(text[len(CASE_CARD_PREFIX) :], "case card"), "case card")
         if require(body, "v", int, "case card") != 1:
-            raise FormatError("unsupported case card version")
+            raise FormatError(N_("unsupported case card version"))
         case_id = require(body, "case_id", str, "case card")
         policy_hash = require(body, "policy_hash", str, "case card")
         if not (
             8 <= len(case_id) <= 64 and set(case_id) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
         ):
-            raise FormatError("bad case id")
+            raise FormatError(N_("bad case id"))
         if len(policy_hash) != 64 or set(policy_hash) - set("0123456789abcdef"):
-            raise FormatError("bad policy hash")
+            raise FormatError(N_("bad policy hash"))
         nodes = [parse_card(n) for n in require(body, "nodes", list, "case card")]
         if not nodes or any(n.role != "node" or not n.url for n in nodes) or len(nodes) > 256:
-            raise FormatError("bad node")
+            raise FormatError(N_("bad node"))
         stores = require(body, "stores", list, "case card")
         if not all(isinstance(s, str) and len(s) < 2048 for s in stores):
-            raise FormatError("bad store")
+            raise FormatError(N_("bad store"))
         if set(body) != {"v", "case_id", "policy_hash", "nodes", "stores"}:
-            raise FormatError("unknown fields")
+            raise FormatError(N_("unknown fields"))
     except FormatError as exc:
         raise FormatError(bad, hint=hint) from exc
     return CaseCard(case_id, policy_hash, tuple(nodes), tuple(stores), text)

@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FormatError, NotFoundError
+from .errors import N_, FormatError, NotFoundError
 from .identity import Identity
 from .state import LocalState, open_sealed, seal_to_self
 
@@ -35,7 +35,10 @@ class Watch:
 def _open_path(sealed: str, identity: Identity) -> Path:
     doc = open_sealed(sealed, identity.box_key)
     if doc.get("v") != 1 or not isinstance(doc.get("path"), str):
-        raise FormatError("a watched-folder record is damaged")
+        raise FormatError(
+            N_("a watched-folder record is damaged"),
+            hint=N_("remove the folder with 'velador case unwatch' and add it again"),
+        )
     return Path(doc["path"])
 
 
@@ -80,7 +83,11 @@ def add_watch(
     named by their last component (docs/format.md §6.4) and deposit refuses two alike."""
     path = path.expanduser().resolve()
     if not path.exists():
-        raise NotFoundError(f"cannot watch {path}: no such file or folder")
+        raise NotFoundError(
+            N_("cannot watch %(path)s: no such file or folder"),
+            hint=N_("check the path; give the folder that holds your work"),
+            path=path,
+        )
     for w in watches(state, case_id, identity):
         if w.path == path:
             if max_age is not None and max_age != w.max_age:
@@ -92,8 +99,9 @@ def add_watch(
             return w, False
         if w.path is not None and _root_name(w.path) == _root_name(path):
             raise FormatError(
-                f"this case already watches a folder named {path.name!r}",
-                hint="rename one of them, or watch their common parent folder",
+                N_("this case already watches a folder named %(name)r"),
+                hint=N_("rename one of them, or watch their common parent folder"),
+                name=path.name,
             )
     sealed = seal_to_self({"v": 1, "path": str(path)}, identity.card.box_pk)
     with state.tx():
@@ -114,7 +122,9 @@ def remove_watch(state: LocalState, identity: Identity, case_id: str, path: Path
                 state.db.execute("DELETE FROM watches WHERE watch_id = ?", [w.watch_id])
             return w
     raise NotFoundError(
-        f"this case does not watch {path}", hint="list them with 'velador case watch CASE'"
+        N_("this case does not watch %(path)s"),
+        hint=N_("list them with 'velador case watch CASE'"),
+        path=path,
     )
 
 

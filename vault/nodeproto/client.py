@@ -37,6 +37,7 @@ from vault.clock import Clock, SystemClock
 from vault.encoding import b64e, canonical_json, parse_json
 from vault.envelope import check_envelope
 from vault.errors import (
+    N_,
     AuthenticationError,
     FormatError,
     NodeError,
@@ -54,10 +55,54 @@ from .messages import make_marker
 
 MAX_ANSWER = transport.DEFAULT_MAX_ANSWER
 _DEFAULT: Any = object()
-PROXY_HINT = (
+PROXY_HINT = N_(
     "set a SOCKS5 proxy such as Tor: 'velador --proxy socks5h://127.0.0.1:9050' or "
     "VELADOR_PROXY for the command line, [network] proxy in node.toml for a node"
 )
+
+_NODE_ANSWERS: dict[Any, tuple[str, str | None]] = {
+    # docs/protocol.md §2.4 error codes -> (message, hint), whole sentences with the node's
+    # own text (`detail`) kept where it carries specifics.
+    "unknown_case": (
+        N_("node %(node)s holds no such case, or your key is not named in it"),
+        N_("check the case id; only the people the case names can ask a node about it"),
+    ),
+    "unauthenticated": (
+        N_("node %(node)s did not accept the signature of the request (%(detail)s)"),
+        N_("check that this computer's clock is right and that you use the right identity"),
+    ),
+    "replay": (
+        N_("node %(node)s had already received this exact request"),
+        N_("run the command again"),
+    ),
+    "rate_limited": (
+        N_("node %(node)s is receiving too many requests from your key"),
+        N_("wait a minute, then run the command again"),
+    ),
+    "registration_closed": (
+        N_("node %(node)s: this node accepts new cases only from reporters its operator admitted"),
+        N_(
+            "ask the node's operator for an invitation code and pass it with '--invite NODE' "
+            "(see the reporter guide), or give them your key fingerprint %(fingerprint)s to admit"
+        ),
+    ),
+    "invitation_refused": (
+        N_(
+            "node %(node)s: the invitation code is not valid: it is unknown, was already used, "
+            "or has expired"
+        ),
+        N_("ask the node's operator for a new invitation code"),
+    ),
+    "too_large": (
+        N_("node %(node)s refused a request that is too large (%(detail)s)"),
+        None,
+    ),
+    "stale_heartbeat": (
+        N_("node %(node)s already has a newer check-in (%(detail)s)"),
+        N_("this is harmless when two check-ins cross; run the command again"),
+    ),
+}
+"""Error codes a node sends (escrow_node/errors.py) that the client words itself."""
 
 
 @dataclass(frozen=True)
@@ -174,39 +219,73 @@ class NodeClient:
             )
         except transport.ProxyRequired as exc:
             raise NodeError(
-                f"node {self.name} has an onion address and no Tor proxy is set", hint=PROXY_HINT
+                N_("node %(node)s has an onion address and no Tor proxy is set"),
+                hint=PROXY_HINT,
+                node=self.name,
             ) from exc
         except transport.DeadlineExceeded as exc:
             raise NodeError(
-                f"node {self.name} did not answer completely within {self.timeout:g} s",
-                hint=transport.safe_url(self.base),
+                N_("node %(node)s did not answer completely within %(seconds)g s"),
+                hint=N_("the node's address is %(url)s"),
+                node=self.name,
+                seconds=self.timeout,
+                url=transport.safe_url(self.base),
             ) from exc
         except transport.AnswerTooLarge as exc:
-            raise NodeError(f"node {self.name} sent an oversized answer") from exc
-        except transport.TransportError as exc:
-            via = " through the proxy" if self.proxy else ""
             raise NodeError(
-                f"node {self.name} is unreachable{via} ({exc.__cause__.__class__.__name__})",
-                hint=transport.safe_url(self.base),
+                N_("node %(node)s sent an oversized answer"),
+                hint=N_("the node may be misconfigured; tell its operator"),
+                node=self.name,
+            ) from exc
+        except transport.TransportError as exc:
+            raise NodeError(
+                N_("node %(node)s is unreachable through the proxy (%(reason)s)")
+                if self.proxy
+                else N_("node %(node)s is unreachable (%(reason)s)"),
+                hint=N_("the node's address is %(url)s"),
+                node=self.name,
+                reason=exc.__cause__.__class__.__name__,
+                url=transport.safe_url(self.base),
             ) from exc
 
     def _answer(self, status: int, content: bytes) -> Any:
         data: Any = None
         if len(content) > self.max_answer:
-            raise NodeError(f"node {self.name} sent an oversized answer")
+            raise NodeError(
+                N_("node %(node)s sent an oversized answer"),
+                hint=N_("the node may be misconfigured; tell its operator"),
+                node=self.name,
+            )
         try:
             data = parse_json(content, f"answer from node {self.name}") if content else None
         except FormatError:
             data = None
         if status < 300:
             if data is None:
-                raise NodeError(f"node {self.name} sent an answer that is not JSON")
+                raise NodeError(
+                    N_("node %(node)s sent an answer that is not JSON"),
+                    hint=N_(
+                        "the address may not be a Velador node, or a proxy answered instead; "
+                        "check the node's card"
+                    ),
+                    node=self.name,
+                )
             return data
-        message = f"node {self.name} answered {status}"
-        hint = None
-        if isinstance(data, dict) and isinstance(data.get("message"), str):
-            message = f"node {self.name}: {data['message']}"
-            hint = data.get("hint") if isinstance(data.get("hint"), str) else None
+        # The node's own text stays a value (never a template: it may hold a stray '%'); a
+        # stable error code the client knows gets a sentence of its own, translatable here.
+        body = data if isinstance(data, dict) else {}
+        detail = body.get("message") if isinstance(body.get("message"), str) else None
+        node_hint = body.get("hint") if isinstance(body.get("hint"), str) else None
+        known = _NODE_ANSWERS.get(body.get("error")) if detail is not None else None
+        message: str
+        hint: str | None
+        if known is not None:
+            message, hint = known
+        elif detail is not None:
+            message = N_("node %(node)s: %(detail)s")
+            hint = N_("the node says: %(node_hint)s") if node_hint else None
+        else:
+            message, hint = N_("node %(node)s answered %(status)s"), None
         code = status
         err: type[VeladorError]
         if code == 401:
@@ -219,7 +298,15 @@ class NodeClient:
             err = PolicyError
         else:
             err = NodeError
-        exc = err(message, hint=hint)
+        exc = err(
+            message,
+            hint=hint,
+            node=self.name,
+            status=status,
+            detail=(detail or "")[:500],
+            node_hint=(node_hint or "")[:500],
+            fingerprint=getattr(self.identity, "fingerprint", "?"),
+        )
         exc.status = code  # type: ignore[attr-defined]
         exc.code = data.get("error") if isinstance(data, dict) else None  # type: ignore[attr-defined]
         raise exc
@@ -230,11 +317,17 @@ class NodeClient:
                 doc, kind, self.card.sign_pk, what=f"{kind} from node {self.name}"
             )
         except FormatError as exc:
-            raise NodeError(f"node {self.name} sent a malformed {kind}") from exc
+            raise NodeError(
+                N_("node %(node)s sent a malformed %(kind)s"), node=self.name, kind=kind
+            ) from exc
         if not isinstance(body, dict) or body.get("node") != self.card.fingerprint:
-            raise AuthenticationError(f"{kind} from node {self.name} names another node")
+            raise AuthenticationError(
+                N_("%(kind)s from node %(node)s names another node"), kind=kind, node=self.name
+            )
         if case_id is not None and body.get("case_id") != case_id:
-            raise AuthenticationError(f"{kind} from node {self.name} is for another case")
+            raise AuthenticationError(
+                N_("%(kind)s from node %(node)s is for another case"), kind=kind, node=self.name
+            )
         return body
 
     def _fetch_card(self) -> Card:
@@ -242,9 +335,9 @@ class NodeClient:
         try:
             card = parse_card(data["card"] if isinstance(data, dict) else "")
         except (FormatError, KeyError) as exc:
-            raise NodeError(f"node at {self.base} sent an invalid card") from exc
+            raise NodeError(N_("node at %(url)s sent an invalid card"), url=self.base) from exc
         if card.role != "node":
-            raise NodeError(f"{self.base} is not an escrow node")
+            raise NodeError(N_("%(url)s is not an escrow node"), url=self.base)
         return card
 
     def _marker(self) -> str:
@@ -292,7 +385,9 @@ class NodeClient:
         data = self._send("POST", f"/v1/cases/{case_id}/heartbeat", heartbeat, case_id)
         body = self._verified(data, "receipt", case_id)
         if body.get("seq") != heartbeat["body"]["seq"]:
-            raise AuthenticationError(f"receipt from node {self.name} is for another heartbeat")
+            raise AuthenticationError(
+                N_("receipt from node %(node)s is for another heartbeat"), node=self.name
+            )
         return body
 
     def latest_heartbeat(self, case_id: str) -> dict[str, Any] | None:
@@ -337,21 +432,28 @@ class NodeClient:
         try:
             policy = parse_policy(data["policy"])
             if policy.case_id != case_id:
-                raise FormatError("policy is for another case")
+                raise FormatError(N_("policy is for another case"))
             envs = data["envelopes"]
             if not isinstance(envs, list):
-                raise FormatError("envelopes must be a list")
+                raise FormatError(N_("envelopes must be a list"))
             for env in envs:
                 check_envelope(env, policy)
             raw = data.get("chain") or []
             if not isinstance(raw, list) or len(raw) > MAX_CHAIN:
-                raise FormatError(f"chain must be a list of at most {MAX_CHAIN} policies")
+                raise FormatError(
+                    N_("chain must be a list of at most %(limit)s policies"),
+                    limit=MAX_CHAIN,
+                )
             chain = tuple(parse_policy(d, policy.reporter.sign_pk) for d in raw)
             return Release(
                 case_id, str(data.get("node")), int(data["released_at"]), policy, envs, chain
             )
         except (KeyError, TypeError, ValueError, FormatError, AuthenticationError) as exc:
-            raise NodeError(f"node {self.name} sent an invalid release ({exc})") from exc
+            raise NodeError(
+                N_("node %(node)s sent an invalid release (%(error)s)"),
+                node=self.name,
+                error=str(exc),
+            ) from exc
 
     def custody(self, case_id: str, nonce: bytes) -> dict[str, Any]:
         """GET /v1/cases/{id}/custody?nonce=...: compare `digest` with messages.custody_digest."""
@@ -360,7 +462,9 @@ class NodeClient:
         )
         body = self._verified(data, "custody", case_id)
         if body.get("nonce") != b64e(nonce):
-            raise AuthenticationError(f"custody proof from node {self.name} is for another nonce")
+            raise AuthenticationError(
+                N_("custody proof from node %(node)s is for another nonce"), node=self.name
+            )
         return body
 
     def signed_time(self, nonce: bytes) -> dict[str, Any]:
@@ -369,7 +473,9 @@ class NodeClient:
         data = self._send("GET", "/v1/clock", params={"nonce": b64e(nonce)}, signed=False)
         body = self._verified(data, "clock")
         if body.get("nonce") != b64e(nonce) or not isinstance(body.get("time"), int):
-            raise AuthenticationError(f"clock from node {self.name} is for another nonce")
+            raise AuthenticationError(
+                N_("clock from node %(node)s is for another nonce"), node=self.name
+            )
         return body
 
     def subscribe(self, case_id: str, channel: str, target: str) -> dict[str, Any]:
@@ -394,11 +500,13 @@ class NodeClient:
         data = self._send("GET", "/v1/inbox", params={"after": str(after), "limit": str(limit)})
         items = data.get("notices", []) if isinstance(data, dict) else None
         if not isinstance(items, list):
-            raise NodeError(f"node {self.name} sent an invalid inbox (no list of notices)")
+            raise NodeError(
+                N_("node %(node)s sent an invalid inbox (no list of notices)"), node=self.name
+            )
         out = []
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("id"), int):
-                raise NodeError(f"node {self.name} sent an invalid inbox item")
+                raise NodeError(N_("node %(node)s sent an invalid inbox item"), node=self.name)
             body = self._verified(item.get("notice"), "notice")
             out.append({"id": item["id"], "notice": body})
         return out

@@ -28,7 +28,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
 
 from vault.encoding import b64d, b64e, canonical_json, require
-from vault.errors import FormatError
+from vault.errors import N_, FormatError
 from vault.policy import Policy
 from vault.signing import sign_document, verify_document
 
@@ -96,21 +96,21 @@ def check_heartbeat(doc: Any, policy: Policy) -> Heartbeat:
     increasing sequence number."""
     body = verify_document(doc, "heartbeat", policy.reporter.sign_pk, what="heartbeat")
     if require(body, "v", int, "heartbeat") != 1:
-        raise FormatError("unsupported heartbeat version")
+        raise FormatError(N_("unsupported heartbeat version"))
     if require(body, "case_id", str, "heartbeat") != policy.case_id:
-        raise FormatError("heartbeat belongs to another case")
+        raise FormatError(N_("heartbeat belongs to another case"))
     named = require(body, "policy_hash", str, "heartbeat")
     if len(named) != 64 or not set(named) <= _HEX:
-        raise FormatError("heartbeat policy_hash must be 64 lowercase hex characters")
+        raise FormatError(N_("heartbeat policy_hash must be 64 lowercase hex characters"))
     seq = require(body, "seq", int, "heartbeat")
     t = require(body, "time", int, "heartbeat")
     if not (0 < seq < 2**62 and 0 <= t < 2**40):
-        raise FormatError("heartbeat seq or time out of range")
+        raise FormatError(N_("heartbeat seq or time out of range"))
     markers = require(body, "markers", dict, "heartbeat")
     if len(markers) > 64 or not all(isinstance(v, str) and len(v) < 200 for v in markers.values()):
-        raise FormatError("heartbeat markers are malformed")
+        raise FormatError(N_("heartbeat markers are malformed"))
     if set(body) != {"v", "case_id", "policy_hash", "seq", "time", "markers"}:
-        raise FormatError("heartbeat has unexpected fields")
+        raise FormatError(N_("heartbeat has unexpected fields"))
     return Heartbeat(seq, t, dict(markers), doc)
 
 
@@ -172,7 +172,7 @@ def check_drill_id(value: Any) -> str:
         or not set(value) <= DRILL_ID_CHARS
         or value.startswith("-")
     ):
-        raise FormatError("a drill id is 1 to 40 characters of a-z, 0-9 and '-'")
+        raise FormatError(N_("a drill id is 1 to 40 characters of a-z, 0-9 and '-'"))
     return value
 
 
@@ -236,28 +236,28 @@ def check_drill_answer(doc: Any, signer: bytes) -> dict[str, Any]:
     """Verify an answer's signature and shape (not its proofs: the node judges those)."""
     body = verify_document(doc, "drill-answer", signer, what="drill answer")
     if require(body, "v", int, "drill answer") != 1:
-        raise FormatError("unsupported drill answer version")
+        raise FormatError(N_("unsupported drill answer version"))
     if set(body) != _ANSWER_FIELDS:
-        raise FormatError("drill answer has missing or unexpected fields")
+        raise FormatError(N_("drill answer has missing or unexpected fields"))
     require(body, "case_id", str, "drill answer")
     check_drill_id(body["drill"])
     require(body, "node", str, "drill answer")
     if body["role"] not in ("recipient", "editor"):
-        raise FormatError("drill answer role must be recipient or editor")
+        raise FormatError(N_("drill answer role must be recipient or editor"))
     if not isinstance(body["time"], int) or isinstance(body["time"], bool):
-        raise FormatError("drill answer time must be an integer")
+        raise FormatError(N_("drill answer time must be an integer"))
     reached = body["reached"]
     if not isinstance(reached, list) or len(reached) > 64:
-        raise FormatError("drill answer 'reached' must be a list of at most 64 nodes")
+        raise FormatError(N_("drill answer 'reached' must be a list of at most 64 nodes"))
     if not all(isinstance(r, str) and len(r) < 64 for r in reached):
-        raise FormatError("drill answer 'reached' must list node fingerprints")
+        raise FormatError(N_("drill answer 'reached' must list node fingerprints"))
     stores = body["stores"]
     if stores is not None and not (
         isinstance(stores, dict)
         and set(stores) == {"checked", "ok"}
         and all(isinstance(v, int) and 0 <= v < 1000 for v in stores.values())
     ):
-        raise FormatError("drill answer 'stores' must be {checked, ok} or null")
+        raise FormatError(N_("drill answer 'stores' must be {checked, ok} or null"))
     sw = body["software"]
     if not (
         isinstance(sw, dict)
@@ -267,7 +267,7 @@ def check_drill_answer(doc: Any, signer: bytes) -> dict[str, Any]:
         and isinstance(sw["formats"], dict)
         and len(sw["formats"]) <= 32
     ):
-        raise FormatError("drill answer 'software' is malformed")
+        raise FormatError(N_("drill answer 'software' is malformed"))
     return body  # type: ignore[no-any-return]
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import re
 
-from vault.errors import StoreError
+from vault.errors import N_, StoreError
 
 from .base import Store, describe, validate_key, validate_prefix
 from .local import FileStore, parse_file_url
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
-STORE_URL_HINT = "use file:///path or s3://bucket/prefix"
+STORE_URL_HINT = N_("use file:///path or s3://bucket/prefix")
 S3_DIRECT_ENV = "VELADOR_S3_DIRECT"
 
 
@@ -37,10 +37,16 @@ def _refuse_s3_around_proxy(url: str) -> None:
     if os.environ.get(S3_DIRECT_ENV) == "1":
         return
     raise StoreError(
-        f"the S3 store {describe(url)} cannot be reached through the SOCKS proxy "
-        "(boto3 has no SOCKS support), and Velador does not connect around a proxy you set",
-        hint=f"set {S3_DIRECT_ENV}=1 to let S3 connections go direct (the store's operator "
-        "and the network then see your address), or run this command without the proxy",
+        N_(
+            "the S3 store %(store)s cannot be reached through the SOCKS proxy (boto3 has no "
+            "SOCKS support), and Velador does not connect around a proxy you set"
+        ),
+        hint=N_(
+            "set %(variable)s=1 to let S3 connections go direct (the store's operator and "
+            "the network then see your address), or run this command without the proxy"
+        ),
+        store=describe(url),
+        variable=S3_DIRECT_ENV,
     )
 
 
@@ -51,7 +57,7 @@ def open_store(url: str, *, s3_endpoint: str | None = None) -> Store:
     """
     url = url.strip()
     if not url:
-        raise StoreError("empty store URL", hint=STORE_URL_HINT)
+        raise StoreError(N_("empty store URL"), hint=STORE_URL_HINT)
     if "://" not in url and not _SCHEME.match(url):
         return FileStore(url)  # a plain path; './x:y' reaches a folder whose name has a colon
     scheme = url.split(":", 1)[0].lower()
@@ -62,7 +68,9 @@ def open_store(url: str, *, s3_endpoint: str | None = None) -> Store:
         from .s3 import S3Store  # boto3 is slow to import; only s3 users pay for it
 
         return S3Store(url, endpoint=s3_endpoint)
-    raise StoreError(f"unsupported store URL {describe(url)}", hint=STORE_URL_HINT)
+    raise StoreError(
+        N_("unsupported store URL %(store)s"), hint=STORE_URL_HINT, store=describe(url)
+    )
 
 
 __all__ = ["FileStore", "Store", "describe", "open_store", "validate_key", "validate_prefix"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from vault.errors import NotFoundError, StoreError
+from vault.errors import N_, NotFoundError, StoreError
 
 from .base import MAX_KEY_LENGTH, TEMP_NAME, is_listable_name, validate_key, validate_prefix
 
@@ -34,17 +34,17 @@ _NOT_THERE = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 # `shutil` and vault.fsutil (which pull in hashlib and OpenSSL) would cost each one megabytes.
 """Errors meaning "no object under that key" (a file or folder is in the way, or nothing is)."""
 
-FILE_URL_HINT = "use file:///absolute/path or a plain folder path"
+FILE_URL_HINT = N_("use file:///absolute/path or a plain folder path")
 
 
 def parse_file_url(url: str) -> Path:
     """The root folder a ``file:`` URL names; ``StoreError`` if it is not a local absolute path."""
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-        raise StoreError("a file store URL must be file:///absolute/path", hint=FILE_URL_HINT)
+        raise StoreError(N_("a file store URL must be file:///absolute/path"), hint=FILE_URL_HINT)
     path = unquote(parts.path)
     if not path.startswith("/"):
-        raise StoreError("a file store URL must be file:///absolute/path", hint=FILE_URL_HINT)
+        raise StoreError(N_("a file store URL must be file:///absolute/path"), hint=FILE_URL_HINT)
     return Path(path)
 
 
@@ -124,8 +124,10 @@ class FileStore:
             pass  # nothing there (yet): the folder check is what matters
         if os.path.commonpath([real_root, real]) != real_root:
             raise StoreError(
-                f"refusing to follow a symlink out of store {self.url}: {what}",
-                hint="remove the symlink from the store folder",
+                N_("refusing to follow a symlink out of store %(url)s: %(what)s"),
+                hint=N_("remove the symlink from the store folder"),
+                url=self.url,
+                what=what,
             )
         return path
 
@@ -152,12 +154,15 @@ class FileStore:
 
     def _write_error(self, key: str, exc: OSError) -> StoreError:
         return StoreError(
-            f"cannot write object {key} to store {self.url}: {_reason(exc)}",
-            hint="check that the store folder exists or can be created, and is writable by you",
+            N_("cannot write object %(key)s to store %(url)s: %(reason)s"),
+            hint=N_("check that the store folder exists or can be created, and is writable by you"),
+            key=key,
+            url=self.url,
+            reason=_reason(exc),
         )
 
     def _not_found(self, key: str) -> NotFoundError:
-        return NotFoundError(f"store {self.url} has no object {key}")
+        return NotFoundError(N_("store %(url)s has no object %(key)s"), url=self.url, key=key)
 
     # -- Store ---------------------------------------------------------------------------------
 
@@ -247,14 +252,20 @@ class FileStore:
             with open(path, "rb") as fh:
                 if max_bytes is not None and os.fstat(fh.fileno()).st_size > max_bytes:
                     raise StoreError(
-                        f"object {key} in store {self.url} is larger than {max_bytes} bytes"
+                        N_("object %(key)s in store %(url)s is larger than %(max_bytes)s bytes"),
+                        key=key,
+                        url=self.url,
+                        max_bytes=max_bytes,
                     )
                 return fh.read()
         except _NOT_THERE:
             raise self._not_found(key) from None
         except OSError as exc:
             raise StoreError(
-                f"cannot read object {key} from store {self.url}: {_reason(exc)}"
+                N_("cannot read object %(key)s from store %(url)s: %(reason)s"),
+                key=key,
+                url=self.url,
+                reason=_reason(exc),
             ) from exc
 
     def get_to_file(self, key: str, path: Path) -> None:
@@ -265,7 +276,10 @@ class FileStore:
             raise self._not_found(key) from None
         except OSError as exc:
             raise StoreError(
-                f"cannot read object {key} from store {self.url}: {_reason(exc)}"
+                N_("cannot read object %(key)s from store %(url)s: %(reason)s"),
+                key=key,
+                url=self.url,
+                reason=_reason(exc),
             ) from exc
         with src:
             try:
@@ -273,7 +287,11 @@ class FileStore:
                 _atomic_copy(src, Path(path), durable=False)
             except OSError as exc:
                 raise StoreError(
-                    f"cannot write {path} while fetching {key} from {self.url}: {_reason(exc)}"
+                    N_("cannot write %(path)s while fetching %(key)s from %(url)s: %(reason)s"),
+                    path=path,
+                    key=key,
+                    url=self.url,
+                    reason=_reason(exc),
                 ) from exc
 
     def has(self, key: str) -> bool:
@@ -287,7 +305,10 @@ class FileStore:
             return None
         except OSError as exc:
             raise StoreError(
-                f"cannot stat object {key} in store {self.url}: {_reason(exc)}"
+                N_("cannot stat object %(key)s in store %(url)s: %(reason)s"),
+                key=key,
+                url=self.url,
+                reason=_reason(exc),
             ) from exc
         return st.st_size if stat.S_ISREG(st.st_mode) else None
 
@@ -303,7 +324,9 @@ class FileStore:
         except _NOT_THERE:
             return
         except OSError as exc:
-            raise StoreError(f"cannot list store {self.url}: {_reason(exc)}") from exc
+            raise StoreError(
+                N_("cannot list store %(url)s: %(reason)s"), url=self.url, reason=_reason(exc)
+            ) from exc
         # Sort as full keys sort: a folder 'a' holds keys 'a/...', which sort after 'a.b' and 'a-b'.
         # Symlinks are not followed and temp files, hidden junk or odd names are not keys.
         items: list[tuple[str, bool]] = []
@@ -330,7 +353,10 @@ class FileStore:
             return
         except OSError as exc:
             raise StoreError(
-                f"cannot delete object {key} from store {self.url}: {_reason(exc)}"
+                N_("cannot delete object %(key)s from store %(url)s: %(reason)s"),
+                key=key,
+                url=self.url,
+                reason=_reason(exc),
             ) from exc
 
 

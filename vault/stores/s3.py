@@ -29,7 +29,7 @@ import botocore.exceptions as bce
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from vault.errors import NotFoundError, StoreError, VeladorError
+from vault.errors import N_, NotFoundError, StoreError, VeladorError
 
 from .base import describe, validate_key, validate_prefix
 
@@ -37,7 +37,7 @@ MIB = 1 << 20
 MULTIPART_SIZE = 8 * MIB
 """Files above this size upload (and download) in parts of this size."""
 
-CREDENTIALS_HINT = (
+CREDENTIALS_HINT = N_(
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if temporary), "
     "or AWS_PROFILE with ~/.aws/credentials"
 )
@@ -50,13 +50,15 @@ def _clean_endpoint(endpoint: str, store: str) -> str:
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise StoreError(
-            f"the S3 endpoint of store {store} must be an http:// or https:// URL",
-            hint="for example s3://bucket/prefix?endpoint=http://127.0.0.1:9000",
+            N_("the S3 endpoint of store %(store)s must be an http:// or https:// URL"),
+            hint=N_("for example s3://bucket/prefix?endpoint=http://127.0.0.1:9000"),
+            store=store,
         )
     if "@" in parts.netloc:
         raise StoreError(
-            f"the S3 endpoint of store {store} must not contain credentials",
+            N_("the S3 endpoint of store %(store)s must not contain credentials"),
             hint=CREDENTIALS_HINT,
+            store=store,
         )
     return endpoint
 
@@ -78,34 +80,53 @@ def map_s3_error(
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code == "NoSuchBucket":
             return StoreError(
-                f"bucket {bucket} does not exist (store {store})",
-                hint="create the bucket, or fix the bucket name or endpoint in the store URL",
+                N_("bucket %(bucket)s does not exist (store %(store)s)"),
+                hint=N_("create the bucket, or fix the bucket name or endpoint in the store URL"),
+                bucket=bucket,
+                store=store,
             )
         if code in _NOT_FOUND_CODES:
-            return NotFoundError(f"store {store} has no object {key}")
+            return NotFoundError(N_("store %(store)s has no object %(key)s"), store=store, key=key)
         if code in _AUTH_CODES or status in (401, 403):
             return StoreError(
-                f"the S3 store refused the credentials ({code or status}) for store {store}",
+                N_("the S3 store refused the credentials (%(answer)s) for store %(store)s"),
                 hint=CREDENTIALS_HINT,
+                answer=code or status,
+                store=store,
             )
-        return StoreError(f"the S3 store {store} answered {code or status} for {key or bucket}")
+        return StoreError(
+            N_("the S3 store %(store)s answered %(answer)s for %(target)s"),
+            store=store,
+            answer=code or status,
+            target=key or bucket,
+        )
     if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
-        return StoreError(f"no S3 credentials found for store {store}", hint=CREDENTIALS_HINT)
+        return StoreError(
+            N_("no S3 credentials found for store %(store)s"), hint=CREDENTIALS_HINT, store=store
+        )
     if isinstance(exc, (bce.ProfileNotFound, bce.CredentialRetrievalError)):
         return StoreError(
-            f"cannot load the S3 credentials for store {store}", hint=CREDENTIALS_HINT
+            N_("cannot load the S3 credentials for store %(store)s"),
+            hint=CREDENTIALS_HINT,
+            store=store,
         )
     if isinstance(exc, (bce.ConnectionError, bce.HTTPClientError)):
-        what = (
-            "timed out"
-            if isinstance(exc, (bce.ConnectTimeoutError, bce.ReadTimeoutError))
-            else "connection failed"
-        )
+        timed_out = isinstance(exc, (bce.ConnectTimeoutError, bce.ReadTimeoutError))
         return StoreError(
-            f"cannot reach the S3 endpoint {endpoint} ({what}) for store {store}",
-            hint="check the endpoint in the store URL, the network and that the server is running",
+            N_("cannot reach the S3 endpoint %(endpoint)s (timed out) for store %(store)s")
+            if timed_out
+            else N_(
+                "cannot reach the S3 endpoint %(endpoint)s (connection failed) for store %(store)s"
+            ),
+            hint=N_(
+                "check the endpoint in the store URL, the network and that the server is running"
+            ),
+            endpoint=endpoint,
+            store=store,
         )
-    return StoreError(f"S3 request for store {store} failed: {type(exc).__name__}")
+    return StoreError(
+        N_("S3 request for store %(store)s failed: %(kind)s"), store=store, kind=type(exc).__name__
+    )
 
 
 _CAUGHT = (bce.BotoCoreError, bce.ClientError, boto3.exceptions.Boto3Error)
@@ -119,22 +140,39 @@ def _parse_url(url: str, shown: str) -> tuple[str, str, dict[str, str]]:
         raise ValueError(f"not an s3:// URL: {shown}")
     if "@" in parts.netloc:
         raise StoreError(
-            f"store URL {shown} must not contain credentials",
-            hint="remove user:password@ from the URL; " + CREDENTIALS_HINT,
+            N_("store URL %(shown)s must not contain credentials"),
+            hint=N_(
+                "remove user:password@ from the URL; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if temporary), or AWS_PROFILE with "
+                "~/.aws/credentials"
+            ),
+            shown=shown,
         )
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", parts.netloc):
         # Lenient on purpose: Ceph and older MinIO allow uppercase and '_' in bucket names.
-        raise StoreError(f"store URL {shown} names no valid bucket", hint="use s3://bucket/prefix")
+        raise StoreError(
+            N_("store URL %(shown)s names no valid bucket"),
+            hint=N_("use s3://bucket/prefix"),
+            shown=shown,
+        )
     prefix = unquote(parts.path).strip("/")
     if prefix and any(p in ("", ".", "..") for p in prefix.split("/")):
-        raise StoreError(f"store URL {shown} has a malformed prefix", hint="use s3://bucket/a/b")
+        raise StoreError(
+            N_("store URL %(shown)s has a malformed prefix"),
+            hint=N_("use s3://bucket/a/b"),
+            shown=shown,
+        )
     options: dict[str, str] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name not in ("endpoint", "region"):
             raise StoreError(
-                f"unknown option {name!r} in store URL {shown}",
-                hint="an s3:// URL takes only endpoint= and region=; credentials come from "
-                "the environment",
+                N_("unknown option %(name)r in store URL %(shown)s"),
+                hint=N_(
+                    "an s3:// URL takes only endpoint= and region=; credentials come from the "
+                    "environment"
+                ),
+                name=name,
+                shown=shown,
             )
         options[name] = value
     return parts.netloc, prefix + "/" if prefix else "", options
@@ -208,7 +246,9 @@ class S3Store:
                 except _CAUGHT as exc:
                     raise self._error(exc) from exc
                 except ValueError as exc:  # botocore: "Invalid endpoint: ..."
-                    raise StoreError(f"invalid S3 endpoint for store {self.url}") from exc
+                    raise StoreError(
+                        N_("invalid S3 endpoint for store %(url)s"), url=self.url
+                    ) from exc
             return self._client_obj
 
     def _endpoint_desc(self) -> str:
@@ -260,7 +300,10 @@ class S3Store:
             with resp["Body"] as body:
                 if max_bytes is not None and int(resp.get("ContentLength") or 0) > max_bytes:
                     raise StoreError(
-                        f"object {key} in store {self.url} is larger than {max_bytes} bytes"
+                        N_("object %(key)s in store %(url)s is larger than %(max_bytes)s bytes"),
+                        key=key,
+                        url=self.url,
+                        max_bytes=max_bytes,
                     )
                 data: bytes = body.read()
             return data
