@@ -28,6 +28,7 @@ Run: .venv/bin/python bench/peers.py [--quick | --size-mib N] [--runs 2] [--dir 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -48,16 +49,16 @@ PACKAGES = {"restic": "restic", "borg": "borgbackup", "age": "age"}
 
 FOLDERS = 40
 CSV_FILES = 2000
-WORDS = (
-    "Sinaloa Sonora Chihuahua Jalisco Michoacán Guerrero Oaxaca Veracruz Tamaulipas Coahuila "
-    "transferencia efectivo contrato obra licitación proveedor municipio estado federal fideicomiso "
-    "pagado pendiente cancelado revisado auditoría factura nómina combustible arrendamiento"
-).split()
+WORDS = [
+    *("Sinaloa", "Sonora", "Chihuahua", "Jalisco", "Michoacán", "Guerrero", "Oaxaca", "Veracruz"),
+    *("transferencia", "efectivo", "contrato", "obra", "licitación", "proveedor", "municipio"),
+    *("pagado", "pendiente", "cancelado", "revisado", "auditoría", "factura", "nómina"),
+]
 
 
 def make_tree(root: Path, size_mib: int, seed: int = 14) -> dict[str, int]:
     """The issue's tree under `root`: one random media file (3/4), CSV text files (1/4)."""
-    rng = random.Random(seed)  # noqa: S311 - benchmark data, not a secret
+    rng = random.Random(seed)  # benchmark data, not a secret
     media = root / "media"
     media.mkdir(parents=True)
     total = size_mib * 1024 * 1024
@@ -92,10 +93,8 @@ def du_apparent(path: Path) -> int:
     total = 0
     for dirpath, _, names in os.walk(path):
         for n in names:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 total += os.lstat(os.path.join(dirpath, n)).st_size
-            except FileNotFoundError:
-                pass
     return total
 
 
@@ -187,9 +186,8 @@ class Restic(Tool):
         return self.work / f"restic-{self.n}"
 
     def backup(self, src: Path) -> list[str]:
-        return ["restic", "--repo", str(self.repo()), "backup", "--compression", "auto", "-q"] + [
-            str(src)
-        ]
+        repo = str(self.repo())
+        return ["restic", "--repo", repo, "backup", "--compression", "auto", "-q", str(src)]
 
     def restore(self, out: Path) -> list[str]:
         return ["restic", "--repo", str(self.repo()), "restore", "latest", "--target", str(out)]
@@ -216,16 +214,19 @@ class Borg(Tool):
 
     def backup(self, src: Path) -> list[str]:
         self.archive += 1
-        return ["borg", "create", "--compression", "lz4"] + [
+        return [
+            "borg",
+            "create",
+            "--compression",
+            "lz4",
             f"{self.repo()}::a{self.archive}",
             str(src),
         ]
 
     def restore(self, out: Path) -> list[str]:
         # borg extracts into the current folder: a shell sets it, as a person would `cd` first.
-        return ["sh", "-c", 'mkdir -p "$0" && cd "$0" && borg extract "$1"', str(out)] + [
-            f"{self.repo()}::a1"
-        ]
+        script = 'mkdir -p "$0" && cd "$0" && borg extract "$1"'
+        return ["sh", "-c", script, str(out), f"{self.repo()}::a1"]
 
     def restored(self, out: Path, src: Path) -> Path:
         return out / str(src).lstrip("/")
@@ -341,8 +342,8 @@ def main() -> None:
     # This checkout's code, whichever checkout the venv was installed from (editable installs).
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), env.get("PYTHONPATH")) if p)
     env.update(
-        RESTIC_PASSWORD="bench run passphrase",  # noqa: S105 - a throwaway benchmark repository
-        BORG_PASSPHRASE="bench run passphrase",  # noqa: S105
+        RESTIC_PASSWORD="bench run passphrase",  # a throwaway benchmark repository
+        BORG_PASSPHRASE="bench run passphrase",
         BORG_BASE_DIR=str(root / "borg-home"),
         RESTIC_CACHE_DIR=str(root / "restic-cache"),
     )

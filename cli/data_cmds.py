@@ -14,7 +14,7 @@ import click
 
 from vault.clock import iso
 from vault.deposit import deposit as do_deposit
-from vault.errors import NotFoundError, PolicyError, StoreError, VeladorError
+from vault.errors import N_, NotFoundError, PolicyError, StoreError, VeladorError
 
 from .context import Ctx, emit_json, out_console
 from .progress import byte_progress, human_bytes
@@ -48,6 +48,15 @@ class DepositInterrupted(VeladorError):
     help="Text for the outlets that recover this case (what to publish, whom to call).",
 )
 @click.option("--jobs", type=click.IntRange(1, 16), help="Worker processes (default: by size).")
+@click.option(
+    "--limit-upload",
+    type=click.IntRange(1),
+    metavar="KIB/S",
+    help=N_(
+        "Upload at most this many KiB per second to the S3 stores, as restic does (default: "
+        "[network] limit_upload in HOME/config.toml, else no limit)."
+    ),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_obj
 def deposit(
@@ -56,6 +65,7 @@ def deposit(
     paths: tuple[Path, ...],
     instructions: Path | None,
     jobs: int | None,
+    limit_upload: int | None,
     as_json: bool,
 ) -> None:
     """Encrypt PATHS into CASE and upload them to every store of the case.
@@ -63,12 +73,22 @@ def deposit(
     Safe to interrupt: run it again and it uploads only what is missing.
     """
     from .agent_deposits import one_deposit_at_a_time
+    from .context import home_upload_limit
 
     rec = ctx.state.case(case_name)
+    kib_s = limit_upload if limit_upload is not None else home_upload_limit(ctx.home)
     ident = ctx.unlock()
     with one_deposit_at_a_time(ctx.home):
         result = _interruptible_deposit(
-            ctx, ident, rec, paths, "deposit", as_json, instructions=instructions, jobs=jobs
+            ctx,
+            ident,
+            rec,
+            paths,
+            "deposit",
+            as_json,
+            instructions=instructions,
+            jobs=jobs,
+            limit_upload=kib_s * 1024 if kib_s else None,
         )
     if as_json:
         emit_json(result.to_json())

@@ -268,8 +268,31 @@ def deposit(
     progress: Callable[[int, int], None] | None = None,
     jobs: int | None = None,
     s3_endpoint: str | None = None,
+    limit_upload: int | None = None,
 ) -> DepositResult:
-    """Deposit `paths` into `case` and return what was done. `progress(done, total)` in bytes."""
+    """Deposit `paths` into `case` and return what was done. `progress(done, total)` in bytes.
+
+    `limit_upload`: at most this many bytes per second to the S3 stores, over every process of
+    the deposit (vault/stores/ratelimit.py)."""
+    from .stores.ratelimit import limited
+
+    with limited(limit_upload):
+        return _deposit(
+            state, identity, case, paths, clock, instructions, progress, jobs, s3_endpoint
+        )
+
+
+def _deposit(
+    state: LocalState,
+    identity: Identity,
+    case: CaseRecord,
+    paths: list[Path],
+    clock: Clock,
+    instructions: Path | None,
+    progress: Callable[[int, int], None] | None,
+    jobs: int | None,
+    s3_endpoint: str | None,
+) -> DepositResult:
     policy = case.policy
     secrets = open_sealed(case.sealed_secrets, identity.box_key)
     chunk_key = bytes.fromhex(secrets["chunk_key"])
