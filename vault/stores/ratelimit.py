@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -164,6 +162,9 @@ def limited(rate: float | None) -> Iterator[UploadLimiter | None]:
     if not rate:
         yield None
         return
+    import shutil  # only a limited deposit pays for these imports
+    import tempfile
+
     folder = Path(tempfile.mkdtemp(prefix="velador-limit-"))
     limiter = UploadLimiter(rate, folder / "bucket")
     old_env, old = os.environ.get(ENV), _installed
