@@ -141,6 +141,12 @@ def plan(
             )
     if "release" in sections:
         jobs.append(Job("release", "release", "bench/node_load.py", ["--only", "release"], {}, 900))
+    if "peers" in sections:  # issue 14: restic, borg, tar | age on one tree, one after another
+        args = ["--quick"] if quick else ["--size-mib", "1024", "--runs", "2"]
+        jobs.append(Job("peers", "peers", "bench/peers.py", args, {"quick": quick}, 3600))
+    if "slowlink" in sections:  # issue 14: S3 through a paced uplink, velador and restic
+        args = ["--quick"] if quick else ["--size-mib", "64", "--rates", "4,1"]
+        jobs.append(Job("slowlink", "slowlink", "bench/slowlink_bench.py", args, {}, 3600))
     return jobs
 
 
