@@ -1,4 +1,4 @@
-"""`deposit --limit-upload`: one token bucket for every upload of a deposit (format.md §7.4).
+"""`deposit --limit-upload`: one token bucket for every upload of a deposit (format.md §7.1).
 
 The accounting is checked with an injected clock and a recorded sleep, never by timing: a
 reservation answers how long to wait, and the waits add up to what the rate allows. The bucket

@@ -4,7 +4,7 @@ A reporter's uplink is often slow and watched; a deposit that fills it stalls ev
 the reporter sends (calls, messages) and stands out. Like restic's ``--limit-upload``, the limit
 is in KiB/s and covers everything the command uploads to its S3 stores, whatever the number of
 parallel uploads: the deposit's worker processes and the main process all draw on one token
-bucket (docs/format.md §7.4).
+bucket (docs/format.md §7.1).
 
 The bucket is a reservation ("debt") bucket: ``reserve(n)`` takes ``n`` bytes of tokens at once,
 may drive the level below zero, and answers how long the caller must wait before sending, which
