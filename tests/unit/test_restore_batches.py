@@ -35,7 +35,7 @@ def deposited(tmp_path: Path):
     ]
     key = shares.age_identity_str(R.recover_key(nc.policy, ms[:2], R.Report()))
     src = tmp_path / "inv"
-    for i in range(300):
+    for i in range(200):
         folder = src / f"d{i % 7}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"f{i:03d}.csv").write_bytes(os.urandom(i * 37))  # f000 is empty
@@ -58,20 +58,20 @@ def test_many_files_come_back_whole_with_one_syncfs_per_batch(deposited, monkeyp
     monkeypatch.setattr(R, "sync_filesystem", spy_sync)
     monkeypatch.setattr(R, "SETTLE_FILES", 64)
     monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd))
-    # When 300 files are recovered
+    # When 200 files are recovered
     report = R.restore(policy, [key], [f"file://{tmp}/s1"], tmp / "out", jobs=jobs)
     # Then every one is byte-identical, with its mode and time
-    assert report.files == 300
-    for i in range(300):
+    assert report.files == 200
+    for i in range(200):
         rel = f"inv/d{i % 7}/f{i:03d}.csv"
         got = tmp / "out" / rel
         assert got.read_bytes() == (src / rel.split("/", 1)[1]).read_bytes()
         assert got.stat().st_mode & 0o777 == 0o640
         assert got.stat().st_mtime == 1_700_000_000 + i
-    # made durable by 5 syncfs for the batches of 64 (each before their renames) and one after
+    # made durable by 4 syncfs for the batches of 64 (each before their renames) and one after
     # the last renames, and not by an fsync per file
-    assert len(syncs) == 6 and fsyncs == []
-    assert [len(s) for s in syncs] == [0, 64, 128, 192, 256, 300]
+    assert len(syncs) == 5 and fsyncs == []
+    assert [len(s) for s in syncs] == [0, 64, 128, 192, 200]
     assert not list((tmp / "out").rglob("*.velador-tmp"))
 
 
