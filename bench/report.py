@@ -5,7 +5,8 @@
     .venv/bin/python bench/report.py --only sweep    # re-run one section (repeatable)
     .venv/bin/python bench/report.py --render-only   # re-render the page from saved JSON
 
-Each benchmark runs as its own process (bench/deposit.py, bench/dedup.py, bench/node_load.py)
+Each benchmark runs as its own process (bench/deposit.py, bench/dedup.py, bench/node_load.py,
+bench/peers.py and bench/slowlink_bench.py for issue 14)
 with --json into the results folder (default docs/benchmarks/data/), beside a `<name>.run.json`
 that this script writes: the exact command, machine, start time, wall time, load average before
 and after, exit status, and `<name>.log` with what the benchmark printed. The page is rendered
