@@ -42,7 +42,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from deposit import flush, load, machine, recover_cmd, run, set_up, velador_cmd  # noqa: E402
+from deposit import CPU, flush, load, machine, recover_cmd, run, set_up, velador_cmd  # noqa: E402
 
 PACKAGES = {"restic": "restic", "borg": "borgbackup", "age": "age"}
 """The Debian package of each peer's command."""
@@ -102,11 +102,13 @@ def same_tree(a: Path, b: Path) -> bool:
     return subprocess.run(["diff", "-rq", str(a), str(b)], capture_output=True).returncode == 0
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
-    """(seconds, peak RSS MiB) of one whole command, after flushing dirty pages."""
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, float]:
+    """(seconds, peak RSS MiB, CPU seconds of the command and its children) of one whole
+    command, after flushing dirty pages. CPU seconds hardly depend on the machine's load; wall
+    seconds on a shared machine do."""
     flush(cwd)
-    t, rss, _ = run(cmd, env)
-    return t, rss
+    result = run(cmd, env)
+    return result[0], result[1], CPU.pop(id(result), float("nan"))
 
 
 class Tool:
@@ -278,10 +280,14 @@ def measure(tool: Tool, src: Path, runs: int, rerun: bool) -> dict[str, object]:
         shutil.rmtree(out)
     stored = du_apparent(tool.repo())
 
-    def best(xs: list[tuple[float, int]]) -> dict[str, float] | None:
+    def best(xs: list[tuple[float, int, float]]) -> dict[str, float] | None:
         if not xs:
             return None
-        return {"s": min(x[0] for x in xs), "rss_mib": max(x[1] for x in xs)}
+        return {
+            "s": min(x[0] for x in xs),
+            "rss_mib": max(x[1] for x in xs),
+            "cpu_s": min(x[2] for x in xs),
+        }
 
     return {
         "version": tool.version(),
@@ -300,7 +306,7 @@ def table(figures: dict[str, dict[str, object]]) -> str:
 
     def cell(f: dict[str, object], k: str) -> str:
         v = f.get(k)
-        return f"{v['s']:.2f} s" if isinstance(v, dict) else "–"
+        return f"{v['s']:.2f} s ({v['cpu_s']:.2f} CPU s)" if isinstance(v, dict) else "–"
 
     for label, k in (
         ("cold deposit / backup", "cold"),

@@ -153,6 +153,10 @@ def section_peers(rs: list[Result], image: str | None) -> list[str]:
         rows.append(
             [label, *[fmt(_s(f, t, op), 2) + (" s" if _s(f, t, op) else "") for t in tools]]
         )
+    for label, op in ROWS:
+        cpu = [num(f, "tools", t, op, "cpu_s") for t in tools]
+        if any(c is not None for c in cpu):
+            rows.append([f"{label}, CPU s (all processes)", *[fmt(c, 2) for c in cpu]])
     rows.append(
         [
             "bytes stored",
