@@ -5,7 +5,9 @@ Real parts: the moto S3 server, two buckets behind bench/slowlink.py (a loopback
 reads each request going up and can cut every connection once a number of body bytes has gone
 through, then refuse new ones, as a dead uplink does), and `velador deposit` as a process. The
 proxy counts what the two runs send: every object PUT in the second run that the first run had
-also sent (whole or in part) is a re-send.
+also sent (whole or in part) is a re-send. The deposit is small enough to run in one process
+(vault/deposit.py INLINE_BELOW), so one upload per store is in flight; with several worker
+processes the bound is one chunk per worker and store (docs/benchmarks.md, slow link).
 """
 
 from __future__ import annotations
