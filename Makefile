@@ -48,7 +48,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # Benchmarks: bench/report.py runs every benchmark and writes docs/benchmarks.md, its plots and
-# the raw JSON (docs/benchmarks/data/). QUICK=1: small sizes, a few minutes. More options:
+# the raw JSON (docs/benchmarks/data/), including velador beside restic, borg and tar | age
+# (bench/peers.py) and over a slow uplink to S3 (bench/slowlink_bench.py); `make tools` installs
+# the peers. QUICK=1: small sizes, a few minutes. More options:
 # `$(BIN)/python bench/report.py --help`. The plots need matplotlib (the `bench` extra), installed
 # here on first use so that `make test` and `make demo` do not need it.
 bench: $(STAMP)

@@ -5,7 +5,8 @@
     .venv/bin/python bench/report.py --only sweep    # re-run one section (repeatable)
     .venv/bin/python bench/report.py --render-only   # re-render the page from saved JSON
 
-Each benchmark runs as its own process (bench/deposit.py, bench/dedup.py, bench/node_load.py)
+Each benchmark runs as its own process (bench/deposit.py, bench/dedup.py, bench/node_load.py,
+bench/peers.py and bench/slowlink_bench.py for issue 14)
 with --json into the results folder (default docs/benchmarks/data/), beside a `<name>.run.json`
 that this script writes: the exact command, machine, start time, wall time, load average before
 and after, exit status, and `<name>.log` with what the benchmark printed. The page is rendered
@@ -141,6 +142,12 @@ def plan(
             )
     if "release" in sections:
         jobs.append(Job("release", "release", "bench/node_load.py", ["--only", "release"], {}, 900))
+    if "peers" in sections:  # issue 14: restic, borg, tar | age on one tree, one after another
+        args = ["--quick"] if quick else ["--size-mib", "1024", "--runs", "2"]
+        jobs.append(Job("peers", "peers", "bench/peers.py", args, {"quick": quick}, 3600))
+    if "slowlink" in sections:  # issue 14: S3 through a paced uplink, velador and restic
+        args = ["--quick"] if quick else ["--size-mib", "64", "--rates", "4,1"]
+        jobs.append(Job("slowlink", "slowlink", "bench/slowlink_bench.py", args, {}, 3600))
     return jobs
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("deposit", "dedup", "heartbeats", "sweep", "release")
+SECTIONS = ("deposit", "dedup", "heartbeats", "sweep", "release", "peers", "slowlink")
 
 HB_RATE = 1000.0
 """Issue target: sustained verified heartbeats per second on the test machine..."""
@@ -270,12 +270,15 @@ def release_verdict(rs: list[Result]) -> Verdict:
 
 
 def verdicts(results: dict[str, list[Result]]) -> list[Verdict]:
+    from report_peers import peers_verdicts  # issue 14's targets (imports this module)
+
     return [
         heartbeat_verdict(results["heartbeats"]),
         sweep_verdict(results["sweep"]),
         release_verdict(results["release"]),
         *deposit_verdicts(results["deposit"]),
         memory_verdict(results["deposit"]),
+        *peers_verdicts(results.get("peers", [])),
     ]
 
 

@@ -27,6 +27,7 @@ from report_data import (
     release_values,
     throughput,
 )
+from report_peers import plot_peers
 
 PLAIN = FuncFormatter(lambda x, _: f"{x:g}")
 
@@ -233,6 +234,7 @@ def write_plots(results: dict[str, list[Result]], img_dir: Path) -> dict[str, Pa
         "heartbeats": (plot_heartbeats, results["heartbeats"]),
         "sweep": (plot_sweep, results["sweep"]),
         "release": (plot_release, results["release"]),
+        "peers": (plot_peers, results["peers"]),
     }
     written = {}
     for name, (fn, rs) in jobs.items():

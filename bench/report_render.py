@@ -34,6 +34,7 @@ from report_data import (
     throughput,
     verdicts,
 )
+from report_peers import section_peers, section_slowlink
 
 # --- markdown ----------------------------------------------------------------------------------
 
@@ -508,6 +509,8 @@ def render_markdown(page: Page, data_rel: str) -> str:
         section_heartbeats,
         section_sweep,
         section_release,
+        lambda p: section_peers(p.results["peers"], p.images.get("peers")),
+        lambda p: section_slowlink(p.results["slowlink"]),
     ):
         lines += part(page)
     lines += run_times(page.results)

@@ -176,3 +176,31 @@ def apply_proxy(home: Path, given: str | None) -> str | None:
             f"invalid proxy: {exc}", hint="for Tor use --proxy socks5h://127.0.0.1:9050"
         ) from exc
     return transport.default_proxy()
+
+
+def home_upload_limit(home: Path) -> int | None:
+    """`[network] limit_upload` (KiB/s) in HOME/config.toml: the default of `deposit
+    --limit-upload`, for a reporter whose uplink always needs sparing. None when unset."""
+    path = home / CONFIG_FILE
+    if not path.is_file():
+        return None
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    try:
+        doc = tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(N_("%(path)s is not valid TOML"), path=str(path)) from exc
+    network = doc.get("network")
+    value = network.get("limit_upload") if isinstance(network, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FormatError(
+            N_("%(path)s: [network] limit_upload must be a whole number of KiB/s"),
+            hint=N_("for example: limit_upload = 512"),
+            path=str(path),
+        )
+    return value

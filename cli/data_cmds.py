@@ -111,6 +111,15 @@ class DepositInterrupted(VeladorError):
     help=N_("Text for the outlets that recover this case (what to publish, whom to call)."),
 )
 @click.option("--jobs", type=click.IntRange(1, 16), help=N_("Worker processes (default: by size)."))
+@click.option(
+    "--limit-upload",
+    type=click.IntRange(1),
+    metavar="KIB/S",
+    help=N_(
+        "Upload at most this many KiB per second to the S3 stores, as restic does (default: "
+        "[network] limit_upload in HOME/config.toml, else no limit)."
+    ),
+)
 @click.option("--json", "as_json", is_flag=True, help=N_("Print a JSON summary."))
 @click.pass_obj
 def deposit(
@@ -119,16 +128,27 @@ def deposit(
     paths: tuple[Path, ...],
     instructions: Path | None,
     jobs: int | None,
+    limit_upload: int | None,
     as_json: bool,
 ) -> None:
     """`velador deposit` (help text above, translated where it is shown)."""
     from .agent_deposits import one_deposit_at_a_time
+    from .context import home_upload_limit
 
     rec = ctx.state.case(case_name)
+    kib_s = limit_upload if limit_upload is not None else home_upload_limit(ctx.home)
     ident = ctx.unlock()
     with one_deposit_at_a_time(ctx.home):
         result = _interruptible_deposit(
-            ctx, ident, rec, paths, "deposit", as_json, instructions=instructions, jobs=jobs
+            ctx,
+            ident,
+            rec,
+            paths,
+            "deposit",
+            as_json,
+            instructions=instructions,
+            jobs=jobs,
+            limit_upload=kib_s * 1024 if kib_s else None,
         )
     if as_json:
         emit_json(result.to_json())

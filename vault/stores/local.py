@@ -87,6 +87,18 @@ def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
         _LIBC.sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+def sync_filesystem(folder: Path) -> None:
+    """Make every write on the file system of ``folder`` durable: one ``syncfs`` (Linux), which
+    costs about what one fsync does, in place of an fsync per file (else ``os.sync()``)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if _LIBC is not None and _LIBC.syncfs(fd) == 0:
+            return
+        os.sync()
+    finally:
+        os.close(fd)
+
+
 class FileStore:
     """Objects as files under ``root`` (see the module docstring)."""
 
@@ -182,13 +194,7 @@ class FileStore:
         """Make every earlier put durable, whichever process made it (syncfs on the store)."""
         if not self.root.is_dir():
             return
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            if _LIBC is not None and _LIBC.syncfs(fd) == 0:
-                return
-            os.sync()
-        finally:
-            os.close(fd)
+        sync_filesystem(self.root)
 
     def stage(self, key: str, data: bytes) -> str:
         """Write ``data`` beside the object under a temp name, with no fsync; return that name.

@@ -32,6 +32,7 @@ from botocore.config import Config
 from vault.errors import N_, NotFoundError, StoreError, VeladorError
 
 from .base import describe, validate_key, validate_prefix
+from .ratelimit import throttle
 
 MIB = 1 << 20
 MULTIPART_SIZE = 8 * MIB
@@ -269,6 +270,7 @@ class S3Store:
 
     def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         full = self._full(key)
+        throttle(len(data))  # --limit-upload (vault/stores/ratelimit.py)
         try:
             self._client().put_object(Bucket=self.bucket, Key=full, Body=data)
         except _CAUGHT as exc:
@@ -287,7 +289,8 @@ class S3Store:
 
     def put_file(self, key: str, path: Path) -> None:
         full = self._full(key)
-        Path(path).stat()  # a missing source is the caller's bug, raised as is (like FileStore)
+        size = Path(path).stat().st_size  # a missing source is the caller's bug, raised as is
+        throttle(size)  # --limit-upload (vault/stores/ratelimit.py)
         try:
             self._client().upload_file(str(path), self.bucket, full, Config=self._transfer)
         except _CAUGHT as exc:
