@@ -16,7 +16,7 @@ from vault.cards import Card
 from vault.case import create_case, register_locally
 from vault.clock import iso
 from vault.durations import parse_duration, parse_durations
-from vault.errors import NodeError, NotFoundError, PolicyError
+from vault.errors import N_, NodeError, NotFoundError, PolicyError
 from vault.policy import Switch
 from vault.released import known_release
 from vault.shares import ShareSpec, parse_groups
@@ -51,9 +51,9 @@ def share_spec(
     return ShareSpec(1, ((threshold, shares),))
 
 
-@click.group()
+@click.group(help=N_("Cases: one investigation, its recipients, its key split and its stores."))
 def case() -> None:
-    """Cases: one investigation, its recipients, its key split and its stores."""
+    pass
 
 
 def _cards(ctx: Ctx, aliases: tuple[str, ...], roles: tuple[str, ...], what: str) -> list[Card]:
@@ -120,8 +120,10 @@ INVITE_OPTION = click.option(
     "invites",
     multiple=True,
     metavar="NODE",
-    help="Node (contact alias) whose invitation code you have; asked for without echo "
-    "(or read one per line from standard input); repeat per node.",
+    help=N_(
+        "Node (contact alias) whose invitation code you have; asked for without echo "
+        "(or read one per line from standard input); repeat per node."
+    ),
 )
 
 
@@ -187,65 +189,76 @@ def finish_arming(rep: ArmReport) -> None:
     )
 
 
-@case.command("create")
+@case.command(
+    "create",
+    help=N_(
+        "Create case NAME: make its key, split it, seal the shares, register them "
+        "at the nodes.\n\n"
+        "The case key is erased from this machine afterwards. Run again (or "
+        "'velador case arm NAME') to finish a registration that a node refused or "
+        "could not receive."
+    ),
+)
 @click.argument("name")
 @click.option(
     "--recipient",
     "recipients",
     multiple=True,
     required=True,
-    help="Outlet allowed to recover (contact alias); repeat for several.",
+    help=N_("Outlet allowed to recover (contact alias); repeat for several."),
 )
 @click.option(
     "--node",
     "nodes",
     multiple=True,
-    help="Escrow node that holds one share (contact alias from 'velador node card'); repeat.",
+    help=N_("Escrow node that holds one share (contact alias from 'velador node card'); repeat."),
 )
-@click.option("--threshold", type=int, help="Shares needed to recover (K).")
+@click.option("--threshold", type=int, help=N_("Shares needed to recover (K)."))
 @click.option(
     "--shares",
     type=int,
-    help="Shares made (N); with --node the default is one per node, extra ones go offline.",
+    help=N_("Shares made (N); with --node the default is one per node, extra ones go offline."),
 )
-@click.option("--groups", help="Two-level split instead, e.g. '2of3,1of2' (K of N per group).")
-@click.option("--group-threshold", type=int, help="Groups needed with --groups (default: all).")
+@click.option("--groups", help=N_("Two-level split instead, e.g. '2of3,1of2' (K of N per group)."))
+@click.option("--group-threshold", type=int, help=N_("Groups needed with --groups (default: all)."))
 @click.option(
     "--editor",
     "editors",
     multiple=True,
-    help="Editor who may request a release (contact alias); repeat for several.",
+    help=N_("Editor who may request a release (contact alias); repeat for several."),
 )
 @click.option(
     "--editor-quorum",
     type=int,
-    help="Editors who must request a release before it happens (default: all of them).",
+    help=N_("Editors who must request a release before it happens (default: all of them)."),
 )
 @click.option(
     "--objection-window",
-    help="Time you have to object to an editor release, e.g. 12h (default 1d).",
+    help=N_("Time you have to object to an editor release, e.g. 12h (default 1d)."),
 )
-@click.option("--every", help="Check in at least this often, e.g. 3d (durations: 90s, 36h, 2w).")
-@click.option("--grace", help="Time after a missed deadline before the nodes release, e.g. 1d.")
-@click.option("--remind", help="Reminders before each deadline, comma-separated, e.g. 12h,2h.")
+@click.option(
+    "--every", help=N_("Check in at least this often, e.g. 3d (durations: 90s, 36h, 2w).")
+)
+@click.option("--grace", help=N_("Time after a missed deadline before the nodes release, e.g. 1d."))
+@click.option("--remind", help=N_("Reminders before each deadline, comma-separated, e.g. 12h,2h."))
 @click.option(
     "--duress",
     type=click.Choice(["alert", "release"]),
     default="alert",
     show_default=True,
-    help="What a check-in with the duress passphrase does: alert editors, or release at once.",
+    help=N_("What a check-in with the duress passphrase does: alert editors, or release at once."),
 )
 @click.option(
     "--offline-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder for the share files you keep offline (USB stick, printout).",
+    help=N_("Folder for the share files you keep offline (USB stick, printout)."),
 )
 @INVITE_OPTION
 @click.option(
     "--store",
     "stores",
     multiple=True,
-    help="Where ciphertext goes: file:///path or s3://bucket/prefix; repeat to replicate.",
+    help=N_("Where ciphertext goes: file:///path or s3://bucket/prefix; repeat to replicate."),
 )
 @timeout_option
 @json_option
@@ -272,10 +285,6 @@ def case_create(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Create case NAME: make its key, split it, seal the shares, register them at the nodes.
-
-    The case key is erased from this machine afterwards. Run again (or 'velador case arm NAME')
-    to finish a registration that a node refused or could not receive."""
     try:
         existing = ctx.state.case(name)
     except NotFoundError:
@@ -356,14 +365,13 @@ def case_create(
         finish_arming(rep)
 
 
-@case.command("arm")
+@case.command("arm", help=N_("Finish registering case NAME at the nodes that do not have it yet."))
 @click.argument("name")
 @INVITE_OPTION
 @timeout_option
 @json_option
 @click.pass_obj
 def case_arm(ctx: Ctx, name: str, invites: tuple[str, ...], timeout: float, as_json: bool) -> None:
-    """Finish registering case NAME at the nodes that do not have it yet."""
     rec = ctx.state.case(name)
     codes = read_invitations(ctx, invites, list(rec.policy.nodes))
     if arming_state(ctx.state, rec) == "armed":
@@ -380,12 +388,14 @@ def case_arm(ctx: Ctx, name: str, invites: tuple[str, ...], timeout: float, as_j
     finish_arming(rep)
 
 
-@case.command("card")
+@case.command(
+    "card",
+    help=N_("Print the one line your recipient outlets need to recover CASE (ids, nodes, stores)."),
+)
 @click.argument("name")
 @json_option
 @click.pass_obj
 def case_card(ctx: Ctx, name: str, as_json: bool) -> None:
-    """Print the one line your recipient outlets need to recover CASE (ids, nodes, stores)."""
     rec = ctx.state.case(name)
     line = make_case_card(rec.policy)
     if as_json:
@@ -405,16 +415,21 @@ def case_card(ctx: Ctx, name: str, as_json: bool) -> None:
     click.echo(line)
 
 
-@case.command("destroy")
+@case.command(
+    "destroy",
+    help=N_(
+        "Destroy CASE at every node: they delete their shares and never release "
+        "anything.\n\n"
+        "Your stores keep the ciphertext, which nobody can open once the shares are "
+        "gone."
+    ),
+)
 @click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help=N_("Do not ask for confirmation."))
 @timeout_option
 @json_option
 @click.pass_obj
 def case_destroy(ctx: Ctx, name: str, yes: bool, timeout: float, as_json: bool) -> None:
-    """Destroy CASE at every node: they delete their shares and never release anything.
-
-    Your stores keep the ciphertext, which nobody can open once the shares are gone."""
     rec = ctx.state.case(name)
     confirm(f"destroy case {name} at every node", yes)
     results = act(ctx.state, ctx.unlock(), ctx.clock, rec, "destroy", timeout=timeout)
@@ -449,11 +464,10 @@ def case_info(rec: CaseRecord, ctx: Ctx) -> dict[str, object]:
     }
 
 
-@case.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@case.command("list", help=N_("List your cases."))
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def case_list(ctx: Ctx, as_json: bool) -> None:
-    """List your cases."""
     rows = [case_info(r, ctx) for r in ctx.state.cases()]
     if as_json:
         emit_json(rows)
@@ -496,12 +510,11 @@ def _last_deposit(ctx: Ctx, case_id: str, now: int) -> str:
     return when(last["created"], now) if last else "-"
 
 
-@case.command("show")
+@case.command("show", help=N_("Show one case: split, recipients, holders, stores, snapshots."))
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def case_show(ctx: Ctx, name: str, as_json: bool) -> None:
-    """Show one case: split, recipients, holders, stores, snapshots."""
     info = case_info(ctx.state.case(name), ctx)
     if as_json:
         emit_json(info)
@@ -516,19 +529,31 @@ def case_show(ctx: Ctx, name: str, as_json: bool) -> None:
             con.print(f"{key:13} {value}")
 
 
-@case.command("rotate")
+@case.command(
+    "rotate",
+    help=N_(
+        "Give CASE a new key: split it again, replace the shares at every node.\n\n"
+        "Deposits made before stay readable after a release: the previous policy "
+        "and its sealed shares are stored, encrypted to the new key, beside the "
+        "data (a keyring). The next deposit uploads your files again under the new "
+        "key. A node that cannot be reached keeps the previous version (your "
+        "check-ins still reach it) until '--resume' or 'velador case arm'."
+    ),
+)
 @click.argument("name")
 @click.option(
     "--offline-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder for the new offline share files (destroy the old ones).",
+    help=N_("Folder for the new offline share files (destroy the old ones)."),
 )
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help=N_("Do not ask for confirmation."))
 @click.option(
     "--resume",
     is_flag=True,
-    help="Make no new key: finish the last rotation at the nodes that missed it "
-    "(the same as 'velador case arm').",
+    help=N_(
+        "Make no new key: finish the last rotation at the nodes that missed it "
+        "(the same as 'velador case arm')."
+    ),
 )
 @timeout_option
 @json_option
@@ -542,12 +567,6 @@ def case_rotate(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Give CASE a new key: split it again, replace the shares at every node.
-
-    Deposits made before stay readable after a release: the previous policy and its sealed
-    shares are stored, encrypted to the new key, beside the data (a keyring). The next deposit
-    uploads your files again under the new key. A node that cannot be reached keeps the
-    previous version (your check-ins still reach it) until '--resume' or 'velador case arm'."""
     from vault.case import rotate_case
 
     if resume:

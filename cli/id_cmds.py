@@ -8,7 +8,7 @@ import click
 
 from vault.cards import Card, parse_card
 from vault.clock import iso
-from vault.errors import FormatError
+from vault.errors import N_, FormatError
 from vault.identity import (
     IDENTITY_FILE,
     change_passphrase,
@@ -37,26 +37,31 @@ NARROW = 70
 """Below this many columns the contact list is printed as blocks instead of a table."""
 
 
-@click.group("id")
+@click.group(
+    "id", help=N_("Your identity: signing and encryption keys, protected by a passphrase.")
+)
 def id_group() -> None:
-    """Your identity: signing and encryption keys, protected by a passphrase."""
+    pass
 
 
-@id_group.command("new")
-@click.option("--name", required=True, help="Your name as partners know it.")
+@id_group.command(
+    "new",
+    help=N_(
+        "Create a new identity in the home folder.\n\n"
+        "The passphrase must be hard to guess (several random words); a weak one is "
+        "refused with a suggestion."
+    ),
+)
+@click.option("--name", required=True, help=N_("Your name as partners know it."))
 @click.option(
     "--role",
     type=click.Choice(["reporter", "outlet", "editor"]),
     default="reporter",
     show_default=True,
-    help="reporter deposits; outlet recovers; editor may request a release.",
+    help=N_("reporter deposits; outlet recovers; editor may request a release."),
 )
 @click.pass_obj
 def id_new(ctx: Ctx, name: str, role: str) -> None:
-    """Create a new identity in the home folder.
-
-    The passphrase must be hard to guess (several random words); a weak one is refused with a
-    suggestion."""
     if (ctx.home / IDENTITY_FILE).exists():  # before asking for a passphrase (issue 12 §9)
         raise FormatError(
             f"an identity already exists in {ctx.home}",
@@ -71,18 +76,18 @@ def id_new(ctx: Ctx, name: str, role: str) -> None:
     )
 
 
-@id_group.command("card")
+@id_group.command(
+    "card", help=N_("Print your contact card alone on one line (for pipes and messages).")
+)
 @click.pass_obj
 def id_card(ctx: Ctx) -> None:
-    """Print your contact card alone on one line (for pipes and messages)."""
     click.echo(load_card(ctx.home).text)
 
 
-@id_group.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@id_group.command("show", help=N_("Show name, role, fingerprint and card."))
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def id_show(ctx: Ctx, as_json: bool) -> None:
-    """Show name, role, fingerprint and card."""
     card = load_card(ctx.home)
     info = {
         "name": card.name,
@@ -101,10 +106,14 @@ def id_show(ctx: Ctx, as_json: bool) -> None:
     con.print(f"{'card':12} {card.text}")
 
 
-@id_group.command("duress")
+@id_group.command(
+    "duress",
+    help=N_(
+        "Set a duress passphrase: it unlocks normally but makes check-ins raise a silent alarm."
+    ),
+)
 @click.pass_obj
 def id_duress(ctx: Ctx) -> None:
-    """Set a duress passphrase: it unlocks normally but makes check-ins raise a silent alarm."""
     current = get_passphrase("Current passphrase")
     # Scripts and tests give it in VELADOR_DURESS_PASSPHRASE; people type it at a hidden prompt.
     card = load_card(ctx.home)
@@ -115,13 +124,16 @@ def id_duress(ctx: Ctx) -> None:
     )
 
 
-@id_group.command("passphrase")
+@id_group.command(
+    "passphrase",
+    help=N_(
+        "Change the passphrase you unlock with (the new one must be hard to guess).\n\n"
+        "Scripts give the current one in VELADOR_PASSPHRASE and the new one in "
+        "VELADOR_NEW_PASSPHRASE; people type both at hidden prompts."
+    ),
+)
 @click.pass_obj
 def id_passphrase(ctx: Ctx) -> None:
-    """Change the passphrase you unlock with (the new one must be hard to guess).
-
-    Scripts give the current one in VELADOR_PASSPHRASE and the new one in
-    VELADOR_NEW_PASSPHRASE; people type both at hidden prompts."""
     current = get_passphrase("Current passphrase")
     card = unlock_identity(ctx.home, current).card  # a wrong one fails before asking for more
     new = get_new_passphrase("New passphrase", NEW_PASSPHRASE_ENV, [card.name])
@@ -129,17 +141,18 @@ def id_passphrase(ctx: Ctx) -> None:
     click.echo("Passphrase changed. Use the new one from now on.", err=True)
 
 
-@click.group()
+@click.group(help=N_("People and nodes you work with, by their contact cards."))
 def contact() -> None:
-    """People and nodes you work with, by their contact cards."""
+    pass
 
 
-@contact.command("add")
+@contact.command(
+    "add", help=N_("Add a contact from its CARD (compare the fingerprint with its owner first).")
+)
 @click.argument("card")
-@click.option("--alias", required=True, help="Short name to use in other commands.")
+@click.option("--alias", required=True, help=N_("Short name to use in other commands."))
 @click.pass_obj
 def contact_add(ctx: Ctx, card: str, alias: str) -> None:
-    """Add a contact from its CARD (compare the fingerprint with its owner first)."""
     parsed = parse_card(card)
     ctx.state.add_contact(alias, parsed, ctx.clock.now())
     click.echo(
@@ -160,11 +173,10 @@ def _row(alias: str, card: Card, added: int | None = None) -> dict[str, Any]:
     return row
 
 
-@contact.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@contact.command("list", help=N_("List your contacts."))
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def contact_list(ctx: Ctx, as_json: bool) -> None:
-    """List your contacts."""
     rows = [_row(a, c) for a, c in ctx.state.contacts()]
     if as_json:
         emit_json(rows)
@@ -193,12 +205,14 @@ def _print_block(row: dict[str, Any]) -> None:
             click.echo(f"  {key:12} {row[key]}")
 
 
-@contact.command("show")
+@contact.command(
+    "show",
+    help=N_("Show one contact: name, role, fingerprint (to compare aloud), address and card."),
+)
 @click.argument("alias")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def contact_show(ctx: Ctx, alias: str, as_json: bool) -> None:
-    """Show one contact: name, role, fingerprint (to compare aloud), address and card."""
     card = ctx.state.contact(alias)
     row = _row(alias, card, ctx.state.contact_added(alias))
     cases = [r.name for r in ctx.state.cases() if _names(r.policy, card)]
@@ -219,11 +233,15 @@ def _names(policy: Any, card: Card) -> bool:
     return any(c.fingerprint == card.fingerprint for c in cards)
 
 
-@contact.command("remove")
+@contact.command(
+    "remove",
+    help=N_(
+        "Forget the contact ALIAS (cases that name it keep their own signed copy of its card)."
+    ),
+)
 @click.argument("alias")
 @click.pass_obj
 def contact_remove(ctx: Ctx, alias: str) -> None:
-    """Forget the contact ALIAS (cases that name it keep their own signed copy of its card)."""
     card = ctx.state.remove_contact(alias)
     click.echo(
         f"Removed {alias}: {card.name} ({card.role}), fingerprint {card.fingerprint}.", err=True

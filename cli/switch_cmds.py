@@ -18,7 +18,7 @@ import click
 from vault.checkin import checkin
 from vault.custody import audit
 from vault.durations import parse_when
-from vault.errors import NodeError, PolicyError, VeladorError
+from vault.errors import N_, NodeError, PolicyError, VeladorError
 from vault.released import known_release
 from vault.switch import DEFAULT_TIMEOUT, NodeResult, act, gather_status
 
@@ -27,7 +27,7 @@ from .context import table as wrapping_table
 from .release_view import print_release, release_json, switch_label
 from .timefmt import local_time, when
 
-TIMEOUT_HELP = f"Seconds to wait for each node (default {DEFAULT_TIMEOUT:g})."
+TIMEOUT_HELP = N_("Seconds to wait for each node.")
 
 
 def timeout_option(f: Any) -> Any:
@@ -41,7 +41,7 @@ def timeout_option(f: Any) -> Any:
 
 
 def json_option(f: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+    return click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))(f)
 
 
 def result_text(r: NodeResult) -> str:
@@ -95,15 +95,20 @@ def show_coverage_warnings(lines: list[str]) -> None:
 # --- checkin ----------------------------------------------------------------------------------
 
 
-@click.command("checkin")
+@click.command(
+    "checkin",
+    help=N_(
+        "Check in: one signed heartbeat for every armed case (or the CASES named), "
+        "to every node.\n\n"
+        "Nodes you cannot reach get the signed heartbeat queued; 'velador agent' "
+        "re-sends it."
+    ),
+)
 @click.argument("cases", nargs=-1)
 @timeout_option
 @json_option
 @click.pass_obj
 def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool) -> None:
-    """Check in: one signed heartbeat for every armed case (or the CASES named), to every node.
-
-    Nodes you cannot reach get the signed heartbeat queued; 'velador agent' re-sends it."""
     from vault.switch import closed_unconfirmed, switch_cases
 
     ident = ctx.unlock()
@@ -244,22 +249,27 @@ def _release_cell(b: dict[str, Any], now: int) -> str:
     return when(b.get("release_at"), now)
 
 
-@click.command("status")
+@click.command(
+    "status",
+    help=N_(
+        "Each node's view of CASE (or of every case with nodes): state, last "
+        "check-in, deadline.\n\n"
+        "Nodes that disagree (state, check-in number, deadline, policy version) are "
+        "flagged. The passphrase is asked only to contact the nodes: with "
+        "--offline, or when you press Enter at the prompt, you see their last "
+        "answers kept on this laptop."
+    ),
+)
 @click.argument("case", required=False)
 @click.option(
     "--offline",
     is_flag=True,
-    help="Show what the nodes last said, kept on this laptop: no network, no passphrase.",
+    help=N_("Show what the nodes last said, kept on this laptop: no network, no passphrase."),
 )
 @timeout_option
 @json_option
 @click.pass_obj
 def status_cmd(ctx: Ctx, case: str | None, offline: bool, timeout: float, as_json: bool) -> None:
-    """Each node's view of CASE (or of every case with nodes): state, last check-in, deadline.
-
-    Nodes that disagree (state, check-in number, deadline, policy version) are flagged. The
-    passphrase is asked only to contact the nodes: with --offline, or when you press Enter at
-    the prompt, you see their last answers kept on this laptop."""
     from vault.switch import arming_state
 
     from .status_local import show_local, unlock_to_ask
@@ -415,59 +425,66 @@ def declined() -> None:
     raise click.exceptions.Exit(0)
 
 
-@click.command("pause")
+@click.command(
+    "pause",
+    help=N_(
+        "Pause the switch of CASE until a date (planned surgery, travel without a connection)."
+    ),
+)
 @click.argument("case")
 @click.option(
     "--until",
     "until",
     required=True,
-    help="When deadlines start again: YYYY-MM-DD, YYYY-MM-DDTHH:MM (your local time) or a "
-    "duration (3d).",
+    help=N_(
+        "When deadlines start again: YYYY-MM-DD, YYYY-MM-DDTHH:MM (your local time) or a "
+        "duration (3d)."
+    ),
 )
 @timeout_option
 @json_option
 @click.pass_obj
 def pause_cmd(ctx: Ctx, case: str, until: str, timeout: float, as_json: bool) -> None:
-    """Pause the switch of CASE until a date (planned surgery, travel without a connection)."""
     when_ts = parse_when(until, ctx.clock.now(), "--until")
     run_action(ctx, case, "pause", "pause", timeout, as_json, when_ts)
 
 
-@click.command("resume")
+@click.command("resume", help=N_("End a pause now: the next deadline is one interval from now."))
 @click.argument("case")
 @timeout_option
 @json_option
 @click.pass_obj
 def resume_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
-    """End a pause now: the next deadline is one interval from now."""
     run_action(ctx, case, "resume", "resume", timeout, as_json)
 
 
-@click.group("release")
+@click.group("release", help=N_("Release a case now, or object to an editor's release request."))
 def release() -> None:
-    """Release a case now, or object to an editor's release request."""
+    pass
 
 
-@release.command("now")
+@release.command(
+    "now", help=N_("Release CASE at once: every node serves its shares to your recipient outlets.")
+)
 @click.argument("case")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help=N_("Do not ask for confirmation."))
 @timeout_option
 @json_option
 @click.pass_obj
 def release_now_cmd(ctx: Ctx, case: str, yes: bool, timeout: float, as_json: bool) -> None:
-    """Release CASE at once: every node serves its shares to your recipient outlets."""
     ctx.state.case(case)
     confirm(f"release {case} to your recipients now", yes)
     run_action(ctx, case, "release", "release now", timeout, as_json)
 
 
-@release.command("object")
+@release.command(
+    "object", help=N_("Object to a pending editor release of CASE (inside its objection window).")
+)
 @click.argument("case")
 @timeout_option
 @json_option
 @click.pass_obj
 def release_object_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
-    """Object to a pending editor release of CASE (inside its objection window)."""
     run_action(ctx, case, "object", "objection", timeout, as_json)
 
 
@@ -480,16 +497,20 @@ class NotRecoverable(VeladorError):
     exit_code = 3
 
 
-@click.command("audit")
+@click.command(
+    "audit",
+    help=N_(
+        "Could your recipients recover everything if you went silent now? Yes or "
+        "no, and why.\n\n"
+        "Every node proves with a fresh challenge that it holds its sealed shares; "
+        "every store is checked for every object your snapshots need."
+    ),
+)
 @click.argument("case")
 @timeout_option
 @json_option
 @click.pass_obj
 def audit_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
-    """Could your recipients recover everything if you went silent now? Yes or no, and why.
-
-    Every node proves with a fresh challenge that it holds its sealed shares; every store is
-    checked for every object your snapshots need."""
     rec = ctx.state.case(case)
     ident = ctx.unlock()
     rep = audit(ctx.state, ident, ctx.clock, rec, ctx.s3_endpoint, timeout)
