@@ -88,11 +88,13 @@ def _audit_nodes(
         mine = node_envelopes(policy, envelopes, card)
         problem = None
         node_state = None
+        held = None  # envelopes the node's proof says it holds
         if not r.ok or r.body is None:
             problem = f"node {card.name} did not answer ({r.error.message if r.error else '?'})"
         else:
             proof, status = r.body["proof"], r.body["status"]
             node_state = status.get("state")
+            held = proof.get("envelopes")
             if not identity.duress:  # duress answers come from the nodes' cover: not kept
                 state.record_view(policy.case_id, card.fingerprint, status)
             if node_state not in LIVE_STATES:
@@ -114,6 +116,7 @@ def _audit_nodes(
                 "fingerprint": card.fingerprint,
                 "ok": problem is None,
                 "state": node_state,
+                "envelopes": held,
                 "problem": problem,
             }
         )
