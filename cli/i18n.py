@@ -102,6 +102,26 @@ def ngettext(singular: str, plural: str, n: int) -> str:
     return _translations.ngettext(singular, plural, n)
 
 
+def note_text(note: object) -> str:
+    """A Note (vault/custody.py: an English string that keeps its template and values), or
+    anything else, in the chosen language; values that are Notes, or lists of them, too."""
+    template = getattr(note, "template", None)
+    params = getattr(note, "params", None)
+    if not isinstance(template, str) or not isinstance(params, dict):
+        return str(note)
+
+    def local(value: object) -> object:
+        if isinstance(value, list):
+            return "; ".join(note_text(v) for v in value)
+        return note_text(value) if hasattr(value, "template") else value
+
+    try:
+        text = _(template)
+        return text % {k: local(v) for k, v in params.items()} if params else text
+    except (KeyError, ValueError, TypeError):  # a translation whose placeholders differ
+        return str(note)
+
+
 def error_text(exc: VeladorError) -> tuple[str, str | None]:
     """An error's message and hint in the chosen language, with its values filled in."""
     params = getattr(exc, "params", {}) or {}
