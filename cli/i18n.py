@@ -13,7 +13,9 @@ LANGUAGE (a colon-separated list), LC_ALL, LC_MESSAGES, LANG. Values such as `es
 Rules for who writes messages (style guide, "Messages in two languages"): a whole sentence with
 named placeholders (`%(case)s`), never sentences glued from translated pieces; plurals with
 `ngettext`; library errors are marked with `N_` where they are raised (vault/errors.py) and
-translated here, where they are shown. Logs and --json stay in English.
+translated here, where they are shown (`error_text`; `note_text` for the Notes of an audit report,
+vault/custody.py). Logs and --json stay in English. Help pages and click's own words (usage
+errors) go through the same catalog: cli/helptext.py.
 """
 
 from __future__ import annotations
