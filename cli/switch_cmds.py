@@ -403,10 +403,10 @@ def _pending_release(results: list[Any]) -> tuple[str, int] | None:
     if not pending:
         return None
     b = pending[0]
-    quorum = int(b.get("editor_quorum") or 0)
-    asked = ngettext(
-        "%(n)s of %(quorum)d editor asked", "%(n)s of %(quorum)d editors asked", quorum
-    ) % {"n": b.get("editor_requests"), "quorum": quorum}
+    asked = _("%(n)s of %(quorum)s editors asked") % {
+        "n": b.get("editor_requests"),
+        "quorum": b.get("editor_quorum"),
+    }
     return asked, min(p["pending_until"] for p in pending)
 
 
