@@ -10,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from vault.cards import Card
 from vault.case import create_case, register_locally
 from vault.clock import iso
+from vault.custody import split_note
 from vault.durations import parse_duration, parse_durations
-from vault.errors import NodeError, NotFoundError, PolicyError
+from vault.errors import N_, NodeError, NotFoundError, PolicyError
 from vault.policy import Switch
 from vault.released import known_release
 from vault.shares import ShareSpec, parse_groups
@@ -26,15 +28,25 @@ from vault.switch import ArmReport, act, arm, arming_state, make_case_card, mark
 
 from .context import Ctx, emit_json, out_console
 from .context import table as wrapping_table
+from .i18n import _, note_text
+from .id_cmds import role_word
 from .release_view import (
     due_lines,
     due_release,
     print_release,
     release_json,
+    state_word,
     switch_label,
 )
-from .switch_cmds import confirm, json_option, node_table, require_all, timeout_option
-from .timefmt import when
+from .switch_cmds import (
+    action_title,
+    confirm,
+    json_option,
+    node_table,
+    require_all,
+    timeout_option,
+)
+from .timefmt import local_time, when
 from .watch_cmds import case_unwatch, case_watch
 
 
@@ -43,32 +55,59 @@ def share_spec(
 ) -> ShareSpec:
     if groups:
         if threshold or shares:
-            raise PolicyError("use either --threshold/--shares or --groups, not both")
+            raise PolicyError(N_("use either --threshold/--shares or --groups, not both"))
         return parse_groups(groups, group_threshold)
     if not threshold or not shares:
         raise PolicyError(
-            "say how to split the key", hint="e.g. --threshold 3 --shares 5, or --node per node"
+            N_("say how to split the key"),
+            hint=N_("e.g. --threshold 3 --shares 5, or --node per node"),
         )
     return ShareSpec(1, ((threshold, shares),))
 
 
-@click.group()
+@click.group(help=N_("Cases: one investigation, its recipients, its key split and its stores."))
 def case() -> None:
-    """Cases: one investigation, its recipients, its key split and its stores."""
+    pass
 
 
-def _cards(ctx: Ctx, aliases: tuple[str, ...], roles: tuple[str, ...], what: str) -> list[Card]:
+KINDS = {
+    "editor": (
+        ("editor",),
+        N_("%(alias)s is not an editor (its role is %(role)s)"),
+        N_("this option takes contacts whose role is editor"),
+        N_("the same editor is listed twice"),
+    ),
+    "node": (
+        ("node",),
+        N_("%(alias)s is not a node (its role is %(role)s)"),
+        N_("this option takes contacts whose role is node"),
+        N_("the same node is listed twice"),
+    ),
+    "recipient": (
+        ("outlet", "editor"),
+        N_("%(alias)s is not an outlet recipient (its role is %(role)s)"),
+        N_("this option takes contacts whose role is outlet or editor"),
+        N_("the same recipient is listed twice"),
+    ),
+}
+"""What a contact given to an option must be: its roles, and the whole sentences that say it
+is not (CLI-only errors: the role is given in the reader's language)."""
+
+
+def _cards(ctx: Ctx, aliases: tuple[str, ...], kind: str) -> list[Card]:
+    roles, not_it, hint, twice = KINDS[kind]
     cards = [ctx.state.contact(a) for a in aliases]
     for alias, card in zip(aliases, cards, strict=True):
         if card.role not in roles:
-            raise PolicyError(
-                f"{alias} is not {what} (its role is {card.role})",
-                hint=f"this option takes contacts whose role is {' or '.join(roles)}",
-            )
+            raise PolicyError(not_it, hint=hint, alias=alias, role=role_word(card.role))
         if card.role == "node" and not card.url:
-            raise PolicyError(f"node {alias} has no URL in its card", hint="ask for a new card")
+            raise PolicyError(
+                N_("node %(alias)s has no URL in its card"),
+                hint=N_("ask for a new card"),
+                alias=alias,
+            )
     if len({c.fingerprint for c in cards}) != len(cards):
-        raise PolicyError(f"the same {what.split()[-1]} is listed twice")
+        raise PolicyError(twice)
     return cards
 
 
@@ -84,8 +123,10 @@ def build_switch(
 ) -> Switch:
     if not every or not grace:
         raise PolicyError(
-            "a case with escrow nodes needs --every and --grace",
-            hint="e.g. --every 3d --grace 1d (check in every 3 days; release 1 day after a miss)",
+            N_("a case with escrow nodes needs --every and --grace"),
+            hint=N_(
+                "e.g. --every 3d --grace 1d (check in every 3 days; release 1 day after a miss)"
+            ),
         )
     every_s = parse_duration(every, "--every")
     grace_s = parse_duration(grace, "--grace", allow_zero=True)
@@ -93,18 +134,23 @@ def build_switch(
     for r in remind_s:
         if r >= every_s:
             raise PolicyError(
-                f"a reminder {r} s before the deadline is not inside the {every} interval",
-                hint="reminders must be shorter than --every",
+                N_(
+                    "a reminder %(seconds)d s before the deadline is not inside the "
+                    "%(every)s interval"
+                ),
+                hint=N_("reminders must be shorter than --every"),
+                seconds=r,
+                every=every,
             )
-    editor_cards = _cards(ctx, editors, ("editor",), "an editor")
+    editor_cards = _cards(ctx, editors, "editor")
     if editor_quorum is not None and not editor_cards:
-        raise PolicyError("--editor-quorum needs at least one --editor")
+        raise PolicyError(N_("--editor-quorum needs at least one --editor"))
     quorum = len(editor_cards) if editor_quorum is None else editor_quorum
     if editor_cards and not 1 <= quorum <= len(editor_cards):
-        raise PolicyError(f"--editor-quorum must be between 1 and {len(editor_cards)}")
+        raise PolicyError(N_("--editor-quorum must be between 1 and %(n)d"), n=len(editor_cards))
     window = parse_duration(objection_window, "--objection-window") if objection_window else 86400
     if objection_window and not editor_cards:
-        raise PolicyError("--objection-window needs at least one --editor")
+        raise PolicyError(N_("--objection-window needs at least one --editor"))
     return Switch(
         every=every_s,
         grace=grace_s,
@@ -121,8 +167,10 @@ INVITE_OPTION = click.option(
     "invites",
     multiple=True,
     metavar="NODE",
-    help="Node (contact alias) whose invitation code you have; asked for without echo "
-    "(or read one per line from standard input); repeat per node.",
+    help=N_(
+        "Node (contact alias) whose invitation code you have; asked for without echo "
+        "(or read one per line from standard input); repeat per node."
+    ),
 )
 
 
@@ -135,20 +183,26 @@ def read_invitations(ctx: Ctx, aliases: tuple[str, ...], nodes: list[Card]) -> d
     out: dict[str, str] = {}
     fps = {c.fingerprint for c in nodes}
     for alias in aliases:
-        card = _cards(ctx, (alias,), ("node",), "a node")[0]
+        card = _cards(ctx, (alias,), "node")[0]
         if card.fingerprint not in fps:
             raise PolicyError(
-                f"node {alias} does not hold a share of this case",
-                hint="--invite takes a node also given with --node",
+                N_("node %(alias)s does not hold a share of this case"),
+                hint=N_("--invite takes a node also given with --node"),
+                alias=alias,
             )
         if sys.stdin.isatty():
-            code = click.prompt(f"Invitation code for node {alias}", hide_input=True, err=True)
+            code = click.prompt(
+                _("Invitation code for node %(alias)s") % {"alias": alias},
+                hide_input=True,
+                err=True,
+            )
         else:
             code = sys.stdin.readline()
             if not code:
                 raise PolicyError(
-                    f"no invitation code for node {alias} on standard input",
-                    hint="give one code per line, in the order of the --invite options",
+                    N_("no invitation code for node %(alias)s on standard input"),
+                    hint=N_("give one code per line, in the order of the --invite options"),
+                    alias=alias,
                 )
         out[card.fingerprint] = str(code).strip()
     return out
@@ -159,82 +213,107 @@ def print_arm(rep: ArmReport, as_json: bool) -> None:
         emit_json(rep.to_json())
         return
     table = wrapping_table(
-        "node", "registration", "detail", title=f"{rep.case}: nodes", title_justify="left"
+        _("node"),
+        _("registration"),
+        _("detail"),
+        title=_("%(case)s: nodes") % {"case": rep.case},
+        title_justify="left",
     )
     for fp, (st, detail) in rep.regs.items():
-        table.add_row(rep.names.get(fp, fp), st, detail or "")
+        table.add_row(rep.names.get(fp, fp), state_word(st), detail or "")
     out_console().print(table)
 
 
 def finish_arming(rep: ArmReport) -> None:
     if rep.armed:
-        click.echo(f"Case {rep.case} is armed at all {len(rep.regs)} nodes.", err=True)
+        click.echo(
+            _("Case %(case)s is armed at all %(n)d nodes.")
+            % {"case": rep.case, "n": len(rep.regs)},
+            err=True,
+        )
         return
     bad = [
-        f"{rep.names.get(fp, fp)} {st}" + (f" ({d})" if d else "")
+        f"{rep.names.get(fp, fp)} {state_word(st)}" + (f" ({d})" if d else "")
         for fp, (st, d) in rep.regs.items()
         if st != "registered"
     ]
-    ok = sum(1 for st, _ in rep.regs.values() if st == "registered")
-    hint = f"run 'velador case arm {rep.case}' to finish when the node is back"
+    ok = sum(1 for st, _d in rep.regs.values() if st == "registered")
+    hint = N_("run 'velador case arm %(case)s' to finish when the node is back")
     if rep.needs_invite:
-        hint = (
-            f"ask the operator of {', '.join(rep.needs_invite)} for an invitation code, then "
-            f"run 'velador case arm {rep.case} --invite NODE'"
+        hint = N_(
+            "ask the operator of %(nodes)s for an invitation code, then "
+            "run 'velador case arm %(case)s --invite NODE'"
         )
+    # CLI-only: the nodes' states are in the reader's language.
     raise NodeError(
-        f"case {rep.case} is NOT armed: {ok} of {len(rep.regs)} nodes have it; " + "; ".join(bad),
+        N_("case %(case)s is NOT armed: %(ok)d of %(total)d nodes have it; %(nodes_bad)s"),
         hint=hint,
+        case=rep.case,
+        ok=ok,
+        total=len(rep.regs),
+        nodes_bad="; ".join(bad),
+        nodes=", ".join(rep.needs_invite),
     )
 
 
-@case.command("create")
+@case.command(
+    "create",
+    help=N_(
+        "Create case NAME: make its key, split it, seal the shares, register them "
+        "at the nodes.\n\n"
+        "The case key is erased from this machine afterwards. Run again (or "
+        "'velador case arm NAME') to finish a registration that a node refused or "
+        "could not receive."
+    ),
+)
 @click.argument("name")
 @click.option(
     "--recipient",
     "recipients",
     multiple=True,
     required=True,
-    help="Outlet allowed to recover (contact alias); repeat for several.",
+    help=N_("Outlet allowed to recover (contact alias); repeat for several."),
 )
 @click.option(
     "--node",
     "nodes",
     multiple=True,
-    help="Escrow node that holds one share (contact alias from 'velador node card'); repeat.",
+    help=N_("Escrow node that holds one share (contact alias from 'velador node card'); repeat."),
 )
-@click.option("--threshold", type=int, help="Shares needed to recover (K).")
+@click.option("--threshold", type=int, help=N_("Shares needed to recover (K)."))
 @click.option(
     "--shares",
     type=int,
-    help="Shares made (N); with --node the default is one per node, extra ones go offline.",
+    help=N_("Shares made (N); with --node the default is one per node, extra ones go offline."),
 )
-@click.option("--groups", help="Two-level split instead, e.g. '2of3,1of2' (K of N per group).")
-@click.option("--group-threshold", type=int, help="Groups needed with --groups (default: all).")
+@click.option("--groups", help=N_("Two-level split instead, e.g. '2of3,1of2' (K of N per group)."))
+@click.option("--group-threshold", type=int, help=N_("Groups needed with --groups (default: all)."))
 @click.option(
     "--editor",
     "editors",
     multiple=True,
-    help="Editor who may request a release (contact alias); repeat for several.",
+    help=N_("Editor who may request a release (contact alias); repeat for several."),
 )
 @click.option(
     "--editor-quorum",
     type=int,
-    help="Editors who must request a release before it happens (default: all of them).",
+    help=N_("Editors who must request a release before it happens (default: all of them)."),
 )
 @click.option(
     "--objection-window",
-    help="Time you have to object to an editor release, e.g. 12h (default 1d).",
+    help=N_("Time you have to object to an editor release, e.g. 12h (default 1d)."),
 )
-@click.option("--every", help="Check in at least this often, e.g. 3d (durations: 90s, 36h, 2w).")
-@click.option("--grace", help="Time after a missed deadline before the nodes release, e.g. 1d.")
-@click.option("--remind", help="Reminders before each deadline, comma-separated, e.g. 12h,2h.")
+@click.option(
+    "--every", help=N_("Check in at least this often, e.g. 3d (durations: 90s, 36h, 2w).")
+)
+@click.option("--grace", help=N_("Time after a missed deadline before the nodes release, e.g. 1d."))
+@click.option("--remind", help=N_("Reminders before each deadline, comma-separated, e.g. 12h,2h."))
 @click.option(
     "--duress",
     type=click.Choice(["alert", "release"]),
     default="alert",
     show_default=True,
-    help="What a check-in with the duress passphrase does: alert editors, or release at once.",
+    help=N_("What a check-in with the duress passphrase does: alert editors, or release at once."),
 )
 @click.option(
     "--drill-every",
@@ -243,14 +322,14 @@ def finish_arming(rep: ArmReport) -> None:
 @click.option(
     "--offline-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder for the share files you keep offline (USB stick, printout).",
+    help=N_("Folder for the share files you keep offline (USB stick, printout)."),
 )
 @INVITE_OPTION
 @click.option(
     "--store",
     "stores",
     multiple=True,
-    help="Where ciphertext goes: file:///path or s3://bucket/prefix; repeat to replicate.",
+    help=N_("Where ciphertext goes: file:///path or s3://bucket/prefix; repeat to replicate."),
 )
 @timeout_option
 @json_option
@@ -278,19 +357,17 @@ def case_create(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Create case NAME: make its key, split it, seal the shares, register them at the nodes.
-
-    The case key is erased from this machine afterwards. Run again (or 'velador case arm NAME')
-    to finish a registration that a node refused or could not receive."""
     try:
         existing = ctx.state.case(name)
     except NotFoundError:
         existing = None
     if existing is not None:
         if arming_state(ctx.state, existing) != "arming":
-            raise PolicyError(f"a case named {name!r} already exists")
+            raise PolicyError(N_("a case named %(name)r already exists"), name=name)
         click.echo(
-            f"Case {name} exists and is not armed yet; finishing its registration.", err=True
+            _("Case %(case)s exists and is not armed yet; finishing its registration.")
+            % {"case": name},
+            err=True,
         )
         codes = read_invitations(ctx, invites, list(existing.policy.nodes))
         rep = arm(ctx.state, ctx.unlock(), existing, ctx.clock, timeout, codes)
@@ -298,7 +375,7 @@ def case_create(
         finish_arming(rep)
         return
     switch = None
-    node_cards = _cards(ctx, nodes, ("node",), "a node")
+    node_cards = _cards(ctx, nodes, "node")
     if node_cards:
         switch = build_switch(
             ctx, editors, editor_quorum, objection_window, every, grace, remind, duress
@@ -311,10 +388,10 @@ def case_create(
             switch = dataclasses.replace(switch, drill_every=drill_interval(drill_every))
     elif editors or every or grace or remind or editor_quorum or objection_window or drill_every:
         raise PolicyError(
-            "deadlines and editors need escrow nodes", hint="add --node ALIAS for each node"
+            N_("deadlines and editors need escrow nodes"), hint=N_("add --node ALIAS for each node")
         )
     spec = share_spec(threshold, shares, groups, group_threshold)
-    cards = _cards(ctx, recipients, ("outlet", "editor"), "an outlet recipient")
+    cards = _cards(ctx, recipients, "recipient")
     codes = read_invitations(ctx, invites, node_cards)
     store_urls = list(stores) or [f"file://{(ctx.home / 'store').resolve()}"]
     ident = ctx.unlock()
@@ -352,12 +429,18 @@ def case_create(
         emit_json(info)
     else:
         click.echo(
-            f"Created case {name} ({new.policy.case_id}); key split {spec.describe()}.", err=True
+            _("Created case %(case)s (%(case_id)s); key split %(split)s.")
+            % {
+                "case": name,
+                "case_id": new.policy.case_id,
+                "split": note_text(split_note(spec)),
+            },
+            err=True,
         )
         for p in new.offline_files:
-            click.echo(f"  share file: {p}", err=True)
+            click.echo(_("  share file: %(path)s") % {"path": p}, err=True)
         click.echo(
-            "The case key was erased from this machine: deposits need only its public half.",
+            _("The case key was erased from this machine: deposits need only its public half."),
             err=True,
         )
         if rep is not None:
@@ -366,14 +449,13 @@ def case_create(
         finish_arming(rep)
 
 
-@case.command("arm")
+@case.command("arm", help=N_("Finish registering case NAME at the nodes that do not have it yet."))
 @click.argument("name")
 @INVITE_OPTION
 @timeout_option
 @json_option
 @click.pass_obj
 def case_arm(ctx: Ctx, name: str, invites: tuple[str, ...], timeout: float, as_json: bool) -> None:
-    """Finish registering case NAME at the nodes that do not have it yet."""
     rec = ctx.state.case(name)
     codes = read_invitations(ctx, invites, list(rec.policy.nodes))
     if arming_state(ctx.state, rec) == "armed":
@@ -390,12 +472,14 @@ def case_arm(ctx: Ctx, name: str, invites: tuple[str, ...], timeout: float, as_j
     finish_arming(rep)
 
 
-@case.command("card")
+@case.command(
+    "card",
+    help=N_("Print the one line your recipient outlets need to recover CASE (ids, nodes, stores)."),
+)
 @click.argument("name")
 @json_option
 @click.pass_obj
 def case_card(ctx: Ctx, name: str, as_json: bool) -> None:
-    """Print the one line your recipient outlets need to recover CASE (ids, nodes, stores)."""
     rec = ctx.state.case(name)
     line = make_case_card(rec.policy)
     if as_json:
@@ -415,28 +499,33 @@ def case_card(ctx: Ctx, name: str, as_json: bool) -> None:
     click.echo(line)
 
 
-@case.command("destroy")
+@case.command(
+    "destroy",
+    help=N_(
+        "Destroy CASE at every node: they delete their shares and never release "
+        "anything.\n\n"
+        "Your stores keep the ciphertext, which nobody can open once the shares are "
+        "gone."
+    ),
+)
 @click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help=N_("Do not ask for confirmation."))
 @timeout_option
 @json_option
 @click.pass_obj
 def case_destroy(ctx: Ctx, name: str, yes: bool, timeout: float, as_json: bool) -> None:
-    """Destroy CASE at every node: they delete their shares and never release anything.
-
-    Your stores keep the ciphertext, which nobody can open once the shares are gone."""
     rec = ctx.state.case(name)
-    confirm(f"destroy case {name} at every node", yes)
+    confirm("destroy", name, yes)
     results = act(ctx.state, ctx.unlock(), ctx.clock, rec, "destroy", timeout=timeout)
     if as_json:
         emit_json(
             {"case": rec.name, "case_id": rec.case_id, "nodes": [r.to_json() for r in results]}
         )
     else:
-        out_console().print(node_table(f"{rec.name}: destroy", results, ctx.clock.now()))
+        out_console().print(node_table(action_title("destroy", rec.name), results, ctx.clock.now()))
     require_all("destroy", results, rec.name)
     if not as_json:
-        click.echo(f"Case {name} is destroyed at every node.", err=True)
+        click.echo(_("Case %(case)s is destroyed at every node.") % {"case": name}, err=True)
 
 
 def case_info(rec: CaseRecord, ctx: Ctx) -> dict[str, object]:
@@ -459,19 +548,20 @@ def case_info(rec: CaseRecord, ctx: Ctx) -> dict[str, object]:
     }
 
 
-@case.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@case.command("list", help=N_("List your cases."))
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def case_list(ctx: Ctx, as_json: bool) -> None:
-    """List your cases."""
     rows = [case_info(r, ctx) for r in ctx.state.cases()]
     if as_json:
         emit_json(rows)
         return
     if not rows:
-        click.echo("No cases yet. Create one with 'velador case create NAME ...'.", err=True)
+        click.echo(_("No cases yet. Create one with 'velador case create NAME ...'."), err=True)
         return
-    table = wrapping_table("case", "id", "split", "switch", "snapshots", "last deposit")
+    table = wrapping_table(
+        _("case"), _("id"), _("split"), _("switch"), _("snapshots"), _("last deposit")
+    )
     recs = {r.name: r for r in ctx.state.cases()}
     now = ctx.clock.now()
     due = {
@@ -480,13 +570,14 @@ def case_list(ctx: Ctx, as_json: bool) -> None:
         if rec.status == "active" and known_release(rec) is None
     }
     for r in rows:
-        label = switch_label(known_release(recs[str(r["case"])]), str(r["switch"]))
-        if due.get(str(r["case"])):
-            label += ", release time passed"
+        rec = recs[str(r["case"])]
+        label = switch_label(known_release(rec), str(r["switch"]))
+        if due.get(rec.name):
+            label = _("%(label)s, release time passed") % {"label": label}
         table.add_row(
-            str(r["case"]),
-            str(r["case_id"]),
-            str(r["split"]),
+            rec.name,
+            rec.case_id,
+            note_text(split_note(rec.policy.spec)),
             label,
             str(r["snapshots"]),
             _last_deposit(ctx, str(r["case_id"]), now),
@@ -506,39 +597,84 @@ def _last_deposit(ctx: Ctx, case_id: str, now: int) -> str:
     return when(last["created"], now) if last else "-"
 
 
-@case.command("show")
+@case.command("show", help=N_("Show one case: split, recipients, holders, stores, snapshots."))
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))
 @click.pass_obj
 def case_show(ctx: Ctx, name: str, as_json: bool) -> None:
-    """Show one case: split, recipients, holders, stores, snapshots."""
-    info = case_info(ctx.state.case(name), ctx)
+    rec = ctx.state.case(name)
     if as_json:
-        emit_json(info)
+        emit_json(case_info(rec, ctx))
         return
+    now = ctx.clock.now()
+    p = rec.policy
+    last = ctx.state.last_snapshot(p.case_id)
+    single = [
+        (N_("case"), rec.name),
+        (N_("case id"), p.case_id),
+        (N_("created"), local_time(rec.created, now)),
+        (N_("status"), state_word(rec.status)),
+        (N_("switch"), switch_label(known_release(rec), arming_state(ctx.state, rec))),
+        (N_("policy hash"), p.hash),
+        (N_("split"), note_text(split_note(p.spec))),
+        (N_("snapshots"), str(len(ctx.state.snapshots(p.case_id)))),
+        (N_("last deposit"), when(last["created"], now) if last else "-"),
+    ]
+    lists = [
+        (N_("recipients"), [f"{c.name} ({c.fingerprint})" for c in p.recipients]),
+        (N_("holders"), [_holder(h) for h in p.holders]),
+        (N_("stores"), list(p.stores)),
+    ]
+    width = max(14, *(len(_(label)) + 1 for label, _v in single))
     con = out_console()
-    for key, value in info.items():
-        if isinstance(value, list):
-            con.print(f"{key}:")
-            for v in value:
-                con.print(f"  {v}")
-        else:
-            con.print(f"{key:13} {value}")
+    for label, value in single:
+        con.print(f"{_(label):{width}} {value}", markup=False, highlight=False)
+    for label, values in lists:
+        con.print(_("%(label)s:") % {"label": _(label)}, markup=False, highlight=False)
+        for v in values:
+            con.print(f"  {v}", markup=False, highlight=False)
+    print_release(con, rec.name, known_release(rec), now)
 
 
-@case.command("rotate")
+HOLDER_KINDS = {
+    "node": N_("%(id)s: node %(node)s"),
+    "offline": N_("%(id)s: offline share file"),
+}
+"""Who keeps one share of the key (vault.policy.Holder), as `case show` says it."""
+
+
+def _holder(h: Any) -> str:
+    template = HOLDER_KINDS.get(h.kind)
+    if template is None:
+        return f"{h.id}: {h.kind}"
+    return _(template) % {"id": h.id, "node": h.node.name if h.node else "?"}
+
+
+@case.command(
+    "rotate",
+    help=N_(
+        "Give CASE a new key: split it again, replace the shares at every node.\n\n"
+        "Deposits made before stay readable after a release: the previous policy "
+        "and its sealed shares are stored, encrypted to the new key, beside the "
+        "data (a keyring). The next deposit uploads your files again under the new "
+        "key. A node that cannot be reached keeps the previous version (your "
+        "check-ins still reach it) until '--resume' or 'velador case arm'."
+    ),
+)
 @click.argument("name")
 @click.option(
     "--offline-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder for the new offline share files (destroy the old ones).",
+    help=N_("Folder for the new offline share files (destroy the old ones)."),
 )
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help=N_("Do not ask for confirmation."))
 @click.option(
     "--resume",
     is_flag=True,
-    help="Make no new key: finish the last rotation at the nodes that missed it "
-    "(the same as 'velador case arm').",
+    help=N_(
+        "Make no new key: finish the last rotation at the nodes that missed it "
+        "(the same as 'velador case arm')."
+    ),
 )
 @timeout_option
 @json_option
@@ -552,19 +688,13 @@ def case_rotate(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Give CASE a new key: split it again, replace the shares at every node.
-
-    Deposits made before stay readable after a release: the previous policy and its sealed
-    shares are stored, encrypted to the new key, beside the data (a keyring). The next deposit
-    uploads your files again under the new key. A node that cannot be reached keeps the
-    previous version (your check-ins still reach it) until '--resume' or 'velador case arm'."""
     from vault.case import rotate_case
 
     if resume:
         click.get_current_context().invoke(case_arm, name=name, timeout=timeout, as_json=as_json)
         return
     ctx.state.case(name)
-    confirm(f"rotate the key of case {name}", yes)
+    confirm("rotate", name, yes)
     ident = ctx.unlock()
     rot = rotate_case(
         ctx.state, ident, name, ctx.clock, offline_dir=offline_dir, s3_endpoint=ctx.s3_endpoint
@@ -585,12 +715,21 @@ def case_rotate(
     if as_json:
         emit_json(info)
     else:
-        click.echo(f"Case {name} has a new key (policy {rot.new.policy.hash[:16]}).", err=True)
         click.echo(
-            f"Keyring for earlier deposits written to every store: {rot.keyring_key}", err=True
+            _("Case %(case)s has a new key (policy %(policy)s).")
+            % {"case": name, "policy": rot.new.policy.hash[:16]},
+            err=True,
+        )
+        click.echo(
+            _("Keyring for earlier deposits written to every store: %(key)s")
+            % {"key": rot.keyring_key},
+            err=True,
         )
         for p in rot.new.offline_files:
-            click.echo(f"  new share file: {p} (destroy the old share files)", err=True)
+            click.echo(
+                _("  new share file: %(path)s (destroy the old share files)") % {"path": p},
+                err=True,
+            )
         if rep is not None:
             print_arm(rep, False)
     if rep is not None:

@@ -17,10 +17,13 @@ from vault.identity import IDENTITY_FILE, Identity, unlock_identity
 from vault.passphrase import WeakPassphraseError, require_strong
 from vault.state import LocalState
 
+from .i18n import _, error_text
+
 if TYPE_CHECKING:  # rich is imported by the commands that print with it, not by every command
     from rich.console import Console
 
 PASSPHRASE_ENV = "VELADOR_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
+PASSPHRASE_PROMPT = N_("Passphrase")
 CONFIG_FILE = "config.toml"
 """HOME/config.toml: settings of this home; today only [network] proxy."""
 _TRANSPORT = "vault.nodeproto.transport"
@@ -52,19 +55,23 @@ class Ctx:
         created empty and then answer "No cases yet" as if all were well."""
         if not (self.home / IDENTITY_FILE).is_file():
             raise NotFoundError(
-                f"there is no Velador identity in {self.home}",
-                hint="check --home (or VELADOR_HOME) for a typo; "
-                "to start a new identity there, run 'velador id new --name NAME'",
+                N_("there is no Velador identity in %(home)s"),
+                hint=N_(
+                    "check --home (or VELADOR_HOME) for a typo; "
+                    "to start a new identity there, run 'velador id new --name NAME'"
+                ),
+                home=str(self.home),
             )
 
-    def unlock(self, prompt: str = "Passphrase") -> Identity:
+    def unlock(self, prompt: str = PASSPHRASE_PROMPT) -> Identity:
         return unlock_identity(self.home, get_passphrase(prompt))
 
 
 def get_passphrase(
-    prompt: str = "Passphrase", confirm: bool = False, env: str | None = PASSPHRASE_ENV
+    prompt: str = PASSPHRASE_PROMPT, confirm: bool = False, env: str | None = PASSPHRASE_ENV
 ) -> str:
-    """From VELADOR_PASSPHRASE (scripts) or a hidden prompt; never from argv."""
+    """From VELADOR_PASSPHRASE (scripts) or a hidden prompt; never from argv. `prompt` is the
+    English text (marked with N_), shown in the reader's language."""
     value_env = os.environ.get(env) if env else None
     if value_env is not None:
         return value_env
@@ -74,7 +81,12 @@ def get_passphrase(
             hint=N_("run in a terminal, or set %(variable)s for scripts"),
             variable=env or PASSPHRASE_ENV,
         )
-    value = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
+    value = click.prompt(
+        _(prompt),
+        hide_input=True,
+        confirmation_prompt=_("Type it again to confirm") if confirm else False,
+        err=True,
+    )
     return str(value)
 
 
@@ -92,9 +104,14 @@ def get_new_passphrase(prompt: str, env: str | None, user_inputs: list[str] | No
         require_strong(value_env, user_inputs)
         return value_env
     if not sys.stdin.isatty():
+        if env:
+            raise AuthenticationError(
+                N_("no passphrase available"),
+                hint=N_("run in a terminal, or set %(variable)s for scripts"),
+                variable=env,
+            )
         raise AuthenticationError(
-            "no passphrase available",
-            hint=f"run in a terminal, or set {env} for scripts" if env else "run in a terminal",
+            N_("no passphrase available"), hint=N_("run this command in a terminal")
         )
     for attempt in range(NEW_TRIES):
         value = get_passphrase(prompt, confirm=True, env=None)
@@ -104,8 +121,10 @@ def get_new_passphrase(prompt: str, env: str | None, user_inputs: list[str] | No
         except WeakPassphraseError as exc:
             if attempt == NEW_TRIES - 1:
                 raise
-            click.echo(f"velador: {exc.message}", err=True)
-            click.echo(f"velador: hint: {exc.hint}", err=True)
+            message, hint = error_text(exc)
+            click.echo(_("velador: %(message)s") % {"message": message}, err=True)
+            if hint:
+                click.echo(_("velador: hint: %(hint)s") % {"hint": hint}, err=True)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -151,10 +170,12 @@ def _home_proxy(home: Path) -> str | None:
     try:
         doc = tomllib.loads(path.read_text("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path} is not valid TOML ({exc})") from exc
+        raise FormatError(
+            N_("%(path)s is not valid TOML (%(detail)s)"), path=str(path), detail=str(exc)
+        ) from exc
     value = doc.get("network", {}).get("proxy") if isinstance(doc.get("network"), dict) else None
     if value is not None and not isinstance(value, str):
-        raise FormatError(f"{path}: [network] proxy must be a string")
+        raise FormatError(N_("%(path)s: [network] proxy must be a string"), path=str(path))
     return value
 
 
@@ -173,7 +194,9 @@ def apply_proxy(home: Path, given: str | None) -> str | None:
         transport.set_default_proxy(value or None)
     except ValueError as exc:
         raise FormatError(
-            f"invalid proxy: {exc}", hint="for Tor use --proxy socks5h://127.0.0.1:9050"
+            N_("invalid proxy: %(detail)s"),
+            hint=N_("for Tor use --proxy socks5h://127.0.0.1:9050"),
+            detail=str(exc),
         ) from exc
     return transport.default_proxy()
 

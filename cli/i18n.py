@@ -13,7 +13,9 @@ LANGUAGE (a colon-separated list), LC_ALL, LC_MESSAGES, LANG. Values such as `es
 Rules for who writes messages (style guide, "Messages in two languages"): a whole sentence with
 named placeholders (`%(case)s`), never sentences glued from translated pieces; plurals with
 `ngettext`; library errors are marked with `N_` where they are raised (vault/errors.py) and
-translated here, where they are shown. Logs and --json stay in English.
+translated here, where they are shown (`error_text`; `note_text` for the Notes of an audit report,
+vault/custody.py). Logs and --json stay in English. Help pages and click's own words (usage
+errors) go through the same catalog: cli/helptext.py.
 """
 
 from __future__ import annotations
@@ -100,6 +102,26 @@ def _(message: str) -> str:
 
 def ngettext(singular: str, plural: str, n: int) -> str:
     return _translations.ngettext(singular, plural, n)
+
+
+def note_text(note: object) -> str:
+    """A Note (vault/custody.py: an English string that keeps its template and values), or
+    anything else, in the chosen language; values that are Notes, or lists of them, too."""
+    template = getattr(note, "template", None)
+    params = getattr(note, "params", None)
+    if not isinstance(template, str) or not isinstance(params, dict):
+        return str(note)
+
+    def local(value: object) -> object:
+        if isinstance(value, list):
+            return "; ".join(note_text(v) for v in value)
+        return note_text(value) if hasattr(value, "template") else value
+
+    try:
+        text = _(template)
+        return text % {k: local(v) for k, v in params.items()} if params else text
+    except (KeyError, ValueError, TypeError):  # a translation whose placeholders differ
+        return str(note)
 
 
 def error_text(exc: VeladorError) -> tuple[str, str | None]:

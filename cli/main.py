@@ -14,15 +14,18 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from vault import __version__
 from vault.errors import N_, VeladorError
 
-from . import i18n
+from . import helptext, i18n
 from .context import Ctx, apply_proxy, default_home
 from .i18n import _
+
+helptext.install()  # click's own words ("Usage:", "Error: ...") through Velador's catalog
 
 _COMMANDS: dict[str, tuple[str, str]] = {
     "id": ("id_cmds", "id_group"),
@@ -52,7 +55,22 @@ _OPTIONAL = {"node"}
 
 
 class _LazyGroup(click.Group):
-    """A group that imports a subcommand's module the first time the subcommand is asked for."""
+    """A group that imports a subcommand's module the first time the subcommand is asked for.
+
+    It also sets the language of the run before click parses the command line, and gives every
+    command it hands out a context whose help page is translated (cli/helptext.py)."""
+
+    context_class = helptext.HelpContext
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        helptext.choose_language(self, args)
+        return super().make_context(info_name, args, parent, **extra)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(self.commands) | set(_COMMANDS)
@@ -70,7 +88,16 @@ class _LazyGroup(click.Group):
             obj = getattr(mod, attr)
             cmd = obj if isinstance(obj, click.Command) else obj()
             self.add_command(cmd, cmd_name)
-        return self.commands.get(cmd_name)
+        cmd = self.commands.get(cmd_name)
+        return helptext.adopt(cmd) if cmd is not None else None
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """--version, with its line in the chosen language (click's own option fixes its text when
+    it is made, at import time)."""
+    if value and not ctx.resilient_parsing:
+        click.echo(_("%(prog)s, version %(version)s") % {"prog": "velador", "version": __version__})
+        ctx.exit()
 
 
 ROOT_HELP = N_(
@@ -100,30 +127,41 @@ ROOT_HELP = N_(
     type=click.Path(path_type=Path, file_okay=False),
     envvar="VELADOR_HOME",
     default=None,
-    help="Folder with your identity, contacts and cases (env VELADOR_HOME).",
+    help=N_("Folder with your identity, contacts and cases (env VELADOR_HOME)."),
 )
 @click.option(
     "--s3-endpoint",
     envvar="VELADOR_S3_ENDPOINT",
     default=None,
-    help="Endpoint URL for S3-compatible stores (MinIO, Ceph, Garage...).",
+    help=N_("Endpoint URL for S3-compatible stores (MinIO, Ceph, Garage...)."),
 )
 @click.option(
     "--proxy",
     envvar="VELADOR_PROXY",
     default=None,
     metavar="URL",
-    help="SOCKS5 proxy for every connection to escrow nodes, e.g. socks5h://127.0.0.1:9050 "
-    "for Tor (env VELADOR_PROXY; or [network] proxy in HOME/config.toml).",
+    help=N_(
+        "SOCKS5 proxy for every connection to escrow nodes, e.g. socks5h://127.0.0.1:9050 "
+        "for Tor (env VELADOR_PROXY; or [network] proxy in HOME/config.toml)."
+    ),
 )
 @click.option(
     "--lang",
     default=None,
     metavar="es|en",
-    help="Language of messages: es (Mexican Spanish) or en; also VELADOR_LANG. Default: from "
-    "LANGUAGE/LC_ALL/LANG. Values such as es_MX.UTF-8 work too; anything else means English.",
+    help=N_(
+        "Language of messages: es (Mexican Spanish) or en; also VELADOR_LANG. Default: from "
+        "LANGUAGE/LC_ALL/LANG. Values such as es_MX.UTF-8 work too; anything else means English."
+    ),
 )
-@click.version_option(__version__, prog_name="velador")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help=N_("Show the version and exit."),
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -144,22 +182,8 @@ def report_error(exc: VeladorError) -> int:
     return exc.exit_code
 
 
-def _lang_from_argv(argv: list[str]) -> str | None:
-    """--lang is read before click parses, so that help texts are in the right language."""
-    for i, arg in enumerate(argv):
-        if arg == "--":
-            break
-        if arg == "--lang" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--lang="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    i18n.setup(_lang_from_argv(args))
-    cli.help = _(ROOT_HELP)
     try:
         rv = cli.main(args=args, prog_name="velador", standalone_mode=False)
     except VeladorError as exc:

@@ -16,16 +16,18 @@ from typing import Any
 
 import click
 
+from vault.errors import N_
 from vault.identity import Identity
 from vault.released import known_release
 from vault.state import CaseRecord
 from vault.switch import arming_state
 
 from .context import PASSPHRASE_ENV, Ctx, emit_json, out_console
-from .release_view import print_release, release_json, switch_label
+from .i18n import _
+from .release_view import print_release, release_json, state_word, switch_label
 from .timefmt import when
 
-PROMPT = "Passphrase (press Enter to see what the nodes last said, without asking them)"
+PROMPT = N_("Passphrase (press Enter to see what the nodes last said, without asking them)")
 
 
 def unlock_to_ask(ctx: Ctx, offline: bool) -> Identity | None:
@@ -35,7 +37,7 @@ def unlock_to_ask(ctx: Ctx, offline: bool) -> Identity | None:
     if os.environ.get(PASSPHRASE_ENV) is None:
         if not sys.stdin.isatty():
             return None
-        text = click.prompt(PROMPT, hide_input=True, default="", show_default=False, err=True)
+        text = click.prompt(_(PROMPT), hide_input=True, default="", show_default=False, err=True)
         if not text:
             return None
         from vault.identity import unlock_identity
@@ -50,23 +52,24 @@ def local_rows(ctx: Ctx, rec: CaseRecord, now: int) -> Any:
     views = {v["node"]: v for v in ctx.state.node_views(rec.case_id)}
     label = switch_label(known_release(rec), arming_state(ctx.state, rec))
     table = wrapping_table(
-        "node",
-        "state",
-        "next deadline",
-        "releases at",
-        "answered",
-        title=f"{rec.name} ({rec.case_id}): {label}, as the nodes last said",
+        _("node"),
+        _("state"),
+        _("next deadline"),
+        _("releases at"),
+        _("answered"),
+        title=_("%(case)s (%(case_id)s): %(label)s, as the nodes last said")
+        % {"case": rec.name, "case_id": rec.case_id, "label": label},
         title_justify="left",
     )
     for card in rec.policy.nodes:
         v = views.get(card.fingerprint)
         if v is None:
-            table.add_row(card.name, "-", "-", "-", "never")
+            table.add_row(card.name, "-", "-", "-", _("never"))
             continue
         deadline = v["deadline"] or (v["paused_until"] if v["state"] == "PAUSED" else None)
         table.add_row(
             card.name,
-            str(v["state"]),
+            state_word(v["state"]),
             when(deadline, now),
             when(v["release_at"], now),
             when(v["time"], now),
@@ -100,8 +103,10 @@ def show_local(ctx: Ctx, recs: list[CaseRecord], as_json: bool) -> None:
         print_release(con, rec.name, known_release(rec), now)
         con.print(local_rows(ctx, rec, now))
     con.print(
-        "These are the nodes' last answers kept on this laptop; the nodes were not asked now. "
-        "To ask them, run 'velador status' again and type your passphrase.",
+        _(
+            "These are the nodes' last answers kept on this laptop; the nodes were not asked "
+            "now. To ask them, run 'velador status' again and type your passphrase."
+        ),
         markup=False,
         highlight=False,
     )

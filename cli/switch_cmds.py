@@ -18,16 +18,17 @@ import click
 from vault.checkin import checkin
 from vault.custody import audit
 from vault.durations import parse_when
-from vault.errors import NodeError, PolicyError, VeladorError
+from vault.errors import N_, NodeError, PolicyError, VeladorError
 from vault.released import known_release
 from vault.switch import DEFAULT_TIMEOUT, NodeResult, act, gather_status
 
 from .context import Ctx, emit_json, out_console
 from .context import table as wrapping_table
-from .release_view import print_release, release_json, switch_label
+from .i18n import _, error_text, ngettext, note_text
+from .release_view import NOT_REPORTER, print_release, release_json, state_word, switch_label
 from .timefmt import local_time, when
 
-TIMEOUT_HELP = f"Seconds to wait for each node (default {DEFAULT_TIMEOUT:g})."
+TIMEOUT_HELP = N_("Seconds to wait for each node.")
 
 
 def timeout_option(f: Any) -> Any:
@@ -41,38 +42,72 @@ def timeout_option(f: Any) -> Any:
 
 
 def json_option(f: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+    return click.option("--json", "as_json", is_flag=True, help=N_("Machine-readable output."))(f)
 
 
 def result_text(r: NodeResult) -> str:
     if r.ok:
-        return "ok"
+        return _("ok")
     assert r.error is not None
-    return ("queued: " if r.queued else "failed: ") + short(r)
+    if r.queued:
+        return _("queued: %(detail)s") % {"detail": short(r)}
+    return _("failed: %(detail)s") % {"detail": short(r)}
 
 
 def node_table(title: str | None, results: list[NodeResult], now: int) -> Any:
     table = wrapping_table(
-        "node", "result", "state", "next deadline", title=title, title_justify="left"
+        _("node"), _("result"), _("state"), _("next deadline"), title=title, title_justify="left"
     )
     for r in results:
         body = r.body or {}
         deadline = body.get("deadline")
         if not deadline and body.get("state") == "PAUSED":
             deadline = body.get("paused_until")
-        table.add_row(r.node, result_text(r), str(body.get("state") or "-"), when(deadline, now))
+        table.add_row(r.node, result_text(r), state_word(body.get("state")), when(deadline, now))
     return table
 
 
 def short(r: NodeResult) -> str:
-    """The node's error without the 'node NAME: ' prefix the client adds."""
-    msg = r.error.message if r.error else "?"
+    """The node's error in the reader's language, without the 'node NAME: ' prefix the client
+    adds (the table names the node already)."""
+    if r.error is None:
+        return "?"
+    msg = error_text(r.error)[0]
     prefix = f"node {r.node}: "
     return msg[len(prefix) :] if msg.startswith(prefix) else msg
 
 
+ACTIONS = {
+    "pause": (N_("%(case)s: pause"), N_("pause reached %(done)d of %(total)d nodes (%(detail)s)")),
+    "resume": (
+        N_("%(case)s: resume"),
+        N_("resume reached %(done)d of %(total)d nodes (%(detail)s)"),
+    ),
+    "release now": (
+        N_("%(case)s: release now"),
+        N_("release now reached %(done)d of %(total)d nodes (%(detail)s)"),
+    ),
+    "objection": (
+        N_("%(case)s: objection"),
+        N_("objection reached %(done)d of %(total)d nodes (%(detail)s)"),
+    ),
+    "destroy": (
+        N_("%(case)s: destroy"),
+        N_("destroy reached %(done)d of %(total)d nodes (%(detail)s)"),
+    ),
+}
+"""A reporter's action at the nodes -> (its table title, the error when some node did not do
+it): whole sentences, one per action."""
+
+
+def action_title(action: str, case: str) -> str:
+    return _(ACTIONS[action][0]) % {"case": case}
+
+
 def require_all(action: str, results: list[NodeResult], case: str) -> None:
-    """Raise one error naming every node that did not do `action`."""
+    """Raise one error naming every node that did not do `action` (a key of ACTIONS).
+
+    CLI-only: the node details are already in the reader's language."""
     failed = [r for r in results if not r.ok]
     if not failed:
         return
@@ -80,8 +115,12 @@ def require_all(action: str, results: list[NodeResult], case: str) -> None:
     detail = "; ".join(f"{r.node}: {short(r)}" for r in failed)
     err = NodeError if all(r.unreachable for r in failed) else PolicyError
     raise err(
-        f"{action} reached {done} of {len(results)} nodes ({detail})",
-        hint=f"run the same command again; 'velador status {case}' shows each node's state",
+        ACTIONS[action][1],
+        hint=N_("run the same command again; 'velador status %(case)s' shows each node's state"),
+        done=done,
+        total=len(results),
+        detail=detail,
+        case=case,
     )
 
 
@@ -89,21 +128,26 @@ def show_coverage_warnings(lines: list[str]) -> None:
     """The coverage warnings of vault.switch.coverage_warnings (a rotation not finished, nodes
     without the case), on stderr where they cannot scroll past unseen in a table."""
     for line in lines:
-        click.secho(f"WARNING: {line}", err=True, fg="yellow", bold=True)
+        click.secho(_("WARNING: %(line)s") % {"line": line}, err=True, fg="yellow", bold=True)
 
 
 # --- checkin ----------------------------------------------------------------------------------
 
 
-@click.command("checkin")
+@click.command(
+    "checkin",
+    help=N_(
+        "Check in: one signed heartbeat for every armed case (or the CASES named), "
+        "to every node.\n\n"
+        "Nodes you cannot reach get the signed heartbeat queued; 'velador agent' "
+        "re-sends it."
+    ),
+)
 @click.argument("cases", nargs=-1)
 @timeout_option
 @json_option
 @click.pass_obj
 def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool) -> None:
-    """Check in: one signed heartbeat for every armed case (or the CASES named), to every node.
-
-    Nodes you cannot reach get the signed heartbeat queued; 'velador agent' re-sends it."""
     from vault.switch import closed_unconfirmed, switch_cases
 
     ident = ctx.unlock()
@@ -124,8 +168,8 @@ def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool)
         raise _checkin_refused(closed)
     if not recs:
         raise PolicyError(
-            "no armed case to check in",
-            hint="create one with 'velador case create NAME --node ALIAS ...'",
+            N_("no armed case to check in"),
+            hint=N_("create one with 'velador case create NAME --node ALIAS ...'"),
         )
     done = checkin(ctx.state, ident, ctx.clock, recs, timeout)
     now = ctx.clock.now()
@@ -144,8 +188,9 @@ def checkin_cmd(ctx: Ctx, cases: tuple[str, ...], timeout: float, as_json: bool)
     if unreached:
         names = ", ".join(c.case for c in unreached)
         raise NodeError(
-            f"no node of {names} could be reached; the check-in is queued",
-            hint="check your connection; 'velador agent' re-sends queued check-ins",
+            N_("no node of %(cases)s could be reached; the check-in is queued"),
+            hint=N_("check your connection; 'velador agent' re-sends queued check-ins"),
+            cases=names,
         )
 
 
@@ -155,28 +200,45 @@ def _print_checkins(done: list[Any], closed: list[Any], now: int) -> None:
     con = out_console()
     for c in done:
         print_release(con, c.case, c.release, now)
-        con.print(node_table(f"{c.case}: check-in of {local_time(now, now)}", c.results, now))
+        title = _("%(case)s: check-in of %(time)s") % {
+            "case": c.case,
+            "time": local_time(now, now),
+        }
+        con.print(node_table(title, c.results, now))
     for c in done:
         if c.release is not None and c.release.complete:
             continue
         queued = [r.node for r in c.results if r.queued]
         if c.next_deadline:
-            click.echo(f"{c.case}: next deadline {when(c.next_deadline, now)}", err=True)
+            click.echo(
+                _("%(case)s: next deadline %(when)s")
+                % {"case": c.case, "when": when(c.next_deadline, now)},
+                err=True,
+            )
         if queued:
             click.echo(
-                f"{c.case}: queued for {', '.join(queued)}; 'velador agent' re-sends it, "
-                "and the nodes you reached pass it on",
+                _(
+                    "%(case)s: queued for %(nodes)s; 'velador agent' re-sends it, "
+                    "and the nodes you reached pass it on"
+                )
+                % {"case": c.case, "nodes": ", ".join(queued)},
                 err=True,
             )
         show_coverage_warnings(c.warnings)
     for rec in closed:
         info = known_release(rec)
-        click.echo(
-            f"{rec.name}: not checked in, the case was released "
-            f"{'on ' + when(info.released_at, now) if info and info.released_at else 'earlier'}"
-            f" (see 'velador status {rec.name}')",
-            err=True,
-        )
+        if info and info.released_at:
+            line = _(
+                "%(case)s: not checked in, the case was released on %(when)s "
+                "(see 'velador status %(case)s')"
+            )
+        else:
+            line = _(
+                "%(case)s: not checked in, the case was released earlier "
+                "(see 'velador status %(case)s')"
+            )
+        when_text = when(info.released_at, now) if info and info.released_at else ""
+        click.echo(line % {"case": rec.name, "when": when_text}, err=True)
 
 
 def _released_cases(ctx: Ctx, names: tuple[str, ...]) -> list[Any]:
@@ -191,14 +253,19 @@ def _released_json(recs: list[Any]) -> list[dict[str, Any]]:
 
 def _checkin_refused(recs: list[Any]) -> PolicyError:
     unique = list(dict.fromkeys(r.name for r in recs))
-    names = ", ".join(unique)
-    hint = f"'velador status {unique[0]}' shows when and by which rule"
+    hint = N_("'velador status %(first)s' shows when and by which rule")
     if len(unique) == 1:
         return PolicyError(
-            f"case {names} was released; checking in no longer changes anything", hint=hint
+            N_("case %(cases)s was released; checking in no longer changes anything"),
+            hint=hint,
+            cases=unique[0],
+            first=unique[0],
         )
     return PolicyError(
-        f"cases {names} were released; checking in no longer changes anything", hint=hint
+        N_("cases %(cases)s were released; checking in no longer changes anything"),
+        hint=hint,
+        cases=", ".join(unique),
+        first=unique[0],
     )
 
 
@@ -207,18 +274,20 @@ def _checkin_refused(recs: list[Any]) -> PolicyError:
 
 def status_rows(st: Any, now: int) -> Any:
     table = wrapping_table(
-        "node",
-        "state",
-        "last check-in",
-        "next deadline",
-        "releases at",
-        "editors",
-        title=f"{st.case} ({st.case_id}): {switch_label(st.release, st.local)}",
+        _("node"),
+        _("state"),
+        _("last check-in"),
+        _("next deadline"),
+        _("releases at"),
+        _("editors"),
+        title=_("%(case)s (%(case_id)s): %(label)s")
+        % {"case": st.case, "case_id": st.case_id, "label": switch_label(st.release, st.local)},
         title_justify="left",
     )
     for r in st.results:
         if not r.ok or r.body is None:
-            table.add_row(r.node, "unreachable" if r.unreachable else "error", "-", "-", "-", "-")
+            word = _("unreachable") if r.unreachable else _("error")
+            table.add_row(r.node, word, "-", "-", "-", "-")
             continue
         b = r.body
         editors = "-"
@@ -229,7 +298,7 @@ def status_rows(st: Any, now: int) -> Any:
         )
         table.add_row(
             r.node,
-            str(b.get("state")),
+            state_word(b.get("state")),
             when(b.get("last_beat"), now),
             when(deadline, now),
             _release_cell(b, now),
@@ -240,26 +309,31 @@ def status_rows(st: Any, now: int) -> Any:
 
 def _release_cell(b: dict[str, Any], now: int) -> str:
     if b.get("state") == "RELEASED" and b.get("released_at"):
-        return f"released {when(b['released_at'], now)}"
+        return _("released %(when)s") % {"when": when(b["released_at"], now)}
     return when(b.get("release_at"), now)
 
 
-@click.command("status")
+@click.command(
+    "status",
+    help=N_(
+        "Each node's view of CASE (or of every case with nodes): state, last "
+        "check-in, deadline.\n\n"
+        "Nodes that disagree (state, check-in number, deadline, policy version) are "
+        "flagged. The passphrase is asked only to contact the nodes: with "
+        "--offline, or when you press Enter at the prompt, you see their last "
+        "answers kept on this laptop."
+    ),
+)
 @click.argument("case", required=False)
 @click.option(
     "--offline",
     is_flag=True,
-    help="Show what the nodes last said, kept on this laptop: no network, no passphrase.",
+    help=N_("Show what the nodes last said, kept on this laptop: no network, no passphrase."),
 )
 @timeout_option
 @json_option
 @click.pass_obj
 def status_cmd(ctx: Ctx, case: str | None, offline: bool, timeout: float, as_json: bool) -> None:
-    """Each node's view of CASE (or of every case with nodes): state, last check-in, deadline.
-
-    Nodes that disagree (state, check-in number, deadline, policy version) are flagged. The
-    passphrase is asked only to contact the nodes: with --offline, or when you press Enter at
-    the prompt, you see their last answers kept on this laptop."""
     from vault.switch import arming_state
 
     from .status_local import show_local, unlock_to_ask
@@ -275,7 +349,8 @@ def status_cmd(ctx: Ctx, case: str | None, offline: bool, timeout: float, as_jso
         recs = [r for r in ctx.state.cases() if arming_state(ctx.state, r) != "offline"]
         if not recs:
             raise PolicyError(
-                "no case has escrow nodes", hint="see 'velador case create --help' (--node)"
+                N_("no case has escrow nodes"),
+                hint=N_("see 'velador case create --help' (--node)"),
             )
     ident = unlock_to_ask(ctx, offline)
     if ident is None:
@@ -293,11 +368,14 @@ def status_cmd(ctx: Ctx, case: str | None, offline: bool, timeout: float, as_jso
         if pending := _pending_release(s.results):
             asked, until = pending
             con.print(
-                f"{s.case}: editor release pending ({asked}); you can object until "
-                f"{when(until, now)} with 'velador release object {s.case}'"
+                _(
+                    "%(case)s: editor release pending (%(asked)s); you can object until "
+                    "%(when)s with 'velador release object %(case)s'"
+                )
+                % {"case": s.case, "asked": asked, "when": when(until, now)}
             )
         for line in s.disagreements:
-            con.print(f"warning: {line}")
+            con.print(_("warning: %(line)s") % {"line": line})
         show_coverage_warnings(s.warnings)
         for line in freshness_lines(ctx.state, ctx.state.case(s.case), now, ident):
             con.print(line, markup=False)
@@ -329,7 +407,10 @@ def _pending_release(results: list[Any]) -> tuple[str, int] | None:
     if not pending:
         return None
     b = pending[0]
-    asked = f"{b.get('editor_requests')} of {b.get('editor_quorum')} editors asked"
+    asked = _("%(n)s of %(quorum)s editors asked") % {
+        "n": b.get("editor_requests"),
+        "quorum": b.get("editor_quorum"),
+    }
     return asked, min(p["pending_until"] for p in pending)
 
 
@@ -344,7 +425,7 @@ def _remote_status(ctx: Ctx, text: str, timeout: float, as_json: bool) -> None:
     from vault.netrecover import case_ref
     from vault.switch import CaseStatus, fan_out
 
-    contacts = [card for _, card in ctx.state.contacts()]
+    contacts = [card for _alias, card in ctx.state.contacts()]
     ref = case_ref(
         text,
         [c for c in contacts if c.role == "node"],
@@ -356,12 +437,13 @@ def _remote_status(ctx: Ctx, text: str, timeout: float, as_json: bool) -> None:
         results = [r for r in results if not isinstance(r.error, NotFoundError)]
     if not results:
         raise NotFoundError(
-            f"no escrow node you know has case {ref.case_id}",
-            hint="ask the reporter for the case card, or add the case's nodes as contacts",
+            N_("no escrow node you know has case %(case_id)s"),
+            hint=N_("ask the reporter for the case card, or add the case's nodes as contacts"),
+            case_id=ref.case_id,
         )
     hashes = Counter(r.body.get("policy_hash") for r in results if r.ok and r.body)
     pinned = ref.policy_hash or (hashes.most_common(1)[0][0] if hashes else "")
-    st = CaseStatus("case", ref.case_id, "you are not its reporter", str(pinned), results)
+    st = CaseStatus("case", ref.case_id, NOT_REPORTER, str(pinned), results)
     now = ctx.clock.now()
     if as_json:
         emit_json({"time": now, "cases": [st.to_json()]})
@@ -371,11 +453,14 @@ def _remote_status(ctx: Ctx, text: str, timeout: float, as_json: bool) -> None:
     if pending := _pending_release(results):
         asked, until = pending
         con.print(
-            f"editor release pending ({asked}); the nodes release at {when(until, now)} "
-            "unless the reporter objects"
+            _(
+                "editor release pending (%(asked)s); the nodes release at %(when)s "
+                "unless the reporter objects"
+            )
+            % {"asked": asked, "when": when(until, now)}
         )
     for line in st.disagreements:
-        con.print(f"warning: {line}")
+        con.print(_("warning: %(line)s") % {"line": line})
 
 
 # --- pause, resume, release, object -----------------------------------------------------------
@@ -398,80 +483,120 @@ def run_action(
             }
         )
     else:
-        out_console().print(node_table(f"{rec.name}: {label}", results, now))
+        out_console().print(node_table(action_title(label, rec.name), results, now))
     require_all(label, results, rec.name)
 
 
-def confirm(what: str, yes: bool) -> None:
+CONFIRM = {
+    "release now": (
+        N_("Really release %(case)s to your recipients now? This cannot be undone"),
+        N_("refusing to release %(case)s to your recipients now without confirmation"),
+    ),
+    "destroy": (
+        N_("Really destroy case %(case)s at every node? This cannot be undone"),
+        N_("refusing to destroy case %(case)s at every node without confirmation"),
+    ),
+    "rotate": (
+        N_("Really rotate the key of case %(case)s? This cannot be undone"),
+        N_("refusing to rotate the key of case %(case)s without confirmation"),
+    ),
+}
+"""What `confirm` asks, and says without a terminal, per action: whole sentences."""
+YES = ("y", "yes", "s", "si", "sí")
+NO = ("n", "no")
+
+
+def confirm(action: str, case: str, yes: bool) -> None:
     """Ask before an action that cannot be undone. Answering no is a choice, not an error: a
-    calm line and exit status 0 (issue 12 §9)."""
+    calm line and exit status 0 (issue 12 §9). "y" and, in Spanish, "s" mean yes."""
     if yes:
         return
+    question, refusal = CONFIRM[action]
     if not sys.stdin.isatty():
-        raise PolicyError(f"refusing to {what} without confirmation", hint="add --yes")
-    if not click.confirm(f"Really {what}? This cannot be undone", default=False, err=True):
+        raise PolicyError(refusal, hint=N_("add --yes"), case=case)
+    if not ask_yes_no(_(question) % {"case": case}):
         declined()
+
+
+def ask_yes_no(question: str) -> bool:
+    """A yes/no question at the terminal, default no, in the reader's language ([y/N], [s/N])."""
+    choices = _("[y/N]")
+    while True:
+        answer = click.prompt(f"{question} {choices}", default="", show_default=False, err=True)
+        word = str(answer).strip().lower()
+        if word in YES:
+            return True
+        if word in NO or not word:
+            return False
+        click.echo(_("Please answer y or n."), err=True)
 
 
 def declined() -> None:
     """The person answered no: say that nothing happened, and stop with exit status 0."""
-    click.echo("Nothing was sent; nothing changed.", err=True)
+    click.echo(_("Nothing was sent; nothing changed."), err=True)
     raise click.exceptions.Exit(0)
 
 
-@click.command("pause")
+@click.command(
+    "pause",
+    help=N_(
+        "Pause the switch of CASE until a date (planned surgery, travel without a connection)."
+    ),
+)
 @click.argument("case")
 @click.option(
     "--until",
     "until",
     required=True,
-    help="When deadlines start again: YYYY-MM-DD, YYYY-MM-DDTHH:MM (your local time) or a "
-    "duration (3d).",
+    help=N_(
+        "When deadlines start again: YYYY-MM-DD, YYYY-MM-DDTHH:MM (your local time) or a "
+        "duration (3d)."
+    ),
 )
 @timeout_option
 @json_option
 @click.pass_obj
 def pause_cmd(ctx: Ctx, case: str, until: str, timeout: float, as_json: bool) -> None:
-    """Pause the switch of CASE until a date (planned surgery, travel without a connection)."""
     when_ts = parse_when(until, ctx.clock.now(), "--until")
     run_action(ctx, case, "pause", "pause", timeout, as_json, when_ts)
 
 
-@click.command("resume")
+@click.command("resume", help=N_("End a pause now: the next deadline is one interval from now."))
 @click.argument("case")
 @timeout_option
 @json_option
 @click.pass_obj
 def resume_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
-    """End a pause now: the next deadline is one interval from now."""
     run_action(ctx, case, "resume", "resume", timeout, as_json)
 
 
-@click.group("release")
+@click.group("release", help=N_("Release a case now, or object to an editor's release request."))
 def release() -> None:
-    """Release a case now, or object to an editor's release request."""
+    pass
 
 
-@release.command("now")
+@release.command(
+    "now", help=N_("Release CASE at once: every node serves its shares to your recipient outlets.")
+)
 @click.argument("case")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help=N_("Do not ask for confirmation."))
 @timeout_option
 @json_option
 @click.pass_obj
 def release_now_cmd(ctx: Ctx, case: str, yes: bool, timeout: float, as_json: bool) -> None:
-    """Release CASE at once: every node serves its shares to your recipient outlets."""
     ctx.state.case(case)
-    confirm(f"release {case} to your recipients now", yes)
+    confirm("release now", case, yes)
     run_action(ctx, case, "release", "release now", timeout, as_json)
 
 
-@release.command("object")
+@release.command(
+    "object", help=N_("Object to a pending editor release of CASE (inside its objection window).")
+)
 @click.argument("case")
 @timeout_option
 @json_option
 @click.pass_obj
 def release_object_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
-    """Object to a pending editor release of CASE (inside its objection window)."""
     run_action(ctx, case, "object", "objection", timeout, as_json)
 
 
@@ -484,66 +609,100 @@ class NotRecoverable(VeladorError):
     exit_code = 3
 
 
-@click.command("audit")
+@click.command(
+    "audit",
+    help=N_(
+        "Could your recipients recover everything if you went silent now? Yes or "
+        "no, and why.\n\n"
+        "Every node proves with a fresh challenge that it holds its sealed shares; "
+        "every store is checked for every object your snapshots need."
+    ),
+)
 @click.argument("case")
 @timeout_option
 @json_option
 @click.pass_obj
 def audit_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
-    """Could your recipients recover everything if you went silent now? Yes or no, and why.
-
-    Every node proves with a fresh challenge that it holds its sealed shares; every store is
-    checked for every object your snapshots need."""
     rec = ctx.state.case(case)
     ident = ctx.unlock()
     rep = audit(ctx.state, ident, ctx.clock, rec, ctx.s3_endpoint, timeout)
     if as_json:
         emit_json(rep.to_json())
     else:
-        con = out_console()
-        print_release(con, rec.name, rep.release, ctx.clock.now())
-        nt = wrapping_table(
-            "node", "state", "custody", title=f"{rec.name}: nodes", title_justify="left"
-        )
-        for n in rep.nodes:
-            nt.add_row(n["node"], str(n["state"] or "-"), "ok" if n["ok"] else n["problem"])
-        con.print(nt)
-        stt = wrapping_table(
-            "store", "objects", "missing", title=f"{rec.name}: stores", title_justify="left"
-        )
-        for s in rep.stores:
-            stt.add_row(s["store"], str(s["objects"]), s["error"] or _missing_cell(s))
-        con.print(stt)
-        if rep.offline_shares:
-            con.print(f"{rep.offline_shares} offline share(s) counted as held (not checkable here)")
-        for w in rep.warnings:
-            con.print(f"warning: {w}")
-        if rep.recoverable and rep.release is not None and rep.release.complete:
-            con.print("yes: the case was released, and every object is in some store")
-        elif rep.recoverable:
-            con.print("yes: if you went silent now, your recipients could recover everything")
-        if any(s["n_missing"] for s in rep.stores):
-            con.print(f"'velador verify {rec.name} --repair' copies good replicas where needed")
+        _print_audit(rep, rec.name, ctx.clock.now())
     if not rep.recoverable:
+        # CLI-only: the reasons are already in the reader's language.
         raise NotRecoverable(
-            "no: your recipients could not recover everything: " + " / ".join(rep.reasons),
-            hint=_audit_hint(rep, rec.name),
+            N_("no: your recipients could not recover everything: %(reasons)s"),
+            hint=_audit_hint(rep),
+            reasons=" / ".join(note_text(r) for r in rep.reasons),
+            case=rec.name,
+        )
+
+
+def _print_audit(rep: Any, case: str, now: int) -> None:
+    con = out_console()
+    print_release(con, case, rep.release, now)
+    nt = wrapping_table(
+        _("node"),
+        _("state"),
+        _("custody"),
+        title=_("%(case)s: nodes") % {"case": case},
+        title_justify="left",
+    )
+    for n in rep.nodes:
+        custody = _("ok") if n["ok"] else note_text(n["problem"])
+        nt.add_row(n["node"], state_word(n["state"]), custody)
+    con.print(nt)
+    stt = wrapping_table(
+        _("store"),
+        _("objects"),
+        _("missing"),
+        title=_("%(case)s: stores") % {"case": case},
+        title_justify="left",
+    )
+    for s in rep.stores:
+        cell = note_text(s["error"]) if s["error"] else _missing_cell(s)
+        stt.add_row(s["store"], str(s["objects"]), cell)
+    con.print(stt)
+    if rep.offline_shares:
+        con.print(
+            ngettext(
+                "%(n)d offline share counted as held (not checkable here)",
+                "%(n)d offline shares counted as held (not checkable here)",
+                rep.offline_shares,
+            )
+            % {"n": rep.offline_shares}
+        )
+    for w in rep.warnings:
+        con.print(_("warning: %(line)s") % {"line": note_text(w)})
+    if rep.recoverable and rep.release is not None and rep.release.complete:
+        con.print(_("yes: the case was released, and every object is in some store"))
+    elif rep.recoverable:
+        con.print(_("yes: if you went silent now, your recipients could recover everything"))
+    if any(s["n_missing"] for s in rep.stores):
+        con.print(
+            _("'velador verify %(case)s --repair' copies good replicas where needed")
+            % {"case": case}
         )
 
 
 def _missing_cell(s: dict[str, Any]) -> str:
     if s.get("n_damaged"):
-        return f"{s['n_missing']} ({s['n_damaged']} damaged)"
+        return _("%(missing)d (%(damaged)d damaged)") % {
+            "missing": s["n_missing"],
+            "damaged": s["n_damaged"],
+        }
     return str(s["n_missing"])
 
 
-def _audit_hint(rep: Any, case: str) -> str:
-    """What to do about the first reason the answer is no."""
+def _audit_hint(rep: Any) -> str:
+    """What to do about the first reason the answer is no (a template on %(case)s)."""
     if not any(s["objects"] for s in rep.stores):
-        return f"deposit your material: velador deposit {case} PATH..."
+        return N_("deposit your material: velador deposit %(case)s PATH...")
     if any(s["n_missing"] for s in rep.stores):
-        return (
-            f"run 'velador verify {case} --repair' (it copies good replicas, and names what only "
-            "a new deposit can restore)"
+        return N_(
+            "run 'velador verify %(case)s --repair' (it copies good replicas, and names what "
+            "only a new deposit can restore)"
         )
-    return f"fix what is named (re-arm the case with 'velador case arm {case}')"
+    return N_("fix what is named (re-arm the case with 'velador case arm %(case)s')")

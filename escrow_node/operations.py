@@ -575,20 +575,36 @@ def fetch_release(svc: NodeService, req: SignedRequest, case_id: str) -> dict[st
     return svc.read(req, case_id, {"recipient"}, "fetch released envelopes", fn)
 
 
-def custody(svc: NodeService, req: SignedRequest, case_id: str, nonce_text: str) -> dict[str, Any]:
+def custody(
+    svc: NodeService,
+    req: SignedRequest,
+    case_id: str,
+    nonce_text: str,
+    marker: str | None = None,
+) -> dict[str, Any]:
+    """Proof of custody (docs/protocol.md §3.5). Under the reporter's duress marker it answers
+    from the cover state like a status (§4.4): a destroy forced under duress shows no envelope
+    held, as a real destroy does (a proof over the envelopes would tell the captor it failed)."""
     try:
         nonce = b64d(nonce_text, "custody nonce", 32)
     except FormatError as exc:
         raise BadRequest(str(exc)) from exc
+    duress = open_marker(marker, svc.identity.box_key) is True
 
     def fn(conn, row, policy, roles, now):
         envs = _stored_envelopes(conn, case_id)
+        policy_hash = policy.hash
+        if duress and "reporter" in roles:
+            rules = svc.rules_of(policy)
+            shown, policy_hash = cover.shown(conn, state_of(row), policy.hash, case_id, rules, now)
+            if shown.state == engine.DESTROYED:
+                envs = []
         return svc._sign(
             "custody",
             {
                 "v": 1,
                 "case_id": case_id,
-                "policy_hash": policy.hash,
+                "policy_hash": policy_hash,
                 "node": svc.fingerprint,
                 "time": now,
                 "nonce": nonce_text,

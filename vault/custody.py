@@ -10,6 +10,9 @@ decrypt), and copies that the last `velador verify --deep` found damaged count a
 holders no longer meet the split's thresholds, when some object is in no store, or when the case
 holds nothing yet (recipients would recover an empty case); problems that other holders or
 replicas cover are warnings.
+
+Reasons, warnings and problems are `Note`s: English strings (what --json and logs carry) that
+keep their marked template and values, so the CLI can say them in the reader's language.
 """
 
 from __future__ import annotations
@@ -23,12 +26,54 @@ from vault.nodeproto.messages import custody_digest
 
 from . import switch
 from .clock import Clock
-from .errors import VeladorError
+from .errors import N_, VeladorError
 from .identity import Identity
 from .policy import Policy
 from .released import ReleaseInfo, learn_release
+from .shares import ShareSpec
 from .state import CaseRecord, LocalState
 from .switch import DEFAULT_TIMEOUT, LIVE_STATES, node_envelopes, switch_policy
+
+
+class Note(str):
+    """An English sentence that keeps its template (marked with N_) and its values.
+
+    A value may be a Note, or a list of Notes (joined with "; "); cli/i18n.note_text says the
+    whole in the reader's language, and everything else sees the English string."""
+
+    template: str
+    params: dict[str, Any]
+
+    def __new__(cls, template: str, **params: Any) -> Note:
+        flat = {k: "; ".join(map(str, v)) if isinstance(v, list) else v for k, v in params.items()}
+        note = super().__new__(cls, template % flat if params else template)
+        note.template = template
+        note.params = params
+        return note
+
+    @classmethod
+    def of(cls, exc: VeladorError | None) -> Note:
+        """An error's message as a Note (its own template and values)."""
+        if exc is None:
+            return cls("?")
+        return cls(exc.template, **exc.params)
+
+
+def split_note(spec: ShareSpec) -> Note:
+    """How the key is split, as ShareSpec.describe() says it."""
+    if len(spec.groups) == 1:
+        k, n = spec.groups[0]
+        return Note(N_("%(k)d of %(n)d"), k=k, n=n)
+    parts = [Note(N_("%(k)d of %(n)d"), k=k, n=n) for k, n in spec.groups]
+    return Note(
+        N_("%(k)d of the groups (%(parts)s)"),
+        k=spec.group_threshold,
+        # "%(p0)s, %(p1)s": not a catalog message, so only the parts are translated.
+        parts=Note(
+            ", ".join(f"%(p{i})s" for i in range(len(parts))),
+            **{f"p{i}": p for i, p in enumerate(parts)},
+        ),
+    )
 
 
 @dataclass
@@ -88,23 +133,40 @@ def _audit_nodes(
         mine = node_envelopes(policy, envelopes, card)
         problem = None
         node_state = None
+        held = None  # envelopes the node's proof says it holds
         if not r.ok or r.body is None:
-            problem = f"node {card.name} did not answer ({r.error.message if r.error else '?'})"
+            problem = Note(
+                N_("node %(node)s did not answer (%(error)s)"),
+                node=card.name,
+                error=Note.of(r.error),
+            )
         else:
             proof, status = r.body["proof"], r.body["status"]
             node_state = status.get("state")
+            held = proof.get("envelopes")
             if not identity.duress:  # duress answers come from the nodes' cover: not kept
                 state.record_view(policy.case_id, card.fingerprint, status)
             if node_state not in LIVE_STATES:
-                problem = f"node {card.name} is {node_state}"
+                problem = Note(
+                    N_("node %(node)s is %(state)s"), node=card.name, state=Note(str(node_state))
+                )
             elif proof.get("policy_hash") != policy.hash:
-                problem = f"node {card.name} holds another version of the case policy"
+                problem = Note(
+                    N_("node %(node)s holds another version of the case policy"), node=card.name
+                )
             elif not mine:
-                problem = f"this laptop has no record of node {card.name}'s envelopes"
+                problem = Note(
+                    N_("this laptop has no record of node %(node)s's envelopes"), node=card.name
+                )
             elif proof.get("digest") != custody_digest(nonce, mine):
-                problem = (
-                    f"node {card.name} does not hold its {len(mine)} envelope(s) intact "
-                    f"(it holds {proof.get('envelopes')})"
+                problem = Note(
+                    N_(
+                        "node %(node)s does not hold its %(n)d envelope(s) intact "
+                        "(it holds %(held)s)"
+                    ),
+                    node=card.name,
+                    n=len(mine),
+                    held=proof.get("envelopes"),
                 )
         if problem is None:
             healthy.update(h.id for h in policy.holders_of(card.sign_pk))
@@ -114,6 +176,7 @@ def _audit_nodes(
                 "fingerprint": card.fingerprint,
                 "ok": problem is None,
                 "state": node_state,
+                "envelopes": held,
                 "problem": problem,
             }
         )
@@ -153,7 +216,7 @@ def _audit_stores(
                 if size is None or (csize and size != csize) or key in known_bad:
                     missing.append(key)
         except VeladorError as exc:
-            error = exc.message
+            error = Note.of(exc)
             missing = [k for k, _ in items]
         for key in missing:
             bad[key] = bad.get(key, 0) + 1
@@ -195,21 +258,7 @@ def audit(
     node_problems = [
         n["problem"] for n in nodes if n["problem"] and not (released and n["state"] == "RELEASED")
     ]
-    store_problems = [
-        f"store {s['store']} "
-        + (
-            f"is unreachable ({s['error']})"
-            if s["error"]
-            else f"misses {s['n_missing']} object(s), e.g. {s['missing'][0]}"
-            + (
-                f" ({s['n_damaged']} found damaged by 'velador verify --deep')"
-                if s["n_damaged"]
-                else ""
-            )
-        )
-        for s in stores
-        if s["n_missing"] or s["error"]
-    ]
+    store_problems = [_store_problem(s) for s in stores if s["n_missing"] or s["error"]]
     reasons: list[str] = []
     warnings: list[str] = []
     if _enough(policy, healthy):
@@ -217,14 +266,27 @@ def audit(
     else:
         n_ok = sum(1 for n in nodes if n["ok"])
         reasons.append(
-            f"only {n_ok} of {len(nodes)} nodes hold their shares intact and live; the split is "
-            f"{policy.spec.describe()}: " + "; ".join(node_problems)
+            Note(
+                N_(
+                    "only %(ok)d of %(total)d nodes hold their shares intact and live; the split "
+                    "is %(split)s: %(problems)s"
+                ),
+                ok=n_ok,
+                total=len(nodes),
+                split=split_note(policy.spec),
+                problems=node_problems,
+            )
         )
     if not state.snapshots(policy.case_id):
-        reasons.append("the case holds nothing yet: no deposit has been made")
+        reasons.append(Note(N_("the case holds nothing yet: no deposit has been made")))
     if lost:
         reasons.append(
-            f"{len(lost)} object(s) are in no store (e.g. {lost[0]}): " + "; ".join(store_problems)
+            Note(
+                N_("%(n)d object(s) are in no store (e.g. %(key)s): %(problems)s"),
+                n=len(lost),
+                key=lost[0],
+                problems=store_problems,
+            )
         )
     else:
         warnings += store_problems
@@ -237,4 +299,28 @@ def audit(
         warnings,
         sum(1 for h in policy.holders if h.kind == "offline"),
         release,
+    )
+
+
+def _store_problem(s: dict[str, Any]) -> Note:
+    if s["error"]:
+        return Note(
+            N_("store %(store)s is unreachable (%(error)s)"), store=s["store"], error=s["error"]
+        )
+    if s["n_damaged"]:
+        return Note(
+            N_(
+                "store %(store)s misses %(n)d object(s), e.g. %(key)s (%(damaged)d found damaged "
+                "by 'velador verify --deep')"
+            ),
+            store=s["store"],
+            n=s["n_missing"],
+            key=s["missing"][0],
+            damaged=s["n_damaged"],
+        )
+    return Note(
+        N_("store %(store)s misses %(n)d object(s), e.g. %(key)s"),
+        store=s["store"],
+        n=s["n_missing"],
+        key=s["missing"][0],
     )

@@ -75,5 +75,7 @@ async def release_now(request: Request, case_id: str = CaseId):
     responses=ok("custody"),
     openapi_extra=SIGNED,
 )
-async def custody(request: Request, nonce: str, case_id: str = CaseId):
-    return await signed(request, lambda svc, req, body: ops.custody(svc, req, case_id, nonce))
+async def custody(request: Request, nonce: str, case_id: str = CaseId, marker: str | None = None):
+    return await signed(
+        request, lambda svc, req, body: ops.custody(svc, req, case_id, nonce, marker)
+    )

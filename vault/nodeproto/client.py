@@ -457,9 +457,10 @@ class NodeClient:
 
     def custody(self, case_id: str, nonce: bytes) -> dict[str, Any]:
         """GET /v1/cases/{id}/custody?nonce=...: compare `digest` with messages.custody_digest."""
-        data = self._send(
-            "GET", f"/v1/cases/{case_id}/custody", case_id=case_id, params={"nonce": b64e(nonce)}
-        )
+        params = {"nonce": b64e(nonce)}
+        if self.identity is not None:  # the duress marker, as on a status request (§3.2)
+            params["marker"] = self._marker()
+        data = self._send("GET", f"/v1/cases/{case_id}/custody", case_id=case_id, params=params)
         body = self._verified(data, "custody", case_id)
         if body.get("nonce") != b64e(nonce):
             raise AuthenticationError(
