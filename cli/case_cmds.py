@@ -317,7 +317,9 @@ def finish_arming(rep: ArmReport) -> None:
 )
 @click.option(
     "--drill-every",
-    help="Run a drill (simulacro) of the whole release path this often, e.g. 90d (at least 1d).",
+    help=N_(
+        "Run a drill (simulacro) of the whole release path this often, e.g. 90d (at least 1d)."
+    ),
 )
 @click.option(
     "--offline-dir",

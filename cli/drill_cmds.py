@@ -17,7 +17,7 @@ import click
 
 from vault import drill as vdrill
 from vault.durations import parse_duration
-from vault.errors import NodeError, NotFoundError, PolicyError
+from vault.errors import N_, NodeError, NotFoundError, PolicyError
 from vault.policy import Policy
 
 from .context import Ctx, emit_json, out_console
@@ -54,14 +54,16 @@ class DrillGroup(click.Group):
 @click.group(
     "drill",
     cls=DrillGroup,
+    help=N_(
+        "Drills (simulacros): prove that a release would reach every recipient, without one.\n\n"
+        "'velador drill CASE' starts a drill at every node of CASE: each sends a notice marked "
+        "SIMULACRO / DRILL through every channel a real release uses, and a challenge each "
+        "recipient can open only with the key its envelopes are sealed to. Nothing is released."
+    ),
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 def drill() -> None:
-    """Drills (simulacros): prove that a release would reach every recipient, without one.
-
-    'velador drill CASE' starts a drill at every node of CASE: each sends a notice marked
-    SIMULACRO / DRILL through every channel a real release uses, and a challenge each
-    recipient can open only with the key its envelopes are sealed to. Nothing is released."""
+    """`velador drill` (help text above, translated where it is shown)."""
 
 
 def _names(ctx: Ctx, policy: Policy | None) -> Any:
@@ -79,13 +81,17 @@ def _names(ctx: Ctx, policy: Policy | None) -> Any:
 # --- start --------------------------------------------------------------------------------------
 
 
-@drill.command("start", hidden=True)
+@drill.command(
+    "start",
+    hidden=True,
+    help=N_("Start a drill of CASE at every node (what 'velador drill CASE' runs)."),
+)
 @click.argument("case")
 @timeout_option
 @json_option
 @click.pass_obj
 def start_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
-    """Start a drill of CASE at every node (what 'velador drill CASE' runs)."""
+    """`velador drill start` (help text above)."""
     rec = ctx.state.case(case)
     ident = ctx.unlock()
     drill_id, results = vdrill.start(ident, rec.policy, ctx.clock, timeout)
@@ -129,23 +135,28 @@ def start_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
 # --- answer -------------------------------------------------------------------------------------
 
 
-@drill.command("answer")
+@drill.command(
+    "answer",
+    help=N_(
+        "Answer the drill of a case (recipient outlets and editors).\n\n"
+        "Proves to every node you can reach that you can reach enough nodes, that you still hold "
+        "the key your envelopes are sealed to (recipients) or can sign a release request "
+        "(editors), that you can read and check the case's stores, and that your velador can "
+        "recover the case."
+    ),
+)
 @click.argument("case", metavar="CASE_CARD_OR_ID")
 @click.option(
     "--store",
     "stores",
     multiple=True,
-    help="A store of the case to check (the case card names them; repeat for several).",
+    help=N_("A store of the case to check (the case card names them; repeat for several)."),
 )
 @timeout_option
 @json_option
 @click.pass_obj
 def answer_cmd(ctx: Ctx, case: str, stores: tuple[str, ...], timeout: float, as_json: bool) -> None:
-    """Answer the drill of a case (recipient outlets and editors).
-
-    Proves to every node you can reach that you can reach enough nodes, that you still hold the
-    key your envelopes are sealed to (recipients) or can sign a release request (editors), that
-    you can read and check the case's stores, and that your velador can recover the case."""
+    """`velador drill answer` (help text above)."""
     from vault.netrecover import case_ref
 
     from .outlet_cmds import known_nodes
@@ -257,14 +268,16 @@ def _print_answer(rep: vdrill.AnswerReport) -> None:
 # --- report and verdict -------------------------------------------------------------------------
 
 
-@drill.command("report")
+@drill.command(
+    "report", help=N_("Who got the drill notices on which channel, who answered, and the verdict.")
+)
 @click.argument("case")
-@click.option("--drill", "drill_id", help="Which drill (default: the newest).")
+@click.option("--drill", "drill_id", help=N_("Which drill (default: the newest)."))
 @timeout_option
 @json_option
 @click.pass_obj
 def report_cmd(ctx: Ctx, case: str, drill_id: str | None, timeout: float, as_json: bool) -> None:
-    """Who got the drill notices on which channel, who answered, and the verdict."""
+    """`velador drill report` (help text above)."""
     rec = ctx.state.case(case)
     ident = ctx.unlock()
     reports = vdrill.collect(ident, rec.policy, ctx.clock, timeout, drill_id)

@@ -16,6 +16,8 @@ import webbrowser
 
 import click
 
+from vault.errors import N_
+
 from .. import i18n
 from ..context import Ctx
 from ..i18n import _
@@ -29,26 +31,30 @@ def ui_language(explicit: str | None) -> str:
     return i18n.pick_language(choice, {}) if choice else "es"
 
 
-@click.command("ui")
-@click.option(
-    "--port", type=click.IntRange(0, 65535), default=0, help="Port (default: a free one)."
+@click.command(
+    "ui",
+    help=N_(
+        "Open Velador in your browser, on this laptop only (127.0.0.1).\n\n"
+        "The link works once: the browser that opens it keeps a session until you stop this "
+        "command (Ctrl-C). Your passphrase unlocks the identity inside this process only, and it "
+        "locks again after some minutes without use."
+    ),
 )
-@click.option("--no-browser", is_flag=True, help="Do not open a browser; print the link only.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, help=N_("Port (default: a free one).")
+)
+@click.option("--no-browser", is_flag=True, help=N_("Do not open a browser; print the link only."))
 @click.option(
     "--idle",
     type=click.IntRange(30, 24 * 3600),
     default=600,
     show_default=True,
-    help="Seconds without use after which the identity is locked again.",
+    help=N_("Seconds without use after which the identity is locked again."),
 )
-@click.option("--lang", "lang", default=None, metavar="es|en", help="Language of the pages.")
+@click.option("--lang", "lang", default=None, metavar="es|en", help=N_("Language of the pages."))
 @click.pass_obj
 def ui_cmd(ctx: Ctx, port: int, no_browser: bool, idle: int, lang: str | None) -> None:
-    """Open Velador in your browser, on this laptop only (127.0.0.1).
-
-    The link works once: the browser that opens it keeps a session until you stop this command
-    (Ctrl-C). Your passphrase unlocks the identity inside this process only, and it locks again
-    after some minutes without use."""
+    """`velador ui` (help text above, translated where it is shown)."""
     import uvicorn
 
     from .app import UiConfig, create_app
