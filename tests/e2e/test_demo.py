@@ -213,7 +213,7 @@ def test_make_demo_in_spanish_prints_no_english_sentence(tmp_path: Path) -> None
     assert res.returncode == 0, out[-4000:]
     assert "idéntico byte por byte: sí" in res.stdout
     assert "Cronología:" in res.stdout
-    assert "se omitió el nodo nodo-5 (sin conexión" in res.stdout
+    assert "se omitió el nodo nodo-5 (inalcanzable" in res.stdout
     pids = [int(p) for p in re.findall(r"nodo-\d pid (\d+)", res.stdout)]
     assert len(pids) == 5 and [p for p in pids if _alive(p)] == []
     # And no line reads as English (offending lines are printed)
