@@ -17,7 +17,7 @@ from vault.deposit import deposit as do_deposit
 from vault.errors import N_, NotFoundError, PolicyError, StoreError, VeladorError
 
 from .context import Ctx, emit_json, out_console
-from .i18n import _, ngettext
+from .i18n import _, error_text, ngettext
 from .progress import byte_progress, human_bytes
 from .timefmt import local_time
 
@@ -587,7 +587,7 @@ def _offline_secret(ctx: Ctx, shares_dir: Path) -> tuple[Policy, bytes, Report, 
         try:
             opened = open_envelope(env, policy, ident.box_key)
         except VeladorError as exc:
-            report.shares_skipped.append(f"{src}: {exc.message}")
+            report.shares_skipped.append(f"{src}: {error_text(exc)[0]}")
             continue
         mnemonics.append(opened.mnemonic)
         report.shares_used.append(f"{src} (holder {opened.holder})")

@@ -109,7 +109,7 @@ def notify_cmd(
                 )
     failed = [r for r in results if not r.ok]
     if failed and len(failed) == len(results) and not any(r.unreachable for r in failed):
-        reason = failed[0].error.message if failed[0].error else "refused"
+        reason = error_text(failed[0].error)[0] if failed[0].error else _("refused")
         raise PolicyError(
             N_("every node of case %(case_id)s refused: %(reason)s"),
             hint=N_("only the reporter, the editors and the recipients of a case can register"),
