@@ -32,6 +32,7 @@ from vault.identity import Identity
 from vault.state import LocalState
 from vault.watches import mark_escrowed
 
+from .context import home_upload_limit
 from .i18n import _, error_text
 
 _IGNORED_EVENTS = {"opened", "closed_no_write", "attrib"}
@@ -142,12 +143,21 @@ class DepositWorker:
         if not present:
             return out
         try:
+            # The home's `[network] limit_upload`, as `velador deposit` without the option: the
+            # agent shares the reporter's slow uplink too (issue 12, "ongoing work").
+            kib_s = home_upload_limit(self.home)
             with deposit_lock(self.home, wait=False) as held:
                 if not held:
                     out.busy = True
                     return out
                 out.result = do_deposit(
-                    state, job.identity, rec, [p for _, p in present], self.clock, jobs=1
+                    state,
+                    job.identity,
+                    rec,
+                    [p for _, p in present],
+                    self.clock,
+                    jobs=1,
+                    limit_upload=kib_s * 1024 if kib_s else None,
                 )
         except VeladorError as exc:
             # The kind of failure and what to do, never its text: some deposit errors quote a
