@@ -62,7 +62,7 @@ def plan(ui: Ui, data: dict[str, list[str]]) -> dict[str, Any]:
         raise PolicyError(_("Choose at least one escrow node."))
     if not recipients:
         raise PolicyError(_("Choose at least one outlet that will receive the material."))
-    node_cards = _cards(ctx, nodes, ("node",), "a node")
+    node_cards = _cards(ctx, nodes, "node")
     every, grace = _one(data, "every", "3d"), _one(data, "grace", "1d")
     window = _one(data, "objection_window") if editors else None
     switch = build_switch(
@@ -77,7 +77,7 @@ def plan(ui: Ui, data: dict[str, list[str]]) -> dict[str, Any]:
     )
     threshold = _int(_one(data, "threshold")) or 0
     spec = share_spec(threshold, len(node_cards), None, None)
-    cards = _cards(ctx, recipients, ("outlet", "editor"), "an outlet recipient")
+    cards = _cards(ctx, recipients, "recipient")
     return {
         "name": name,
         "nodes": nodes,
