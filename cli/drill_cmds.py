@@ -418,6 +418,33 @@ def verdict_lines(v: vdrill.Verdict) -> list[str]:
     return lines
 
 
+def channel_lines(policy: Policy, reports: list[Any], name: Any) -> list[str]:
+    """Per node: how many of its drill notices went out, and each channel that failed (for
+    `velador status`; `velador drill report` lists every one)."""
+    lines = []
+    for card, res in zip(policy.nodes, reports, strict=True):
+        if not res.ok:
+            continue  # the verdict names a node that did not answer
+        chans = [(p, c) for p in res.body["parties"] for c in p["channels"]]
+        sent = sum(1 for _p, c in chans if c["result"] == "delivered")
+        lines.append(
+            _("node %(node)s: %(sent)s of %(total)s drill notices delivered")
+            % {"node": card.name, "sent": sent, "total": len(chans)}
+        )
+        for p, c in chans:
+            if c["result"] in ("failed", "failing"):
+                lines.append(
+                    _("  %(channel)s to %(who)s: %(result)s (%(error)s)")
+                    % {
+                        "channel": c["channel"],
+                        "who": name(p["party"]),
+                        "result": _result(c["result"]),
+                        "error": c.get("error") or "-",
+                    }
+                )
+    return lines
+
+
 def status_lines(ctx: Ctx, rec: Any, ident: Any, timeout: float) -> list[str]:
     """For `velador status`: the verdict of the case's newest drill, when this laptop started
     one (the nodes are asked; details in `velador drill report`)."""
@@ -427,7 +454,9 @@ def status_lines(ctx: Ctx, rec: Any, ident: Any, timeout: float) -> list[str]:
     v = vdrill.verdict(rec.policy, reports, _names(ctx, rec.policy))
     if v.drill is None:
         return []
-    lines = [*answer_lines(rec.policy, reports, _names(ctx, rec.policy), ctx.clock.now())]
+    name = _names(ctx, rec.policy)
+    lines = [*channel_lines(rec.policy, reports, name)]
+    lines += answer_lines(rec.policy, reports, name, ctx.clock.now())
     lines += verdict_lines(v)
     if not v.ok:
         lines.append(

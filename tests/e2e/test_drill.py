@@ -10,6 +10,7 @@ falls silent during that drill, and the real deadline still releases on time.
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -91,6 +92,9 @@ def test_drills_end_to_end(v, drilled, smtp, webhooks, clock, homes):
     status = v.ok(d.r, "status", "inv")
     assert "A release now would reach 2 of 2 recipients" in status
     assert "recipient sur answered" in status and "through node-a, node-b, node-c" in status
+    # with, per node, how many drill notices went out (all of them here)
+    for node in ("node-a", "node-b", "node-c"):
+        assert re.search(rf"node {node}: (\d+) of \1 drill notices delivered", status), status
     # Nothing real moved: every node is still ARMED, no editor request counted
     assert all(n.state(d.case_id) == "ARMED" for n in d.nodes)
 
@@ -126,6 +130,10 @@ def test_drills_end_to_end(v, drilled, smtp, webhooks, clock, homes):
     assert "recipient norte did not answer at any node" in text
     assert "rotate the case" in text
     assert rep["verdict"] == "A release now would reach 1 of 2 recipients through 2 of 3 nodes."
+    # and `status` names node-c's failing email deliveries, channel by channel
+    _code, out, _err = v(d.r, "status", "inv")
+    assert re.search(r"node node-c: (\d+) of (\d+) drill notices delivered", out), out
+    assert re.search(r"email to \S+: (failed|failing)", out), out
     # When the reporter falls silent during this drill
     clock.advance(3 * DAY + DAY + 1)
     # Then the real deadline still releases on time, at every node
