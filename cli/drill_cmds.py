@@ -162,7 +162,14 @@ def answer_cmd(ctx: Ctx, case: str, stores: tuple[str, ...], timeout: float, as_
     from .outlet_cmds import known_nodes
 
     ref = case_ref(case, [card for _, card in known_nodes(ctx)])
-    ident = ctx.unlock()
+    answer_case(ctx, ctx.unlock(), ref, stores, timeout, as_json)
+
+
+def answer_case(
+    ctx: Ctx, ident: Any, ref: Any, stores: tuple[str, ...], timeout: float, as_json: bool
+) -> None:
+    """Answer the drill of one case (`drill answer`, and `inbox --answer-drills` for each case
+    with a drill notice); raises when no node took the answer or a proof failed."""
     rep = vdrill.answer(
         ident, ref.case_id, ref.nodes, list(stores or ref.stores), ctx.clock, timeout
     )

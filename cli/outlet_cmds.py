@@ -83,9 +83,17 @@ def _save_cursor(state: LocalState, node_fp: str, seen: int, now: int) -> None:
     is_flag=True,
     help=N_("Show every notice the nodes still hold, not only new ones (marks nothing as seen)."),
 )
+@click.option(
+    "--answer-drills",
+    is_flag=True,
+    help=N_(
+        "Answer every drill (simulacro) these notices announce, as 'velador drill answer' does "
+        "for each case."
+    ),
+)
 @TIMEOUT
 @click.pass_obj
-def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
+def inbox(ctx: Ctx, as_json: bool, show_all: bool, answer_drills: bool, timeout: float) -> None:
     """`velador inbox` (help text above)."""
     nodes = known_nodes(ctx)
     if not nodes:
@@ -150,12 +158,41 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, timeout: float) -> None:
         for a in answers:
             if a.ok and a.body and a.body["last"] > after[a.fingerprint]:
                 _save_cursor(ctx.state, a.fingerprint, a.body["last"], ctx.clock.now())
+    if answer_drills:
+        _answer_drills(ctx, ident, events, [c for _, c in nodes], timeout, as_json)
     if len(failed) == len(answers):
         raise NodeError(
             N_("none of your %(n)d node(s) could be asked for notices: %(errors)s"),
             hint=N_("check your network connection (or Tor), then run 'velador inbox' again"),
             n=len(answers),
             errors="; ".join(str(a.error) for _alias, a in failed),
+        )
+
+
+def _answer_drills(
+    ctx: Ctx, ident: Any, events: list[Any], nodes: list[Any], timeout: float, as_json: bool
+) -> None:
+    """`inbox --answer-drills`: answer the drill of each case a drill notice named (issue 13: an
+    outlet answers "with velador drill answer, or from velador inbox"). By case id: the nodes
+    you know are asked, and the stores checked are those K of them name (protocol §11.2)."""
+    from .drill_cmds import answer_case
+
+    cases = sorted({ev.case_id for ev in events if ev.event == "drill" and ev.to != "reporter"})
+    failures = 0
+    for case_id in cases:
+        if not as_json:
+            click.echo(_("Answering the drill of case %(case)s...") % {"case": case_id}, err=True)
+        try:
+            answer_case(ctx, ident, case_ref(case_id, nodes), (), timeout, as_json)
+        except VeladorError as exc:
+            failures += 1
+            click.echo(_("velador: error: %(error)s") % {"error": error_text(exc)[0]}, err=True)
+    if failures:
+        raise PolicyError(
+            N_("%(n)d of %(total)d drill answers failed"),
+            hint=N_("the lines above say what failed; tell the reporter"),
+            n=failures,
+            total=len(cases),
         )
 
 

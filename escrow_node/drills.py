@@ -296,6 +296,10 @@ def challenge(svc: NodeService, req: SignedRequest, case_id: str) -> dict[str, A
                 "needed": needed_nodes(policy),
                 "time": now,
                 "challenges": mine,
+                # A recipient proves it can read the stores (§11.3) even when it answers with
+                # the bare case id its inbox names: the policy's stores, which its case card
+                # holds anyway. Only to recipients; the answerer trusts a list K nodes agree on.
+                "stores": list(policy.stores) if "recipient" in roles else [],
             },
         )
 

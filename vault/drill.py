@@ -43,6 +43,10 @@ AGE_MAGIC = b"age-encryption.org/v1\n"
 # --- starting -----------------------------------------------------------------------------------
 
 
+MAX_STORES = 16
+"""The most store URLs an answer checks (a case names a few)."""
+
+
 def start(
     identity: Identity, policy: Policy, clock: Clock, timeout: float, drill: str | None = None
 ) -> tuple[str, list[NodeResult]]:
@@ -137,6 +141,7 @@ def answer(
         else:
             rep.nodes.append(NodeAnswer(card, error=str(res.error)))
     rep.reached = sorted(card.fingerprint for card, _ in offers)
+    store_urls = list(store_urls) or agreed_stores([body for _, body in offers], rep.needed)
     if store_urls:
         rep.stores, rep.store_problems = check_stores(case_id, store_urls)
 
@@ -163,6 +168,20 @@ def answer(
             )
         )
     return rep
+
+
+def agreed_stores(offers: Sequence[dict[str, Any]], needed: int) -> list[str]:
+    """The stores named by at least `needed` (K) of the nodes' drill offers (protocol §11.2),
+    for an answer made from a bare case id: one lying node cannot send the answerer to a URL
+    of its choosing, and fewer than K nodes cannot release the case anyway."""
+    counts: dict[tuple[str, ...], int] = {}
+    for body in offers:
+        stores = body.get("stores")
+        if isinstance(stores, list) and stores and all(isinstance(u, str) for u in stores):
+            key = tuple(stores[:MAX_STORES])
+            counts[key] = counts.get(key, 0) + 1
+    best = max(counts.items(), key=lambda kv: kv[1], default=((), 0))
+    return list(best[0]) if best[1] >= max(1, needed) else []
 
 
 def _answer_doc(

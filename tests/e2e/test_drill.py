@@ -80,9 +80,14 @@ def test_drills_end_to_end(v, drilled, smtp, webhooks, clock, homes):
     # And the outlets' inbox marks it as a drill and says what to run
     inbox = v.ok(d.outlets[0], "inbox", passphrase=OPW)
     assert "SIMULACRO / DRILL" in inbox and "drill answer" in inbox
-    # When every recipient and editor answers (outlets with the case card: stores checked)
+    # When every recipient and editor answers: sur from its inbox (by case id: the stores it
+    # checks are those the nodes name), norte and the editors with the case card
     for home, pw in answerers:
-        v.ok(home, "drill", "answer", d.card, passphrase=pw)
+        if home is d.outlets[0]:
+            out = v.ok(home, "inbox", "--all", "--answer-drills", passphrase=pw)
+            assert "SIMULACRO / DRILL" in out
+        else:
+            v.ok(home, "drill", "answer", d.card, passphrase=pw)
     # Then the report's verdict says a release would reach everyone
     code, rep = wait_for(lambda: (r := report(v, d.r))[0] == 0 and r, what="a clean report")
     assert rep["verdict"] == (

@@ -62,7 +62,7 @@ def test_answers_prove_the_key_and_are_recorded_signed_in_the_audit_chain(inproc
     assert [n.error for n in out.nodes] == [None]
     proofs = out.nodes[0].proofs
     assert proofs["key"] and proofs["reach"] and proofs["software"]
-    assert not proofs["stores"]  # no store given: not proven
+    assert proofs["stores"]  # none given: the stores the node names (K agree) were checked
     again = vdrill.answer(case.recipients[0], cid, [inproc.card], [], inproc.clock, 10)
     assert again.nodes == [] and again.already == 1  # a second run sends nothing again
     ed = vdrill.answer(case.editors[0], cid, [inproc.card], [], inproc.clock, 10)
@@ -191,17 +191,21 @@ def test_an_editor_drill_request_is_never_a_real_release_request(inproc, case):
     assert inproc.client(ed).status(cid)["editor_requests"] == 0
 
 
-def test_the_report_and_the_verdict(inproc, case):
+def test_the_report_and_the_verdict(inproc, case, tmp_path):
     cid = case.policy.case_id
     inproc.client(case.reporter).drill_start(cid, "d1")
+    # The recipients check a store with a snapshot that does not match its id
+    bad = tmp_path / "bad-store"
+    (bad / cid / "snapshots").mkdir(parents=True)
+    (bad / cid / "snapshots" / ("0" * 64)).write_bytes(b"age-encryption.org/v1\nforged")
     for who in case.recipients:
-        vdrill.answer(who, cid, [inproc.card], [], inproc.clock, 10)
+        vdrill.answer(who, cid, [inproc.card], [f"file://{bad}"], inproc.clock, 10)
     reports = vdrill.collect(case.reporter, case.policy, inproc.clock, 10)
     assert reports[0].ok, reports[0].error
     body = reports[0].body
     assert {p["role"] for p in body["parties"]} == {"recipient", "editor", "reporter"}
     v = vdrill.verdict(case.policy, reports)
-    # no store was checked and the editors did not answer: named
+    # the store is damaged and the editors did not answer: named
     texts = " | ".join(p.english for p in v.problems)
     assert "could not read and check the case's stores" in texts
     assert "editor" in texts and "did not answer" in texts

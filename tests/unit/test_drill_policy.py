@@ -91,3 +91,16 @@ def test_the_verdict_counts_recipients_and_working_nodes(world):
     assert (v.recipients_ok, v.nodes_ok) == (1, 2)
     assert "cannot open what is sealed to it" in text and "rotate the case" in text
     assert f"node {p.nodes[0].name} could not send email" in text
+
+
+def test_an_answer_by_case_id_checks_only_stores_k_nodes_agree_on():
+    from vault.drill import agreed_stores
+
+    good = ["s3://b/v", "file:///media/usb"]
+    liar = ["http://169.254.169.254/latest"]
+    # Three nodes name the policy's stores, one names a URL of its choosing: K = 2
+    offers = [{"stores": good}, {"stores": good}, {"stores": liar}, {"stores": good}]
+    assert agreed_stores(offers, 2) == good
+    # One node alone cannot send the answerer anywhere, however many entries it lists
+    assert agreed_stores([{"stores": liar}, {"stores": []}, {}], 2) == []
+    assert agreed_stores([{"stores": "s3://x"}, {"stores": [1]}], 1) == []
