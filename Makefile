@@ -36,8 +36,11 @@ tools:
 		fi; \
 	done
 
+# Two workers by default: most tests wait on real node processes, so two share the 2-core machine
+# well; a test file always runs whole on one worker (--dist loadfile). TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: $(STAMP) tools
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
