@@ -324,16 +324,26 @@ def heartbeat(
     deadline = max(cs.deadline, last + rules.every)
     effects: list[Effect] = []
     new = replace(cs, seq=seq, last_beat=last)
-    if cs.state in WATCHING:
+    if cs.state == OVERDUE and deadline <= now:
+        # Signed too long ago to move the deadline past now (late gossip, a reporter's clock
+        # behind): the case stays overdue with the later deadline, if any. Going back to ARMED
+        # would tell the editors "checked in" and then "overdue" again for the same deadline:
+        # two false alarms (found by the chaos harness, invariant e).
+        new = replace(new, deadline=deadline)
+    elif cs.state in WATCHING:
         if cs.state == OVERDUE:
             effects += notify("checked_in", "editors")
         new = replace(new, state=ARMED, deadline=deadline, reminded=0, warned=False)
     elif cs.state == EDITOR_PENDING and cs.prior in WATCHING:
         # A heartbeat does not cancel an editor release (a captor can force a check-in); only
-        # a signed objection does. It does move the deadline that runs underneath.
-        if cs.prior == OVERDUE:
-            effects += notify("checked_in", "editors")
-        new = replace(new, deadline=deadline, reminded=0, warned=False, prior=ARMED)
+        # a signed objection does. It does move the deadline that runs underneath (and, as
+        # above, one that stays in the past leaves the case overdue underneath, silently).
+        if cs.prior == OVERDUE and deadline <= now:
+            new = replace(new, deadline=deadline)
+        else:
+            if cs.prior == OVERDUE:
+                effects += notify("checked_in", "editors")
+            new = replace(new, deadline=deadline, reminded=0, warned=False, prior=ARMED)
     # PAUSED: the sequence is recorded; the pause keeps running.
     if duress:
         new = replace(new, duress_at=now)

@@ -88,6 +88,36 @@ def test_deadline_uses_the_signed_time_so_late_gossip_does_not_extend_it():
     assert cs.deadline == T + 110
 
 
+def test_a_heartbeat_that_leaves_the_deadline_in_the_past_is_not_a_check_in():
+    # Given an overdue case (deadline T+100, the overdue notice sent)
+    cs, eff = E.advance(armed(), R, T + 100)
+    assert cs.state == E.OVERDUE and [e[1] for e in events(eff)].count("overdue") >= 1
+    # When a newer heartbeat arrives whose signed time does not move the deadline past now
+    # (late gossip, or a reporter's clock behind; found by the chaos harness, invariant e)
+    cs2, eff = E.heartbeat(cs, R, 1, T - 50, T + 110)
+    # Then the case stays overdue, silently: no "checked in", no second "overdue"
+    assert cs2.state == E.OVERDUE and cs2.seq == 1 and cs2.deadline == T + 100
+    assert events(eff) == []
+    # and it still releases at deadline + grace
+    cs3, eff = E.advance(cs2, R, T + 120, synced=True)
+    assert cs3.state == E.RELEASED
+    # When it moves the deadline, but not past now (signed after the deadline, arrived late)
+    cs4, eff = E.heartbeat(cs, R, 1, T + 5, T + 110)
+    assert cs4.state == E.OVERDUE and cs4.deadline == T + 105 and events(eff) == []
+    # A heartbeat that does move it past now is a check-in, as before
+    cs5, eff = E.heartbeat(cs, R, 1, T + 105, T + 110)
+    assert cs5.state == E.ARMED and events(eff) == [("notify", "checked_in", "editors")]
+
+
+def test_under_an_editor_request_an_old_heartbeat_leaves_the_case_overdue_underneath():
+    cs, _ = E.advance(armed(), R, T + 100)
+    cs, _ = E.editor_request(cs, R, "ed1", T + 101)
+    cs, _ = E.editor_request(cs, R, "ed2", T + 102)
+    assert cs.state == E.EDITOR_PENDING and cs.prior == E.OVERDUE
+    cs2, eff = E.heartbeat(cs, R, 1, T - 50, T + 103)
+    assert cs2.state == E.EDITOR_PENDING and cs2.prior == E.OVERDUE and events(eff) == []
+
+
 def test_heartbeat_from_the_future_is_refused():
     with pytest.raises(Conflict):
         E.heartbeat(armed(), R, 1, T + E.FUTURE_SKEW + 1, T)
