@@ -43,6 +43,16 @@ def gate(ui: Ui, request: Request) -> Response | None:
     return None
 
 
+def job_progress(ui: Ui, request: Request, job_id: str) -> Response:
+    """A deposit's or recovery's progress for the page's poller (JSON; 401 once locked)."""
+    if gate(ui, request) is not None:
+        return JSONResponse({"state": "locked"}, status_code=401)
+    job = ui.jobs.get(job_id)
+    if job is None:
+        return JSONResponse({"state": "gone"}, status_code=404)
+    return JSONResponse({"state": job["state"], "done": job["done"], "total": job["total"]})
+
+
 def register(app: FastAPI, ui: Ui) -> None:
     @app.get("/unlock")
     def unlock_page(request: Request) -> Response:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from vault.errors import VeladorError
 from vault.netrecover import case_ref
@@ -23,7 +23,7 @@ from vault.switch import fan_out
 
 from ..i18n import _
 from .app import Ui, form, new_job_id, see_other
-from .common import current, error_line, gate
+from .common import current, error_line, gate, job_progress
 
 PAGE, MAX_PAGES = 100, 50  # as `velador inbox`
 
@@ -207,9 +207,4 @@ def register(app: FastAPI, ui: Ui) -> None:
 
     @app.get("/outlet/jobs/{job_id}/progress")
     def recover_progress(request: Request, job_id: str) -> Response:
-        if gate(ui, request) is not None:
-            return JSONResponse({"state": "locked"}, status_code=401)
-        job = ui.jobs.get(job_id)
-        if job is None:
-            return JSONResponse({"state": "gone"}, status_code=404)
-        return JSONResponse({"state": job["state"], "done": job["done"], "total": job["total"]})
+        return job_progress(ui, request, job_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from vault.checkin import checkin
 from vault.custody import audit
@@ -25,7 +25,7 @@ from vault.switch import act, arming_state, gather_status, make_case_card, switc
 
 from ..i18n import _
 from .app import Ui, form, new_job_id, see_other
-from .common import current, error_line, gate
+from .common import current, error_line, gate, job_progress
 
 
 def state_word(state: str | None) -> str:
@@ -353,15 +353,8 @@ def register(app: FastAPI, ui: Ui) -> None:
         return ui.render(request, "job.html", job=job, job_id=job_id)
 
     @app.get("/jobs/{job_id}/progress")
-    def job_progress(request: Request, job_id: str) -> Response:
-        if _gate(ui, request) is not None:
-            return JSONResponse({"state": "locked"}, status_code=401)
-        job = ui.jobs.get(job_id)
-        if job is None:
-            return JSONResponse({"state": "gone"}, status_code=404)
-        return JSONResponse(
-            {"state": job["state"], "done": job["done"], "total": job["total"]},
-        )
+    def deposit_progress(request: Request, job_id: str) -> Response:
+        return job_progress(ui, request, job_id)
 
 
 def _run_deposit(ui: Ui, job: dict[str, Any], ident: Any, rec: Any, folder: Path) -> None:
