@@ -10,6 +10,7 @@ STARTUP_SYNC_WAIT (a slow or hostile peer), in which case it completes while the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -43,6 +44,8 @@ log = logging.getLogger("velador.node")
 WORKER_THREADS = 4
 STARTUP_SYNC_WAIT = 5.0
 """Seconds serving may wait for the start-up sweep's peer syncs (they go on afterwards)."""
+SHUTDOWN_GRACE = 3.0
+"""Seconds a stopping node waits for its deliveries and peer syncs in flight."""
 
 
 class StatusCounter:
@@ -120,14 +123,28 @@ def create_app(
             if svc.verifiers is not None:
                 pool, svc.verifiers = svc.verifiers, None
                 await pool.close()
-            if sched is not None:
-                sched.shutdown()
-            outbox.close()
+            # Work that waits on other machines gets SHUTDOWN_GRACE seconds, then is left
+            # behind (server.py, "Stopping"): nothing it would do is lost, it is redone.
+            deadline = time.monotonic() + SHUTDOWN_GRACE
+            outbox.stop()
+            syncs = sched.shutdown(deadline) if sched is not None else 0
+            deliveries = outbox.close(deadline)
             metrics.close()
             if dashboard is not None:
                 dashboard.close()
             svc.close()
-            store.close()
+            if syncs or deliveries:
+                # They may still commit their outcome: the store stays open until the process
+                # exits (SQLite commits are durable either way, as under SIGKILL).
+                app.state.lingering = syncs + deliveries
+                log.warning(
+                    "stopping with %d peer sync(s) and %d delivery(ies) still waiting on other"
+                    " machines; they are done again after the next start",
+                    syncs,
+                    deliveries,
+                )
+            else:
+                store.close()
             log.info("node stopped cleanly")
 
     app = NodeApp(

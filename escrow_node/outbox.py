@@ -188,11 +188,30 @@ class Outbox:
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="outbox")
         self.stopping = False
 
-    def close(self) -> None:
+    def close(self, deadline: float | None = None) -> int:
+        """Stop starting deliveries; wait for those in flight until `deadline` (monotonic).
+
+        Returns how many are still running then. Those are left to end on their own: a
+        delivery that stalls must not hold up a node that was told to stop, and one cut short
+        is sent again after the next start (at-least-once, protocol §8.3; receivers drop
+        repeats by Velador-Delivery). Without a deadline, waits for all of them."""
+        self.stop()
+        with self._cv:
+            while self._inflight:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._cv.wait(timeout=1.0 if left is None else min(left, 1.0))
+            lingering = len(self._inflight)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if not lingering:
+            self._http.close()
+        return lingering
+
+    def stop(self) -> None:
+        """Start no more deliveries (the running loop ends within a second)."""
         self.stopping = True
         self._wake()
-        self._pool.shutdown(wait=True)
-        self._http.close()
 
     def _wake(self) -> None:
         with self._cv:
@@ -220,9 +239,6 @@ class Outbox:
                         # Every slot is busy, or each case with due rows is at PER_CASE, or
                         # nothing is due: wait for a delivery to end (or a kick).
                         self._cv.wait(timeout=1.0)
-            with self._cv:  # on shutdown: let running deliveries record their outcome
-                while self._inflight:
-                    self._cv.wait(timeout=1.0)
         finally:
             self._lock.release()
         return total

@@ -97,11 +97,16 @@ class EngineScheduler:
         self.rearm()
         self.kick_outbox()
 
-    def shutdown(self) -> None:
+    def shutdown(self, deadline: float | None = None) -> int:
+        """Stop the jobs; returns how many peer syncs still run at `deadline` (monotonic).
+
+        The jobs themselves only touch the database (a sweep queues its syncs), so waiting for
+        them is short; the syncs and deliveries, which wait on other machines, are waited for
+        until the deadline only (server.py, "Stopping")."""
         self.svc.on_change = lambda wake, queued: None
-        self.outbox.stopping = True
+        self.outbox.stop()
         self.sched.shutdown(wait=True)
-        self.syncer.close()
+        return self.syncer.close(deadline)
 
     def _skipped(self, event: JobSubmissionEvent) -> None:
         self.skipped_runs += 1

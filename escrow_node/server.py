@@ -1,16 +1,23 @@
 """`velador node serve`: uvicorn and the engine in one process (docs/guide-operator.md §5).
 
-uvicorn installs the SIGTERM/SIGINT handlers: it stops accepting connections, finishes the
-requests in flight, then runs the lifespan shutdown, which stops the scheduler (waiting for a
-running sweep or delivery) and closes the database. Every state change was committed before
-its answer, so even SIGKILL loses nothing that was acknowledged.
+Stopping. uvicorn installs the SIGTERM/SIGINT handlers: it stops accepting connections,
+finishes the requests in flight, then runs the lifespan shutdown (app.py), which stops the
+scheduler, waits at most SHUTDOWN_GRACE seconds for deliveries and peer syncs in flight, and closes
+the database. A delivery or sync still waiting on another machine then is left behind: the
+process exits without joining its thread (`_exit`), and the work is redone after the next start
+(an undelivered outbox row stays due; a case whose sync did not commit keeps its wake-up in the
+past). Without this a dripping webhook or a mail server that never greets held a stopping node
+for a whole timeout, and service managers resort to SIGKILL. Every state change was committed
+before its answer, so even SIGKILL loses nothing that was acknowledged.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import uvicorn
@@ -83,11 +90,22 @@ def serve(
         # X-Forwarded-For rewriting would only be per-request work.
         proxy_headers=False,
     )
-    # uvicorn re-raises the signal that stopped it once shutdown is complete; with this
-    # handler in place that becomes exit status 0, which service managers read as a clean stop.
+    # uvicorn re-raises the signal that stopped it once shutdown is complete; with these
+    # handlers in place SIGTERM becomes exit status 0, which service managers read as a clean
+    # stop, and SIGINT (Ctrl-C) 130.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
     uvicorn.Server(uv).run()
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
-    sys.exit(0)
+    code = 0 if signum == signal.SIGTERM else 128 + signum
+    main = threading.main_thread()
+    if any(t is not main and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        # A delivery or peer sync left behind at shutdown (see "Stopping" above): exiting
+        # normally would join its thread and wait out its timeout.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

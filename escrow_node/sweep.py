@@ -158,10 +158,13 @@ class PeerSync:
                 return None
             self._busy.add(case_id)
         try:
-            return self._pool.submit(self._run, case_id, now)
+            fut = self._pool.submit(self._run, case_id, now)
         except RuntimeError:  # shutting down: the next start-up sweep finds the case again
             self._done(case_id)
             return None
+        # A sync dropped from the queue at shutdown never runs: it is not busy any more.
+        fut.add_done_callback(lambda f: self._done(case_id) if f.cancelled() else None)
+        return fut
 
     def _run(self, case_id: str, now: int) -> bool:
         try:
@@ -196,8 +199,19 @@ class PeerSync:
         with self._lock:
             return self._idle.wait_for(lambda: not self._busy, timeout)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, deadline: float | None = None) -> int:
+        """Drop queued syncs; wait for running ones until `deadline` (monotonic; None: no limit).
+
+        Returns how many still run: a peer that drips must not hold up a node told to stop.
+        A case whose sync was cut short still has its wake-up in the past, so the start-up
+        sweep of the next run syncs it again (protocol §5.3)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if left is None:
+            self._pool.shutdown(wait=True)
+            return 0
+        self.wait_idle(left)
+        return self.busy()
 
 
 def _advance_one(
