@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -19,8 +20,35 @@ os.environ["VELADOR_INSECURE_FAST_KDF"] = "1"
 os.environ["VELADOR_LANG"] = "en"
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_PICK = random.SystemRandom()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port to give a server that a test starts a moment later.
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out (bind to 0) is also
+    what it hands to the next outgoing connection, and a test making hundreds of connections
+    took a node's port in the second between this call and the node's bind (the chaos harness's
+    node exited with uvicorn's start-up failure, code 3). Random, so xdist workers rarely pick
+    the same one, and checked free now."""
+    lo = max(10000, _EPHEMERAL_LOW - 20000)
+    for _ in range(200):
+        port = _PICK.randrange(lo, _EPHEMERAL_LOW)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # pragma: no cover - a machine with that whole range in use
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
