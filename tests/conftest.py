@@ -29,6 +29,22 @@ def _ephemeral_low() -> int:
 
 _EPHEMERAL_LOW = _ephemeral_low()
 _PICK = random.SystemRandom()
+_GIVEN: set[int] = set()
+"""Ports already handed out by this process: servers often bind long after the pick (the chaos
+harness picks five nodes' ports, then starts proxies, then the nodes), and a second pick of the
+same free port would start two servers on it."""
+
+
+def _port_range() -> range:
+    """This process's share of the ports below the ephemeral range (one per xdist worker)."""
+    lo = max(10000, _EPHEMERAL_LOW - 20000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if worker.startswith("gw") and worker[2:].isdigit() and n > 1:
+        width = (_EPHEMERAL_LOW - lo) // n
+        i = int(worker[2:]) % n
+        return range(lo + i * width, lo + (i + 1) * width)
+    return range(lo, _EPHEMERAL_LOW)
 
 
 def free_port() -> int:
@@ -37,17 +53,21 @@ def free_port() -> int:
     Chosen below the kernel's ephemeral range: a port the kernel hands out (bind to 0) is also
     what it hands to the next outgoing connection, and a test making hundreds of connections
     took a node's port in the second between this call and the node's bind (the chaos harness's
-    node exited with uvicorn's start-up failure, code 3). Random, so xdist workers rarely pick
-    the same one, and checked free now."""
-    lo = max(10000, _EPHEMERAL_LOW - 20000)
-    for _ in range(200):
-        port = _PICK.randrange(lo, _EPHEMERAL_LOW)
+    node exited with uvicorn's start-up failure, code 3). Random, so xdist workers never pick
+    the same one (each has its own share of the range), never twice in one process, and checked
+    free now."""
+    ports = _port_range()
+    for _ in range(500):
+        port = _PICK.choice(ports)
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _GIVEN.add(port)
+        return port
     with socket.socket() as s:  # pragma: no cover - a machine with that whole range in use
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
