@@ -222,10 +222,11 @@ def create_app(config: UiConfig) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    from . import common, editor, outlet, reporter
+    from . import case_admin, common, editor, outlet, reporter
 
     common.register(app, ui)
     reporter.register(app, ui)
+    case_admin.register(app, ui)
     editor.register(app, ui)
     outlet.register(app, ui)
     return app
