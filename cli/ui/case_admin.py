@@ -236,7 +236,6 @@ def register(app: FastAPI, ui: Ui) -> None:
             request,
             "drill.html",
             case=rec.name,
-            known=bool(rec.extra.get("drill")),
             started=shown.get("started"),
             report=shown.get("report"),
         )

@@ -113,6 +113,19 @@ def test_rotate_and_destroy_only_after_the_question(armed, clock, mexico_time):
 
     with serving(armed.r, clock) as srv:
         c = unlocked(srv, REPORTER_PW)
+        # A rotation that misses a node says so, and "Finish the rotation" is `case arm`
+        down = armed.nodes[2]
+        down.stop()
+        value = confirm_value(c.post("/cases/inv/rotate").text)
+        c.post("/cases/inv/rotate", data={"confirm": value})
+        result = text(c.get("/cases/inv/rotated").text)
+        assert "tiene la llave nueva en 2 de 3 nodos" in result, result
+        assert "Terminar el cambio de llave" in result
+        down.start()
+        r = c.post("/cases/inv/arm", follow_redirects=True)
+        assert "quedó activo en los 3 nodos" in text(r.text)
+        assert policy_at_nodes(armed) == [local_policy(armed)] * 3
+
         asked = c.post("/cases/inv/destroy")
         assert "¿De verdad quieres destruir el caso inv en todos los nodos?" in text(asked.text)
         assert c.post("/cases/inv/destroy", data={"confirm": "yes"}).status_code == 200
