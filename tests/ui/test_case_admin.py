@@ -237,3 +237,33 @@ def test_drill_and_rotate_from_the_keyboard(driver, armed, clock, mexico_time): 
         p.shot("rotada")
         after = local_policy(armed)
         assert after != before and policy_at_nodes(armed) == [after] * 3
+
+
+def test_rotate_asks_where_the_new_share_files_go(v, homes, clock, tmp_path):
+    # Given a case whose shares are offline files (no nodes), as `case create --offline-dir`
+    r, outlet = homes("rita"), homes("diario")
+    v.ok(r, "id", "new", "--name", "Rita Reportera")
+    v.ok(outlet, "id", "new", "--name", "Diario", "--role", "outlet", passphrase=OPW)
+    v.ok(r, "contact", "add", v.ok(outlet, "id", "card", passphrase=OPW).strip(), "--alias", "dia")
+    args = ["case", "create", "puerto", "--recipient", "dia", "--threshold", "2", "--shares", "3"]
+    store = f"file://{tmp_path / 'store'}"
+    v.ok(r, *args, "--offline-dir", tmp_path / "usb1", "--store", store)
+    with serving(r, clock) as srv:
+        c = unlocked(srv, REPORTER_PW)
+        # When the reporter rotates in the browser, the question page asks for the folder
+        page = c.post("/cases/puerto/rotate").text
+        assert 'id="offline_dir"' in page and 'for="offline_dir"' in page
+        usb = tmp_path / "usb2"
+        c.post(
+            "/cases/puerto/rotate", data={"confirm": confirm_value(page), "offline_dir": str(usb)}
+        )
+        result = text(c.get("/cases/puerto/rotated").text)
+    # Then the new share files are there, and the page names each one
+    files = sorted(usb.glob("*.velador-share"))
+    assert len(files) == 3
+    for f in files:
+        assert (
+            f"Archivo de fragmento nuevo: {f}. Destruye los archivos de fragmentos viejos."
+            in result
+        )
+    assert LocalState(r).case("puerto").policy.replaces
