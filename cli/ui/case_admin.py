@@ -2,8 +2,9 @@
 
 Each page is the CLI command's own call (no second implementation of any rule):
 
-- rotate: `velador case rotate` -> vault.case.rotate_and_register; "Finish the rotation" is
-  `velador case arm` (vault.switch.arm);
+- rotate: `velador case rotate` -> vault.case.rotate_and_register, in a thread with the deposit's
+  progress page mechanism (the keyring goes to every store and the policy to every node, each up
+  to the node timeout); "Finish the rotation" is `velador case arm` (vault.switch.arm);
 - drill: `velador drill CASE` -> vault.drill.start_case, and `velador drill report` ->
   vault.drill.collect + verdict, shown with cli/drill_cmds.py's own lines;
 - destroy: `velador case destroy` -> vault.switch.act(..., "destroy").
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from vault.errors import N_, NotFoundError, VeladorError
 from vault.switch import ArmReport, act, arm
 
 from ..i18n import _
-from .app import Ui, form, see_other
+from .app import Ui, form, new_job_id, see_other
 from .common import current, error_line, gate
 
 ACTIONS = [
@@ -78,6 +80,54 @@ def arm_view(rep: ArmReport) -> dict[str, Any]:
         "nodes": rows,
         "needs_invite": list(rep.needs_invite),
     }
+
+
+def new_job(ui: Ui, case: str) -> dict[str, Any]:
+    """A rotation's entry in the app's jobs (polled by /jobs/{id}/progress, as deposits are)."""
+    job_id = new_job_id()
+    job: dict[str, Any] = {
+        "id": job_id,
+        "kind": "rotate",
+        "case": case,
+        "state": "running",
+        "done": 0,
+        "total": 0,
+        "result": None,
+        "error": None,
+    }
+    ui.jobs[job_id] = job
+    return job
+
+
+def run_rotation(ui: Ui, job: dict[str, Any], ident: Any, name: str, folder: Path | None) -> None:
+    """`velador case rotate NAME --yes` in a thread: the keyring goes to every store and the new
+    policy to every node (each up to the node timeout), which can take more than a moment."""
+    from vault.state import LocalState
+
+    try:
+        state = LocalState(ui.home)  # this thread's own connection to the local database
+        rot, rep = rotate_and_register(
+            state,
+            ident,
+            name,
+            ui.config.clock,
+            ui.config.timeout,
+            offline_dir=folder,
+            s3_endpoint=ui.config.s3_endpoint,
+        )
+        job["result"] = {
+            "policy": rot.new.policy.hash[:16],
+            "keyring": rot.keyring_key,
+            "share_files": [str(p) for p in rot.new.offline_files],
+            "arm": arm_view(rep) if rep is not None else None,
+        }
+        job["state"] = "done"
+    except VeladorError as exc:
+        job["error"] = error_line(exc)
+        job["state"] = "failed"
+    except OSError as exc:
+        job["error"] = str(exc.strerror or exc)
+        job["state"] = "failed"
 
 
 def drill_report(ui: Ui, ident: Any, rec: Any) -> dict[str, Any]:
@@ -140,38 +190,25 @@ def register(app: FastAPI, ui: Ui) -> None:
         if not confirmed(sess, "rotate", rec.case_id, data.get("confirm")):
             return confirm_page(request, sess, "rotate", rec, len(offline))
         folder = data.get("offline_dir", "").strip()
-        try:
-            rot, rep = rotate_and_register(
-                ui.state,
-                sess.identity,
-                rec.name,
-                ui.config.clock,
-                ui.config.timeout,
-                offline_dir=Path(folder).expanduser() if folder else None,
-                s3_endpoint=ui.config.s3_endpoint,
-            )
-        except VeladorError as exc:
-            sess.notice("error", error_line(exc))
-            return see_other(f"/cases/{rec.name}")
-        sess.data.pop(f"status:{rec.case_id}", None)  # the nodes' answers changed: ask again
-        sess.data[f"rotated:{rec.case_id}"] = {
-            "policy": rot.new.policy.hash[:16],
-            "keyring": rot.keyring_key,
-            "share_files": [str(p) for p in rot.new.offline_files],
-            "arm": arm_view(rep) if rep is not None else None,
-        }
-        return see_other(f"/cases/{rec.name}/rotated")
+        job = new_job(ui, rec.name)
+        threading.Thread(
+            target=run_rotation,
+            args=(ui, job, sess.identity, rec.name, Path(folder).expanduser() if folder else None),
+            daemon=True,
+        ).start()
+        return see_other(f"/cases/{rec.name}/rotated/{job['id']}")
 
-    @app.get("/cases/{name}/rotated")
-    def rotated(request: Request, name: str) -> Response:
+    @app.get("/cases/{name}/rotated/{job_id}")
+    def rotated(request: Request, name: str, job_id: str) -> Response:
+        """The rotation's progress, then its result per node and the next step."""
         if (refused := gate(ui, request)) is not None:
             return refused
-        if (rec := case_or_home(request, name)) is None:
-            return see_other("/")
-        result = current(request).data.get(f"rotated:{rec.case_id}")
-        if result is None:
-            return see_other(f"/cases/{rec.name}")
-        return ui.render(request, "rotated.html", case=rec.name, result=result)
+        job = ui.jobs.get(job_id)
+        if job is None or job.get("kind") != "rotate" or job["case"] != name:
+            return see_other(f"/cases/{name}")
+        if job["state"] != "running" and (rec := case_or_home(request, name)) is not None:
+            current(request).data.pop(f"status:{rec.case_id}", None)  # the nodes changed
+        return ui.render(request, "rotated.html", case=name, job=job, result=job["result"])
 
     @app.post("/cases/{name}/arm")
     def finish(request: Request, name: str) -> Response:
@@ -186,11 +223,10 @@ def register(app: FastAPI, ui: Ui) -> None:
         except VeladorError as exc:
             sess.notice("error", error_line(exc))
             return see_other(f"/cases/{rec.name}")
-        result = sess.data.setdefault(
-            f"rotated:{rec.case_id}", {"policy": rec.policy.hash[:16], "share_files": []}
-        )
-        result["arm"] = arm_view(rep)
-        return see_other(f"/cases/{rec.name}/rotated")
+        job = new_job(ui, rec.name)
+        job["result"] = {"policy": rec.policy.hash[:16], "share_files": [], "arm": arm_view(rep)}
+        job["state"] = "done"
+        return see_other(f"/cases/{rec.name}/rotated/{job['id']}")
 
     # --- drills -------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from typing import Any
 
 from tests.e2e.conftest import DURESS, OPW
@@ -42,11 +43,23 @@ def text(page: str) -> str:
 
 def masked(page: str) -> str:
     """A page minus the values that differ between any two runs (port, one-time value, policy
-    hashes and the case card that holds one, ids): what is left is what a person reads."""
+    hashes and the case card that holds one, ids, the job's URL): what a person reads."""
     page = re.sub(r"127\.0\.0\.1:\d+", "HOST", page)
     page = re.sub(r'name="confirm" value="[^"]+"', 'name="confirm" value="X"', page)
     page = re.sub(r"velador:case:v1:[A-Za-z0-9_=-]+", "CASE-CARD", page)
+    page = re.sub(r"/rotated/[A-Za-z0-9_-]+", "/rotated/JOB", page)
     return re.sub(r"[0-9a-f]{12,}", "HEX", page)
+
+
+def rotated(c: Any, response: Any) -> str:
+    """Follow a confirmed rotation to its result page (it runs in the background)."""
+    location = response.headers["location"]
+    assert location.startswith("/cases/") and "/rotated/" in location, location
+    end = time.monotonic() + 60
+    while 'data-state="running"' in (page := c.get(location).text):
+        assert time.monotonic() < end, "the rotation did not finish"
+        time.sleep(0.1)
+    return page
 
 
 def policy_at_nodes(armed: Any) -> list[str]:
@@ -86,9 +99,7 @@ def test_rotate_and_destroy_only_after_the_question(armed, clock, mexico_time):
                 assert r.status_code == 403, path
             assert local_policy(armed) == before and policy_at_nodes(armed) == [before] * 3
             # When the person confirms on the page, the case is rotated at every node
-            done = c.post("/cases/inv/rotate", data={"confirm": value})
-            assert done.headers["location"] == "/cases/inv/rotated"
-            result = c.get("/cases/inv/rotated").text
+            result = rotated(c, c.post("/cases/inv/rotate", data={"confirm": value}))
             new = LocalState(armed.r).case("inv").policy
             assert new.replaces == before and new.hash != before
             if passphrase == REPORTER_PW:
@@ -117,8 +128,7 @@ def test_rotate_and_destroy_only_after_the_question(armed, clock, mexico_time):
         down = armed.nodes[2]
         down.stop()
         value = confirm_value(c.post("/cases/inv/rotate").text)
-        c.post("/cases/inv/rotate", data={"confirm": value})
-        result = text(c.get("/cases/inv/rotated").text)
+        result = text(rotated(c, c.post("/cases/inv/rotate", data={"confirm": value})))
         assert "tiene la llave nueva en 2 de 3 nodos" in result, result
         assert "Terminar el cambio de llave" in result
         down.start()
@@ -231,9 +241,9 @@ def test_drill_and_rotate_from_the_keyboard(driver, armed, clock, mexico_time): 
         assert local_policy(armed) == before
         tab_to(driver, button("Sí, cambiar la llave"), "the yes button")
         press_enter(driver)
+        assert "/cases/inv/rotated/" in driver.current_url
+        wait_for(driver, lambda: "quedó activo en los 3 nodos" in p.text(), "the rotation")
         p.seen()
-        assert "/cases/inv/rotated" in driver.current_url
-        assert "quedó activo en los 3 nodos" in p.text()
         p.shot("rotada")
         after = local_policy(armed)
         assert after != before and policy_at_nodes(armed) == [after] * 3
@@ -254,10 +264,8 @@ def test_rotate_asks_where_the_new_share_files_go(v, homes, clock, tmp_path):
         page = c.post("/cases/puerto/rotate").text
         assert 'id="offline_dir"' in page and 'for="offline_dir"' in page
         usb = tmp_path / "usb2"
-        c.post(
-            "/cases/puerto/rotate", data={"confirm": confirm_value(page), "offline_dir": str(usb)}
-        )
-        result = text(c.get("/cases/puerto/rotated").text)
+        form = {"confirm": confirm_value(page), "offline_dir": str(usb)}
+        result = text(rotated(c, c.post("/cases/puerto/rotate", data=form)))
     # Then the new share files are there, and the page names each one
     files = sorted(usb.glob("*.velador-share"))
     assert len(files) == 3
