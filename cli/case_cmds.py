@@ -690,7 +690,7 @@ def case_rotate(
     timeout: float,
     as_json: bool,
 ) -> None:
-    from vault.case import rotate_case
+    from vault.case import rotate_and_register
 
     if resume:
         click.get_current_context().invoke(case_arm, name=name, timeout=timeout, as_json=as_json)
@@ -698,13 +698,15 @@ def case_rotate(
     ctx.state.case(name)
     confirm("rotate", name, yes)
     ident = ctx.unlock()
-    rot = rotate_case(
-        ctx.state, ident, name, ctx.clock, offline_dir=offline_dir, s3_endpoint=ctx.s3_endpoint
+    rot, rep = rotate_and_register(
+        ctx.state,
+        ident,
+        name,
+        ctx.clock,
+        timeout,
+        offline_dir=offline_dir,
+        s3_endpoint=ctx.s3_endpoint,
     )
-    rep = None
-    if rot.new.policy.nodes:
-        mark_arming(ctx.state, rot.new.policy, ctx.clock.now())
-        rep = arm(ctx.state, ident, ctx.state.case(name), ctx.clock, timeout)
     info = {
         "case": name,
         "case_id": rot.new.policy.case_id,

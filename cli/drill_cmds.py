@@ -67,13 +67,19 @@ def drill() -> None:
 
 
 def _names(ctx: Ctx, policy: Policy | None) -> Any:
+    return party_names(ctx.state, policy)
+
+
+def party_names(state: Any, policy: Policy | None) -> Any:
+    """fingerprint -> the name the reporter knows a party by (a contact's alias first); the
+    browser's drill page (cli/ui/case_admin.py) uses the same names."""
     names: dict[str, str] = {}
     if policy is not None:
         for card in (policy.reporter, *policy.recipients, *policy.nodes):
             names[card.fingerprint] = card.name
         for card in policy.switch.editors if policy.switch else ():
             names[card.fingerprint] = card.name
-    for alias, card in ctx.state.contacts():
+    for alias, card in state.contacts():
         names[card.fingerprint] = alias
     return lambda fp: names.get(fp, fp)
 
@@ -94,9 +100,7 @@ def start_cmd(ctx: Ctx, case: str, timeout: float, as_json: bool) -> None:
     """`velador drill start` (help text above)."""
     rec = ctx.state.case(case)
     ident = ctx.unlock()
-    drill_id, results = vdrill.start(ident, rec.policy, ctx.clock, timeout)
-    now = ctx.clock.now()
-    ctx.state.set_case_extra(rec.case_id, "drill", {"id": drill_id, "started": now})
+    drill_id, results = vdrill.start_case(ctx.state, ident, rec, ctx.clock, timeout)
     started = [r for r in results if r.ok]
     if as_json:
         emit_json({"case": rec.name, "drill": drill_id, "nodes": [r.to_json() for r in results]})
@@ -312,13 +316,20 @@ def report_cmd(ctx: Ctx, case: str, drill_id: str | None, timeout: float, as_jso
             click.echo(line)
         for line in verdict_lines(v):
             click.echo(line)
+    if (problem := report_problem(v, rec.name)) is not None:
+        raise problem
+
+
+def report_problem(v: vdrill.Verdict, case: str) -> NotFoundError | PolicyError | None:
+    """What `velador drill report` ends with when the verdict is not clean (the error it exits
+    with; the browser's drill page shows the same sentence), or None."""
     if v.drill is None:
-        raise NotFoundError(
-            _("no node has a drill of case %(case)s") % {"case": rec.name},
-            hint=_("start one with 'velador drill %(case)s'") % {"case": rec.name},
+        return NotFoundError(
+            _("no node has a drill of case %(case)s") % {"case": case},
+            hint=_("start one with 'velador drill %(case)s'") % {"case": case},
         )
     if not v.ok:
-        raise PolicyError(
+        return PolicyError(
             ngettext(
                 "the drill found %(n)s problem", "the drill found %(n)s problems", len(v.problems)
             )
@@ -327,27 +338,34 @@ def report_cmd(ctx: Ctx, case: str, drill_id: str | None, timeout: float, as_jso
             else _("not every recipient has answered yet"),
             hint=_("each line above says who must fix what; run a new drill once they did"),
         )
+    return None
 
 
 def _print_report(policy: Policy, reports: list[Any], name: Any, now: int) -> None:
     con = out_console()
+    for line in report_lines(policy, reports, name, now):
+        con.print(line, markup=False)
+
+
+def report_lines(policy: Policy, reports: list[Any], name: Any, now: int) -> list[str]:
+    """Per node: its drill, and per party each channel's delivery and the answer (`velador
+    drill report`, and the browser's drill page)."""
+    lines = []
     for card, res in zip(policy.nodes, reports, strict=True):
         if not res.ok:
-            con.print(
-                _("node %(node)s: no report (%(error)s)") % {"node": card.name, "error": res.error},
-                markup=False,
+            lines.append(
+                _("node %(node)s: no report (%(error)s)") % {"node": card.name, "error": res.error}
             )
             continue
         b = res.body
-        con.print(
+        lines.append(
             _("node %(node)s: drill %(drill)s, started %(started)s, open until %(ends)s")
             % {
                 "node": card.name,
                 "drill": b["drill"],
                 "started": when(b["started"], now),
                 "ends": when(b["ends"], now),
-            },
-            markup=False,
+            }
         )
         for p in b["parties"]:
             chans = ", ".join(
@@ -364,11 +382,11 @@ def _print_report(policy: Policy, reports: list[Any], name: Any, now: int) -> No
             )
             if p["role"] == "reporter":
                 answered = ""
-            con.print(
+            lines.append(
                 f"  {_role(p['role']):<10} {name(p['party']):<20} {chans}"
-                + (f"; {answered}" if answered else ""),
-                markup=False,
+                + (f"; {answered}" if answered else "")
             )
+    return lines
 
 
 def _result(result: str) -> str:

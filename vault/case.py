@@ -371,3 +371,28 @@ def rotate_case(
     state.save_envelopes(new.policy, new.envelopes)
     state.forget_envelopes(old)
     return Rotation(old, new, key)
+
+
+def rotate_and_register(
+    state: LocalState,
+    identity: Identity,
+    name: str,
+    clock: Clock,
+    timeout: float,
+    *,
+    offline_dir: Path | None = None,
+    s3_endpoint: str | None = None,
+) -> tuple[Rotation, Any]:
+    """The whole rotation plan: `rotate_case`, then steps 4-5, the new policy registered at
+    every node (vault.switch.arm), each recorded "pending" before any is asked, so a crash
+    leaves the case "arming". Returns the rotation and the ArmReport (None for a case without
+    nodes). `velador case rotate` and the browser's rotate page both call this."""
+    from .switch import arm, mark_arming
+
+    rot = rotate_case(
+        state, identity, name, clock, offline_dir=offline_dir, s3_endpoint=s3_endpoint
+    )
+    if not rot.new.policy.nodes:
+        return rot, None
+    mark_arming(state, rot.new.policy, clock.now())
+    return rot, arm(state, identity, state.case(name), clock, timeout)

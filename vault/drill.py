@@ -31,6 +31,7 @@ from .manifest import snapshot_id
 from .nodeproto.messages import make_drill_answer, make_drill_request, new_drill_id
 from .objects import snapshot_prefix
 from .policy import Policy
+from .state import CaseRecord, LocalState
 from .switch import NodeResult, fan_out, run_parallel
 
 MAX_SNAPSHOTS_CHECKED = 3
@@ -56,6 +57,16 @@ def start(
         policy.nodes, identity, clock, lambda c: c.drill_start(policy.case_id, drill), timeout
     )
     return drill, results
+
+
+def start_case(
+    state: LocalState, identity: Identity, rec: CaseRecord, clock: Clock, timeout: float
+) -> tuple[str, list[NodeResult]]:
+    """`start`, and remember on this laptop which drill was started when (`velador status`
+    then shows its verdict). `velador drill CASE` and the browser's drill page call this."""
+    drill_id, results = start(identity, rec.policy, clock, timeout)
+    state.set_case_extra(rec.case_id, "drill", {"id": drill_id, "started": clock.now()})
+    return drill_id, results
 
 
 # --- answering ----------------------------------------------------------------------------------

@@ -76,8 +76,8 @@ class Ui:
         self._local = threading.local()
         self.jobs: dict[str, Any] = {}
         self.case_actions: list[tuple[str, str]] = []
-        """(button text, POST path with {case}) that other features add to the case page:
-        the place for drills (issue 15 asks for them once they exist). A module registers its
+        """(button text, POST path with {case}) that other features add to the case page
+        (cli/ui/case_admin.py adds drill, rotate and destroy). A module registers its
         route on the app and appends its button here; the text is marked with N_ and shown
         through _()."""
 
@@ -222,10 +222,11 @@ def create_app(config: UiConfig) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    from . import common, editor, outlet, reporter
+    from . import case_admin, common, editor, outlet, reporter
 
     common.register(app, ui)
     reporter.register(app, ui)
+    case_admin.register(app, ui)
     editor.register(app, ui)
     outlet.register(app, ui)
     return app
