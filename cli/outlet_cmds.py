@@ -2,15 +2,16 @@
 
 Both talk to escrow nodes only (docs/protocol.md §4.5, §8.2): every request is signed with the
 caller's identity and every notice or receipt is checked against the node's card key before it
-is shown. The inbox keeps a durable "seen" cursor per node in local state (table inbox_cursor),
-moved only after the notices were printed, so a crash shows a notice twice rather than never.
+is shown. The inbox keeps a durable "seen" cursor per node in local state (vault/inbox.py, shared
+with the browser's inbox), moved only after the notices were printed, so a crash shows a notice
+twice rather than never.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import click
 
@@ -24,18 +25,11 @@ from vault.errors import (
     VeladorError,
 )
 from vault.netrecover import DEFAULT_TIMEOUT, case_ref
-from vault.state import LocalState
 from vault.switch import fan_out
 
 from .context import Ctx, emit_json, out_console
 from .i18n import _, error_text, ngettext
 from .timefmt import local_time
-
-if TYPE_CHECKING:
-    from vault.nodeproto.client import NodeClient
-
-PAGE = 100
-MAX_PAGES = 50  # 5000 notices per node and run; the rest come on the next run
 
 TIMEOUT = click.option(
     "--timeout",
@@ -50,22 +44,7 @@ def known_nodes(ctx: Ctx) -> list[tuple[str, Card]]:
     return [(alias, card) for alias, card in ctx.state.contacts() if card.role == "node"]
 
 
-# --- inbox -------------------------------------------------------------------------------------
-
-
-def _cursor(state: LocalState, node_fp: str) -> int:
-    row = state.db.execute("SELECT seen FROM inbox_cursor WHERE node = ?", [node_fp]).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _save_cursor(state: LocalState, node_fp: str, seen: int, now: int) -> None:
-    with state.tx():
-        state.db.execute(
-            "INSERT INTO inbox_cursor (node, seen, updated) VALUES (?, ?, ?) "
-            "ON CONFLICT(node) DO UPDATE SET seen = max(seen, excluded.seen), "
-            "updated = excluded.updated",
-            [node_fp, seen, now],
-        )
+# --- inbox ---------------------------------------------------------------------------------
 
 
 @click.command(
@@ -94,43 +73,16 @@ def _save_cursor(state: LocalState, node_fp: str, seen: int, now: int) -> None:
 @TIMEOUT
 @click.pass_obj
 def inbox(ctx: Ctx, as_json: bool, show_all: bool, answer_drills: bool, timeout: float) -> None:
-    """`velador inbox` (help text above)."""
-    nodes = known_nodes(ctx)
-    if not nodes:
-        raise NotFoundError(
-            N_("you know no escrow node to ask for notices"),
-            hint=N_("add the case's nodes: velador contact add NODE_CARD --alias NAME"),
-        )
-    ident = ctx.unlock()
-    me = ident.card.fingerprint
-    after = {c.fingerprint: 0 if show_all else _cursor(ctx.state, c.fingerprint) for _, c in nodes}
+    """`velador inbox` (help text above); the fetching and the cursor are vault/inbox.py's."""
+    from vault.inbox import fetch_inbox, inbox_nodes, mark_seen
 
-    def fetch(client: NodeClient) -> dict[str, Any]:
-        last, mine = after[client.card.fingerprint], []
-        for _page in range(MAX_PAGES):
-            page = client.inbox(after=last, limit=PAGE)
-            for item in page:
-                last = max(last, int(item["id"]))
-                if item["notice"].get("party") == me:  # one for someone else is a node bug
-                    mine.append(item["notice"])
-            if len(page) < PAGE:
-                break
-        return {"last": last, "notices": mine}
-
-    answers = fan_out([c for _, c in nodes], ident, ctx.clock, fetch, timeout)
-    aliases = [alias for alias, _ in nodes]
-    failed = [(alias, a) for alias, a in zip(aliases, answers, strict=True) if not a.ok]
-    rows = sorted(
-        (
-            {"node_alias": alias, **n}
-            for alias, a in zip(aliases, answers, strict=True)
-            for n in (a.body or {}).get("notices", [])
-        ),
-        key=lambda n: (n.get("time", 0), n.get("node_alias", "")),
-    )
     from .context import default_home
     from .inbox_view import Names, group, home_args
 
+    nodes = inbox_nodes(ctx.state)
+    ident = ctx.unlock()
+    fetched = fetch_inbox(ctx.state, nodes, ident, ctx.clock, timeout, show_all=show_all)
+    answers, failed, rows = fetched.answers, fetched.failed, fetched.rows
     events = group(rows)
     names = Names(
         ctx.state.contacts(),
@@ -154,10 +106,7 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, answer_drills: bool, timeout:
                 err=True,
             )
         _print_events(events, names, show_all, now)
-    if not show_all:
-        for a in answers:
-            if a.ok and a.body and a.body["last"] > after[a.fingerprint]:
-                _save_cursor(ctx.state, a.fingerprint, a.body["last"], ctx.clock.now())
+    mark_seen(ctx.state, fetched, ctx.clock.now())  # only now that they were shown
     if answer_drills:
         _answer_drills(ctx, ident, events, [c for _, c in nodes], timeout, as_json)
     if len(failed) == len(answers):

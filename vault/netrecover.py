@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cards import Card
 from .clock import Clock
@@ -37,6 +37,9 @@ from .errors import (
 from .identity import Identity
 from .policy import Policy, replacement_path
 from .recover import Report, recover_key
+
+if TYPE_CHECKING:
+    from .case import ShareBundle
 
 DEFAULT_TIMEOUT = 10.0
 _CASE_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -151,6 +154,17 @@ def case_ref(text: str, known_nodes: Sequence[Card], reporters: Sequence[Card] =
             )
         return CaseRef(text, tuple(known_nodes), reporters=keys)
     return replace(ref_from_card(text), reporters=keys)
+
+
+def contacts_ref(text: str, contacts: Sequence[Card]) -> CaseRef:
+    """`case_ref` from your contacts: their nodes are asked about a bare case id, and their
+    reporters' keys are trusted before a majority of nodes (`Gathered.chosen_by`). The CLI and the
+    browser app (`velador recover`, the outlet's and the editor's pages) read a case this way."""
+    return case_ref(
+        text,
+        [c for c in contacts if c.role == "node"],
+        [c for c in contacts if c.role == "reporter"],
+    )
 
 
 def ref_from_card(text: str) -> CaseRef:
@@ -454,6 +468,32 @@ def _raise_nothing(found: Gathered, identity: Identity) -> None:
         case_id=ref.case_id,
         names=_names(holding),
     )
+
+
+def released_secret(
+    ref: CaseRef,
+    identity: Identity,
+    clock: Clock,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    offline: ShareBundle | None = None,
+) -> tuple[Gathered, bytes, list[str]]:
+    """The whole network half of `velador recover CASE` (and of the browser's recovery), in
+    one place so both trust the same answers: ask the nodes, add the offline share files of
+    `offline` (`--shares DIR`), combine any valid K shares, and record in the report why the
+    policy was trusted (card, contact or majority: the reader is warned of a majority).
+
+    Returns (what each node served, the release secret, the offline files skipped and why). The
+    secret is the caller's to use and drop; a failure raises what `combine_released` says."""
+    found = gather(ref, identity, clock, timeout=timeout)
+    skipped: list[str] = []
+    if offline is not None:
+        found.report.shares_skipped.extend(offline.rejected)
+        skipped = add_offline(found, offline.policy, offline.envelopes, identity)
+    secret = combine_released(found, identity)  # an error here names every node that failed
+    agreeing, serving = found.serving()
+    found.report.policy_choice = {"by": found.chosen_by, "agreeing": agreeing, "serving": serving}
+    return found, secret, skipped
 
 
 def node_summary(found: Gathered) -> list[dict[str, Any]]:
