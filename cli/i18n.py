@@ -130,6 +130,8 @@ def error_text(exc: VeladorError) -> tuple[str, str | None]:
     for key, value in params.items():
         if isinstance(value, Exception) and hasattr(value, "template"):
             params[key] = error_text(value)[0]  # an error quoted inside another: translate it too
+        elif hasattr(value, "template") and hasattr(value, "params"):
+            params[key] = note_text(value)  # a value vault/ said as a Note (a role, a reason)
 
     def fill(template: str | None, english: str | None) -> str | None:
         if template is None:

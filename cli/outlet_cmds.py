@@ -10,7 +10,6 @@ twice rather than never.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import IO, Any
 
 import click
@@ -18,7 +17,6 @@ import click
 from vault.cards import Card
 from vault.errors import (
     N_,
-    AuthenticationError,
     NodeError,
     NotFoundError,
     PolicyError,
@@ -29,6 +27,7 @@ from vault.switch import fan_out
 
 from .context import Ctx, emit_json, out_console
 from .i18n import _, error_text, ngettext
+from .request_view import REQUEST_OUTCOMES, Asked
 from .timefmt import local_time
 
 TIMEOUT = click.option(
@@ -184,32 +183,6 @@ def _print_events(events: list[Any], names: Any, show_all: bool, now: int) -> No
 # --- release request ---------------------------------------------------------------------------
 
 
-@dataclass
-class _Asked:
-    """One node's answer to a release request, as the editor should read it."""
-
-    card: Card
-    outcome: str
-    detail: str = ""
-    receipt: dict[str, Any] | None = None
-
-    @classmethod
-    def of(cls, card: Card, error: VeladorError | None, body: dict[str, Any] | None) -> _Asked:
-        if error is None:
-            return cls(card, "accepted", receipt=body)
-        detail = error_text(error)[0].removeprefix(f"node {card.name}: ")
-        if isinstance(error, NotFoundError):
-            return cls(card, "does not hold the case")
-        if isinstance(error, PolicyError):
-            forbidden = getattr(error, "code", None) == "forbidden"
-            return cls(card, "refused" if forbidden else "not accepted", detail)
-        if isinstance(error, NodeError):
-            return cls(card, "unreachable", detail)
-        if isinstance(error, AuthenticationError):
-            return cls(card, "not verified", detail)
-        return cls(card, "failed", detail)
-
-
 @click.command(
     "request",
     help=N_(
@@ -258,7 +231,7 @@ def release_request(
     answers = fan_out(
         ref.nodes, ident, ctx.clock, lambda c: c.release_request(ref.case_id, reason), timeout
     )
-    results = [_Asked.of(card, a.error, a.body) for card, a in zip(ref.nodes, answers, strict=True)]
+    results = [Asked.of(card, a.error, a.body) for card, a in zip(ref.nodes, answers, strict=True)]
     holding = [r for r in results if r.outcome != "does not hold the case"]
     if not holding:
         # A node answers the same for a case it does not hold and for a key the case does not
@@ -324,18 +297,6 @@ def release_request(
             % {"n": len(accepted), "case_id": ref.case_id},
             err=True,
         )
-
-
-REQUEST_OUTCOMES = {
-    "accepted": N_("accepted"),
-    "does not hold the case": N_("does not hold the case"),
-    "refused": N_("refused"),
-    "not accepted": N_("not accepted"),
-    "unreachable": N_("unreachable"),
-    "not verified": N_("not verified"),
-    "failed": N_("failed"),
-}
-"""_Asked outcomes as the editor reads them (--json keeps the English codes)."""
 
 
 def _request_line(row: dict[str, Any], now: int) -> str:

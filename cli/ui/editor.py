@@ -2,7 +2,7 @@
 
 The same calls as `velador release request` and `velador status CASE_CARD` (cli/outlet_cmds.py,
 cli/switch_cmds.py): a signed request to every node of the case, judged node by node with the
-CLI's own rules (outlet_cmds._Asked). The reason is typed in the page and travels only in the
+CLI's own rules (cli/request_view.py Asked). The reason is typed in the page and travels only in the
 form's POST body to this process and, signed, to the nodes: never in a URL, the server's log or
 the browser's storage (docs/threat-model.md, "The local browser app").
 """
@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from vault.errors import VeladorError
-from vault.netrecover import case_ref
+from vault.netrecover import contacts_ref
 from vault.switch import fan_out
 
 from ..i18n import _
@@ -27,12 +27,7 @@ MAX_REASON = 1000
 
 
 def _ref(ui: Ui, text: str) -> Any:
-    contacts = [card for _, card in ui.state.contacts()]
-    return case_ref(
-        text.strip(),
-        [c for c in contacts if c.role == "node"],
-        [c for c in contacts if c.role == "reporter"],
-    )
+    return contacts_ref(text.strip(), [card for _, card in ui.state.contacts()])
 
 
 def _status(ui: Ui, ident: Any, text: str) -> dict[str, Any]:
@@ -85,7 +80,7 @@ def register(app: FastAPI, ui: Ui) -> None:
 
     @app.post("/editor/request")
     async def editor_request(request: Request) -> Response:
-        from ..outlet_cmds import _Asked
+        from ..request_view import Asked
 
         if (refused := gate(ui, request)) is not None:
             return refused
@@ -115,7 +110,7 @@ def register(app: FastAPI, ui: Ui) -> None:
             sess.notice("error", error_line(exc))
             return see_other("/editor")
         # The reason was sent, signed, to the nodes; nothing here keeps it (no log, no session).
-        asked = [_Asked.of(c, a.error, a.body) for c, a in zip(ref.nodes, answers, strict=True)]
+        asked = [Asked.of(c, a.error, a.body) for c, a in zip(ref.nodes, answers, strict=True)]
         holding = [a for a in asked if a.outcome != "does not hold the case"]
         accepted = [a for a in holding if a.outcome == "accepted"]
         if accepted and len(accepted) == len(holding):
