@@ -92,8 +92,22 @@ def require_strong(passphrase: str, user_inputs: list[str] | None = None) -> Non
 _HINT = N_("use several random words, like this suggestion made just now: %(suggestion)s")
 
 
+_chosen: str | None = None
+
+
+def set_language(lang: str | None) -> None:
+    """The language the program chose for its messages ('es' or 'en'; cli/i18n.setup calls this
+    with --lang or the environment's choice), so that a suggestion is in the words of the
+    message that carries it. None forgets the choice."""
+    global _chosen
+    _chosen = lang if lang in _WORDLISTS else None
+
+
 def language() -> str:
-    """'es' when the user's locale variables ask for Spanish, else 'en'."""
+    """The language of suggestions: the program's choice (`set_language`); without one, 'es'
+    when the user's locale variables ask for Spanish, else 'en'."""
+    if _chosen is not None:
+        return _chosen
     for var in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
         value = os.environ.get(var)
         if value:
