@@ -17,7 +17,7 @@ from vault.deposit import deposit as do_deposit
 from vault.errors import N_, NotFoundError, PolicyError, StoreError, VeladorError
 
 from .context import Ctx, emit_json, out_console
-from .i18n import _, error_text, ngettext
+from .i18n import _, error_text, ngettext, note_text
 from .progress import byte_progress, human_bytes
 from .timefmt import local_time
 
@@ -79,7 +79,7 @@ def _describe(name: str, outcome: str, detail: str) -> str:
         return _("%(node)s (%(outcome)s: %(detail)s)") % {
             "node": name,
             "outcome": _outcome(outcome),
-            "detail": detail,
+            "detail": note_text(detail),  # a Note from vault/netrecover.py, or the node's text
         }
     return f"{name} ({_outcome(outcome)})"
 

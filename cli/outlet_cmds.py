@@ -18,6 +18,7 @@ from vault.cards import Card
 from vault.errors import (
     N_,
     NodeError,
+    Note,
     NotFoundError,
     PolicyError,
     VeladorError,
@@ -113,7 +114,8 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, answer_drills: bool, timeout:
             N_("none of your %(n)d node(s) could be asked for notices: %(errors)s"),
             hint=N_("check your network connection (or Tor), then run 'velador inbox' again"),
             n=len(answers),
-            errors="; ".join(str(a.error) for _alias, a in failed),
+            # Notes, so that each node's error is said in the reader's language too.
+            errors=Note("%(errors)s", errors=[Note.of(a.error) for _alias, a in failed]),
         )
 
 

@@ -37,7 +37,10 @@ class Asked:
     def of(cls, card: Card, error: VeladorError | None, body: dict[str, Any] | None) -> Asked:
         if error is None:
             return cls(card, "accepted", receipt=body)
-        detail = error_text(error)[0].removeprefix(f"node {card.name}: ")
+        if error.template == "node %(node)s: %(detail)s":  # the node's own words, unprefixed
+            detail = str(error.params.get("detail", ""))
+        else:
+            detail = error_text(error)[0].removeprefix(f"node {card.name}: ")
         if isinstance(error, NotFoundError):
             return cls(card, "does not hold the case")
         if isinstance(error, PolicyError):

@@ -10,9 +10,8 @@ mirror.
 from __future__ import annotations
 
 from .cards import Card
-from .custody import Note
 from .durations import parse_duration, parse_durations
-from .errors import N_, PolicyError
+from .errors import N_, Note, PolicyError
 from .policy import Switch
 from .shares import ShareSpec, parse_groups
 from .state import LocalState

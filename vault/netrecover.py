@@ -29,6 +29,7 @@ from .errors import (
     N_,
     AuthenticationError,
     NodeError,
+    Note,
     NotFoundError,
     PolicyError,
     ShareError,
@@ -87,6 +88,18 @@ class NodeResult:
 
     def describe(self) -> str:
         return f"{self.name} ({self.outcome}{': ' + self.detail if self.detail else ''})"
+
+    def describe_note(self) -> Note:
+        """`describe` as a Note: the outcome word is translated where it is shown (the words are
+        cli/data_cmds.OUTCOMES); the detail is the node's or this module's English text."""
+        if self.detail:
+            return Note(
+                N_("%(node)s (%(outcome)s: %(detail)s)"),
+                node=self.name,
+                outcome=Note(self.outcome),
+                detail=self.detail,
+            )
+        return Note("%(node)s (%(outcome)s)", node=self.name, outcome=Note(self.outcome))
 
 
 @dataclass
@@ -199,7 +212,13 @@ def _judge(card: Card, error: VeladorError | None, body: dict[str, Any] | None) 
         if getattr(error, "code", None) == "forbidden":
             return NodeResult(card, REFUSED, "you are not a recipient of this case")
         m = re.search(r"\(state ([A-Z_]+)\)", error.message)
-        return NodeResult(card, NOT_RELEASED, message, state=m.group(1) if m else None)
+        state = m.group(1) if m else None
+        detail: str = message
+        if state and message == f"the case is not released (state {state})":
+            # The node's English words (escrow_node/operations.py), kept as a Note so that a
+            # Spanish reader does not get them inside a Spanish sentence.
+            detail = Note(N_("the case is not released (state %(state)s)"), state=state)
+        return NodeResult(card, NOT_RELEASED, detail, state=state)
     if isinstance(error, AuthenticationError):
         return NodeResult(card, REFUSED, message)
     if isinstance(error, NodeError) and "invalid release" not in error.message:
@@ -365,8 +384,13 @@ def add_offline(
 # --- deciding ----------------------------------------------------------------------------------
 
 
-def _names(results: list[NodeResult]) -> str:
-    return ", ".join(r.describe() for r in results)
+def _names(results: list[NodeResult]) -> Note | str:
+    """'node-a (unreachable: ...), node-b (not released: ...)' for an error's message: in English
+    as `describe` says it, and as a Note so the outcome words are translated where it is shown."""
+    if not results:
+        return ""
+    parts = {f"n{i}": r.describe_note() for i, r in enumerate(results)}
+    return Note(", ".join(f"%({k})s" for k in parts), **parts)
 
 
 def combine_released(found: Gathered, identity: Identity) -> bytes:
