@@ -73,6 +73,13 @@ def score(passphrase: str, user_inputs: list[str] | None = None) -> int:
     return int(zxcvbn(text, user_inputs=[u for u in user_inputs or [] if u])["score"])
 
 
+def strength(passphrase: str, user_inputs: list[str] | None = None) -> int:
+    """The score `require_strong` judges: zxcvbn's, with "velador" among the words a captor
+    tries first. A strength meter shows this one, so that it never calls "strong" what is then
+    refused (the browser's meter and `velador id new` count the same words: name and role)."""
+    return score(passphrase, [*(user_inputs or []), "velador"])
+
+
 def require_strong(passphrase: str, user_inputs: list[str] | None = None) -> None:
     """Refuse a new passphrase that zxcvbn scores below MIN_SCORE, suggesting a strong one.
 
@@ -81,7 +88,7 @@ def require_strong(passphrase: str, user_inputs: list[str] | None = None) -> Non
         raise WeakPassphraseError(
             N_("the passphrase must not be empty"), hint=_HINT, suggestion=suggest(language())
         )
-    if score(passphrase, [*(user_inputs or []), "velador"]) < MIN_SCORE:
+    if strength(passphrase, user_inputs) < MIN_SCORE:
         raise WeakPassphraseError(
             N_("this passphrase is too easy to guess: someone who takes your laptop could find it"),
             hint=_HINT,

@@ -32,10 +32,10 @@ def _ref(ui: Ui, text: str) -> Any:
 
 def _status(ui: Ui, ident: Any, text: str) -> dict[str, Any]:
     """Each node's view of a case this editor does not own (as `velador status CASE_CARD`)."""
+    from vault.switch import foreign_status
+
     ref = _ref(ui, text)
-    results = fan_out(
-        ref.nodes, ident, ui.config.clock, lambda c: c.status(ref.case_id), ui.config.timeout
-    )
+    results = foreign_status(ref, ident, ui.config.clock, ui.config.timeout)
     bodies = [r.body for r in results if r.ok and r.body]
     pending = [b for b in bodies if b.get("pending_until")]
     return {

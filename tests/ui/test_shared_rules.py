@@ -50,3 +50,24 @@ def test_a_refused_welcome_form_says_why_once(ui):
     assert r.status_code == 400
     assert r.text.count("Las dos frases de paso no son iguales") == 1
     assert "Las dos frases" not in c.get("/welcome").text  # not shown again on the next page
+
+
+def test_the_strength_meter_judges_as_id_new_does(ui):
+    """ "outlet luna" scores 3 with only the name as a known word, 2 once the role is one too:
+    the meter counts the words `velador id new` counts (vault/passphrase.py strength), so it
+    never calls strong a passphrase the form then refuses."""
+    from tests.ui.conftest import opened
+
+    c = opened(ui)
+    r = c.post("/strength", data={"passphrase": "outlet luna", "name": "Rita", "role": "outlet"})
+    assert r.json()["ok"] is False
+    r = c.post(
+        "/welcome",
+        data={
+            "name": "Rita",
+            "role": "outlet",
+            "passphrase": "outlet luna",
+            "passphrase2": "outlet luna",
+        },
+    )
+    assert r.status_code == 400  # refused, as the meter said
