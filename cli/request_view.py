@@ -35,6 +35,7 @@ class Asked:
 
     @classmethod
     def of(cls, card: Card, error: VeladorError | None, body: dict[str, Any] | None) -> Asked:
+        """Judge one node's answer: its receipt, or the error that says why it did not count."""
         if error is None:
             return cls(card, "accepted", receipt=body)
         if error.template == "node %(node)s: %(detail)s":  # the node's own words, unprefixed

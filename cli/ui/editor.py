@@ -2,9 +2,10 @@
 
 The same calls as `velador release request` and `velador status CASE_CARD` (cli/outlet_cmds.py,
 cli/switch_cmds.py): a signed request to every node of the case, judged node by node with the
-CLI's own rules (cli/request_view.py Asked). The reason is typed in the page and travels only in the
-form's POST body to this process and, signed, to the nodes: never in a URL, the server's log or
-the browser's storage (docs/threat-model.md, "The local browser app").
+CLI's own rules (cli/request_view.py Asked, vault/switch.py foreign_status). The reason is typed
+in the page and travels only in the form's POST body to this process and, signed, to the nodes:
+never in a URL, the server's log or the browser's storage (docs/threat-model.md, "The local
+browser app").
 """
 
 from __future__ import annotations
