@@ -1,6 +1,10 @@
-"""The browser's inbox and `velador inbox` share one "seen" cursor per node (vault/inbox.py):
-what one showed as new is not new for the other, and "show all" (`--all`) marks nothing.
-Real nodes on loopback produce the notices; the app runs in process (tests/ui/conftest.py)."""
+"""An editor's pages follow the CLI's rules, with real nodes on loopback and the app in process
+(tests/ui/conftest.py):
+- the browser's inbox and `velador inbox` share one "seen" cursor per node (vault/inbox.py):
+  what one showed as new is not new for the other, and "show all" (`--all`) marks nothing;
+- following a case by its bare id counts only the case's nodes, as `velador status CASE`
+  (vault/switch.py foreign_status).
+One test, so the armed case (the slow part) is made once."""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from tests.e2e.conftest import EPW
 from tests.ui.conftest import opened, serving
 
 
-def _editor_knows_the_nodes(v, armed) -> None:
-    for i, node in enumerate(armed.nodes):
+def _editor_knows_the_nodes(v, armed, *more) -> None:
+    for i, node in enumerate([*armed.nodes, *more]):
         card = v.ok(armed.editors[0], "node", "card", "--data", node.dir, passphrase=None)
         v.ok(
             armed.editors[0],
@@ -28,9 +32,10 @@ def _browser_inbox(srv, client, show_all: bool = False) -> str:
     return client.get("/outlet").text
 
 
-def test_browser_and_cli_inbox_mark_the_same_notices_seen(armed, v, clock):
+def test_editor_inbox_and_status_in_the_browser_follow_the_clis_rules(armed, nodes, v, clock):
     editor = armed.editors[0]
-    _editor_knows_the_nodes(v, armed)
+    other = nodes("node-x")  # a node the editor knows, which does not hold this case
+    _editor_knows_the_nodes(v, armed, other)
     v.ok(armed.r, "pause", "inv", "--until", "30d")  # "paused": a notice for the editors
     with serving(editor, clock, lang="en") as srv:
         c = opened(srv)
@@ -59,3 +64,8 @@ def test_browser_and_cli_inbox_mark_the_same_notices_seen(armed, v, clock):
         assert "nothing was marked as seen" in page
         out = v.ok(editor, "inbox", passphrase=EPW)
         assert out.count("paused the switch") == 1 and "resumed the switch" not in out
+
+        # Following the case by its bare id: node-x never heard of it and is not counted.
+        c.post("/editor/status", data={"case": armed.case_id})
+        page = c.get("/editor").text
+        assert "3 of 3 answered" in page, page
