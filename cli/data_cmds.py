@@ -17,7 +17,7 @@ from vault.deposit import deposit as do_deposit
 from vault.errors import N_, NotFoundError, PolicyError, StoreError, VeladorError
 
 from .context import Ctx, emit_json, out_console
-from .i18n import _, error_text, ngettext
+from .i18n import _, error_text, ngettext, note_text
 from .progress import byte_progress, human_bytes
 from .timefmt import local_time
 
@@ -79,7 +79,7 @@ def _describe(name: str, outcome: str, detail: str) -> str:
         return _("%(node)s (%(outcome)s: %(detail)s)") % {
             "node": name,
             "outcome": _outcome(outcome),
-            "detail": detail,
+            "detail": note_text(detail),  # a Note from vault/netrecover.py, or the node's text
         }
     return f"{name} ({_outcome(outcome)})"
 
@@ -506,10 +506,8 @@ def recover(
     as_json: bool,
 ) -> None:
     """`velador recover` (help text above)."""
-    from vault.keyrings import older_keys
+    from vault.keyrings import case_keys
     from vault.recover import export_key, restore
-    from vault.shares import age_identity_str
-    from vault.stores import open_store
 
     if case_ref is None and shares_dir is None:
         raise PolicyError(
@@ -524,25 +522,17 @@ def recover(
         policy, secret, report, nodes, box_key = _offline_secret(ctx, shares_dir)
     else:
         policy, secret, report, nodes, box_key = _network_secret(ctx, case_ref, timeout, shares_dir)
-    urls = list(stores) or list(policy.stores)
     # Deposits made before a `case rotate` are encrypted to earlier keys (decisions.md §9).
-    older = older_keys(
-        policy,
-        secret,
-        [open_store(u, s3_endpoint=ctx.s3_endpoint) for u in urls],
-        box_key,
-        report.chain_problems,
+    keys = case_keys(
+        policy, secret, box_key, report.chain_problems, stores=stores, s3_endpoint=ctx.s3_endpoint
     )
-    if not stores:
-        urls += [u for old, _ in older for u in old.stores if u not in urls]
-    every_secret = [secret, *(s for _, s in older)]
     if export_key_path:
-        export_key(every_secret, export_key_path, iso(ctx.clock.now()))
+        export_key(keys.secrets, export_key_path, iso(ctx.clock.now()))
     with byte_progress(_("Recovering"), quiet=as_json) as progress:
         restore(
             policy,
-            [age_identity_str(s) for s in every_secret],
-            urls,
+            keys.identities(),
+            keys.urls,
             out,
             snapshot=snapshot,
             force=force,
@@ -550,7 +540,7 @@ def recover(
             progress=progress,
             report=report,
         )
-    del secret, every_secret, older
+    del secret, keys
     alias = ctx.state.alias_of(policy.reporter)
     prov = {
         "reporter": policy.reporter.name,
@@ -600,24 +590,18 @@ def _network_secret(
     ctx: Ctx, text: str, timeout: float, shares_dir: Path | None
 ) -> tuple[Policy, bytes, Report, list[Any], Any]:
     from vault.case import read_share_dir
-    from vault.netrecover import NO_CASE, add_offline, combine_released, gather, node_summary
-    from vault.netrecover import case_ref as case_ref_of
+    from vault.netrecover import NO_CASE, contacts_ref, node_summary, released_secret
 
-    contacts = [card for _, card in ctx.state.contacts()]
-    ref = case_ref_of(
-        text,
-        [c for c in contacts if c.role == "node"],
-        [c for c in contacts if c.role == "reporter"],
-    )
+    ref = contacts_ref(text, [card for _, card in ctx.state.contacts()])
     bundle = read_share_dir(shares_dir) if shares_dir is not None else None
     ident = ctx.unlock()
-    found = gather(ref, ident, ctx.clock, timeout=timeout)
-    skipped_files: list[str] = []
-    if bundle is not None:
-        found.report.shares_skipped.extend(bundle.rejected)
-        skipped_files = [_("share file %(file)s") % {"file": line} for line in bundle.rejected]
-        skipped_files += add_offline(found, bundle.policy, bundle.envelopes, ident)
-    secret = combine_released(found, ident)  # an error here names every node that failed
+    found, secret, offline_skipped = released_secret(
+        ref, ident, ctx.clock, timeout=timeout, offline=bundle
+    )
+    skipped_files = (
+        [_("share file %(file)s") % {"file": f} for f in bundle.rejected] if bundle else []
+    )
+    skipped_files += offline_skipped
     skipped = {id(r) for r in found.skipped()}
     for r in found.of_case():
         if id(r) in skipped and r.outcome != NO_CASE:
@@ -635,12 +619,6 @@ def _network_secret(
     for line in skipped_files:
         click.echo(_("velador: warning: skipped %(what)s") % {"what": line}, err=True)
     assert found.policy is not None
-    agreeing, serving = found.serving()
-    found.report.policy_choice = {
-        "by": found.chosen_by,
-        "agreeing": agreeing,
-        "serving": serving,
-    }
     return found.policy, secret, found.report, node_summary(found), ident.box_key
 
 

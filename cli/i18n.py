@@ -38,8 +38,11 @@ _translations: gettext.NullTranslations = gettext.NullTranslations()
 _lang = "en"
 
 
-def pick_language(explicit: str | None = None, environ: dict[str, str] | None = None) -> str:
-    """'es' or 'en', from an explicit choice or the environment (see the module docstring)."""
+def pick_language(
+    explicit: str | None = None, environ: dict[str, str] | None = None, default: str = "en"
+) -> str:
+    """'es' or 'en', from an explicit choice or the environment (see the module docstring);
+    `default` when none of them names a language (`velador ui` is Spanish first)."""
     env = os.environ if environ is None else environ
     candidates: list[str] = []
     if explicit:
@@ -58,7 +61,7 @@ def pick_language(explicit: str | None = None, environ: dict[str, str] | None = 
             return code
         if code in ("c", "posix"):
             return "en"
-    return "en"
+    return default
 
 
 def _load(lang: str) -> gettext.NullTranslations:
@@ -86,8 +89,11 @@ def _load(lang: str) -> gettext.NullTranslations:
 def setup(explicit: str | None = None, environ: dict[str, str] | None = None) -> str:
     """Choose the language for this process; returns 'es' or 'en'."""
     global _translations, _lang
+    from vault import passphrase
+
     _lang = pick_language(explicit, environ)
     _translations = _load(_lang)
+    passphrase.set_language(_lang)  # passphrase suggestions in the same language (--lang too)
     return _lang
 
 
@@ -130,6 +136,8 @@ def error_text(exc: VeladorError) -> tuple[str, str | None]:
     for key, value in params.items():
         if isinstance(value, Exception) and hasattr(value, "template"):
             params[key] = error_text(value)[0]  # an error quoted inside another: translate it too
+        elif hasattr(value, "template") and hasattr(value, "params"):
+            params[key] = note_text(value)  # a value vault/ said as a Note (a role, a reason)
 
     def fill(template: str | None, english: str | None) -> str | None:
         if template is None:

@@ -2,40 +2,34 @@
 
 Both talk to escrow nodes only (docs/protocol.md §4.5, §8.2): every request is signed with the
 caller's identity and every notice or receipt is checked against the node's card key before it
-is shown. The inbox keeps a durable "seen" cursor per node in local state (table inbox_cursor),
-moved only after the notices were printed, so a crash shows a notice twice rather than never.
+is shown. The inbox keeps a durable "seen" cursor per node in local state (vault/inbox.py, shared
+with the browser's inbox), moved only after the notices were printed, so a crash shows a notice
+twice rather than never.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import click
 
 from vault.cards import Card
 from vault.errors import (
     N_,
-    AuthenticationError,
     NodeError,
+    Note,
     NotFoundError,
     PolicyError,
     VeladorError,
 )
 from vault.netrecover import DEFAULT_TIMEOUT, case_ref
-from vault.state import LocalState
 from vault.switch import fan_out
 
 from .context import Ctx, emit_json, out_console
 from .i18n import _, error_text, ngettext
+from .request_view import REQUEST_OUTCOMES, Asked
 from .timefmt import local_time
-
-if TYPE_CHECKING:
-    from vault.nodeproto.client import NodeClient
-
-PAGE = 100
-MAX_PAGES = 50  # 5000 notices per node and run; the rest come on the next run
 
 TIMEOUT = click.option(
     "--timeout",
@@ -50,22 +44,7 @@ def known_nodes(ctx: Ctx) -> list[tuple[str, Card]]:
     return [(alias, card) for alias, card in ctx.state.contacts() if card.role == "node"]
 
 
-# --- inbox -------------------------------------------------------------------------------------
-
-
-def _cursor(state: LocalState, node_fp: str) -> int:
-    row = state.db.execute("SELECT seen FROM inbox_cursor WHERE node = ?", [node_fp]).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _save_cursor(state: LocalState, node_fp: str, seen: int, now: int) -> None:
-    with state.tx():
-        state.db.execute(
-            "INSERT INTO inbox_cursor (node, seen, updated) VALUES (?, ?, ?) "
-            "ON CONFLICT(node) DO UPDATE SET seen = max(seen, excluded.seen), "
-            "updated = excluded.updated",
-            [node_fp, seen, now],
-        )
+# --- inbox ---------------------------------------------------------------------------------
 
 
 @click.command(
@@ -94,43 +73,16 @@ def _save_cursor(state: LocalState, node_fp: str, seen: int, now: int) -> None:
 @TIMEOUT
 @click.pass_obj
 def inbox(ctx: Ctx, as_json: bool, show_all: bool, answer_drills: bool, timeout: float) -> None:
-    """`velador inbox` (help text above)."""
-    nodes = known_nodes(ctx)
-    if not nodes:
-        raise NotFoundError(
-            N_("you know no escrow node to ask for notices"),
-            hint=N_("add the case's nodes: velador contact add NODE_CARD --alias NAME"),
-        )
-    ident = ctx.unlock()
-    me = ident.card.fingerprint
-    after = {c.fingerprint: 0 if show_all else _cursor(ctx.state, c.fingerprint) for _, c in nodes}
+    """`velador inbox` (help text above); the fetching and the cursor are vault/inbox.py's."""
+    from vault.inbox import fetch_inbox, inbox_nodes, mark_seen
 
-    def fetch(client: NodeClient) -> dict[str, Any]:
-        last, mine = after[client.card.fingerprint], []
-        for _page in range(MAX_PAGES):
-            page = client.inbox(after=last, limit=PAGE)
-            for item in page:
-                last = max(last, int(item["id"]))
-                if item["notice"].get("party") == me:  # one for someone else is a node bug
-                    mine.append(item["notice"])
-            if len(page) < PAGE:
-                break
-        return {"last": last, "notices": mine}
-
-    answers = fan_out([c for _, c in nodes], ident, ctx.clock, fetch, timeout)
-    aliases = [alias for alias, _ in nodes]
-    failed = [(alias, a) for alias, a in zip(aliases, answers, strict=True) if not a.ok]
-    rows = sorted(
-        (
-            {"node_alias": alias, **n}
-            for alias, a in zip(aliases, answers, strict=True)
-            for n in (a.body or {}).get("notices", [])
-        ),
-        key=lambda n: (n.get("time", 0), n.get("node_alias", "")),
-    )
     from .context import default_home
     from .inbox_view import Names, group, home_args
 
+    nodes = inbox_nodes(ctx.state)
+    ident = ctx.unlock()
+    fetched = fetch_inbox(ctx.state, nodes, ident, ctx.clock, timeout, show_all=show_all)
+    answers, failed, rows = fetched.answers, fetched.failed, fetched.rows
     events = group(rows)
     names = Names(
         ctx.state.contacts(),
@@ -154,10 +106,7 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, answer_drills: bool, timeout:
                 err=True,
             )
         _print_events(events, names, show_all, now)
-    if not show_all:
-        for a in answers:
-            if a.ok and a.body and a.body["last"] > after[a.fingerprint]:
-                _save_cursor(ctx.state, a.fingerprint, a.body["last"], ctx.clock.now())
+    mark_seen(ctx.state, fetched, ctx.clock.now())  # only now that they were shown
     if answer_drills:
         _answer_drills(ctx, ident, events, [c for _, c in nodes], timeout, as_json)
     if len(failed) == len(answers):
@@ -165,7 +114,8 @@ def inbox(ctx: Ctx, as_json: bool, show_all: bool, answer_drills: bool, timeout:
             N_("none of your %(n)d node(s) could be asked for notices: %(errors)s"),
             hint=N_("check your network connection (or Tor), then run 'velador inbox' again"),
             n=len(answers),
-            errors="; ".join(str(a.error) for _alias, a in failed),
+            # Notes, so that each node's error is said in the reader's language too.
+            errors=Note("%(errors)s", errors=[Note.of(a.error) for _alias, a in failed]),
         )
 
 
@@ -235,32 +185,6 @@ def _print_events(events: list[Any], names: Any, show_all: bool, now: int) -> No
 # --- release request ---------------------------------------------------------------------------
 
 
-@dataclass
-class _Asked:
-    """One node's answer to a release request, as the editor should read it."""
-
-    card: Card
-    outcome: str
-    detail: str = ""
-    receipt: dict[str, Any] | None = None
-
-    @classmethod
-    def of(cls, card: Card, error: VeladorError | None, body: dict[str, Any] | None) -> _Asked:
-        if error is None:
-            return cls(card, "accepted", receipt=body)
-        detail = error_text(error)[0].removeprefix(f"node {card.name}: ")
-        if isinstance(error, NotFoundError):
-            return cls(card, "does not hold the case")
-        if isinstance(error, PolicyError):
-            forbidden = getattr(error, "code", None) == "forbidden"
-            return cls(card, "refused" if forbidden else "not accepted", detail)
-        if isinstance(error, NodeError):
-            return cls(card, "unreachable", detail)
-        if isinstance(error, AuthenticationError):
-            return cls(card, "not verified", detail)
-        return cls(card, "failed", detail)
-
-
 @click.command(
     "request",
     help=N_(
@@ -309,7 +233,7 @@ def release_request(
     answers = fan_out(
         ref.nodes, ident, ctx.clock, lambda c: c.release_request(ref.case_id, reason), timeout
     )
-    results = [_Asked.of(card, a.error, a.body) for card, a in zip(ref.nodes, answers, strict=True)]
+    results = [Asked.of(card, a.error, a.body) for card, a in zip(ref.nodes, answers, strict=True)]
     holding = [r for r in results if r.outcome != "does not hold the case"]
     if not holding:
         # A node answers the same for a case it does not hold and for a key the case does not
@@ -375,18 +299,6 @@ def release_request(
             % {"n": len(accepted), "case_id": ref.case_id},
             err=True,
         )
-
-
-REQUEST_OUTCOMES = {
-    "accepted": N_("accepted"),
-    "does not hold the case": N_("does not hold the case"),
-    "refused": N_("refused"),
-    "not accepted": N_("not accepted"),
-    "unreachable": N_("unreachable"),
-    "not verified": N_("not verified"),
-    "failed": N_("failed"),
-}
-"""_Asked outcomes as the editor reads them (--json keeps the English codes)."""
 
 
 def _request_line(row: dict[str, Any], now: int) -> str:

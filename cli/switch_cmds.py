@@ -421,26 +421,12 @@ def _remote_status(ctx: Ctx, text: str, timeout: float, as_json: bool) -> None:
     quorum count and the objection window after asking for a release."""
     from collections import Counter
 
-    from vault.errors import NotFoundError
-    from vault.netrecover import case_ref
-    from vault.switch import CaseStatus, fan_out
+    from vault.netrecover import contacts_ref
+    from vault.switch import CaseStatus, foreign_status
 
-    contacts = [card for _alias, card in ctx.state.contacts()]
-    ref = case_ref(
-        text,
-        [c for c in contacts if c.role == "node"],
-        [c for c in contacts if c.role == "reporter"],
-    )
+    ref = contacts_ref(text, [card for _alias, card in ctx.state.contacts()])
     ident = ctx.unlock()
-    results = fan_out(ref.nodes, ident, ctx.clock, lambda c: c.status(ref.case_id), timeout)
-    if ref.policy_hash is None:  # a bare id: nodes that never heard of the case are not its nodes
-        results = [r for r in results if not isinstance(r.error, NotFoundError)]
-    if not results:
-        raise NotFoundError(
-            N_("no escrow node you know has case %(case_id)s"),
-            hint=N_("ask the reporter for the case card, or add the case's nodes as contacts"),
-            case_id=ref.case_id,
-        )
+    results = foreign_status(ref, ident, ctx.clock, timeout)  # shared with the browser app
     hashes = Counter(r.body.get("policy_hash") for r in results if r.ok and r.body)
     pinned = ref.policy_hash or (hashes.most_common(1)[0][0] if hashes else "")
     st = CaseStatus("case", ref.case_id, NOT_REPORTER, str(pinned), results)

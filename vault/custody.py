@@ -26,37 +26,13 @@ from vault.nodeproto.messages import custody_digest
 
 from . import switch
 from .clock import Clock
-from .errors import N_, VeladorError
+from .errors import N_, Note, VeladorError
 from .identity import Identity
 from .policy import Policy
 from .released import ReleaseInfo, learn_release
 from .shares import ShareSpec
 from .state import CaseRecord, LocalState
 from .switch import DEFAULT_TIMEOUT, LIVE_STATES, node_envelopes, switch_policy
-
-
-class Note(str):
-    """An English sentence that keeps its template (marked with N_) and its values.
-
-    A value may be a Note, or a list of Notes (joined with "; "); cli/i18n.note_text says the
-    whole in the reader's language, and everything else sees the English string."""
-
-    template: str
-    params: dict[str, Any]
-
-    def __new__(cls, template: str, **params: Any) -> Note:
-        flat = {k: "; ".join(map(str, v)) if isinstance(v, list) else v for k, v in params.items()}
-        note = super().__new__(cls, template % flat if params else template)
-        note.template = template
-        note.params = params
-        return note
-
-    @classmethod
-    def of(cls, exc: VeladorError | None) -> Note:
-        """An error's message as a Note (its own template and values)."""
-        if exc is None:
-            return cls("?")
-        return cls(exc.template, **exc.params)
 
 
 def split_note(spec: ShareSpec) -> Note:

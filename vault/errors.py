@@ -69,6 +69,33 @@ def _rebuild(
     return cls(message, hint=hint, **(params or {}))
 
 
+class Note(str):
+    """An English sentence that keeps its template (marked with N_) and its values.
+
+    A value may be a Note, or a list of Notes (joined with "; "); cli/i18n.note_text says the
+    whole in the reader's language, and everything else sees the English string. A Note given
+    as a value of an error (an outcome word, a list of other errors) is translated with the
+    error (cli/i18n.error_text), so no English value lands inside a Spanish sentence. (It was
+    born in vault/custody.py, which still exports it.)"""
+
+    template: str
+    params: dict[str, Any]
+
+    def __new__(cls, template: str, **params: Any) -> Note:
+        flat = {k: "; ".join(map(str, v)) if isinstance(v, list) else v for k, v in params.items()}
+        note = super().__new__(cls, template % flat if params else template)
+        note.template = template
+        note.params = params
+        return note
+
+    @classmethod
+    def of(cls, exc: VeladorError | None) -> Note:
+        """An error's message as a Note (its own template and values)."""
+        if exc is None:
+            return cls("?")
+        return cls(exc.template, **exc.params)
+
+
 class FormatError(VeladorError):
     """Data does not parse as the Velador structure it claims to be."""
 

@@ -12,13 +12,16 @@ deposits are still recovered, and the report says which deposits cannot be read 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .case import open_keyring
 from .errors import NotFoundError, VeladorError
 from .objects import keyring_key
 from .policy import Policy
+from .shares import age_identity_str
+from .stores import open_store
 from .stores.base import Store
 
 MAX_ROTATIONS = 256  # a chain longer than this is hostile or broken; stop rather than loop
@@ -65,3 +68,40 @@ def older_keys(
         found.append((old, old_secret))
         cur, cur_secret = old, old_secret
     return found
+
+
+@dataclass
+class CaseKeys:
+    """Every release key of a case, newest first, and the stores to read its deposits from."""
+
+    secrets: list[bytes]
+    urls: list[str]
+
+    def identities(self) -> list[str]:
+        """The keys as age identities, as `vault.recover.restore` takes them."""
+        return [age_identity_str(s) for s in self.secrets]
+
+
+def case_keys(
+    policy: Policy,
+    secret: bytes,
+    box_key: Any,
+    problems: list[str],
+    *,
+    stores: Sequence[str] = (),
+    s3_endpoint: str | None = None,
+) -> CaseKeys:
+    """The recovered key plus the older keys its keyrings open, and where to read.
+
+    `velador recover` and the browser's recovery both call this, so that both read deposits
+    made before a `case rotate` the same way (docs/decisions.md §9). Stores given by the person
+    (`--store`) replace the policy's and are the only ones read; otherwise the stores of the
+    older policies are added after the current ones. `problems` receives what `older_keys` says.
+    """
+    urls = list(stores) or list(policy.stores)
+    older = older_keys(
+        policy, secret, [open_store(u, s3_endpoint=s3_endpoint) for u in urls], box_key, problems
+    )
+    if not stores:
+        urls += [u for old, _s in older for u in old.stores if u not in urls]
+    return CaseKeys([secret, *(s for _o, s in older)], urls)

@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cards import Card
 from .clock import Clock
@@ -29,6 +29,7 @@ from .errors import (
     N_,
     AuthenticationError,
     NodeError,
+    Note,
     NotFoundError,
     PolicyError,
     ShareError,
@@ -37,6 +38,9 @@ from .errors import (
 from .identity import Identity
 from .policy import Policy, replacement_path
 from .recover import Report, recover_key
+
+if TYPE_CHECKING:
+    from .case import ShareBundle
 
 DEFAULT_TIMEOUT = 10.0
 _CASE_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -84,6 +88,18 @@ class NodeResult:
 
     def describe(self) -> str:
         return f"{self.name} ({self.outcome}{': ' + self.detail if self.detail else ''})"
+
+    def describe_note(self) -> Note:
+        """`describe` as a Note: the outcome word is translated where it is shown (the words are
+        cli/data_cmds.OUTCOMES); the detail is the node's or this module's English text."""
+        if self.detail:
+            return Note(
+                N_("%(node)s (%(outcome)s: %(detail)s)"),
+                node=self.name,
+                outcome=Note(self.outcome),
+                detail=self.detail,
+            )
+        return Note("%(node)s (%(outcome)s)", node=self.name, outcome=Note(self.outcome))
 
 
 @dataclass
@@ -153,6 +169,17 @@ def case_ref(text: str, known_nodes: Sequence[Card], reporters: Sequence[Card] =
     return replace(ref_from_card(text), reporters=keys)
 
 
+def contacts_ref(text: str, contacts: Sequence[Card]) -> CaseRef:
+    """`case_ref` from your contacts: their nodes are asked about a bare case id, and their
+    reporters' keys are trusted before a majority of nodes (`Gathered.chosen_by`). The CLI and the
+    browser app (`velador recover`, the outlet's and the editor's pages) read a case this way."""
+    return case_ref(
+        text,
+        [c for c in contacts if c.role == "node"],
+        [c for c in contacts if c.role == "reporter"],
+    )
+
+
 def ref_from_card(text: str) -> CaseRef:
     """A case card from `velador case card` (vault.switch is its one parser)."""
     from .switch import parse_case_card
@@ -185,7 +212,13 @@ def _judge(card: Card, error: VeladorError | None, body: dict[str, Any] | None) 
         if getattr(error, "code", None) == "forbidden":
             return NodeResult(card, REFUSED, "you are not a recipient of this case")
         m = re.search(r"\(state ([A-Z_]+)\)", error.message)
-        return NodeResult(card, NOT_RELEASED, message, state=m.group(1) if m else None)
+        state = m.group(1) if m else None
+        detail: str = message
+        if state and message == f"the case is not released (state {state})":
+            # The node's English words (escrow_node/operations.py), kept as a Note so that a
+            # Spanish reader does not get them inside a Spanish sentence.
+            detail = Note(N_("the case is not released (state %(state)s)"), state=state)
+        return NodeResult(card, NOT_RELEASED, detail, state=state)
     if isinstance(error, AuthenticationError):
         return NodeResult(card, REFUSED, message)
     if isinstance(error, NodeError) and "invalid release" not in error.message:
@@ -351,8 +384,13 @@ def add_offline(
 # --- deciding ----------------------------------------------------------------------------------
 
 
-def _names(results: list[NodeResult]) -> str:
-    return ", ".join(r.describe() for r in results)
+def _names(results: list[NodeResult]) -> Note | str:
+    """'node-a (unreachable: ...), node-b (not released: ...)' for an error's message: in English
+    as `describe` says it, and as a Note so the outcome words are translated where it is shown."""
+    if not results:
+        return ""
+    parts = {f"n{i}": r.describe_note() for i, r in enumerate(results)}
+    return Note(", ".join(f"%({k})s" for k in parts), **parts)
 
 
 def combine_released(found: Gathered, identity: Identity) -> bytes:
@@ -454,6 +492,32 @@ def _raise_nothing(found: Gathered, identity: Identity) -> None:
         case_id=ref.case_id,
         names=_names(holding),
     )
+
+
+def released_secret(
+    ref: CaseRef,
+    identity: Identity,
+    clock: Clock,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    offline: ShareBundle | None = None,
+) -> tuple[Gathered, bytes, list[str]]:
+    """The whole network half of `velador recover CASE` (and of the browser's recovery), in
+    one place so both trust the same answers: ask the nodes, add the offline share files of
+    `offline` (`--shares DIR`), combine any valid K shares, and record in the report why the
+    policy was trusted (card, contact or majority: the reader is warned of a majority).
+
+    Returns (what each node served, the release secret, the offline files skipped and why). The
+    secret is the caller's to use and drop; a failure raises what `combine_released` says."""
+    found = gather(ref, identity, clock, timeout=timeout)
+    skipped: list[str] = []
+    if offline is not None:
+        found.report.shares_skipped.extend(offline.rejected)
+        skipped = add_offline(found, offline.policy, offline.envelopes, identity)
+    secret = combine_released(found, identity)  # an error here names every node that failed
+    agreeing, serving = found.serving()
+    found.report.policy_choice = {"by": found.chosen_by, "agreeing": agreeing, "serving": serving}
+    return found, secret, skipped
 
 
 def node_summary(found: Gathered) -> list[dict[str, Any]]:

@@ -73,6 +73,13 @@ def score(passphrase: str, user_inputs: list[str] | None = None) -> int:
     return int(zxcvbn(text, user_inputs=[u for u in user_inputs or [] if u])["score"])
 
 
+def strength(passphrase: str, user_inputs: list[str] | None = None) -> int:
+    """The score `require_strong` judges: zxcvbn's, with "velador" among the words a captor
+    tries first. A strength meter shows this one, so that it never calls "strong" what is then
+    refused (the browser's meter and `velador id new` count the same words: name and role)."""
+    return score(passphrase, [*(user_inputs or []), "velador"])
+
+
 def require_strong(passphrase: str, user_inputs: list[str] | None = None) -> None:
     """Refuse a new passphrase that zxcvbn scores below MIN_SCORE, suggesting a strong one.
 
@@ -81,7 +88,7 @@ def require_strong(passphrase: str, user_inputs: list[str] | None = None) -> Non
         raise WeakPassphraseError(
             N_("the passphrase must not be empty"), hint=_HINT, suggestion=suggest(language())
         )
-    if score(passphrase, [*(user_inputs or []), "velador"]) < MIN_SCORE:
+    if strength(passphrase, user_inputs) < MIN_SCORE:
         raise WeakPassphraseError(
             N_("this passphrase is too easy to guess: someone who takes your laptop could find it"),
             hint=_HINT,
@@ -92,8 +99,22 @@ def require_strong(passphrase: str, user_inputs: list[str] | None = None) -> Non
 _HINT = N_("use several random words, like this suggestion made just now: %(suggestion)s")
 
 
+_chosen: str | None = None
+
+
+def set_language(lang: str | None) -> None:
+    """The language the program chose for its messages ('es' or 'en'; cli/i18n.setup calls this
+    with --lang or the environment's choice), so that a suggestion is in the words of the
+    message that carries it. None forgets the choice."""
+    global _chosen
+    _chosen = lang if lang in _WORDLISTS else None
+
+
 def language() -> str:
-    """'es' when the user's locale variables ask for Spanish, else 'en'."""
+    """The language of suggestions: the program's choice (`set_language`); without one, 'es'
+    when the user's locale variables ask for Spanish, else 'en'."""
+    if _chosen is not None:
+        return _chosen
     for var in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
         value = os.environ.get(var)
         if value:

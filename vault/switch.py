@@ -34,7 +34,7 @@ import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vault.nodeproto import transport
 from vault.nodeproto.client import NodeClient
@@ -42,11 +42,14 @@ from vault.nodeproto.client import NodeClient
 from .cards import Card, parse_card
 from .clock import Clock
 from .encoding import b64d, b64e, canonical_json, parse_json, require
-from .errors import N_, FormatError, NodeError, PolicyError, VeladorError
+from .errors import N_, FormatError, NodeError, NotFoundError, PolicyError, VeladorError
 from .identity import Identity
 from .policy import Policy
 from .released import ReleaseInfo, learn_release
 from .state import CaseRecord, LocalState
+
+if TYPE_CHECKING:
+    from .netrecover import CaseRef
 
 CASE_CARD_PREFIX = "velador:case:v1:"
 DEFAULT_TIMEOUT = 10.0
@@ -556,6 +559,27 @@ ACTIONS: dict[str, Callable[..., Callable[[NodeClient], dict[str, Any]]]] = {
     "object": lambda cid: lambda c: c.object(cid),
     "destroy": lambda cid: lambda c: c.destroy(cid),
 }
+
+
+def foreign_status(
+    ref: CaseRef, identity: Identity, clock: Clock, timeout: float = DEFAULT_TIMEOUT
+) -> list[NodeResult]:
+    """Each node's status of a case this person does not own: an editor following the quorum
+    and the objection window, or an outlet (`velador status CASE_CARD`, the browser's editor
+    page). Nodes answer everyone the policy names (docs/protocol.md §4.4).
+
+    Given a bare case id, every node you know is asked, and one that never heard of the case is
+    not one of its nodes: it is left out rather than counted as a node that did not answer."""
+    results = fan_out(ref.nodes, identity, clock, lambda c: c.status(ref.case_id), timeout)
+    if ref.policy_hash is None:
+        results = [r for r in results if not isinstance(r.error, NotFoundError)]
+    if not results:
+        raise NotFoundError(
+            N_("no escrow node you know has case %(case_id)s"),
+            hint=N_("ask the reporter for the case card, or add the case's nodes as contacts"),
+            case_id=ref.case_id,
+        )
+    return results
 
 
 def act(

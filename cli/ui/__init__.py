@@ -9,7 +9,6 @@ the command runs.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sys
 import webbrowser
@@ -24,11 +23,12 @@ from ..i18n import _
 
 
 def ui_language(explicit: str | None) -> str:
-    """Spanish first: English only when asked for (--lang en, VELADOR_LANG=en)."""
+    """The language the CLI would choose (cli/i18n.py: `ui --lang`, `velador --lang`, then
+    VELADOR_LANG, LANGUAGE, LC_ALL, LC_MESSAGES, LANG), but Spanish first: Spanish when none of
+    them names a language, where the CLI says English."""
     root = click.get_current_context(silent=True)
     given = root.find_root().params.get("lang") if root is not None else None
-    choice = explicit or given or os.environ.get("VELADOR_LANG")
-    return i18n.pick_language(choice, {}) if choice else "es"
+    return i18n.pick_language(explicit or given, default="es")
 
 
 @click.command(

@@ -104,15 +104,20 @@ class Ui:
         )
 
     def render(
-        self, request: Request, name: str, status_code: int = 200, **ctx: Any
+        self, request: Request, template: str, /, status_code: int = 200, **ctx: Any
     ) -> HTMLResponse:
+        """The page `template` with `ctx` (positional-only, so a page may pass `name=`)."""
         sess: Session | None = getattr(request.state, "session", None)
         ident = sess.identity if sess else None
-        page = self.env.get_template(name).render(
+        # A page rendered at once (a refused form, status 400) may name its own notices; they
+        # join the session's, each shown once.
+        notices = sess.take_notices() if sess else []
+        notices += [n for n in ctx.pop("notices", []) if n not in notices]
+        page = self.env.get_template(template).render(
             lang=i18n.language(),
             session=sess,
             ident=ident,
-            notices=sess.take_notices() if sess else [],
+            notices=notices,
             now=self.config.clock.now(),
             path=request.url.path,
             **ctx,

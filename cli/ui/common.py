@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from vault import passphrase
 from vault.cards import parse_card
 from vault.errors import VeladorError
 from vault.identity import create_identity, load_card, unlock_identity
-from vault.passphrase import MIN_SCORE, require_strong, score, suggest
+from vault.passphrase import MIN_SCORE, require_strong, suggest
 
 from .. import i18n
 from ..i18n import _
@@ -131,7 +132,9 @@ def register(app: FastAPI, ui: Ui) -> None:
     async def strength(request: Request) -> Response:
         # The meter's answer; the passphrase comes in a POST body (never a URL) and is not kept.
         data = await form(request)
-        n = score(data.get("passphrase", ""), [data.get("name", ""), "velador"])
+        n = passphrase.strength(
+            data.get("passphrase", ""), [data.get("name", ""), data.get("role", "")]
+        )
         return JSONResponse(
             {
                 "score": n,

@@ -2,9 +2,10 @@
 
 The same calls as `velador release request` and `velador status CASE_CARD` (cli/outlet_cmds.py,
 cli/switch_cmds.py): a signed request to every node of the case, judged node by node with the
-CLI's own rules (outlet_cmds._Asked). The reason is typed in the page and travels only in the
-form's POST body to this process and, signed, to the nodes: never in a URL, the server's log or
-the browser's storage (docs/threat-model.md, "The local browser app").
+CLI's own rules (cli/request_view.py Asked, vault/switch.py foreign_status). The reason is typed
+in the page and travels only in the form's POST body to this process and, signed, to the nodes:
+never in a URL, the server's log or the browser's storage (docs/threat-model.md, "The local
+browser app").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from vault.errors import VeladorError
-from vault.netrecover import case_ref
+from vault.netrecover import contacts_ref
 from vault.switch import fan_out
 
 from ..i18n import _
@@ -27,20 +28,15 @@ MAX_REASON = 1000
 
 
 def _ref(ui: Ui, text: str) -> Any:
-    contacts = [card for _, card in ui.state.contacts()]
-    return case_ref(
-        text.strip(),
-        [c for c in contacts if c.role == "node"],
-        [c for c in contacts if c.role == "reporter"],
-    )
+    return contacts_ref(text.strip(), [card for _, card in ui.state.contacts()])
 
 
 def _status(ui: Ui, ident: Any, text: str) -> dict[str, Any]:
     """Each node's view of a case this editor does not own (as `velador status CASE_CARD`)."""
+    from vault.switch import foreign_status
+
     ref = _ref(ui, text)
-    results = fan_out(
-        ref.nodes, ident, ui.config.clock, lambda c: c.status(ref.case_id), ui.config.timeout
-    )
+    results = foreign_status(ref, ident, ui.config.clock, ui.config.timeout)
     bodies = [r.body for r in results if r.ok and r.body]
     pending = [b for b in bodies if b.get("pending_until")]
     return {
@@ -85,7 +81,7 @@ def register(app: FastAPI, ui: Ui) -> None:
 
     @app.post("/editor/request")
     async def editor_request(request: Request) -> Response:
-        from ..outlet_cmds import _Asked
+        from ..request_view import Asked
 
         if (refused := gate(ui, request)) is not None:
             return refused
@@ -115,7 +111,7 @@ def register(app: FastAPI, ui: Ui) -> None:
             sess.notice("error", error_line(exc))
             return see_other("/editor")
         # The reason was sent, signed, to the nodes; nothing here keeps it (no log, no session).
-        asked = [_Asked.of(c, a.error, a.body) for c, a in zip(ref.nodes, answers, strict=True)]
+        asked = [Asked.of(c, a.error, a.body) for c, a in zip(ref.nodes, answers, strict=True)]
         holding = [a for a in asked if a.outcome != "does not hold the case"]
         accepted = [a for a in holding if a.outcome == "accepted"]
         if accepted and len(accepted) == len(holding):

@@ -1,11 +1,12 @@
 """The outlet's pages: the inbox (one line per event) and recovery into a chosen folder.
 
-The inbox shows every notice the nodes in your contacts still hold, grouped and worded by the
-CLI's own cli/inbox_view.py (as `velador inbox --all`: it marks nothing as seen, so the
-terminal's `velador inbox` still shows its new notices). Recovery makes the calls `velador recover
-CASE_CARD --out DIR` makes (vault/netrecover.py gather and combine_released, vault/keyrings.py
-older_keys, vault/recover.py restore), in a thread with a progress bar, and then shows the
-reporter's instructions and the provenance summary.
+The inbox is `velador inbox`'s: the same fetch and "seen" cursor per node (vault/inbox.py), and
+the same grouping and words (cli/inbox_view.py). "Check the inbox now" shows the new notices and
+marks them seen, so the terminal's next `velador inbox` does not show them as new (and the
+other way round); "Show all" is `velador inbox --all` and marks nothing. Recovery makes the
+calls `velador recover CASE_CARD --out DIR` makes (vault/netrecover.py released_secret,
+vault/keyrings.py case_keys, vault/recover.py restore), in a thread with a progress bar, and
+then shows the reporter's instructions and the provenance summary.
 """
 
 from __future__ import annotations
@@ -16,105 +17,77 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from vault.errors import VeladorError
-from vault.netrecover import case_ref
-from vault.switch import fan_out
 
 from ..i18n import _
 from .app import Ui, form, new_job_id, see_other
 from .common import current, error_line, gate, job_progress
 
-PAGE, MAX_PAGES = 100, 50  # as `velador inbox`
 
+def _inbox(ui: Ui, ident: Any, show_all: bool) -> dict[str, Any]:
+    """The inbox page's events, newest first; the new ones are marked seen once read here."""
+    from vault.inbox import fetch_inbox, inbox_nodes, mark_seen
 
-def _inbox(ui: Ui, ident: Any) -> dict[str, Any]:
     from ..context import default_home
     from ..inbox_view import Names, describe, group, home_args
 
-    nodes = [(a, c) for a, c in ui.state.contacts() if c.role == "node"]
-    me = ident.card.fingerprint
-
-    def fetch(client: Any) -> dict[str, Any]:
-        last, mine = 0, []
-        for _i in range(MAX_PAGES):
-            page = client.inbox(after=last, limit=PAGE)
-            for item in page:
-                last = max(last, int(item["id"]))
-                if item["notice"].get("party") == me:
-                    mine.append(item["notice"])
-            if len(page) < PAGE:
-                break
-        return {"notices": mine}
-
-    answers = fan_out([c for _a, c in nodes], ident, ui.config.clock, fetch, ui.config.timeout)
-    rows = [
-        {"node_alias": alias, **n}
-        for (alias, _c), a in zip(nodes, answers, strict=True)
-        for n in (a.body or {}).get("notices", [])
-    ]
+    state, clock = ui.state, ui.config.clock
+    fetched = fetch_inbox(
+        state, inbox_nodes(state), ident, clock, ui.config.timeout, show_all=show_all
+    )
     names = Names(
-        ui.state.contacts(),
-        {r.case_id: r.name for r in ui.state.cases()},
+        state.contacts(),
+        {r.case_id: r.name for r in state.cases()},
         home_args(ui.home, default_home()),
     )
+    now = clock.now()
     events = []
-    for ev in reversed(group(rows)):  # newest first
-        line, next_cmd = describe(ev, names)
+    for ev in reversed(group(fetched.rows)):  # newest first
+        line, next_cmd = describe(ev, names, now)
         events.append({"time": ev.time, "event": ev.event, "line": line, "next": next_cmd})
+    # The page is rendered from the session right after this, as the CLI prints before it marks.
+    mark_seen(state, fetched, clock.now())
     return {
-        "time": ui.config.clock.now(),
+        "time": now,
         "events": events,
-        "asked": len(answers),
-        "unreachable": [alias for (alias, _c), a in zip(nodes, answers, strict=True) if not a.ok],
+        "all": show_all,
+        "asked": len(fetched.answers),
+        "unreachable": [alias for alias, _a in fetched.failed],
     }
 
 
 def _recover(ui: Ui, job: dict[str, Any], ident: Any, text: str, out: Path) -> None:
-    """`velador recover CASE_CARD --out DIR`, step for step, in a thread."""
-    from vault.keyrings import older_keys
-    from vault.netrecover import combine_released, gather, node_summary
+    """`velador recover CASE_CARD --out DIR`, the same vault calls, in a thread."""
+    from vault.keyrings import case_keys
+    from vault.netrecover import contacts_ref, node_summary, released_secret
     from vault.recover import restore
-    from vault.shares import age_identity_str
     from vault.state import LocalState
-    from vault.stores import open_store
 
     def progress(done: int, total: int) -> None:
         job["done"], job["total"] = done, total
 
     try:
         state = LocalState(ui.home)  # this thread's own database connection
-        contacts = [card for _a, card in state.contacts()]
-        ref = case_ref(
-            text,
-            [c for c in contacts if c.role == "node"],
-            [c for c in contacts if c.role == "reporter"],
+        ref = contacts_ref(text, [card for _a, card in state.contacts()])
+        found, secret, _skipped = released_secret(
+            ref, ident, ui.config.clock, timeout=ui.config.timeout
         )
-        found = gather(ref, ident, ui.config.clock, timeout=ui.config.timeout)
-        secret = combine_released(found, ident)
         policy = found.policy
         assert policy is not None
-        agreeing, serving = found.serving()
-        found.report.policy_choice = {
-            "by": found.chosen_by,
-            "agreeing": agreeing,
-            "serving": serving,
-        }
-        urls = list(policy.stores)
-        older = older_keys(
+        keys = case_keys(
             policy,
             secret,
-            [open_store(u, s3_endpoint=ui.config.s3_endpoint) for u in urls],
             ident.box_key,
             found.report.chain_problems,
+            s3_endpoint=ui.config.s3_endpoint,
         )
-        urls += [u for old, _s in older for u in old.stores if u not in urls]
-        keys = [age_identity_str(s) for s in [secret, *(s for _o, s in older)]]
-        del secret, older
+        del secret
         rep = restore(
             policy,
-            keys,
-            urls,
+            keys.identities(),
+            keys.urls,
             out,
             s3_endpoint=ui.config.s3_endpoint,
             progress=progress,
@@ -157,12 +130,16 @@ def register(app: FastAPI, ui: Ui) -> None:
         return ui.render(request, "outlet.html", inbox=current(request).data.get("inbox"))
 
     @app.post("/outlet/inbox")
-    def outlet_inbox(request: Request) -> Response:
+    async def outlet_inbox(request: Request) -> Response:
         if (refused := gate(ui, request)) is not None:
             return refused
+        data = await form(request)
         sess = current(request)
         try:
-            sess.data["inbox"] = _inbox(ui, sess.identity)
+            # In a worker thread, as the synchronous routes run: the nodes may take a while.
+            sess.data["inbox"] = await run_in_threadpool(
+                _inbox, ui, sess.identity, data.get("all") == "yes"
+            )
         except VeladorError as exc:
             sess.notice("error", error_line(exc))
         return see_other("/outlet")

@@ -1,7 +1,7 @@
 """The case wizard: `velador case create` as one page of plain explanations, then a summary.
 
-The rules are the CLI's own (cli/case_cmds.py: share_spec, build_switch, the contact checks),
-imported rather than copied, and the case is made by the same vault calls (vault/case.py
+The rules are the CLI's own (vault/caseplan.py: share_spec, build_switch, contact_cards),
+shared rather than copied, and the case is made by the same vault calls (vault/case.py
 create_case and register_locally, vault/switch.py mark_arming and arm).
 """
 
@@ -17,7 +17,6 @@ from vault.case import create_case, register_locally
 from vault.errors import NotFoundError, PolicyError, VeladorError
 from vault.switch import arm, mark_arming
 
-from ..context import Ctx
 from ..i18n import _
 from .app import MAX_FORM_BYTES, Ui, see_other
 from .common import current, error_line
@@ -47,9 +46,8 @@ def _int(text: str) -> int | None:
 
 def plan(ui: Ui, data: dict[str, list[str]]) -> dict[str, Any]:
     """Check the form with the CLI's rules; the plan (or a PolicyError) before anything is made."""
-    from ..case_cmds import _cards, build_switch, share_spec
+    from vault.caseplan import build_switch, contact_cards, share_spec
 
-    ctx = Ctx(home=ui.home, clock=ui.config.clock, s3_endpoint=ui.config.s3_endpoint)
     name = _one(data, "name")
     if not name:
         raise PolicyError(_("Give the case a name."))
@@ -62,11 +60,11 @@ def plan(ui: Ui, data: dict[str, list[str]]) -> dict[str, Any]:
         raise PolicyError(_("Choose at least one escrow node."))
     if not recipients:
         raise PolicyError(_("Choose at least one outlet that will receive the material."))
-    node_cards = _cards(ctx, nodes, "node")
+    node_cards = contact_cards(ui.state, nodes, "node")
     every, grace = _one(data, "every", "3d"), _one(data, "grace", "1d")
     window = _one(data, "objection_window") if editors else None
     switch = build_switch(
-        ctx,
+        ui.state,
         editors,
         _int(_one(data, "editor_quorum")) if editors else None,
         window or None,
@@ -77,7 +75,7 @@ def plan(ui: Ui, data: dict[str, list[str]]) -> dict[str, Any]:
     )
     threshold = _int(_one(data, "threshold")) or 0
     spec = share_spec(threshold, len(node_cards), None, None)
-    cards = _cards(ctx, recipients, "recipient")
+    cards = contact_cards(ui.state, recipients, "recipient")
     return {
         "name": name,
         "nodes": nodes,

@@ -89,11 +89,14 @@ def test_spanish_locale_suggests_spanish_words(v, tmp_path):
         passphrase="1234",
         LANG="es_MX.UTF-8",
         LANGUAGE="es",
+        VELADOR_LANG="",  # tests/conftest.py's "en" outranks LANG (cli/i18n.py)
     )
     assert code == 75
     from vault.passphrase import _words
 
-    assert all(w in _words("es") for w in suggestion(err).split())
+    hint = err.strip().splitlines()[-1]  # Spanish throughout, the suggestion too
+    assert hint.startswith("velador: sugerencia: usa varias palabras al azar")
+    assert all(w in _words("es") for w in hint.rsplit(": ", 1)[1].split())
 
 
 def test_weak_duress_passphrase_is_refused(v, tmp_path):
@@ -208,3 +211,29 @@ def test_id_new_on_existing_identity_refuses_before_asking(v, tmp_path, monkeypa
         main(["--home", str(home), "id", "new", "--name", "Other"])
     assert exc.value.code == 65  # before: 77, "no passphrase available" (it asked first)
     assert (home / IDENTITY_FILE).read_bytes() == before
+
+
+@pytest.mark.parametrize(("lang", "env_lang"), [("es", "en_US.UTF-8"), ("en", "es_MX.UTF-8")])
+def test_lang_option_chooses_the_suggestions_words(v, tmp_path, lang, env_lang):
+    """--lang beats the environment for the suggestion too (vault/passphrase.py set_language),
+    not only for the sentence around it."""
+    code, _, err = run(
+        v,
+        tmp_path / "r",
+        "--lang",
+        lang,
+        "id",
+        "new",
+        "--name",
+        "Rita",
+        passphrase="1234",
+        LANG=env_lang,
+        LANGUAGE=env_lang.split(".")[0],
+    )
+    assert code == 75
+    from vault.passphrase import _words
+
+    hint = err.strip().splitlines()[-1]
+    assert hint.startswith("velador: sugerencia:" if lang == "es" else "velador: hint:")
+    words = hint.rsplit(": ", 1)[1].split()
+    assert len(words) >= 5 and all(w in _words(lang) for w in words), words

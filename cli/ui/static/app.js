@@ -30,6 +30,8 @@
         var body = new URLSearchParams();
         body.set("passphrase", pw.value);
         body.set("name", name ? name.value : "");
+        var role = document.querySelector("#welcome input[name=role]:checked");
+        body.set("role", role ? role.value : "");  // the words `velador id new` also counts
         fetch("/strength", { method: "POST", body: body, credentials: "same-origin" })
           .then(function (r) { return r.json(); })
           .then(function (j) { meter.value = j.score; text.textContent = j.label; });
