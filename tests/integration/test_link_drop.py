@@ -5,9 +5,10 @@ Real parts: the moto S3 server, two buckets behind bench/slowlink.py (a loopback
 reads each request going up and can cut every connection once a number of body bytes has gone
 through, then refuse new ones, as a dead uplink does), and `velador deposit` as a process. The
 proxy counts what the two runs send: every object PUT in the second run that the first run had
-also sent (whole or in part) is a re-send. The deposit is small enough to run in one process
-(vault/deposit.py INLINE_BELOW), so one upload per store is in flight; with several worker
-processes the bound is one chunk per worker and store (docs/benchmarks.md, slow link).
+also sent (whole or in part) is a re-send. The deposit runs in one process and in two worker
+processes (`--jobs 2`): uploads to one store take turns across processes (vault/stores/gate.py),
+so the bound is one chunk per store either way. With two workers the link paces the uploads, so
+that without the turns two uploads per store would be in flight when it drops.
 """
 
 from __future__ import annotations
@@ -50,14 +51,16 @@ def object_puts(reqs: list[Request]) -> list[Request]:
     return [r for r in reqs if r.method == "PUT" and "/objects/" in r.path]
 
 
-def test_a_deposit_cut_by_the_link_resends_at_most_one_chunk_per_store(tmp_path, s3_env):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_deposit_cut_by_the_link_resends_at_most_one_chunk_per_store(tmp_path, s3_env, jobs):
     port = int(s3_env.rsplit(":", 1)[1])
     env = dict(os.environ, VELADOR_PASSPHRASE=PW, VELADOR_INSECURE_FAST_KDF="1")
     s3 = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
     buckets = ["velador-drop-a", "velador-drop-b"]
     for b in buckets:
         s3.create_bucket(Bucket=b)
-    with SlowLink(port) as link:
+    # One process: --limit-upload paces it (and is covered here). Two: the link paces them.
+    with SlowLink(port, up_rate=None if jobs == 1 else 8e6) as link:
         # Given a case replicated to two buckets that it reaches through one uplink
         r, o = tmp_path / "reporter", tmp_path / "outlet"
         assert velador(env, r, "id", "new", "--name", "Rita").returncode == 0
@@ -87,8 +90,9 @@ def test_a_deposit_cut_by_the_link_resends_at_most_one_chunk_per_store(tmp_path,
                 "deposit",
                 "inv",
                 str(tree),
-                "--limit-upload",
-                "1048576",
+                "--jobs",
+                str(jobs),
+                *(["--limit-upload", "1048576"] if jobs == 1 else []),
             ],
             env=env,
             cwd=REPO,
@@ -111,6 +115,7 @@ def test_a_deposit_cut_by_the_link_resends_at_most_one_chunk_per_store(tmp_path,
 
         # Then the resumed deposit, once the link is back, re-sends at most the cut chunk per store
         link.restore()
+        link.set_rate(None)
         n = len(link.requests)
         again = velador(env, r, "deposit", "inv", tree, "--json")
         assert again.returncode == 0, again.stderr
