@@ -217,9 +217,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a 16 MiB tree")
     ap.add_argument("--rates", default="4,1", help="link rates in MB/s, comma-separated")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    ap.add_argument(
+        "--links-only",
+        action="store_true",
+        help="only the deposits over each link (no --limit-upload, no drop): for profiling",
+    )
+    ap.add_argument("--no-restic", action="store_true", help="velador alone (profiling)")
     args = ap.parse_args()
     size = 16 if args.quick else args.size_mib
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    use_restic = bool(shutil.which("restic")) and not args.no_restic
     if not shutil.which("restic"):
         print("slowlink: restic is not installed, left out (apt-get install restic)")
     root = Path(tempfile.mkdtemp(prefix="velador-slowlink-"))
@@ -246,17 +253,21 @@ def main() -> None:
             for rate in rates:
                 link.set_rate(rate * MB)
                 row: dict[str, object] = {"link_mb_s": rate, "velador": b.velador(src)}
-                if shutil.which("restic"):
+                if use_restic:
                     row["restic"] = b.restic(src)
                 rows.append(row)
                 print(f"slowlink: {rate:g} MB/s done", flush=True)
+            if args.links_only:
+                for row in rows:
+                    print(json.dumps(row))
+                return
             # --limit-upload at half the slowest link, in KiB/s as both tools take it
             slow = min(rates)
             limit_kib = int(slow * MB / 2 / 1024)
             link.set_rate(slow * MB)
             limited: dict[str, object] = {"link_mb_s": slow, "limit_kib_s": limit_kib}
             limited["velador"] = b.velador(src, limit_kib)
-            if shutil.which("restic"):
+            if use_restic:
                 limited["restic"] = b.restic(src, limit_kib)
             link.set_rate(max(rates) * MB)
             drop = b.drop_and_resume(src, tree["bytes"] // 2)

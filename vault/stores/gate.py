@@ -27,21 +27,44 @@ ENV = "VELADOR_UPLOAD_GATE"
 """The folder of the per-store lock files, set by ``one_upload_per_store()`` for workers."""
 
 
+class Turn:
+    """The upload turn of one store for one upload: ``take()`` waits for it (the first time),
+    ``release()`` gives it back. Taken late, once the request is built and signed, so that the
+    turn covers only the time on the wire (vault/stores/s3.py takes it just before sending)."""
+
+    def __init__(self, store: str) -> None:
+        self._store = store
+        self._fd: int | None = None
+
+    def take(self) -> None:
+        folder = os.environ.get(ENV)
+        if self._fd is not None or not folder:
+            return
+        name = hashlib.sha256(self._store.encode()).hexdigest()[:32]  # the name shows no URL
+        # A descriptor of its own per turn: flock excludes other threads of this process too.
+        fd = os.open(Path(folder) / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+
 @contextmanager
-def upload_turn(store: str) -> Iterator[None]:
-    """Wait for, and hold while the block runs, the upload turn of ``store`` (its safe URL)."""
-    folder = os.environ.get(ENV)
-    if not folder:
-        yield
-        return
-    name = hashlib.sha256(store.encode()).hexdigest()[:32]  # the file name reveals no URL
-    # A descriptor of its own per turn: flock excludes other threads of this process too.
-    fd = os.open(Path(folder) / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def upload_turn(store: str) -> Iterator[Turn]:
+    """A ``Turn`` of ``store`` (its safe URL), released when the block ends; the block takes
+    it when it is about to send (or at once with ``take()``)."""
+    turn = Turn(store)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        yield turn
     finally:
-        os.close(fd)  # releases the lock
+        turn.release()
 
 
 @contextmanager

@@ -244,12 +244,14 @@ class S3Store:
             if self._client_obj is None:
                 try:
                     session = boto3.session.Session()
-                    self._client_obj = session.client(
+                    client = session.client(
                         "s3",
                         endpoint_url=self._endpoint,
                         region_name=self._region,
                         config=self._config,
                     )
+                    client.meta.events.register("before-send.s3.PutObject", _take_turn)
+                    self._client_obj = client
                 except _CAUGHT as exc:
                     raise self._error(exc) from exc
                 except ValueError as exc:  # botocore: "Invalid endpoint: ..."
@@ -276,12 +278,17 @@ class S3Store:
 
     def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         full = self._full(key)
-        with upload_turn(self.url):  # one upload at a time per store in a deposit (gate.py)
-            throttle(len(data))  # --limit-upload (vault/stores/ratelimit.py)
+        throttle(len(data))  # --limit-upload (vault/stores/ratelimit.py)
+        # One upload at a time per store in a deposit (gate.py): the turn is taken by
+        # _take_turn once the request is signed, just before it is sent, and each retry of it.
+        with upload_turn(self.url) as turn:
+            _sending.turn = turn
             try:
                 self._client().put_object(Bucket=self.bucket, Key=full, Body=data)
             except _CAUGHT as exc:
                 raise self._error(exc, key) from exc
+            finally:
+                _sending.turn = None
 
     def sync(self) -> None:
         """Nothing to do: S3 acknowledges a PUT only once the object is stored durably."""
@@ -297,7 +304,8 @@ class S3Store:
     def put_file(self, key: str, path: Path) -> None:
         full = self._full(key)
         size = Path(path).stat().st_size  # a missing source is the caller's bug, raised as is
-        with upload_turn(self.url):
+        with upload_turn(self.url) as turn:
+            turn.take()  # the parts go from s3transfer's threads: the turn covers them all
             throttle(size)  # --limit-upload (vault/stores/ratelimit.py)
             try:
                 self._client().upload_file(str(path), self.bucket, full, Config=self._transfer)
@@ -382,6 +390,17 @@ class S3Store:
             self._client().delete_object(Bucket=self.bucket, Key=full)
         except _CAUGHT as exc:
             raise self._error(exc, key) from exc
+
+
+_sending = threading.local()
+"""``turn``: the upload turn (gate.py) of the PUT this thread is making, if any."""
+
+
+def _take_turn(**_: Any) -> None:
+    """botocore's before-send hook: wait for the store's upload turn (None: send the request)."""
+    turn = getattr(_sending, "turn", None)
+    if turn is not None:
+        turn.take()
 
 
 def _rebuild(args: dict[str, Any]) -> S3Store:
