@@ -5,10 +5,11 @@ Real parts: the moto S3 server, two buckets behind bench/slowlink.py (a loopback
 reads each request going up and can cut every connection once a number of body bytes has gone
 through, then refuse new ones, as a dead uplink does), and `velador deposit` as a process. The
 proxy counts what the two runs send: every object PUT in the second run that the first run had
-also sent (whole or in part) is a re-send. The deposit runs in one process and in two worker
-processes (`--jobs 2`): uploads to one store take turns across processes (vault/stores/gate.py),
-so the bound is one chunk per store either way. With two workers the link paces the uploads, so
-that without the turns two uploads per store would be in flight when it drops.
+also sent (whole or in part) is a re-send. The deposit runs in one process and in three worker
+processes (`--jobs 3`): uploads to one store take turns across processes (vault/stores/gate.py),
+so the bound is one chunk per store either way. With several workers the link paces the uploads:
+three workers and two buckets put, without the turns, two uploads into one bucket at once
+whenever the link drops (with two workers, only when both happen to be on the same bucket).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def object_puts(reqs: list[Request]) -> list[Request]:
     return [r for r in reqs if r.method == "PUT" and "/objects/" in r.path]
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("jobs", [1, 3])
 def test_a_deposit_cut_by_the_link_resends_at_most_one_chunk_per_store(tmp_path, s3_env, jobs):
     port = int(s3_env.rsplit(":", 1)[1])
     env = dict(os.environ, VELADOR_PASSPHRASE=PW, VELADOR_INSECURE_FAST_KDF="1")

@@ -25,7 +25,7 @@ from vault import state as S
 from vault.clock import FakeClock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from slowlink import Request, SlowLink  # noqa: E402
+from slowlink import Request, SlowLink
 
 pytestmark = [pytest.mark.integration]
 
@@ -138,3 +138,25 @@ def test_an_object_listed_then_deleted_is_uploaded_again_before_the_snapshot(
     stored = {k.rsplit("/", 1)[1] for k in bucket_keys(s3_env, bucket) if "/objects/" in k}
     assert recorded and recorded <= stored
     assert kinds(link.requests[n:])["HEAD"] == 0
+
+
+def test_a_few_new_chunks_in_a_large_case_are_checked_by_head_not_by_listing(
+    s3_case, link, tmp_path
+):
+    # Given a case whose index knows 2,500 objects (three listing pages) and one new small file
+    st, rep, _ = s3_case
+    case_id = st.case("caso").policy.case_id
+    rows = [
+        {"case_id": case_id, "oid": f"{i:064x}", "csize": 1, "chash": None} for i in range(2500)
+    ]
+    with st.tx():
+        st.db["objects"].insert_all(rows)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "nota.txt").write_text("una sola nota\n")
+    # When it is deposited
+    n = len(link.requests)
+    res = D.deposit(st, rep, st.case("caso"), [src], FakeClock(), jobs=1)
+    # Then one HEAD costs less than listing three pages: the chunk is checked by HEAD
+    assert res.new_chunks == 1
+    assert kinds(link.requests[n:]) == {"HEAD": 1, "PUT object": 1, "PUT other": 1}
