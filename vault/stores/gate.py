@@ -23,6 +23,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+SMALL_OBJECT = 256 * 1024
+"""Objects smaller than this (whole small files, compressed text) upload without waiting for the
+turn. Each PUT leaves the link idle for a round trip while it waits for the answer; for a
+small object that costs more than sending it again after a drop would. A drop therefore cuts at
+most one object of this size or more per store, plus at most one small one per other process."""
+
 ENV = "VELADOR_UPLOAD_GATE"
 """The folder of the per-store lock files, set by ``one_upload_per_store()`` for workers."""
 

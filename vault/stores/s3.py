@@ -32,7 +32,7 @@ from botocore.config import Config
 from vault.errors import N_, NotFoundError, StoreError, VeladorError
 
 from .base import describe, validate_key, validate_prefix
-from .gate import upload_turn
+from .gate import SMALL_OBJECT, upload_turn
 from .ratelimit import throttle
 
 MIB = 1 << 20
@@ -281,8 +281,10 @@ class S3Store:
         throttle(len(data))  # --limit-upload (vault/stores/ratelimit.py)
         # One upload at a time per store in a deposit (gate.py): the turn is taken by
         # _take_turn once the request is signed, just before it is sent, and each retry of it.
+        # A small object goes without waiting for it (gate.SMALL_OBJECT: a round trip costs
+        # more than sending it again).
         with upload_turn(self.url) as turn:
-            _sending.turn = turn
+            _sending.turn = turn if len(data) >= SMALL_OBJECT else None
             try:
                 self._client().put_object(Bucket=self.bucket, Key=full, Body=data)
             except _CAUGHT as exc:
