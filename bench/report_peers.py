@@ -257,13 +257,14 @@ def section_slowlink(rs: list[Result]) -> list[str]:
         f"stopped and run again once the link was back: it sent "
         f"{drop.get('objects_resent', DASH)} object(s) again, "
         f"{fmt((num(drop, 'bytes_resent') or 0) / 1e6, 2)} MB. Every object whose PUT had "
-        "completed is found by a HEAD and not sent again; only the uploads in flight when the "
-        "link dropped go again, one per worker process: one per store for a deposit under 48 MiB "
-        "(one process; tests/integration/test_link_drop.py asserts it), up to one per worker "
-        "and store above it (two workers on this 2-core machine). The issue's bound, one chunk "
-        "per store, therefore holds for one uploading process; keeping it with parallel uploads "
-        "would need uploads to each store serialised, which costs more than a chunk re-sent.",
+        "completed is found by the resumed deposit's listing and not sent again; only what was "
+        "in flight when the link dropped goes again. PUTs of 256 KiB or more to one store take "
+        "turns across the deposit's worker processes (format.md §7.2), so that is at most one "
+        "chunk per store, the issue's bound, whatever the number of workers, plus at most one "
+        "object under 256 KiB per other worker (tests/integration/test_link_drop.py asserts it "
+        "with one process and with three).",
         "",
+        *_slowlink_profile(f["links"]),
         "*Command*:",
         "",
         "```sh",
@@ -272,6 +273,39 @@ def section_slowlink(rs: list[Result]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _slowlink_profile(links: list[dict]) -> list[str]:
+    """Where the time goes on the link (bench/slowlink_bench.py `profile`), when measured."""
+    out = []
+    for row in links:
+        for tool in ("velador", "restic"):
+            p = row.get(tool) or {}
+            if "link_busy_s" not in p:
+                continue
+            reqs = ", ".join(f"{n} {k}" for k, n in sorted((p.get("requests") or {}).items()))
+            out.append(
+                f"- {fmt(num(row, 'link_mb_s'), 0)} MB/s, {tool}: {reqs}; the link carried request "
+                f"bodies {fmt(num(p, 'link_busy_s'), 1)} s of {fmt(num(p, 's'), 1)} s; first body "
+                f"byte after {fmt(num(p, 'first_body_s'), 1)} s; at most "
+                f"{p.get('max_uploads_in_flight', DASH)} uploads in flight."
+            )
+    if not out:
+        return []
+    return [
+        "Where the time goes (requests as the proxy saw them):",
+        "",
+        *out,
+        "",
+        "Velador stores each chunk as its own object, so a tree of many small files is many small "
+        "PUTs, while restic packs blobs into a few large ones; and Velador sends one large PUT "
+        "per store at a time (the resume bound above), so the round trip of each (server, "
+        "response, next request) leaves the link idle. A deposit lists the case's objects once "
+        "instead of a HEAD per chunk (format.md §6.6), which halved the requests. Strict turns "
+        "for small objects too cost about 5 s more at 4 MB/s on this tree, no turns at all about "
+        "2.5 s less; docs/decisions.md (16) has the measurement.",
+        "",
+    ]
 
 
 def plot_peers(rs: list[Result], path: Path) -> Path | None:

@@ -33,6 +33,8 @@ class Request:
     length: int  # Content-Length, -1 if the request had none
     sent: int = 0  # body bytes forwarded
     cut: bool = False  # the link dropped before the whole body went up
+    start: float = 0.0  # time.monotonic() when its header went up
+    end: float = 0.0  # when its last body byte went up (the header's time if it had no body)
 
     @property
     def complete(self) -> bool:
@@ -201,7 +203,8 @@ class SlowLink:
             name, _, value = line.partition(":")
             if name.strip().lower() == "content-length":
                 length = int(value.strip())
-        req = Request(method, path, length)
+        req = Request(method, path, length, start=time.monotonic())
+        req.end = req.start
         with self._lock:
             self.requests.append(req)
         return req
@@ -215,6 +218,7 @@ class SlowLink:
                 cut = True
             else:
                 req.sent += n
+                req.end = time.monotonic()
                 self.body_bytes_up += n
                 cut = False
         if cut:

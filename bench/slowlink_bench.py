@@ -70,6 +70,36 @@ def start_moto(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
             time.sleep(0.1)
 
 
+def profile(reqs: list, t0: float) -> dict[str, float]:
+    """Where a run's time went on the link: requests by kind, the seconds during which some
+    request body was going up (the link busy), the first body byte's delay after the start
+    (start-up), and the most uploads in flight at once."""
+    kinds: dict[str, int] = {}
+    for q in reqs:
+        kind = "LIST" if q.method == "GET" and "list-type=2" in q.path else q.method
+        kinds[kind] = kinds.get(kind, 0) + 1
+    spans = sorted((q.start, q.end) for q in reqs if q.length > 0)
+    busy, cur_s, cur_e = 0.0, None, None
+    for a, b in spans:
+        if cur_e is None or a > cur_e:
+            busy += (cur_e - cur_s) if cur_e is not None else 0.0
+            cur_s, cur_e = a, b
+        else:
+            cur_e = max(cur_e, b)
+    busy += (cur_e - cur_s) if cur_e is not None else 0.0
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    inflight = peak = 0
+    for _, d in events:
+        inflight += d
+        peak = max(peak, inflight)
+    return {
+        "requests": kinds,
+        "link_busy_s": busy,
+        "first_body_s": (spans[0][0] - t0) if spans else 0.0,
+        "max_uploads_in_flight": peak,
+    }
+
+
 class Bench:
     def __init__(self, root: Path, env: dict[str, str], moto_port: int, link: SlowLink) -> None:
         import boto3
@@ -121,13 +151,17 @@ class Bench:
 
     def timed(self, cmd: list[str]) -> dict[str, float]:
         before = self.link.body_bytes_up
+        first = len(self.link.requests)
+        t0 = time.monotonic()
         t = time.perf_counter()
         r = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
         s = time.perf_counter() - t
         if r.returncode != 0:
             raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
         up = self.link.body_bytes_up - before
-        return {"s": s, "up_bytes": up, "mb_s": up / MB / s}
+        return {"s": s, "up_bytes": up, "mb_s": up / MB / s} | profile(
+            self.link.requests[first:], t0
+        )
 
     def velador(self, src: Path, limit: int | None = None) -> dict[str, float]:
         return self.timed(self.velador_cmd(self.velador_case(), src, limit))
@@ -183,9 +217,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a 16 MiB tree")
     ap.add_argument("--rates", default="4,1", help="link rates in MB/s, comma-separated")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    ap.add_argument(
+        "--links-only",
+        action="store_true",
+        help="only the deposits over each link (no --limit-upload, no drop): for profiling",
+    )
+    ap.add_argument("--no-restic", action="store_true", help="velador alone (profiling)")
     args = ap.parse_args()
     size = 16 if args.quick else args.size_mib
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    use_restic = bool(shutil.which("restic")) and not args.no_restic
     if not shutil.which("restic"):
         print("slowlink: restic is not installed, left out (apt-get install restic)")
     root = Path(tempfile.mkdtemp(prefix="velador-slowlink-"))
@@ -212,17 +253,21 @@ def main() -> None:
             for rate in rates:
                 link.set_rate(rate * MB)
                 row: dict[str, object] = {"link_mb_s": rate, "velador": b.velador(src)}
-                if shutil.which("restic"):
+                if use_restic:
                     row["restic"] = b.restic(src)
                 rows.append(row)
                 print(f"slowlink: {rate:g} MB/s done", flush=True)
+            if args.links_only:
+                for row in rows:
+                    print(json.dumps(row))
+                return
             # --limit-upload at half the slowest link, in KiB/s as both tools take it
             slow = min(rates)
             limit_kib = int(slow * MB / 2 / 1024)
             link.set_rate(slow * MB)
             limited: dict[str, object] = {"link_mb_s": slow, "limit_kib_s": limit_kib}
             limited["velador"] = b.velador(src, limit_kib)
-            if shutil.which("restic"):
+            if use_restic:
                 limited["restic"] = b.restic(src, limit_kib)
             link.set_rate(max(rates) * MB)
             drop = b.drop_and_resume(src, tree["bytes"] // 2)
@@ -240,6 +285,16 @@ def main() -> None:
                 f"| {row['link_mb_s']:g} MB/s | {v['s']:.1f} | {v['up_bytes'] / MB:.1f} | "
                 f"{r.get('s', float('nan')):.1f} | {r.get('up_bytes', 0) / MB:.1f} |"
             )
+        for row in rows:
+            for tool in ("velador", "restic"):
+                p = row.get(tool)
+                if p:
+                    print(
+                        f"  {row['link_mb_s']:g} MB/s {tool}: requests {p['requests']}, link busy "
+                        f"{p['link_busy_s']:.1f} of {p['s']:.1f} s, first body byte after "
+                        f"{p['first_body_s']:.1f} s, at most {p['max_uploads_in_flight']} "
+                        "uploads in flight"
+                    )
         lv, lr = limited["velador"], limited.get("restic") or {}
         print(
             f"\n--limit-upload {limit_kib} KiB/s ({limit_kib * 1024 / MB:.2f} MB/s) on the "

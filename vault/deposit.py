@@ -25,8 +25,8 @@ import blake3
 
 from .chunker import chunk_file
 from .clock import Clock
-from .constants import MAX_INSTRUCTIONS_BYTES
-from .errors import N_, FormatError, NotFoundError
+from .constants import CHUNK_AVG, MAX_INSTRUCTIONS_BYTES
+from .errors import N_, FormatError, NotFoundError, StoreError
 from .identity import Identity
 from .manifest import Entry, Manifest, entry_mode, parse_manifest, safe_path, seal_snapshot
 from .objects import (
@@ -306,12 +306,30 @@ def deposit(
 
     `limit_upload`: at most this many bytes per second to the S3 stores, over every process of
     the deposit (vault/stores/ratelimit.py)."""
+    from .stores.gate import one_upload_per_store
     from .stores.ratelimit import limited
 
-    with limited(limit_upload):
-        return _deposit(
-            state, identity, case, paths, clock, instructions, progress, jobs, s3_endpoint
-        )
+    with limited(limit_upload), one_upload_per_store():
+        try:
+            return _deposit(
+                state, identity, case, paths, clock, instructions, progress, jobs, s3_endpoint
+            )
+        except _Vanished:
+            # An object the listing showed was deleted before the snapshot: it is forgotten
+            # again, and one more pass (a fresh listing) uploads it (format.md §6.6).
+            try:
+                return _deposit(
+                    state, identity, case, paths, clock, instructions, progress, jobs, s3_endpoint
+                )
+            except _Vanished as exc:
+                raise StoreError(
+                    N_("objects of this case disappear from store %(store)s while it is written"),
+                    hint=N_(
+                        "check that nothing else deletes from that bucket (lifecycle rules, "
+                        "another program), then deposit again"
+                    ),
+                    store=exc.store,
+                ) from None
 
 
 def _deposit(
@@ -375,6 +393,7 @@ def _deposit(
     if todo:
         jobs = jobs or (default_jobs() if to_read >= INLINE_BELOW else 1)
         stores = [open_store(u, s3_endpoint=s3_endpoint) for u in policy.stores]
+        listed = _list_unrecorded(state, policy.case_id, stores, _chunks_at_most(todo))
         initargs = (
             policy.case_id,
             list(policy.stores),
@@ -382,6 +401,7 @@ def _deposit(
             chunk_key,
             policy.release_recipient,
             str(state.path),
+            listed,
         )
         reader = _Reader(result, stores, policy.case_id, seed, progress, to_read)
         committer = _Committer(state.path, policy.case_id, stores)
@@ -400,6 +420,7 @@ def _deposit(
             committer.close(raise_error=False)
             raise
         committer.close()
+        _confirm_listed(state, policy.case_id, stores, listed, reader.assumed)
         for item, _, chunks in done:
             entries.append(_file_entry(item, chunks))
         for _, item, _ in changed:
@@ -564,6 +585,8 @@ class _Reader:
         # index at most a pool window (8 chunks, so one flush) before its result is read: six
         # batches cover it, and memory stays bounded whatever the size of the deposit.
         self.seen: deque[set[str]] = deque([set()], maxlen=6)
+        self.assumed: set[str] = set()
+        """New objects recorded without this run's PUT in some store (found there already)."""
 
     def _new_batch(self) -> _Batch:
         return _Batch([[] for _ in range(self.nstores)])
@@ -663,6 +686,8 @@ class _Reader:
                 self.batch.repair.append(oid)
         else:
             self.seen[-1].add(oid)
+            if len(tokens) < self.nstores:
+                self.assumed.add(oid)
             res.new_chunks += 1
             res.bytes_uploaded += uploaded
             self.batch.rows.append(
@@ -670,6 +695,103 @@ class _Reader:
             )
         if self.progress:
             self.progress(self.done_bytes, self.total)
+
+
+class _Vanished(Exception):
+    """An object a listing showed was gone when the deposit checked before its snapshot."""
+
+    def __init__(self, store: str) -> None:
+        super().__init__(store)
+        self.store = store
+
+
+def _chunks_at_most(todo: list[_Todo]) -> int:
+    """About the most chunks reading `todo` can yield (average-size chunks, one per small file)."""
+    return sum(max(1, -(-item.st.st_size // CHUNK_AVG)) for _, item, _ in todo)
+
+
+def _object_prefix(case_id: str) -> str:
+    return object_key(case_id, "00")[: -len("00/00")]
+
+
+def _list_unrecorded(
+    state: LocalState, case_id: str, stores: list[Store], chunks: int
+) -> list[dict[str, int] | None]:
+    """Per store, the objects of the case it holds that the index does not know, with sizes
+    (format.md §6.6): objects a cut-off run uploaded and did not record. The deposit then sends
+    no HEAD per chunk to a store that lists (S3): one LIST per 1,000 objects, once.
+
+    A store that does not list (a folder: a stat is cheaper), or whose listing would take more
+    requests than the chunks the deposit may check (a few new chunks in a large case), gets
+    None: its workers ask it per chunk, as before."""
+    known_n = state.db.execute(
+        "SELECT count(*) FROM objects WHERE case_id = ?", [case_id]
+    ).fetchone()[0]
+    prefix = _object_prefix(case_id)
+    out: list[dict[str, int] | None] = []
+    for store in stores:
+        page = int(getattr(store, "page_size", 1000))
+        if not getattr(store, "check_by_listing", False) or known_n // page + 1 > chunks:
+            out.append(None)
+            continue
+        found: dict[str, int] = {}
+        batch: list[tuple[str, int]] = []
+        for key, size in store.list_sizes(prefix):
+            batch.append((key, size))
+            if len(batch) >= 1000:
+                found.update(_not_in_index(state, case_id, batch))
+                batch = []
+        found.update(_not_in_index(state, case_id, batch))
+        out.append(found)
+    return out
+
+
+def _not_in_index(
+    state: LocalState, case_id: str, listed: list[tuple[str, int]]
+) -> Iterator[tuple[str, int]]:
+    oids = {key.rpartition("/")[2]: (key, size) for key, size in listed}
+    # Only keys laid out as this case's objects count; anything else in the prefix is foreign.
+    oids = {o: ks for o, ks in oids.items() if ks[0] == object_key(case_id, o)}
+    if not oids:
+        return iter(())
+    known = {
+        oid
+        for (oid,) in state.db.execute(
+            "SELECT oid FROM objects WHERE case_id = ? AND oid IN (SELECT value FROM json_each(?))",
+            [case_id, json.dumps(sorted(oids))],
+        )
+    }
+    return (ks for o, ks in oids.items() if o not in known)
+
+
+def _confirm_listed(
+    state: LocalState,
+    case_id: str,
+    stores: list[Store],
+    listed: list[dict[str, int] | None],
+    assumed: set[str],
+) -> None:
+    """Before any snapshot names them, check that the objects recorded because the listing at
+    the start showed them (not because this run's PUT was acknowledged) are still there: one more
+    listing of each store that was listed. A missing one is forgotten and `_Vanished` raised, so
+    that the deposit runs again and uploads it (format.md §6.6)."""
+    if not assumed:
+        return
+    keys = {object_key(case_id, oid): oid for oid in assumed}
+    for store, before in zip(stores, listed, strict=True):
+        if before is None:
+            continue
+        there = {key for key, _ in store.list_sizes(_object_prefix(case_id)) if key in keys}
+        gone = [oid for key, oid in keys.items() if key not in there]
+        if gone:
+            log.warning("%d object(s) vanished from a store during a deposit", len(gone))
+            with state.tx():
+                state.db.execute(
+                    "DELETE FROM objects WHERE case_id = ? AND oid IN "
+                    "(SELECT value FROM json_each(?))",
+                    [case_id, json.dumps(gone)],
+                )
+            raise _Vanished(store.url)
 
 
 def _save_cache(state: LocalState, rows: list[dict[str, Any]]) -> None:

@@ -248,7 +248,10 @@ def init_deposit_worker(
     chunk_key: bytes,
     recipient: str,
     db_path: str,
+    listed: list[dict[str, int] | None] | None = None,
 ) -> None:
+    """`listed[i]`: for a store the deposit listed (vault.deposit), the objects it holds that the
+    index does not know, with their sizes; None: ask the store per chunk (`has`)."""
     from .stores import open_store
 
     _close_file()
@@ -262,6 +265,7 @@ def init_deposit_worker(
         key=chunk_key,
         recipient=_engine().Recipient.from_str(recipient),
         stores=[open_store(u, s3_endpoint=s3_endpoint) for u in store_urls],
+        listed=listed or [None] * len(store_urls),
         db=db,
     )
 
@@ -333,11 +337,22 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
         return findex, offset, oid, length, 0, None, 0, False, [], False
     key = object_key(_W["case_id"], oid)
     stores = _W["stores"]
-    present = [s.has(key) for s in stores]
+    listed = _W["listed"]
+    # An S3 store was listed once by the deposit instead of a HEAD here per chunk (format.md §6.6)
+    present = [
+        s.has(key) if ls is None else key in ls for s, ls in zip(stores, listed, strict=True)
+    ]
     if all(present):  # uploaded by a run that was cut before it could record the object
-        return findex, offset, oid, length, stores[0].size(key) or 0, None, 0, True, [], False
+        size = stores[0].size(key) if listed[0] is None else listed[0][key]
+        return findex, offset, oid, length, size or 0, None, 0, True, [], False
     # Replicas must hold identical bytes: copy an existing ciphertext rather than re-encrypting.
     holder = next((s for s, p in zip(stores, present, strict=True) if p), None)
+    held = None
+    if holder is not None:
+        try:
+            held = holder.get(key)
+        except NotFoundError:  # listed, then deleted: make it again everywhere
+            holder, present = None, [False] * len(stores)
     missing = [(i, s) for i, (s, p) in enumerate(zip(stores, present, strict=True)) if not p]
     old_size = _W["forms"].get(oid)  # made again after every copy was lost: keep its form
     want = stored_packed(old_size, length) if isinstance(old_size, int) else None
@@ -347,7 +362,7 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
         csize, chash, tokens = _encrypt_to_stages(payload, key, missing)
         _check_packed_size(packed, csize, length)
         return findex, offset, oid, length, csize, chash, csize * len(tokens), True, tokens, False
-    ciphertext = holder.get(key) if holder else bytes(_engine().encrypt(payload, [_W["recipient"]]))
+    ciphertext = held if held is not None else bytes(_engine().encrypt(payload, [_W["recipient"]]))
     del payload
     if holder is None:
         _check_packed_size(packed, len(ciphertext), length)
@@ -356,8 +371,27 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
     for i, store in missing:
         tokens.append((i, store.stage(key, ciphertext)))
         uploaded += len(ciphertext)
+    _listed_now(key, len(ciphertext), [i for i, _ in missing])
     chash = cipher_hash(ciphertext)
     return findex, offset, oid, length, len(ciphertext), chash, uploaded, True, tokens, False
+
+
+RECENT_PUTS = 1024
+"""Objects this worker PUT lately that it adds to the listings it checks: the same chunk again a
+moment later is not sent twice, before the index (which knows it after its batch) answers."""
+
+
+def _listed_now(key: str, size: int, stores: list[int]) -> None:
+    recent = _W.setdefault("recent", [])
+    for i in stores:
+        listed = _W["listed"][i]
+        if listed is not None and key not in listed:
+            listed[key] = size
+            recent.append((i, key))
+    if len(recent) > 2 * RECENT_PUTS:  # memory stays flat whatever the size of the deposit
+        for i, old in recent[:-RECENT_PUTS]:
+            _W["listed"][i].pop(old, None)
+        del recent[:-RECENT_PUTS]
 
 
 def _check_packed_size(packed: bool, csize: int, length: int) -> None:

@@ -60,7 +60,15 @@ def test_the_sections_render_and_say_when_not_measured():
         "links": [
             {
                 "link_mb_s": 4,
-                "velador": {"s": 20.0, "up_bytes": 67e6, "mb_s": 3.3},
+                "velador": {
+                    "s": 20.0,
+                    "up_bytes": 67e6,
+                    "mb_s": 3.3,
+                    "requests": {"LIST": 1, "PUT": 540},
+                    "link_busy_s": 15.0,
+                    "first_body_s": 1.0,
+                    "max_uploads_in_flight": 1,
+                },
                 "restic": {"s": 15.0, "up_bytes": 56e6, "mb_s": 3.7},
             }
         ],
@@ -72,3 +80,6 @@ def test_the_sections_render_and_say_when_not_measured():
     )
     assert "| 4 MB/s | 20.0 | 67.0 | 15.0 | 56.0 |" in text
     assert "sent 1 object(s) again, 1.20 MB" in text
+    # where the time goes, when the benchmark measured it (velador here, not restic)
+    assert "- 4 MB/s, velador: 1 LIST, 540 PUT; the link carried request bodies 15.0 s" in text
+    assert "restic: " not in text

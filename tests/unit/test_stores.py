@@ -103,6 +103,17 @@ def test_list_prefix_sorted_and_paginated(store):
         store.list("c1")
 
 
+def test_list_sizes_gives_each_object_its_size(store):
+    # A deposit learns from one listing what an S3 store holds and how big (format.md §6.6)
+    sizes = {f"c1/objects/{i:02x}/{i:064x}": i * 7 for i in range(12)}
+    for k, n in sizes.items():
+        store.put(k, b"x" * n)
+    store.put("c1/snapshots/s", b"snap")
+    assert list(store.list_sizes("c1/objects/")) == sorted(sizes.items())
+    assert list(store.list_sizes("c9/")) == []
+    assert isinstance(store.check_by_listing, bool)
+
+
 def test_delete_is_idempotent(store):
     store.put("d/k", b"x")
     store.delete("d/k")

@@ -34,6 +34,10 @@ class Store(Protocol):
     url: str
     """The URL the store was opened with, without secrets (see ``describe``)."""
 
+    check_by_listing: bool
+    """Whether a deposit should learn what the store holds from one ``list_sizes`` rather than
+    a ``has`` per chunk (S3: a request per 1,000 keys instead of one per chunk; format.md §6.6)."""
+
     def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         """Store ``data`` under ``key``: atomic, durable before returning, idempotent."""
         ...
@@ -87,6 +91,10 @@ class Store(Protocol):
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys under ``prefix`` (``""`` or ending in ``/``), sorted bytewise."""
+        ...
+
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """``(key, size in bytes)`` of the objects under ``prefix``, as ``list`` orders them."""
         ...
 
     def delete(self, key: str) -> None:

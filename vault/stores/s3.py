@@ -32,6 +32,7 @@ from botocore.config import Config
 from vault.errors import N_, NotFoundError, StoreError, VeladorError
 
 from .base import describe, validate_key, validate_prefix
+from .gate import SMALL_OBJECT, upload_turn
 from .ratelimit import throttle
 
 MIB = 1 << 20
@@ -182,6 +183,9 @@ def _parse_url(url: str, shown: str) -> tuple[str, str, dict[str, str]]:
 class S3Store:
     """Objects in ``s3://bucket/prefix`` (see the module docstring).
 
+    ``check_by_listing``: a deposit learns which objects this store holds from one listing
+    (``list_sizes``, a request per 1,000 keys) rather than a HEAD per chunk (format.md §6.6).
+
     ``max_attempts``, the timeouts and ``page_size`` exist so tests (and impatient callers) can
     fail fast or paginate small; the defaults suit a flaky connection.
     """
@@ -220,9 +224,11 @@ class S3Store:
             max_concurrency=4,  # per transfer; callers already run several transfers at once
             preferred_transfer_client="classic",  # the CRT client would ignore these settings
         )
-        self._page_size = page_size
+        self.page_size = page_size
         self._lock = threading.Lock()
         self._client_obj: Any = None
+
+    check_by_listing = True
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
@@ -238,12 +244,14 @@ class S3Store:
             if self._client_obj is None:
                 try:
                     session = boto3.session.Session()
-                    self._client_obj = session.client(
+                    client = session.client(
                         "s3",
                         endpoint_url=self._endpoint,
                         region_name=self._region,
                         config=self._config,
                     )
+                    client.meta.events.register("before-send.s3.PutObject", _take_turn)
+                    self._client_obj = client
                 except _CAUGHT as exc:
                     raise self._error(exc) from exc
                 except ValueError as exc:  # botocore: "Invalid endpoint: ..."
@@ -271,10 +279,18 @@ class S3Store:
     def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         full = self._full(key)
         throttle(len(data))  # --limit-upload (vault/stores/ratelimit.py)
-        try:
-            self._client().put_object(Bucket=self.bucket, Key=full, Body=data)
-        except _CAUGHT as exc:
-            raise self._error(exc, key) from exc
+        # One upload at a time per store in a deposit (gate.py): the turn is taken by
+        # _take_turn once the request is signed, just before it is sent, and each retry of it.
+        # A small object goes without waiting for it (gate.SMALL_OBJECT: a round trip costs
+        # more than sending it again).
+        with upload_turn(self.url) as turn:
+            _sending.turn = turn if len(data) >= SMALL_OBJECT else None
+            try:
+                self._client().put_object(Bucket=self.bucket, Key=full, Body=data)
+            except _CAUGHT as exc:
+                raise self._error(exc, key) from exc
+            finally:
+                _sending.turn = None
 
     def sync(self) -> None:
         """Nothing to do: S3 acknowledges a PUT only once the object is stored durably."""
@@ -290,11 +306,13 @@ class S3Store:
     def put_file(self, key: str, path: Path) -> None:
         full = self._full(key)
         size = Path(path).stat().st_size  # a missing source is the caller's bug, raised as is
-        throttle(size)  # --limit-upload (vault/stores/ratelimit.py)
-        try:
-            self._client().upload_file(str(path), self.bucket, full, Config=self._transfer)
-        except _CAUGHT as exc:
-            raise self._error(exc, key) from exc
+        with upload_turn(self.url) as turn:
+            turn.take()  # the parts go from s3transfer's threads: the turn covers them all
+            throttle(size)  # --limit-upload (vault/stores/ratelimit.py)
+            try:
+                self._client().upload_file(str(path), self.bucket, full, Config=self._transfer)
+            except _CAUGHT as exc:
+                raise self._error(exc, key) from exc
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
         full = self._full(key)
@@ -338,9 +356,14 @@ class S3Store:
 
     def list(self, prefix: str) -> Iterator[str]:
         validate_prefix(prefix)
+        return (key for key, _ in self._list(self._prefix + prefix))
+
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """``list`` with each object's size, from the same ListObjectsV2 pages (no HEAD)."""
+        validate_prefix(prefix)
         return self._list(self._prefix + prefix)
 
-    def _list(self, full_prefix: str) -> Iterator[str]:
+    def _list(self, full_prefix: str) -> Iterator[tuple[str, int]]:
         strip = len(self._prefix)
         try:
             pages = (
@@ -349,7 +372,7 @@ class S3Store:
                 .paginate(
                     Bucket=self.bucket,
                     Prefix=full_prefix,
-                    PaginationConfig={"PageSize": self._page_size},
+                    PaginationConfig={"PageSize": self.page_size},
                 )
             )
             for page in pages:
@@ -359,7 +382,7 @@ class S3Store:
                         validate_key(key)
                     except ValueError:
                         continue  # "folder" markers and foreign objects are not our keys
-                    yield key
+                    yield key, int(obj.get("Size") or 0)
         except _CAUGHT as exc:
             raise self._error(exc) from exc
 
@@ -369,6 +392,17 @@ class S3Store:
             self._client().delete_object(Bucket=self.bucket, Key=full)
         except _CAUGHT as exc:
             raise self._error(exc, key) from exc
+
+
+_sending = threading.local()
+"""``turn``: the upload turn (gate.py) of the PUT this thread is making, if any."""
+
+
+def _take_turn(**_: Any) -> None:
+    """botocore's before-send hook: wait for the store's upload turn (None: send the request)."""
+    turn = getattr(_sending, "turn", None)
+    if turn is not None:
+        turn.take()
 
 
 def _rebuild(args: dict[str, Any]) -> S3Store:
