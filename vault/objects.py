@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Any
 import blake3
 import zstandard
 
-from .constants import AGE_HEADER_MIN, OBJECT_ID_BYTES, ZSTD_LEVEL, ZSTD_MIN_SAVING
+from .constants import (
+    AGE_HEADER_MIN,
+    OBJECT_ID_BYTES,
+    ZSTD_LEVEL,
+    ZSTD_MIN_SAVING,
+    ZSTD_SAMPLE_FROM,
+    ZSTD_SAMPLE_PIECE,
+    ZSTD_SAMPLE_PIECES,
+    ZSTD_SAMPLE_SAVING,
+)
 from .errors import N_, AuthenticationError, FormatError, NotFoundError, StoreError, VeladorError
 
 if TYPE_CHECKING:
@@ -125,18 +134,41 @@ def pack_chunk(
 
     Compressed only when that saves at least ZSTD_MIN_SAVING bytes: media and other compressed
     data are stored as they are, and a store cannot tell the two forms apart by guessing.
+    A chunk of ZSTD_SAMPLE_FROM bytes or more is first tried on a sample (`_sample_shrinks`):
+    three quarters of a reporter's bytes are media, which zstd cannot shrink, and compressing
+    all of it only to throw the result away cost 0.34 CPU s per GiB; the sample costs 0.03.
     `want` forces the form of an object made again after every copy was lost: the manifests
     that already name it say which form it has (vault.deposit.remember_forms).
     """
     if want is False or (want is None and len(data) <= ZSTD_MIN_SAVING):
         return data, False
-    cctx = getattr(_ZSTD, "cctx", None)
-    if cctx is None:
-        cctx = _ZSTD.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
-    packed = cctx.compress(data)
+    if want is None and len(data) >= ZSTD_SAMPLE_FROM and not _sample_shrinks(data):
+        return data, False
+    packed = _cctx().compress(data)
     if want or len(packed) <= len(data) - ZSTD_MIN_SAVING:
         return packed, True
     return data, False
+
+
+def _cctx() -> zstandard.ZstdCompressor:
+    cctx = getattr(_ZSTD, "cctx", None)
+    if cctx is None:
+        cctx = _ZSTD.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
+    return cctx
+
+
+def _sample_shrinks(data: bytes | memoryview) -> bool:
+    """Whether ZSTD_SAMPLE_PIECES pieces of ZSTD_SAMPLE_PIECE bytes, spread evenly over the
+    chunk, compress together by at least 1/ZSTD_SAMPLE_SAVING. Random bytes save nothing;
+    text, tables and uncompressed images or sound save a quarter or more, so one piece of them
+    passes the chunk, which is then compressed whole. Pieces are at most a seventh of the chunk
+    apart: compressible content over a quarter of a chunk always holds one, wherever it lies."""
+    view = memoryview(data).cast("B")
+    step = (len(view) - ZSTD_SAMPLE_PIECE) // (ZSTD_SAMPLE_PIECES - 1)
+    sample = b"".join(
+        view[i * step : i * step + ZSTD_SAMPLE_PIECE] for i in range(ZSTD_SAMPLE_PIECES)
+    )
+    return len(_cctx().compress(sample)) <= len(sample) - len(sample) // ZSTD_SAMPLE_SAVING
 
 
 def raw_object_min(length: int) -> int:
