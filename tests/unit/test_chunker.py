@@ -101,7 +101,16 @@ def test_seed_must_be_63_bits():
 
 @pytest.mark.parametrize(
     "size",
-    [1, CHUNK_MIN - 1, CHUNK_MIN, CHUNK_MIN + 1, WINDOW - 1, WINDOW, WINDOW + 1, 3 * WINDOW + 12345],
+    [
+        1,
+        CHUNK_MIN - 1,
+        CHUNK_MIN,
+        CHUNK_MIN + 1,
+        WINDOW - 1,
+        WINDOW,
+        WINDOW + 1,
+        3 * WINDOW + 12345,
+    ],
 )
 @pytest.mark.parametrize("kind", ["random", "zeros", "mixed"])
 def test_file_and_buffer_agree_at_every_window_edge(tmp_path, big, size, kind):
