@@ -266,7 +266,34 @@ def open_chunk_into(
 # These run in worker processes (vault/parallel.py), which import this module and the stores only:
 # a light interpreter, so the process tree stays small. They run inline for small jobs.
 
-_W: dict[str, Any] = {}
+
+class _PerThread(threading.local):
+    """The state `init_*_worker` sets up, one per thread: a worker thread (vault/parallel.py)
+    has its own stores, index connection and open file; a worker process has one thread."""
+
+    def __init__(self) -> None:
+        self.d: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.d[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.d[key] = value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.d.get(key, default)
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        return self.d.pop(key, default)
+
+    def update(self, **values: Any) -> None:
+        self.d.update(values)
+
+    def clear(self) -> None:
+        self.d.clear()
+
+
+_W = _PerThread()
 
 ChunkResult = tuple[int, int, str, int, int, "str | None", int, bool, list[tuple[int, str]], bool]
 """(file index, offset, object id, length, stored size, ciphertext hash or None, bytes uploaded,
@@ -502,6 +529,16 @@ def fetch_chunk(task: tuple[Any, ...]) -> tuple[int, list[str]]:
 def release_file() -> None:
     """Close the file a worker keeps open (before the main process renames or fsyncs it)."""
     _close_file()
+
+
+def end_worker() -> None:
+    """Close what a worker thread holds (its file, its index connection) as it ends: the agent
+    deposits for days in one process (vault/parallel.py runs this in each worker thread)."""
+    _close_file()
+    db = _W.get("db")
+    if db is not None:
+        db.close()
+    _W.clear()
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:
