@@ -1,14 +1,31 @@
-"""Bounded, ordered fan-out of CPU work to worker processes.
+"""Bounded, ordered fan-out of CPU work to worker threads (or processes).
 
-pyrage holds the GIL while it encrypts, so threads cannot use a second core; processes can. The
-window bounds how many chunks are in flight, which is what keeps memory flat whatever the input
-size. Results come back in submission order so files are assembled without buffering.
+Threads by default (docs/decisions.md (8), update of issue 14). The hot path no longer holds the
+GIL: chunks are encrypted by vault/agev1.py on `cryptography`'s AEAD, compressed by zstandard,
+hashed by blake3, read by os.pread and cut by pyfastcdc, all of which release it (cryptography
+50.0: bench/workers.py probes each); a thread in any of them lets the others run. Measured on the 2-core
+development machine (bench/peers.py tree, load average 4 to 6 from other work):
 
-Workers are plain interpreters started with ``python -c`` that import only the module holding the
-worker functions (vault.objects: pyrage, blake3, the stores), not the command line or the
-parent's ``__main__`` as multiprocessing's forkserver would: each starts at about 17 MiB instead
-of 45. Tasks and results are small tuples (offsets, ids), pickled over a pipe per worker; file data
-never crosses a pipe. The environment of a worker has no ``VELADOR_PASSPHRASE``.
+    tree      mode       deposit CPU s  peak RSS   recover CPU s  peak RSS
+    256 MiB   threads    3.6, 5.6       64-65 MiB  2.7, 3.2       59 MiB
+    256 MiB   processes  4.4, 5.8       111-112    4.1, 4.6       106-107
+    1 GiB     threads    8.0, 8.7       67-70      4.6, 8.1       62
+    1 GiB     processes  8.7, 11.1      113-114    8.4, 9.5       109
+
+Threads cost no more CPU (no interpreter to start, no pickles over pipes) and half the memory:
+two worker interpreters with their own copies of cryptography, zstandard and the stores pushed
+the process tree over the 100 MiB of the issue 14 target. Processes stay available for
+measurement (``VELADOR_WORKERS=processes``; ``Pool(threads=False)``): they are plain
+interpreters started with ``python -c`` that import only the module holding the worker functions
+(vault.objects: blake3, the engine, the stores), not the command line or the parent's
+``__main__`` as multiprocessing's forkserver would. Tasks and results are small tuples
+(offsets, ids), pickled over a pipe per worker; the environment of a worker process has no
+``VELADOR_PASSPHRASE``.
+
+Either way file data never crosses from the main thread to a worker: a worker reads its own
+range of the file. The window bounds how many chunks are in flight, which is what keeps memory
+flat whatever the input size. Results come back in submission order so files are assembled
+without buffering.
 """
 
 from __future__ import annotations
@@ -39,8 +56,8 @@ _MALLOC_ENV = {
 
 
 THREADS = os.environ.get("VELADOR_WORKERS", "threads") != "processes"
-"""Worker threads (the default) or processes; the environment variable is for benchmarks
-(bench/workers.py), which measure one against the other."""
+"""Worker threads (the default) or processes; the environment variable is for benchmarks that
+measure one against the other (bench/workers.py)."""
 
 
 def default_jobs() -> int:
