@@ -253,6 +253,10 @@ def main() -> None:
     env = dict(os.environ, VELADOR_PASSPHRASE=PASSPHRASE, VELADOR_INSECURE_FAST_KDF="1")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+    # This checkout's code, whichever checkout the venv was installed from (editable installs):
+    # without it the commands ran the code of the checkout the venv points to.
+    here = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     load_before = load()
     try:
         big = root / "src" / "big.bin"

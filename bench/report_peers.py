@@ -258,8 +258,8 @@ def section_slowlink(rs: list[Result]) -> list[str]:
         f"{drop.get('objects_resent', DASH)} object(s) again, "
         f"{fmt((num(drop, 'bytes_resent') or 0) / 1e6, 2)} MB. Every object whose PUT had "
         "completed is found by a HEAD and not sent again; only the uploads in flight when the "
-        "link dropped go again, one per worker process: one per store for a deposit under 48 MiB "
-        "(one process; tests/integration/test_link_drop.py asserts it), up to one per worker "
+        "link dropped go again, one per worker: one per store for a deposit under 48 MiB "
+        "(no workers; tests/integration/test_link_drop.py asserts it), up to one per worker "
         "and store above it (two workers on this 2-core machine). The issue's bound, one chunk "
         "per store, therefore holds for one uploading process; keeping it with parallel uploads "
         "would need uploads to each store serialised, which costs more than a chunk re-sent.",
