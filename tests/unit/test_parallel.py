@@ -88,3 +88,12 @@ def test_workers_do_not_see_the_passphrase(monkeypatch):
     with Pool(2, init, (0,), threads=False) as pool:
         seen = list(pool.imap(env_var, ["VELADOR_PASSPHRASE"] * 4))
     assert seen == [None] * 4
+
+
+def init_fails(base: int) -> None:
+    raise StoreError("store s3://nowhere cannot be opened", hint="check the store")
+
+
+def test_a_worker_thread_that_cannot_start_answers_every_task_with_its_error():
+    with pytest.raises(StoreError, match="cannot be opened"), Pool(2, init_fails, (0,)) as pool:
+        list(pool.imap(work, range(10)))
