@@ -75,9 +75,9 @@ def keyring_key(case_id: str, policy_hash: str) -> str:
 # Two age implementations, one format (plain age v1, format §6.3; docs/decisions.md (15)).
 # Chunks, the hot path, are encrypted and decrypted by the engine of vault/agev1.py in the worker
 # functions below (a third of pyrage's CPU per byte). Snapshots and keyrings, a few small objects
-# handled by the main process, which holds pyrage for identities anyway, stay on pyrage: loading
-# `cryptography` there too would add its memory to the main process while the workers run.
-# Both are imported where used, so that workers never load pyrage.
+# handled by the main process, which holds pyrage for identities anyway, stay on pyrage (when
+# workers were processes, this kept `cryptography` out of the main one; with worker threads both
+# share one process). Both are imported where used, so that worker processes never load pyrage.
 
 
 def encrypt(data: bytes | memoryview, recipient: str) -> bytes:
@@ -263,8 +263,8 @@ def open_chunk_into(
 
 
 # --- worker side of deposits and recoveries ------------------------------------------------------
-# These run in worker processes (vault/parallel.py), which import this module and the stores only:
-# a light interpreter, so the process tree stays small. They run inline for small jobs.
+# These run in worker threads (vault/parallel.py; worker processes, which import this module and
+# the stores only, when VELADOR_WORKERS=processes). They run inline for small jobs.
 
 
 class _PerThread(threading.local):

@@ -3,8 +3,8 @@
 Threads by default (docs/decisions.md (8), update of issue 14). The hot path no longer holds the
 GIL: chunks are encrypted by vault/agev1.py on `cryptography`'s AEAD, compressed by zstandard,
 hashed by blake3, read by os.pread and cut by pyfastcdc, all of which release it (cryptography
-50.0: bench/workers.py probes each); a thread in any of them lets the others run. Measured on the 2-core
-development machine (bench/peers.py tree, load average 4 to 6 from other work):
+50.0: bench/workers.py probes each); a thread in any of them lets the others run. Measured on
+the 2-core development machine (bench/peers.py tree, load average 4 to 6 from other work):
 
     tree      mode       deposit CPU s  peak RSS   recover CPU s  peak RSS
     256 MiB   threads    3.6, 5.6       64-65 MiB  2.7, 3.2       59 MiB
