@@ -90,8 +90,9 @@ s against 5.7–5.8 for worker processes, alternating in the same minutes.
 
 **Bytes stored** (not met: 888.96 MB against restic's 887.14 MB, 0.2 % more). The media (805
 MB) is stored as it is by every tool; the gap is in the 2,000 CSV files, each one chunk of 134
-KB compressed on its own: 82.9 MB of objects against about 81 MB. zstd's standard levels do not
-close it cheaply on chunks of that size (measured on the tree's CSV files: level 1 keeps 30.4 %
+KB compressed on its own: 82.9 MB of objects against about 81 MB (restic's total less the
+media). zstd's standard levels do not close it cheaply on chunks of that size (measured on the
+tree's CSV files: level 1 keeps 30.4 %
 of the bytes at 4.2 CPU s per GiB, level 2 29.9 % at 5.2, level 3 31.8 %, level 5 28.7 % at 19),
 and level 2 would save 1.45 MB, still 0.4 MB above restic, for 0.3 CPU s more per deposit.
 Compressing small files together does close it (packs of 8 files at level 1 keep 29.7 %, and
