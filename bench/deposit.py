@@ -62,6 +62,9 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
+PASSPHRASE = "bench run passphrase"
+"""Of the throwaway identities the benchmark makes (the commands get it from the environment)."""
+
 CPU: dict[int, float] = {}
 """CPU seconds (user + system, the process and the workers it waited for) of each run, by id."""
 
@@ -219,7 +222,7 @@ def in_process_redeposit(home: Path, case: str, src: Path) -> tuple[float, float
 
     t0 = time.perf_counter()
     state = LocalState(home)
-    ident = unlock_identity(home, "bench")
+    ident = unlock_identity(home, PASSPHRASE)
     rec = state.case(case)
     t1 = time.perf_counter()
     res = deposit(state, ident, rec, [src], SystemClock())
@@ -247,9 +250,13 @@ def main() -> None:
         raise SystemExit("the stock 'age' binary is needed for the baseline (apt-get install age)")
     root = Path(args.dir or tempfile.mkdtemp(prefix="velador-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, VELADOR_PASSPHRASE="bench run passphrase", VELADOR_INSECURE_FAST_KDF="1")
+    env = dict(os.environ, VELADOR_PASSPHRASE=PASSPHRASE, VELADOR_INSECURE_FAST_KDF="1")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+    # This checkout's code, whichever checkout the venv was installed from (editable installs):
+    # without it the commands ran the code of the checkout the venv points to.
+    here = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     load_before = load()
     try:
         big = root / "src" / "big.bin"

@@ -45,8 +45,8 @@ path checks 0.6 s; reading and checking the snapshot 0.4 s. **After**: one pipel
 fetches across all files, and one `syncfs` per batch of 256 files before their renames (9 calls,
 0.2 s in all) instead of an fsync per file; a file still never appears under its name before
 its bytes are durable (docs/format.md §9.3). Whole command: 6.2 CPU s, against restic
-restore's 8.6 CPU s measured in the same minutes. What remains is decryption in the workers
-(pyrage, about 1.7–2.0 CPU s/GB; the age engine on `cryptography` is another change of issue 14)
+restore's 8.6 CPU s measured in the same minutes. What then remained was decryption in the
+workers (pyrage, about 1.7–2.0 CPU s/GB), since replaced by the age engine on `cryptography`,
 and the reads of the store.
 
 **Unchanged re-deposit, before** (0.59 CPU s; 0.34 s in the quiet run): the recoverability
@@ -61,6 +61,43 @@ built from it (os.walk enters no symlinked folder and only regular files are kep
 the same, tested through a symlinked parent and a relative path); the cache is read 500 files
 per query. The state DB, the scan (one lstat per file) and the manifest are otherwise untouched:
 an unchanged tree writes nothing.
+
+**Cold deposit** (`perf record` over the whole process tree, 1 GiB, load 6 to 9, so shares
+only). Before: Python's interpreter 36 % (13 % in the main process, 23 % in the two worker
+processes), the kernel 22 % (page-cache copies: the main process reads every byte to cut it,
+the workers read it again, then write the objects), zstd 14.5 %, `cryptography` 10 %
+(ChaCha20-Poly1305, and X25519 for each object's header), blake3 5.5 %, the chunker 3.5 %. In
+cProfile the main process spent 1.1 s of its 3.1 s in `chunk_file`: pyfastcdc's stream reader
+zero-fills an 8 MiB buffer per file, 2,000 times for 2,000 small files. Unit costs measured
+alone (CPU s per GiB): zstd level 1 on the CSV text 4.2–4.5 and on random data 0.34–0.41 (a trial
+thrown away, three quarters of the tree), keyed blake3 0.30, the age engine 0.8 on 1 MiB chunks
+(0.18 ms per object for its X25519 header). **After**: a file of at most 256 KiB is one chunk
+without being read, and up to 8 MiB is cut in memory (`vault/chunker.py`); a chunk of 128 KiB or
+more is tried on a 64 KiB sample before zstd compresses it whole (0.03 CPU s per GiB of media,
+docs/format.md §6.3); worker threads instead of processes (docs/decisions.md (8): no
+interpreters to start, half the memory). Cold deposit 6.7–7.3 → 5.2–6.9 CPU s, alternating runs
+in the same minutes (load 5 to 6). What remains, in order: the text's compression (about 1.1 CPU
+s, what buys the 190 MB saved against `tar | age`), page-cache copies in the kernel, Python per
+chunk and per file (the store's path checks, staging and renames, 2,600 objects), ChaCha20, the
+X25519 header of each object, hashing and cutting.
+
+**Recovery, after the engine** (cProfile, one thread, 1 GiB, load 6): under load the wall time
+goes to the file system: opening and reading 2,600 objects and creating 2,000 files. CPU:
+writing the chunks (`pwrite`, then writeback started per chunk), zstd decompression of the text,
+ChaCha20-Poly1305, the path checks of every output file (an `lstat` per component, a `realpath`
+per file: about 0.5 s for 2,000 files) and `pathlib` in the store. Worker threads use 4.8–5.2 CPU
+s against 5.7–5.8 for worker processes, alternating in the same minutes.
+
+**Bytes stored** (not met: 888.96 MB against restic's 887.14 MB, 0.2 % more). The media (805
+MB) is stored as it is by every tool; the gap is in the 2,000 CSV files, each one chunk of 134
+KB compressed on its own: 82.9 MB of objects against about 81 MB (restic's total less the
+media). zstd's standard levels do not close it cheaply on chunks of that size (measured on the
+tree's CSV files: level 1 keeps 30.4 %
+of the bytes at 4.2 CPU s per GiB, level 2 29.9 % at 5.2, level 3 31.8 %, level 5 28.7 % at 19),
+and level 2 would save 1.45 MB, still 0.4 MB above restic, for 0.3 CPU s more per deposit.
+Compressing small files together does close it (packs of 8 files at level 1 keep 29.7 %, and
+2,000 age headers fewer save 0.4 MB more), but that is a new object kind in the format (a
+manifest entry pointing into a shared object) and is not done here.
 
 **Slow link**: velador sends one object per chunk (small files are one chunk each) with a HEAD
 before each PUT, while restic packs them into few large files; on loopback through a Python
@@ -259,10 +296,10 @@ def section_slowlink(rs: list[Result]) -> list[str]:
         f"{fmt((num(drop, 'bytes_resent') or 0) / 1e6, 2)} MB. Every object whose PUT had "
         "completed is found by the resumed deposit's listing and not sent again; only what was "
         "in flight when the link dropped goes again. PUTs of 256 KiB or more to one store take "
-        "turns across the deposit's worker processes (format.md §7.2), so that is at most one "
+        "turns across the deposit's workers (format.md §7.2), so that is at most one "
         "chunk per store, the issue's bound, whatever the number of workers, plus at most one "
         "object under 256 KiB per other worker (tests/integration/test_link_drop.py asserts it "
-        "with one process and with three).",
+        "with one worker and with three).",
         "",
         *_slowlink_profile(f["links"]),
         "*Command*:",

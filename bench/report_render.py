@@ -256,8 +256,9 @@ def section_memory(page: Page) -> list[str]:
     lines += about(
         rs,
         "peak RSS of `age -e` and `age -d` on the same file. Velador's figure is the whole "
-        "process tree (main process and workers, summed), sampled every 20 ms, as is age's; a 0 "
-        "means the process ended before the first sample. Flat is the goal.",
+        "process tree, sampled every 20 ms, as is age's: since issue 14 one process whose worker "
+        "threads share its memory (worker processes, `VELADOR_WORKERS=processes`, are summed); "
+        "a 0 means the process ended before the first sample. Flat is the goal.",
     )
     return lines
 

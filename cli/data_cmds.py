@@ -110,7 +110,7 @@ class DepositInterrupted(VeladorError):
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help=N_("Text for the outlets that recover this case (what to publish, whom to call)."),
 )
-@click.option("--jobs", type=click.IntRange(1, 16), help=N_("Worker processes (default: by size)."))
+@click.option("--jobs", type=click.IntRange(1, 16), help=N_("Parallel workers (default: by size)."))
 @click.option(
     "--limit-upload",
     type=click.IntRange(1),

@@ -34,43 +34,41 @@ def share_spec(
     return ShareSpec(1, ((threshold, shares),))
 
 
-KINDS = {
-    "editor": (
-        ("editor",),
-        N_("%(alias)s is not an editor (its role is %(role)s)"),
-        N_("this option takes contacts whose role is editor"),
-        N_("the same editor is listed twice"),
-    ),
-    "node": (
-        ("node",),
-        N_("%(alias)s is not a node (its role is %(role)s)"),
-        N_("this option takes contacts whose role is node"),
-        N_("the same node is listed twice"),
-    ),
-    "recipient": (
-        ("outlet", "editor"),
-        N_("%(alias)s is not an outlet recipient (its role is %(role)s)"),
-        N_("this option takes contacts whose role is outlet or editor"),
-        N_("the same recipient is listed twice"),
-    ),
+ROLES_OF = {"editor": ("editor",), "node": ("node",), "recipient": ("outlet", "editor")}
+"""What a contact given to an option must be, per kind of option (the keys below are the same)."""
+NOT_IT = {
+    "editor": N_("%(alias)s is not an editor (its role is %(role)s)"),
+    "node": N_("%(alias)s is not a node (its role is %(role)s)"),
+    "recipient": N_("%(alias)s is not an outlet recipient (its role is %(role)s)"),
 }
-"""What a contact given to an option must be: its roles, and the whole sentences that say it
-is not (the role is given in the reader's language)."""
+"""The whole sentences that say a contact is not of the kind (the role in the reader's
+language). Separate tables, not tuples, so tests/unit/test_errors_i18n.py can see each is N_."""
+NOT_IT_HINT = {
+    "editor": N_("this option takes contacts whose role is editor"),
+    "node": N_("this option takes contacts whose role is node"),
+    "recipient": N_("this option takes contacts whose role is outlet or editor"),
+}
+TWICE = {
+    "editor": N_("the same editor is listed twice"),
+    "node": N_("the same node is listed twice"),
+    "recipient": N_("the same recipient is listed twice"),
+}
 
 
 def contact_cards(state: LocalState, aliases: tuple[str, ...], kind: str) -> list[Card]:
-    """The contacts named for one role of a case (`kind`: a KINDS key), in order.
+    """The contacts named for one role of a case (`kind`: a ROLES_OF key), in order.
 
     Refused: a contact of another role (an outlet given as a node would be sent key shares), a
     node without a URL (nothing could reach it), and the same contact twice (one party would
     count twice toward a threshold or a quorum)."""
-    roles, not_it, hint, twice = KINDS[kind]
     cards = [state.contact(a) for a in aliases]
     for alias, card in zip(aliases, cards, strict=True):
-        if card.role not in roles:
+        if card.role not in ROLES_OF[kind]:
             # The role word is said in the reader's language: a Note is translated where the
             # error is shown (cli/i18n.error_text); the words are in the catalog (id_cmds.ROLES).
-            raise PolicyError(not_it, hint=hint, alias=alias, role=Note(card.role))
+            raise PolicyError(
+                NOT_IT[kind], hint=NOT_IT_HINT[kind], alias=alias, role=Note(card.role)
+            )
         if card.role == "node" and not card.url:
             raise PolicyError(
                 N_("node %(alias)s has no URL in its card"),
@@ -78,7 +76,7 @@ def contact_cards(state: LocalState, aliases: tuple[str, ...], kind: str) -> lis
                 alias=alias,
             )
     if len({c.fingerprint for c in cards}) != len(cards):
-        raise PolicyError(twice)
+        raise PolicyError(TWICE[kind])
     return cards
 
 

@@ -77,6 +77,12 @@ and level 3 32.2%, at 330 vs 210 MB/s; random data costs about 0.3 ms per MiB to
 ZSTD_MIN_SAVING = 4096
 """A chunk is stored compressed only when that saves at least this many bytes (format.md §6.3).
 It also makes the two forms tell apart by size alone (`objects.stored_packed`)."""
+ZSTD_SAMPLE_FROM = 128 * 1024
+ZSTD_SAMPLE_PIECES = 8
+ZSTD_SAMPLE_PIECE = 8 * 1024
+ZSTD_SAMPLE_SAVING = 32
+"""Writers only, no reader depends on them (format.md §6.3): a chunk of ZSTD_SAMPLE_FROM bytes
+or more is compressed only if 8 pieces of 8 KiB spread over it save at least 1/32 together."""
 AGE_HEADER_MIN = 168
 """The smallest age header with one X25519 stanza (format.md §6.3)."""
 

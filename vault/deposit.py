@@ -32,6 +32,7 @@ from .manifest import Entry, Manifest, entry_mode, parse_manifest, safe_path, se
 from .objects import (
     ChunkResult,
     cipher_hash,
+    end_worker,
     init_deposit_worker,
     object_key,
     snapshot_key,
@@ -406,7 +407,7 @@ def _deposit(
         reader = _Reader(result, stores, policy.case_id, seed, progress, to_read)
         committer = _Committer(state.path, policy.case_id, stores)
         try:
-            with Pool(jobs, init_deposit_worker, initargs) as pool:
+            with Pool(jobs, init_deposit_worker, initargs, cleanup=end_worker) as pool:
                 done, changed = reader.run(pool, committer, todo)
                 if changed:
                     # Read a file that changed under us once more, from a fresh listing; one that

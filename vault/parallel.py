@@ -1,14 +1,31 @@
-"""Bounded, ordered fan-out of CPU work to worker processes.
+"""Bounded, ordered fan-out of CPU work to worker threads (or processes).
 
-pyrage holds the GIL while it encrypts, so threads cannot use a second core; processes can. The
-window bounds how many chunks are in flight, which is what keeps memory flat whatever the input
-size. Results come back in submission order so files are assembled without buffering.
+Threads by default (docs/decisions.md (8), update of issue 14). The hot path no longer holds the
+GIL: chunks are encrypted by vault/agev1.py on `cryptography`'s AEAD, compressed by zstandard,
+hashed by blake3, read by os.pread and cut by pyfastcdc, all of which release it (cryptography
+50.0: bench/workers.py probes each); a thread in any of them lets the others run. Measured on
+the 2-core development machine (bench/peers.py tree, load average 4 to 6 from other work):
 
-Workers are plain interpreters started with ``python -c`` that import only the module holding the
-worker functions (vault.objects: pyrage, blake3, the stores), not the command line or the
-parent's ``__main__`` as multiprocessing's forkserver would: each starts at about 17 MiB instead
-of 45. Tasks and results are small tuples (offsets, ids), pickled over a pipe per worker; file data
-never crosses a pipe. The environment of a worker has no ``VELADOR_PASSPHRASE``.
+    tree      mode       deposit CPU s  peak RSS   recover CPU s  peak RSS
+    256 MiB   threads    3.6, 5.6       64-65 MiB  2.7, 3.2       59 MiB
+    256 MiB   processes  4.4, 5.8       111-112    4.1, 4.6       106-107
+    1 GiB     threads    8.0, 8.7       67-70      4.6, 8.1       62
+    1 GiB     processes  8.7, 11.1      113-114    8.4, 9.5       109
+
+Threads cost no more CPU (no interpreter to start, no pickles over pipes) and half the memory:
+two worker interpreters with their own copies of cryptography, zstandard and the stores pushed
+the process tree over the 100 MiB of the issue 14 target. Processes stay available for
+measurement (``VELADOR_WORKERS=processes``; ``Pool(threads=False)``): they are plain
+interpreters started with ``python -c`` that import only the module holding the worker functions
+(vault.objects: blake3, the engine, the stores), not the command line or the parent's
+``__main__`` as multiprocessing's forkserver would. Tasks and results are small tuples
+(offsets, ids), pickled over a pipe per worker; the environment of a worker process has no
+``VELADOR_PASSPHRASE``.
+
+Either way file data never crosses from the main thread to a worker: a worker reads its own
+range of the file. The window bounds how many chunks are in flight, which is what keeps memory
+flat whatever the input size. Results come back in submission order so files are assembled
+without buffering.
 """
 
 from __future__ import annotations
@@ -36,6 +53,11 @@ _MALLOC_ENV = {
     "MALLOC_MMAP_THRESHOLD_": str(16 * 1024 * 1024),
     "MALLOC_TRIM_THRESHOLD_": str(8 * 1024 * 1024),
 }
+
+
+THREADS = os.environ.get("VELADOR_WORKERS", "threads") != "processes"
+"""Worker threads (the default) or processes; the environment variable is for benchmarks that
+measure one against the other (bench/workers.py)."""
 
 
 def default_jobs() -> int:
@@ -170,16 +192,96 @@ def _serve(task_fd: int, result_fd: int) -> None:
         return  # the main process is gone or stopping: nothing left to answer
 
 
+class _Threads:
+    """`jobs` threads of this process, each set up by `init(*initargs)` in its own thread (the
+    worker state of vault.objects is per thread). Tasks go through one queue, answers come back
+    through another, tagged with their sequence number."""
+
+    def __init__(
+        self,
+        jobs: int,
+        init: Callable[..., None],
+        initargs: tuple[Any, ...],
+        cleanup: Callable[[], None] | None,
+    ) -> None:
+        import queue
+        import threading
+
+        self.cleanup = cleanup
+        self.tasks: queue.SimpleQueue[tuple[int, Callable[[Any], Any], Any] | None] = (
+            queue.SimpleQueue()
+        )
+        self.results: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
+        self.next_seq = 0
+        """Sequence numbers go on across imap calls: an answer to a call its caller abandoned
+        is never taken for one of the next call."""
+        self.threads = [
+            threading.Thread(
+                target=self._serve, args=(init, initargs), name=f"velador-worker-{i}", daemon=True
+            )
+            for i in range(jobs)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _serve(self, init: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+        try:
+            init(*initargs)
+        except BaseException as exc:  # every task of this thread answers with the error
+            failed: BaseException | None = exc
+        else:
+            failed = None
+        try:
+            while (msg := self.tasks.get()) is not None:
+                seq, fn, item = msg
+                if failed is not None:
+                    self.results.put((seq, False, failed))
+                    continue
+                try:
+                    self.results.put((seq, True, fn(item)))
+                except BaseException as exc:  # raised in the main thread by take()
+                    self.results.put((seq, False, exc))
+        finally:
+            if self.cleanup is not None:
+                self.cleanup()  # a thread's open file outlives it unless closed here
+
+    def close(self) -> None:
+        # Tasks not started yet are dropped; each thread ends after the task it is running.
+        import queue
+
+        try:
+            while True:
+                self.tasks.get_nowait()
+        except queue.Empty:
+            pass
+        for _ in self.threads:
+            self.tasks.put(None)
+        for t in self.threads:
+            t.join()
+
+
 class Pool:
-    """Run `fn` inline (jobs == 1) or in `jobs` worker processes set up by `init(*initargs)`.
+    """Run `fn` inline (jobs == 1), or in `jobs` worker threads or processes set up by
+    `init(*initargs)` (`threads`, default THREADS: see the module docstring). `cleanup()` runs
+    in each worker thread as it ends (a process frees everything as it exits).
 
     `init` and every `fn` must be module-level functions of a module the workers can import.
     """
 
-    def __init__(self, jobs: int, init: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        jobs: int,
+        init: Callable[..., None],
+        initargs: tuple[Any, ...],
+        threads: bool | None = None,
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
         self.jobs = jobs
         self._workers: list[_Worker] = []
-        if jobs > 1:
+        self._threads: _Threads | None = None
+        if jobs > 1 and (THREADS if threads is None else threads):
+            self._threads = _Threads(jobs, init, initargs, cleanup)
+        elif jobs > 1:
             try:
                 for _ in range(jobs):
                     self._workers.append(_Worker(init, initargs))
@@ -192,6 +294,9 @@ class Pool:
     def imap(
         self, fn: Callable[[T], R], items: Iterable[T], window: int | None = None
     ) -> Iterator[R]:
+        if self._threads is not None:
+            yield from self._imap_threads(fn, items, window or self.jobs * WINDOW_PER_JOB)
+            return
         if not self._workers:
             for item in items:
                 yield fn(item)
@@ -232,7 +337,37 @@ class Pool:
         while taken < sent:
             yield take()
 
+    def _imap_threads(self, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
+        pool = self._threads
+        assert pool is not None
+        done: dict[int, tuple[bool, Any]] = {}
+        sent = taken = first = pool.next_seq
+
+        def take() -> R:
+            nonlocal taken
+            while taken not in done:
+                seq, ok, value = pool.results.get()
+                if seq >= first:
+                    done[seq] = (ok, value)
+            ok, value = done.pop(taken)
+            taken += 1
+            if not ok:
+                raise value
+            return value  # type: ignore[no-any-return]
+
+        for item in items:
+            if sent - taken >= window:
+                yield take()
+            pool.tasks.put((sent, fn, item))
+            sent += 1
+            pool.next_seq = sent
+        while taken < sent:
+            yield take()
+
     def close(self, kill: bool = False) -> None:
+        if self._threads is not None:
+            self._threads.close()
+            self._threads = None
         for w in self._workers:
             w.close(kill or bool(w.queued))
         self._workers = []

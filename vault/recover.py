@@ -30,7 +30,13 @@ from .errors import (
     VeladorError,
 )
 from .manifest import Entry, Manifest, open_snapshot_body, read_signed_manifest
-from .objects import fetch_chunk, init_recover_worker, release_file, snapshot_prefix
+from .objects import (
+    end_worker,
+    fetch_chunk,
+    init_recover_worker,
+    release_file,
+    snapshot_prefix,
+)
 from .parallel import Pool, default_jobs
 from .policy import Policy
 from .shares import age_identity_str, combine_any
@@ -343,7 +349,8 @@ def restore(
         )
     total = need
     jobs = jobs or (default_jobs() if total >= INLINE_BELOW else 1)
-    with Pool(jobs, init_recover_worker, (store_urls, s3_endpoint, secret_identities)) as pool:
+    initargs = (store_urls, s3_endpoint, secret_identities)
+    with Pool(jobs, init_recover_worker, initargs, cleanup=end_worker) as pool:
         _Writer(policy.case_id, out, report, progress, total).run(pool, targets)
     report.store_problems = sorted(set(report.store_problems))
     return report

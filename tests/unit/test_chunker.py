@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vault.chunker import chunk_bytes, chunk_file, make_chunker
+from vault.chunker import WINDOW, chunk_bytes, chunk_file, make_chunker
 from vault.constants import CHUNK_MAX, CHUNK_MIN
 from vault.objects import object_id
 
@@ -97,3 +97,42 @@ def test_seed_must_be_63_bits():
         make_chunker(2**63)
     with pytest.raises(ValueError, match="63-bit"):
         make_chunker(-1)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        1,
+        CHUNK_MIN - 1,
+        CHUNK_MIN,
+        CHUNK_MIN + 1,
+        WINDOW - 1,
+        WINDOW,
+        WINDOW + 1,
+        3 * WINDOW + 12345,
+    ],
+)
+@pytest.mark.parametrize("kind", ["random", "zeros", "mixed"])
+def test_file_and_buffer_agree_at_every_window_edge(tmp_path, big, size, kind):
+    # The windowed reader must cut where the whole-buffer cut does: at its edges too, and on
+    # data cut at CHUNK_MAX (zeros) where a cut looks as far ahead as it ever does.
+    if kind == "random":
+        data = (big * 3)[:size]
+    elif kind == "zeros":
+        data = bytes(size)
+    else:
+        data = (big[: size // 3] + bytes(size // 3) + big * 3)[:size]
+    (tmp_path / "f").write_bytes(data)
+    assert list(chunk_file(tmp_path / "f", 4321)) == chunk_bytes(data, 4321)
+
+
+def test_a_small_file_is_one_chunk_without_being_read(tmp_path, monkeypatch):
+    # Most files of a reporter's tree are below CHUNK_MIN: one chunk each, known from the size
+    # (pyfastcdc's stream reader zero-filled an 8 MiB buffer for each of them).
+    (tmp_path / "s").write_bytes(b"x" * CHUNK_MIN)
+
+    def no_open(*args, **kwargs):
+        raise AssertionError("a file of at most CHUNK_MIN bytes was opened to be chunked")
+
+    monkeypatch.setattr("vault.chunker.open", no_open, raising=False)
+    assert list(chunk_file(tmp_path / "s", 5)) == [(0, CHUNK_MIN)]

@@ -260,3 +260,34 @@ def test_an_object_made_again_keeps_the_form_older_manifests_give(setup, monkeyp
         out = setup.tmp / f"out-{sid[:8]}"
         R.restore(setup.policy, [setup.key], list(setup.policy.stores), out, snapshot=sid)
         assert (out / "inv/a.csv").read_bytes() == data
+
+
+class _Recording:
+    """The worker's zstd compressor, noting the size of every input it is given."""
+
+    def __init__(self, inner: zstandard.ZstdCompressor) -> None:
+        self.inner, self.sizes = inner, []
+
+    def compress(self, data) -> bytes:
+        self.sizes.append(len(data))
+        return self.inner.compress(data)
+
+
+def test_media_is_tried_on_a_sample_only(monkeypatch):
+    # Three quarters of a reporter's bytes are media: compressing a whole chunk of it only to
+    # throw the frame away cost 0.34 CPU s per GiB. A sample of 64 KiB decides.
+    rec = _Recording(O._cctx())
+    monkeypatch.setattr(O._ZSTD, "cctx", rec)
+    media = random.Random(3).randbytes(2 * MIB)
+    assert O.pack_chunk(media) == (media, False)
+    assert rec.sizes == [8 * 8192]
+    # A chunk that is text in one quarter only, anywhere, is still compressed whole
+    for at in (0, MIB // 8 + 1, 7 * MIB // 16, 3 * MIB // 2):
+        rec.sizes.clear()
+        mixed = media[:at] + text(MIB // 2, at) + media[at + MIB // 2 :]
+        payload, packed = O.pack_chunk(mixed)
+        assert packed and O.unpack_chunk(bytes(payload), len(mixed)) == mixed
+        assert rec.sizes == [8 * 8192, 2 * MIB]
+    # Small chunks (most text files) are compressed at once: a sample would cost as much
+    rec.sizes.clear()
+    assert O.pack_chunk(text(100_000))[1] and rec.sizes == [100_000]

@@ -229,3 +229,23 @@ def test_the_deposit_log_names_no_path(setup, monkeypatch, caplog):
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "fuentes-fiscalia" not in logged and "testigo" not in logged
     assert str(setup.tmp) not in logged
+
+
+def test_worker_threads_leave_no_file_open(setup):
+    # Worker threads keep the file they read or write open between chunks; the agent deposits
+    # for days in one process, so each thread must close it as the pool ends
+    # (vault.objects.end_worker). SQLite keeps the descriptors of closed connections to a file
+    # the process still has open (POSIX locks) and reuses them: so count after a first round.
+    src = setup.tmp / "inv"
+    src.mkdir()
+    for n in range(3):
+        for i in range(3):
+            (src / f"f{i}.bin").write_bytes(os.urandom(3 * MIB))
+        D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=2)
+        R.restore(setup.policy, [setup.key], list(setup.policy.stores), setup.tmp / f"o{n}", jobs=2)
+        if n == 0:
+            before = set(os.listdir("/proc/self/fd"))
+    assert set(os.listdir("/proc/self/fd")) <= before
+    assert _tree(setup.tmp / "o2") == {
+        f"inv/f{i}.bin": (src / f"f{i}.bin").read_bytes() for i in range(3)
+    }
