@@ -9,9 +9,15 @@ worker uploads, so the link stays busy; on a link slow enough to matter, one str
 back-to-back PUTs fills it (docs/benchmarks.md, slow link).
 
 The turn is an exclusive ``flock`` on one empty file per store in a private temp folder that
-``one_upload_per_store()`` makes for the duration of a deposit and names in
-``VELADOR_UPLOAD_GATE``, which the workers inherit. A lock is held for one PUT and released when
-it returns, fails, or its process dies. Outside a deposit (no variable) nothing waits.
+``one_upload_per_store()`` makes while any deposit of this process runs (counted: deposits may
+overlap, in the browser app or the agent). Worker threads see it through a module variable;
+worker processes (VELADOR_WORKERS=processes) get it in ``VELADOR_UPLOAD_GATE`` from
+``worker_env()``. The process's own environment is never changed: an earlier version set the
+variable there, overlapping deposits restored it to a deleted folder, and every later upload of
+the process (and of any child it started) failed. A lock is held for one PUT and released when
+it returns, fails, or its process dies. Outside a deposit nothing waits, and a turn that cannot
+be taken (its folder is gone) is skipped: the turn bounds what a drop re-sends, it is not needed
+for correctness.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +39,22 @@ small object that costs more than sending it again after a drop would. A drop th
 most one object of this size or more per store, plus at most one small one per other process."""
 
 ENV = "VELADOR_UPLOAD_GATE"
-"""The folder of the per-store lock files, set by ``one_upload_per_store()`` for workers."""
+"""The folder of the per-store lock files, in the environment of worker processes only."""
+
+_lock = threading.Lock()
+_folder: Path | None = None
+_users = 0
+
+
+def _current() -> str | None:
+    folder = _folder
+    return str(folder) if folder is not None else os.environ.get(ENV)
+
+
+def worker_env() -> dict[str, str]:
+    """What a worker process started now needs in its environment to take turns."""
+    folder = _folder
+    return {ENV: str(folder)} if folder is not None else {}
 
 
 class Turn:
@@ -43,12 +67,15 @@ class Turn:
         self._fd: int | None = None
 
     def take(self) -> None:
-        folder = os.environ.get(ENV)
+        folder = _current()
         if self._fd is not None or not folder:
             return
         name = hashlib.sha256(self._store.encode()).hexdigest()[:32]  # the name shows no URL
         # A descriptor of its own per turn: flock excludes other threads of this process too.
-        fd = os.open(Path(folder) / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(Path(folder) / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:  # the deposit that made the folder ended: upload without a turn
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except BaseException:
@@ -75,19 +102,19 @@ def upload_turn(store: str) -> Iterator[Turn]:
 
 @contextmanager
 def one_upload_per_store() -> Iterator[Path]:
-    """Make every S3 upload of this process, and of the workers it starts meanwhile, take turns
-    per store (``upload_turn``)."""
-    import shutil
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="velador-gate-"))
-    old = os.environ.get(ENV)
-    os.environ[ENV] = str(folder)
+    """Make every S3 upload of this process, and of the worker processes it starts meanwhile,
+    take turns per store (``upload_turn``) until the last overlapping deposit ends."""
+    global _folder, _users
+    with _lock:
+        if _folder is None:
+            _folder = Path(tempfile.mkdtemp(prefix="velador-gate-"))
+        _users += 1
+        folder = _folder
     try:
         yield folder
     finally:
-        if old is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = old
-        shutil.rmtree(folder, ignore_errors=True)
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                _folder = None
+                shutil.rmtree(folder, ignore_errors=True)
