@@ -120,6 +120,7 @@ class _Worker:
         import subprocess
         from pathlib import Path
 
+        from .stores import ratelimit
         from .stores.gate import worker_env
 
         task_r, task_w = os.pipe()
@@ -127,6 +128,7 @@ class _Worker:
         env = {k: v for k, v in os.environ.items() if k not in _WORKER_ENV_DROP}
         env.update(_MALLOC_ENV)
         env.update(worker_env())  # the deposit's upload turns (vault/stores/gate.py)
+        env.update(ratelimit.worker_env())  # its --limit-upload
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         code = f"from vault.parallel import _serve; _serve({task_r}, {res_w})"

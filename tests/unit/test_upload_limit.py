@@ -95,8 +95,9 @@ def test_limited_sets_up_and_removes_the_shared_bucket():
     with limited(64 * KIB) as lim:
         assert lim is not None and lim.path is not None and lim.path.exists()
         assert ratelimit.current() is lim
-        assert os.environ[ratelimit.ENV].endswith(f":{lim.path}")
-    assert ratelimit.ENV not in os.environ
+        assert ratelimit.worker_env()[ratelimit.ENV].endswith(f":{lim.path}")
+        assert ratelimit.ENV not in os.environ  # the process's environment is not touched
+    assert ratelimit.worker_env() == {}
     assert ratelimit.current() is None
     assert not lim.path.exists()
     with limited(None) as none:
@@ -164,3 +165,21 @@ def test_the_home_config_gives_the_default_limit(tmp_path: Path):
     (tmp_path / "config.toml").write_text('[network]\nlimit_upload = "fast"\n')
     with pytest.raises(FormatError, match="limit_upload"):
         home_upload_limit(tmp_path)
+
+
+def test_overlapping_limited_deposits_restore_the_running_one():
+    """Two deposits in one process (browser jobs) ending in the order they started: the
+    second keeps its limit, and nothing is left naming a deleted bucket afterwards."""
+    before = os.environ.get(ratelimit.ENV)
+    a = limited(64 * KIB)
+    b = limited(32 * KIB)
+    lim_a = a.__enter__()
+    lim_b = b.__enter__()
+    assert ratelimit.current() is lim_b
+    a.__exit__(None, None, None)
+    assert ratelimit.current() is lim_b and lim_b.path.exists()
+    b.__exit__(None, None, None)
+    assert ratelimit.current() is None
+    assert ratelimit.worker_env() == {}
+    assert os.environ.get(ratelimit.ENV) == before
+    assert lim_a is not lim_b

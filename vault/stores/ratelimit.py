@@ -16,8 +16,11 @@ few objects (chunks are 256 KiB to 4 MiB), not within one.
 Sharing between processes: the bucket's numbers (level, time of the last update, bytes taken)
 live in a 24-byte file that every process opens and updates under ``flock``; the time is the
 system-wide ``CLOCK_MONOTONIC``, the same clock in every process. The file holds no secret.
-Worker processes find it through ``VELADOR_UPLOAD_LIMIT`` (``<bytes per second>:<path>``) in the
-environment they inherit, which ``limited()`` sets for the duration of a deposit.
+Worker threads use the limiter ``limited()`` installs; worker processes (VELADOR_WORKERS=processes)
+find it through ``VELADOR_UPLOAD_LIMIT`` (``<bytes per second>:<path>``), which ``worker_env()``
+puts in their environment. The process's own environment is never changed: deposits may overlap in
+one process (the browser app's jobs), and restoring a variable in the wrong order left it naming
+a deleted bucket (the same bug as the upload gate's, vault/stores/gate.py).
 """
 
 from __future__ import annotations
@@ -155,10 +158,23 @@ def throttle(nbytes: int) -> None:
         limiter.acquire(nbytes)
 
 
+_active: list[UploadLimiter] = []
+"""The limits of the deposits running in this process, oldest first; the newest applies."""
+
+
+def worker_env() -> dict[str, str]:
+    """What a worker process started now needs in its environment to share the limit."""
+    limiter = _installed
+    if limiter is None or limiter.path is None:
+        return {}
+    return {ENV: f"{limiter.rate!r}:{limiter.path}"}
+
+
 @contextmanager
 def limited(rate: float | None) -> Iterator[UploadLimiter | None]:
     """An upload limit of ``rate`` bytes/s for this process and the workers it starts meanwhile
-    (None: no limit, and nothing is set up)."""
+    (None: no limit, and nothing is set up). Overlapping deposits: the newest limit applies
+    until it ends, then the one before it that is still running."""
     if not rate:
         yield None
         return
@@ -167,16 +183,14 @@ def limited(rate: float | None) -> Iterator[UploadLimiter | None]:
 
     folder = Path(tempfile.mkdtemp(prefix="velador-limit-"))
     limiter = UploadLimiter(rate, folder / "bucket")
-    old_env, old = os.environ.get(ENV), _installed
-    os.environ[ENV] = f"{limiter.rate!r}:{limiter.path}"
-    install(limiter)
+    with _guard:
+        _active.append(limiter)
+        install(limiter)
     try:
         yield limiter
     finally:
-        install(old)
-        if old_env is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = old_env
+        with _guard:
+            _active.remove(limiter)
+            install(_active[-1] if _active else None)
         limiter.close()
         shutil.rmtree(folder, ignore_errors=True)
