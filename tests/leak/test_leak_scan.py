@@ -12,7 +12,8 @@ PATH), and a duress check-in; a check-in with a wrong (marker) passphrase; an ed
 request with a marker reason, and one whose over-long marker reason every node refuses; `release
 now`; the operators' `node status` and `node audit --verify`; inboxes; recovery by one outlet
 with the case card and by the other with the case id, each into its output folder. Deposit and
-recovery are made to use their worker processes. HOME and TMPDIR point inside the scanned root.
+recovery are made to use worker processes (VELADOR_WORKERS=processes; threads are the
+default). HOME and TMPDIR point inside the scanned root.
 
 Scanned, per category: every file and path name under the root (homes, node data folders with
 SQLite -wal/-shm and logs, the folder store, TMPDIR, HOME), at the end and also three times
@@ -189,8 +190,11 @@ def scanned(tmp_path_factory, moto_server):
         mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
         mp.delenv("VELADOR_PASSPHRASE", raising=False)
-        # Deposit and recovery hand chunks to worker processes from 48 MiB on; here from the
-        # first byte, so the workers' argv and output are part of the scan.
+        # Deposit and recovery hand chunks to workers from 48 MiB on; here from the first byte,
+        # and to worker processes (threads are the default since issue 14, and share this
+        # process's memory), so the workers' argv, environment and output are part of the scan.
+        mp.setenv("VELADOR_WORKERS", "processes")
+        mp.setattr("vault.parallel.THREADS", False)
         mp.setattr("vault.deposit.INLINE_BELOW", 0)
         mp.setattr("vault.recover.INLINE_BELOW", 0)
         s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
