@@ -106,13 +106,23 @@ def test_a_deposit_cut_by_the_link_resends_at_most_one_chunk_per_store(tmp_path,
         )
         deadline = time.monotonic() + 120
         while not link.dropped:
-            assert proc.poll() is None, f"the deposit ended before the drop: {proc.stderr.read()}"
+            if proc.poll() is not None:
+                seen = [(q.method, q.path, q.complete, q.cut) for q in link.requests][-8:]
+                pytest.fail(
+                    f"the deposit ended before the drop (code {proc.returncode}, "
+                    f"{link.body_bytes_up} body bytes up, last requests {seen}): "
+                    f"{proc.stderr.read()}"
+                )
             assert time.monotonic() < deadline, "the link never dropped"
             time.sleep(0.01)  # polling interval, not a guess at timing
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, err
-        assert "velador: error: deposit interrupted" in err and "Traceback" not in err
+        assert "Traceback" not in err
+        # Stopped by the reporter, or (on a loaded machine, before the signal came) given up on
+        # the dead link by itself, after its retries: either way an interrupted deposit.
+        assert (proc.returncode == 130 and "velador: error: deposit interrupted" in err) or (
+            proc.returncode == 74 and "cannot reach the S3 endpoint" in err
+        ), err
         first = object_puts(link.requests)
         assert any(q.cut for q in first), "no upload was cut mid-object"
         assert any(q.complete for q in first), "the drop came before any object was stored"
