@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,8 @@ from vault.errors import N_, NotFoundError, VeladorError
 from vault.switch import ArmReport, act, arm
 
 from ..i18n import _
-from .app import Ui, form, new_job_id, see_other
-from .common import current, error_line, gate
+from .app import Ui, form, see_other
+from .common import current, error_line, gate, new_job, start_job
 
 ACTIONS = [
     (N_("Drill"), "/cases/{case}/drill"),
@@ -82,52 +81,28 @@ def arm_view(rep: ArmReport) -> dict[str, Any]:
     }
 
 
-def new_job(ui: Ui, case: str) -> dict[str, Any]:
-    """A rotation's entry in the app's jobs (polled by /jobs/{id}/progress, as deposits are)."""
-    job_id = new_job_id()
-    job: dict[str, Any] = {
-        "id": job_id,
-        "kind": "rotate",
-        "case": case,
-        "state": "running",
-        "done": 0,
-        "total": 0,
-        "result": None,
-        "error": None,
-    }
-    ui.jobs[job_id] = job
-    return job
-
-
-def run_rotation(ui: Ui, job: dict[str, Any], ident: Any, name: str, folder: Path | None) -> None:
-    """`velador case rotate NAME --yes` in a thread: the keyring goes to every store and the new
-    policy to every node (each up to the node timeout), which can take more than a moment."""
+def run_rotation(ui: Ui, ident: Any, name: str, folder: Path | None) -> dict[str, Any]:
+    """`velador case rotate NAME --yes` in a job's thread: the keyring goes to every store and
+    the new policy to every node (each up to the node timeout), which can take more than a
+    moment."""
     from vault.state import LocalState
 
-    try:
-        state = LocalState(ui.home)  # this thread's own connection to the local database
-        rot, rep = rotate_and_register(
-            state,
-            ident,
-            name,
-            ui.config.clock,
-            ui.config.timeout,
-            offline_dir=folder,
-            s3_endpoint=ui.config.s3_endpoint,
-        )
-        job["result"] = {
-            "policy": rot.new.policy.hash[:16],
-            "keyring": rot.keyring_key,
-            "share_files": [str(p) for p in rot.new.offline_files],
-            "arm": arm_view(rep) if rep is not None else None,
-        }
-        job["state"] = "done"
-    except VeladorError as exc:
-        job["error"] = error_line(exc)
-        job["state"] = "failed"
-    except OSError as exc:
-        job["error"] = str(exc.strerror or exc)
-        job["state"] = "failed"
+    state = LocalState(ui.home)  # this thread's own connection to the local database
+    rot, rep = rotate_and_register(
+        state,
+        ident,
+        name,
+        ui.config.clock,
+        ui.config.timeout,
+        offline_dir=folder,
+        s3_endpoint=ui.config.s3_endpoint,
+    )
+    return {
+        "policy": rot.new.policy.hash[:16],
+        "keyring": rot.keyring_key,
+        "share_files": [str(p) for p in rot.new.offline_files],
+        "arm": arm_view(rep) if rep is not None else None,
+    }
 
 
 def drill_report(ui: Ui, ident: Any, rec: Any) -> dict[str, Any]:
@@ -190,12 +165,9 @@ def register(app: FastAPI, ui: Ui) -> None:
         if not confirmed(sess, "rotate", rec.case_id, data.get("confirm")):
             return confirm_page(request, sess, "rotate", rec, len(offline))
         folder = data.get("offline_dir", "").strip()
-        job = new_job(ui, rec.name)
-        threading.Thread(
-            target=run_rotation,
-            args=(ui, job, sess.identity, rec.name, Path(folder).expanduser() if folder else None),
-            daemon=True,
-        ).start()
+        job = new_job(ui, "rotate", rec.name)
+        ident, where = sess.identity, Path(folder).expanduser() if folder else None
+        start_job(job, lambda _progress: run_rotation(ui, ident, rec.name, where))
         return see_other(f"/cases/{rec.name}/rotated/{job['id']}")
 
     @app.get("/cases/{name}/rotated/{job_id}")
@@ -223,7 +195,7 @@ def register(app: FastAPI, ui: Ui) -> None:
         except VeladorError as exc:
             sess.notice("error", error_line(exc))
             return see_other(f"/cases/{rec.name}")
-        job = new_job(ui, rec.name)
+        job = new_job(ui, "rotate", rec.name)
         job["result"] = {"policy": rec.policy.hash[:16], "share_files": [], "arm": arm_view(rep)}
         job["state"] = "done"
         return see_other(f"/cases/{rec.name}/rotated/{job['id']}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +18,7 @@ from vault.passphrase import MIN_SCORE, require_strong, suggest
 
 from .. import i18n
 from ..i18n import _
-from .app import Ui, form, see_other
+from .app import Ui, form, new_job_id, see_other
 
 
 def strength_label(n: int) -> str:
@@ -42,6 +44,47 @@ def gate(ui: Ui, request: Request) -> Response | None:
     if sess is None or sess.identity is None:
         return see_other("/unlock")
     return None
+
+
+Progress = Callable[[int, int], None]
+
+
+def new_job(ui: Ui, kind: str, case: str, **fields: Any) -> dict[str, Any]:
+    """A background job's entry in the app's jobs, polled by its page (job_progress)."""
+    job: dict[str, Any] = {
+        "id": new_job_id(),
+        "kind": kind,
+        "case": case,
+        "done": 0,
+        "total": 0,
+        "state": "running",
+        "result": None,
+        "error": None,
+        **fields,
+    }
+    ui.jobs[job["id"]] = job
+    return job
+
+
+def start_job(job: dict[str, Any], work: Callable[[Progress], dict[str, Any]]) -> None:
+    """Run `work` in a thread (deposits, recoveries and rotations wait on stores and nodes);
+    what it returns is the job's result, and a failure is the one line the CLI would print."""
+
+    def progress(done: int, total: int) -> None:
+        job["done"], job["total"] = done, total
+
+    def run() -> None:
+        try:
+            job["result"] = work(progress)
+            job["state"] = "done"
+        except VeladorError as exc:
+            job["error"] = error_line(exc)
+            job["state"] = "failed"
+        except OSError as exc:
+            job["error"] = str(exc.strerror or exc)
+            job["state"] = "failed"
+
+    threading.Thread(target=run, daemon=True).start()
 
 
 def job_progress(ui: Ui, request: Request, job_id: str) -> Response:

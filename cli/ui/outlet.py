@@ -11,7 +11,6 @@ then shows the reporter's instructions and the provenance summary.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from vault.errors import VeladorError
 
 from ..i18n import _
-from .app import Ui, form, new_job_id, see_other
-from .common import current, error_line, gate, job_progress
+from .app import Ui, form, see_other
+from .common import Progress, current, error_line, gate, job_progress, new_job, start_job
 
 
 def _inbox(ui: Ui, ident: Any, show_all: bool) -> dict[str, Any]:
@@ -58,68 +57,57 @@ def _inbox(ui: Ui, ident: Any, show_all: bool) -> dict[str, Any]:
     }
 
 
-def _recover(ui: Ui, job: dict[str, Any], ident: Any, text: str, out: Path) -> None:
-    """`velador recover CASE_CARD --out DIR`, the same vault calls, in a thread."""
+def _recover(ui: Ui, ident: Any, text: str, out: Path, progress: Progress) -> dict[str, Any]:
+    """`velador recover CASE_CARD --out DIR`, the same vault calls, in a job's thread."""
     from vault.keyrings import case_keys
     from vault.netrecover import contacts_ref, node_summary, released_secret
     from vault.recover import restore
     from vault.state import LocalState
 
-    def progress(done: int, total: int) -> None:
-        job["done"], job["total"] = done, total
-
-    try:
-        state = LocalState(ui.home)  # this thread's own database connection
-        ref = contacts_ref(text, [card for _a, card in state.contacts()])
-        found, secret, _skipped = released_secret(
-            ref, ident, ui.config.clock, timeout=ui.config.timeout
-        )
-        policy = found.policy
-        assert policy is not None
-        keys = case_keys(
-            policy,
-            secret,
-            ident.box_key,
-            found.report.chain_problems,
-            s3_endpoint=ui.config.s3_endpoint,
-        )
-        del secret
-        rep = restore(
-            policy,
-            keys.identities(),
-            keys.urls,
-            out,
-            s3_endpoint=ui.config.s3_endpoint,
-            progress=progress,
-            report=found.report,
-        )
-        del keys
-        snaps = rep.snapshots
-        job["result"] = {
-            "files": rep.files,
-            "bytes": rep.bytes,
-            "out": rep.out or str(out),
-            "instructions": rep.instructions,
-            "reporter": policy.reporter.name,
-            "fingerprint": policy.reporter.fingerprint,
-            "contact": state.alias_of(policy.reporter),
-            "majority": (rep.policy_choice or {}).get("by") == "majority",
-            "snapshots": len(snaps),
-            "first": snaps[0]["created"] if snaps else None,
-            "last": snaps[-1]["created"] if snaps else None,
-            "chain_intact": rep.chain_intact,
-            "problems": [*rep.chain_problems, *rep.store_problems],
-            "shares_used": len(rep.shares_used),
-            "nodes": [(n["node"], n["outcome"]) for n in node_summary(found)],
-            "case_id": policy.case_id,
-        }
-        job["state"] = "done"
-    except VeladorError as exc:
-        job["error"] = error_line(exc)
-        job["state"] = "failed"
-    except OSError as exc:
-        job["error"] = str(exc.strerror or exc)
-        job["state"] = "failed"
+    state = LocalState(ui.home)  # this thread's own database connection
+    ref = contacts_ref(text, [card for _a, card in state.contacts()])
+    found, secret, _skipped = released_secret(
+        ref, ident, ui.config.clock, timeout=ui.config.timeout
+    )
+    policy = found.policy
+    assert policy is not None
+    keys = case_keys(
+        policy,
+        secret,
+        ident.box_key,
+        found.report.chain_problems,
+        s3_endpoint=ui.config.s3_endpoint,
+    )
+    del secret
+    rep = restore(
+        policy,
+        keys.identities(),
+        keys.urls,
+        out,
+        s3_endpoint=ui.config.s3_endpoint,
+        progress=progress,
+        report=found.report,
+    )
+    del keys
+    snaps = rep.snapshots
+    return {
+        "files": rep.files,
+        "bytes": rep.bytes,
+        "out": rep.out or str(out),
+        "instructions": rep.instructions,
+        "reporter": policy.reporter.name,
+        "fingerprint": policy.reporter.fingerprint,
+        "contact": state.alias_of(policy.reporter),
+        "majority": (rep.policy_choice or {}).get("by") == "majority",
+        "snapshots": len(snaps),
+        "first": snaps[0]["created"] if snaps else None,
+        "last": snaps[-1]["created"] if snaps else None,
+        "chain_intact": rep.chain_intact,
+        "problems": [*rep.chain_problems, *rep.store_problems],
+        "shares_used": len(rep.shares_used),
+        "nodes": [(n["node"], n["outcome"]) for n in node_summary(found)],
+        "case_id": policy.case_id,
+    }
 
 
 def register(app: FastAPI, ui: Ui) -> None:
@@ -156,22 +144,10 @@ def register(app: FastAPI, ui: Ui) -> None:
             sess.notice("error", _("Paste the case card and write the folder to recover into."))
             return see_other("/outlet")
         out = Path(raw).expanduser()
-        job_id = new_job_id()
-        job: dict[str, Any] = {
-            "kind": "recover",
-            "case": text[:24],
-            "path": str(out),
-            "done": 0,
-            "total": 0,
-            "state": "running",
-            "result": None,
-            "error": None,
-        }
-        ui.jobs[job_id] = job
-        threading.Thread(
-            target=_recover, args=(ui, job, sess.identity, text, out), daemon=True
-        ).start()
-        return see_other(f"/outlet/jobs/{job_id}")
+        job = new_job(ui, "recover", text[:24], path=str(out))
+        ident = sess.identity
+        start_job(job, lambda progress: _recover(ui, ident, text, out, progress))
+        return see_other(f"/outlet/jobs/{job['id']}")
 
     @app.get("/outlet/jobs/{job_id}")
     def recover_page(request: Request, job_id: str) -> Response:

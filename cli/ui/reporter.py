@@ -8,7 +8,6 @@ passphrase unlocked the identity (docs/threat-model.md, "Duress").
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from vault.released import known_release
 from vault.switch import act, arming_state, gather_status, make_case_card, switch_cases
 
 from ..i18n import _
-from .app import Ui, form, new_job_id, see_other
-from .common import current, error_line, gate, job_progress
+from .app import Ui, form, see_other
+from .common import Progress, current, error_line, gate, job_progress, new_job, start_job
 
 
 def state_word(state: str | None) -> str:
@@ -326,22 +325,10 @@ def register(app: FastAPI, ui: Ui) -> None:
                 _("There is no file or folder at %(path)s on this laptop.") % {"path": str(folder)},
             )
             return see_other(f"/deposit?case={rec.name}")
-        job_id = new_job_id()
-        job: dict[str, Any] = {
-            "case": rec.name,
-            "path": str(folder),
-            "done": 0,
-            "total": 0,
-            "state": "running",
-            "result": None,
-            "error": None,
-        }
-        ui.jobs[job_id] = job
+        job = new_job(ui, "deposit", rec.name, path=str(folder))
         ident = _require(request)
-        threading.Thread(
-            target=_run_deposit, args=(ui, job, ident, rec, folder), daemon=True
-        ).start()
-        return see_other(f"/jobs/{job_id}")
+        start_job(job, lambda progress: _run_deposit(ui, ident, rec, folder, progress))
+        return see_other(f"/jobs/{job['id']}")
 
     @app.get("/jobs/{job_id}")
     def job_page(request: Request, job_id: str) -> Response:
@@ -357,41 +344,30 @@ def register(app: FastAPI, ui: Ui) -> None:
         return job_progress(ui, request, job_id)
 
 
-def _run_deposit(ui: Ui, job: dict[str, Any], ident: Any, rec: Any, folder: Path) -> None:
-    """`velador deposit CASE PATH` in a thread: the same lock, the same resume rules (a deposit
-    interrupted or failed is simply run again and uploads only what is missing)."""
+def _run_deposit(ui: Ui, ident: Any, rec: Any, folder: Path, progress: Progress) -> dict[str, Any]:
+    """`velador deposit CASE PATH` in a job's thread: the same lock, the same resume rules (a
+    deposit interrupted or failed is simply run again and uploads only what is missing)."""
+    from vault.state import LocalState
+
     from ..agent_deposits import deposit_lock
 
-    def progress(done: int, total: int) -> None:
-        job["done"], job["total"] = done, total
-
-    try:
-        from vault.state import LocalState
-
-        state = LocalState(ui.home)  # this thread's own connection to the local database
-        with deposit_lock(ui.home, wait=True):
-            res = deposit(
-                state,
-                ident,
-                state.case(rec.case_id),
-                [folder],
-                ui.config.clock,
-                progress=progress,
-                s3_endpoint=ui.config.s3_endpoint,
-            )
-        job["result"] = {
-            "files": res.files,
-            "bytes": res.bytes_total,
-            "uploaded": res.bytes_uploaded,
-            "seq": res.seq,
-            "unchanged": res.unchanged,
-            "changed": list(res.changed),
-            "skipped": list(res.skipped),
-        }
-        job["state"] = "done"
-    except VeladorError as exc:
-        job["error"] = error_line(exc)
-        job["state"] = "failed"
-    except OSError as exc:
-        job["error"] = str(exc.strerror or exc)
-        job["state"] = "failed"
+    state = LocalState(ui.home)  # this thread's own connection to the local database
+    with deposit_lock(ui.home, wait=True):
+        res = deposit(
+            state,
+            ident,
+            state.case(rec.case_id),
+            [folder],
+            ui.config.clock,
+            progress=progress,
+            s3_endpoint=ui.config.s3_endpoint,
+        )
+    return {
+        "files": res.files,
+        "bytes": res.bytes_total,
+        "uploaded": res.bytes_uploaded,
+        "seq": res.seq,
+        "unchanged": res.unchanged,
+        "changed": list(res.changed),
+        "skipped": list(res.skipped),
+    }

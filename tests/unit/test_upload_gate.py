@@ -10,8 +10,10 @@ the same xdist worker).
 
 from __future__ import annotations
 
+import fcntl
 import os
-import threading
+
+import pytest
 
 from vault.stores import gate
 
@@ -39,27 +41,21 @@ def test_overlapping_deposits_leave_no_stale_gate_and_do_not_touch_the_environme
         assert turn._fd is None
 
 
-def test_turns_exclude_threads_of_one_process():
-    inside = 0
-    most = 0
-    lock = threading.Lock()
-
-    def upload() -> None:
-        nonlocal inside, most
-        for _ in range(50):
-            with gate.upload_turn("s3://b/p") as turn:
-                turn.take()
-                with lock:
-                    inside += 1
-                    most = max(most, inside)
-                os.sched_yield()  # let another thread in, if the turn did not keep it out
-                with lock:
-                    inside -= 1
-
-    with gate.one_upload_per_store():
-        threads = [threading.Thread(target=upload) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    assert most == 1
+def test_a_turn_held_by_one_thread_excludes_another_descriptor_of_the_same_process():
+    # Worker threads share one process: the turn must exclude them too (flock on a descriptor
+    # of its own per turn; a POSIX record lock would not).
+    with gate.one_upload_per_store() as folder:
+        with gate.upload_turn("s3://b/p") as turn:
+            turn.take()
+            (lock_file,) = list(folder.iterdir())
+            fd = os.open(lock_file, os.O_RDWR)
+            try:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(fd)
+        fd = os.open(lock_file, os.O_RDWR)  # released when the upload ends
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
