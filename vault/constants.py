@@ -33,7 +33,10 @@ SIG_LABELS = {
     "drill-report": b"velador/v1/drill-report",
 }
 
-SIG_LABELS_BY_VERSION = {("snapshot", 2): b"velador/v2/snapshot"}
+SIG_LABELS_BY_VERSION = {
+    ("snapshot", 2): b"velador/v2/snapshot",
+    ("snapshot", 3): b"velador/v3/snapshot",
+}
 """Labels of bodies whose `v` is not 1 (format.md §1.2: a new version changes the label)."""
 
 CARD_PREFIX = "velador:card:v1:"
@@ -83,6 +86,12 @@ ZSTD_SAMPLE_PIECE = 8 * 1024
 ZSTD_SAMPLE_SAVING = 32
 """Writers only, no reader depends on them (format.md §6.3): a chunk of ZSTD_SAMPLE_FROM bytes
 or more is compressed only if 8 pieces of 8 KiB spread over it save at least 1/32 together."""
+PACK_BELOW = CHUNK_MIN
+PACK_MAX = CHUNK_MAX
+PACK_MAX_CHUNKS = 1024
+"""Packs (format.md §6.3): files shorter than PACK_BELOW (one chunk each) are stored in packs
+of at most PACK_MAX bytes and PACK_MAX_CHUNKS chunks. Readers only rely on PACK_MAX (a pack's
+plaintext is never longer than a chunk can be); the rest is the writer's choice."""
 AGE_HEADER_MIN = 168
 """The smallest age header with one X25519 stanza (format.md §6.3)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import stat
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -54,6 +55,7 @@ _BODY_FIELDS = {
     "instructions",
     "roots",
     "entries",
+    "packs",
 }
 _CHUNKER_FIELDS = {"alg", "seed", "hash"}
 _DIR_FIELDS = {"path", "type", "mode", "mtime"}
@@ -69,7 +71,11 @@ class Entry:
     size: int = 0
     chunks: tuple[tuple[str, int], ...] = ()  # (object id, plaintext length)
 
-    def to_json(self, zstd: frozenset[str] = frozenset()) -> dict[str, Any]:
+    def to_json(
+        self,
+        zstd: frozenset[str] = frozenset(),
+        placed: Mapping[str, tuple[str, int]] | None = None,
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "path": self.path,
             "type": self.type,
@@ -78,10 +84,18 @@ class Entry:
         }
         if self.type == "file":
             out["size"] = self.size
-            out["chunks"] = [
-                [oid, n, "zstd"] if oid in zstd else [oid, n] for oid, n in self.chunks
-            ]
+            out["chunks"] = [_ref(oid, n, zstd, placed) for oid, n in self.chunks]
         return out
+
+
+def _ref(
+    oid: str, n: int, zstd: frozenset[str], placed: Mapping[str, tuple[str, int]] | None
+) -> list[Any]:
+    """One chunk reference (format.md §6.4): in a pack, compressed, or as it is."""
+    where = placed.get(oid) if placed else None
+    if where is not None:
+        return [oid, n, "pack", where[0], where[1]]
+    return [oid, n, "zstd"] if oid in zstd else [oid, n]
 
 
 @dataclass(frozen=True)
@@ -98,13 +112,19 @@ class Manifest:
     instructions: str | None = None
     roots: tuple[str, ...] = field(default=())
     zstd: frozenset[str] = field(default=frozenset())
-    """Object ids whose stored form is a zstd frame (format.md §6.3, §6.4)."""
+    """Object ids (chunks and packs) whose stored form is a zstd frame (format.md §6.3, §6.4)."""
+    packs: Mapping[str, int] = field(default_factory=dict)
+    """Pack id -> length of the pack's plaintext (format.md §6.3, "Packs")."""
+    placed: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """Object id of a chunk stored in a pack -> (pack id, offset in the pack's plaintext)."""
 
     @property
     def version(self) -> int:
-        """2 when a chunk is compressed, else 1: a deposit with nothing compressed stays
-        readable by readers of version 1 (format.md §6.4, §11)."""
-        return 2 if self.zstd else 1
+        """3 when a chunk is in a pack, else 2 when one is compressed, else 1: a deposit stays
+        readable by the oldest reader that can read it (format.md §6.4, §11)."""
+        if self.placed:
+            return 3
+        return 2 if self.zstd - set(self.packs) else 1
 
     def body(self) -> dict[str, Any]:
         return {
@@ -119,7 +139,19 @@ class Manifest:
             "chunker": {"alg": CHUNKER_NAME, "seed": self.chunker_seed, "hash": OBJECT_ID_HASH},
             "instructions": self.instructions,
             "roots": list(self.roots),
-            "entries": [e.to_json(self.zstd) for e in self.entries],
+            "entries": [e.to_json(self.zstd, self.placed) for e in self.entries],
+        } | self._packs_json()
+
+    def _packs_json(self) -> dict[str, Any]:
+        if not self.placed:
+            return {}
+        used = {pid for pid, _ in self.placed.values()}
+        return {
+            "packs": {
+                pid: [n, "zstd"] if pid in self.zstd else [n]
+                for pid, n in sorted(self.packs.items())
+                if pid in used
+            }
         }
 
     @property
@@ -127,7 +159,11 @@ class Manifest:
         return sum(e.size for e in self.entries)
 
     def object_ids(self) -> set[str]:
-        return {oid for e in self.entries for oid, _ in e.chunks}
+        """The stored objects this manifest needs: chunk objects, and packs for packed chunks."""
+        placed = self.placed
+        return {
+            placed[oid][0] if oid in placed else oid for e in self.entries for oid, _ in e.chunks
+        }
 
 
 def safe_path(path: Any) -> str:
@@ -159,7 +195,9 @@ def safe_path(path: Any) -> str:
     return path
 
 
-def _parse_entry(raw: Any, version: int = 1, flags: dict[str, bool] | None = None) -> Entry:
+def _parse_entry(
+    raw: Any, version: int = 1, flags: dict[str, tuple[Any, ...]] | None = None
+) -> Entry:
     path = safe_path(require(raw, "path", str, "manifest entry"))
     kind = require(raw, "type", str, "manifest entry")
     mode = require(raw, "mode", int, "manifest entry")
@@ -185,20 +223,18 @@ def _parse_entry(raw: Any, version: int = 1, flags: dict[str, bool] | None = Non
     chunks = []
     total = 0
     for c in require(raw, "chunks", list, "manifest entry"):
-        if not (
-            isinstance(c, list)
-            and (len(c) == 2 or (version >= 2 and len(c) == 3 and c[2] == "zstd"))
-            and isinstance(c[1], int)
-            and not isinstance(c[1], bool)
-        ):
+        if not (isinstance(c, list) and _ref_shape(c, version)):
             raise FormatError(N_("manifest chunk reference is malformed"))
         if not 1 <= c[1] <= CHUNK_MAX:
             raise FormatError(N_("manifest chunk has an impossible length"))
         oid = check_object_id(c[0])
-        # One object has one stored form: two references may not disagree on it.
-        if flags is not None and flags.setdefault(oid, len(c) == 3) != (len(c) == 3):
+        tail = tuple(c[2:])
+        if len(c) == 5:
+            check_object_id(c[3])
+        # One chunk has one place and one stored form: two references may not disagree.
+        if flags is not None and flags.setdefault(oid, tail) != tail:
             raise FormatError(
-                N_("manifest marks object %(oid)s both compressed and not"), oid=oid[:12]
+                N_("manifest names object %(oid)s in two different ways"), oid=oid[:12]
             )
         chunks.append((oid, c[1]))
         total += c[1]
@@ -209,8 +245,87 @@ def _parse_entry(raw: Any, version: int = 1, flags: dict[str, bool] | None = Non
     return Entry(path, "file", mode, mtime, size, tuple(chunks))
 
 
-MANIFEST_VERSIONS = (1, 2)
-"""Version 2 adds the zstd flag of a chunk reference (format.md §6.4, §11)."""
+def _ref_shape(c: list[Any], version: int) -> bool:
+    """[oid, length]; [oid, length, "zstd"] from version 2; [oid, length, "pack", pack id,
+    offset] from version 3 (format.md §6.4)."""
+    if not (len(c) >= 2 and isinstance(c[1], int) and not isinstance(c[1], bool)):
+        return False
+    if len(c) == 2:
+        return True
+    if len(c) == 3:
+        return version >= 2 and c[2] == "zstd"
+    return (
+        len(c) == 5
+        and version >= 3
+        and c[2] == "pack"
+        and isinstance(c[4], int)
+        and not isinstance(c[4], bool)
+    )
+
+
+def _parse_packs(
+    body: dict[str, Any], version: int, flags: dict[str, tuple[Any, ...]]
+) -> tuple[dict[str, int], set[str]]:
+    """The `packs` member and the pack references (format.md §6.3 "Packs", §6.4): every
+    reference lies inside a listed pack, every listed pack is named, one form per object."""
+    if version < 3:
+        if "packs" in body:
+            raise FormatError(N_("manifest has an unknown field %(extra)r"), extra="packs")
+        return {}, set()
+    raw = require(body, "packs", dict, "manifest")
+    packs: dict[str, int] = {}
+    zstd: set[str] = set()
+    for pid, value in raw.items():
+        check_object_id(pid)
+        if not (
+            isinstance(value, list)
+            and len(value) in (1, 2)
+            and isinstance(value[0], int)
+            and not isinstance(value[0], bool)
+            and 1 <= value[0] <= CHUNK_MAX
+            and (len(value) == 1 or value[1] == "zstd")
+        ):
+            raise FormatError(N_("manifest pack %(pid)s is malformed"), pid=pid[:12])
+        packs[pid] = value[0]
+        if len(value) == 2:
+            zstd.add(pid)
+        # A pack that is also named as a chunk object must have the same stored form.
+        plain = flags.get(pid)
+        if plain is not None and len(plain) < 2 and (plain == ("zstd",)) != (pid in zstd):
+            raise FormatError(
+                N_("manifest names object %(oid)s in two different ways"), oid=pid[:12]
+            )
+    return packs, zstd
+
+
+def _place_chunks(
+    entries: tuple[Entry, ...],
+    flags: dict[str, tuple[Any, ...]],
+    packs: dict[str, int],
+) -> dict[str, tuple[str, int]]:
+    placed: dict[str, tuple[str, int]] = {}
+    lengths = {oid: n for e in entries for oid, n in e.chunks}
+    for oid, tail in flags.items():
+        if len(tail) != 3:
+            continue
+        pid, offset = tail[1], tail[2]
+        if pid not in packs:
+            raise FormatError(
+                N_("manifest places object %(oid)s in a pack it does not list"), oid=oid[:12]
+            )
+        if not 0 <= offset <= packs[pid] - lengths[oid]:
+            raise FormatError(N_("manifest places object %(oid)s outside its pack"), oid=oid[:12])
+        placed[oid] = (pid, offset)
+    unused = set(packs) - {pid for pid, _ in placed.values()}
+    if unused:
+        raise FormatError(
+            N_("manifest lists pack %(pid)s that no chunk is in"), pid=min(unused)[:12]
+        )
+    return placed
+
+
+MANIFEST_VERSIONS = (1, 2, 3)
+"""Version 2 adds the zstd flag of a chunk reference, version 3 packs (format.md §6.4, §11)."""
 
 
 def parse_manifest(body: Any) -> Manifest:
@@ -231,8 +346,10 @@ def parse_manifest(body: Any) -> Manifest:
     raw_entries = require(body, "entries", list, "manifest")
     if len(raw_entries) > MAX_ENTRIES:
         raise FormatError(N_("manifest has too many entries"))
-    flags: dict[str, bool] = {}
+    flags: dict[str, tuple[Any, ...]] = {}
     entries = tuple(_parse_entry(e, version, flags) for e in raw_entries)
+    packs, packed_packs = _parse_packs(body, version, flags)
+    placed = _place_chunks(entries, flags, packs)
     seen: set[str] = set()
     kinds: dict[str, str] = {}
     for e in entries:
@@ -298,7 +415,9 @@ def parse_manifest(body: Any) -> Manifest:
         entries=entries,
         instructions=instructions,
         roots=roots,
-        zstd=frozenset(oid for oid, packed in flags.items() if packed),
+        zstd=frozenset(oid for oid, tail in flags.items() if tail == ("zstd",)) | packed_packs,
+        packs=packs,
+        placed=placed,
     )
 
 
