@@ -1040,7 +1040,8 @@ def manifest_v3_vectors(m: Manifest, common: dict[str, str], vec: Any) -> list[V
             "v3-valid",
             "success",
             "version 3: notas.txt and the second chunk of contabilidad.bin are stored in one "
-            "pack, itself a zstd frame; the first chunk of contabilidad.bin is an object of its own",
+            "pack, itself a zstd frame; the first chunk of contabilidad.bin is an object of "
+            "its own",
             body,
         ),
         vec(
