@@ -130,7 +130,7 @@ def test_bad_entries_are_format_errors(entries, msg):
 @pytest.mark.parametrize(
     ("over", "msg"),
     [
-        ({"v": 3}, "unsupported manifest version"),
+        ({"v": 4}, "unsupported manifest version"),
         ({"chunker": {"alg": "rabin", "seed": 1, "hash": "blake3-keyed"}}, "unknown chunker"),
         ({"seq": 2}, "sequence and parent disagree"),
         ({"parent": "a" * 64}, "sequence and parent disagree"),
