@@ -163,9 +163,7 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_small_files_in_packs_come_back_whole_each_pack_fetched_once_per_run(
-    tmp_path, gets, jobs
-):
+def test_small_files_in_packs_come_back_whole_each_pack_fetched_once_per_run(tmp_path, gets, jobs):
     # Given 55 small files in two packs, with a large file of three chunk objects in between
     s = Stores(tmp_path)
     expected, a_pid, b_pid = build_tree(s)
