@@ -25,7 +25,7 @@ import blake3
 
 from .chunker import chunk_file
 from .clock import Clock
-from .constants import CHUNK_AVG, MAX_INSTRUCTIONS_BYTES
+from .constants import CHUNK_AVG, MAX_INSTRUCTIONS_BYTES, PACK_BELOW, PACK_MAX, PACK_MAX_CHUNKS
 from .errors import N_, FormatError, NotFoundError, StoreError
 from .identity import Identity
 from .manifest import Entry, Manifest, entry_mode, parse_manifest, safe_path, seal_snapshot
@@ -36,7 +36,7 @@ from .objects import (
     init_deposit_worker,
     object_key,
     snapshot_key,
-    store_chunk,
+    store_task,
     stored_packed,
 )
 from .parallel import Pool, default_jobs
@@ -173,7 +173,7 @@ def _cached_batch(
     known = {
         oid
         for (oid,) in state.db.execute(
-            "SELECT oid FROM objects WHERE case_id = ? AND oid IN (SELECT value FROM json_each(?))",
+            "SELECT oid FROM known WHERE case_id = ? AND oid IN (SELECT value FROM json_each(?))",
             [case_id, json.dumps(sorted(wanted))],
         )
     }
@@ -213,6 +213,8 @@ class _Batch:
     staged: list[list[tuple[str, str]]]
     rows: list[dict[str, Any]] = field(default_factory=list)
     repair: list[str] = field(default_factory=list)
+    packed: list[dict[str, Any]] = field(default_factory=list)
+    """Chunks stored in packs (format.md §6.3 "Packs"): recorded with the objects of the batch."""
 
 
 class _Committer:
@@ -264,9 +266,12 @@ class _Committer:
         rows = {r["oid"]: r for r in batch.rows}
         for oid in batch.repair:
             rows[oid] = self._make_replicas_identical(oid)
-        if rows:
-            with db.conn:
-                db["objects"].insert_all(list(rows.values()), replace=True)
+        if rows or batch.packed:
+            with db.conn:  # a pack and the chunks it holds: one transaction (format.md §6.6)
+                if rows:
+                    db["objects"].insert_all(list(rows.values()), replace=True)
+                if batch.packed:
+                    db["packed"].insert_all(batch.packed, replace=True)
 
     def _make_replicas_identical(self, oid: str) -> dict[str, Any]:
         # Two workers encrypted one chunk at once and a store without staging (S3) took both
@@ -390,6 +395,10 @@ def _deposit(
                 result.cached_files += 1
                 entries.append(_file_entry(item, cached))
     to_read = sum(item.st.st_size for _, item, _ in todo)
+    # Small files first, in the order listed, so that they fall into packs (format.md §6.3):
+    # the groups then depend only on the files to read, and a run cut off after storing a pack
+    # makes the same pack again and finds it in the stores.
+    todo.sort(key=lambda t: t[1].st.st_size >= PACK_BELOW)
 
     if todo:
         jobs = jobs or (default_jobs() if to_read >= INLINE_BELOW else 1)
@@ -462,7 +471,7 @@ def _deposit(
         entries=tuple(entries),
         instructions=text,
         roots=tuple(roots),
-        zstd=_packed_objects(state, policy.case_id, entries),
+        **_placement(state, policy.case_id, entries),
     )
     body = manifest.body()
     thash = tree_hash(chunk_key, body)
@@ -528,19 +537,39 @@ def remember_forms(state: LocalState, case_id: str, oids: set[str]) -> None:
         state.set_case_extra(case_id, "forms", {**forms, **known})
 
 
-def _packed_objects(state: LocalState, case_id: str, entries: list[Entry]) -> frozenset[str]:
-    """The chunks of `entries` stored compressed (format.md §6.3, §6.4), read back from the
-    sizes the index records: every chunk a manifest names is in the index by now (§6.6), and
-    its stored size tells its form (`objects.stored_packed`), whichever run stored it."""
+def _placement(state: LocalState, case_id: str, entries: list[Entry]) -> dict[str, Any]:
+    """Where and in which form each chunk of `entries` is stored (format.md §6.3, §6.4), read
+    back from the index: every chunk a manifest names is known by now (§6.6). A chunk is an
+    object of its own, or in a pack (`packed`); a stored size tells an object's form
+    (`objects.stored_packed`), whichever run stored it. Returns the Manifest's `zstd`, `packs`
+    and `placed`."""
     lengths = {oid: n for e in entries for oid, n in e.chunks}
     if not lengths:
-        return frozenset()
-    rows = state.db.execute(
-        "SELECT oid, csize FROM objects WHERE case_id = ? AND oid IN "
+        return {}
+    wanted = json.dumps(sorted(lengths))
+    own = dict(
+        state.db.execute(
+            "SELECT oid, csize FROM objects WHERE case_id = ? AND oid IN "
+            "(SELECT value FROM json_each(?))",
+            [case_id, wanted],
+        ).fetchall()
+    )
+    zstd = {oid for oid, csize in own.items() if stored_packed(int(csize or 0), lengths[oid])}
+    packs: dict[str, int] = {}
+    placed: dict[str, tuple[str, int]] = {}
+    for oid, pack, poff, plen, csize in state.db.execute(
+        "SELECT p.oid, p.pack, p.poff, p.plen, o.csize FROM packed p JOIN objects o "
+        "ON o.case_id = p.case_id AND o.oid = p.pack WHERE p.case_id = ? AND p.oid IN "
         "(SELECT value FROM json_each(?))",
-        [case_id, json.dumps(sorted(lengths))],
-    ).fetchall()
-    return frozenset(oid for oid, csize in rows if stored_packed(int(csize or 0), lengths[oid]))
+        [case_id, wanted],
+    ):
+        if oid in own:  # an object of its own too: the plainer reference wins (§6.3)
+            continue
+        placed[oid] = (pack, int(poff))
+        packs[pack] = int(plen)
+        if stored_packed(int(csize or 0), int(plen)):
+            zstd.add(pack)
+    return {"zstd": frozenset(zstd), "packs": packs, "placed": placed}
 
 
 def _file_entry(item: _FileItem, chunks: list[tuple[str, int]]) -> Entry:
@@ -588,12 +617,14 @@ class _Reader:
         self.seen: deque[set[str]] = deque([set()], maxlen=6)
         self.assumed: set[str] = set()
         """New objects recorded without this run's PUT in some store (found there already)."""
+        self.pack_len: dict[str, int] = {}
+        """Length of each pack this run met lately, for its chunks' `packed` rows."""
 
     def _new_batch(self) -> _Batch:
         return _Batch([[] for _ in range(self.nstores)])
 
     def flush(self, committer: _Committer) -> None:
-        if self.batch.rows or self.batch.repair or any(self.batch.staged):
+        if self.batch.rows or self.batch.repair or self.batch.packed or any(self.batch.staged):
             committer.submit(self.batch)
             self.batch = self._new_batch()
             self.seen.append(set())
@@ -605,22 +636,39 @@ class _Reader:
     ]:
         seed = self.seed
 
-        def tasks() -> Iterator[tuple[int, str, int, int, int]]:
+        def tasks() -> Iterator[tuple[str, Any]]:
+            group: list[tuple[int, str, int, int]] = []
+            size = 0
             for findex, item, _ in todo:
                 if item.st.st_size == 0:
                     continue
                 path = str(item.abs_path)
+                if item.st.st_size < PACK_BELOW:
+                    # A small file is one chunk: into the current pack (format.md §6.3).
+                    if group and (
+                        size + item.st.st_size > PACK_MAX or len(group) >= PACK_MAX_CHUNKS
+                    ):
+                        yield "pack", group
+                        group, size = [], 0
+                    group.append((findex, path, item.st.st_ino, item.st.st_size))
+                    size += item.st.st_size
+                    continue
+                if group:
+                    yield "pack", group
+                    group, size = [], 0
                 n = 0
                 try:
                     for off, length in chunk_file(item.abs_path, seed):
                         n += 1
-                        yield findex, path, item.st.st_ino, off, length
+                        yield "chunk", (findex, path, item.st.st_ino, off, length)
                 except FileNotFoundError:
                     pass
                 if n == 0:  # gone or emptied since it was listed: let the consumer know
-                    yield findex, path, item.st.st_ino, 0, 0
+                    yield "chunk", (findex, path, item.st.st_ino, 0, 0)
+            if group:
+                yield "pack", group
 
-        results = _Peek(pool.imap(store_chunk, tasks()))
+        results = _Peek(r for rs in pool.imap(store_task, tasks()) for r in rs)
         done: list[_Done] = []
         changed: list[_Todo] = []
         for findex, item, pkey in todo:
@@ -631,13 +679,15 @@ class _Reader:
             # can never lend chunks to, or take chunks from, its neighbours.
             while (r := results.peek()) is not None and r[0] == findex:
                 next(results)
-                _, off, oid, length, csize, chash, uploaded, new, tokens, ch = r
+                _, off, oid, length, csize, chash, uploaded, new, tokens, ch, where, pack = r
+                if pack is not None:  # staged like any object, whatever becomes of this file
+                    self._account_object(*pack)
                 if ch:
                     moved = True  # the rest of this file's results still arrive, read below
                     continue
                 # Every object read is whole and named by its own bytes: keep it even if the
                 # file turns out to have changed (its staged copies are committed all the same).
-                self._account(oid, length, csize, chash, uploaded, new, tokens)
+                self._account(oid, length, csize, chash, uploaded, new, tokens, where)
                 if len(self.batch.rows) >= INDEX_BATCH:
                     self.flush(committer)
                 if moved:
@@ -670,32 +720,93 @@ class _Reader:
         uploaded: int,
         new: bool,
         tokens: list[tuple[int, str]],
+        where: tuple[str, int] | None = None,
     ) -> None:
         res = self.result
         res.bytes_read += length
         self.done_bytes += length
+        if where is not None:
+            # In a pack staged by this run: recorded with the pack (format.md §6.6), counted
+            # as a new chunk the first time only.
+            pid, poff = where
+            self.batch.packed.append(
+                {
+                    "case_id": self.case_id,
+                    "oid": oid,
+                    "pack": pid,
+                    "poff": poff,
+                    "plen": self.pack_len[pid],
+                }
+            )
+            if new and not any(oid in gen for gen in self.seen):
+                self.seen[-1].add(oid)
+                res.new_chunks += 1
+            else:
+                res.known_chunks += 1
+        else:
+            self._count(oid, csize, chash, uploaded, new, tokens)
+        if self.progress:
+            self.progress(self.done_bytes, self.total)
+
+    def _account_object(
+        self,
+        pid: str,
+        plen: int,
+        csize: int,
+        chash: str | None,
+        uploaded: int,
+        new: bool,
+        tokens: list[tuple[int, str]],
+    ) -> None:
+        """A pack this run stored or found stored: an object like a chunk (format.md §6.3)."""
+        self.pack_len[pid] = plen
+        if len(self.pack_len) > 4096:  # bounded: a pack's chunks follow it closely
+            self.pack_len.pop(next(iter(self.pack_len)))
+        self._record(pid, csize, chash, uploaded, new, tokens)  # not a chunk: no tally
+
+    def _count(
+        self,
+        oid: str,
+        csize: int,
+        chash: str | None,
+        uploaded: int,
+        new: bool,
+        tokens: list[tuple[int, str]],
+    ) -> None:
+        if self._record(oid, csize, chash, uploaded, new, tokens):
+            self.result.new_chunks += 1
+        else:
+            self.result.known_chunks += 1
+
+    def _record(
+        self,
+        oid: str,
+        csize: int,
+        chash: str | None,
+        uploaded: int,
+        new: bool,
+        tokens: list[tuple[int, str]],
+    ) -> bool:
+        """Stage and record one object (a chunk or a pack); whether it is new to this run."""
         key = object_key(self.case_id, oid)
         for i, token in tokens:
             self.batch.staged[i].append((key, token))
         if not new:
-            res.known_chunks += 1
-        elif any(oid in gen for gen in self.seen):
-            # The same chunk twice in one run: the first copy staged wins (vault.stores), but a
+            return False
+        if any(oid in gen for gen in self.seen):
+            # The same object twice in one run: the first copy staged wins (vault.stores), but a
             # store that cannot stage may have taken both; the committer evens them out.
-            res.known_chunks += 1
             if any(not t for _, t in tokens):
                 self.batch.repair.append(oid)
-        else:
-            self.seen[-1].add(oid)
-            if len(tokens) < self.nstores:
-                self.assumed.add(oid)
-            res.new_chunks += 1
-            res.bytes_uploaded += uploaded
-            self.batch.rows.append(
-                {"case_id": self.case_id, "oid": oid, "csize": csize, "chash": chash}
-            )
-        if self.progress:
-            self.progress(self.done_bytes, self.total)
+            return False
+        self.seen[-1].add(oid)
+        if len(tokens) < self.nstores:
+            self.assumed.add(oid)
+        self.result.bytes_uploaded += uploaded
+        self.batch.rows.append(
+            {"case_id": self.case_id, "oid": oid, "csize": csize, "chash": chash}
+        )
+        return True
 
 
 class _Vanished(Exception):

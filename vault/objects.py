@@ -298,9 +298,15 @@ class _PerThread(threading.local):
 
 _W = _PerThread()
 
-ChunkResult = tuple[int, int, str, int, int, "str | None", int, bool, list[tuple[int, str]], bool]
+ChunkResult = tuple[Any, ...]
 """(file index, offset, object id, length, stored size, ciphertext hash or None, bytes uploaded,
-new to the index, staged tokens as (store index, token), file changed while read)."""
+new to the index, staged tokens as (store index, token), file changed while read, and for a
+chunk stored in a pack by this task: (pack id, offset in the pack) or None, then the pack's own
+`PackResult` on the first chunk of the pack, else None)."""
+
+PackResult = tuple[str, int, int, "str | None", int, bool, list[tuple[int, str]]]
+"""(pack id, pack length, stored size, ciphertext hash or None, bytes uploaded, new to the
+index, staged tokens): the pack, accounted as an object of its own (format.md §6.3, §6.6)."""
 
 
 def init_deposit_worker(
@@ -383,22 +389,89 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
     commits them (vault.stores, format.md §6.6).
     """
     findex, path, ino, offset, length = task
+    changed = (findex, offset, "", 0, 0, None, 0, False, [], True, None, None)
     if length == 0:  # the file had no chunk left to give: it shrank since it was listed
-        return findex, offset, "", 0, 0, None, 0, False, [], True
+        return changed
     try:
         data = os.pread(_fd_for(path, os.O_RDONLY, ino), length, offset)
     except FileNotFoundError:
-        return findex, offset, "", 0, 0, None, 0, False, [], True
+        return changed
     if len(data) != length:
-        return findex, offset, "", 0, 0, None, 0, False, [], True
+        return changed
     oid = object_id(_W["key"], data)
-    row = (
-        _W["db"]
-        .execute("SELECT 1 FROM objects WHERE case_id = ? AND oid = ?", (_W["case_id"], oid))
-        .fetchone()
-    )
-    if row is not None:
-        return findex, offset, oid, length, 0, None, 0, False, [], False
+    if _known(oid):
+        return findex, offset, oid, length, 0, None, 0, False, [], False, None, None
+    csize, chash, uploaded, new, tokens = _store_object(oid, data, length)
+    return findex, offset, oid, length, csize, chash, uploaded, new, tokens, False, None, None
+
+
+def _known(oid: str) -> bool:
+    """Whether the index knows the chunk, as an object or in a known pack (state.py `known`)."""
+    sql = "SELECT 1 FROM known WHERE case_id = ? AND oid = ?"
+    return _W["db"].execute(sql, (_W["case_id"], oid)).fetchone() is not None
+
+
+def store_task(task: tuple[Any, ...]) -> list[ChunkResult]:
+    """A deposit's unit of work (vault.deposit): one chunk, or a group of small files to pack."""
+    if task[0] == "pack":
+        return store_pack(task[1])
+    return [store_chunk(task[1])]
+
+
+def store_pack(members: list[tuple[int, str, int, int]]) -> list[ChunkResult]:
+    """Read a group of small files, each one chunk, and store the chunks the index does not know
+    in one pack (format.md §6.3 "Packs"): its plaintext is their concatenation in group order, its
+    id their keyed hash, so a cut-off deposit run again makes the same pack and finds it stored.
+
+    `members`: (file index, path, inode, length) per file. One result per file, in order; the
+    first chunk placed in the pack carries the pack's own result. A group with one new chunk
+    stores it as a chunk object: a pack of one saves nothing."""
+    out: list[ChunkResult] = []
+    fresh: list[tuple[int, bytes]] = []  # (index in out, bytes) of chunks to store, first seen
+    place: dict[str, int] = {}  # chunk id -> offset in the pack
+    size = 0
+    for findex, path, ino, length in members:
+        try:
+            data = os.pread(_fd_for(path, os.O_RDONLY, ino), length, 0)
+        except FileNotFoundError:
+            data = b""
+        if len(data) != length:
+            out.append((findex, 0, "", 0, 0, None, 0, False, [], True, None, None))
+            continue
+        oid = object_id(_W["key"], data)
+        if oid not in place and _known(oid):
+            out.append((findex, 0, oid, length, 0, None, 0, False, [], False, None, None))
+            continue
+        if oid not in place:
+            place[oid] = size
+            size += length
+            fresh.append((len(out), data))
+        out.append((findex, 0, oid, length, 0, None, 0, True, [], False, None, None))
+    if len(fresh) == 1:
+        i, data = fresh[0]
+        findex, _, oid, length = out[i][:4]
+        csize, chash, uploaded, new, tokens = _store_object(oid, data, length)
+        out[i] = (findex, 0, oid, length, csize, chash, uploaded, new, tokens, False, None, None)
+    elif fresh:
+        plain = b"".join(data for _, data in fresh)
+        del fresh[1:]
+        pid = object_id(_W["key"], plain)
+        if _known(pid):  # the same pack (or a chunk with its very bytes) is stored already
+            pack: PackResult = (pid, size, 0, None, 0, False, [])
+        else:
+            pack = (pid, size, *_store_object(pid, plain, size))
+        del plain
+        for i, r in enumerate(out):
+            if r[7] and r[2] in place:
+                out[i] = (*r[:10], (pid, place[r[2]]), pack if i == fresh[0][0] else None)
+    return out
+
+
+def _store_object(
+    oid: str, data: bytes | memoryview, length: int
+) -> tuple[int, str | None, int, bool, list[tuple[int, str]]]:
+    """Encrypt and stage object `oid` (`length` plaintext bytes) where a store lacks it.
+    Returns (stored size, ciphertext hash or None, bytes uploaded, new to the index, tokens)."""
     key = object_key(_W["case_id"], oid)
     stores = _W["stores"]
     listed = _W["listed"]
@@ -408,7 +481,7 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
     ]
     if all(present):  # uploaded by a run that was cut before it could record the object
         size = stores[0].size(key) if listed[0] is None else listed[0][key]
-        return findex, offset, oid, length, size or 0, None, 0, True, [], False
+        return size or 0, None, 0, True, []
     # Replicas must hold identical bytes: copy an existing ciphertext rather than re-encrypting.
     holder = next((s for s, p in zip(stores, present, strict=True) if p), None)
     held = None
@@ -425,7 +498,7 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
     if holder is None and all(hasattr(s, "open_stage") for _, s in missing):
         csize, chash, tokens = _encrypt_to_stages(payload, key, missing)
         _check_packed_size(packed, csize, length)
-        return findex, offset, oid, length, csize, chash, csize * len(tokens), True, tokens, False
+        return csize, chash, csize * len(tokens), True, tokens
     ciphertext = held if held is not None else bytes(_engine().encrypt(payload, [_W["recipient"]]))
     del payload
     if holder is None:
@@ -437,7 +510,7 @@ def store_chunk(task: tuple[int, str, int, int, int]) -> ChunkResult:
         uploaded += len(ciphertext)
     _listed_now(key, len(ciphertext), [i for i, _ in missing])
     chash = cipher_hash(ciphertext)
-    return findex, offset, oid, length, len(ciphertext), chash, uploaded, True, tokens, False
+    return len(ciphertext), chash, uploaded, True, tokens
 
 
 RECENT_PUTS = 1024

@@ -60,6 +60,14 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS objects (
   case_id TEXT NOT NULL, oid TEXT NOT NULL, csize INTEGER NOT NULL, chash TEXT,
   PRIMARY KEY (case_id, oid));
+CREATE TABLE IF NOT EXISTS packed (
+  case_id TEXT NOT NULL, oid TEXT NOT NULL, pack TEXT NOT NULL, poff INTEGER NOT NULL,
+  plen INTEGER NOT NULL, PRIMARY KEY (case_id, oid));
+CREATE VIEW IF NOT EXISTS known AS
+  SELECT case_id, oid FROM objects
+  UNION ALL
+  SELECT p.case_id, p.oid FROM packed p
+    JOIN objects o ON o.case_id = p.case_id AND o.oid = p.pack;
 CREATE TABLE IF NOT EXISTS filecache (
   case_id TEXT NOT NULL, pathkey TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
   ino INTEGER NOT NULL, chunks TEXT NOT NULL, PRIMARY KEY (case_id, pathkey));
@@ -572,9 +580,11 @@ class LocalState:
         )
 
     def known_object(self, case_id: str, oid: str) -> bool:
+        """Whether every store holds the chunk `oid`: as an object of its own, or in a pack the
+        index knows (format.md §6.3 "Packs", §8). A chunk whose pack was forgotten is not."""
         return (
             self.db.execute(
-                "SELECT 1 FROM objects WHERE case_id = ? AND oid = ?", [case_id, oid]
+                "SELECT 1 FROM known WHERE case_id = ? AND oid = ?", [case_id, oid]
             ).fetchone()
             is not None
         )

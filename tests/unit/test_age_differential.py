@@ -21,6 +21,7 @@ from pyrage import x25519
 
 from vault import agev1
 from vault.errors import FormatError
+from vault.state import _SCHEMA
 
 SIZES = [0, 1, 65535, 65536, 65537, 2 * 65536, 3 * 65536 + 5, 1024 * 1024 + 17]
 P_IDENT = x25519.Identity.generate()
@@ -169,7 +170,7 @@ def test_chunks_are_written_and_read_by_the_engine(tmp_path: Path) -> None:
 
     db = tmp_path / "state.db"
     with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE objects (case_id TEXT, oid TEXT, csize INT, chash TEXT)")
+        conn.executescript(_SCHEMA)  # the real index: tables and the `known` view
     case, key = "c" * 32, bytes(range(32))
     objects.init_deposit_worker(case, [(tmp_path / "s").as_uri()], None, key, RECIPIENT, str(db))
     data = os.urandom(65537)

@@ -31,6 +31,11 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def setup(tmp_path: Path):
+    return make_case(tmp_path)
+
+
+def make_case(tmp_path: Path):
+    """A reporter's case over two folder stores, and the recovered age key of an outlet."""
     rep = identity.create_identity(tmp_path / "r", "Ana", "reporter", "pw", 1)
     out = identity.create_identity(tmp_path / "o", "Diario", "outlet", "pw", 1)
     st = S.LocalState(tmp_path / "r")
@@ -107,6 +112,10 @@ def write_mixed(src: Path) -> dict[str, bytes]:
     return files
 
 
+def zst_of(files: dict[str, bytes]) -> bytes:
+    return files["inv/archivo.csv.zst"]
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_mixed_tree_round_trips_byte_identical(setup, jobs):
     src = setup.tmp / "inv"
@@ -115,12 +124,16 @@ def test_mixed_tree_round_trips_byte_identical(setup, jobs):
     # Bytes uploaded: the text went in compressed (two stores, random data at full size).
     assert res.bytes_uploaded < 2 * (2 * MIB + 2 * MIB)
     (m,) = chain(setup)
-    assert m.version == 2
+    assert m.version == 3  # the two small files share a pack (format.md §6.3 "Packs")
     flags = {e.path: [oid in m.zstd for oid, _ in e.chunks] for e in m.entries if e.type == "file"}
     assert flags["inv/ledger.csv"] and all(flags["inv/ledger.csv"])
     assert not any(flags["inv/video.bin"])
-    assert flags["inv/tiny.txt"] == [False]
-    assert flags["inv/archivo.csv.zst"] == [False]
+    where = {e.path: [m.placed.get(oid) for oid, _ in e.chunks] for e in m.entries if e.chunks}
+    (pack, _), (pack2, _) = where["inv/archivo.csv.zst"][0], where["inv/tiny.txt"][0]
+    assert pack == pack2 and m.packs[pack] == len(files["inv/tiny.txt"]) + len(zst_of(files))
+    # A pack of 1,100 bytes of text and an incompressible .zst saves under 4 KiB: stored as is
+    assert pack not in m.zstd
+    assert where["inv/ledger.csv"] == [None] * len(where["inv/ledger.csv"])
     R.restore(setup.policy, [setup.key], list(setup.policy.stores), setup.tmp / "out", jobs=jobs)
     assert tree(setup.tmp / "out") == files
 

@@ -144,17 +144,17 @@ def test_a_short_read_between_good_reads_is_a_changed_file(setup, monkeypatch):
     src.mkdir()
     data = os.urandom(8 * MIB)
     (src / "a.bin").write_bytes(data)
-    real = D.store_chunk
+    real = D.store_task
     calls = []
 
-    def store_chunk(task):
-        calls.append(task)
-        r = real(task)
+    def store_task(task):
+        calls.append(task[1])
+        [r] = real(task)
         if len(calls) == 2:  # the second chunk of the first pass only
-            return (*r[:2], "", 0, 0, None, 0, False, [], True)
-        return r
+            return [(*r[:2], "", 0, 0, None, 0, False, [], True, None, None)]
+        return [r]
 
-    monkeypatch.setattr(D, "store_chunk", store_chunk)
+    monkeypatch.setattr(D, "store_task", store_task)
     res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=1)
     # Then the file is read again rather than stored with a hole, or refused as out of order
     assert res.changed == []

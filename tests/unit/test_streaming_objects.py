@@ -17,6 +17,7 @@ from pyrage import x25519
 
 from vault import objects as O
 from vault.errors import AuthenticationError, StoreError
+from vault.state import _SCHEMA
 from vault.stores import FileStore
 
 KEY = bytes(range(32))
@@ -57,7 +58,7 @@ def _worker(tmp_path: Path, ident: x25519.Identity, n: int = 2) -> list[FileStor
     import sqlite3
 
     conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE objects (case_id TEXT, oid TEXT, csize INT, chash TEXT)")
+    conn.executescript(_SCHEMA)  # the real index: tables and the `known` view
     conn.commit()
     conn.close()
     urls = [(tmp_path / f"s{i}").as_uri() for i in range(n)]
@@ -72,7 +73,7 @@ def test_streamed_chunk_is_identical_in_every_store_and_opens_with_age(tmp_path,
     src.write_bytes(data)
     r = O.store_chunk((0, str(src), src.stat().st_ino, 0, len(data)))
     O.release_file()
-    _, _, oid, length, csize, chash, uploaded, new, tokens, changed = r
+    _, _, oid, length, csize, chash, uploaded, new, tokens, changed, _, _ = r
     assert (length, new, changed) == (len(data), True, False)
     key = O.object_key(CASE, oid)
     for (i, token), store in zip(tokens, stores, strict=True):
