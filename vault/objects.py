@@ -598,11 +598,15 @@ def init_recover_worker(
     _W["ids"] = [_engine().Identity.from_str(s) for s in identity_strs]
 
 
-def fetch_chunk(task: tuple[Any, ...]) -> tuple[int, list[str]]:
-    """Fetch one chunk from the first store with a good copy and write it at its offset.
+def fetch_chunk(task: tuple[Any, ...]) -> tuple[int, int, list[str]]:
+    """Fetch one chunk from the first store with a good copy and write it at its offset; or,
+    for a task that starts with "pack", a run of chunks from one pack (`fetch_pack_run`).
 
     `task` is (tmp, case_id, oid, offset, length, chunk_key[, packed]): `packed` is the
-    manifest's zstd flag for the chunk (format.md §6.4), never guessed from the bytes."""
+    manifest's zstd flag for the chunk (format.md §6.4), never guessed from the bytes. Returns
+    (bytes written, chunk references completed, problems met on the way)."""
+    if task[0] == "pack":
+        return fetch_pack_run(task)
     tmp, case_id, oid, offset, length, chunk_key, *rest = task
     packed = bool(rest and rest[0])
     problems: list[str] = []
@@ -622,20 +626,138 @@ def fetch_chunk(task: tuple[Any, ...]) -> tuple[int, list[str]]:
         if data is None:
             problems.append(f"{store.url}: object {oid[:12]} has the wrong length")
             continue
-        fd = _fd_for(tmp, os.O_WRONLY | os.O_NOFOLLOW)
-        view = memoryview(data)
-        pos = offset
-        while view:
-            n = os.pwrite(fd, view, pos)
-            view, pos = view[n:], pos + n
-        _start_writeback(fd, offset, length)
-        return length, problems
+        _write_at(tmp, offset, data)
+        return length, 1, problems
     raise StoreError(
         N_("object %(oid)s is missing or damaged in every store"),
         hint=N_("what the stores said: %(problems)s"),
         oid=oid[:12],
         problems="; ".join(problems[-3:]),
     )
+
+
+def _write_at(tmp: str, offset: int, data: bytes | bytearray | memoryview) -> None:
+    fd = _fd_for(tmp, os.O_WRONLY | os.O_NOFOLLOW)
+    view = memoryview(data)
+    pos = offset
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
+    _start_writeback(fd, offset, len(data))
+
+
+# --- packs (format.md §6.3 "Packs", §9.1 step 5) -------------------------------------------------
+
+
+def open_pack(
+    ciphertext: bytes,
+    identities: Identities,
+    chunk_key: bytes,
+    pid: str,
+    length: int,
+    packed: bool,
+) -> bytes | bytearray | None:
+    """A pack's plaintext, checked: decrypted, decompressed when `packs` marks it (never past
+    `length`), exactly `length` bytes, and its keyed id recomputed. A pack id is computed as a
+    chunk's object id over the whole concatenation, so the chunk openers check it as they are.
+    None if the length is wrong; AuthenticationError if it does not decrypt or match its id."""
+    opener = open_packed_chunk if packed else open_chunk_into
+    return opener(ciphertext, identities, chunk_key, pid, length)
+
+
+def cut_chunk(
+    plain: bytes | bytearray, chunk_key: bytes, pid: str, oid: str, offset: int, length: int
+) -> memoryview:
+    """The chunk `oid` at `offset` of a checked pack plaintext, its id recomputed: a manifest
+    pointing at the wrong slice serves nothing."""
+    if not (offset >= 0 and offset + length <= len(plain)):
+        raise FormatError(N_("chunk %(oid)s lies outside pack %(pid)s"), oid=oid[:12], pid=pid[:12])
+    view = memoryview(plain)[offset : offset + length]
+    if object_id(chunk_key, view) != oid:
+        raise AuthenticationError(
+            N_("chunk %(oid)s at offset %(offset)s of pack %(pid)s does not match its id"),
+            oid=oid[:12],
+            offset=offset,
+            pid=pid[:12],
+        )
+    return view
+
+
+def fetch_pack_run(task: tuple[Any, ...]) -> tuple[int, int, list[str]]:
+    """Fetch one pack from the first store with a good copy and write every chunk of a run of
+    chunk references in it, each at its file offset (format.md §9.1 step 5: a pack is fetched
+    once for the chunks that follow each other in it, across file boundaries).
+
+    `task` is ("pack", case_id, pack id, pack length, packed, chunk_key, members), each member
+    (tmp, file offset, oid, offset in the pack, length). Every chunk is cut and checked before
+    any is written, so nothing from a pack whose id or a chunk whose id did not verify reaches a
+    file. The worker keeps the last checked pack (at most PACK_MAX bytes, §6.3), which serves a
+    run of the same pack that a large file interrupted."""
+    _, case_id, pid, length, packed, chunk_key, members = task
+    problems: list[str] = []
+    cache_key = (pid, chunk_key, length)
+    cached = _W.pop("pack", None)  # never hold two packs at once
+    views = None
+    if cached is not None and cached[0] == cache_key:
+        plain = cached[1]
+        try:
+            views = _cut_all(plain, chunk_key, pid, members)
+        except VeladorError:
+            views = None  # ask the stores, which will say what is wrong
+    del cached
+    if views is None:
+        plain = b""  # let the old pack go before fetching
+        plain, views = _fetch_pack(case_id, pid, length, packed, chunk_key, members, problems)
+    _W["pack"] = (cache_key, plain)
+    written = 0
+    for (tmp, offset, *_), view in zip(members, views, strict=True):
+        _write_at(tmp, offset, view)
+        written += len(view)
+    return written, len(members), problems
+
+
+def _fetch_pack(
+    case_id: str,
+    pid: str,
+    length: int,
+    packed: bool,
+    chunk_key: bytes,
+    members: Sequence[tuple[Any, ...]],
+    problems: list[str],
+) -> tuple[bytes | bytearray, list[memoryview]]:
+    """The first copy of a pack that opens and serves every member, with the members cut."""
+    key = object_key(case_id, pid)
+    for store in _W["stores"]:
+        try:
+            ciphertext = store.get(key, max_chunk_object(length))
+            plain = open_pack(ciphertext, _W["ids"], chunk_key, pid, length, packed)
+            del ciphertext
+            if plain is None:
+                problems.append(f"{store.url}: pack {pid[:12]} has the wrong length")
+                continue
+            return plain, _cut_all(plain, chunk_key, pid, members)
+        except VeladorError as exc:
+            if isinstance(exc, NotFoundError):
+                problems.append(f"{store.url}: pack {pid[:12]} is missing")
+            else:
+                problems.append(f"{store.url}: pack {pid[:12]}: {exc.message}")
+    raise StoreError(
+        N_("pack %(pid)s is missing or damaged in every store"),
+        hint=N_("what the stores said: %(problems)s"),
+        pid=pid[:12],
+        problems="; ".join(problems[-3:]),
+    )
+
+
+def _cut_all(
+    plain: bytes | bytearray, chunk_key: bytes, pid: str, members: Sequence[tuple[Any, ...]]
+) -> list[memoryview]:
+    return [cut_chunk(plain, chunk_key, pid, oid, off, n) for _, _, oid, off, n in members]
+
+
+def forget_pack() -> None:
+    """Drop the pack a worker keeps (inline runs keep it in the main thread's state)."""
+    _W.pop("pack", None)
 
 
 def release_file() -> None:

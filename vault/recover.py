@@ -19,6 +19,7 @@ from typing import Any
 
 from pyrage import x25519
 
+from .constants import PACK_MAX_CHUNKS
 from .errors import (
     N_,
     FormatError,
@@ -33,6 +34,7 @@ from .manifest import Entry, Manifest, open_snapshot_body, read_signed_manifest
 from .objects import (
     end_worker,
     fetch_chunk,
+    forget_pack,
     init_recover_worker,
     release_file,
     snapshot_prefix,
@@ -364,6 +366,10 @@ of one syncfs per batch rather than one fsync per file (2,000 files: 9 s of 24 i
 docs/benchmarks.md)."""
 
 
+RUN_MAX = PACK_MAX_CHUNKS
+"""Chunk references of one pack gathered into one fetch task, at most (format.md §9.1)."""
+
+
 class _Writer:
     """Writes every file of a recovery through one pipeline of chunk fetches: the workers never
     wait for the main process at a file boundary (small files were fetched one at a time)."""
@@ -386,7 +392,12 @@ class _Writer:
         """Temp files made and not yet renamed: removed if the recovery fails."""
 
     def tasks(self, targets: list[tuple[Entry, Manifest, Path]]) -> Iterator[Any]:
+        """One task per chunk object, and one per run of consecutive chunk references into
+        the same pack, across file boundaries (format.md §9.1 step 5): the pack is fetched
+        once for the run. A run holds at most RUN_MAX references, which bounds how many files
+        are opened ahead of the results."""
         out = self.out
+        run: list[Any] | None = None  # [key, task head, members] of the run being gathered
         for entry, m, target in targets:
             if entry.type == "dir":
                 _mkdirs(out, entry.path)
@@ -404,17 +415,37 @@ class _Writer:
             self.order.append([entry, tmp, target, len(entry.chunks)])
             offset = 0
             for oid, length in entry.chunks:
-                packed = oid in m.zstd  # the signed flag, never a guess (format.md §6.4)
-                yield (str(tmp), self.case_id, oid, offset, length, m.chunk_key, packed)
+                where = m.placed.get(oid)
+                if where is None:
+                    if run is not None:
+                        yield (*run[1], tuple(run[2]))
+                        run = None
+                    packed = oid in m.zstd  # the signed flag, never a guess (format.md §6.4)
+                    yield (str(tmp), self.case_id, oid, offset, length, m.chunk_key, packed)
+                else:
+                    pid, at = where
+                    head = ("pack", self.case_id, pid, m.packs[pid], pid in m.zstd, m.chunk_key)
+                    if run is not None and (run[0] != head or len(run[2]) >= RUN_MAX):
+                        yield (*run[1], tuple(run[2]))
+                        run = None
+                    if run is None:
+                        run = [head, head, []]
+                    run[2].append((str(tmp), offset, oid, at, length))
                 offset += length
+        if run is not None:
+            yield (*run[1], tuple(run[2]))
 
     def run(self, pool: Pool, targets: list[tuple[Entry, Manifest, Path]]) -> None:
         try:
-            # Results come back in task order: each belongs to the oldest file with chunks to come.
-            for length, problems in pool.imap(fetch_chunk, self.tasks(targets)):
+            # Results come back in task order, each completing `count` chunk references of the
+            # oldest files with chunks to come (a pack run may finish several files).
+            for length, count, problems in pool.imap(fetch_chunk, self.tasks(targets)):
                 self.report.store_problems.extend(problems)
-                self._finish_ready()
-                self.order[0][3] -= 1
+                while count:
+                    self._finish_ready()
+                    step = min(count, self.order[0][3])
+                    self.order[0][3] -= step
+                    count -= step
                 self.done += length
                 if self.progress:
                     self.progress(self.done, self.total)
@@ -427,6 +458,8 @@ class _Writer:
                 if os.path.lexists(tmp):
                     os.unlink(tmp)
             raise
+        finally:
+            forget_pack()  # an inline run keeps the last pack in this thread
 
     def _finish_ready(self) -> None:
         while self.order and self.order[0][3] == 0:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pyrage import x25519
 
 from vault import case as C
 from vault import deposit as D
@@ -18,6 +19,7 @@ from vault import state as S
 from vault.clock import FakeClock
 from vault.errors import StoreError
 from vault.objects import object_key
+from vault.stores import open_store
 
 
 @pytest.fixture
@@ -86,7 +88,10 @@ def test_a_failed_recovery_leaves_no_temp_file(deposited):
     ident = identity.unlock_identity(tmp / "r", "pw")
     secrets = open_sealed(st.case("caso").sealed_secrets, ident.box_key)
     oid = object_id(bytes.fromhex(secrets["chunk_key"]), victim)
-    (tmp / "s1" / object_key(policy.case_id, oid)).unlink()
+    stores = [open_store(f"file://{tmp}/s1")]
+    (m,) = R.load_chain(policy, [x25519.Identity.from_str(key)], stores, R.Report())
+    held_in = m.placed.get(oid, (oid, 0))[0]  # a small file's chunk is in a pack (format §6.3)
+    (tmp / "s1" / object_key(policy.case_id, held_in)).unlink()
     # When recovery runs, it fails on that file, and no temp file is left behind
     with pytest.raises(StoreError, match="missing or damaged"):
         R.restore(policy, [key], [f"file://{tmp}/s1"], tmp / "out", jobs=2)

@@ -838,7 +838,12 @@ def manifest_vectors(policy: Policy) -> list[Vector]:
                 )
             ),
         ),
-        vec("unknown-version", "format error", "body v = 3, correctly signed", variant(v=3)),
+        vec(
+            "unknown-version",
+            "format error",
+            "body v = 4 (the first version this reader does not know), correctly signed",
+            variant(v=4),
+        ),
         vec(
             "unknown-chunker",
             "format error",
@@ -922,6 +927,7 @@ def manifest_vectors(policy: Policy) -> list[Vector]:
         )
     )
     out += manifest_v2_vectors(m, common, signed, vec)
+    out += manifest_v3_vectors(m, common, vec)
     assert m.body()["chunker"] == {
         "alg": CHUNKER_NAME,
         "seed": CHUNKER_SEED,
@@ -983,6 +989,106 @@ def manifest_v2_vectors(m: Manifest, common: dict[str, str], signed: Any, vec: A
                 **common,
             },
             v1_label(body),
+        ),
+    ]
+
+
+def manifest_v3_vectors(m: Manifest, common: dict[str, str], vec: Any) -> list[Vector]:
+    """Manifest version 3: chunks stored in packs (format.md §6.3 "Packs", §6.4)."""
+    notes_oid = m.entries[2].chunks[0][0]
+    ledger_1, ledger_2 = (oid for oid, _ in m.entries[1].chunks)
+    pack = NOTES + LEDGER[600:]  # notas.txt, then the second chunk of contabilidad.bin
+    pid = object_id(CHUNK_KEY, pack)
+    m3 = dataclasses.replace(
+        m,
+        zstd=frozenset({pid}),
+        packs={pid: len(pack)},
+        placed={notes_oid: (pid, 0), ledger_2: (pid, len(NOTES))},
+    )
+    body = m3.body()
+    assert body["v"] == 3 and body["packs"] == {pid: [len(pack), "zstd"]}
+    assert body["entries"][1]["chunks"][0] == [ledger_1, 600]
+    other = object_id(CHUNK_KEY, b"otro paquete")
+
+    def edited(edit: Any) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        edit(out)
+        return out
+
+    def notes_ref(b: dict[str, Any]) -> list[Any]:
+        return b["entries"][2]["chunks"][0]  # type: ignore[no-any-return]
+
+    def label(version: int, b: dict[str, Any]) -> bytes:
+        sig = REPORTER.sign.sign(b"velador/v%d/snapshot\n" % version + canonical_json(b))
+        doc = {"kind": "snapshot", "body": b, "signer": b64e(REPORTER.card.sign_pk)}
+        return json.dumps(dict(doc, sig=b64e(sig.signature)), indent=1, ensure_ascii=False).encode()
+
+    def pack_as_chunk(b: dict[str, Any]) -> None:
+        b["entries"].append(
+            {
+                "path": "investigacion/paquete.bin",
+                "type": "file",
+                "mode": 0o644,
+                "mtime": T0,
+                "size": len(pack),
+                "chunks": [[pid, len(pack)]],  # the pack's id, named without its "zstd" flag
+            }
+        )
+
+    return [
+        vec(
+            "v3-valid",
+            "success",
+            "version 3: notas.txt and the second chunk of contabilidad.bin are stored in one "
+            "pack, itself a zstd frame; the first chunk of contabilidad.bin is an object of "
+            "its own",
+            body,
+        ),
+        vec(
+            "v3-pack-not-listed",
+            "format error",
+            "version 3 with a chunk in a pack that packs does not list",
+            edited(lambda b: notes_ref(b).__setitem__(3, other)),
+        ),
+        vec(
+            "v3-outside-pack",
+            "format error",
+            "version 3 with a chunk whose offset plus length passes the end of its pack",
+            edited(lambda b: notes_ref(b).__setitem__(4, len(pack) - len(NOTES) + 1)),
+        ),
+        vec(
+            "v3-unused-pack",
+            "format error",
+            "version 3 listing a pack that no chunk reference names",
+            edited(lambda b: b["packs"].__setitem__(other, [12])),
+        ),
+        vec(
+            "v3-pack-forms-disagree",
+            "format error",
+            "version 3: the pack is marked zstd in packs, and a plain reference names its id "
+            "without the flag",
+            edited(pack_as_chunk),
+        ),
+        vec(
+            "v2-with-pack",
+            "format error",
+            "version 2 with a pack reference: packs exist from version 3",
+            edited(lambda b: b.__setitem__("v", 2)),
+        ),
+        vec(
+            "v3-zstd-and-pack",
+            "format error",
+            "version 3 with a reference that carries both zstd and pack",
+            edited(lambda b: notes_ref(b).insert(2, "zstd")),
+        ),
+        (
+            "manifest/v3-signed-with-v2-label",
+            {
+                "expect": "authentication error",
+                "comment": "a version 3 body signed under the version 2 label",
+                **common,
+            },
+            label(2, body),
         ),
     ]
 
