@@ -1,7 +1,8 @@
 """docs/format.md §9.4, followed literally: the recipe's script block is run as it stands, with
 the stock `age` and `zstd` binaries, the `shamir` CLI of shamir-mnemonic and python3 with PyNaCl,
-on a case with a rotation, a deposit that names fewer top-level folders than the one before, and
-compressed and uncompressed chunks. No Velador code runs on the recovery side.
+on a case with a rotation, a deposit that names fewer top-level folders than the one before,
+compressed and uncompressed chunks, and small files in packs of both forms (format.md §6.3).
+No Velador code runs on the recovery side.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vault import deposit as D
 from vault import identity, shares
 from vault import state as S
 from vault.clock import FakeClock
+from vault.objects import stored_packed
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -125,7 +127,17 @@ def test_the_recipe_recovers_a_rotated_case_with_a_partial_deposit(tmp_path):
     with open(src / "docs" / "ledger.csv", "ab") as fh:
         fh.write(b"999,nuevo,1.00\n")
     write(src, {"docs/nuevo.csv": text(400_000, 4)})
+    write(src, {f"docs/chicos/{i}.bin": os.urandom(20_000 + i) for i in range(3)})
     D.deposit(st, rep, st.case("caso"), [src / "docs"], FakeClock())
+    # (small files went into packs: one compressed (text) and one stored as it is (random))
+    forms = {
+        stored_packed(csize, plen)
+        for csize, plen in st.db.execute(
+            "SELECT DISTINCT o.csize, p.plen FROM packed p JOIN objects o "
+            "ON o.case_id = p.case_id AND o.oid = p.pack"
+        )
+    }
+    assert forms == {True, False}
     expected = {f"docs/{k}": v for k, v in tree(src / "docs").items()}
     expected |= {f"fotos/{k}": v for k, v in fotos.items()} | {"docs": None, "fotos": None}
     # Then the recipe, run as written with stock tools, gives the whole tree back
