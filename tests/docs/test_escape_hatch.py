@@ -1,11 +1,13 @@
 """docs/format.md §9.4, followed literally: the recipe's script block is run as it stands, with
 the stock `age` and `zstd` binaries, the `shamir` CLI of shamir-mnemonic and python3 with PyNaCl,
-on a case with a rotation, a deposit that names fewer top-level folders than the one before, and
-compressed and uncompressed chunks. No Velador code runs on the recovery side.
+on a case with a rotation, a deposit that names fewer top-level folders than the one before,
+compressed and uncompressed chunks, a pack, and a version 3 snapshot stored as a zstd frame
+beside a version 2 one stored as JSON. No Velador code runs on the recovery side.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -15,13 +17,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import pyrage
 import zstandard
+from pyrage import x25519
 
 from vault import case as C
 from vault import deposit as D
 from vault import identity, shares
 from vault import state as S
 from vault.clock import FakeClock
+from vault.envelope import open_envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -83,6 +88,29 @@ def tree(root: Path) -> dict[str, bytes | None]:
         str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
         for p in sorted(root.rglob("*"))
     }
+
+
+def age_key(usb: Path, ident: identity.Identity) -> x25519.Identity:
+    """The release key of one policy version, from its share files (test side only)."""
+    bundle = C.read_share_dir(usb)
+    mnemonics = [
+        open_envelope(env, bundle.policy, ident.box_key).mnemonic for _, env in bundle.envelopes
+    ]
+    secret, _ = shares.combine_any(mnemonics, bundle.policy.release_recipient)
+    return x25519.Identity.from_str(shares.age_identity_str(secret))
+
+
+def snapshot_forms(store: Path, keys: list[x25519.Identity]) -> dict[int, bytes]:
+    """Each stored snapshot's version -> the first byte of its age payload."""
+    forms = {}
+    for path in store.iterdir():
+        payload = pyrage.decrypt(path.read_bytes(), keys)
+        if payload[:4] == b"\x28\xb5\x2f\xfd":
+            doc = zstandard.ZstdDecompressor().decompress(payload)
+        else:
+            doc = payload
+        forms[json.loads(doc)["body"]["v"]] = payload[:1]
+    return forms
 
 
 def test_the_recipe_recovers_a_rotated_case_with_a_partial_deposit(tmp_path):
@@ -153,3 +181,6 @@ def test_the_recipe_recovers_a_rotated_case_with_a_partial_deposit(tmp_path):
     assert tree(tmp_path / "out") == expected
     # and the store really held both forms and both keys
     assert len(list((store / nc.policy.case_id / "keyrings").iterdir())) == 1
+    keys = [age_key(tmp_path / usb, out) for usb in ("usb1", "usb2")]
+    forms = snapshot_forms(store / nc.policy.case_id / "snapshots", keys)
+    assert forms == {3: b"\x28", 2: b"{"}  # the first deposit packed small files: a zstd frame
