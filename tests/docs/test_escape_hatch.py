@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import pyrage
+import pytest
 import zstandard
 from pyrage import x25519
 
