@@ -1,12 +1,14 @@
 """docs/format.md §9.4, followed literally: the recipe's script block is run as it stands, with
 the stock `age` and `zstd` binaries, the `shamir` CLI of shamir-mnemonic and python3 with PyNaCl,
 on a case with a rotation, a deposit that names fewer top-level folders than the one before,
-compressed and uncompressed chunks, and small files in packs of both forms (format.md §6.3).
-No Velador code runs on the recovery side.
+compressed and uncompressed chunks, small files in packs of both forms, and a version 3 snapshot
+stored as a zstd frame beside a version 2 one stored as JSON. No Velador code runs on the
+recovery side.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -15,14 +17,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyrage
 import pytest
 import zstandard
+from pyrage import x25519
 
 from vault import case as C
 from vault import deposit as D
 from vault import identity, shares
 from vault import state as S
 from vault.clock import FakeClock
+from vault.envelope import open_envelope
 from vault.objects import stored_packed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +92,30 @@ def tree(root: Path) -> dict[str, bytes | None]:
     }
 
 
-def test_the_recipe_recovers_a_rotated_case_with_a_partial_deposit(tmp_path):
+def age_key(usb: Path, ident: identity.Identity) -> x25519.Identity:
+    """The release key of one policy version, from its share files (test side only)."""
+    bundle = C.read_share_dir(usb)
+    mnemonics = [
+        open_envelope(env, bundle.policy, ident.box_key).mnemonic for _, env in bundle.envelopes
+    ]
+    secret, _ = shares.combine_any(mnemonics, bundle.policy.release_recipient)
+    return x25519.Identity.from_str(shares.age_identity_str(secret))
+
+
+def snapshot_forms(store: Path, keys: list[x25519.Identity]) -> dict[int, bytes]:
+    """Each stored snapshot's version -> the first byte of its age payload."""
+    forms = {}
+    for path in store.iterdir():
+        payload = pyrage.decrypt(path.read_bytes(), keys)
+        if payload[:4] == b"\x28\xb5\x2f\xfd":
+            doc = zstandard.ZstdDecompressor().decompress(payload)
+        else:
+            doc = payload
+        forms[json.loads(doc)["body"]["v"]] = payload[:1]
+    return forms
+
+
+def test_the_recipe_recovers_a_rotated_case_with_a_partial_deposit(tmp_path, monkeypatch):
     bin_ = tools(tmp_path)
     script = recipe()
     assert not re.search(r"\bvault\b|\bvelador (recover|case|deposit)\b", script)
@@ -118,7 +146,13 @@ def test_the_recipe_recovers_a_rotated_case_with_a_partial_deposit(tmp_path):
     }
     write(src, first)
     (src / "fotos" / "vacia").mkdir()
+    # (made as a writer before packs made it: a version 2 snapshot, stored as JSON)
+    monkeypatch.setattr(D, "PACK_BELOW", 0)
     D.deposit(st, rep, st.case("caso"), [src / "docs", src / "fotos"], FakeClock())
+    monkeypatch.undo()
+    # and fotos/ deposited again alone with more notes (a version 3 snapshot, compressed pack)
+    write(src, {f"fotos/notas/{i}.txt": text(30_000, 10 + i) for i in range(5)})
+    D.deposit(st, rep, st.case("caso"), [src / "fotos"], FakeClock())
     fotos = tree(src / "fotos")
     # When the case is rotated (new key, new chunk key, new share files) and only docs/ is
     # deposited again, with a file deleted, one edited and one added
@@ -161,7 +195,10 @@ def test_the_recipe_recovers_a_rotated_case_with_a_partial_deposit(tmp_path):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    assert "newest: seq 2" in run.stdout
+    assert "newest: seq 3" in run.stdout
     assert tree(tmp_path / "out") == expected
     # and the store really held both forms and both keys
     assert len(list((store / nc.policy.case_id / "keyrings").iterdir())) == 1
+    keys = [age_key(tmp_path / usb, out) for usb in ("usb1", "usb2")]
+    forms = snapshot_forms(store / nc.policy.case_id / "snapshots", keys)
+    assert forms == {3: b"\x28", 2: b"{"}  # packs: a zstd frame; the first deposit: JSON

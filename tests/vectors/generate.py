@@ -1090,6 +1090,50 @@ def manifest_v3_vectors(m: Manifest, common: dict[str, str], vec: Any) -> list[V
             },
             label(2, body),
         ),
+        *compressed_manifest_vectors(
+            dataclasses.replace(m, zstd=frozenset({ledger_2})).body(), body, vec
+        ),
+    ]
+
+
+def compressed_manifest_vectors(v2: dict[str, Any], v3: dict[str, Any], vec: Any) -> list[Vector]:
+    """Snapshots stored as a zstd frame (format.md §6.4, "Compressed manifests"): the body is
+    the plaintext, and the `compress` header tells the runner how to compress it."""
+
+    def zstd(name: str, expect: str, comment: str, body: dict[str, Any], how: str) -> Vector:
+        return vec(name, expect, comment, body, compress=how)
+
+    assert v2["v"] == 2 and v3["v"] == 3
+    return [
+        zstd("v3-compressed", "success", "version 3 stored as one zstd frame", v3, "zstd"),
+        zstd(
+            "v2-compressed",
+            "format error",
+            "version 2 stored as a zstd frame: only version 3 may be compressed",
+            v2,
+            "zstd",
+        ),
+        zstd(
+            "v3-compressed-two-frames",
+            "format error",
+            "version 3 stored as two zstd frames, which zstd -d would join: exactly one frame",
+            v3,
+            "zstd, two frames",
+        ),
+        zstd(
+            "v3-compressed-trailing-bytes",
+            "format error",
+            "version 3 stored as a zstd frame followed by a skippable frame: nothing may follow",
+            v3,
+            "zstd, trailing bytes",
+        ),
+        zstd(
+            "v3-compressed-no-size",
+            "format error",
+            "version 3 stored as a zstd frame that does not declare its content size",
+            v3,
+            "zstd, no content size",
+        ),
     ]
 
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import zstandard
 from nacl.public import PrivateKey
 from pyrage import x25519
 
@@ -56,6 +57,7 @@ HEADERS = {
     "age-identity",  # shares: that secret as an age identity
     "reporter",  # manifest: the reporter's Ed25519 public key, base64url
     "case-id",  # manifest: the case the snapshot must belong to; case: the card's case id
+    "compress",  # manifest: how the runner compresses the body before encrypting (COMPRESS)
 }
 REQUIRED = {"expect", "comment", "kind"}
 
@@ -123,11 +125,30 @@ def run_mnemonic(h: dict[str, str], body: bytes) -> None:
     check_mnemonic(body.decode("utf-8"))
 
 
+def _frame(data: bytes, sized: bool = True) -> bytes:
+    return zstandard.ZstdCompressor(level=1, write_content_size=sized).compress(data)
+
+
+SKIPPABLE = b"\x50\x2a\x4d\x18" + b"\x00" * 4  # an empty skippable frame (RFC 8878 §3.1.2)
+COMPRESS = {
+    # the form writers of version 3 use: one frame that declares its content size (§6.4)
+    "zstd": _frame,
+    # the body cut in two halves, one frame each: `zstd -d` would join them, a reader refuses
+    "zstd, two frames": lambda b: _frame(b[: len(b) // 2]) + _frame(b[len(b) // 2 :]),
+    # one frame, then an empty skippable frame: bytes after the frame
+    "zstd, trailing bytes": lambda b: _frame(b) + SKIPPABLE,
+    # one frame whose header does not declare its content size
+    "zstd, no content size": lambda b: _frame(b, sized=False),
+}
+
+
 def run_manifest(h: dict[str, str], body: bytes) -> None:
     # The vector holds the plaintext of a snapshot object; age encryption is randomized, so the
     # object is made here, and the real open_snapshot checks id, decryption, signature, body.
+    # With `compress:`, the age payload is the body compressed as that header says (§6.4, §10).
     ident = x25519.Identity.generate()
-    blob = encrypt(body, str(ident.to_public()))
+    payload = COMPRESS[h["compress"]](body) if "compress" in h else body
+    blob = encrypt(payload, str(ident.to_public()))
     reporter = b64d(h["reporter"], "reporter key", 32)
     manifest = open_snapshot(blob, [ident], reporter, snapshot_id(blob), h["case-id"])
     assert manifest.case_id == h["case-id"]
