@@ -593,6 +593,13 @@ def _relisted(
     return out
 
 
+def _group_task(group: list[tuple[int, str, int, int, int]]) -> tuple[str, Any]:
+    """A worker task for a group of chunks (format.md §6.3 "Packs"); one chunk alone is no pack."""
+    if len(group) == 1:
+        return "chunk", group[0]
+    return "pack", group
+
+
 class _Reader:
     """One pass over files to read: chunk here, hash/encrypt/stage in the pool, batch commits."""
 
@@ -643,30 +650,39 @@ class _Reader:
                 if item.st.st_size == 0:
                     continue
                 path = str(item.abs_path)
+                ino = item.st.st_ino
                 if item.st.st_size < PACK_BELOW:
                     # A small file is one chunk: into the current pack (format.md §6.3).
                     if group and (
                         size + item.st.st_size > PACK_MAX or len(group) >= PACK_MAX_CHUNKS
                     ):
-                        yield "pack", group
+                        yield _group_task(group)
                         group, size = [], 0
-                    group.append((findex, path, item.st.st_ino, item.st.st_size))
+                    group.append((findex, path, ino, 0, item.st.st_size))
                     size += item.st.st_size
                     continue
                 if group:
-                    yield "pack", group
+                    yield _group_task(group)
                     group, size = [], 0
+                # A large file: its consecutive chunks in packs of at most PACK_MAX bytes.
                 n = 0
                 try:
                     for off, length in chunk_file(item.abs_path, seed):
                         n += 1
-                        yield "chunk", (findex, path, item.st.st_ino, off, length)
+                        if group and size + length > PACK_MAX:
+                            yield _group_task(group)
+                            group, size = [], 0
+                        group.append((findex, path, ino, off, length))
+                        size += length
                 except FileNotFoundError:
                     pass
+                if group:
+                    yield _group_task(group)
+                    group, size = [], 0
                 if n == 0:  # gone or emptied since it was listed: let the consumer know
-                    yield "chunk", (findex, path, item.st.st_ino, 0, 0)
+                    yield "chunk", (findex, path, ino, 0, 0)
             if group:
-                yield "pack", group
+                yield _group_task(group)
 
         results = _Peek(r for rs in pool.imap(store_task, tasks()) for r in rs)
         done: list[_Done] = []

@@ -418,52 +418,74 @@ def store_task(task: tuple[Any, ...]) -> list[ChunkResult]:
     return [store_chunk(task[1])]
 
 
-def store_pack(members: list[tuple[int, str, int, int]]) -> list[ChunkResult]:
-    """Read a group of small files, each one chunk, and store the chunks the index does not know
-    in one pack (format.md §6.3 "Packs"): its plaintext is their concatenation in group order, its
-    id their keyed hash, so a cut-off deposit run again makes the same pack and finds it stored.
+def store_pack(members: list[tuple[int, str, int, int, int]]) -> list[ChunkResult]:
+    """Read a group of chunks and store those the index does not know in one pack (format.md
+    §6.3 "Packs"): its plaintext is their concatenation in group order, its id their keyed hash,
+    so a cut-off deposit run again makes the same pack and finds it stored.
 
-    `members`: (file index, path, inode, length) per file. One result per file, in order; the
-    first chunk placed in the pack carries the pack's own result. A group with one new chunk
-    stores it as a chunk object: a pack of one saves nothing."""
+    `members`: (file index, path, inode, offset, length) per chunk: whole small files, or
+    consecutive chunks of one large file. One result per chunk, in order; the first chunk placed
+    in the pack carries the pack's own result. A group with one new chunk stores it as a chunk
+    object: a pack of one saves nothing."""
+    buf = bytearray(sum(m[4] for m in members))  # every chunk read straight into its place
+    view = memoryview(buf)
     out: list[ChunkResult] = []
-    fresh: list[tuple[int, bytes]] = []  # (index in out, bytes) of chunks to store, first seen
+    fresh: list[tuple[int, int, int]] = []  # (index in out, start in buf, length), first seen
     place: dict[str, int] = {}  # chunk id -> offset in the pack
-    size = 0
-    for findex, path, ino, length in members:
+    size = pos = 0
+    for findex, path, ino, offset, length in members:
+        piece = view[pos : pos + length]
         try:
-            data = os.pread(_fd_for(path, os.O_RDONLY, ino), length, 0)
+            got = os.preadv(_fd_for(path, os.O_RDONLY, ino), [piece], offset)
         except FileNotFoundError:
-            data = b""
-        if len(data) != length:
-            out.append((findex, 0, "", 0, 0, None, 0, False, [], True, None, None))
+            got = -1
+        if got != length:
+            out.append((findex, offset, "", 0, 0, None, 0, False, [], True, None, None))
             continue
-        oid = object_id(_W["key"], data)
+        oid = object_id(_W["key"], piece)
         if oid not in place and _known(oid):
-            out.append((findex, 0, oid, length, 0, None, 0, False, [], False, None, None))
-            continue
-        if oid not in place:
-            place[oid] = size
-            size += length
-            fresh.append((len(out), data))
-        out.append((findex, 0, oid, length, 0, None, 0, True, [], False, None, None))
+            out.append((findex, offset, oid, length, 0, None, 0, False, [], False, None, None))
+        else:
+            if oid not in place:
+                place[oid] = size
+                size += length
+                fresh.append((len(out), pos, length))
+            out.append((findex, offset, oid, length, 0, None, 0, True, [], False, None, None))
+        pos += length
     if len(fresh) == 1:
-        i, data = fresh[0]
-        findex, _, oid, length = out[i][:4]
+        i, at, length = fresh[0]
+        findex, offset, oid = out[i][:3]
+        data = bytes(view[at : at + length])
+        del view, buf
         csize, chash, uploaded, new, tokens = _store_object(oid, data, length)
-        out[i] = (findex, 0, oid, length, csize, chash, uploaded, new, tokens, False, None, None)
+        out[i] = (
+            findex,
+            offset,
+            oid,
+            length,
+            csize,
+            chash,
+            uploaded,
+            new,
+            tokens,
+            False,
+            None,
+            None,
+        )
     elif fresh:
-        plain = b"".join(data for _, data in fresh)
-        del fresh[1:]
+        whole = size == len(buf)  # every chunk new, once each: the buffer is the pack
+        plain = buf if whole else b"".join(view[at : at + n] for _, at, n in fresh)
+        del view, buf
         pid = object_id(_W["key"], plain)
         if _known(pid):  # the same pack (or a chunk with its very bytes) is stored already
             pack: PackResult = (pid, size, 0, None, 0, False, [])
         else:
             pack = (pid, size, *_store_object(pid, plain, size))
         del plain
+        first = fresh[0][0]
         for i, r in enumerate(out):
             if r[7] and r[2] in place:
-                out[i] = (*r[:10], (pid, place[r[2]]), pack if i == fresh[0][0] else None)
+                out[i] = (*r[:10], (pid, place[r[2]]), pack if i == first else None)
     return out
 
 

@@ -147,7 +147,7 @@ def test_the_recipe_recovers_a_rotated_case_with_a_partial_deposit(tmp_path, mon
     write(src, first)
     (src / "fotos" / "vacia").mkdir()
     # (made as a writer before packs made it: a version 2 snapshot, stored as JSON)
-    monkeypatch.setattr(D, "PACK_BELOW", 0)
+    monkeypatch.setattr(D, "PACK_MAX", 0)  # no packs
     D.deposit(st, rep, st.case("caso"), [src / "docs", src / "fotos"], FakeClock())
     monkeypatch.undo()
     # and fotos/ deposited again alone with more notes (a version 3 snapshot, compressed pack)

@@ -76,9 +76,11 @@ def bucket_keys(s3_env: str, bucket: str) -> set[str]:
     return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
 
-def test_a_deposit_lists_once_and_puts_each_new_chunk_once_without_head(s3_case, link, tmp_path):
+def test_a_deposit_lists_once_and_puts_each_new_chunk_once_without_head(
+    s3_case, link, tmp_path, s3_env
+):
     # Given a case on one S3 store and a tree of several chunks
-    st, rep, _ = s3_case
+    st, rep, bucket = s3_case
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):
@@ -88,9 +90,12 @@ def test_a_deposit_lists_once_and_puts_each_new_chunk_once_without_head(s3_case,
     n = len(link.requests)
     res = D.deposit(st, rep, st.case("caso"), [src], FakeClock(), jobs=1)
     asked = kinds(link.requests[n:])
-    # Then every new chunk was PUT once, the store was listed once, and nothing was HEADed
+    # Then every new object (chunks, and packs of consecutive chunks, format.md §6.3) was PUT
+    # once, the store was listed once, and nothing was HEADed
     assert res.new_chunks >= 6
-    assert asked == {"PUT object": res.new_chunks, "PUT other": 1, "LIST": 1}, asked
+    stored = {k for k in bucket_keys(s3_env, bucket) if "/objects/" in k}
+    assert 3 <= len(stored) < res.new_chunks
+    assert asked == {"PUT object": len(stored), "PUT other": 1, "LIST": 1}, asked
     # And a second deposit with one more file asks about the store just as little
     (src / "otra.txt").write_text("segunda entrega\n")
     n = len(link.requests)

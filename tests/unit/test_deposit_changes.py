@@ -148,17 +148,19 @@ def test_a_short_read_between_good_reads_is_a_changed_file(setup, monkeypatch):
     calls = []
 
     def store_task(task):
-        calls.append(task[1])
-        [r] = real(task)
-        if len(calls) == 2:  # the second chunk of the first pass only
-            return [(*r[:2], "", 0, 0, None, 0, False, [], True, None, None)]
-        return [r]
+        out = []
+        for r in real(task):  # one result per chunk, whether the task was a chunk or a pack
+            calls.append(r[1])
+            if len(calls) == 2:  # the second chunk of the first pass only
+                r = (*r[:2], "", 0, 0, None, 0, False, [], True, None, None)
+            out.append(r)
+        return out
 
     monkeypatch.setattr(D, "store_task", store_task)
     res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=1)
     # Then the file is read again rather than stored with a hole, or refused as out of order
     assert res.changed == []
-    assert len({t[3] for t in calls}) < len(calls)  # some offsets were read twice
+    assert len(set(calls)) < len(calls)  # some offsets were read twice
     R.restore(setup.policy, [setup.key], list(setup.policy.stores), setup.tmp / "out")
     assert _tree(setup.tmp / "out") == {"inv/a.bin": data}
 

@@ -52,34 +52,44 @@ def stored_objects(setup) -> dict[str, int]:
 
 
 def test_small_files_share_few_packs(setup):
-    # Given 120 small notes (about 12 MiB) and one large file
+    # Given 120 small notes (about 12 MiB) and one large file of several chunks
     src = setup.tmp / "notas"
     files = notes(src, 120)
-    (src / "video.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    video = os.urandom(12 * 1024 * 1024)
+    (src / "video.bin").write_bytes(video)
     res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=2)
     (m,) = chain(setup)
-    # Then the notes are in packs, each at most PACK_MAX bytes, and the large file is not
+    # Then the notes are in packs of notes only, each at most PACK_MAX bytes
     assert m.version == 3
     small = {
         oid for e in m.entries if e.type == "file" and e.size < PACK_BELOW for oid, _ in e.chunks
     }
     assert len(small) == 120 and small <= set(m.placed)
-    big = next(e for e in m.entries if e.path.endswith("video.bin"))
-    assert not {oid for oid, _ in big.chunks} & set(m.placed)
+    note_packs = {m.placed[oid][0] for oid in small}
+    assert sum(m.packs[p] for p in note_packs) == sum(len(d) for d in files.values())
     assert all(n <= PACK_MAX for n in m.packs.values())
-    assert sum(m.packs.values()) == sum(len(d) for d in files.values())
-    # and a store holds a handful of objects instead of one per note
+    # and the large file's consecutive chunks are in packs of their own, in file order
+    big = next(e for e in m.entries if e.path.endswith("video.bin"))
+    assert len(big.chunks) >= 6
+    big_packs = [m.placed.get(oid, (oid, 0))[0] for oid, _ in big.chunks]
+    assert not set(big_packs) & note_packs
+    assert big_packs == sorted(big_packs, key=big_packs.index)  # each pack's chunks together
+    # and a store holds a handful of objects instead of one per note or chunk
     objs = stored_objects(setup)
-    assert len(objs) == len(m.packs) + len(big.chunks)
-    assert len(m.packs) <= 12 and res.new_chunks == 120 + len(big.chunks)
+    assert len(objs) == len(set(big_packs) | note_packs) < len(big.chunks) + 12
+    assert res.new_chunks == 120 + len(big.chunks)
     # and each pack's id is the keyed hash of its members in order (format.md §6.3)
+    by_oid = files_by_oid(m, files)
+    at = 0
+    for oid, n in big.chunks:
+        by_oid[oid] = video[at : at + n]
+        at += n
     for pid in m.packs:
         members = sorted((off, oid) for oid, (p, off) in m.placed.items() if p == pid)
-        lengths = {oid: n for e in m.entries for oid, n in e.chunks}
-        plain = b"".join(files_by_oid(m, files)[oid] for _, oid in members)
+        plain = b"".join(by_oid[oid] for _, oid in members)
         assert len(plain) == m.packs[pid] and object_id(m.chunk_key, plain) == pid
         assert [off for off, _ in members] == list(
-            itertools.accumulate([0] + [lengths[o] for _, o in members[:-1]])
+            itertools.accumulate([0] + [len(by_oid[o]) for _, o in members[:-1]])
         )
 
 
@@ -200,3 +210,23 @@ def test_an_unchanged_redeposit_of_packed_files_reads_nothing(setup):
     D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=1)
     res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=1)
     assert res.unchanged and res.cached_files == 50 and res.bytes_read == 0
+
+
+def test_a_one_byte_edit_of_a_large_file_uploads_about_one_chunk(setup):
+    # Given a large file whose chunks went into packs of consecutive chunks
+    src = setup.tmp / "notas"
+    src.mkdir()
+    video = bytearray(os.urandom(16 * 1024 * 1024))
+    (src / "video.bin").write_bytes(video)
+    D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=2)
+    (m1,) = chain(setup)
+    assert len(set(m1.placed.values())) > 1 and m1.packs
+    before = stored_objects(setup)
+    # When one byte in the middle changes
+    video[8 * 1024 * 1024] ^= 0xFF
+    (src / "video.bin").write_bytes(video)
+    res = D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=2)
+    # Then only the chunk(s) around it are new, stored as one object of about one chunk
+    added = set(stored_objects(setup)) - set(before)
+    assert 1 <= res.new_chunks <= 2 and len(added) == 1
+    assert res.bytes_uploaded < 2 * (2 * 4 * 1024 * 1024) + 2 * 1024 * 1024  # two stores
