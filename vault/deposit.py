@@ -619,8 +619,9 @@ class _Reader:
         # New objects of the last few batches: a chunk seen twice before its first copy is
         # recorded must not be counted or recorded twice. At most two submitted batches wait to
         # be recorded (the committer's queue holds one), and a worker looks a chunk up in the
-        # index at most a pool window (8 chunks, so one flush) before its result is read: six
-        # batches cover it, and memory stays bounded whatever the size of the deposit.
+        # index at most a pool window (8 tasks, each one object: a chunk or a pack, so one
+        # flush, which counts objects) before its result is read: six batches cover it, and
+        # memory stays bounded whatever the size of the deposit.
         self.seen: deque[set[str]] = deque([set()], maxlen=6)
         self.assumed: set[str] = set()
         """New objects recorded without this run's PUT in some store (found there already)."""
@@ -644,7 +645,7 @@ class _Reader:
         seed = self.seed
 
         def tasks() -> Iterator[tuple[str, Any]]:
-            group: list[tuple[int, str, int, int]] = []
+            group: list[tuple[int, str, int, int, int]] = []
             size = 0
             for findex, item, _ in todo:
                 if item.st.st_size == 0:
