@@ -88,22 +88,23 @@ ChaCha20-Poly1305, the path checks of every output file (an `lstat` per componen
 per file: about 0.5 s for 2,000 files) and `pathlib` in the store. Worker threads use 4.8–5.2 CPU
 s against 5.7–5.8 for worker processes, alternating in the same minutes.
 
-**Bytes stored** (not met: 888.96 MB against restic's 887.14 MB, 0.2 % more). The media (805
-MB) is stored as it is by every tool; the gap is in the 2,000 CSV files, each one chunk of 134
-KB compressed on its own: 82.9 MB of objects against about 81 MB (restic's total less the
-media). zstd's standard levels do not close it cheaply on chunks of that size (measured on the
-tree's CSV files: level 1 keeps 30.4 %
-of the bytes at 4.2 CPU s per GiB, level 2 29.9 % at 5.2, level 3 31.8 %, level 5 28.7 % at 19),
-and level 2 would save 1.45 MB, still 0.4 MB above restic, for 0.3 CPU s more per deposit.
-Compressing small files together does close it (packs of 8 files at level 1 keep 29.7 %, and
-2,000 age headers fewer save 0.4 MB more), but that is a new object kind in the format (a
-manifest entry pointing into a shared object) and is not done here.
+**Packs** (issue 14, docs/decisions.md (17), format.md §6.3). Before them the three targets
+above that were not met all came from one object per chunk: 888.96 MB stored against restic's
+887.14 MB (the 2,000 CSV files compressed one by one, 2,000 age headers), 4.67 s cold against
+`tar | age`'s 3.16 s (7.0 CPU s: Python work per object, 2,600 objects), and 543 PUTs on the
+64 MiB slow-link tree against restic's 8. Now files under 256 KiB are packed together and a large
+file's consecutive chunks are grouped, each pack at most 4 MiB and compressed whole; a version 3
+snapshot is itself one zstd frame (553 KB of JSON for 2,000 files becomes 116 KB). Measured in
+one session on a quiet machine, three runs each of the cold deposit alone: one object per chunk
+of a large file 2.93–3.05 s, packs of its chunks 2.31–2.33 s. On the slow link the PUTs went from
+543 to 48 (small files packed) to 22 (large files too).
 
-**Slow link**: velador sends one object per chunk (small files are one chunk each) with a HEAD
-before each PUT, while restic packs them into few large files; on loopback through a Python
-proxy and moto, the per-request cost (botocore and moto, in Python, on two busy cores) rather
-than the link bounds velador's time. Packing small files and listing a store once instead of a
-HEAD per chunk would close it; neither is done here.
+**Slow link** (not met, see the section below): with packs the requests are no longer the cost.
+What remains is that velador starts sending later (first body byte after about 1.0 s against
+restic's 0.5 s: Python's start, boto3's import and first client, 0.4 s of it) and sends one
+object of 256 KiB or more per store at a time (the resume bound of format.md §7.2), so each of
+its 22 PUTs leaves the link idle for a response's round trip, where restic keeps four or five
+uploads in flight.
 """
 
 
@@ -334,13 +335,14 @@ def _slowlink_profile(links: list[dict]) -> list[str]:
         "",
         *out,
         "",
-        "Velador stores each chunk as its own object, so a tree of many small files is many small "
-        "PUTs, while restic packs blobs into a few large ones; and Velador sends one large PUT "
-        "per store at a time (the resume bound above), so the round trip of each (server, "
-        "response, next request) leaves the link idle. A deposit lists the case's objects once "
-        "instead of a HEAD per chunk (format.md §6.6), which halved the requests. Strict turns "
-        "for small objects too cost about 5 s more at 4 MB/s on this tree, no turns at all about "
-        "2.5 s less; docs/decisions.md (16) has the measurement.",
+        "Velador packs small files and a large file's consecutive chunks into objects of up to "
+        "4 MiB (format.md §6.3, docs/decisions.md (17)): about 22 PUTs on this tree, 543 before "
+        "packs. It sends one object of 256 KiB or more per store at a time (the resume bound "
+        "above), so the round trip of each (server, response, next request) leaves the link "
+        "idle, while restic keeps four or five uploads in flight; and it starts sending later "
+        "(Python's start, boto3's import and first client). A deposit lists the case's objects "
+        "once instead of a HEAD per chunk (format.md §6.6). docs/decisions.md (16) has what "
+        "strict turns, and no turns, cost.",
         "",
     ]
 
