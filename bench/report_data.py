@@ -270,7 +270,10 @@ def release_verdict(rs: list[Result]) -> Verdict:
 
 
 def verdicts(results: dict[str, list[Result]]) -> list[Verdict]:
-    from report_peers import peers_verdicts  # issue 14's targets (imports this module)
+    from report_peers import (  # issue 14's targets (imports this module)
+        peers_verdicts,
+        slowlink_verdicts,
+    )
 
     return [
         heartbeat_verdict(results["heartbeats"]),
@@ -279,6 +282,7 @@ def verdicts(results: dict[str, list[Result]]) -> list[Verdict]:
         *deposit_verdicts(results["deposit"]),
         memory_verdict(results["deposit"]),
         *peers_verdicts(results.get("peers", [])),
+        *slowlink_verdicts(results.get("slowlink", [])),
     ]
 
 

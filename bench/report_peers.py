@@ -176,6 +176,41 @@ def peers_verdicts(rs: list[Result]) -> list[Verdict]:
     return out
 
 
+def slowlink_verdicts(rs: list[Result]) -> list[Verdict]:
+    """Issue 14's slow-link targets (bench/slowlink_bench.py): time until durable ≤ restic's on
+    each link, and a dropped link re-sends at most one object (of at most a chunk's bytes)."""
+    ok = [r for r in rs if r.ok and get(r.figures, "links")]
+    if not ok:
+        return [Verdict("issue 14: deposit over a slow link beside restic", DASH, None)]
+    f = ok[-1].figures or {}
+    out = []
+    for row in f["links"]:
+        mine, theirs = num(row, "velador", "s"), num(row, "restic", "s")
+        rate = fmt(num(row, "link_mb_s"), 0)
+        target = f"deposit over a {rate} MB/s link ≤ restic, until durable (issue 14)"
+        if mine is None or theirs is None:
+            out.append(Verdict(target, DASH, None))
+            continue
+        out.append(
+            Verdict(
+                target, f"velador {fmt(mine, 1)} s vs restic {fmt(theirs, 1)} s", mine <= theirs
+            )
+        )
+    drop = f.get("drop") or {}
+    resent = drop.get("objects_resent")
+    out.append(
+        Verdict(
+            "a dropped link re-sends at most one chunk per store (issue 14)",
+            DASH
+            if resent is None
+            else f"{resent} object(s), {fmt((num(drop, 'bytes_resent') or 0) / 1e6, 2)} MB "
+            "(an object is at most 4 MiB, a chunk's most)",
+            None if resent is None else resent <= 1,
+        )
+    )
+    return out
+
+
 def section_peers(rs: list[Result], image: str | None) -> list[str]:
     lines = ["## Beside restic, borg and tar | age (issue 14)", ""]
     f = _peers(rs)
