@@ -755,13 +755,15 @@ class _Reader:
                     "plen": self.pack_len[pid],
                 }
             )
-            if new and not any(oid in gen for gen in self.seen):
+            fresh = new and not any(oid in gen for gen in self.seen)
+            if fresh:
                 self.seen[-1].add(oid)
-                res.new_chunks += 1
-            else:
-                res.known_chunks += 1
         else:
-            self._count(oid, csize, chash, uploaded, new, tokens)
+            fresh = self._record(oid, csize, chash, uploaded, new, tokens)
+        if fresh:
+            res.new_chunks += 1
+        else:
+            res.known_chunks += 1
         if self.progress:
             self.progress(self.done_bytes, self.total)
 
@@ -780,20 +782,6 @@ class _Reader:
         if len(self.pack_len) > 4096:  # bounded: a pack's chunks follow it closely
             self.pack_len.pop(next(iter(self.pack_len)))
         self._record(pid, csize, chash, uploaded, new, tokens)  # not a chunk: no tally
-
-    def _count(
-        self,
-        oid: str,
-        csize: int,
-        chash: str | None,
-        uploaded: int,
-        new: bool,
-        tokens: list[tuple[int, str]],
-    ) -> None:
-        if self._record(oid, csize, chash, uploaded, new, tokens):
-            self.result.new_chunks += 1
-        else:
-            self.result.known_chunks += 1
 
     def _record(
         self,
