@@ -431,6 +431,7 @@ def store_pack(members: list[tuple[int, str, int, int, int]]) -> list[ChunkResul
     view = memoryview(buf)
     out: list[ChunkResult] = []
     fresh: list[tuple[int, int, int]] = []  # (index in out, start in buf, length), first seen
+    alone: list[tuple[int, int, int]] = []  # the same, for chunks made again on their own
     place: dict[str, int] = {}  # chunk id -> offset in the pack
     size = pos = 0
     for findex, path, ino, offset, length in members:
@@ -445,6 +446,12 @@ def store_pack(members: list[tuple[int, str, int, int, int]]) -> list[ChunkResul
         oid = object_id(_W["key"], piece)
         if oid not in place and _known(oid):
             out.append((findex, offset, oid, length, 0, None, 0, False, [], False, None, None))
+        elif oid not in place and isinstance(_W["forms"].get(oid), int):
+            # Stored once as an object of its own, then lost everywhere: manifests name it by
+            # its own id, so it is made again under that id and in its form, never packed
+            # (format.md §6.3 "Packs"; vault.deposit.remember_forms).
+            alone.append((len(out), pos, length))
+            out.append((findex, offset, oid, length, 0, None, 0, True, [], False, None, None))
         else:
             if oid not in place:
                 place[oid] = size
@@ -452,6 +459,25 @@ def store_pack(members: list[tuple[int, str, int, int, int]]) -> list[ChunkResul
                 fresh.append((len(out), pos, length))
             out.append((findex, offset, oid, length, 0, None, 0, True, [], False, None, None))
         pos += length
+    for i, at, length in alone:
+        findex, offset, oid = out[i][:3]
+        csize, chash, uploaded, new, tokens = _store_object(
+            oid, bytes(view[at : at + length]), length
+        )
+        out[i] = (
+            findex,
+            offset,
+            oid,
+            length,
+            csize,
+            chash,
+            uploaded,
+            new,
+            tokens,
+            False,
+            None,
+            None,
+        )
     if len(fresh) == 1:
         i, at, length = fresh[0]
         findex, offset, oid = out[i][:3]

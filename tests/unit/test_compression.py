@@ -254,10 +254,11 @@ def test_the_size_rule_separates_the_two_forms():
 
 
 def test_an_object_made_again_keeps_the_form_older_manifests_give(setup, monkeypatch):
-    # Given a compressible file deposited by a writer without compression (manifest version 1)
+    # Given a compressible file of several chunks (6 MiB: at least two, a chunk being at most
+    # 4 MiB) deposited by a writer without compression nor packs (manifest version 1)
     src = setup.tmp / "inv"
     src.mkdir()
-    data = text(MIB, 11)
+    data = text(6 * MIB, 11)
     (src / "a.csv").write_bytes(data)
     monkeypatch.setattr(O, "pack_chunk", lambda data, want=None: (data, False))
     monkeypatch.setattr(D, "PACK_MAX", 0)  # nor packs (version 3)
@@ -273,9 +274,12 @@ def test_an_object_made_again_keeps_the_form_older_manifests_give(setup, monkeyp
     assert len(report.missing) == 2 * len(oids)
     (src / "b.txt").write_bytes(b"otro\n")
     D.deposit(setup.st, setup.rep, setup.st.case("caso"), [src], FakeClock(), jobs=1)
-    # Then they are stored as they were (uncompressed), so the first snapshot still reads
+    # Then they are stored as they were (uncompressed, each under its own id, not in a pack
+    # as a new chunk of a large file would be), so the first snapshot still reads
     _, second = chain(setup)
-    assert not oids & second.zstd
+    assert len(oids) >= 2 and not oids & second.zstd and not oids & set(second.placed)
+    for url in setup.policy.stores:
+        assert all(open_store(url).has(O.object_key(setup.policy.case_id, o)) for o in oids)
     sids = sorted(p.name for p in (setup.tmp / "s1" / setup.policy.case_id / "snapshots").iterdir())
     for sid in sids:
         out = setup.tmp / f"out-{sid[:8]}"
