@@ -207,7 +207,9 @@ def test_reporter_story_in_the_browser(driver, v, nodes, clock, tmp_path, mexico
         from selenium.webdriver.common.keys import Keys
 
         p.go("/")
-        driver.find_element("css selector", "form[action='/lock'] button").click()
+        # (a bare click returns before the redirect is followed: submit waits for the next page;
+        # the clean-clone run of session 8 read the old address once)
+        p.submit("form[action='/lock'] button")
         assert "/unlock" in driver.current_url
         p.shot("desbloquear")
         active = driver.switch_to.active_element
