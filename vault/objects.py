@@ -460,44 +460,12 @@ def store_pack(members: list[tuple[int, str, int, int, int]]) -> list[ChunkResul
             out.append((findex, offset, oid, length, 0, None, 0, True, [], False, None, None))
         pos += length
     for i, at, length in alone:
-        findex, offset, oid = out[i][:3]
-        csize, chash, uploaded, new, tokens = _store_object(
-            oid, bytes(view[at : at + length]), length
-        )
-        out[i] = (
-            findex,
-            offset,
-            oid,
-            length,
-            csize,
-            chash,
-            uploaded,
-            new,
-            tokens,
-            False,
-            None,
-            None,
-        )
+        _store_alone(out, i, bytes(view[at : at + length]))
     if len(fresh) == 1:
         i, at, length = fresh[0]
-        findex, offset, oid = out[i][:3]
         data = bytes(view[at : at + length])
         del view, buf
-        csize, chash, uploaded, new, tokens = _store_object(oid, data, length)
-        out[i] = (
-            findex,
-            offset,
-            oid,
-            length,
-            csize,
-            chash,
-            uploaded,
-            new,
-            tokens,
-            False,
-            None,
-            None,
-        )
+        _store_alone(out, i, data)
     elif fresh:
         whole = size == len(buf)  # every chunk new, once each: the buffer is the pack
         plain = buf if whole else b"".join(view[at : at + n] for _, at, n in fresh)
@@ -513,6 +481,13 @@ def store_pack(members: list[tuple[int, str, int, int, int]]) -> list[ChunkResul
             if r[7] and r[2] in place:
                 out[i] = (*r[:10], (pid, place[r[2]]), pack if i == first else None)
     return out
+
+
+def _store_alone(out: list[ChunkResult], i: int, data: bytes) -> None:
+    """Store the chunk of result `i` as an object of its own and put its result in place."""
+    findex, offset, oid, length = out[i][:4]
+    stored = _store_object(oid, data, length)
+    out[i] = (findex, offset, oid, length, *stored, False, None, None)
 
 
 def _store_object(
