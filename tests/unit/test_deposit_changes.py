@@ -152,7 +152,8 @@ def test_a_short_read_between_good_reads_is_a_changed_file(setup, monkeypatch):
         for r in real(task):  # one result per chunk, whether the task was a chunk or a pack
             calls.append(r[1])
             if len(calls) == 2:  # the second chunk of the first pass only
-                r = (*r[:2], "", 0, 0, None, 0, False, [], True, None, None)
+                # (a pack this result carries stays with it: the worker stored it either way)
+                r = (*r[:2], "", 0, 0, None, 0, False, [], True, None, r[11])
             out.append(r)
         return out
 
