@@ -397,7 +397,7 @@ class _Writer:
         once for the run. A run holds at most RUN_MAX references, which bounds how many files
         are opened ahead of the results."""
         out = self.out
-        run: list[Any] | None = None  # [key, task head, members] of the run being gathered
+        run: tuple[tuple[Any, ...], list[Any]] | None = None  # (task head, members) gathered
         for entry, m, target in targets:
             if entry.type == "dir":
                 _mkdirs(out, entry.path)
@@ -418,22 +418,22 @@ class _Writer:
                 where = m.placed.get(oid)
                 if where is None:
                     if run is not None:
-                        yield (*run[1], tuple(run[2]))
+                        yield (*run[0], tuple(run[1]))
                         run = None
                     packed = oid in m.zstd  # the signed flag, never a guess (format.md §6.4)
                     yield (str(tmp), self.case_id, oid, offset, length, m.chunk_key, packed)
                 else:
                     pid, at = where
                     head = ("pack", self.case_id, pid, m.packs[pid], pid in m.zstd, m.chunk_key)
-                    if run is not None and (run[0] != head or len(run[2]) >= RUN_MAX):
-                        yield (*run[1], tuple(run[2]))
+                    if run is not None and (run[0] != head or len(run[1]) >= RUN_MAX):
+                        yield (*run[0], tuple(run[1]))
                         run = None
                     if run is None:
-                        run = [head, head, []]
-                    run[2].append((str(tmp), offset, oid, at, length))
+                        run = (head, [])
+                    run[1].append((str(tmp), offset, oid, at, length))
                 offset += length
         if run is not None:
-            yield (*run[1], tuple(run[2]))
+            yield (*run[0], tuple(run[1]))
 
     def run(self, pool: Pool, targets: list[tuple[Entry, Manifest, Path]]) -> None:
         try:
