@@ -144,6 +144,7 @@ _NOT_PROSE = re.compile(
     r"\S+://\S+"  # URLs (file:// stores, http:// nodes)
     r"|\S*/\S*"  # paths and anything with a slash
     r"|\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){3}\b"  # fingerprints
+    r"|\b(?=[0-9a-f]*[0-9])[0-9a-f]{6,}\b"  # hex ids: be0baca28a71 holds "be" but is no word
     r"|velador:(?:card|case):\S+"  # contact and case cards
     r"|'(?:velador|age)\b[^']*'"  # commands quoted in a sentence: 'velador agent unlock'
     r"|\b[\w.-]+\.(?:md|txt|key|toml|db|bin)\b"  # file names
@@ -187,6 +188,7 @@ def test_the_english_detector_flags_english_and_passes_spanish() -> None:
         "$ velador --home ana deposit puerto /tmp/x --instructions /tmp/x/instrucciones.txt",
         "  │ nodo-1 │ ok     │ ARMED │ jue 3 dic 11:39 UTC (ahora) │",
         "== nodo-5 se cae (se llevan el servidor de quien lo opera)",
+        "  Instantánea 1 (be0baca28a71): 4 archivos, 2.0 MiB; se subieron 2.0 MiB a 1 almacén.",
         '   (node.toml: [registration] allowed_networks = ["127.0.0.0/8"])',
     ]
     # Then the English sentences are found and the Spanish ones are not
