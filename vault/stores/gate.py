@@ -14,8 +14,9 @@ overlap, in the browser app or the agent). Worker threads see it through a modul
 worker processes (VELADOR_WORKERS=processes) get it in ``VELADOR_UPLOAD_GATE`` from
 ``worker_env()``. The process's own environment is never changed: an earlier version set the
 variable there, overlapping deposits restored it to a deleted folder, and every later upload of
-the process (and of any child it started) failed. A lock is held for one PUT and released when
-it returns, fails, or its process dies. Outside a deposit nothing waits, and a turn that cannot
+the process (and of any child it started) failed. A lock is held for one PUT and released once the
+server's TCP stack has acknowledged the whole body (handoff.py), or else when the PUT returns,
+fails, or its process dies. Outside a deposit nothing waits, and a turn that cannot
 be taken (its folder is gone) is skipped: the turn bounds what a drop re-sends, it is not needed
 for correctness.
 """
@@ -83,7 +84,12 @@ class Turn:
             raise
         self._fd = fd
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def release(self) -> None:
+        """Give the turn back (again at the end of the block; a retry takes it anew)."""
         if self._fd is not None:
             os.close(self._fd)  # releases the lock
             self._fd = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -28,11 +28,13 @@ import boto3.exceptions
 import botocore.exceptions as bce
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from botocore.handlers import add_expect_header
 
 from vault.errors import N_, NotFoundError, StoreError, VeladorError
 
+from . import handoff
 from .base import describe, validate_key, validate_prefix
-from .gate import SMALL_OBJECT, upload_turn
+from .gate import SMALL_OBJECT, Turn, upload_turn
 from .ratelimit import throttle
 
 MIB = 1 << 20
@@ -251,6 +253,10 @@ class S3Store:
                         config=self._config,
                     )
                     client.meta.events.register("before-send.s3.PutObject", _take_turn)
+                    handoff.install(client)  # the turn goes on once the body is delivered
+                    # No "Expect: 100-continue": it idles the link a round trip per object,
+                    # to spare at most one object (4 MiB) sent to a server that refuses it.
+                    client.meta.events.unregister("before-call.s3", add_expect_header)
                     self._client_obj = client
                 except _CAUGHT as exc:
                     raise self._error(exc) from exc
@@ -282,11 +288,14 @@ class S3Store:
         # One upload at a time per store in a deposit (gate.py): the turn is taken by
         # _take_turn once the request is signed, just before it is sent, and each retry of it.
         # A small object goes without waiting for it (gate.SMALL_OBJECT: a round trip costs
-        # more than sending it again).
+        # more than sending it again). It goes on to the store's next upload once the server has
+        # acknowledged the whole body (handoff.py), before the answer comes back.
         with upload_turn(self.url) as turn:
-            _sending.turn = turn if len(data) >= SMALL_OBJECT else None
+            gated = len(data) >= SMALL_OBJECT
+            _sending.turn = turn if gated else None
             try:
-                self._client().put_object(Bucket=self.bucket, Key=full, Body=data)
+                with handoff.after_body(_hand_on(turn, self._config.read_timeout)):
+                    self._client().put_object(Bucket=self.bucket, Key=full, Body=data)
             except _CAUGHT as exc:
                 raise self._error(exc, key) from exc
             finally:
@@ -403,6 +412,17 @@ def _take_turn(**_: Any) -> None:
     turn = getattr(_sending, "turn", None)
     if turn is not None:
         turn.take()
+
+
+def _hand_on(turn: Turn, timeout: float) -> Callable[[Any], None]:
+    """What a PUT does once its body is written: release its turn, if it holds one, as soon as
+    the server has acknowledged every byte (format.md §7.2)."""
+
+    def after_body(sock: Any) -> None:
+        if turn.held and handoff.wait_delivered(sock, timeout):
+            turn.release()
+
+    return after_body
 
 
 def _rebuild(args: dict[str, Any]) -> S3Store:
