@@ -9,9 +9,10 @@ also sent (whole or in part) is a re-send. The deposit runs in one process and i
 processes (`--jobs 3`): uploads to one store take turns across processes (vault/stores/gate.py),
 so the bound is one chunk per store either way (objects under 256 KiB, which skip the turn,
 aside: at most one per other worker). A turn goes on once the server has acknowledged the whole
-body (vault/stores/handoff.py); the proxy delivers whatever it acknowledged, as a link does. With several workers the link paces the uploads:
-three workers and two buckets put, without the turns, two uploads into one bucket at once
-whenever the link drops (with two workers, only when both happen to be on the same bucket).
+body (vault/stores/handoff.py); the proxy delivers whatever it acknowledged, as a link does.
+With several workers the link paces the uploads: three workers and two buckets put, without the
+turns, two uploads into one bucket at once whenever the link drops (with two workers, only when
+both happen to be on the same bucket).
 """
 
 from __future__ import annotations
