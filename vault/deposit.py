@@ -450,6 +450,7 @@ def _deposit(
     # makes the same pack again and finds it in the stores.
     todo.sort(key=lambda t: t[1].st.st_size >= PACK_BELOW)
 
+    stores: list[Store] | None = None
     if todo:
         jobs = jobs or (default_jobs() if to_read >= INLINE_BELOW else 1)
         stores = [opener(u, s3_endpoint=s3_endpoint) for u in policy.stores]
@@ -545,7 +546,10 @@ def _deposit(
         ) from exc
     snap_id, blob = seal_snapshot(manifest, identity.sign_key, policy.release_recipient)
     # Every object the manifest names is durable in every store (the committer has finished).
-    for store in [opener(u, s3_endpoint=s3_endpoint) for u in policy.stores]:
+    # The stores the objects went to, with their S3 clients built already, if any were opened.
+    if stores is None:
+        stores = [opener(u, s3_endpoint=s3_endpoint) for u in policy.stores]
+    for store in stores:
         store.put(snapshot_key(policy.case_id, snap_id), blob)
     result.bytes_uploaded += len(blob) * len(policy.stores)
     with state.tx():
