@@ -85,7 +85,7 @@ def s3_case(tmp_path: Path, make_bucket, s3_env):
 
 def test_a_deposit_and_its_worker_threads_share_one_s3_client(s3_case, clients):
     # Given a case with one S3 store, a deposit with two worker threads, no warm-up.
-    st, rep, url, data = s3_case
+    st, rep, _, data = s3_case
     # When it deposits (listing, six objects from two workers, the snapshot).
     res = D.deposit(st, rep, st.case("caso"), [data], FakeClock(), jobs=2)
     # Then it stored them, and built one client: before, each worker and the snapshot's PUT
@@ -206,7 +206,7 @@ def test_a_cli_deposit_whose_s3_client_cannot_be_built_says_so_as_before(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     # When it deposits, the warm-up's client fails in its thread.
-    code, out, err = velador(r, "deposit", "inv", tmp_path / "data")
+    code, _, err = velador(r, "deposit", "inv", tmp_path / "data")
     # Then the command fails with the error and hint it always gave, and nothing else.
     assert code == 74
     assert err.splitlines() == [
