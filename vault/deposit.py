@@ -151,7 +151,8 @@ def may_upload(db_path: Path, case_id: str, paths: list[Path]) -> bool:
         _, files, _ = walk(paths, [])
         if not files:
             return False
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        # A guess never waits long for a lock (WAL readers seldom meet one anyway).
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=0.2)
         try:
             seen = set(
                 db.execute("SELECT size, mtime_ns, ino FROM filecache WHERE case_id = ?", [case_id])
