@@ -140,17 +140,15 @@ def walk(paths: list[Path], skipped: list[str]) -> tuple[list[Entry], list[_File
 
 
 def may_upload(db_path: Path, case_id: str, paths: list[Path]) -> bool:
-    """Whether a deposit of `paths` is likely to upload: some file's (size, mtime, inode) is in no
-    row of the case's file cache. A guess made without the keys (before the passphrase), only to
-    decide whether to get the S3 stores ready in the background (vault/stores/warmup.py): an
-    unchanged re-deposit then does not pay for importing boto3. A wrong guess costs time, never
-    correctness; any failure answers False (the deposit itself will meet and report it)."""
+    """Whether a deposit of `paths` is likely to upload: the case's file cache is empty, or some
+    regular file's (size, mtime, inode) is in none of its rows. A guess made without the keys
+    (before the passphrase), only to decide whether to get the S3 stores ready in the background
+    (vault/stores/warmup.py): an unchanged re-deposit then does not pay for importing boto3. A
+    wrong guess costs time, never correctness; a failure answers False (the deposit itself will
+    meet and report it)."""
     import sqlite3
 
     try:
-        _, files, _ = walk(paths, [])
-        if not files:
-            return False
         # A guess never waits long for a lock (WAL readers seldom meet one anyway).
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=0.2)
         try:
@@ -159,9 +157,25 @@ def may_upload(db_path: Path, case_id: str, paths: list[Path]) -> bool:
             )
         finally:
             db.close()
-    except (OSError, sqlite3.Error, FormatError, ValueError):
+        if not seen:
+            return True
+        return any((st.st_size, st.st_mtime_ns, st.st_ino) not in seen for st in _stats(paths))
+    except (OSError, sqlite3.Error):
         return False
-    return any((f.st.st_size, f.st.st_mtime_ns, f.st.st_ino) not in seen for f in files)
+
+
+def _stats(paths: list[Path]) -> Iterator[os.stat_result]:
+    """The lstat of each regular file under `paths`, lazily (`may_upload` stops at a new one)."""
+    for top in paths:
+        st = os.lstat(top)
+        if stat.S_ISREG(st.st_mode):
+            yield st
+        elif stat.S_ISDIR(st.st_mode):
+            for dirpath, _, filenames in os.walk(top, followlinks=False):
+                for fn in filenames:
+                    fst = os.lstat(os.path.join(dirpath, fn))
+                    if stat.S_ISREG(fst.st_mode):
+                        yield fst
 
 
 def _path_key(chunk_key: bytes, item: _FileItem) -> str:

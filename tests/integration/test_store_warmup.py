@@ -165,15 +165,19 @@ def test_the_warmup_thread_is_joined_when_the_command_fails(s3_env):
 def test_nothing_is_warmed_when_the_deposit_has_nothing_to_upload(s3_case):
     # Given a tree deposited once, so that every file is in the file cache.
     st, rep, url, data = s3_case
-    D.deposit(st, rep, st.case("caso"), [data], FakeClock())
     case_id = st.case("caso").policy.case_id
+    assert D.may_upload(st.path, case_id, [data])  # a first deposit: everything is new
+    D.deposit(st, rep, st.case("caso"), [data], FakeClock())
     assert not D.may_upload(st.path, case_id, [data])
     # Then an unchanged re-deposit does not get the stores ready (nor import boto3 for them).
     with StoreWarmup([url], needed=lambda: D.may_upload(st.path, case_id, [data])) as warm:
         assert warm.open(url) is not warm.open(url)  # nothing warmed: opened on demand
-    # A new file, or a path that does not exist (the deposit reports it), answer as expected.
-    (data / "new.txt").write_text("nuevo")
+    # A changed file, or a path that does not exist (the deposit reports it), answer as expected.
+    with open(data / "f3.bin", "ab") as fh:
+        fh.write(b"+")
     assert D.may_upload(st.path, case_id, [data])
+    assert D.may_upload(st.path, case_id, [data / "f3.bin"])
+    assert not D.may_upload(st.path, case_id, [data / "f2.bin"])
     assert not D.may_upload(st.path, case_id, [data / "missing"])
 
 
