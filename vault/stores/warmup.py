@@ -1,11 +1,13 @@
 """S3 stores made ready in the background while a command does its first, local work (issue 14).
 
-Before its first upload, a deposit to an S3 store imports boto3 (a quarter of a second on the
-development machine) and builds a boto3 client (another tenth or more), one after the other and
+Before its first upload, a deposit to an S3 store imports boto3 (up to a quarter of a second on
+the development machine) and builds a boto3 client (another tenth or more), one after the other and
 after everything else it does first: the passphrase's Argon2id, walking the files, the file
 cache. ``StoreWarmup(urls)`` does the S3 part in one background thread from the moment the
 command knows its stores, so it overlaps that work; the KDF runs in C without the GIL, so on two
 cores the overlap is real. Stores of other kinds are left alone: opening them costs nothing.
+A deposit passes ``needed``, a guess from the file cache (vault.deposit.may_upload), so that an
+unchanged re-deposit, which uploads nothing, does not pay for a boto3 it would never use.
 
 It never changes an outcome, by construction rather than by copying errors across threads:
 
