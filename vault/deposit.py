@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
 
@@ -42,6 +42,9 @@ from .objects import (
 from .parallel import Pool, default_jobs
 from .state import CaseRecord, LocalState, open_db, open_sealed
 from .stores import Store, open_store
+
+if TYPE_CHECKING:
+    from .stores.warmup import StoreWarmup
 
 log = logging.getLogger("velador.deposit")
 
@@ -134,6 +137,45 @@ def walk(paths: list[Path], skipped: list[str]) -> tuple[list[Entry], list[_File
                 if os.path.islink(base / d):
                     skipped.append(str(base / d))
     return dirs, files, roots
+
+
+def may_upload(db_path: Path, case_id: str, paths: list[Path]) -> bool:
+    """Whether a deposit of `paths` is likely to upload: the case's file cache is empty, or some
+    regular file's (size, mtime, inode) is in none of its rows. A guess made without the keys
+    (before the passphrase), only to decide whether to get the S3 stores ready in the background
+    (vault/stores/warmup.py): an unchanged re-deposit then does not pay for importing boto3. A
+    wrong guess costs time, never correctness; a failure answers False (the deposit itself will
+    meet and report it)."""
+    import sqlite3
+
+    try:
+        # A guess never waits long for a lock (WAL readers seldom meet one anyway).
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=0.2)
+        try:
+            seen = set(
+                db.execute("SELECT size, mtime_ns, ino FROM filecache WHERE case_id = ?", [case_id])
+            )
+        finally:
+            db.close()
+        if not seen:
+            return True
+        return any((st.st_size, st.st_mtime_ns, st.st_ino) not in seen for st in _stats(paths))
+    except (OSError, sqlite3.Error):
+        return False
+
+
+def _stats(paths: list[Path]) -> Iterator[os.stat_result]:
+    """The lstat of each regular file under `paths`, lazily (`may_upload` stops at a new one)."""
+    for top in paths:
+        st = os.lstat(top)
+        if stat.S_ISREG(st.st_mode):
+            yield st
+        elif stat.S_ISDIR(st.st_mode):
+            for dirpath, _, filenames in os.walk(top, followlinks=False):
+                for fn in filenames:
+                    fst = os.lstat(os.path.join(dirpath, fn))
+                    if stat.S_ISREG(fst.st_mode):
+                        yield fst
 
 
 def _path_key(chunk_key: bytes, item: _FileItem) -> str:
@@ -307,25 +349,47 @@ def deposit(
     jobs: int | None = None,
     s3_endpoint: str | None = None,
     limit_upload: int | None = None,
+    warm: StoreWarmup | None = None,
 ) -> DepositResult:
     """Deposit `paths` into `case` and return what was done. `progress(done, total)` in bytes.
 
     `limit_upload`: at most this many bytes per second to the S3 stores, over every process of
-    the deposit (vault/stores/ratelimit.py)."""
+    the deposit (vault/stores/ratelimit.py). `warm`: the case's stores, made ready in the
+    background since before the passphrase was asked for (vault/stores/warmup.py); without it
+    they are opened here."""
     from .stores.gate import one_upload_per_store
     from .stores.ratelimit import limited
 
+    opener = warm.open if warm is not None else open_store
     with limited(limit_upload), one_upload_per_store():
         try:
             return _deposit(
-                state, identity, case, paths, clock, instructions, progress, jobs, s3_endpoint
+                state,
+                identity,
+                case,
+                paths,
+                clock,
+                instructions,
+                progress,
+                jobs,
+                s3_endpoint,
+                opener,
             )
         except _Vanished:
             # An object the listing showed was deleted before the snapshot: it is forgotten
             # again, and one more pass (a fresh listing) uploads it (format.md §6.6).
             try:
                 return _deposit(
-                    state, identity, case, paths, clock, instructions, progress, jobs, s3_endpoint
+                    state,
+                    identity,
+                    case,
+                    paths,
+                    clock,
+                    instructions,
+                    progress,
+                    jobs,
+                    s3_endpoint,
+                    opener,
                 )
             except _Vanished as exc:
                 raise StoreError(
@@ -348,6 +412,7 @@ def _deposit(
     progress: Callable[[int, int], None] | None,
     jobs: int | None,
     s3_endpoint: str | None,
+    opener: Callable[..., Store],
 ) -> DepositResult:
     policy = case.policy
     secrets = open_sealed(case.sealed_secrets, identity.box_key)
@@ -400,13 +465,14 @@ def _deposit(
     # makes the same pack again and finds it in the stores.
     todo.sort(key=lambda t: t[1].st.st_size >= PACK_BELOW)
 
+    stores: list[Store] | None = None
     if todo:
         jobs = jobs or (default_jobs() if to_read >= INLINE_BELOW else 1)
-        stores = [open_store(u, s3_endpoint=s3_endpoint) for u in policy.stores]
+        stores = [opener(u, s3_endpoint=s3_endpoint) for u in policy.stores]
         listed = _list_unrecorded(state, policy.case_id, stores, _chunks_at_most(todo))
         initargs = (
             policy.case_id,
-            list(policy.stores),
+            _for_workers(policy.stores, stores),
             s3_endpoint,
             chunk_key,
             policy.release_recipient,
@@ -495,7 +561,10 @@ def _deposit(
         ) from exc
     snap_id, blob = seal_snapshot(manifest, identity.sign_key, policy.release_recipient)
     # Every object the manifest names is durable in every store (the committer has finished).
-    for store in [open_store(u, s3_endpoint=s3_endpoint) for u in policy.stores]:
+    # The stores the objects went to, with their S3 clients built already, if any were opened.
+    if stores is None:
+        stores = [opener(u, s3_endpoint=s3_endpoint) for u in policy.stores]
+    for store in stores:
         store.put(snapshot_key(policy.case_id, snap_id), blob)
     result.bytes_uploaded += len(blob) * len(policy.stores)
     with state.tx():
@@ -820,6 +889,17 @@ class _Vanished(Exception):
     def __init__(self, store: str) -> None:
         super().__init__(store)
         self.store = store
+
+
+def _for_workers(urls: list[str], stores: list[Store]) -> list[str | Store]:
+    """What each worker opens its stores from: the deposit's own S3 stores, whose one boto3
+    client (built already, for the listing) worker threads share; each worker building its own
+    delayed the first upload by a tenth of a second or more (issue 14). A worker process gets a
+    pickled S3 store, rebuilt there with a fresh client as from its URL. Other stores cost nothing
+    to open and go by URL, each worker opening its own as before."""
+    from .stores.warmup import is_s3_url
+
+    return [s if is_s3_url(u) else u for u, s in zip(urls, stores, strict=True)]
 
 
 def _chunks_at_most(todo: list[_Todo]) -> int:

@@ -311,15 +311,17 @@ index, staged tokens): the pack, accounted as an object of its own (format.md §
 
 def init_deposit_worker(
     case_id: str,
-    store_urls: list[str],
+    store_urls: list[Any],
     s3_endpoint: str | None,
     chunk_key: bytes,
     recipient: str,
     db_path: str,
     listed: list[dict[str, int] | None] | None = None,
 ) -> None:
-    """`listed[i]`: for a store the deposit listed (vault.deposit), the objects it holds that the
-    index does not know, with their sizes; None: ask the store per chunk (`has`)."""
+    """`store_urls[i]`: a store URL to open, or a store to use as is (the deposit shares its S3
+    stores, whose boto3 client is safe to share between threads). `listed[i]`: for a store the
+    deposit listed (vault.deposit), the objects it holds that the index does not know, with their
+    sizes; None: ask the store per chunk (`has`)."""
     from .stores import open_store
 
     _close_file()
@@ -332,7 +334,9 @@ def init_deposit_worker(
         case_id=case_id,
         key=chunk_key,
         recipient=_engine().Recipient.from_str(recipient),
-        stores=[open_store(u, s3_endpoint=s3_endpoint) for u in store_urls],
+        stores=[
+            open_store(u, s3_endpoint=s3_endpoint) if isinstance(u, str) else u for u in store_urls
+        ],
         # A copy per worker, as each worker process had: _listed_now adds and prunes keys, and
         # another thread must not lose a key between its check and its read.
         listed=[None if ls is None else dict(ls) for ls in listed or [None] * len(store_urls)],
