@@ -373,11 +373,13 @@ def _slowlink_profile(links: list[dict]) -> list[str]:
         "Velador packs small files and a large file's consecutive chunks into objects of up to "
         "4 MiB (format.md §6.3, docs/decisions.md (17)): about 22 PUTs on this tree, 543 before "
         "packs. It sends one object of 256 KiB or more per store at a time (the resume bound "
-        "above), so the round trip of each (server, response, next request) leaves the link "
-        "idle, while restic keeps four or five uploads in flight; and it starts sending later "
-        "(Python's start, boto3's import and first client). A deposit lists the case's objects "
-        "once instead of a HEAD per chunk (format.md §6.6). docs/decisions.md (16) has what "
-        "strict turns, and no turns, cost.",
+        "above), and hands the store's turn to the next object as soon as the server has "
+        "acknowledged the whole body, without waiting for the answer (format.md §7.2, "
+        "docs/decisions.md (18)), so one stream keeps the link busy; restic keeps four or five "
+        "uploads in flight. A deposit lists the case's objects once instead of a HEAD per chunk "
+        "(format.md §6.6). The proxy gives one connection the link's full rate (a 20 ms queue) "
+        "and, when the link drops, delivers what it had acknowledged, as a real link does "
+        "(docs/decisions.md (18)).",
         "",
     ]
 
