@@ -69,6 +69,11 @@ def wait_delivered(sock: socket.socket, timeout: float) -> bool:
     """True once the peer acknowledged everything written to ``sock``; False if the peer
     answered first (readable), the queue cannot be read, or ``timeout`` passed."""
     end = time.monotonic() + timeout
+    poller = select.poll()  # not select(): a long-running process may hold descriptors > 1023
+    try:
+        poller.register(sock, select.POLLIN)
+    except (OSError, ValueError):
+        return False
     while True:
         left = unacknowledged(sock)
         if left is None:
@@ -79,10 +84,10 @@ def wait_delivered(sock: socket.socket, timeout: float) -> bool:
         if wait <= 0:
             return False
         try:
-            readable, _, _ = select.select([sock], [], [], wait)
+            readable = poller.poll(wait * 1000)
         except (OSError, ValueError):
             return False
-        if readable:  # an answer before the body is acknowledged: let the response decide
+        if readable:  # an answer (or a close) before the body is acknowledged: the response decides
             return False
 
 
