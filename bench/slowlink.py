@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import select
 import socket
 import struct
 import termios
@@ -206,16 +207,17 @@ class SlowLink:
         When the link goes down: what was acknowledged goes up, then the request is ended."""
         buf = b""
         req: Request | None = None
-        src.settimeout(WAKE_S)
+        # Wait with poll(), not a socket timeout: the other pump sends to this socket, and a
+        # timeout would cut it whenever the client reads its answers slowly.
+        poller = select.poll()
+        poller.register(src, select.POLLIN)
         drained = False
 
         def recv() -> bytes:
             nonlocal drained
             while not self._down:
-                try:
+                if poller.poll(WAKE_S * 1000):
                     return src.recv(PIECE)
-                except TimeoutError:
-                    continue
             if drained:
                 return b""
             drained = True  # once: what the kernel acknowledged before the drop, not after

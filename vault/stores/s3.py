@@ -26,10 +26,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import boto3
 import boto3.exceptions
 import botocore.exceptions as bce
+import botocore.handlers
 import botocore.session
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.handlers import add_expect_header
 
 from vault.errors import N_, NotFoundError, StoreError, VeladorError
 
@@ -257,7 +257,9 @@ class S3Store:
                     handoff.install(client)  # the turn goes on once the body is delivered
                     # No "Expect: 100-continue": it idles the link a round trip per object,
                     # to spare at most one object (4 MiB) sent to a server that refuses it.
-                    client.meta.events.unregister("before-call.s3", add_expect_header)
+                    expect = getattr(botocore.handlers, "add_expect_header", None)
+                    if expect is not None:
+                        client.meta.events.unregister("before-call.s3", expect)
                     self._client_obj = client
                 except _CAUGHT as exc:
                     raise self._error(exc) from exc
