@@ -9,7 +9,10 @@ STARTUP_SYNC_WAIT (a slow or hostile peer), in which case it completes while the
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,6 +49,33 @@ STARTUP_SYNC_WAIT = 5.0
 """Seconds serving may wait for the start-up sweep's peer syncs (they go on afterwards)."""
 SHUTDOWN_GRACE = 3.0
 """Seconds a stopping node waits for its deliveries and peer syncs in flight."""
+
+SHUTDOWN_HARD = 15.0
+"""Seconds the lifespan shutdown may take in all before the process exits without it (status 1,
+every thread's stack in the log). Every acknowledged change is committed already, so this loses
+nothing a SIGKILL would not; it keeps a stop that hangs from holding the data folder until a
+service manager's SIGKILL, and says where it hung (once seen in a test: a node stuck after
+"Waiting for application shutdown" for more than 20 s, cause unknown)."""
+
+
+def _shutdown_watchdog(seconds: float) -> threading.Timer:
+    """Start the clock of a stopping node (SHUTDOWN_HARD); cancel it once the shutdown is done."""
+
+    def fire() -> None:
+        log.error(
+            "stopping took more than %g s; exiting now with every thread's stack below (all"
+            " acknowledged changes are committed)",
+            seconds,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 class StatusCounter:
@@ -120,6 +150,7 @@ def create_app(
         try:
             yield
         finally:
+            watchdog = _shutdown_watchdog(SHUTDOWN_HARD)
             if svc.verifiers is not None:
                 pool, svc.verifiers = svc.verifiers, None
                 await pool.close()
@@ -145,6 +176,7 @@ def create_app(
                 )
             else:
                 store.close()
+            watchdog.cancel()
             log.info("node stopped cleanly")
 
     app = NodeApp(
