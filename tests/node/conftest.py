@@ -148,7 +148,7 @@ class RealNode:
     def term(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(20)
+        code = self.proc.wait(40)  # uvicorn 10 s + the shutdown watchdog 15 s (app.py), with room
         self.proc = None
         return code
 
