@@ -361,36 +361,15 @@ def deposit(
     from .stores.ratelimit import limited
 
     opener = warm.open if warm is not None else open_store
+    args = (state, identity, case, paths, clock, instructions, progress, jobs, s3_endpoint, opener)
     with limited(limit_upload), one_upload_per_store():
         try:
-            return _deposit(
-                state,
-                identity,
-                case,
-                paths,
-                clock,
-                instructions,
-                progress,
-                jobs,
-                s3_endpoint,
-                opener,
-            )
+            return _deposit(*args)
         except _Vanished:
             # An object the listing showed was deleted before the snapshot: it is forgotten
             # again, and one more pass (a fresh listing) uploads it (format.md §6.6).
             try:
-                return _deposit(
-                    state,
-                    identity,
-                    case,
-                    paths,
-                    clock,
-                    instructions,
-                    progress,
-                    jobs,
-                    s3_endpoint,
-                    opener,
-                )
+                return _deposit(*args)
             except _Vanished as exc:
                 raise StoreError(
                     N_("objects of this case disappear from store %(store)s while it is written"),

@@ -111,62 +111,54 @@ def test_the_next_put_to_a_store_goes_while_the_first_waits_for_its_answer(serve
     assert len(server.heads) == 2 and not [h for h in server.heads if "\nexpect:" in h]
 
 
-def test_the_turn_is_kept_while_the_body_is_not_acknowledged() -> None:
-    # Given a TCP connection whose peer reads nothing, so the body cannot all be acknowledged
+@pytest.fixture
+def stalled():
+    """(client, peer, bytes sent): a TCP connection whose peer reads nothing, with the client's
+    send queue filled, so its body cannot all be acknowledged."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     client = socket.create_connection(listener.getsockname())
     peer, _ = listener.accept()
+    client.setblocking(False)
+    sent = 0
     try:
-        client.setblocking(False)
-        sent = 0
-        try:
-            while sent < 8 << 20:
-                sent += client.send(b"x" * 65536)
-        except BlockingIOError:
-            pass
-        client.setblocking(True)
-        # Then it is not delivered (the wait gives up at its bound, the turn stays held)
-        assert handoff.unacknowledged(client) > 0
-        assert handoff.wait_delivered(client, 0.05) is False
-        # When the peer reads everything, it is
-        got = 0
-        peer.settimeout(10)
-        while got < sent:
-            got += len(peer.recv(1 << 20))
-        deadline = time.monotonic() + 10
-        delivered = False
-        while not delivered and time.monotonic() < deadline:
-            delivered = handoff.wait_delivered(client, 0.5)
-        assert delivered and handoff.unacknowledged(client) == 0
-    finally:
-        for s in (client, peer, listener):
-            s.close()
+        while sent < 8 << 20:
+            sent += client.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    client.setblocking(True)
+    yield client, peer, sent
+    for s in (client, peer, listener):
+        s.close()
 
 
-def test_an_early_answer_ends_the_wait() -> None:
+def test_the_turn_is_kept_while_the_body_is_not_acknowledged(stalled) -> None:
+    # Given a body the peer does not read
+    client, peer, sent = stalled
+    # Then it is not delivered (the wait gives up at its bound, the turn stays held)
+    assert handoff.unacknowledged(client) > 0
+    assert handoff.wait_delivered(client, 0.05) is False
+    # When the peer reads everything, it is
+    got = 0
+    peer.settimeout(10)
+    while got < sent:
+        got += len(peer.recv(1 << 20))
+    deadline = time.monotonic() + 10
+    delivered = False
+    while not delivered and time.monotonic() < deadline:
+        delivered = handoff.wait_delivered(client, 0.5)
+    assert delivered and handoff.unacknowledged(client) == 0
+
+
+def test_an_early_answer_ends_the_wait(stalled) -> None:
     # Given a peer that answers before reading the body (a refusal), then stops reading
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client = socket.create_connection(listener.getsockname())
-    peer, _ = listener.accept()
-    try:
-        client.setblocking(False)
-        try:
-            while True:
-                client.send(b"x" * 65536)
-        except BlockingIOError:
-            pass
-        client.setblocking(True)
-        peer.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-        # Then the wait ends at once, without the turn going on (the answer decides), long
-        # before its bound
-        start = time.monotonic()
-        assert handoff.wait_delivered(client, 30) is False
-        assert time.monotonic() - start < 25  # it did not wait out the bound
-    finally:
-        for s in (client, peer, listener):
-            s.close()
+    client, peer, _ = stalled
+    peer.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    # Then the wait ends at once, without the turn going on (the answer decides), long
+    # before its bound
+    start = time.monotonic()
+    assert handoff.wait_delivered(client, 30) is False
+    assert time.monotonic() - start < 25  # it did not wait out the bound
 
 
 def test_a_client_that_cannot_be_adapted_keeps_the_old_behaviour() -> None:
